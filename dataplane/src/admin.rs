@@ -1,0 +1,39 @@
+//! The seam between the data port and the control plane's admin handlers.
+//!
+//! The engine recognises `/admin/*` requests from loopback peers and hands
+//! them out as [`AdminRequest`]s; the control plane implements
+//! [`AdminService`], so the data plane never depends on it.
+
+use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
+
+/// An admin call received on the data port.
+#[derive(Debug, Clone)]
+pub struct AdminRequest {
+    /// The method token, e.g. `POST`.
+    pub method: &'static str,
+    /// The request target as sent, e.g. `/admin/cache/clear`.
+    pub target: String,
+    /// The peer's address, for the audit trail.
+    pub peer: std::net::IpAddr,
+    /// The request body, fully read.
+    pub body: Bytes,
+}
+
+/// An admin service's answer, encoded by the engine.
+#[derive(Debug, Clone)]
+pub struct AdminResponse {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The `Content-Type` of `body`.
+    pub content_type: &'static str,
+    /// The response body.
+    pub body: Bytes,
+}
+
+/// Answers admin calls; implemented by the control plane.
+pub trait AdminService: Send + Sync + 'static {
+    /// Handles one admin call.
+    fn call(&self, req: AdminRequest) -> Pin<Box<dyn Future<Output = AdminResponse> + Send>>;
+}

@@ -1,0 +1,361 @@
+//! The epoll driver: one tokio current-thread runtime per data core, each
+//! thread pinned with `core_affinity`, each with its own `SO_REUSEPORT`
+//! listener and upstream pool, so cores share nothing on the request path.
+//!
+//! The driver only moves bytes: every decision is the engine's
+//! ([`crate::proxy::Conn`]).
+
+use crate::admin::{AdminResponse, AdminService};
+use crate::proxy::{Action, Conn, EngineConfig};
+use crate::status::DataplaneStatus;
+use crate::upstream::pool::{Checkout, Pool};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Size of the read buffer of each connection, in bytes.
+const READ_BUF: usize = 16 * 1024;
+/// Backlog of each listening socket.
+const BACKLOG: i32 = 1024;
+
+/// Where and how the kernel data plane serves.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// The data port's address.
+    pub listen: SocketAddr,
+    /// Cores to run one data thread each on (ids as `core_affinity` counts).
+    pub cores: Vec<usize>,
+    /// The upstream servers, used round robin.
+    pub upstreams: Vec<SocketAddr>,
+    /// How long an idle upstream keep-alive connection is kept.
+    pub upstream_idle_timeout: Duration,
+    /// Most idle upstream connections kept per server and core.
+    pub upstream_max_idle: usize,
+    /// How long in-flight requests may take to finish after a shutdown.
+    pub drain_timeout: Duration,
+}
+
+/// Why the data plane could not start.
+#[derive(Debug, Error)]
+pub enum DriverError {
+    /// A listening socket could not be set up.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A data thread could not be started.
+    #[error("cannot start a data thread: {0}")]
+    Thread(io::Error),
+}
+
+/// The running epoll data plane.
+pub struct Dataplane {
+    threads: Vec<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+    local_addr: SocketAddr,
+}
+
+impl Dataplane {
+    /// Binds one listener per core and starts the data threads.
+    pub fn start(
+        cfg: DriverConfig,
+        engine: Arc<EngineConfig>,
+        status: Arc<DataplaneStatus>,
+        admin: Arc<dyn AdminService>,
+    ) -> Result<Self, DriverError> {
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let first = bind_reuseport(cfg.listen)?;
+        let local_addr = first.local_addr().map_err(|source| DriverError::Bind { addr: cfg.listen, source })?;
+        let mut listeners = vec![first];
+        for _ in 1..cfg.cores.len().max(1) {
+            listeners.push(bind_reuseport(local_addr)?);
+        }
+        let mut threads = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let core = cfg.cores.get(i).and_then(|id| cores.iter().find(|c| c.id == *id).copied());
+            let ctx = CoreSetup {
+                cfg: cfg.clone(),
+                engine: engine.clone(),
+                status: status.clone(),
+                admin: admin.clone(),
+                shutdown: shutdown_rx.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("ug-data-{i}"))
+                .spawn(move || run_core(core, listener, ctx))
+                .map_err(DriverError::Thread)?;
+            threads.push(thread);
+        }
+        status.set_serving(true);
+        tracing::info!(backend = "epoll", %local_addr, cores = ?cfg.cores, "data plane serving");
+        Ok(Self { threads, shutdown, local_addr })
+    }
+
+    /// The address the data port is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the drain
+    /// timeout, and waits for the data threads.
+    pub fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, DriverError> {
+    let bind = || -> io::Result<std::net::TcpListener> {
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        sock.set_reuse_address(true)?;
+        sock.set_reuse_port(true)?;
+        sock.set_nonblocking(true)?;
+        sock.bind(&addr.into())?;
+        sock.listen(BACKLOG)?;
+        Ok(sock.into())
+    };
+    bind().map_err(|source| DriverError::Bind { addr, source })
+}
+
+/// What a data thread is given at start.
+struct CoreSetup {
+    cfg: DriverConfig,
+    engine: Arc<EngineConfig>,
+    status: Arc<DataplaneStatus>,
+    admin: Arc<dyn AdminService>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Per-core state shared by the connection tasks of one thread.
+struct CoreCtx {
+    engine: Arc<EngineConfig>,
+    status: Arc<DataplaneStatus>,
+    admin: Arc<dyn AdminService>,
+    pool: RefCell<Pool<TcpStream>>,
+    active: Cell<usize>,
+}
+
+fn run_core(core: Option<core_affinity::CoreId>, listener: std::net::TcpListener, setup: CoreSetup) {
+    if let Some(core) = core {
+        if !core_affinity::set_for_current(core) {
+            tracing::warn!(core = core.id, "could not pin data thread");
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the data thread's runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register listener");
+                return;
+            }
+        };
+        let CoreSetup { cfg, engine, status, admin, mut shutdown } = setup;
+        let pool = Pool::new(cfg.upstreams.clone(), cfg.upstream_idle_timeout, cfg.upstream_max_idle);
+        let ctx = Rc::new(CoreCtx { engine, status, admin, pool: RefCell::new(pool), active: Cell::new(0) });
+        let evictor = {
+            let ctx = ctx.clone();
+            tokio::task::spawn_local(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    ctx.pool.borrow_mut().evict_expired(Instant::now());
+                }
+            })
+        };
+        while !*shutdown.borrow() {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        tokio::task::spawn_local(serve(stream, peer, ctx.clone(), shutdown.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                _ = shutdown.changed() => {}
+            }
+        }
+        drop(listener);
+        let deadline = tokio::time::Instant::now() + cfg.drain_timeout;
+        while ctx.active.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if ctx.active.get() > 0 {
+            tracing::warn!(connections = ctx.active.get(), "drain timeout: closing connections still busy");
+        }
+        evictor.abort();
+    });
+}
+
+/// Counts a connection task as active for as long as it lives.
+struct ActiveGuard(Rc<CoreCtx>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+    }
+}
+
+type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>>>>;
+type AdminCall = Pin<Box<dyn Future<Output = AdminResponse> + Send>>;
+
+/// Awaits an optional future; pending forever when there is none.
+async fn maybe<F: Future + Unpin>(f: &mut Option<F>) -> F::Output {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a pooled connection is still open and clean: a read must find
+/// nothing to read.
+fn idle_conn_alive(s: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<CoreCtx>, mut shutdown: watch::Receiver<bool>) {
+    ctx.active.set(ctx.active.get() + 1);
+    let _guard = ActiveGuard(ctx.clone());
+    let _ = stream.set_nodelay(true);
+    let mut conn = Conn::new(ctx.engine.clone(), ctx.status.clone(), peer.ip(), Instant::now());
+    let mut upstream: Option<(usize, TcpStream)> = None;
+    let mut connecting: Option<(usize, Connecting)> = None;
+    let mut admin_call: Option<AdminCall> = None;
+    let mut buf = vec![0u8; READ_BUF];
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.drain(Instant::now());
+    }
+    loop {
+        while let Some(action) = conn.poll_action() {
+            match action {
+                Action::Connect { fresh } => {
+                    upstream = None;
+                    connecting = None;
+                    let now = Instant::now();
+                    let checkout = ctx.pool.borrow_mut().checkout(now, fresh, idle_conn_alive);
+                    match checkout {
+                        Checkout::Reused { server, conn: s } => {
+                            upstream = Some((server, s));
+                            conn.upstream_connected(now, true);
+                        }
+                        Checkout::Connect { server, addr } => {
+                            connecting = Some((server, Box::pin(TcpStream::connect(addr))));
+                        }
+                    }
+                }
+                Action::Release { reuse } => {
+                    connecting = None;
+                    if let Some((server, s)) = upstream.take() {
+                        if reuse {
+                            ctx.pool.borrow_mut().checkin(server, s, Instant::now());
+                        }
+                    }
+                }
+                Action::Admin(req) => admin_call = Some(ctx.admin.call(req)),
+            }
+        }
+        if conn.is_finished() {
+            break;
+        }
+        let client_write = !conn.client_output().is_empty();
+        let client_read = conn.wants_client_bytes();
+        let up_write = upstream.is_some() && conn.upstream_attached() && !conn.upstream_output().is_empty();
+        let up_read = upstream.is_some() && conn.wants_upstream_bytes();
+        let deadline = conn.timeout();
+        let up = upstream.as_ref().map(|(_, s)| s);
+        let sleep_until = deadline.map(tokio::time::Instant::from_std);
+        let mut connect_fut = connecting.as_mut().map(|(_, f)| f);
+        tokio::select! {
+            biased;
+            r = stream.writable(), if client_write => {
+                if r.is_err() { break; }
+                match stream.try_write(conn.client_output()) {
+                    Ok(n) => conn.client_written(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+            r = async { up.expect("guarded").writable().await }, if up_write => {
+                let now = Instant::now();
+                let s = up.expect("guarded");
+                match r.and_then(|()| s.try_write(conn.upstream_output())) {
+                    Ok(n) => conn.upstream_written(n, now),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => conn.upstream_eof(now),
+                }
+            }
+            r = async { up.expect("guarded").readable().await }, if up_read => {
+                let now = Instant::now();
+                let s = up.expect("guarded");
+                match r.and_then(|()| s.try_read(&mut buf)) {
+                    Ok(0) => conn.upstream_eof(now),
+                    Ok(n) => conn.recv_upstream(now, &buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => conn.upstream_eof(now),
+                }
+            }
+            r = stream.readable(), if client_read => {
+                let now = Instant::now();
+                match r.and_then(|()| stream.try_read(&mut buf)) {
+                    Ok(0) => conn.client_eof(now),
+                    Ok(n) => conn.recv_client(now, &buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+            r = maybe(&mut connect_fut) => {
+                let now = Instant::now();
+                let server = connecting.take().map_or(0, |(server, _)| server);
+                match r {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        upstream = Some((server, s));
+                        conn.upstream_connected(now, false);
+                    }
+                    Err(_) => conn.upstream_connect_failed(now),
+                }
+            }
+            resp = maybe(&mut admin_call) => {
+                admin_call = None;
+                conn.admin_response(Instant::now(), resp);
+            }
+            _ = async { tokio::time::sleep_until(sleep_until.expect("guarded")).await }, if sleep_until.is_some() => {
+                conn.handle_timeout(Instant::now());
+            }
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.drain(Instant::now());
+            }
+        }
+    }
+    let mut stream = stream;
+    let _ = stream.shutdown().await;
+}

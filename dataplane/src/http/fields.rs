@@ -1,0 +1,73 @@
+//! Header rules shared by both directions of the proxy: which fields are
+//! hop-by-hop (RFC 9110 §7.6.1) and must not be forwarded.
+
+use super::list_members;
+
+/// Fields that describe one connection, never forwarded by a proxy.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Connection-scoped options found in a head's `Connection` field(s).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionOptions<'h, 'b> {
+    /// `close` was listed.
+    pub close: bool,
+    /// `keep-alive` was listed.
+    pub keep_alive: bool,
+    /// The head's fields, rescanned for listed names (no allocation).
+    headers: &'h [httparse::Header<'b>],
+}
+
+impl<'h, 'b> ConnectionOptions<'h, 'b> {
+    /// Collects the options of every `Connection` field in `headers`.
+    pub fn from_headers(headers: &'h [httparse::Header<'b>]) -> Self {
+        let (mut close, mut keep_alive) = (false, false);
+        for token in connection_tokens(headers) {
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+        Self { close, keep_alive, headers }
+    }
+
+    /// Whether a field must be dropped when forwarding: a standard
+    /// hop-by-hop field or one named in `Connection`.
+    pub fn is_hop_by_hop(&self, name: &str) -> bool {
+        HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+            || connection_tokens(self.headers).any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+/// Every token listed in the `Connection` fields of a head.
+fn connection_tokens<'h, 'b>(headers: &'h [httparse::Header<'b>]) -> impl Iterator<Item = &'b [u8]> + 'h {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| list_members(h.value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_tokens_make_fields_hop_by_hop() {
+        let headers = [
+            httparse::Header { name: "Connection", value: b"close, X-Secret" },
+            httparse::Header { name: "connection", value: b"Keep-Alive" },
+        ];
+        let opts = ConnectionOptions::from_headers(&headers);
+        assert!(opts.close && opts.keep_alive);
+        assert!(opts.is_hop_by_hop("x-secret"));
+        assert!(opts.is_hop_by_hop("Transfer-Encoding"));
+        assert!(!opts.is_hop_by_hop("Host"));
+    }
+}

@@ -1,0 +1,266 @@
+//! Request heads: `RequestHead::parse` turns the bytes a client sent into a
+//! typed head, or into the error status the client must get.
+
+use super::fields::ConnectionOptions;
+use super::{list_members, parse_content_length, trim, Framing, Version};
+use thiserror::Error;
+
+/// Size limits applied while parsing a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Largest request head (request line and fields), in bytes.
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: u64,
+}
+
+/// The request methods the gateway forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `HEAD`
+    Head,
+    /// `POST`
+    Post,
+    /// `PUT`
+    Put,
+    /// `DELETE`
+    Delete,
+    /// `PATCH`
+    Patch,
+    /// `OPTIONS`
+    Options,
+}
+
+impl Method {
+    fn from_token(token: &str) -> Option<Self> {
+        Some(match token {
+            "GET" => Self::Get,
+            "HEAD" => Self::Head,
+            "POST" => Self::Post,
+            "PUT" => Self::Put,
+            "DELETE" => Self::Delete,
+            "PATCH" => Self::Patch,
+            "OPTIONS" => Self::Options,
+            _ => return None,
+        })
+    }
+
+    /// The method's token as sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Head => "HEAD",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Delete => "DELETE",
+            Self::Patch => "PATCH",
+            Self::Options => "OPTIONS",
+        }
+    }
+
+    /// Idempotent methods (RFC 9110 §9.2.2) may be sent again after a
+    /// connection failed before any response byte arrived.
+    pub fn is_idempotent(self) -> bool {
+        !matches!(self, Self::Post | Self::Patch)
+    }
+}
+
+/// Why a request was refused; each maps to the status the client gets.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum RequestError {
+    /// Syntax or framing the gateway cannot trust: 400 and close.
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    /// The head exceeds the configured size or field count: 431.
+    #[error("request header fields too large")]
+    HeadersTooLarge,
+    /// The declared or received body exceeds the limit: 413.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// A method or transfer coding the gateway does not support: 501.
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
+    /// An `Expect` value other than `100-continue`: 417.
+    #[error("unsupported expectation")]
+    ExpectationFailed,
+}
+
+impl RequestError {
+    /// The HTTP status code that answers this error.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Malformed(_) => 400,
+            Self::HeadersTooLarge => 431,
+            Self::BodyTooLarge => 413,
+            Self::NotImplemented(_) => 501,
+            Self::ExpectationFailed => 417,
+        }
+    }
+}
+
+/// A parsed request head borrowing from the connection's input buffer.
+#[derive(Debug)]
+pub struct RequestHead<'h, 'b> {
+    /// The request method.
+    pub method: Method,
+    /// The request target, as sent (origin-form, absolute-form or `*`).
+    pub target: &'b str,
+    /// The client's protocol version.
+    pub version: Version,
+    /// All fields in the order received.
+    pub headers: &'h [httparse::Header<'b>],
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// Options of the `Connection` field.
+    pub connection: ConnectionOptions<'h, 'b>,
+    /// The client sent `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// Length of the head in bytes, including the blank line.
+    pub head_len: usize,
+}
+
+impl<'h, 'b> RequestHead<'h, 'b> {
+    /// Parses a request head from the start of `buf`.
+    ///
+    /// `Ok(None)` means the head is not complete yet. `headers` is scratch
+    /// space for the fields; [`super::MAX_HEADERS`] entries is the usual size.
+    pub fn parse(
+        buf: &'b [u8],
+        headers: &'h mut [httparse::Header<'b>],
+        limits: &RequestLimits,
+    ) -> Result<Option<Self>, RequestError> {
+        let mut req = httparse::Request::new(headers);
+        let head_len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) if n <= limits.max_header_bytes => n,
+            Ok(httparse::Status::Partial) if buf.len() <= limits.max_header_bytes => return Ok(None),
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(RequestError::HeadersTooLarge),
+            Err(e) => return Err(RequestError::Malformed(parse_error_reason(e))),
+        };
+        let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+            return Err(RequestError::Malformed("incomplete request line"));
+        };
+        let headers: &'h [httparse::Header<'b>] = req.headers;
+        let version = if version == 0 { Version::Http10 } else { Version::Http11 };
+        let method = match Method::from_token(method) {
+            Some(m) => m,
+            None if method.bytes().all(|b| b.is_ascii_uppercase()) => {
+                return Err(RequestError::NotImplemented("method"))
+            }
+            None => return Err(RequestError::Malformed("invalid method")),
+        };
+        check_target(method, target)?;
+        let framing = request_framing(headers, version, limits)?;
+        let mut hosts = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host"));
+        match (hosts.next(), hosts.next()) {
+            (_, Some(_)) => return Err(RequestError::Malformed("more than one Host field")),
+            (None, None) if version == Version::Http11 => {
+                return Err(RequestError::Malformed("missing Host field"))
+            }
+            _ => {}
+        }
+        let mut expect_continue = false;
+        for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("expect")) {
+            if !trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+                return Err(RequestError::ExpectationFailed);
+            }
+            expect_continue = version == Version::Http11;
+        }
+        Ok(Some(Self {
+            method,
+            target,
+            version,
+            headers,
+            framing,
+            connection: ConnectionOptions::from_headers(headers),
+            expect_continue,
+            head_len,
+        }))
+    }
+
+    /// Whether the client asked for (or by default gets) a persistent
+    /// connection.
+    pub fn keep_alive(&self) -> bool {
+        match self.version {
+            Version::Http11 => !self.connection.close,
+            Version::Http10 => self.connection.keep_alive && !self.connection.close,
+        }
+    }
+}
+
+fn parse_error_reason(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header field name",
+        httparse::Error::HeaderValue => "invalid header field value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token in request line",
+        httparse::Error::Version => "unsupported HTTP version",
+        httparse::Error::TooManyHeaders => "too many header fields",
+    }
+}
+
+fn check_target(method: Method, target: &str) -> Result<(), RequestError> {
+    let absolute = target.len() > 7
+        && (target[..7].eq_ignore_ascii_case("http://")
+            || target.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")));
+    if target.starts_with('/') || absolute || (target == "*" && method == Method::Options) {
+        Ok(())
+    } else {
+        Err(RequestError::Malformed("invalid request target"))
+    }
+}
+
+/// Decides the body framing of a request, refusing every ambiguous form
+/// that could smuggle a second request past a peer (RFC 9112 §6.1, §6.3).
+fn request_framing(
+    headers: &[httparse::Header<'_>],
+    version: Version,
+    limits: &RequestLimits,
+) -> Result<Framing, RequestError> {
+    let mut length: Option<u64> = None;
+    let mut te_fields = 0;
+    let (mut chunked, mut chunked_last, mut other) = (0, false, false);
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(h.value)
+                .ok_or(RequestError::Malformed("invalid Content-Length"))?;
+            if length.is_some_and(|prev| prev != n) {
+                return Err(RequestError::Malformed("conflicting Content-Length fields"));
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te_fields += 1;
+            for coding in list_members(h.value) {
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked += 1;
+                    chunked_last = true;
+                } else {
+                    other = true;
+                    chunked_last = false;
+                }
+            }
+        }
+    }
+    if te_fields == 0 {
+        return match length {
+            Some(n) if n > limits.max_body_bytes => Err(RequestError::BodyTooLarge),
+            Some(0) | None => Ok(Framing::Empty),
+            Some(n) => Ok(Framing::Length(n)),
+        };
+    }
+    if version == Version::Http10 {
+        return Err(RequestError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    if length.is_some() {
+        return Err(RequestError::Malformed("both Content-Length and Transfer-Encoding"));
+    }
+    if !chunked_last || chunked > 1 {
+        return Err(RequestError::Malformed("chunked is not the final transfer coding, once"));
+    }
+    if other {
+        return Err(RequestError::NotImplemented("transfer coding"));
+    }
+    Ok(Framing::Chunked)
+}

@@ -1,0 +1,18 @@
+//! The request path of ultragate.
+//!
+//! What lives here: the HTTP/1.1 codec ([`http`]), the sans-IO proxy engine
+//! ([`proxy`]), the per-core upstream pool ([`upstream`]) and the drivers that
+//! move bytes between sockets and the engine ([`driver`]). The engine is
+//! deterministic: it contains no networking code and takes the time from its
+//! caller, so it is tested with plain byte slices and behaves the same on
+//! every driver. What does not live here: configuration files, the admin
+//! API and policy (the `ultragate-control` crate), the binary (`ultragate`).
+//!
+//! Start reading at [`proxy::Conn`], then [`driver::epoll`].
+
+pub mod admin;
+pub mod driver;
+pub mod http;
+pub mod proxy;
+pub mod status;
+pub mod upstream;

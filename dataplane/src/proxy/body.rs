@@ -1,0 +1,72 @@
+//! Reading a request body out of the client's byte stream, whatever its
+//! framing, while enforcing the body-size limit.
+
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::request::RequestError;
+use crate::http::Framing;
+
+/// Most bytes of chunk extensions and trailers accepted in a request body.
+const MAX_CHUNK_OVERHEAD: usize = 16 * 1024;
+
+/// Progress through one request body.
+#[derive(Debug, Clone)]
+pub enum BodyReader {
+    /// This many bytes of a `Content-Length` body are still to come.
+    Length(u64),
+    /// A chunked body being decoded.
+    Chunked(ChunkedDecoder),
+    /// The body is complete (or there was none).
+    Done,
+}
+
+impl BodyReader {
+    /// The reader for a request with this framing.
+    pub fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Length(n) => Self::Length(n),
+            Framing::Chunked => Self::Chunked(ChunkedDecoder::new(MAX_CHUNK_OVERHEAD)),
+            Framing::Empty | Framing::UntilClose => Self::Done,
+        }
+    }
+
+    /// Whether the whole body has been read.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Self::Done)
+    }
+
+    /// Reads body bytes from the start of `input`, handing decoded payload
+    /// to `data`. Returns how many bytes of `input` (framing included)
+    /// belong to the body.
+    pub fn read(
+        &mut self,
+        input: &[u8],
+        max_body: u64,
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<usize, RequestError> {
+        let used = match self {
+            Self::Done => 0,
+            Self::Length(remaining) => {
+                let n = input.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                data(&input[..n]);
+                *remaining -= n as u64;
+                if *remaining == 0 {
+                    *self = Self::Done;
+                }
+                n
+            }
+            Self::Chunked(decoder) => {
+                let n = decoder
+                    .feed(input, data)
+                    .map_err(|_| RequestError::Malformed("invalid chunked body"))?;
+                if decoder.announced() > max_body {
+                    return Err(RequestError::BodyTooLarge);
+                }
+                if decoder.is_done() {
+                    *self = Self::Done;
+                }
+                n
+            }
+        };
+        Ok(used)
+    }
+}

@@ -1,0 +1,741 @@
+//! The proxy engine: one [`Conn`] per client connection, driven by bytes.
+//!
+//! The caller feeds what arrives from the client ([`Conn::recv_client`])
+//! and from the upstream ([`Conn::recv_upstream`]), writes out what the
+//! engine queued ([`Conn::client_output`], [`Conn::upstream_output`]),
+//! carries out its [`Action`]s, and calls [`Conn::handle_timeout`] at
+//! [`Conn::timeout`]. The engine never touches a socket or a clock.
+
+mod body;
+pub mod local;
+mod rewrite;
+
+use crate::admin::{AdminRequest, AdminResponse};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::request::{Method, RequestHead, RequestLimits};
+use crate::http::response::ResponseHead;
+use crate::http::{Framing, Version, MAX_HEADERS};
+use crate::status::DataplaneStatus;
+use body::BodyReader;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use rewrite::ClientFraming;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Copies of a request kept for a retry on a fresh upstream connection
+/// stop at this size, in bytes; larger requests are not retried.
+const MAX_REPLAY_BYTES: usize = 64 * 1024;
+/// Bytes queued for the upstream before the engine stops taking client
+/// bytes.
+const MAX_UPSTREAM_QUEUE: usize = 64 * 1024;
+/// Bytes queued for the client before the engine stops taking upstream
+/// bytes (back-pressure from slow readers).
+const MAX_CLIENT_QUEUE: usize = 256 * 1024;
+/// Largest body of an admin call on the data port, in bytes.
+const MAX_ADMIN_BODY: u64 = 64 * 1024;
+/// Most bytes of chunk extensions and trailers accepted from an upstream.
+const MAX_RESPONSE_CHUNK_OVERHEAD: usize = 64 * 1024;
+
+/// Settings of the engine, shared by every connection of a process.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Request head and body limits.
+    pub limits: RequestLimits,
+    /// Largest response head accepted from an upstream, in bytes.
+    pub max_response_head_bytes: usize,
+    /// Longest wait for progress on a started request head or body.
+    pub client_timeout: Duration,
+    /// Longest idle time of a client keep-alive connection between requests.
+    pub keepalive_timeout: Duration,
+    /// Longest wait for an upstream connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for the next byte of an upstream response.
+    pub response_timeout: Duration,
+    /// How many upstream connects a request may try (one per server).
+    pub connect_attempts: usize,
+    /// `Host` sent upstream for HTTP/1.0 requests that carry none.
+    pub default_host: String,
+}
+
+/// Something the driver must do for the engine, in the order given.
+#[derive(Debug)]
+pub enum Action {
+    /// Attach an upstream connection, from the pool unless `fresh`, then
+    /// report [`Conn::upstream_connected`] or
+    /// [`Conn::upstream_connect_failed`].
+    Connect {
+        /// A new connection is required (a retry or a next server).
+        fresh: bool,
+    },
+    /// Detach the upstream connection: back to the pool when `reuse`,
+    /// closed otherwise.
+    Release {
+        /// The connection is clean and may serve another request.
+        reuse: bool,
+    },
+    /// Call the admin service and report [`Conn::admin_response`].
+    Admin(AdminRequest),
+}
+
+/// How a request in flight is being handled.
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for the next request head.
+    Idle,
+    /// Reading an admin call's body, then waiting for its answer.
+    Admin { req: Option<AdminRequest>, body: BytesMut, reader: BodyReader, head_only: bool, close: bool },
+    /// Forwarding a request upstream and its response back.
+    Proxy(Box<Exchange>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpstreamState {
+    Connecting,
+    Connected,
+    Released,
+}
+
+/// One request/response exchange with an upstream.
+#[derive(Debug)]
+struct Exchange {
+    method: Method,
+    client_version: Version,
+    client_keep_alive: bool,
+    request: BodyReader,
+    replay: Option<BytesMut>,
+    upstream: UpstreamState,
+    reused: bool,
+    connects: usize,
+    connect_started: Instant,
+    upstream_progress: Instant,
+    client_progress: Instant,
+    head_buf: BytesMut,
+    response_bytes_seen: bool,
+    response: Option<ResponseBody>,
+}
+
+#[derive(Debug)]
+struct ResponseBody {
+    reader: ResponseReader,
+    framing: ClientFraming,
+    reusable: bool,
+}
+
+#[derive(Debug)]
+enum ResponseReader {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+/// The state of one client connection.
+#[derive(Debug)]
+pub struct Conn {
+    cfg: Arc<EngineConfig>,
+    status: Arc<DataplaneStatus>,
+    peer: IpAddr,
+    input: BytesMut,
+    output: BytesMut,
+    upstream_output: BytesMut,
+    actions: VecDeque<Action>,
+    phase: Phase,
+    idle_since: Instant,
+    head_started: Option<Instant>,
+    /// Close once the current response is written.
+    close_after: bool,
+    /// Stop: write what is queued, then close.
+    finished: bool,
+    client_eof: bool,
+    draining: bool,
+}
+
+impl Conn {
+    /// A connection from `peer`, accepted at `now`.
+    pub fn new(cfg: Arc<EngineConfig>, status: Arc<DataplaneStatus>, peer: IpAddr, now: Instant) -> Self {
+        Self {
+            cfg,
+            status,
+            peer,
+            input: BytesMut::with_capacity(4096),
+            output: BytesMut::with_capacity(4096),
+            upstream_output: BytesMut::new(),
+            actions: VecDeque::new(),
+            phase: Phase::Idle,
+            idle_since: now,
+            head_started: None,
+            close_after: false,
+            finished: false,
+            client_eof: false,
+            draining: false,
+        }
+    }
+
+    /// Feeds bytes received from the client.
+    pub fn recv_client(&mut self, now: Instant, data: &[u8]) {
+        if self.finished {
+            return;
+        }
+        if matches!(self.phase, Phase::Idle) && self.input.is_empty() {
+            self.head_started = Some(now);
+        }
+        if let Phase::Proxy(ex) = &mut self.phase {
+            ex.client_progress = now;
+        }
+        self.input.extend_from_slice(data);
+        self.advance(now);
+    }
+
+    /// The client closed its sending side.
+    pub fn client_eof(&mut self, now: Instant) {
+        self.client_eof = true;
+        match &self.phase {
+            Phase::Idle => self.finished = true,
+            Phase::Proxy(ex) if !ex.request.is_done() => self.abort_exchange(),
+            Phase::Admin { reader, .. } if !reader.is_done() => self.finished = true,
+            _ => self.close_after = true,
+        }
+        self.advance(now);
+    }
+
+    /// Bytes queued for the client.
+    pub fn client_output(&self) -> &[u8] {
+        &self.output
+    }
+
+    /// `n` bytes of [`Self::client_output`] were written.
+    pub fn client_written(&mut self, n: usize) {
+        self.output.advance(n);
+    }
+
+    /// Bytes queued for the upstream connection.
+    pub fn upstream_output(&self) -> &[u8] {
+        &self.upstream_output
+    }
+
+    /// `n` bytes of [`Self::upstream_output`] were written.
+    pub fn upstream_written(&mut self, n: usize, now: Instant) {
+        self.upstream_output.advance(n);
+        // Room in the queue: take more of a request body.
+        self.advance(now);
+    }
+
+    /// The next action for the driver.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Whether the driver should read from the client now.
+    pub fn wants_client_bytes(&self) -> bool {
+        !self.finished
+            && !self.client_eof
+            && self.input.len() < self.cfg.limits.max_header_bytes + 1
+            && self.upstream_output.len() < MAX_UPSTREAM_QUEUE
+            && self.output.len() < MAX_CLIENT_QUEUE
+    }
+
+    /// Whether the driver should read from the upstream connection now.
+    pub fn wants_upstream_bytes(&self) -> bool {
+        matches!(&self.phase, Phase::Proxy(ex) if ex.upstream == UpstreamState::Connected)
+            && self.output.len() < MAX_CLIENT_QUEUE
+    }
+
+    /// Whether an upstream connection is attached and may be written to.
+    pub fn upstream_attached(&self) -> bool {
+        matches!(&self.phase, Phase::Proxy(ex) if ex.upstream == UpstreamState::Connected)
+    }
+
+    /// The connection is done: its output is written and it should close.
+    pub fn is_finished(&self) -> bool {
+        self.finished && self.output.is_empty()
+    }
+
+    /// When [`Self::handle_timeout`] must be called next.
+    pub fn timeout(&self) -> Option<Instant> {
+        if self.finished {
+            return None;
+        }
+        let cfg = &self.cfg;
+        match &self.phase {
+            Phase::Idle => Some(match self.head_started {
+                Some(t) if !self.input.is_empty() => t + cfg.client_timeout,
+                _ => self.idle_since + cfg.keepalive_timeout,
+            }),
+            Phase::Admin { .. } => None,
+            Phase::Proxy(ex) => Some(match ex.upstream {
+                UpstreamState::Connecting => ex.connect_started + cfg.connect_timeout,
+                _ if !ex.request.is_done() => ex.client_progress + cfg.client_timeout,
+                _ => ex.upstream_progress + cfg.response_timeout,
+            }),
+        }
+    }
+
+    /// Applies whatever timeout has passed at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.timeout().is_none_or(|t| t > now) {
+            return;
+        }
+        let phase = std::mem::replace(&mut self.phase, Phase::Idle);
+        match phase {
+            Phase::Idle if self.input.is_empty() => self.finished = true,
+            Phase::Idle => self.fail(408, "request head not received in time"),
+            admin @ Phase::Admin { .. } => self.phase = admin,
+            Phase::Proxy(mut ex) => match ex.upstream {
+                UpstreamState::Connecting => {
+                    ex.connects += 1;
+                    if ex.connects < self.cfg.connect_attempts {
+                        self.actions.push_back(Action::Release { reuse: false });
+                        self.actions.push_back(Action::Connect { fresh: true });
+                        ex.connect_started = now;
+                        self.phase = Phase::Proxy(ex);
+                    } else {
+                        self.actions.push_back(Action::Release { reuse: false });
+                        self.upstream_failed(now, &ex, 504, "upstream connect timeout");
+                    }
+                }
+                _ if !ex.request.is_done() => {
+                    self.actions.push_back(Action::Release { reuse: false });
+                    self.fail(408, "request body not received in time");
+                }
+                _ => {
+                    self.actions.push_back(Action::Release { reuse: false });
+                    self.upstream_failed(now, &ex, 504, "upstream response timeout");
+                }
+            },
+        }
+        self.advance(now);
+    }
+
+    /// Stops taking new requests: the one in flight completes, then the
+    /// connection closes.
+    pub fn drain(&mut self, now: Instant) {
+        self.draining = true;
+        if matches!(self.phase, Phase::Idle) && self.input.is_empty() {
+            self.finished = true;
+        }
+        self.advance(now);
+    }
+
+    /// The upstream connection asked for by [`Action::Connect`] is ready;
+    /// `reused` when it came from the keep-alive pool.
+    pub fn upstream_connected(&mut self, now: Instant, reused: bool) {
+        if let Phase::Proxy(ex) = &mut self.phase {
+            ex.upstream = UpstreamState::Connected;
+            ex.reused = reused;
+            ex.upstream_progress = now;
+        }
+    }
+
+    /// The connect asked for by [`Action::Connect`] failed.
+    pub fn upstream_connect_failed(&mut self, now: Instant) {
+        let Phase::Proxy(ex) = &mut self.phase else { return };
+        ex.connects += 1;
+        ex.upstream = UpstreamState::Connecting;
+        if ex.connects < self.cfg.connect_attempts {
+            ex.connect_started = now;
+            self.actions.push_back(Action::Connect { fresh: true });
+            return;
+        }
+        if let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) {
+            ex_released(&mut self.actions, &ex);
+            self.upstream_failed(now, &ex, 502, "upstream connect failed");
+        }
+        self.advance(now);
+    }
+
+    /// Feeds bytes received from the upstream connection.
+    pub fn recv_upstream(&mut self, now: Instant, data: &[u8]) {
+        let Phase::Proxy(ex) = &mut self.phase else { return };
+        ex.upstream_progress = now;
+        ex.response_bytes_seen = true;
+        let result = if ex.response.is_some() {
+            relay_body(ex, &mut self.output, data)
+        } else {
+            ex.head_buf.extend_from_slice(data);
+            self.response_head()
+        };
+        self.after_upstream(now, result);
+    }
+
+    /// The upstream closed the connection (or a write to it failed).
+    pub fn upstream_eof(&mut self, now: Instant) {
+        let Phase::Proxy(ex) = &mut self.phase else { return };
+        if ex.upstream != UpstreamState::Connected {
+            return;
+        }
+        ex.upstream = UpstreamState::Released;
+        self.actions.push_back(Action::Release { reuse: false });
+        match &mut ex.response {
+            None if !ex.response_bytes_seen && ex.reused && ex.method.is_idempotent() && ex.replay.is_some() => {
+                // The keep-alive race: a pooled connection was closed before
+                // it saw our request. Send it again on a fresh connection.
+                ex.upstream = UpstreamState::Connecting;
+                ex.connect_started = now;
+                ex.head_buf.clear();
+                self.upstream_output.clear();
+                if let Some(replay) = &ex.replay {
+                    self.upstream_output.extend_from_slice(replay);
+                }
+                self.actions.push_back(Action::Connect { fresh: true });
+            }
+            None => {
+                if let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) {
+                    self.upstream_failed(now, &ex, 502, "upstream closed the connection without a response");
+                }
+            }
+            Some(body) if matches!(body.reader, ResponseReader::UntilClose) => {
+                body.reader = ResponseReader::Done;
+                self.finish_exchange(now);
+            }
+            Some(_) => {
+                // Truncated body: the head is out, so the only honest signal
+                // left is to close the client connection too.
+                self.phase = Phase::Idle;
+                self.finished = true;
+            }
+        }
+        self.advance(now);
+    }
+
+    /// The admin service answered the call handed out by [`Action::Admin`].
+    pub fn admin_response(&mut self, now: Instant, resp: AdminResponse) {
+        let Phase::Admin { head_only, close, .. } = self.phase else { return };
+        self.phase = Phase::Idle;
+        local::write_response(&mut self.output, resp.status, resp.content_type, &resp.body, close, head_only);
+        self.end_of_response(now, close);
+    }
+
+    fn after_upstream(&mut self, now: Instant, result: Result<bool, &'static str>) {
+        match result {
+            Ok(true) => self.finish_exchange(now),
+            Ok(false) => {}
+            Err(msg) => {
+                self.actions.push_back(Action::Release { reuse: false });
+                if let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) {
+                    if ex.response.is_some() {
+                        self.finished = true;
+                    } else {
+                        self.upstream_failed(now, &ex, 502, msg);
+                    }
+                }
+            }
+        }
+        self.advance(now);
+    }
+
+    /// Parses the response head from `head_buf`; on success writes the
+    /// client head and relays the bytes after it. `Ok(true)` when the whole
+    /// response is complete.
+    fn response_head(&mut self) -> Result<bool, &'static str> {
+        let Phase::Proxy(ex) = &mut self.phase else { return Ok(false) };
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let head_request = ex.method == Method::Head;
+            let parsed = ResponseHead::parse(&ex.head_buf, &mut headers, self.cfg.max_response_head_bytes, head_request)
+                .map_err(|_| "upstream sent an invalid response")?;
+            let Some(head) = parsed else { return Ok(false) };
+            if head.status == 101 {
+                return Err("upstream switched protocols, which the gateway does not relay");
+            }
+            if head.status < 200 {
+                // Interim responses (100 Continue, 103 Early Hints) are
+                // consumed here; the gateway answered Expect itself.
+                let n = head.head_len;
+                ex.head_buf.advance(n);
+                continue;
+            }
+            let framing = rewrite::client_framing(&head, ex.client_version);
+            let close = !ex.client_keep_alive
+                || self.draining
+                || self.close_after
+                || framing != ClientFraming::Relay
+                || !ex.request.is_done();
+            self.close_after |= close;
+            rewrite::client_response(&mut self.output, &head, framing, ex.client_version, close);
+            let reader = match head.framing {
+                Framing::Empty => ResponseReader::Done,
+                Framing::Length(n) => ResponseReader::Length(n),
+                Framing::Chunked => ResponseReader::Chunked(ChunkedDecoder::new(MAX_RESPONSE_CHUNK_OVERHEAD)),
+                Framing::UntilClose => ResponseReader::UntilClose,
+            };
+            let reusable = head.reusable;
+            let n = head.head_len;
+            ex.response = Some(ResponseBody { reader, framing, reusable });
+            let rest = ex.head_buf.split_off(n);
+            ex.head_buf.clear();
+            return relay_body(ex, &mut self.output, &rest);
+        }
+    }
+
+    /// The response is complete: release the upstream and get ready for the
+    /// next request.
+    fn finish_exchange(&mut self, now: Instant) {
+        let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) else { return };
+        if ex.upstream == UpstreamState::Connected {
+            let reuse = ex.response.as_ref().is_some_and(|r| r.reusable) && ex.request.is_done();
+            self.actions.push_back(Action::Release { reuse });
+        }
+        let close = self.close_after;
+        self.end_of_response(now, close);
+    }
+
+    fn end_of_response(&mut self, now: Instant, close: bool) {
+        self.idle_since = now;
+        self.head_started = if self.input.is_empty() { None } else { Some(now) };
+        if close || self.draining || (self.client_eof && self.input.is_empty()) {
+            self.finished = true;
+        }
+    }
+
+    /// Answers an upstream failure with `status`, if the client has not
+    /// seen a response head yet.
+    fn upstream_failed(&mut self, now: Instant, ex: &Exchange, status: u16, message: &str) {
+        let close = !ex.client_keep_alive || !ex.request.is_done() || self.draining || self.close_after;
+        local::write_error(&mut self.output, status, message, close, ex.method == Method::Head);
+        self.end_of_response(now, close);
+    }
+
+    /// Answers an error and closes the connection.
+    fn fail(&mut self, status: u16, message: &str) {
+        self.phase = Phase::Idle;
+        local::write_error(&mut self.output, status, message, true, false);
+        self.finished = true;
+    }
+
+    fn abort_exchange(&mut self) {
+        if let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) {
+            ex_released(&mut self.actions, &ex);
+        }
+        self.finished = true;
+    }
+
+    /// Makes all the progress possible with the bytes at hand.
+    fn advance(&mut self, now: Instant) {
+        while !self.finished {
+            match &mut self.phase {
+                Phase::Idle => {
+                    if self.input.is_empty() {
+                        return;
+                    }
+                    if self.draining {
+                        self.finished = true;
+                        return;
+                    }
+                    if !self.start_request(now) {
+                        return;
+                    }
+                }
+                Phase::Proxy(ex) => {
+                    if ex.request.is_done() || self.upstream_output.len() >= MAX_UPSTREAM_QUEUE {
+                        return;
+                    }
+                    let max = self.cfg.limits.max_body_bytes;
+                    match ex.request.read(&self.input, max, |_| {}) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            let chunk = &self.input[..n];
+                            self.upstream_output.extend_from_slice(chunk);
+                            if let Some(replay) = &mut ex.replay {
+                                if replay.len() + n <= MAX_REPLAY_BYTES {
+                                    replay.extend_from_slice(chunk);
+                                } else {
+                                    ex.replay = None;
+                                }
+                            }
+                            self.input.advance(n);
+                        }
+                        Err(e) => {
+                            let started = ex.response.is_some();
+                            self.actions.push_back(Action::Release { reuse: false });
+                            if started {
+                                self.phase = Phase::Idle;
+                                self.finished = true;
+                            } else {
+                                self.fail(e.status(), &e.to_string());
+                            }
+                        }
+                    }
+                }
+                Phase::Admin { req, body, reader, .. } => {
+                    if req.is_none() {
+                        return;
+                    }
+                    match reader.read(&self.input, MAX_ADMIN_BODY, |d| body.extend_from_slice(d)) {
+                        Ok(n) => self.input.advance(n),
+                        Err(e) => return self.fail(e.status(), &e.to_string()),
+                    }
+                    if !reader.is_done() {
+                        return;
+                    }
+                    if let Some(mut req) = req.take() {
+                        req.body = std::mem::take(body).freeze();
+                        self.actions.push_back(Action::Admin(req));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Parses the next request head and starts handling it. Returns false
+    /// when more bytes are needed.
+    fn start_request(&mut self, now: Instant) -> bool {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let head = match RequestHead::parse(&self.input, &mut headers, &self.cfg.limits) {
+            Ok(Some(head)) => head,
+            Ok(None) => return false,
+            Err(e) => {
+                self.fail(e.status(), &e.to_string());
+                return false;
+            }
+        };
+        let head_only = head.method == Method::Head;
+        let keep_alive = head.keep_alive() && !self.close_after;
+        let close = !keep_alive || self.draining;
+        let path = head.target.split('?').next().unwrap_or("");
+        let head_len = head.head_len;
+
+        if matches!(path, "/health/live" | "/health/ready") && matches!(head.method, Method::Get | Method::Head) {
+            let resp = match path {
+                "/health/live" => local::probe::LIVE,
+                _ if self.status.is_ready() => local::probe::READY,
+                _ => local::probe::NOT_READY,
+            };
+            let resp = if head_only { &resp[..local::probe::head_len(resp)] } else { resp };
+            let body_framing = head.framing;
+            self.output.put_slice(resp);
+            self.input.advance(head_len);
+            return self.skip_local_body(now, body_framing, close);
+        }
+        if path == "/admin" || path.starts_with("/admin/") {
+            if !self.peer.is_loopback() {
+                self.input.advance(head_len);
+                self.fail(403, "admin endpoints on the data port answer loopback peers only");
+                return false;
+            }
+            if let Framing::Length(n) = head.framing {
+                if n > MAX_ADMIN_BODY {
+                    self.fail(413, "admin request body too large");
+                    return false;
+                }
+            }
+            let req = AdminRequest {
+                method: head.method.as_str(),
+                target: head.target.to_owned(),
+                peer: self.peer,
+                body: Bytes::new(),
+            };
+            let reader = BodyReader::new(head.framing);
+            if head.expect_continue && !reader.is_done() {
+                local::write_continue(&mut self.output);
+            }
+            self.input.advance(head_len);
+            self.close_after |= close;
+            self.phase = Phase::Admin { req: Some(req), body: BytesMut::new(), reader, head_only, close };
+            return true;
+        }
+
+        // Forward upstream.
+        self.upstream_output.clear();
+        rewrite::upstream_request(&mut self.upstream_output, &head, self.peer, &self.cfg.default_host);
+        let request = BodyReader::new(head.framing);
+        if head.expect_continue && !request.is_done() {
+            local::write_continue(&mut self.output);
+        }
+        let replay = (self.upstream_output.len() <= MAX_REPLAY_BYTES).then(|| self.upstream_output.clone());
+        let ex = Exchange {
+            method: head.method,
+            client_version: head.version,
+            client_keep_alive: keep_alive,
+            request,
+            replay,
+            upstream: UpstreamState::Connecting,
+            reused: false,
+            connects: 0,
+            connect_started: now,
+            upstream_progress: now,
+            client_progress: now,
+            head_buf: BytesMut::new(),
+            response_bytes_seen: false,
+            response: None,
+        };
+        self.input.advance(head_len);
+        self.close_after |= close;
+        self.phase = Phase::Proxy(Box::new(ex));
+        self.actions.push_back(Action::Connect { fresh: false });
+        true
+    }
+
+    /// A locally answered request may still carry a body: skip it before
+    /// the next request, or close when it is not all here.
+    fn skip_local_body(&mut self, now: Instant, framing: Framing, close: bool) -> bool {
+        let mut reader = BodyReader::new(framing);
+        match reader.read(&self.input, self.cfg.limits.max_body_bytes, |_| {}) {
+            Ok(n) => self.input.advance(n),
+            Err(_) => {
+                self.finished = true;
+                return false;
+            }
+        }
+        let close = close || !reader.is_done();
+        self.end_of_response(now, close);
+        !self.finished
+    }
+}
+
+/// Queues the release of the exchange's upstream connection, if any.
+fn ex_released(actions: &mut VecDeque<Action>, ex: &Exchange) {
+    if ex.upstream != UpstreamState::Released {
+        actions.push_back(Action::Release { reuse: false });
+    }
+}
+
+/// Relays response body bytes to the client. `Ok(true)` when the body is
+/// complete.
+fn relay_body(ex: &mut Exchange, out: &mut BytesMut, data: &[u8]) -> Result<bool, &'static str> {
+    let Some(body) = &mut ex.response else { return Ok(false) };
+    match &mut body.reader {
+        ResponseReader::Done => {
+            if !data.is_empty() {
+                body.reusable = false;
+            }
+        }
+        ResponseReader::UntilClose => out.extend_from_slice(data),
+        ResponseReader::Length(remaining) => {
+            let n = data.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+            out.extend_from_slice(&data[..n]);
+            *remaining -= n as u64;
+            if n < data.len() {
+                body.reusable = false;
+            }
+            if *remaining == 0 {
+                body.reader = ResponseReader::Done;
+            }
+        }
+        ResponseReader::Chunked(decoder) => {
+            let dechunk = body.framing == ClientFraming::Dechunk;
+            let n = decoder
+                .feed(data, |d| {
+                    if dechunk {
+                        out.extend_from_slice(d);
+                    }
+                })
+                .map_err(|_| "upstream sent an invalid chunked body")?;
+            if !dechunk {
+                out.extend_from_slice(&data[..n]);
+            }
+            if decoder.is_done() {
+                if n < data.len() {
+                    body.reusable = false;
+                }
+                body.reader = ResponseReader::Done;
+            }
+        }
+    }
+    Ok(matches!(body.reader, ResponseReader::Done))
+}
+
+#[cfg(test)]
+mod tests;

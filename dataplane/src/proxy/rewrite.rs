@@ -1,0 +1,141 @@
+//! The heads the proxy writes: a client request re-encoded for the
+//! upstream, and an upstream response re-encoded for the client. Both drop
+//! hop-by-hop fields, add `Via`, and set framing the receiver understands.
+
+use crate::http::request::{Method, RequestHead};
+use crate::http::response::ResponseHead;
+use crate::http::{trim, Framing, Version};
+use bytes::{BufMut, BytesMut};
+use std::fmt::Write;
+use std::net::IpAddr;
+
+/// The pseudonym this gateway adds to `Via`.
+const VIA_NAME: &str = "ultragate";
+
+fn via_version(v: Version) -> &'static str {
+    match v {
+        Version::Http10 => "1.0",
+        Version::Http11 => "1.1",
+    }
+}
+
+fn put_field(out: &mut BytesMut, name: &str, value: &[u8]) {
+    out.put_slice(name.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Appends to `out` a list field merging every existing value of `name`
+/// with `extra` (`Via`, `X-Forwarded-For`).
+fn put_appended(out: &mut BytesMut, headers: &[httparse::Header<'_>], name: &str, extra: std::fmt::Arguments<'_>) {
+    out.put_slice(name.as_bytes());
+    out.put_slice(b": ");
+    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
+        let v = trim(h.value);
+        if !v.is_empty() {
+            out.put_slice(v);
+            out.put_slice(b", ");
+        }
+    }
+    let _ = out.write_fmt(extra);
+    out.put_slice(b"\r\n");
+}
+
+/// Encodes the request to send upstream: HTTP/1.1, the client's fields
+/// minus hop-by-hop ones, `Via` and `X-Forwarded-For` appended, `Host`
+/// kept (or `default_host` for an HTTP/1.0 client that sent none), and
+/// the body framing restated.
+pub fn upstream_request(out: &mut BytesMut, head: &RequestHead<'_, '_>, peer: IpAddr, default_host: &str) {
+    out.put_slice(head.method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(head.target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    let mut has_host = false;
+    for h in head.headers {
+        let name = h.name;
+        if head.connection.is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("via")
+            || name.eq_ignore_ascii_case("x-forwarded-for")
+        {
+            continue;
+        }
+        has_host |= name.eq_ignore_ascii_case("host");
+        put_field(out, name, h.value);
+    }
+    if !has_host {
+        put_field(out, "Host", default_host.as_bytes());
+    }
+    put_appended(out, head.headers, "Via", format_args!("{} {VIA_NAME}", via_version(head.version)));
+    put_appended(out, head.headers, "X-Forwarded-For", format_args!("{peer}"));
+    match head.framing {
+        Framing::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        Framing::Chunked => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Empty | Framing::UntilClose => {
+            if matches!(head.method, Method::Post | Method::Put | Method::Patch) {
+                out.put_slice(b"Content-Length: 0\r\n");
+            }
+        }
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// How the response body is passed to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFraming {
+    /// Bytes are relayed as received (length-delimited, chunked to an
+    /// HTTP/1.1 client, or no body).
+    Relay,
+    /// Chunked from upstream to an HTTP/1.0 client: payload only, and the
+    /// connection closes to mark the end.
+    Dechunk,
+    /// No length known: relayed, and the connection closes to mark the end.
+    UntilClose,
+}
+
+/// Decides how to frame a response for a client of `client_version`.
+pub fn client_framing(resp: &ResponseHead<'_, '_>, client_version: Version) -> ClientFraming {
+    match resp.framing {
+        Framing::Chunked if client_version == Version::Http10 => ClientFraming::Dechunk,
+        Framing::UntilClose => ClientFraming::UntilClose,
+        _ => ClientFraming::Relay,
+    }
+}
+
+/// Encodes the response head for the client. `close` says whether the
+/// client connection ends after this response.
+pub fn client_response(
+    out: &mut BytesMut,
+    resp: &ResponseHead<'_, '_>,
+    framing: ClientFraming,
+    client_version: Version,
+    close: bool,
+) {
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
+    for h in resp.headers {
+        let name = h.name;
+        let restated = name.eq_ignore_ascii_case("content-length") && resp.framing != Framing::Empty;
+        if restated || resp.connection.is_hop_by_hop(name) || name.eq_ignore_ascii_case("via") {
+            continue;
+        }
+        put_field(out, name, h.value);
+    }
+    put_appended(out, resp.headers, "Via", format_args!("{} {VIA_NAME}", via_version(resp.version)));
+    match (resp.framing, framing) {
+        (Framing::Length(n), _) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        (Framing::Chunked, ClientFraming::Relay) => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
+        _ => {}
+    }
+    if close {
+        out.put_slice(b"Connection: close\r\n");
+    } else if client_version == Version::Http10 {
+        out.put_slice(b"Connection: keep-alive\r\n");
+    }
+    out.put_slice(b"\r\n");
+}

@@ -1,0 +1,141 @@
+//! A per-core pool of upstream connections: round robin over the servers,
+//! and idle keep-alive connections reused most-recent-first. Generic over
+//! the connection type, so every driver keeps its own sockets in it; one
+//! pool per core, so it needs no lock.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+struct Idle<T> {
+    conn: T,
+    since: Instant,
+}
+
+/// What [`Pool::checkout`] gives the driver.
+pub enum Checkout<T> {
+    /// An idle keep-alive connection to `server`.
+    Reused {
+        /// Index of the server in the pool's list.
+        server: usize,
+        /// The connection.
+        conn: T,
+    },
+    /// No idle connection: connect to `addr`.
+    Connect {
+        /// Index of the server in the pool's list.
+        server: usize,
+        /// The server's address.
+        addr: SocketAddr,
+    },
+}
+
+/// Round robin and idle connections for one group of upstream servers.
+pub struct Pool<T> {
+    servers: Vec<SocketAddr>,
+    next: usize,
+    idle: Vec<Vec<Idle<T>>>,
+    idle_timeout: Duration,
+    max_idle_per_server: usize,
+}
+
+impl<T> Pool<T> {
+    /// A pool over `servers` (at least one) that keeps up to
+    /// `max_idle_per_server` idle connections each, for at most
+    /// `idle_timeout`.
+    pub fn new(servers: Vec<SocketAddr>, idle_timeout: Duration, max_idle_per_server: usize) -> Self {
+        let idle = servers.iter().map(|_| Vec::new()).collect();
+        Self { servers, next: 0, idle, idle_timeout, max_idle_per_server }
+    }
+
+    /// How many servers the pool spreads over.
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Whether the pool has no servers.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// Picks the next server in turn and returns an idle connection to it,
+    /// unless `fresh` or none is idle. `alive` checks a pooled connection
+    /// (e.g. for a close by the upstream) before it is handed out.
+    pub fn checkout(&mut self, now: Instant, fresh: bool, mut alive: impl FnMut(&T) -> bool) -> Checkout<T> {
+        let server = self.next % self.servers.len();
+        self.next = self.next.wrapping_add(1);
+        if !fresh {
+            while let Some(idle) = self.idle[server].pop() {
+                if now.saturating_duration_since(idle.since) < self.idle_timeout && alive(&idle.conn) {
+                    return Checkout::Reused { server, conn: idle.conn };
+                }
+            }
+        }
+        Checkout::Connect { server, addr: self.servers[server] }
+    }
+
+    /// Returns a clean connection to `server` for reuse.
+    pub fn checkin(&mut self, server: usize, conn: T, now: Instant) {
+        let Some(list) = self.idle.get_mut(server) else { return };
+        if list.len() >= self.max_idle_per_server {
+            list.remove(0);
+        }
+        list.push(Idle { conn, since: now });
+    }
+
+    /// Drops idle connections older than the idle timeout.
+    pub fn evict_expired(&mut self, now: Instant) {
+        let timeout = self.idle_timeout;
+        for list in &mut self.idle {
+            list.retain(|i| now.saturating_duration_since(i.since) < timeout);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(n: u16) -> Vec<SocketAddr> {
+        (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))).collect()
+    }
+
+    #[test]
+    fn round_robin_then_reuse() {
+        let mut pool: Pool<u32> = Pool::new(addrs(2), Duration::from_secs(60), 4);
+        let now = Instant::now();
+        let picks: Vec<usize> = (0..4)
+            .map(|_| match pool.checkout(now, false, |_| true) {
+                Checkout::Connect { server, .. } => server,
+                Checkout::Reused { .. } => panic!("nothing idle yet"),
+            })
+            .collect();
+        assert_eq!(picks, [0, 1, 0, 1]);
+        pool.checkin(0, 7, now);
+        assert!(matches!(pool.checkout(now, false, |_| true), Checkout::Reused { server: 0, conn: 7 }));
+    }
+
+    #[test]
+    fn fresh_dead_and_expired_are_not_reused() {
+        let mut pool: Pool<u32> = Pool::new(addrs(1), Duration::from_secs(5), 4);
+        let now = Instant::now();
+        pool.checkin(0, 1, now);
+        assert!(matches!(pool.checkout(now, true, |_| true), Checkout::Connect { .. }));
+        pool.checkin(0, 2, now);
+        assert!(matches!(pool.checkout(now, false, |_| false), Checkout::Connect { .. }));
+        pool.checkin(0, 3, now);
+        let later = now + Duration::from_secs(6);
+        assert!(matches!(pool.checkout(later, false, |_| true), Checkout::Connect { .. }));
+    }
+
+    #[test]
+    fn idle_list_is_bounded() {
+        let mut pool: Pool<u32> = Pool::new(addrs(1), Duration::from_secs(60), 2);
+        let now = Instant::now();
+        for c in 0..5 {
+            pool.checkin(0, c, now);
+        }
+        assert_eq!(pool.idle[0].len(), 2);
+        pool.evict_expired(now + Duration::from_secs(61));
+        assert!(pool.idle[0].is_empty());
+    }
+}
