@@ -1,1 +1,30 @@
-fn main(){}
+//! `bench`: ultragate's load generator, harnesses and test origin.
+//!
+//! An independent client and server: it parses HTTP itself and shares no
+//! code with the gateway, so it can catch the gateway's bugs. Start with
+//! `bench origin --help`.
+
+mod origin;
+
+use clap::{Parser, Subcommand};
+
+/// ultragate's benchmark tools.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve as a test origin: configurable body sizes, chunked or
+    /// length-delimited bodies, Cache-Control, injected latency and errors.
+    Origin(origin::OriginArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Origin(args) => origin::run(args),
+    }
+}

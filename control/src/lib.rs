@@ -1,1 +1,12 @@
-//! placeholder
+//! The control plane of ultragate.
+//!
+//! What lives here: the admin and health API served with hyper on its own
+//! port ([`api`]) and the admin call router shared with the data port
+//! ([`admin`]). What does not: the request path (`ultragate-dataplane`,
+//! which this crate depends on, never the other way) and configuration
+//! files (the `ultragate` binary).
+//!
+//! Start reading at [`api::AdminServer`].
+
+pub mod admin;
+pub mod api;

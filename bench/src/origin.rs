@@ -1,0 +1,276 @@
+//! The test origin: a small HTTP/1.1 server with its own parser whose
+//! answers are shaped by query parameters, so tests and benchmarks can ask
+//! for exactly the response they need:
+//!
+//! | parameter | effect |
+//! | --- | --- |
+//! | `size=N` | body of N bytes (default `--body-size`) |
+//! | `chunked=1` | chunked transfer coding instead of Content-Length |
+//! | `cache=VALUE` | `Cache-Control: VALUE` |
+//! | `status=N` | status code N |
+//! | `delay_ms=N` | wait N ms before answering |
+//! | `close=1` | `Connection: close`, then close |
+//! | `garbage=1` | answer bytes that are not HTTP |
+//!
+//! `/echo` answers with the request as received (head and body), `/health`
+//! with `ok`. `--error-every K` turns every K-th request into a 500.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Options of `bench origin`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OriginArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Default body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    body_size: usize,
+    /// Latency added to every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Answer every K-th request with a 500 (0: never).
+    #[arg(long, default_value_t = 0)]
+    error_every: u64,
+    /// Name sent in the `X-Origin` header, to tell origins apart.
+    #[arg(long, default_value = "origin")]
+    name: String,
+}
+
+/// Largest request head accepted, in bytes.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Runs the origin until killed.
+pub fn run(args: OriginArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        println!("origin listening on {}", listener.local_addr()?);
+        let state = Rc::new(State { body: vec![b'x'; 1 << 20], args, served: std::cell::Cell::new(0) });
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            tokio::task::spawn_local(serve(stream, state.clone()));
+        }
+    })
+}
+
+struct State {
+    body: Vec<u8>,
+    args: OriginArgs,
+    served: std::cell::Cell<u64>,
+}
+
+/// A request as the origin understood it.
+struct Request {
+    method: String,
+    target: String,
+    keep_alive: bool,
+    raw: Vec<u8>,
+}
+
+async fn serve(mut stream: TcpStream, state: Rc<State>) {
+    let mut buf = Vec::with_capacity(8192);
+    loop {
+        let req = match read_request(&mut stream, &mut buf).await {
+            Ok(Some(req)) => req,
+            Ok(None) | Err(_) => return,
+        };
+        let n = state.served.get() + 1;
+        state.served.set(n);
+        let keep = match respond(&mut stream, &state, &req, n).await {
+            Ok(keep) => keep,
+            Err(_) => return,
+        };
+        if !keep {
+            let _ = stream.shutdown().await;
+            return;
+        }
+    }
+}
+
+fn query<'a>(target: &'a str, key: &str) -> Option<&'a str> {
+    let q = target.split_once('?')?.1;
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then_some(v)
+    })
+}
+
+async fn respond(stream: &mut TcpStream, state: &State, req: &Request, n: u64) -> std::io::Result<bool> {
+    let t = &req.target;
+    let delay = query(t, "delay_ms").and_then(|v| v.parse().ok()).unwrap_or(state.args.delay_ms);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if query(t, "garbage").is_some() {
+        stream.write_all(b"this is not an HTTP response\r\n\r\n").await?;
+        return Ok(false);
+    }
+    let path = t.split('?').next().unwrap_or("");
+    let injected = state.args.error_every > 0 && n % state.args.error_every == 0;
+    let mut status: u16 = query(t, "status").and_then(|v| v.parse().ok()).unwrap_or(200);
+    if injected {
+        status = 500;
+    }
+    let echo;
+    let body: &[u8] = match path {
+        "/health" => b"ok\n",
+        "/echo" => {
+            echo = req.raw.clone();
+            &echo
+        }
+        _ if injected => b"injected error\n",
+        _ => {
+            let size = query(t, "size").and_then(|v| v.parse().ok()).unwrap_or(state.args.body_size);
+            &state.body[..size.min(state.body.len())]
+        }
+    };
+    let close = !req.keep_alive || query(t, "close").is_some();
+    let chunked = query(t, "chunked").is_some();
+    let mut head = format!("HTTP/1.1 {status} {}\r\nX-Origin: {}\r\nContent-Type: text/plain\r\n", reason(status), state.args.name);
+    if let Some(cc) = query(t, "cache") {
+        head.push_str(&format!("Cache-Control: {}\r\n", cc.replace("%20", " ").replace("%2C", ",")));
+    }
+    if chunked {
+        head.push_str("Transfer-Encoding: chunked\r\n");
+    } else {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    if req.method != "HEAD" {
+        if chunked {
+            for piece in body.chunks(4096) {
+                out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                out.extend_from_slice(piece);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            out.extend_from_slice(body);
+        }
+    }
+    stream.write_all(&out).await?;
+    Ok(!close)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        304 => "Not Modified",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// Reads one request (head and body) from the stream; `None` at a clean
+/// end of the connection.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<Request>> {
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(invalid("request head too large"));
+        }
+        if !fill(stream, buf).await? {
+            return Ok(None);
+        }
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| invalid("head is not UTF-8"))?.to_owned();
+    let mut lines = head.split("\r\n");
+    let mut parts = lines.next().unwrap_or("").split(' ');
+    let (method, target, version) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let mut length = 0usize;
+    let mut chunked = false;
+    let mut conn_close = version == "HTTP/1.0";
+    for line in lines.filter(|l| !l.is_empty()) {
+        let Some((name, value)) = line.split_once(':') else { return Err(invalid("bad header line")) };
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_ascii_lowercase());
+        match name.as_str() {
+            "content-length" => length = value.parse().map_err(|_| invalid("bad content-length"))?,
+            "transfer-encoding" => chunked = value.ends_with("chunked"),
+            "connection" if value.contains("close") => conn_close = true,
+            "connection" if value.contains("keep-alive") => conn_close = false,
+            _ => {}
+        }
+    }
+    let mut raw: Vec<u8> = buf.drain(..head_end).collect();
+    if chunked {
+        read_chunked(stream, buf, &mut raw).await?;
+    } else {
+        while buf.len() < length {
+            if !fill(stream, buf).await? {
+                return Err(invalid("body cut short"));
+            }
+        }
+        raw.extend(buf.drain(..length));
+    }
+    Ok(Some(Request { method: method.to_owned(), target: target.to_owned(), keep_alive: !conn_close, raw }))
+}
+
+/// Reads a chunked body; appends the decoded payload to `out`.
+async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> std::io::Result<()> {
+    loop {
+        let line_end = loop {
+            if let Some(p) = buf.windows(2).position(|w| w == b"\r\n") {
+                break p;
+            }
+            if !fill(stream, buf).await? {
+                return Err(invalid("chunked body cut short"));
+            }
+        };
+        let line = std::str::from_utf8(&buf[..line_end]).map_err(|_| invalid("bad chunk line"))?;
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| invalid("bad chunk size"))?;
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            // Trailer section: lines until an empty one.
+            loop {
+                while !buf.windows(2).any(|w| w == b"\r\n") {
+                    if !fill(stream, buf).await? {
+                        return Err(invalid("trailers cut short"));
+                    }
+                }
+                let p = buf.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
+                buf.drain(..p + 2);
+                if p == 0 {
+                    return Ok(());
+                }
+            }
+        }
+        while buf.len() < size + 2 {
+            if !fill(stream, buf).await? {
+                return Err(invalid("chunk cut short"));
+            }
+        }
+        out.extend(buf.drain(..size));
+        buf.drain(..2);
+    }
+}
+
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut tmp = [0u8; 16384];
+    let n = stream.read(&mut tmp).await?;
+    buf.extend_from_slice(&tmp[..n]);
+    Ok(n > 0)
+}
+
+fn invalid(msg: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+}

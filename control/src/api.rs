@@ -1,0 +1,124 @@
+//! The admin and health API on its own port (default `127.0.0.1:8081`),
+//! served with hyper: probes, and `/admin/*` through the shared router.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use thiserror::Error;
+use ultragate_dataplane::admin::{AdminRequest, AdminResponse, AdminService};
+use ultragate_dataplane::status::DataplaneStatus;
+
+/// Largest admin request body accepted, in bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Why the admin server could not start.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    /// The admin address could not be bound.
+    #[error("cannot listen on {addr} for the admin API: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A bound admin server, ready to [`AdminServer::run`].
+pub struct AdminServer {
+    listener: std::net::TcpListener,
+    status: Arc<DataplaneStatus>,
+    admin: Arc<dyn AdminService>,
+}
+
+impl AdminServer {
+    /// Binds the admin port now, so that a bad address fails start-up.
+    pub fn bind(addr: SocketAddr, status: Arc<DataplaneStatus>, admin: Arc<dyn AdminService>) -> Result<Self, ApiError> {
+        let listener = std::net::TcpListener::bind(addr).map_err(|source| ApiError::Bind { addr, source })?;
+        listener.set_nonblocking(true).map_err(|source| ApiError::Bind { addr, source })?;
+        Ok(Self { listener, status, admin })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the task is dropped; must run inside a tokio runtime.
+    pub async fn run(self) -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    continue;
+                }
+            };
+            let status = self.status.clone();
+            let admin = self.admin.clone();
+            let svc = service_fn(move |req| handle(req, peer, status.clone(), admin.clone()));
+            tokio::spawn(async move {
+                if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+                    tracing::debug!(error = %e, %peer, "admin connection ended with an error");
+                }
+            });
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert("content-type", "text/plain".parse().expect("static header"));
+    resp
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    status: Arc<DataplaneStatus>,
+    admin: Arc<dyn AdminService>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let path = req.uri().path().to_owned();
+    let probe = matches!(*req.method(), Method::GET | Method::HEAD);
+    Ok(match path.as_str() {
+        "/health/live" if probe => text(StatusCode::OK, "live\n"),
+        "/health/ready" if probe && status.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/health/ready" if probe => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        p if p == "/admin" || p.starts_with("/admin/") => {
+            let method = match *req.method() {
+                Method::GET => "GET",
+                Method::HEAD => "HEAD",
+                Method::POST => "POST",
+                Method::PUT => "PUT",
+                Method::DELETE => "DELETE",
+                Method::PATCH => "PATCH",
+                _ => return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")),
+            };
+            let target = req.uri().path_and_query().map_or(path.clone(), |pq| pq.to_string());
+            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "admin request body too large\n")),
+            };
+            let resp = admin.call(AdminRequest { method, target, peer: peer.ip(), body }).await;
+            encode(resp)
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    })
+}
+
+fn encode(resp: AdminResponse) -> Response<Full<Bytes>> {
+    let mut out = Response::new(Full::new(resp.body));
+    *out.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = resp.content_type.parse() {
+        out.headers_mut().insert("content-type", v);
+    }
+    out
+}

@@ -1,0 +1,302 @@
+//! The gateway's configuration: one TOML file, every key defaulted, unknown
+//! keys and bad values refused with the key's name. This is the one place
+//! that turns TOML into settings.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why a configuration was refused. Every variant names the key.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The text is not TOML.
+    #[error("config is not valid TOML: {0}")]
+    Toml(String),
+    /// A key is unknown or its value of the wrong type.
+    #[error("config key `{key}`: {message}")]
+    Syntax {
+        /// The dotted key, e.g. `api_gateway.listen`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A value parses but is not acceptable.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The data port and its limits.
+    pub api_gateway: ApiGateway,
+    /// The admin and health API.
+    pub admin: AdminSection,
+    /// Upstream server groups.
+    pub upstream: Upstreams,
+}
+
+/// `[api_gateway]`: the data port.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiGateway {
+    /// Address of the data port. Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Cores running one data thread each. Default: every core but core 0,
+    /// at least one.
+    pub cores: Vec<usize>,
+    /// Serve on DPDK instead of kernel networking. Default `false`; this
+    /// build has no DPDK support and says so when it is `true`.
+    pub enable_dpdk: bool,
+    /// Largest request head, in bytes. Default 16384; more gets 431.
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes. Default 10 MiB; more gets 413.
+    pub max_body_bytes: u64,
+    /// Longest wait for progress on a started request, in milliseconds.
+    /// Default 10000; a late head gets 408.
+    pub client_timeout_ms: u64,
+    /// Idle time before a client keep-alive connection is closed, in
+    /// milliseconds. Default 60000.
+    pub keepalive_timeout_ms: u64,
+    /// Time in-flight requests get to finish after SIGTERM, in
+    /// milliseconds. Default 10000.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ApiGateway {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            cores: Vec::new(),
+            enable_dpdk: false,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            client_timeout_ms: 10_000,
+            keepalive_timeout_ms: 60_000,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[admin]`: the admin and health API.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Address of the admin port. Default `127.0.0.1:8081`.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8081)) }
+    }
+}
+
+/// `[upstream.*]`: the server groups.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstreams {
+    /// `[upstream.primary]`: where requests go. Default `127.0.0.1:8000`.
+    pub primary: UpstreamGroup,
+    /// `[upstream.fallback]`: the Node.js fallback service. Default
+    /// `127.0.0.1:3005`.
+    pub fallback: UpstreamGroup,
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Self {
+            primary: UpstreamGroup::with_server(SocketAddr::from(([127, 0, 0, 1], 8000))),
+            fallback: UpstreamGroup::with_server(SocketAddr::from(([127, 0, 0, 1], 3005))),
+        }
+    }
+}
+
+/// One group of interchangeable upstream servers.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamGroup {
+    /// Server addresses, used round robin. At least one.
+    pub servers: Vec<SocketAddr>,
+    /// Longest wait for a connection, in milliseconds. Default 1000; then
+    /// the next server, and 504 when none is left.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the next response byte, in milliseconds. Default
+    /// 30000; then 504.
+    pub response_timeout_ms: u64,
+    /// How long an idle keep-alive connection is kept, in milliseconds.
+    /// Default 60000.
+    pub idle_timeout_ms: u64,
+    /// Most idle keep-alive connections kept per server and core. Default 64.
+    pub max_idle_per_core: usize,
+}
+
+impl UpstreamGroup {
+    fn with_server(server: SocketAddr) -> Self {
+        Self {
+            servers: vec![server],
+            connect_timeout_ms: 1000,
+            response_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_idle_per_core: 64,
+        }
+    }
+}
+
+impl Default for UpstreamGroup {
+    fn default() -> Self {
+        Self::with_server(SocketAddr::from(([127, 0, 0, 1], 8000)))
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.message().to_owned();
+            let location = inner
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .map_or(String::new(), |line| format!(" (line {line})"));
+            let message = format!("{}{location}", message.replace('\n', "; "));
+            if key == "." {
+                ConfigError::Toml(message)
+            } else {
+                ConfigError::Syntax { key, message }
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The defaults, as TOML text.
+    pub fn default_toml() -> String {
+        toml::to_string_pretty(&Config::default()).unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
+        let g = &self.api_gateway;
+        if !(1024..=1024 * 1024).contains(&g.max_header_bytes) {
+            return invalid("api_gateway.max_header_bytes", "must be between 1024 and 1048576");
+        }
+        let positive = [
+            ("api_gateway.client_timeout_ms", g.client_timeout_ms),
+            ("api_gateway.keepalive_timeout_ms", g.keepalive_timeout_ms),
+            ("upstream.primary.connect_timeout_ms", self.upstream.primary.connect_timeout_ms),
+            ("upstream.primary.response_timeout_ms", self.upstream.primary.response_timeout_ms),
+            ("upstream.fallback.connect_timeout_ms", self.upstream.fallback.connect_timeout_ms),
+            ("upstream.fallback.response_timeout_ms", self.upstream.fallback.response_timeout_ms),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return invalid(key, "must be above 0");
+        }
+        let available = available_cores();
+        if let Some(core) = g.cores.iter().find(|c| !available.contains(c)) {
+            return Err(ConfigError::Invalid {
+                key: "api_gateway.cores",
+                message: format!("core {core} does not exist here (cores: {available:?})"),
+            });
+        }
+        if self.upstream.primary.servers.is_empty() {
+            return invalid("upstream.primary.servers", "at least one server is required");
+        }
+        if self.upstream.fallback.servers.is_empty() {
+            return invalid("upstream.fallback.servers", "at least one server is required");
+        }
+        Ok(())
+    }
+
+    /// The data cores: as configured, else every core but core 0 (at
+    /// least one).
+    pub fn data_cores(&self) -> Vec<usize> {
+        if !self.api_gateway.cores.is_empty() {
+            return self.api_gateway.cores.clone();
+        }
+        let all = available_cores();
+        match all.len() {
+            0 => vec![0],
+            1 => all,
+            _ => all[1..].to_vec(),
+        }
+    }
+}
+
+/// The ids of the cores this process may run on.
+fn available_cores() -> Vec<usize> {
+    core_affinity::get_core_ids().map_or_else(|| vec![0], |ids| ids.into_iter().map(|c| c.id).collect())
+}
+
+/// Milliseconds from the config as a `Duration`.
+pub fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn default_toml_round_trips() {
+        assert_eq!(Config::parse(&Config::default_toml()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn runbook_fix_enable_dpdk_false_is_accepted() {
+        let cfg = Config::parse("[api_gateway]\nenable_dpdk = false\n").unwrap();
+        assert!(!cfg.api_gateway.enable_dpdk);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let table = [
+            ("[api_gateway]\nlisten = \"nowhere\"\n", "api_gateway.listen"),
+            ("[api_gateway]\nlisten = 8080\n", "api_gateway.listen"),
+            ("[api_gateway]\nworkers = 4\n", "workers"),
+            ("[api_gateway]\nmax_header_bytes = 10\n", "api_gateway.max_header_bytes"),
+            ("[api_gateway]\ncores = [999]\n", "api_gateway.cores"),
+            ("[upstream.primary]\nservers = []\n", "upstream.primary.servers"),
+            ("[upstream.primary]\nservers = [\"127.0.0.1\"]\n", "upstream.primary.servers"),
+            ("[upstream.fallback]\nconnect_timeout_ms = -1\n", "upstream.fallback.connect_timeout_ms"),
+            ("[upstream.primary]\nresponse_timeout_ms = 0\n", "upstream.primary.response_timeout_ms"),
+            ("[upstream.canary]\nservers = []\n", "canary"),
+            ("[nonsense]\n", "nonsense"),
+            ("[api_gateway\n", "line 1"),
+        ];
+        for (text, key) in table {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?} gave {err:?}, which does not name {key}");
+        }
+    }
+}
