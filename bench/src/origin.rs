@@ -37,6 +37,10 @@ pub struct OriginArgs {
     /// Answer every K-th request with a 500 (0: never).
     #[arg(long, default_value_t = 0)]
     error_every: u64,
+    /// Close keep-alive connections idle for this long, in milliseconds
+    /// (0: never), as real servers do; exercises the gateway's retry.
+    #[arg(long, default_value_t = 0)]
+    idle_close_ms: u64,
     /// Name sent in the `X-Origin` header, to tell origins apart.
     #[arg(long, default_value = "origin")]
     name: String,
@@ -47,12 +51,20 @@ const MAX_HEAD: usize = 64 * 1024;
 
 /// Runs the origin until killed.
 pub fn run(args: OriginArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
         println!("origin listening on {}", listener.local_addr()?);
-        let state = Rc::new(State { body: vec![b'x'; 1 << 20], args, served: std::cell::Cell::new(0) });
+        let state = Rc::new(State {
+            body: vec![b'x'; 1 << 20],
+            args,
+            served: std::cell::Cell::new(0),
+        });
         loop {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
@@ -78,7 +90,18 @@ struct Request {
 async fn serve(mut stream: TcpStream, state: Rc<State>) {
     let mut buf = Vec::with_capacity(8192);
     loop {
-        let req = match read_request(&mut stream, &mut buf).await {
+        let idle = buf.is_empty();
+        let read = read_request(&mut stream, &mut buf);
+        let req = if state.args.idle_close_ms > 0 && idle {
+            match tokio::time::timeout(Duration::from_millis(state.args.idle_close_ms), read).await
+            {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        } else {
+            read.await
+        };
+        let req = match req {
             Ok(Some(req)) => req,
             Ok(None) | Err(_) => return,
         };
@@ -103,19 +126,30 @@ fn query<'a>(target: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
-async fn respond(stream: &mut TcpStream, state: &State, req: &Request, n: u64) -> std::io::Result<bool> {
+async fn respond(
+    stream: &mut TcpStream,
+    state: &State,
+    req: &Request,
+    n: u64,
+) -> std::io::Result<bool> {
     let t = &req.target;
-    let delay = query(t, "delay_ms").and_then(|v| v.parse().ok()).unwrap_or(state.args.delay_ms);
+    let delay = query(t, "delay_ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(state.args.delay_ms);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     if query(t, "garbage").is_some() {
-        stream.write_all(b"this is not an HTTP response\r\n\r\n").await?;
+        stream
+            .write_all(b"this is not an HTTP response\r\n\r\n")
+            .await?;
         return Ok(false);
     }
     let path = t.split('?').next().unwrap_or("");
-    let injected = state.args.error_every > 0 && n % state.args.error_every == 0;
-    let mut status: u16 = query(t, "status").and_then(|v| v.parse().ok()).unwrap_or(200);
+    let injected = state.args.error_every > 0 && n.is_multiple_of(state.args.error_every);
+    let mut status: u16 = query(t, "status")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     if injected {
         status = 500;
     }
@@ -128,15 +162,24 @@ async fn respond(stream: &mut TcpStream, state: &State, req: &Request, n: u64) -
         }
         _ if injected => b"injected error\n",
         _ => {
-            let size = query(t, "size").and_then(|v| v.parse().ok()).unwrap_or(state.args.body_size);
+            let size = query(t, "size")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(state.args.body_size);
             &state.body[..size.min(state.body.len())]
         }
     };
     let close = !req.keep_alive || query(t, "close").is_some();
     let chunked = query(t, "chunked").is_some();
-    let mut head = format!("HTTP/1.1 {status} {}\r\nX-Origin: {}\r\nContent-Type: text/plain\r\n", reason(status), state.args.name);
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nX-Origin: {}\r\nContent-Type: text/plain\r\n",
+        reason(status),
+        state.args.name
+    );
     if let Some(cc) = query(t, "cache") {
-        head.push_str(&format!("Cache-Control: {}\r\n", cc.replace("%20", " ").replace("%2C", ",")));
+        head.push_str(&format!(
+            "Cache-Control: {}\r\n",
+            cc.replace("%20", " ").replace("%2C", ",")
+        ));
     }
     if chunked {
         head.push_str("Transfer-Encoding: chunked\r\n");
@@ -180,7 +223,10 @@ fn reason(status: u16) -> &'static str {
 
 /// Reads one request (head and body) from the stream; `None` at a clean
 /// end of the connection.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<Request>> {
+async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<Request>> {
     let head_end = loop {
         if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break p + 4;
@@ -192,18 +238,31 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Res
             return Ok(None);
         }
     };
-    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| invalid("head is not UTF-8"))?.to_owned();
+    let head = std::str::from_utf8(&buf[..head_end])
+        .map_err(|_| invalid("head is not UTF-8"))?
+        .to_owned();
     let mut lines = head.split("\r\n");
     let mut parts = lines.next().unwrap_or("").split(' ');
-    let (method, target, version) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (method, target, version) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
     let mut length = 0usize;
     let mut chunked = false;
     let mut conn_close = version == "HTTP/1.0";
     for line in lines.filter(|l| !l.is_empty()) {
-        let Some((name, value)) = line.split_once(':') else { return Err(invalid("bad header line")) };
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_ascii_lowercase());
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(invalid("bad header line"));
+        };
+        let (name, value) = (
+            name.trim().to_ascii_lowercase(),
+            value.trim().to_ascii_lowercase(),
+        );
         match name.as_str() {
-            "content-length" => length = value.parse().map_err(|_| invalid("bad content-length"))?,
+            "content-length" => {
+                length = value.parse().map_err(|_| invalid("bad content-length"))?
+            }
             "transfer-encoding" => chunked = value.ends_with("chunked"),
             "connection" if value.contains("close") => conn_close = true,
             "connection" if value.contains("keep-alive") => conn_close = false,
@@ -221,11 +280,20 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Res
         }
         raw.extend(buf.drain(..length));
     }
-    Ok(Some(Request { method: method.to_owned(), target: target.to_owned(), keep_alive: !conn_close, raw }))
+    Ok(Some(Request {
+        method: method.to_owned(),
+        target: target.to_owned(),
+        keep_alive: !conn_close,
+        raw,
+    }))
 }
 
 /// Reads a chunked body; appends the decoded payload to `out`.
-async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> std::io::Result<()> {
+async fn read_chunked(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
     loop {
         let line_end = loop {
             if let Some(p) = buf.windows(2).position(|w| w == b"\r\n") {

@@ -19,7 +19,10 @@ pub struct Admin {
 impl Admin {
     /// A router over the data plane's status and the running config.
     pub fn new(status: Arc<DataplaneStatus>, config_toml: String) -> Self {
-        Self { status, config_toml }
+        Self {
+            status,
+            config_toml,
+        }
     }
 
     fn route(&self, req: &AdminRequest) -> AdminResponse {
@@ -30,8 +33,12 @@ impl Admin {
                 content_type: "application/toml",
                 body: Bytes::from(self.config_toml.clone()),
             },
-            ("GET", "/admin/ready") => json(200, &serde_json::json!({ "ready": self.status.is_ready() })),
-            (_, "/admin/config" | "/admin/ready") => json(405, &serde_json::json!({ "error": "method not allowed" })),
+            ("GET", "/admin/ready") => {
+                json(200, &serde_json::json!({ "ready": self.status.is_ready() }))
+            }
+            (_, "/admin/config" | "/admin/ready") => {
+                json(405, &serde_json::json!({ "error": "method not allowed" }))
+            }
             _ => json(
                 404,
                 &serde_json::json!({
@@ -45,7 +52,11 @@ impl Admin {
 
 /// A JSON admin answer.
 pub fn json(status: u16, value: &serde_json::Value) -> AdminResponse {
-    AdminResponse { status, content_type: "application/json", body: Bytes::from(value.to_string()) }
+    AdminResponse {
+        status,
+        content_type: "application/json",
+        body: Bytes::from(value.to_string()),
+    }
 }
 
 impl AdminService for Admin {

@@ -39,10 +39,21 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Binds the admin port now, so that a bad address fails start-up.
-    pub fn bind(addr: SocketAddr, status: Arc<DataplaneStatus>, admin: Arc<dyn AdminService>) -> Result<Self, ApiError> {
-        let listener = std::net::TcpListener::bind(addr).map_err(|source| ApiError::Bind { addr, source })?;
-        listener.set_nonblocking(true).map_err(|source| ApiError::Bind { addr, source })?;
-        Ok(Self { listener, status, admin })
+    pub fn bind(
+        addr: SocketAddr,
+        status: Arc<DataplaneStatus>,
+        admin: Arc<dyn AdminService>,
+    ) -> Result<Self, ApiError> {
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(|source| ApiError::Bind { addr, source })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| ApiError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            status,
+            admin,
+        })
     }
 
     /// The bound address.
@@ -65,7 +76,10 @@ impl AdminServer {
             let admin = self.admin.clone();
             let svc = service_fn(move |req| handle(req, peer, status.clone(), admin.clone()));
             tokio::spawn(async move {
-                if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+                if let Err(e) = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await
+                {
                     tracing::debug!(error = %e, %peer, "admin connection ended with an error");
                 }
             });
@@ -76,7 +90,8 @@ impl AdminServer {
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;
-    resp.headers_mut().insert("content-type", "text/plain".parse().expect("static header"));
+    resp.headers_mut()
+        .insert("content-type", "text/plain".parse().expect("static header"));
     resp
 }
 
@@ -102,12 +117,27 @@ async fn handle(
                 Method::PATCH => "PATCH",
                 _ => return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")),
             };
-            let target = req.uri().path_and_query().map_or(path.clone(), |pq| pq.to_string());
+            let target = req
+                .uri()
+                .path_and_query()
+                .map_or(path.clone(), |pq| pq.to_string());
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(_) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "admin request body too large\n")),
+                Err(_) => {
+                    return Ok(text(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "admin request body too large\n",
+                    ))
+                }
             };
-            let resp = admin.call(AdminRequest { method, target, peer: peer.ip(), body }).await;
+            let resp = admin
+                .call(AdminRequest {
+                    method,
+                    target,
+                    peer: peer.ip(),
+                    body,
+                })
+                .await;
             encode(resp)
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -116,7 +146,8 @@ async fn handle(
 
 fn encode(resp: AdminResponse) -> Response<Full<Bytes>> {
     let mut out = Response::new(Full::new(resp.body));
-    *out.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *out.status_mut() =
+        StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = resp.content_type.parse() {
         out.headers_mut().insert("content-type", v);
     }

@@ -104,7 +104,9 @@ pub struct AdminSection {
 
 impl Default for AdminSection {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8081)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+        }
     }
 }
 
@@ -168,8 +170,10 @@ impl Default for UpstreamGroup {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text)
     }
 
@@ -201,18 +205,38 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
         let g = &self.api_gateway;
         if !(1024..=1024 * 1024).contains(&g.max_header_bytes) {
-            return invalid("api_gateway.max_header_bytes", "must be between 1024 and 1048576");
+            return invalid(
+                "api_gateway.max_header_bytes",
+                "must be between 1024 and 1048576",
+            );
         }
         let positive = [
             ("api_gateway.client_timeout_ms", g.client_timeout_ms),
             ("api_gateway.keepalive_timeout_ms", g.keepalive_timeout_ms),
-            ("upstream.primary.connect_timeout_ms", self.upstream.primary.connect_timeout_ms),
-            ("upstream.primary.response_timeout_ms", self.upstream.primary.response_timeout_ms),
-            ("upstream.fallback.connect_timeout_ms", self.upstream.fallback.connect_timeout_ms),
-            ("upstream.fallback.response_timeout_ms", self.upstream.fallback.response_timeout_ms),
+            (
+                "upstream.primary.connect_timeout_ms",
+                self.upstream.primary.connect_timeout_ms,
+            ),
+            (
+                "upstream.primary.response_timeout_ms",
+                self.upstream.primary.response_timeout_ms,
+            ),
+            (
+                "upstream.fallback.connect_timeout_ms",
+                self.upstream.fallback.connect_timeout_ms,
+            ),
+            (
+                "upstream.fallback.response_timeout_ms",
+                self.upstream.fallback.response_timeout_ms,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return invalid(key, "must be above 0");
@@ -225,10 +249,16 @@ impl Config {
             });
         }
         if self.upstream.primary.servers.is_empty() {
-            return invalid("upstream.primary.servers", "at least one server is required");
+            return invalid(
+                "upstream.primary.servers",
+                "at least one server is required",
+            );
         }
         if self.upstream.fallback.servers.is_empty() {
-            return invalid("upstream.fallback.servers", "at least one server is required");
+            return invalid(
+                "upstream.fallback.servers",
+                "at least one server is required",
+            );
         }
         Ok(())
     }
@@ -250,7 +280,8 @@ impl Config {
 
 /// The ids of the cores this process may run on.
 fn available_cores() -> Vec<usize> {
-    core_affinity::get_core_ids().map_or_else(|| vec![0], |ids| ids.into_iter().map(|c| c.id).collect())
+    core_affinity::get_core_ids()
+        .map_or_else(|| vec![0], |ids| ids.into_iter().map(|c| c.id).collect())
 }
 
 /// Milliseconds from the config as a `Duration`.
@@ -269,7 +300,10 @@ mod tests {
 
     #[test]
     fn default_toml_round_trips() {
-        assert_eq!(Config::parse(&Config::default_toml()).unwrap(), Config::default());
+        assert_eq!(
+            Config::parse(&Config::default_toml()).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
@@ -281,22 +315,43 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let table = [
-            ("[api_gateway]\nlisten = \"nowhere\"\n", "api_gateway.listen"),
+            (
+                "[api_gateway]\nlisten = \"nowhere\"\n",
+                "api_gateway.listen",
+            ),
             ("[api_gateway]\nlisten = 8080\n", "api_gateway.listen"),
             ("[api_gateway]\nworkers = 4\n", "workers"),
-            ("[api_gateway]\nmax_header_bytes = 10\n", "api_gateway.max_header_bytes"),
+            (
+                "[api_gateway]\nmax_header_bytes = 10\n",
+                "api_gateway.max_header_bytes",
+            ),
             ("[api_gateway]\ncores = [999]\n", "api_gateway.cores"),
-            ("[upstream.primary]\nservers = []\n", "upstream.primary.servers"),
-            ("[upstream.primary]\nservers = [\"127.0.0.1\"]\n", "upstream.primary.servers"),
-            ("[upstream.fallback]\nconnect_timeout_ms = -1\n", "upstream.fallback.connect_timeout_ms"),
-            ("[upstream.primary]\nresponse_timeout_ms = 0\n", "upstream.primary.response_timeout_ms"),
+            (
+                "[upstream.primary]\nservers = []\n",
+                "upstream.primary.servers",
+            ),
+            (
+                "[upstream.primary]\nservers = [\"127.0.0.1\"]\n",
+                "upstream.primary.servers",
+            ),
+            (
+                "[upstream.fallback]\nconnect_timeout_ms = -1\n",
+                "upstream.fallback.connect_timeout_ms",
+            ),
+            (
+                "[upstream.primary]\nresponse_timeout_ms = 0\n",
+                "upstream.primary.response_timeout_ms",
+            ),
             ("[upstream.canary]\nservers = []\n", "canary"),
             ("[nonsense]\n", "nonsense"),
             ("[api_gateway\n", "line 1"),
         ];
         for (text, key) in table {
             let err = Config::parse(text).unwrap_err().to_string();
-            assert!(err.contains(key), "{text:?} gave {err:?}, which does not name {key}");
+            assert!(
+                err.contains(key),
+                "{text:?} gave {err:?}, which does not name {key}"
+            );
         }
     }
 }

@@ -102,7 +102,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
 
     let status = Arc::new(DataplaneStatus::default());
-    let admin = Arc::new(Admin::new(status.clone(), toml::to_string_pretty(&cfg).unwrap_or_default()));
+    let admin = Arc::new(Admin::new(
+        status.clone(),
+        toml::to_string_pretty(&cfg).unwrap_or_default(),
+    ));
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("ug-control")
@@ -117,7 +120,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         tokio::spawn(server.run());
         wait_for_shutdown().await
     })?;
-    tracing::info!(drain_timeout_ms = cfg.api_gateway.drain_timeout_ms, "draining");
+    tracing::info!(
+        drain_timeout_ms = cfg.api_gateway.drain_timeout_ms,
+        "draining"
+    );
     status.set_draining();
     dataplane.shutdown();
     tracing::info!("stopped");

@@ -80,14 +80,20 @@ impl Dataplane {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let first = bind_reuseport(cfg.listen)?;
-        let local_addr = first.local_addr().map_err(|source| DriverError::Bind { addr: cfg.listen, source })?;
+        let local_addr = first.local_addr().map_err(|source| DriverError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
         let mut listeners = vec![first];
         for _ in 1..cfg.cores.len().max(1) {
             listeners.push(bind_reuseport(local_addr)?);
         }
         let mut threads = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
-            let core = cfg.cores.get(i).and_then(|id| cores.iter().find(|c| c.id == *id).copied());
+            let core = cfg
+                .cores
+                .get(i)
+                .and_then(|id| cores.iter().find(|c| c.id == *id).copied());
             let ctx = CoreSetup {
                 cfg: cfg.clone(),
                 engine: engine.clone(),
@@ -103,7 +109,11 @@ impl Dataplane {
         }
         status.set_serving(true);
         tracing::info!(backend = "epoll", %local_addr, cores = ?cfg.cores, "data plane serving");
-        Ok(Self { threads, shutdown, local_addr })
+        Ok(Self {
+            threads,
+            shutdown,
+            local_addr,
+        })
     }
 
     /// The address the data port is bound to.
@@ -152,13 +162,20 @@ struct CoreCtx {
     active: Cell<usize>,
 }
 
-fn run_core(core: Option<core_affinity::CoreId>, listener: std::net::TcpListener, setup: CoreSetup) {
+fn run_core(
+    core: Option<core_affinity::CoreId>,
+    listener: std::net::TcpListener,
+    setup: CoreSetup,
+) {
     if let Some(core) = core {
         if !core_affinity::set_for_current(core) {
             tracing::warn!(core = core.id, "could not pin data thread");
         }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the data thread's runtime");
@@ -240,11 +257,21 @@ fn idle_conn_alive(s: &TcpStream) -> bool {
     matches!(s.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
-async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<CoreCtx>, mut shutdown: watch::Receiver<bool>) {
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Rc<CoreCtx>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     ctx.active.set(ctx.active.get() + 1);
     let _guard = ActiveGuard(ctx.clone());
     let _ = stream.set_nodelay(true);
-    let mut conn = Conn::new(ctx.engine.clone(), ctx.status.clone(), peer.ip(), Instant::now());
+    let mut conn = Conn::new(
+        ctx.engine.clone(),
+        ctx.status.clone(),
+        peer.ip(),
+        Instant::now(),
+    );
     let mut upstream: Option<(usize, TcpStream)> = None;
     let mut connecting: Option<(usize, Connecting)> = None;
     let mut admin_call: Option<AdminCall> = None;
@@ -287,7 +314,8 @@ async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<CoreCtx>, mut shutdo
         }
         let client_write = !conn.client_output().is_empty();
         let client_read = conn.wants_client_bytes();
-        let up_write = upstream.is_some() && conn.upstream_attached() && !conn.upstream_output().is_empty();
+        let up_write =
+            upstream.is_some() && conn.upstream_attached() && !conn.upstream_output().is_empty();
         let up_read = upstream.is_some() && conn.wants_upstream_bytes();
         let deadline = conn.timeout();
         let up = upstream.as_ref().map(|(_, s)| s);

@@ -56,7 +56,14 @@ impl ChunkedDecoder {
     /// A decoder that accepts at most `max_overhead` bytes of chunk
     /// extensions and trailer fields in total.
     pub fn new(max_overhead: usize) -> Self {
-        Self { state: State::Size, size: 0, digits: 0, overhead: 0, max_overhead, decoded: 0 }
+        Self {
+            state: State::Size,
+            size: 0,
+            digits: 0,
+            overhead: 0,
+            max_overhead,
+            decoded: 0,
+        }
     }
 
     /// Whether the last chunk and the trailer section have been read.
@@ -72,7 +79,11 @@ impl ChunkedDecoder {
     /// Payload bytes decoded so far plus those the current chunk still
     /// announces: lets a caller refuse an oversized body before it arrives.
     pub fn announced(&self) -> u64 {
-        let pending = if self.state == State::Data { self.size } else { 0 };
+        let pending = if self.state == State::Data {
+            self.size
+        } else {
+            0
+        };
         self.decoded.saturating_add(pending)
     }
 
@@ -115,7 +126,11 @@ impl ChunkedDecoder {
                 },
                 State::SizeLf => {
                     expect(b, b'\n')?;
-                    self.state = if self.size == 0 { State::Trailer { line_len: 0 } } else { State::Data };
+                    self.state = if self.size == 0 {
+                        State::Trailer { line_len: 0 }
+                    } else {
+                        State::Data
+                    };
                 }
                 State::DataCr => {
                     expect(b, b'\r')?;
@@ -131,12 +146,18 @@ impl ChunkedDecoder {
                     b'\n' => return Err(ChunkError::BadLineEnding),
                     _ => {
                         self.count_overhead()?;
-                        self.state = State::Trailer { line_len: line_len + 1 };
+                        self.state = State::Trailer {
+                            line_len: line_len + 1,
+                        };
                     }
                 },
                 State::TrailerLf { line_len } => {
                     expect(b, b'\n')?;
-                    self.state = if line_len == 0 { State::Done } else { State::Trailer { line_len: 0 } };
+                    self.state = if line_len == 0 {
+                        State::Done
+                    } else {
+                        State::Trailer { line_len: 0 }
+                    };
                 }
             }
             i += 1;
@@ -222,13 +243,21 @@ mod tests {
         ];
         for (input, want) in table {
             let mut d = ChunkedDecoder::new(1024);
-            assert_eq!(d.feed(input, |_| {}), Err(*want), "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                d.feed(input, |_| {}),
+                Err(*want),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
     #[test]
     fn bounds_trailers() {
         let mut d = ChunkedDecoder::new(8);
-        assert_eq!(d.feed(b"0\r\nX-Long-Trailer: 1\r\n\r\n", |_| {}), Err(ChunkError::TrailerTooLarge));
+        assert_eq!(
+            d.feed(b"0\r\nX-Long-Trailer: 1\r\n\r\n", |_| {}),
+            Err(ChunkError::TrailerTooLarge)
+        );
     }
 }

@@ -35,7 +35,11 @@ impl<'h, 'b> ConnectionOptions<'h, 'b> {
             close |= token.eq_ignore_ascii_case(b"close");
             keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
         }
-        Self { close, keep_alive, headers }
+        Self {
+            close,
+            keep_alive,
+            headers,
+        }
     }
 
     /// Whether a field must be dropped when forwarding: a standard
@@ -47,7 +51,9 @@ impl<'h, 'b> ConnectionOptions<'h, 'b> {
 }
 
 /// Every token listed in the `Connection` fields of a head.
-fn connection_tokens<'h, 'b>(headers: &'h [httparse::Header<'b>]) -> impl Iterator<Item = &'b [u8]> + 'h {
+fn connection_tokens<'h, 'b>(
+    headers: &'h [httparse::Header<'b>],
+) -> impl Iterator<Item = &'b [u8]> + 'h {
     headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
@@ -61,8 +67,14 @@ mod tests {
     #[test]
     fn connection_tokens_make_fields_hop_by_hop() {
         let headers = [
-            httparse::Header { name: "Connection", value: b"close, X-Secret" },
-            httparse::Header { name: "connection", value: b"Keep-Alive" },
+            httparse::Header {
+                name: "Connection",
+                value: b"close, X-Secret",
+            },
+            httparse::Header {
+                name: "connection",
+                value: b"Keep-Alive",
+            },
         ];
         let opts = ConnectionOptions::from_headers(&headers);
         assert!(opts.close && opts.keep_alive);

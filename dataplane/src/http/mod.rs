@@ -70,7 +70,10 @@ pub fn trim(mut v: &[u8]) -> &[u8] {
 /// Iterates the comma-separated, trimmed, non-empty members of a list-valued
 /// field such as `Connection` or `Transfer-Encoding`.
 pub fn list_members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(trim).filter(|m| !m.is_empty())
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|m| !m.is_empty())
 }
 
 #[cfg(test)]
@@ -93,7 +96,12 @@ mod tests {
             (b"99999999999999999999", None),
         ];
         for (input, want) in table {
-            assert_eq!(parse_content_length(input), *want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                parse_content_length(input),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 }

@@ -134,15 +134,24 @@ impl<'h, 'b> RequestHead<'h, 'b> {
         let mut req = httparse::Request::new(headers);
         let head_len = match req.parse(buf) {
             Ok(httparse::Status::Complete(n)) if n <= limits.max_header_bytes => n,
-            Ok(httparse::Status::Partial) if buf.len() <= limits.max_header_bytes => return Ok(None),
-            Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(RequestError::HeadersTooLarge),
+            Ok(httparse::Status::Partial) if buf.len() <= limits.max_header_bytes => {
+                return Ok(None)
+            }
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => {
+                return Err(RequestError::HeadersTooLarge)
+            }
             Err(e) => return Err(RequestError::Malformed(parse_error_reason(e))),
         };
-        let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
+        else {
             return Err(RequestError::Malformed("incomplete request line"));
         };
         let headers: &'h [httparse::Header<'b>] = req.headers;
-        let version = if version == 0 { Version::Http10 } else { Version::Http11 };
+        let version = if version == 0 {
+            Version::Http10
+        } else {
+            Version::Http11
+        };
         let method = match Method::from_token(method) {
             Some(m) => m,
             None if method.bytes().all(|b| b.is_ascii_uppercase()) => {
@@ -152,7 +161,9 @@ impl<'h, 'b> RequestHead<'h, 'b> {
         };
         check_target(method, target)?;
         let framing = request_framing(headers, version, limits)?;
-        let mut hosts = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host"));
+        let mut hosts = headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("host"));
         match (hosts.next(), hosts.next()) {
             (_, Some(_)) => return Err(RequestError::Malformed("more than one Host field")),
             (None, None) if version == Version::Http11 => {
@@ -161,7 +172,10 @@ impl<'h, 'b> RequestHead<'h, 'b> {
             _ => {}
         }
         let mut expect_continue = false;
-        for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("expect")) {
+        for h in headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("expect"))
+        {
             if !trim(h.value).eq_ignore_ascii_case(b"100-continue") {
                 return Err(RequestError::ExpectationFailed);
             }
@@ -204,7 +218,9 @@ fn parse_error_reason(e: httparse::Error) -> &'static str {
 fn check_target(method: Method, target: &str) -> Result<(), RequestError> {
     let absolute = target.len() > 7
         && (target[..7].eq_ignore_ascii_case("http://")
-            || target.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")));
+            || target
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://")));
     if target.starts_with('/') || absolute || (target == "*" && method == Method::Options) {
         Ok(())
     } else {
@@ -251,13 +267,19 @@ fn request_framing(
         };
     }
     if version == Version::Http10 {
-        return Err(RequestError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+        return Err(RequestError::Malformed(
+            "Transfer-Encoding in an HTTP/1.0 request",
+        ));
     }
     if length.is_some() {
-        return Err(RequestError::Malformed("both Content-Length and Transfer-Encoding"));
+        return Err(RequestError::Malformed(
+            "both Content-Length and Transfer-Encoding",
+        ));
     }
     if !chunked_last || chunked > 1 {
-        return Err(RequestError::Malformed("chunked is not the final transfer coding, once"));
+        return Err(RequestError::Malformed(
+            "chunked is not the final transfer coding, once",
+        ));
     }
     if other {
         return Err(RequestError::NotImplemented("transfer coding"));

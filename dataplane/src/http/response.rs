@@ -61,7 +61,11 @@ impl<'h, 'b> ResponseHead<'h, 'b> {
             return Err(ResponseError::Malformed("status code out of range"));
         }
         let headers: &'h [httparse::Header<'b>] = resp.headers;
-        let version = if version == 0 { Version::Http10 } else { Version::Http11 };
+        let version = if version == 0 {
+            Version::Http10
+        } else {
+            Version::Http11
+        };
         let connection = ConnectionOptions::from_headers(headers);
 
         let mut length = None;
@@ -71,7 +75,9 @@ impl<'h, 'b> ResponseHead<'h, 'b> {
                 let n = parse_content_length(h.value)
                     .ok_or(ResponseError::Malformed("invalid Content-Length"))?;
                 if length.is_some_and(|prev| prev != n) {
-                    return Err(ResponseError::Malformed("conflicting Content-Length fields"));
+                    return Err(ResponseError::Malformed(
+                        "conflicting Content-Length fields",
+                    ));
                 }
                 length = Some(n);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {

@@ -46,7 +46,9 @@ impl BodyReader {
         let used = match self {
             Self::Done => 0,
             Self::Length(remaining) => {
-                let n = input.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                let n = input
+                    .len()
+                    .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
                 data(&input[..n]);
                 *remaining -= n as u64;
                 if *remaining == 0 {

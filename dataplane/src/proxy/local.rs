@@ -59,7 +59,14 @@ pub fn write_error(out: &mut BytesMut, status: u16, message: &str, close: bool, 
     let mut body = BytesMut::with_capacity(message.len() + 1);
     body.put_slice(message.as_bytes());
     body.put_u8(b'\n');
-    write_response(out, status, "text/plain; charset=utf-8", &body, close, head_only);
+    write_response(
+        out,
+        status,
+        "text/plain; charset=utf-8",
+        &body,
+        close,
+        head_only,
+    );
 }
 
 /// Pre-encoded answers to the probes on the data port: no formatting and
@@ -76,7 +83,9 @@ pub mod probe {
 
     /// The length of the head of a pre-encoded answer, for HEAD requests.
     pub fn head_len(resp: &[u8]) -> usize {
-        resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |p| p + 4)
+        resp.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(resp.len(), |p| p + 4)
     }
 }
 

@@ -85,7 +85,13 @@ enum Phase {
     /// Waiting for the next request head.
     Idle,
     /// Reading an admin call's body, then waiting for its answer.
-    Admin { req: Option<AdminRequest>, body: BytesMut, reader: BodyReader, head_only: bool, close: bool },
+    Admin {
+        req: Option<AdminRequest>,
+        body: BytesMut,
+        reader: BodyReader,
+        head_only: bool,
+        close: bool,
+    },
     /// Forwarding a request upstream and its response back.
     Proxy(Box<Exchange>),
 }
@@ -154,7 +160,12 @@ pub struct Conn {
 
 impl Conn {
     /// A connection from `peer`, accepted at `now`.
-    pub fn new(cfg: Arc<EngineConfig>, status: Arc<DataplaneStatus>, peer: IpAddr, now: Instant) -> Self {
+    pub fn new(
+        cfg: Arc<EngineConfig>,
+        status: Arc<DataplaneStatus>,
+        peer: IpAddr,
+        now: Instant,
+    ) -> Self {
         Self {
             cfg,
             status,
@@ -330,7 +341,9 @@ impl Conn {
 
     /// The connect asked for by [`Action::Connect`] failed.
     pub fn upstream_connect_failed(&mut self, now: Instant) {
-        let Phase::Proxy(ex) = &mut self.phase else { return };
+        let Phase::Proxy(ex) = &mut self.phase else {
+            return;
+        };
         ex.connects += 1;
         ex.upstream = UpstreamState::Connecting;
         if ex.connects < self.cfg.connect_attempts {
@@ -347,7 +360,9 @@ impl Conn {
 
     /// Feeds bytes received from the upstream connection.
     pub fn recv_upstream(&mut self, now: Instant, data: &[u8]) {
-        let Phase::Proxy(ex) = &mut self.phase else { return };
+        let Phase::Proxy(ex) = &mut self.phase else {
+            return;
+        };
         ex.upstream_progress = now;
         ex.response_bytes_seen = true;
         let result = if ex.response.is_some() {
@@ -361,14 +376,20 @@ impl Conn {
 
     /// The upstream closed the connection (or a write to it failed).
     pub fn upstream_eof(&mut self, now: Instant) {
-        let Phase::Proxy(ex) = &mut self.phase else { return };
+        let Phase::Proxy(ex) = &mut self.phase else {
+            return;
+        };
         if ex.upstream != UpstreamState::Connected {
             return;
         }
         ex.upstream = UpstreamState::Released;
         self.actions.push_back(Action::Release { reuse: false });
         match &mut ex.response {
-            None if !ex.response_bytes_seen && ex.reused && ex.method.is_idempotent() && ex.replay.is_some() => {
+            None if !ex.response_bytes_seen
+                && ex.reused
+                && ex.method.is_idempotent()
+                && ex.replay.is_some() =>
+            {
                 // The keep-alive race: a pooled connection was closed before
                 // it saw our request. Send it again on a fresh connection.
                 ex.upstream = UpstreamState::Connecting;
@@ -382,7 +403,12 @@ impl Conn {
             }
             None => {
                 if let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) {
-                    self.upstream_failed(now, &ex, 502, "upstream closed the connection without a response");
+                    self.upstream_failed(
+                        now,
+                        &ex,
+                        502,
+                        "upstream closed the connection without a response",
+                    );
                 }
             }
             Some(body) if matches!(body.reader, ResponseReader::UntilClose) => {
@@ -401,9 +427,21 @@ impl Conn {
 
     /// The admin service answered the call handed out by [`Action::Admin`].
     pub fn admin_response(&mut self, now: Instant, resp: AdminResponse) {
-        let Phase::Admin { head_only, close, .. } = self.phase else { return };
+        let Phase::Admin {
+            head_only, close, ..
+        } = self.phase
+        else {
+            return;
+        };
         self.phase = Phase::Idle;
-        local::write_response(&mut self.output, resp.status, resp.content_type, &resp.body, close, head_only);
+        local::write_response(
+            &mut self.output,
+            resp.status,
+            resp.content_type,
+            &resp.body,
+            close,
+            head_only,
+        );
         self.end_of_response(now, close);
     }
 
@@ -429,12 +467,19 @@ impl Conn {
     /// client head and relays the bytes after it. `Ok(true)` when the whole
     /// response is complete.
     fn response_head(&mut self) -> Result<bool, &'static str> {
-        let Phase::Proxy(ex) = &mut self.phase else { return Ok(false) };
+        let Phase::Proxy(ex) = &mut self.phase else {
+            return Ok(false);
+        };
         loop {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let head_request = ex.method == Method::Head;
-            let parsed = ResponseHead::parse(&ex.head_buf, &mut headers, self.cfg.max_response_head_bytes, head_request)
-                .map_err(|_| "upstream sent an invalid response")?;
+            let parsed = ResponseHead::parse(
+                &ex.head_buf,
+                &mut headers,
+                self.cfg.max_response_head_bytes,
+                head_request,
+            )
+            .map_err(|_| "upstream sent an invalid response")?;
             let Some(head) = parsed else { return Ok(false) };
             if head.status == 101 {
                 return Err("upstream switched protocols, which the gateway does not relay");
@@ -457,12 +502,18 @@ impl Conn {
             let reader = match head.framing {
                 Framing::Empty => ResponseReader::Done,
                 Framing::Length(n) => ResponseReader::Length(n),
-                Framing::Chunked => ResponseReader::Chunked(ChunkedDecoder::new(MAX_RESPONSE_CHUNK_OVERHEAD)),
+                Framing::Chunked => {
+                    ResponseReader::Chunked(ChunkedDecoder::new(MAX_RESPONSE_CHUNK_OVERHEAD))
+                }
                 Framing::UntilClose => ResponseReader::UntilClose,
             };
             let reusable = head.reusable;
             let n = head.head_len;
-            ex.response = Some(ResponseBody { reader, framing, reusable });
+            ex.response = Some(ResponseBody {
+                reader,
+                framing,
+                reusable,
+            });
             let rest = ex.head_buf.split_off(n);
             ex.head_buf.clear();
             return relay_body(ex, &mut self.output, &rest);
@@ -472,7 +523,9 @@ impl Conn {
     /// The response is complete: release the upstream and get ready for the
     /// next request.
     fn finish_exchange(&mut self, now: Instant) {
-        let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) else { return };
+        let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) else {
+            return;
+        };
         if ex.upstream == UpstreamState::Connected {
             let reuse = ex.response.as_ref().is_some_and(|r| r.reusable) && ex.request.is_done();
             self.actions.push_back(Action::Release { reuse });
@@ -483,7 +536,11 @@ impl Conn {
 
     fn end_of_response(&mut self, now: Instant, close: bool) {
         self.idle_since = now;
-        self.head_started = if self.input.is_empty() { None } else { Some(now) };
+        self.head_started = if self.input.is_empty() {
+            None
+        } else {
+            Some(now)
+        };
         if close || self.draining || (self.client_eof && self.input.is_empty()) {
             self.finished = true;
         }
@@ -492,8 +549,15 @@ impl Conn {
     /// Answers an upstream failure with `status`, if the client has not
     /// seen a response head yet.
     fn upstream_failed(&mut self, now: Instant, ex: &Exchange, status: u16, message: &str) {
-        let close = !ex.client_keep_alive || !ex.request.is_done() || self.draining || self.close_after;
-        local::write_error(&mut self.output, status, message, close, ex.method == Method::Head);
+        let close =
+            !ex.client_keep_alive || !ex.request.is_done() || self.draining || self.close_after;
+        local::write_error(
+            &mut self.output,
+            status,
+            message,
+            close,
+            ex.method == Method::Head,
+        );
         self.end_of_response(now, close);
     }
 
@@ -558,7 +622,9 @@ impl Conn {
                         }
                     }
                 }
-                Phase::Admin { req, body, reader, .. } => {
+                Phase::Admin {
+                    req, body, reader, ..
+                } => {
                     if req.is_none() {
                         return;
                     }
@@ -597,13 +663,19 @@ impl Conn {
         let path = head.target.split('?').next().unwrap_or("");
         let head_len = head.head_len;
 
-        if matches!(path, "/health/live" | "/health/ready") && matches!(head.method, Method::Get | Method::Head) {
+        if matches!(path, "/health/live" | "/health/ready")
+            && matches!(head.method, Method::Get | Method::Head)
+        {
             let resp = match path {
                 "/health/live" => local::probe::LIVE,
                 _ if self.status.is_ready() => local::probe::READY,
                 _ => local::probe::NOT_READY,
             };
-            let resp = if head_only { &resp[..local::probe::head_len(resp)] } else { resp };
+            let resp = if head_only {
+                &resp[..local::probe::head_len(resp)]
+            } else {
+                resp
+            };
             let body_framing = head.framing;
             self.output.put_slice(resp);
             self.input.advance(head_len);
@@ -612,7 +684,10 @@ impl Conn {
         if path == "/admin" || path.starts_with("/admin/") {
             if !self.peer.is_loopback() {
                 self.input.advance(head_len);
-                self.fail(403, "admin endpoints on the data port answer loopback peers only");
+                self.fail(
+                    403,
+                    "admin endpoints on the data port answer loopback peers only",
+                );
                 return false;
             }
             if let Framing::Length(n) = head.framing {
@@ -633,18 +708,30 @@ impl Conn {
             }
             self.input.advance(head_len);
             self.close_after |= close;
-            self.phase = Phase::Admin { req: Some(req), body: BytesMut::new(), reader, head_only, close };
+            self.phase = Phase::Admin {
+                req: Some(req),
+                body: BytesMut::new(),
+                reader,
+                head_only,
+                close,
+            };
             return true;
         }
 
         // Forward upstream.
         self.upstream_output.clear();
-        rewrite::upstream_request(&mut self.upstream_output, &head, self.peer, &self.cfg.default_host);
+        rewrite::upstream_request(
+            &mut self.upstream_output,
+            &head,
+            self.peer,
+            &self.cfg.default_host,
+        );
         let request = BodyReader::new(head.framing);
         if head.expect_continue && !request.is_done() {
             local::write_continue(&mut self.output);
         }
-        let replay = (self.upstream_output.len() <= MAX_REPLAY_BYTES).then(|| self.upstream_output.clone());
+        let replay =
+            (self.upstream_output.len() <= MAX_REPLAY_BYTES).then(|| self.upstream_output.clone());
         let ex = Exchange {
             method: head.method,
             client_version: head.version,
@@ -695,7 +782,9 @@ fn ex_released(actions: &mut VecDeque<Action>, ex: &Exchange) {
 /// Relays response body bytes to the client. `Ok(true)` when the body is
 /// complete.
 fn relay_body(ex: &mut Exchange, out: &mut BytesMut, data: &[u8]) -> Result<bool, &'static str> {
-    let Some(body) = &mut ex.response else { return Ok(false) };
+    let Some(body) = &mut ex.response else {
+        return Ok(false);
+    };
     match &mut body.reader {
         ResponseReader::Done => {
             if !data.is_empty() {
@@ -704,7 +793,9 @@ fn relay_body(ex: &mut Exchange, out: &mut BytesMut, data: &[u8]) -> Result<bool
         }
         ResponseReader::UntilClose => out.extend_from_slice(data),
         ResponseReader::Length(remaining) => {
-            let n = data.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+            let n = data
+                .len()
+                .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
             out.extend_from_slice(&data[..n]);
             *remaining -= n as u64;
             if n < data.len() {

@@ -28,7 +28,12 @@ fn put_field(out: &mut BytesMut, name: &str, value: &[u8]) {
 
 /// Appends to `out` a list field merging every existing value of `name`
 /// with `extra` (`Via`, `X-Forwarded-For`).
-fn put_appended(out: &mut BytesMut, headers: &[httparse::Header<'_>], name: &str, extra: std::fmt::Arguments<'_>) {
+fn put_appended(
+    out: &mut BytesMut,
+    headers: &[httparse::Header<'_>],
+    name: &str,
+    extra: std::fmt::Arguments<'_>,
+) {
     out.put_slice(name.as_bytes());
     out.put_slice(b": ");
     for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
@@ -46,7 +51,12 @@ fn put_appended(out: &mut BytesMut, headers: &[httparse::Header<'_>], name: &str
 /// minus hop-by-hop ones, `Via` and `X-Forwarded-For` appended, `Host`
 /// kept (or `default_host` for an HTTP/1.0 client that sent none), and
 /// the body framing restated.
-pub fn upstream_request(out: &mut BytesMut, head: &RequestHead<'_, '_>, peer: IpAddr, default_host: &str) {
+pub fn upstream_request(
+    out: &mut BytesMut,
+    head: &RequestHead<'_, '_>,
+    peer: IpAddr,
+    default_host: &str,
+) {
     out.put_slice(head.method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(head.target.as_bytes());
@@ -68,7 +78,12 @@ pub fn upstream_request(out: &mut BytesMut, head: &RequestHead<'_, '_>, peer: Ip
     if !has_host {
         put_field(out, "Host", default_host.as_bytes());
     }
-    put_appended(out, head.headers, "Via", format_args!("{} {VIA_NAME}", via_version(head.version)));
+    put_appended(
+        out,
+        head.headers,
+        "Via",
+        format_args!("{} {VIA_NAME}", via_version(head.version)),
+    );
     put_appended(out, head.headers, "X-Forwarded-For", format_args!("{peer}"));
     match head.framing {
         Framing::Length(n) => {
@@ -118,18 +133,26 @@ pub fn client_response(
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
     for h in resp.headers {
         let name = h.name;
-        let restated = name.eq_ignore_ascii_case("content-length") && resp.framing != Framing::Empty;
+        let restated =
+            name.eq_ignore_ascii_case("content-length") && resp.framing != Framing::Empty;
         if restated || resp.connection.is_hop_by_hop(name) || name.eq_ignore_ascii_case("via") {
             continue;
         }
         put_field(out, name, h.value);
     }
-    put_appended(out, resp.headers, "Via", format_args!("{} {VIA_NAME}", via_version(resp.version)));
+    put_appended(
+        out,
+        resp.headers,
+        "Via",
+        format_args!("{} {VIA_NAME}", via_version(resp.version)),
+    );
     match (resp.framing, framing) {
         (Framing::Length(n), _) => {
             let _ = write!(out, "Content-Length: {n}\r\n");
         }
-        (Framing::Chunked, ClientFraming::Relay) => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
+        (Framing::Chunked, ClientFraming::Relay) => {
+            out.put_slice(b"Transfer-Encoding: chunked\r\n")
+        }
         _ => {}
     }
     if close {

@@ -8,7 +8,10 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn cfg() -> Arc<EngineConfig> {
     Arc::new(EngineConfig {
-        limits: RequestLimits { max_header_bytes: 8192, max_body_bytes: 1024 },
+        limits: RequestLimits {
+            max_header_bytes: 8192,
+            max_body_bytes: 1024,
+        },
         max_response_head_bytes: 8192,
         client_timeout: Duration::from_secs(10),
         keepalive_timeout: Duration::from_secs(60),
@@ -42,7 +45,9 @@ fn take_upstream(c: &mut Conn, now: Instant) -> String {
 }
 
 fn actions(c: &mut Conn) -> Vec<String> {
-    std::iter::from_fn(|| c.poll_action()).map(|a| format!("{a:?}")).collect()
+    std::iter::from_fn(|| c.poll_action())
+        .map(|a| format!("{a:?}"))
+        .collect()
 }
 
 fn status_of(resp: &str) -> u16 {
@@ -62,8 +67,14 @@ fn feed_split(req: &[u8], split: usize) -> (Conn, String) {
 
 #[test]
 fn malformed_and_smuggling_requests_get_their_status() {
-    let big_value = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
-    let many_fields = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X-F: 1\r\n".repeat(120));
+    let big_value = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let many_fields = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+        "X-F: 1\r\n".repeat(120)
+    );
     let table: Vec<(&str, &[u8], u16)> = vec![
         ("missing Host", b"GET / HTTP/1.1\r\n\r\n", 400),
         ("two Host fields", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
@@ -116,7 +127,10 @@ fn malformed_and_smuggling_requests_get_their_status() {
         for split in 0..=req.len() {
             let (c, out) = feed_split(req, split);
             assert_eq!(status_of(&out), *want, "{name} (split at {split}): {out}");
-            assert!(out.contains("Connection: close"), "{name}: error must close");
+            assert!(
+                out.contains("Connection: close"),
+                "{name}: error must close"
+            );
             assert!(c.is_finished(), "{name}: connection must close");
         }
     }
@@ -177,7 +191,11 @@ fn rewrites_request_head_for_upstream() {
 
 #[test]
 fn http10_without_host_gets_default_host() {
-    let (up, out, acts, c) = exchange(CLIENT, b"GET / HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let (up, out, acts, c) = exchange(
+        CLIENT,
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    );
     assert!(up.contains("Host: origin:80\r\n"), "{up}");
     assert!(out.ends_with("Connection: close\r\n\r\nok"), "{out}");
     assert_eq!(acts, ["Release { reuse: true }"]);
@@ -191,7 +209,10 @@ fn relays_length_response_and_keeps_alive() {
         b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-App: 1\r\n\r\nhello",
     );
-    assert_eq!(out, "HTTP/1.1 200 OK\r\nX-App: 1\r\nVia: 1.1 ultragate\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(
+        out,
+        "HTTP/1.1 200 OK\r\nX-App: 1\r\nVia: 1.1 ultragate\r\nContent-Length: 5\r\n\r\nhello"
+    );
     assert_eq!(acts, ["Release { reuse: true }"]);
     assert!(!c.is_finished());
 }
@@ -200,11 +221,18 @@ fn relays_length_response_and_keeps_alive() {
 fn relays_chunked_to_http11_and_dechunks_for_http10() {
     let resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
     let (_, out, acts, c) = exchange(CLIENT, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", resp);
-    assert!(out.ends_with("Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), "{out}");
+    assert!(
+        out.ends_with("Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        "{out}"
+    );
     assert_eq!(acts, ["Release { reuse: true }"]);
     assert!(!c.is_finished());
 
-    let (_, out, acts, c) = exchange(CLIENT, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", resp);
+    let (_, out, acts, c) = exchange(
+        CLIENT,
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        resp,
+    );
     assert!(out.ends_with("Connection: close\r\n\r\nhello"), "{out}");
     assert!(!out.contains("chunked"));
     assert_eq!(acts, ["Release { reuse: true }"]);
@@ -222,8 +250,14 @@ fn chunked_response_split_at_every_byte() {
         c.recv_upstream(t0, &resp[..split]);
         c.recv_upstream(t0, &resp[split..]);
         let out = take_client(&mut c);
-        assert!(out.ends_with("\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"), "split {split}: {out}");
-        assert_eq!(actions(&mut c).last().map(String::as_str), Some("Release { reuse: true }"));
+        assert!(
+            out.ends_with("\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"),
+            "split {split}: {out}"
+        );
+        assert_eq!(
+            actions(&mut c).last().map(String::as_str),
+            Some("Release { reuse: true }")
+        );
     }
 }
 
@@ -239,16 +273,25 @@ fn response_until_close_closes_client() {
     assert!(!c.is_finished());
     c.upstream_eof(t0);
     let out = take_client(&mut c);
-    assert!(out.ends_with("Connection: close\r\n\r\npart one part two"), "{out}");
+    assert!(
+        out.ends_with("Connection: close\r\n\r\npart one part two"),
+        "{out}"
+    );
     assert_eq!(actions(&mut c), ["Release { reuse: false }"]);
     assert!(c.is_finished());
 }
 
 #[test]
 fn head_response_has_no_body() {
-    let (_, out, acts, _) =
-        exchange(CLIENT, b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n");
-    assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 1024\r\nVia: 1.1 ultragate\r\n\r\n");
+    let (_, out, acts, _) = exchange(
+        CLIENT,
+        b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n",
+    );
+    assert_eq!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Length: 1024\r\nVia: 1.1 ultragate\r\n\r\n"
+    );
     assert_eq!(acts, ["Release { reuse: true }"]);
 }
 
@@ -261,7 +304,10 @@ fn pipelined_requests_are_answered_in_order() {
     c.upstream_connected(t0, false);
     assert!(take_upstream(&mut c, t0).starts_with("GET /1 "));
     c.recv_upstream(t0, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none");
-    assert_eq!(actions(&mut c), ["Release { reuse: true }", "Connect { fresh: false }"]);
+    assert_eq!(
+        actions(&mut c),
+        ["Release { reuse: true }", "Connect { fresh: false }"]
+    );
     c.upstream_connected(t0, true);
     assert!(take_upstream(&mut c, t0).starts_with("GET /3 "));
     c.recv_upstream(t0, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nthree");
@@ -289,7 +335,10 @@ fn connection_close_stops_the_pipeline() {
 fn expect_continue_is_answered_by_the_gateway() {
     let t0 = Instant::now();
     let mut c = conn_from(CLIENT, t0);
-    c.recv_client(t0, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    c.recv_client(
+        t0,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    );
     assert_eq!(take_client(&mut c), "HTTP/1.1 100 Continue\r\n\r\n");
     c.upstream_connected(t0, false);
     c.recv_client(t0, b"hello");
@@ -297,7 +346,10 @@ fn expect_continue_is_answered_by_the_gateway() {
     assert!(!up.to_ascii_lowercase().contains("expect"), "{up}");
     assert!(up.ends_with("Content-Length: 5\r\n\r\nhello"), "{up}");
     // An interim response from the upstream is not relayed.
-    c.recv_upstream(t0, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+    c.recv_upstream(
+        t0,
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+    );
     assert!(take_client(&mut c).starts_with("HTTP/1.1 201 Created\r\n"));
 }
 
@@ -310,14 +362,20 @@ fn stale_pooled_connection_is_retried_for_idempotent_requests_only() {
     c.upstream_connected(t0, true);
     let first = take_upstream(&mut c, t0);
     c.upstream_eof(t0);
-    assert_eq!(actions(&mut c), ["Release { reuse: false }", "Connect { fresh: true }"]);
+    assert_eq!(
+        actions(&mut c),
+        ["Release { reuse: false }", "Connect { fresh: true }"]
+    );
     c.upstream_connected(t0, false);
     assert_eq!(take_upstream(&mut c, t0), first);
     c.recv_upstream(t0, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     assert!(take_client(&mut c).ends_with("ok"));
 
     let mut c = conn_from(CLIENT, t0);
-    c.recv_client(t0, b"POST /r HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx");
+    c.recv_client(
+        t0,
+        b"POST /r HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+    );
     actions(&mut c);
     c.upstream_connected(t0, true);
     take_upstream(&mut c, t0);
@@ -357,9 +415,15 @@ fn upstream_failures_map_to_502_and_504() {
     let out = take_client(&mut c);
     assert_eq!(status_of(&out), 504);
     assert!(out.contains("upstream response timeout"), "{out}");
-    assert!(!c.is_finished(), "a timeout does not cost the client its connection");
+    assert!(
+        !c.is_finished(),
+        "a timeout does not cost the client its connection"
+    );
 
-    for garbage in [&b"SSH-2.0-OpenSSH\r\n\r\n"[..], b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"] {
+    for garbage in [
+        &b"SSH-2.0-OpenSSH\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+    ] {
         let (_, out, acts, _) = exchange(CLIENT, get, garbage);
         assert_eq!(status_of(&out), 502, "{out}");
         assert_eq!(acts, ["Release { reuse: false }"]);
@@ -369,7 +433,10 @@ fn upstream_failures_map_to_502_and_504() {
 #[test]
 fn next_server_is_tried_after_a_connect_failure() {
     let t0 = Instant::now();
-    let cfg = Arc::new(EngineConfig { connect_attempts: 2, ..(*cfg()).clone() });
+    let cfg = Arc::new(EngineConfig {
+        connect_attempts: 2,
+        ..(*cfg()).clone()
+    });
     let mut c = Conn::new(cfg, ready(), CLIENT, t0);
     c.recv_client(t0, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     actions(&mut c);
@@ -385,8 +452,14 @@ fn health_probes_are_answered_locally() {
     let mut c = conn_from(CLIENT, t0);
     c.recv_client(t0, b"GET /health/live HTTP/1.1\r\nHost: a\r\n\r\nHEAD /health/ready HTTP/1.1\r\nHost: a\r\n\r\n");
     let out = take_client(&mut c);
-    assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && out.contains("live\nHTTP/1.1 200 OK"), "{out}");
-    assert!(out.ends_with("Content-Length: 6\r\n\r\n"), "HEAD has no body: {out}");
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK\r\n") && out.contains("live\nHTTP/1.1 200 OK"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("Content-Length: 6\r\n\r\n"),
+        "HEAD has no body: {out}"
+    );
     assert!(actions(&mut c).is_empty());
 
     let mut c = Conn::new(cfg(), Arc::new(DataplaneStatus::default()), CLIENT, t0);
@@ -405,11 +478,26 @@ fn admin_on_data_port_is_for_loopback_peers_only() {
 
     let mut c = conn_from(LOOPBACK, t0);
     c.recv_client(t0, req);
-    let Some(Action::Admin(call)) = c.poll_action() else { panic!("expected an admin call") };
-    assert_eq!((call.method, call.target.as_str(), &call.body[..]), ("POST", "/admin/cache/clear", &b"{}"[..]));
-    c.admin_response(t0, AdminResponse { status: 200, content_type: "application/json", body: Bytes::from_static(b"{\"ok\":true}") });
+    let Some(Action::Admin(call)) = c.poll_action() else {
+        panic!("expected an admin call")
+    };
+    assert_eq!(
+        (call.method, call.target.as_str(), &call.body[..]),
+        ("POST", "/admin/cache/clear", &b"{}"[..])
+    );
+    c.admin_response(
+        t0,
+        AdminResponse {
+            status: 200,
+            content_type: "application/json",
+            body: Bytes::from_static(b"{\"ok\":true}"),
+        },
+    );
     let out = take_client(&mut c);
-    assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("{\"ok\":true}"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("{\"ok\":true}"),
+        "{out}"
+    );
     assert!(!c.is_finished());
 }
 
@@ -428,7 +516,10 @@ fn drain_closes_idle_connections_and_finishes_busy_ones() {
     assert!(!busy.is_finished());
     busy.recv_upstream(t0, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     let out = take_client(&mut busy);
-    assert!(out.contains("Connection: close\r\n") && out.ends_with("ok"), "{out}");
+    assert!(
+        out.contains("Connection: close\r\n") && out.ends_with("ok"),
+        "{out}"
+    );
     assert!(busy.is_finished());
 }
 
@@ -457,7 +548,8 @@ fn arbitrary_bytes_never_panic() {
         x ^= x << 17;
         x
     };
-    let alphabet: &[u8] = b"GET POST HTTP/1.1\r\n:chunked0123456789abcdefContent-LengthTransfer-Encoding ;\t\x00\xff";
+    let alphabet: &[u8] =
+        b"GET POST HTTP/1.1\r\n:chunked0123456789abcdefContent-LengthTransfer-Encoding ;\t\x00\xff";
     let t0 = Instant::now();
     for _ in 0..3000 {
         let mut c = conn_from(CLIENT, t0);

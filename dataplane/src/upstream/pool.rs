@@ -42,9 +42,19 @@ impl<T> Pool<T> {
     /// A pool over `servers` (at least one) that keeps up to
     /// `max_idle_per_server` idle connections each, for at most
     /// `idle_timeout`.
-    pub fn new(servers: Vec<SocketAddr>, idle_timeout: Duration, max_idle_per_server: usize) -> Self {
+    pub fn new(
+        servers: Vec<SocketAddr>,
+        idle_timeout: Duration,
+        max_idle_per_server: usize,
+    ) -> Self {
         let idle = servers.iter().map(|_| Vec::new()).collect();
-        Self { servers, next: 0, idle, idle_timeout, max_idle_per_server }
+        Self {
+            servers,
+            next: 0,
+            idle,
+            idle_timeout,
+            max_idle_per_server,
+        }
     }
 
     /// How many servers the pool spreads over.
@@ -60,22 +70,37 @@ impl<T> Pool<T> {
     /// Picks the next server in turn and returns an idle connection to it,
     /// unless `fresh` or none is idle. `alive` checks a pooled connection
     /// (e.g. for a close by the upstream) before it is handed out.
-    pub fn checkout(&mut self, now: Instant, fresh: bool, mut alive: impl FnMut(&T) -> bool) -> Checkout<T> {
+    pub fn checkout(
+        &mut self,
+        now: Instant,
+        fresh: bool,
+        mut alive: impl FnMut(&T) -> bool,
+    ) -> Checkout<T> {
         let server = self.next % self.servers.len();
         self.next = self.next.wrapping_add(1);
         if !fresh {
             while let Some(idle) = self.idle[server].pop() {
-                if now.saturating_duration_since(idle.since) < self.idle_timeout && alive(&idle.conn) {
-                    return Checkout::Reused { server, conn: idle.conn };
+                if now.saturating_duration_since(idle.since) < self.idle_timeout
+                    && alive(&idle.conn)
+                {
+                    return Checkout::Reused {
+                        server,
+                        conn: idle.conn,
+                    };
                 }
             }
         }
-        Checkout::Connect { server, addr: self.servers[server] }
+        Checkout::Connect {
+            server,
+            addr: self.servers[server],
+        }
     }
 
     /// Returns a clean connection to `server` for reuse.
     pub fn checkin(&mut self, server: usize, conn: T, now: Instant) {
-        let Some(list) = self.idle.get_mut(server) else { return };
+        let Some(list) = self.idle.get_mut(server) else {
+            return;
+        };
         if list.len() >= self.max_idle_per_server {
             list.remove(0);
         }
@@ -96,7 +121,9 @@ mod tests {
     use super::*;
 
     fn addrs(n: u16) -> Vec<SocketAddr> {
-        (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))).collect()
+        (0..n)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+            .collect()
     }
 
     #[test]
@@ -111,7 +138,10 @@ mod tests {
             .collect();
         assert_eq!(picks, [0, 1, 0, 1]);
         pool.checkin(0, 7, now);
-        assert!(matches!(pool.checkout(now, false, |_| true), Checkout::Reused { server: 0, conn: 7 }));
+        assert!(matches!(
+            pool.checkout(now, false, |_| true),
+            Checkout::Reused { server: 0, conn: 7 }
+        ));
     }
 
     #[test]
@@ -119,12 +149,21 @@ mod tests {
         let mut pool: Pool<u32> = Pool::new(addrs(1), Duration::from_secs(5), 4);
         let now = Instant::now();
         pool.checkin(0, 1, now);
-        assert!(matches!(pool.checkout(now, true, |_| true), Checkout::Connect { .. }));
+        assert!(matches!(
+            pool.checkout(now, true, |_| true),
+            Checkout::Connect { .. }
+        ));
         pool.checkin(0, 2, now);
-        assert!(matches!(pool.checkout(now, false, |_| false), Checkout::Connect { .. }));
+        assert!(matches!(
+            pool.checkout(now, false, |_| false),
+            Checkout::Connect { .. }
+        ));
         pool.checkin(0, 3, now);
         let later = now + Duration::from_secs(6);
-        assert!(matches!(pool.checkout(later, false, |_| true), Checkout::Connect { .. }));
+        assert!(matches!(
+            pool.checkout(later, false, |_| true),
+            Checkout::Connect { .. }
+        ));
     }
 
     #[test]

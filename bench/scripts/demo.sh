@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The main job end to end: the test origin (:8000) as primary, the Node.js
+# fallback (:3005), and ultragate in front (:8080 data, :8081 admin), with
+# sample requests. Stops everything it started on exit.
+#   bash bench/scripts/demo.sh              # runs until Ctrl-C
+#   bash bench/scripts/demo.sh --seconds 5  # runs 5 s, then stops
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+seconds=0
+if [ "${1:-}" = "--seconds" ]; then seconds=${2:?--seconds needs a value}; fi
+
+command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs; }
+command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+cargo build --release --workspace --locked
+
+logs=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "stopped; logs were in $logs"
+}
+trap cleanup EXIT INT TERM
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listens on port $1; see $logs" >&2
+  exit 1
+}
+
+./target/release/bench origin --listen 127.0.0.1:8000 >"$logs/origin.log" 2>&1 &
+pids+=($!)
+PORT=3005 HOST=127.0.0.1 node deploy/nodejs-api/server.js >"$logs/nodejs-api.log" 2>&1 &
+pids+=($!)
+wait_port 8000
+wait_port 3005
+./target/release/ultragate --config deploy/gateway.toml >"$logs/ultragate.log" 2>&1 &
+pids+=($!)
+wait_port 8080
+wait_port 8081
+
+show() {
+  echo "\$ $*"
+  "$@"
+  echo
+}
+echo "== ultragate demo: origin :8000, nodejs-api :3005, gateway :8080 (admin :8081) =="
+show curl -s -i "http://127.0.0.1:8080/hello?size=32"
+show curl -s -i "http://127.0.0.1:8080/stream?chunked=1&size=16"
+show curl -s -i "http://127.0.0.1:8080/broken?garbage=1"
+show curl -s -f http://127.0.0.1:8080/health/ready
+show curl -s -f http://127.0.0.1:3005/health
+cat <<TXT
+Try:
+  curl -i 'http://127.0.0.1:8080/anything?size=1024'            # 1 KiB through the gateway
+  curl -i 'http://127.0.0.1:8080/x?cache=max-age%3D60&status=404'  # shaped by the test origin
+  curl -i http://127.0.0.1:8080/admin/config                      # admin from loopback on the data port
+  curl -i http://127.0.0.1:8081/health/live                       # admin port
+  curl -i http://127.0.0.1:3005/api/items                         # the Node.js fallback
+Logs: $logs
+TXT
+if [ "$seconds" -gt 0 ]; then
+  sleep "$seconds"
+else
+  echo "Ctrl-C stops everything."
+  while sleep 3600; do :; done
+fi
