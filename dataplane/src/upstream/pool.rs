@@ -6,6 +6,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// Idle time after which a pooled connection is probed before reuse.
+pub const PROBE_AFTER: Duration = Duration::from_millis(500);
+
 struct Idle<T> {
     conn: T,
     since: Instant,
