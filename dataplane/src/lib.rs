@@ -11,6 +11,7 @@
 //! Start reading at [`proxy::Conn`], then [`driver::epoll`].
 
 pub mod admin;
+pub mod cache;
 pub mod driver;
 pub mod http;
 pub mod proxy;

@@ -1,0 +1,185 @@
+//! A stored response: pre-encoded head and body as `Bytes`, so a hit is
+//! one lookup and one copy into the send buffer, plus the freshness facts
+//! and the checksum that `verify` checks.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Fixed memory an entry costs beyond its bytes (entry, map node, queue
+/// slot), counted against the byte budget.
+pub const ENTRY_OVERHEAD: u64 = 320;
+
+/// Freshness and validation facts of a stored response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// The status code.
+    pub status: u16,
+    /// Wall-clock time of storing (kept across snapshots).
+    pub stored_wall: SystemTime,
+    /// Age when stored, in seconds.
+    pub initial_age: u64,
+    /// Freshness lifetime, in seconds.
+    pub lifetime: u64,
+    /// Stale copies must be revalidated (`must-revalidate`,
+    /// `proxy-revalidate`, `s-maxage`).
+    pub must_revalidate: bool,
+    /// Every use must be revalidated (`no-cache`).
+    pub no_cache: bool,
+    /// May answer requests carrying `Authorization`.
+    pub auth_ok: bool,
+    /// `stale-while-revalidate`, in seconds.
+    pub stale_while_revalidate: u64,
+    /// `stale-if-error`, in seconds.
+    pub stale_if_error: u64,
+    /// The `ETag` value.
+    pub etag: Option<Bytes>,
+    /// The `Last-Modified` value.
+    pub last_modified: Option<Bytes>,
+    /// Id of the `Vary` marker this variant belongs to (0: no `Vary`).
+    pub vary_id: u64,
+}
+
+/// One stored response.
+#[derive(Debug)]
+pub struct Entry {
+    /// The cache key (host, target, and for variants the varied values).
+    pub key: Bytes,
+    /// Status line and end-to-end fields, each line ending in CRLF; no
+    /// framing, `Age`, `X-Cache` or connection fields.
+    pub head: Bytes,
+    /// The body, without transfer coding.
+    pub body: Bytes,
+    /// CRC32C over key, head and body, computed on insert.
+    pub crc: u32,
+    /// Freshness and validators.
+    pub meta: Meta,
+    /// Monotonic time of storing, for the resident age.
+    pub stored_at: Instant,
+    /// Insertion sequence number: tells replaced entries and bans apart.
+    pub seq: u64,
+    /// Hits since insert or last eviction pass, saturating at 3.
+    freq: AtomicU8,
+}
+
+impl Entry {
+    /// A new entry; computes its checksum.
+    pub fn new(key: Bytes, head: Bytes, body: Bytes, meta: Meta, stored_at: Instant) -> Self {
+        let crc = checksum(&key, &head, &body);
+        Self {
+            key,
+            head,
+            body,
+            crc,
+            meta,
+            stored_at,
+            seq: 0,
+            freq: AtomicU8::new(0),
+        }
+    }
+
+    /// Bytes this entry counts against the budget.
+    pub fn charge(&self) -> u64 {
+        (self.key.len() + self.head.len() + self.body.len()) as u64 + ENTRY_OVERHEAD
+    }
+
+    /// Whether the stored bytes still match the checksum.
+    pub fn verify(&self) -> bool {
+        checksum(&self.key, &self.head, &self.body) == self.crc
+    }
+
+    /// Current age in seconds (RFC 9111 §4.2.3).
+    pub fn age(&self, now: Instant) -> u64 {
+        self.meta.initial_age + now.saturating_duration_since(self.stored_at).as_secs()
+    }
+
+    /// Notes a hit for the eviction policy (one relaxed atomic).
+    pub fn touch(&self) {
+        let f = self.freq.load(Ordering::Relaxed);
+        if f < 3 {
+            self.freq.store(f + 1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn freq(&self) -> u8 {
+        self.freq.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_freq(&self, f: u8) {
+        self.freq.store(f, Ordering::Relaxed);
+    }
+
+    /// The stored response as sent to a client: head, `Content-Length`,
+    /// `Age`, `X-Cache`, the connection field, and (unless `head_only`) the
+    /// body. Writes into `out` without allocating beyond its growth.
+    pub fn write_response(
+        &self,
+        out: &mut BytesMut,
+        now: Instant,
+        x_cache: &[u8],
+        connection: &[u8],
+        head_only: bool,
+    ) {
+        out.reserve(self.head.len() + self.body.len() + 96);
+        out.put_slice(&self.head);
+        out.put_slice(b"Content-Length: ");
+        put_decimal(out, self.body.len() as u64);
+        out.put_slice(b"\r\nAge: ");
+        put_decimal(out, self.age(now));
+        out.put_slice(b"\r\nX-Cache: ");
+        out.put_slice(x_cache);
+        out.put_slice(b"\r\n");
+        out.put_slice(connection);
+        out.put_slice(b"\r\n");
+        if !head_only {
+            out.put_slice(&self.body);
+        }
+    }
+
+    /// A `304 Not Modified` for a client whose conditional matched.
+    pub fn write_not_modified(&self, out: &mut BytesMut, now: Instant, connection: &[u8]) {
+        out.put_slice(b"HTTP/1.1 304 Not Modified\r\n");
+        for (name, value) in [
+            (&b"ETag: "[..], &self.meta.etag),
+            (b"Last-Modified: ", &self.meta.last_modified),
+        ] {
+            if let Some(v) = value {
+                out.put_slice(name);
+                out.put_slice(v);
+                out.put_slice(b"\r\n");
+            }
+        }
+        out.put_slice(b"Age: ");
+        put_decimal(out, self.age(now));
+        out.put_slice(b"\r\nX-Cache: HIT\r\n");
+        out.put_slice(connection);
+        out.put_slice(b"\r\n");
+    }
+
+    /// The freshness lifetime as a duration.
+    pub fn lifetime(&self) -> Duration {
+        Duration::from_secs(self.meta.lifetime)
+    }
+}
+
+/// CRC32C over the stored bytes of an entry.
+pub fn checksum(key: &[u8], head: &[u8], body: &[u8]) -> u32 {
+    let c = crc32c::crc32c(key);
+    let c = crc32c::crc32c_append(c, head);
+    crc32c::crc32c_append(c, body)
+}
+
+/// Appends `n` in decimal without formatting machinery or allocation.
+pub fn put_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&buf[i..]);
+}

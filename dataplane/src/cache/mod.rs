@@ -1,0 +1,613 @@
+//! The response cache, shared by every data core.
+//!
+//! Reads are lock-free: a lock-free hash map (`papaya`) holds
+//! `Arc<Entry>`s, and a hit costs one lookup, one reference count and one
+//! relaxed atomic for the eviction policy. Writes (inserts, eviction) take
+//! one mutex that guards only the S3-FIFO queues, on the miss path. Purges
+//! by prefix or pattern are lazy bans checked on lookup and swept in the
+//! background, so they never walk the cache under a lock.
+//!
+//! `rules` holds the RFC 9111 decisions, `entry` the stored form,
+//! `snapshot` the on-disk form.
+
+pub mod entry;
+pub mod rules;
+pub mod snapshot;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use entry::Entry;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Sizes of the cache.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    /// Budget for all entries including their overhead, in bytes.
+    pub max_bytes: u64,
+    /// Largest body stored; larger responses pass through, in bytes.
+    pub max_object_bytes: u64,
+}
+
+/// What the map holds under a key.
+#[derive(Debug, Clone)]
+enum Slot {
+    /// A response.
+    Object(Arc<Entry>),
+    /// The URL's responses vary on these request fields; the variants sit
+    /// under secondary keys.
+    Vary(Arc<VaryMarker>),
+}
+
+#[derive(Debug)]
+struct VaryMarker {
+    names: Box<[Box<str>]>,
+    id: u64,
+    seq: u64,
+}
+
+/// A lazy purge: entries stored before it whose URL matches are gone.
+#[derive(Debug, Clone)]
+struct Ban {
+    seq: u64,
+    pattern: Pattern,
+    host: Option<Box<[u8]>>,
+}
+
+/// What a purge matches in an entry's request target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    /// The target exactly (every variant).
+    Exact(Box<[u8]>),
+    /// Targets starting with this.
+    Prefix(Box<[u8]>),
+    /// A glob where `*` matches any run of bytes.
+    Glob(Box<[u8]>),
+}
+
+impl Pattern {
+    fn matches(&self, target: &[u8]) -> bool {
+        match self {
+            Self::Exact(t) => &**t == target,
+            Self::Prefix(p) => target.starts_with(p),
+            Self::Glob(g) => glob(g, target),
+        }
+    }
+}
+
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.iter().position(|&b| b == b'*') {
+        None => pattern == text,
+        Some(star) => {
+            let (head, rest) = (&pattern[..star], &pattern[star + 1..]);
+            text.starts_with(head) && (head.len()..=text.len()).any(|i| glob(rest, &text[i..]))
+        }
+    }
+}
+
+struct QItem {
+    key: Bytes,
+    seq: u64,
+    charge: u64,
+}
+
+/// S3-FIFO state: a small probationary FIFO, a main FIFO with
+/// reinsertion, and a ghost set of recently evicted keys.
+#[derive(Default)]
+struct Queues {
+    small: VecDeque<QItem>,
+    main: VecDeque<QItem>,
+    small_bytes: u64,
+    main_bytes: u64,
+    ghost: VecDeque<u64>,
+    ghost_set: HashSet<u64>,
+}
+
+/// Counts of one `verify` pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Entries checked.
+    pub checked: u64,
+    /// Entries whose checksum failed; all evicted.
+    pub corrupt: u64,
+}
+
+/// The shared cache.
+pub struct Cache {
+    cfg: CacheConfig,
+    map: papaya::HashMap<Bytes, Slot>,
+    queues: Mutex<Queues>,
+    bytes: AtomicU64,
+    seq: AtomicU64,
+    inflight: papaya::HashMap<Bytes, Instant>,
+    bans: ArcSwap<Vec<Ban>>,
+    newest_ban: AtomicU64,
+    hasher: std::collections::hash_map::RandomState,
+    inserts: AtomicBool,
+}
+
+impl Cache {
+    /// An empty cache with these sizes.
+    pub fn new(cfg: CacheConfig) -> Self {
+        Self {
+            cfg,
+            map: papaya::HashMap::new(),
+            queues: Mutex::new(Queues::default()),
+            bytes: AtomicU64::new(0),
+            seq: AtomicU64::new(1),
+            inflight: papaya::HashMap::new(),
+            bans: ArcSwap::from_pointee(Vec::new()),
+            newest_ban: AtomicU64::new(0),
+            hasher: Default::default(),
+            inserts: AtomicBool::new(true),
+        }
+    }
+
+    /// The sizes the cache was made with.
+    pub fn config(&self) -> CacheConfig {
+        self.cfg
+    }
+
+    /// Bytes charged by the entries held now, overhead included.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Number of keys held (responses and `Vary` markers).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Turns storing on or off (memory pressure stops inserts).
+    pub fn set_inserts(&self, on: bool) {
+        self.inserts.store(on, Ordering::Relaxed);
+    }
+
+    fn queues(&self) -> MutexGuard<'_, Queues> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Looks up the response for a request. `key` holds the URL key
+    /// (`url_len` bytes) and is extended in place with the varied field
+    /// values when the URL has variants; `headers` are the request's.
+    pub fn lookup(
+        &self,
+        key: &mut Vec<u8>,
+        url_len: usize,
+        headers: &[httparse::Header<'_>],
+    ) -> Option<Arc<Entry>> {
+        let map = self.map.pin();
+        let entry = match map.get(&key[..url_len])? {
+            Slot::Object(e) if e.meta.vary_id == 0 => e.clone(),
+            Slot::Object(_) => return None,
+            Slot::Vary(marker) => {
+                variant_key(key, url_len, &marker.names, headers);
+                match map.get(&key[..])? {
+                    Slot::Object(e) if e.meta.vary_id == marker.id => e.clone(),
+                    _ => return None,
+                }
+            }
+        };
+        if entry.seq < self.newest_ban.load(Ordering::Acquire) && self.banned(&entry) {
+            self.remove_entry(&entry);
+            return None;
+        }
+        entry.touch();
+        Some(entry)
+    }
+
+    fn banned(&self, e: &Entry) -> bool {
+        let bans = self.bans.load();
+        let (host, target) = split_key(&e.key);
+        bans.iter().any(|b| {
+            b.seq > e.seq
+                && b.host.as_deref().is_none_or(|h| h == host)
+                && b.pattern.matches(target)
+        })
+    }
+
+    /// Stores a response under `url` (the URL key). With `vary` names the
+    /// response is a variant keyed by the request's values of them
+    /// (`request` headers). Evicts until the budget holds. Returns false
+    /// when not stored (too large, or inserts are off).
+    pub fn insert(
+        &self,
+        url: &[u8],
+        vary: Option<&[Box<str>]>,
+        request: &[httparse::Header<'_>],
+        head: Bytes,
+        body: Bytes,
+        mut meta: entry::Meta,
+        now: Instant,
+    ) -> bool {
+        if body.len() as u64 > self.cfg.max_object_bytes || !self.inserts.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut key = url.to_vec();
+        if let Some(names) = vary {
+            let map = self.map.pin();
+            let marker = match map.get(url) {
+                Some(Slot::Vary(m)) if &*m.names == names => m.clone(),
+                _ => {
+                    let seq = self.next_seq();
+                    let m = Arc::new(VaryMarker {
+                        names: names.into(),
+                        id: seq,
+                        seq,
+                    });
+                    let charge = url.len() as u64 + entry::ENTRY_OVERHEAD;
+                    self.put(
+                        Bytes::copy_from_slice(url),
+                        Slot::Vary(m.clone()),
+                        seq,
+                        charge,
+                    );
+                    m
+                }
+            };
+            meta.vary_id = marker.id;
+            variant_key(&mut key, url.len(), &marker.names, request);
+        }
+        let mut e = Entry::new(Bytes::from(key), head, body, meta, now);
+        e.seq = self.next_seq();
+        let (seq, charge, key) = (e.seq, e.charge(), e.key.clone());
+        self.put(key, Slot::Object(Arc::new(e)), seq, charge);
+        true
+    }
+
+    /// Inserts an entry restored from a snapshot as it was.
+    pub(crate) fn restore_entry(&self, mut e: Entry) {
+        self.seq.fetch_max(e.meta.vary_id + 1, Ordering::Relaxed);
+        e.seq = self.next_seq();
+        let (seq, charge, key) = (e.seq, e.charge(), e.key.clone());
+        self.put(key, Slot::Object(Arc::new(e)), seq, charge);
+    }
+
+    /// Inserts a `Vary` marker restored from a snapshot, keeping its id.
+    pub(crate) fn restore_marker(&self, url: Bytes, names: Box<[Box<str>]>, id: u64) {
+        self.seq.fetch_max(id + 1, Ordering::Relaxed);
+        let seq = self.next_seq();
+        let charge = url.len() as u64 + entry::ENTRY_OVERHEAD;
+        self.put(
+            url,
+            Slot::Vary(Arc::new(VaryMarker { names, id, seq })),
+            seq,
+            charge,
+        );
+    }
+
+    fn put(&self, key: Bytes, slot: Slot, seq: u64, charge: u64) {
+        let hash = self.hash(&key);
+        let mut q = self.queues();
+        let map = self.map.pin();
+        if let Some(old) = map.insert(key.clone(), slot) {
+            self.bytes.fetch_sub(slot_charge(old), Ordering::Relaxed);
+        }
+        self.bytes.fetch_add(charge, Ordering::Relaxed);
+        let item = QItem { key, seq, charge };
+        if q.ghost_set.remove(&hash) {
+            q.main_bytes += charge;
+            q.main.push_back(item);
+        } else {
+            q.small_bytes += charge;
+            q.small.push_back(item);
+        }
+        while self.bytes.load(Ordering::Relaxed) > self.cfg.max_bytes
+            && (!q.small.is_empty() || !q.main.is_empty())
+        {
+            self.evict_one(&mut q);
+        }
+        // Items of replaced or removed entries linger in the queues; drop
+        // them when they outnumber the live ones.
+        if q.small.len() + q.main.len() > 2 * map.len() + 64 {
+            let live = |i: &QItem| slot_seq(map.get(&i.key)) == Some(i.seq);
+            q.small.retain(live);
+            q.main.retain(live);
+            q.small_bytes = q.small.iter().map(|i| i.charge).sum();
+            q.main_bytes = q.main.iter().map(|i| i.charge).sum();
+        }
+    }
+
+    fn evict_one(&self, q: &mut Queues) {
+        let map = self.map.pin();
+        let from_small = q.small_bytes > self.cfg.max_bytes / 10 || q.main.is_empty();
+        if from_small {
+            let Some(item) = q.small.pop_front() else {
+                return;
+            };
+            q.small_bytes -= item.charge;
+            match map.get(&item.key) {
+                Some(Slot::Object(e)) if e.seq == item.seq && e.freq() > 0 => {
+                    e.set_freq(0);
+                    q.main_bytes += item.charge;
+                    q.main.push_back(item);
+                }
+                Some(slot) if slot_seq(Some(slot)) == Some(item.seq) => {
+                    self.remove_if_seq(&item.key, item.seq);
+                    let hash = self.hash(&item.key);
+                    q.ghost.push_back(hash);
+                    q.ghost_set.insert(hash);
+                    while q.ghost.len() > q.main.len().max(64) {
+                        if let Some(old) = q.ghost.pop_front() {
+                            q.ghost_set.remove(&old);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        } else {
+            let Some(item) = q.main.pop_front() else {
+                return;
+            };
+            q.main_bytes -= item.charge;
+            match map.get(&item.key) {
+                Some(Slot::Object(e)) if e.seq == item.seq && e.freq() > 0 => {
+                    e.set_freq(e.freq() - 1);
+                    q.main_bytes += item.charge;
+                    q.main.push_back(item);
+                }
+                Some(slot) if slot_seq(Some(slot)) == Some(item.seq) => {
+                    self.remove_if_seq(&item.key, item.seq);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn remove_if_seq(&self, key: &[u8], seq: u64) -> bool {
+        let map = self.map.pin();
+        match map.remove_if(key, |_, v| slot_seq(Some(v)) == Some(seq)) {
+            Ok(Some((_, old))) => {
+                self.bytes.fetch_sub(slot_charge(old), Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes this very entry (not a newer one under the same key).
+    pub fn remove_entry(&self, e: &Entry) -> bool {
+        self.remove_if_seq(&e.key, e.seq)
+    }
+
+    /// Removes whatever is stored under a URL key (the variants become
+    /// unreachable and are swept with a ban).
+    pub fn remove_url(&self, url: &[u8]) -> bool {
+        let map = self.map.pin();
+        match map.remove(url) {
+            Some(old) => {
+                self.bytes.fetch_sub(slot_charge(old), Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Purges every entry of `host` (or every host) whose target matches;
+    /// lazy: returns at once, entries disappear on their next lookup or
+    /// the next [`Cache::sweep`].
+    pub fn purge(&self, host: Option<&[u8]>, pattern: Pattern) {
+        if let (Pattern::Exact(target), Some(host)) = (&pattern, host) {
+            let mut url = host.to_vec();
+            url.push(KEY_SEPARATOR);
+            url.extend_from_slice(target);
+            self.remove_url(&url);
+        }
+        let seq = self.next_seq();
+        let mut bans = Vec::clone(&self.bans.load());
+        bans.push(Ban {
+            seq,
+            pattern,
+            host: host.map(Into::into),
+        });
+        self.bans.store(Arc::new(bans));
+        self.newest_ban.store(seq, Ordering::Release);
+    }
+
+    /// Applies pending bans to every entry without blocking lookups, then
+    /// forgets the bans it has applied. Returns how many entries went.
+    pub fn sweep(&self) -> u64 {
+        let applied_upto = self.seq.load(Ordering::Relaxed);
+        if self.bans.load().is_empty() {
+            return 0;
+        }
+        let mut removed = 0;
+        let map = self.map.pin();
+        for (_, slot) in map.iter() {
+            if let Slot::Object(e) = slot {
+                if self.banned(e) && self.remove_entry(e) {
+                    removed += 1;
+                }
+            }
+        }
+        let bans: Vec<Ban> = self
+            .bans
+            .load()
+            .iter()
+            .filter(|b| b.seq >= applied_upto)
+            .cloned()
+            .collect();
+        self.bans.store(Arc::new(bans));
+        removed
+    }
+
+    /// Checks every entry's checksum and evicts the ones that fail.
+    pub fn verify(&self) -> VerifyReport {
+        let mut report = VerifyReport::default();
+        let map = self.map.pin();
+        for (_, slot) in map.iter() {
+            if let Slot::Object(e) = slot {
+                report.checked += 1;
+                if !e.verify() {
+                    report.corrupt += 1;
+                    self.remove_entry(e);
+                }
+            }
+        }
+        report
+    }
+
+    /// Empties the cache. Returns how many keys went.
+    pub fn clear(&self) -> usize {
+        let mut q = self.queues();
+        let n = self.map.len();
+        self.map.pin().clear();
+        *q = Queues::default();
+        self.bytes.store(0, Ordering::Relaxed);
+        n
+    }
+
+    /// Every response held now (for snapshots and data verify).
+    pub fn entries(&self) -> Vec<Arc<Entry>> {
+        let map = self.map.pin();
+        map.iter()
+            .filter_map(|(_, s)| match s {
+                Slot::Object(e) => Some(e.clone()),
+                Slot::Vary(_) => None,
+            })
+            .collect()
+    }
+
+    /// Every `Vary` marker held now: URL key, names, id.
+    pub(crate) fn vary_markers(&self) -> Vec<(Bytes, Box<[Box<str>]>, u64)> {
+        let map = self.map.pin();
+        map.iter()
+            .filter_map(|(k, s)| match s {
+                Slot::Vary(m) => Some((k.clone(), m.names.clone(), m.id)),
+                Slot::Object(_) => None,
+            })
+            .collect()
+    }
+
+    /// Claims the fetch of a missing key for this caller. `false` means
+    /// another connection fetches it (since less than `wait` ago): wait
+    /// for it instead of asking the upstream too.
+    pub fn claim_fetch(&self, key: &[u8], now: Instant, wait: Duration) -> bool {
+        let inflight = self.inflight.pin();
+        if let Some(since) = inflight.get(key) {
+            if now.saturating_duration_since(*since) < wait {
+                return false;
+            }
+        }
+        inflight.insert(Bytes::copy_from_slice(key), now);
+        true
+    }
+
+    /// Whether someone still fetches `key` (since less than `wait` ago).
+    pub fn fetching(&self, key: &[u8], now: Instant, wait: Duration) -> bool {
+        self.inflight
+            .pin()
+            .get(key)
+            .is_some_and(|since| now.saturating_duration_since(*since) < wait)
+    }
+
+    /// Ends a fetch claimed with [`Cache::claim_fetch`].
+    pub fn release_fetch(&self, key: &[u8]) {
+        self.inflight.pin().remove(key);
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        h.finish()
+    }
+
+    /// Test hook: replaces the entry under `key` with a copy whose body has
+    /// one bit flipped but whose checksum is the original's, as memory
+    /// corruption would leave it. Returns false when there is no entry.
+    #[doc(hidden)]
+    pub fn corrupt_for_test(&self, key: &[u8]) -> bool {
+        let map = self.map.pin();
+        let Some(Slot::Object(e)) = map.get(key) else {
+            return false;
+        };
+        let mut body = e.body.to_vec();
+        if body.is_empty() {
+            return false;
+        }
+        body[0] ^= 0x01;
+        let mut bad = Entry::new(
+            e.key.clone(),
+            e.head.clone(),
+            Bytes::from(body),
+            e.meta.clone(),
+            e.stored_at,
+        );
+        bad.crc = e.crc;
+        bad.seq = e.seq;
+        map.insert(e.key.clone(), Slot::Object(Arc::new(bad)));
+        true
+    }
+}
+
+fn slot_seq(slot: Option<&Slot>) -> Option<u64> {
+    match slot? {
+        Slot::Object(e) => Some(e.seq),
+        Slot::Vary(m) => Some(m.seq),
+    }
+}
+
+fn slot_charge(slot: &Slot) -> u64 {
+    match slot {
+        Slot::Object(e) => e.charge(),
+        Slot::Vary(_) => entry::ENTRY_OVERHEAD,
+    }
+}
+
+/// Separates the host from the target in a URL key.
+pub const KEY_SEPARATOR: u8 = b' ';
+
+/// Writes the URL key of a request (lower-cased host, a space, the target)
+/// into `out`, returning its length.
+pub fn url_key(out: &mut Vec<u8>, host: &[u8], target: &[u8]) -> usize {
+    out.clear();
+    out.extend(host.iter().map(u8::to_ascii_lowercase));
+    out.push(KEY_SEPARATOR);
+    out.extend_from_slice(target);
+    out.len()
+}
+
+fn split_key(key: &[u8]) -> (&[u8], &[u8]) {
+    let url_end = key.iter().position(|&b| b == 0).unwrap_or(key.len());
+    let url = &key[..url_end];
+    match url.iter().position(|&b| b == KEY_SEPARATOR) {
+        Some(i) => (&url[..i], &url[i + 1..]),
+        None => (&[], url),
+    }
+}
+
+/// Extends a URL key with the request's values of the varied fields.
+fn variant_key(
+    key: &mut Vec<u8>,
+    url_len: usize,
+    names: &[Box<str>],
+    headers: &[httparse::Header<'_>],
+) {
+    key.truncate(url_len);
+    for name in names {
+        key.push(0);
+        let mut first = true;
+        for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
+            if !first {
+                key.push(b',');
+            }
+            key.extend_from_slice(crate::http::trim(h.value));
+            first = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,336 @@
+//! The store: lookups, variants, eviction, budget, integrity, snapshots,
+//! purges, fetch claims.
+
+use super::entry::Meta;
+use super::snapshot;
+use super::*;
+use std::time::SystemTime;
+
+fn meta() -> Meta {
+    Meta {
+        status: 200,
+        stored_wall: SystemTime::now(),
+        initial_age: 0,
+        lifetime: 60,
+        must_revalidate: false,
+        no_cache: false,
+        auth_ok: false,
+        stale_while_revalidate: 0,
+        stale_if_error: 0,
+        etag: None,
+        last_modified: None,
+        vary_id: 0,
+    }
+}
+
+fn cache(max: u64) -> Cache {
+    Cache::new(CacheConfig {
+        max_bytes: max,
+        max_object_bytes: 1 << 20,
+    })
+}
+
+fn put(c: &Cache, path: &str, body: &[u8]) {
+    let mut key = Vec::new();
+    url_key(&mut key, b"Example.COM", path.as_bytes());
+    assert!(c.insert(
+        &key,
+        None,
+        &[],
+        Bytes::from_static(b"HTTP/1.1 200 OK\r\n"),
+        Bytes::copy_from_slice(body),
+        meta(),
+        Instant::now()
+    ));
+}
+
+fn get(c: &Cache, path: &str) -> Option<Arc<Entry>> {
+    let mut key = Vec::new();
+    let n = url_key(&mut key, b"example.com", path.as_bytes());
+    c.lookup(&mut key, n, &[])
+}
+
+#[test]
+fn stores_and_finds_by_host_and_target() {
+    let c = cache(1 << 20);
+    put(&c, "/a?x=1", b"hello");
+    assert_eq!(&get(&c, "/a?x=1").unwrap().body[..], b"hello");
+    assert!(get(&c, "/a?x=2").is_none());
+    let mut key = Vec::new();
+    let n = url_key(&mut key, b"other.example", b"/a?x=1");
+    assert!(
+        c.lookup(&mut key, n, &[]).is_none(),
+        "the host is part of the key"
+    );
+}
+
+#[test]
+fn variants_are_kept_apart() {
+    let c = cache(1 << 20);
+    let names: Vec<Box<str>> = vec!["accept-encoding".into()];
+    let mut key = Vec::new();
+    let n = url_key(&mut key, b"h", b"/v");
+    let gzip = [httparse::Header {
+        name: "Accept-Encoding",
+        value: b"gzip",
+    }];
+    let br = [httparse::Header {
+        name: "accept-encoding",
+        value: b"br",
+    }];
+    let head = Bytes::from_static(b"HTTP/1.1 200 OK\r\n");
+    assert!(c.insert(
+        &key[..n],
+        Some(&names),
+        &gzip,
+        head.clone(),
+        Bytes::from_static(b"gz"),
+        meta(),
+        Instant::now()
+    ));
+    assert!(c.insert(
+        &key[..n],
+        Some(&names),
+        &br,
+        head,
+        Bytes::from_static(b"brotli"),
+        meta(),
+        Instant::now()
+    ));
+    assert_eq!(&c.lookup(&mut key, n, &gzip).unwrap().body[..], b"gz");
+    assert_eq!(&c.lookup(&mut key, n, &br).unwrap().body[..], b"brotli");
+    assert!(
+        c.lookup(&mut key, n, &[]).is_none(),
+        "no stored variant without the field"
+    );
+}
+
+#[test]
+fn budget_holds_including_overhead() {
+    let max = 200_000;
+    let c = cache(max);
+    for i in 0..2000 {
+        put(&c, &format!("/obj/{i}"), &[b'x'; 700]);
+        assert!(c.bytes() <= max, "{} > {max} after {i}", c.bytes());
+    }
+    let held: u64 = c.entries().iter().map(|e| e.charge()).sum();
+    assert_eq!(held, c.bytes());
+    assert!(held > max * 9 / 10, "the budget is used: {held}");
+}
+
+#[test]
+fn hot_objects_survive_a_scan() {
+    let c = cache(100 * 1400);
+    for i in 0..20 {
+        put(&c, &format!("/hot/{i}"), &[b'h'; 1000]);
+    }
+    for round in 0..2000 {
+        for i in 0..20 {
+            assert!(
+                get(&c, &format!("/hot/{i}")).is_some() || round == 0,
+                "hot object {i} evicted"
+            );
+        }
+        // A scan of one-hit objects passes through, 5 per round.
+        for j in 0..5 {
+            put(&c, &format!("/scan/{round}/{j}"), &[b's'; 1000]);
+        }
+    }
+    let hot = (0..20)
+        .filter(|i| get(&c, &format!("/hot/{i}")).is_some())
+        .count();
+    assert_eq!(
+        hot, 20,
+        "every hot object is still cached after a scan of 10000"
+    );
+}
+
+#[test]
+fn verify_finds_exactly_the_corrupted_entry() {
+    let c = cache(1 << 20);
+    for i in 0..50 {
+        put(&c, &format!("/e/{i}"), format!("body {i}").as_bytes());
+    }
+    let victim = get(&c, "/e/17").unwrap();
+    assert!(c.corrupt_for_test(&victim.key));
+    assert_eq!(
+        c.verify(),
+        VerifyReport {
+            checked: 50,
+            corrupt: 1
+        }
+    );
+    assert!(get(&c, "/e/17").is_none(), "evicted");
+    assert_eq!(
+        c.verify(),
+        VerifyReport {
+            checked: 49,
+            corrupt: 0
+        }
+    );
+}
+
+#[test]
+fn clear_empties() {
+    let c = cache(1 << 20);
+    put(&c, "/a", b"1");
+    put(&c, "/b", b"2");
+    assert_eq!(c.clear(), 2);
+    assert_eq!((c.len(), c.bytes()), (0, 0));
+    assert!(get(&c, "/a").is_none());
+}
+
+#[test]
+fn purge_by_prefix_and_pattern_is_lazy_and_swept() {
+    let c = cache(1 << 20);
+    for p in ["/img/a.png", "/img/b.jpg", "/img/c.png", "/api/x", "/imgx"] {
+        put(&c, p, b"data");
+    }
+    c.purge(None, Pattern::Prefix(b"/img/"[..].into()));
+    assert!(get(&c, "/img/a.png").is_none());
+    assert!(get(&c, "/imgx").is_some() && get(&c, "/api/x").is_some());
+    assert_eq!(c.sweep(), 2, "the rest of the prefix goes in the sweep");
+    put(&c, "/img/a.png", b"new");
+    assert!(
+        get(&c, "/img/a.png").is_some(),
+        "a ban does not touch newer entries"
+    );
+
+    put(&c, "/img/d.png", b"d");
+    put(&c, "/img/e.gif", b"e");
+    c.purge(
+        Some(b"example.com"),
+        Pattern::Glob(b"/img/*.png"[..].into()),
+    );
+    assert!(get(&c, "/img/d.png").is_none() && get(&c, "/img/a.png").is_none());
+    assert!(get(&c, "/img/e.gif").is_some());
+    c.purge(Some(b"example.com"), Pattern::Exact(b"/api/x"[..].into()));
+    assert!(get(&c, "/api/x").is_none());
+}
+
+#[test]
+fn one_fetch_per_missing_key() {
+    let c = cache(1 << 20);
+    let now = Instant::now();
+    let wait = Duration::from_secs(2);
+    assert!(c.claim_fetch(b"k", now, wait));
+    assert!(!c.claim_fetch(b"k", now, wait), "a second miss waits");
+    assert!(c.fetching(b"k", now, wait));
+    assert!(
+        c.claim_fetch(b"k", now + wait, wait),
+        "a stuck fetch stops holding others after the wait"
+    );
+    c.release_fetch(b"k");
+    assert!(!c.fetching(b"k", now, wait));
+}
+
+fn snapdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("ug-snap-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn snapshot_round_trip_with_variants() {
+    let dir = snapdir("rt");
+    let c = cache(1 << 20);
+    put(&c, "/a", b"alpha");
+    let names: Vec<Box<str>> = vec!["accept-language".into()];
+    let mut key = Vec::new();
+    let n = url_key(&mut key, b"example.com", b"/v");
+    let de = [httparse::Header {
+        name: "Accept-Language",
+        value: b"de",
+    }];
+    c.insert(
+        &key[..n],
+        Some(&names),
+        &de,
+        Bytes::from_static(b"HTTP/1.1 200 OK\r\n"),
+        Bytes::from_static(b"hallo"),
+        meta(),
+        Instant::now(),
+    );
+    let w = snapshot::write(&c, &dir).unwrap();
+    assert_eq!(w.entries, 2);
+
+    let restored = cache(1 << 20);
+    let r = snapshot::restore(&restored, &dir).unwrap();
+    assert_eq!((r.restored, r.skipped), (2, 0));
+    assert_eq!(&get(&restored, "/a").unwrap().body[..], b"alpha");
+    assert_eq!(
+        &restored.lookup(&mut key, n, &de).unwrap().body[..],
+        b"hallo"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A writer that dies after `left` bytes, like a process killed mid-write.
+struct Dies {
+    left: usize,
+}
+
+impl std::io::Write for Dies {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("killed"));
+        }
+        let n = buf.len().min(self.left);
+        self.left -= n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn writer_killed_mid_write_leaves_previous_snapshot_restorable() {
+    let dir = snapdir("killed");
+    let c = cache(1 << 20);
+    put(&c, "/old", b"old");
+    snapshot::write(&c, &dir).unwrap();
+    put(&c, "/new", b"new");
+    assert!(snapshot::write_to(&c, &mut Dies { left: 100 }, 0).is_err());
+    // What a killed writer leaves: a partial temporary file, and even a
+    // truncated file under a snapshot name.
+    let mut partial = Vec::new();
+    let _ = snapshot::write_to(&c, &mut partial, 0);
+    std::fs::write(
+        dir.join(".cache-9999999999999999.snap.tmp"),
+        &partial[..partial.len() / 2],
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("cache-9999999999999999.snap"),
+        &partial[..partial.len() - 3],
+    )
+    .unwrap();
+
+    let restored = cache(1 << 20);
+    let r = snapshot::restore(&restored, &dir).unwrap();
+    assert_eq!((r.restored, r.rejected_files), (1, 1));
+    assert!(get(&restored, "/old").is_some() && get(&restored, "/new").is_none());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_records_are_skipped_and_counted() {
+    let dir = snapdir("bad");
+    let c = cache(1 << 20);
+    put(&c, "/a", b"aaaaaaaaaaaaaaaa");
+    put(&c, "/b", b"bbbbbbbbbbbbbbbb");
+    let w = snapshot::write(&c, &dir).unwrap();
+    let mut data = std::fs::read(&w.file).unwrap();
+    let at = data
+        .windows(16)
+        .position(|x| x == b"bbbbbbbbbbbbbbbb")
+        .unwrap();
+    data[at] ^= 0x20;
+    std::fs::write(&w.file, data).unwrap();
+    let restored = cache(1 << 20);
+    let r = snapshot::restore(&restored, &dir).unwrap();
+    assert_eq!((r.restored, r.skipped), (1, 1));
+    assert!(snapshot::restore(&restored, &snapdir("none")).is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}
