@@ -176,10 +176,7 @@ async fn respond(
         state.args.name
     );
     if let Some(cc) = query(t, "cache") {
-        head.push_str(&format!(
-            "Cache-Control: {}\r\n",
-            cc.replace("%20", " ").replace("%2C", ",")
-        ));
+        head.push_str(&format!("Cache-Control: {}\r\n", percent_decode(cc)));
     }
     if chunked {
         head.push_str("Transfer-Encoding: chunked\r\n");
@@ -205,6 +202,29 @@ async fn respond(
     }
     stream.write_all(&out).await?;
     Ok(!close)
+}
+
+/// Decodes `%XX` escapes and `+` of a query value.
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&v[i + 1..i + 3], 16) {
+                Ok(c) => {
+                    out.push(c);
+                    i += 3;
+                    continue;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn reason(status: u16) -> &'static str {

@@ -1,8 +1,9 @@
 //! The control plane of ultragate.
 //!
 //! What lives here: the admin and health API served with hyper on its own
-//! port ([`api`]) and the admin call router shared with the data port
-//! ([`admin`]). What does not: the request path (`ultragate-dataplane`,
+//! port ([`api`]), the admin call router shared with the data port
+//! ([`admin`]) with the runbook's cache commands, and data verify against
+//! the origin ([`revalidate`]). What does not: the request path (`ultragate-dataplane`,
 //! which this crate depends on, never the other way) and configuration
 //! files (the `ultragate` binary).
 //!
@@ -10,3 +11,4 @@
 
 pub mod admin;
 pub mod api;
+pub mod revalidate;

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -50,6 +50,43 @@ pub struct Config {
     pub admin: AdminSection,
     /// Upstream server groups.
     pub upstream: Upstreams,
+    /// The response cache.
+    pub cache: CacheSection,
+}
+
+/// `[cache]`: the shared response cache.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// Cache responses at all. Default `true`.
+    pub enabled: bool,
+    /// Budget for all entries including overhead, in bytes. Default 256 MiB.
+    pub max_bytes: u64,
+    /// Largest body stored, in bytes; larger ones pass through. Default 8 MiB.
+    pub max_object_bytes: u64,
+    /// Directory of snapshots. Default `/var/cache/ultragate`.
+    pub snapshot_dir: PathBuf,
+    /// Write a snapshot after draining on SIGTERM. Default `false`.
+    pub snapshot_on_shutdown: bool,
+    /// Load the newest good snapshot at start. Default `false`.
+    pub restore_on_start: bool,
+    /// Longest wait for another connection's fetch of the same missing
+    /// key, in milliseconds. Default 2000.
+    pub coalesce_wait_ms: u64,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: 256 * 1024 * 1024,
+            max_object_bytes: 8 * 1024 * 1024,
+            snapshot_dir: PathBuf::from("/var/cache/ultragate"),
+            snapshot_on_shutdown: false,
+            restore_on_start: false,
+            coalesce_wait_ms: 2000,
+        }
+    }
 }
 
 /// `[api_gateway]`: the data port.
@@ -248,6 +285,12 @@ impl Config {
                 message: format!("core {core} does not exist here (cores: {available:?})"),
             });
         }
+        if self.cache.max_bytes < 64 * 1024 {
+            return invalid("cache.max_bytes", "must be at least 65536");
+        }
+        if self.cache.max_object_bytes > self.cache.max_bytes {
+            return invalid("cache.max_object_bytes", "must not exceed cache.max_bytes");
+        }
         if self.upstream.primary.servers.is_empty() {
             return invalid(
                 "upstream.primary.servers",
@@ -344,6 +387,12 @@ mod tests {
             ),
             ("[upstream.canary]\nservers = []\n", "canary"),
             ("[nonsense]\n", "nonsense"),
+            ("[cache]\nmax_bytes = 10\n", "cache.max_bytes"),
+            (
+                "[cache]\nmax_object_bytes = 999999999999\n",
+                "cache.max_object_bytes",
+            ),
+            ("[cache]\nsnapshot_dir = 5\n", "cache.snapshot_dir"),
             ("[api_gateway\n", "line 1"),
         ];
         for (text, key) in table {

@@ -8,8 +8,10 @@ use clap::Parser;
 use config::{ms, Config};
 use std::path::PathBuf;
 use std::sync::Arc;
-use ultragate_control::admin::Admin;
+use std::time::Duration;
+use ultragate_control::admin::{Admin, AdminState};
 use ultragate_control::api::AdminServer;
+use ultragate_dataplane::cache::{snapshot, Cache, CacheConfig};
 use ultragate_dataplane::driver::epoll::{Dataplane, DriverConfig};
 use ultragate_dataplane::http::request::RequestLimits;
 use ultragate_dataplane::proxy::EngineConfig;
@@ -91,6 +93,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         response_timeout: ms(primary.response_timeout_ms),
         connect_attempts: primary.servers.len(),
         default_host: primary.servers[0].to_string(),
+        coalesce_wait: ms(cfg.cache.coalesce_wait_ms),
+        epoch: (std::time::Instant::now(), std::time::SystemTime::now()),
     });
     let driver = DriverConfig {
         listen: cfg.api_gateway.listen,
@@ -102,10 +106,27 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
 
     let status = Arc::new(DataplaneStatus::default());
-    let admin = Arc::new(Admin::new(
-        status.clone(),
-        toml::to_string_pretty(&cfg).unwrap_or_default(),
-    ));
+    let cache = cfg.cache.enabled.then(|| {
+        Arc::new(Cache::new(CacheConfig {
+            max_bytes: cfg.cache.max_bytes,
+            max_object_bytes: cfg.cache.max_object_bytes,
+        }))
+    });
+    if let (Some(cache), true) = (&cache, cfg.cache.restore_on_start) {
+        match snapshot::restore(cache, &cfg.cache.snapshot_dir) {
+            Ok(r) => {
+                tracing::info!(file = %r.file.display(), restored = r.restored, skipped = r.skipped, "cache restored")
+            }
+            Err(e) => tracing::warn!(error = %e, "cache not restored; starting empty"),
+        }
+    }
+    let admin = Arc::new(Admin::new(AdminState {
+        status: status.clone(),
+        config_toml: toml::to_string_pretty(&cfg).unwrap_or_default(),
+        cache: cache.clone(),
+        snapshot_dir: cfg.cache.snapshot_dir.clone(),
+        origins: primary.servers.clone(),
+    }));
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("ug-control")
@@ -114,10 +135,22 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .context("cannot start the control runtime")?;
     let server = AdminServer::bind(cfg.admin.listen, status.clone(), admin.clone())?;
     tracing::info!(addr = %cfg.admin.listen, "admin API listening");
-    let dataplane = Dataplane::start(driver, engine, status.clone(), admin)?;
+    let dataplane = Dataplane::start(driver, engine, status.clone(), cache.clone(), admin)?;
 
+    let sweeper = cache.clone();
     control.block_on(async move {
         tokio::spawn(server.run());
+        if let Some(cache) = sweeper {
+            // Apply lazy purges in the background.
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let c = cache.clone();
+                    let _ = tokio::task::spawn_blocking(move || c.sweep()).await;
+                }
+            });
+        }
         wait_for_shutdown().await
     })?;
     tracing::info!(
@@ -126,6 +159,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     );
     status.set_draining();
     dataplane.shutdown();
+    if let (Some(cache), true) = (&cache, cfg.cache.snapshot_on_shutdown) {
+        match snapshot::write(cache, &cfg.cache.snapshot_dir) {
+            Ok(w) => {
+                tracing::info!(file = %w.file.display(), entries = w.entries, "cache snapshot written")
+            }
+            Err(e) => tracing::error!(error = %e, "cache snapshot failed"),
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

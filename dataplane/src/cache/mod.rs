@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use entry::Entry;
 use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -40,6 +40,24 @@ enum Slot {
     /// The URL's responses vary on these request fields; the variants sit
     /// under secondary keys.
     Vary(Arc<VaryMarker>),
+}
+
+/// A `Vary` marker as snapshots hold it: the URL key, the varied field
+/// names, and the id its variants carry.
+pub(crate) struct VaryRecord {
+    pub url: Bytes,
+    pub names: Box<[Box<str>]>,
+    pub id: u64,
+}
+
+/// A response to store: what [`Cache::insert`] turns into an entry.
+pub struct Stored {
+    /// Status line and end-to-end fields.
+    pub head: Bytes,
+    /// The body without transfer coding.
+    pub body: Bytes,
+    /// Freshness and validators.
+    pub meta: entry::Meta,
 }
 
 #[derive(Debug)]
@@ -227,11 +245,14 @@ impl Cache {
         url: &[u8],
         vary: Option<&[Box<str>]>,
         request: &[httparse::Header<'_>],
-        head: Bytes,
-        body: Bytes,
-        mut meta: entry::Meta,
+        stored: Stored,
         now: Instant,
     ) -> bool {
+        let Stored {
+            head,
+            body,
+            mut meta,
+        } = stored;
         if body.len() as u64 > self.cfg.max_object_bytes || !self.inserts.load(Ordering::Relaxed) {
             return false;
         }
@@ -276,7 +297,7 @@ impl Cache {
     }
 
     /// Inserts a `Vary` marker restored from a snapshot, keeping its id.
-    pub(crate) fn restore_marker(&self, url: Bytes, names: Box<[Box<str>]>, id: u64) {
+    pub(crate) fn restore_marker(&self, VaryRecord { url, names, id }: VaryRecord) {
         self.seq.fetch_max(id + 1, Ordering::Relaxed);
         let seq = self.next_seq();
         let charge = url.len() as u64 + entry::ENTRY_OVERHEAD;
@@ -480,12 +501,16 @@ impl Cache {
             .collect()
     }
 
-    /// Every `Vary` marker held now: URL key, names, id.
-    pub(crate) fn vary_markers(&self) -> Vec<(Bytes, Box<[Box<str>]>, u64)> {
+    /// Every `Vary` marker held now.
+    pub(crate) fn vary_markers(&self) -> Vec<VaryRecord> {
         let map = self.map.pin();
         map.iter()
             .filter_map(|(k, s)| match s {
-                Slot::Vary(m) => Some((k.clone(), m.names.clone(), m.id)),
+                Slot::Vary(m) => Some(VaryRecord {
+                    url: k.clone(),
+                    names: m.names.clone(),
+                    id: m.id,
+                }),
                 Slot::Object(_) => None,
             })
             .collect()
@@ -519,9 +544,7 @@ impl Cache {
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        h.finish()
+        self.hasher.hash_one(key)
     }
 
     /// Test hook: replaces the entry under `key` with a copy whose body has

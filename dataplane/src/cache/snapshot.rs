@@ -123,7 +123,7 @@ pub fn write_to(cache: &Cache, w: &mut impl Write, stamp: u64) -> io::Result<u64
     header.put_u32_le(crc);
     w.write_all(&header)?;
     let mut rec = BytesMut::new();
-    for (url, names, id) in cache.vary_markers() {
+    for super::VaryRecord { url, names, id } in cache.vary_markers() {
         rec.clear();
         put_bytes32(&mut rec, &url);
         rec.put_u64_le(id);
@@ -297,7 +297,7 @@ pub fn restore(cache: &Cache, dir: &Path) -> Result<Restored, SnapshotError> {
                 for (tag, payload) in records {
                     match (tag, payload) {
                         (TAG_MARKER, Some(p)) => match decode_marker(p) {
-                            Some((url, names, id)) => cache.restore_marker(url, names, id),
+                            Some(record) => cache.restore_marker(record),
                             None => skipped += 1,
                         },
                         (TAG_ENTRY, Some(p)) => match decode_entry(p, now, now_wall) {
@@ -323,7 +323,7 @@ pub fn restore(cache: &Cache, dir: &Path) -> Result<Restored, SnapshotError> {
     Err(SnapshotError::NoSnapshot(dir.to_path_buf()))
 }
 
-fn decode_marker(payload: Bytes) -> Option<(Bytes, Box<[Box<str>]>, u64)> {
+fn decode_marker(payload: Bytes) -> Option<super::VaryRecord> {
     let mut r = Rec(payload);
     let url = r.bytes32()?;
     let id = r.u64()?;
@@ -334,7 +334,11 @@ fn decode_marker(payload: Bytes) -> Option<(Bytes, Box<[Box<str>]>, u64)> {
                 .and_then(|b| std::str::from_utf8(&b).ok().map(Into::into))
         })
         .collect::<Option<Vec<Box<str>>>>()?;
-    Some((url, names.into(), id))
+    Some(super::VaryRecord {
+        url,
+        names: names.into(),
+        id,
+    })
 }
 
 /// Splits a snapshot into records. `None` when the header or the framing

@@ -23,6 +23,14 @@ fn meta() -> Meta {
     }
 }
 
+fn stored(body: &[u8]) -> Stored {
+    Stored {
+        head: Bytes::from_static(b"HTTP/1.1 200 OK\r\n"),
+        body: Bytes::copy_from_slice(body),
+        meta: meta(),
+    }
+}
+
 fn cache(max: u64) -> Cache {
     Cache::new(CacheConfig {
         max_bytes: max,
@@ -33,15 +41,7 @@ fn cache(max: u64) -> Cache {
 fn put(c: &Cache, path: &str, body: &[u8]) {
     let mut key = Vec::new();
     url_key(&mut key, b"Example.COM", path.as_bytes());
-    assert!(c.insert(
-        &key,
-        None,
-        &[],
-        Bytes::from_static(b"HTTP/1.1 200 OK\r\n"),
-        Bytes::copy_from_slice(body),
-        meta(),
-        Instant::now()
-    ));
+    assert!(c.insert(&key, None, &[], stored(body), Instant::now()));
 }
 
 fn get(c: &Cache, path: &str) -> Option<Arc<Entry>> {
@@ -78,23 +78,18 @@ fn variants_are_kept_apart() {
         name: "accept-encoding",
         value: b"br",
     }];
-    let head = Bytes::from_static(b"HTTP/1.1 200 OK\r\n");
     assert!(c.insert(
         &key[..n],
         Some(&names),
         &gzip,
-        head.clone(),
-        Bytes::from_static(b"gz"),
-        meta(),
+        stored(b"gz"),
         Instant::now()
     ));
     assert!(c.insert(
         &key[..n],
         Some(&names),
         &br,
-        head,
-        Bytes::from_static(b"brotli"),
-        meta(),
+        stored(b"brotli"),
         Instant::now()
     ));
     assert_eq!(&c.lookup(&mut key, n, &gzip).unwrap().body[..], b"gz");
@@ -246,9 +241,7 @@ fn snapshot_round_trip_with_variants() {
         &key[..n],
         Some(&names),
         &de,
-        Bytes::from_static(b"HTTP/1.1 200 OK\r\n"),
-        Bytes::from_static(b"hallo"),
-        meta(),
+        stored(b"hallo"),
         Instant::now(),
     );
     let w = snapshot::write(&c, &dir).unwrap();

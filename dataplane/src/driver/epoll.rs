@@ -6,6 +6,7 @@
 //! ([`crate::proxy::Conn`]).
 
 use crate::admin::{AdminResponse, AdminService};
+use crate::cache::Cache;
 use crate::proxy::{Action, Conn, EngineConfig};
 use crate::status::DataplaneStatus;
 use crate::upstream::pool::{Checkout, Pool};
@@ -75,6 +76,7 @@ impl Dataplane {
         cfg: DriverConfig,
         engine: Arc<EngineConfig>,
         status: Arc<DataplaneStatus>,
+        cache: Option<Arc<Cache>>,
         admin: Arc<dyn AdminService>,
     ) -> Result<Self, DriverError> {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -96,6 +98,7 @@ impl Dataplane {
                 .and_then(|id| cores.iter().find(|c| c.id == *id).copied());
             let ctx = CoreSetup {
                 cfg: cfg.clone(),
+                cache: cache.clone(),
                 engine: engine.clone(),
                 status: status.clone(),
                 admin: admin.clone(),
@@ -147,6 +150,7 @@ fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, DriverError
 /// What a data thread is given at start.
 struct CoreSetup {
     cfg: DriverConfig,
+    cache: Option<Arc<Cache>>,
     engine: Arc<EngineConfig>,
     status: Arc<DataplaneStatus>,
     admin: Arc<dyn AdminService>,
@@ -156,6 +160,7 @@ struct CoreSetup {
 /// Per-core state shared by the connection tasks of one thread.
 struct CoreCtx {
     engine: Arc<EngineConfig>,
+    cache: Option<Arc<Cache>>,
     status: Arc<DataplaneStatus>,
     admin: Arc<dyn AdminService>,
     pool: RefCell<Pool<TcpStream>>,
@@ -191,9 +196,9 @@ fn run_core(
                 return;
             }
         };
-        let CoreSetup { cfg, engine, status, admin, mut shutdown } = setup;
+        let CoreSetup { cfg, cache, engine, status, admin, mut shutdown } = setup;
         let pool = Pool::new(cfg.upstreams.clone(), cfg.upstream_idle_timeout, cfg.upstream_max_idle);
-        let ctx = Rc::new(CoreCtx { engine, status, admin, pool: RefCell::new(pool), active: Cell::new(0) });
+        let ctx = Rc::new(CoreCtx { engine, cache, status, admin, pool: RefCell::new(pool), active: Cell::new(0) });
         let evictor = {
             let ctx = ctx.clone();
             tokio::task::spawn_local(async move {
@@ -269,6 +274,7 @@ async fn serve(
     let mut conn = Conn::new(
         ctx.engine.clone(),
         ctx.status.clone(),
+        ctx.cache.clone(),
         peer.ip(),
         Instant::now(),
     );

@@ -18,7 +18,7 @@ pub enum ResponseError {
 }
 
 /// A parsed response head borrowing from the upstream input buffer.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct ResponseHead<'h, 'b> {
     /// The status code.
     pub status: u16,

@@ -7,10 +7,12 @@
 //! [`Conn::timeout`]. The engine never touches a socket or a clock.
 
 mod body;
+mod cached;
 pub mod local;
 mod rewrite;
 
 use crate::admin::{AdminRequest, AdminResponse};
+use crate::cache::Cache;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Method, RequestHead, RequestLimits};
 use crate::http::response::ResponseHead;
@@ -18,11 +20,12 @@ use crate::http::{Framing, Version, MAX_HEADERS};
 use crate::status::DataplaneStatus;
 use body::BodyReader;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use cached::{CacheFetch, Decision};
 use rewrite::ClientFraming;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Copies of a request kept for a retry on a fresh upstream connection
 /// stop at this size, in bytes; larger requests are not retried.
@@ -37,6 +40,9 @@ const MAX_CLIENT_QUEUE: usize = 256 * 1024;
 const MAX_ADMIN_BODY: u64 = 64 * 1024;
 /// Most bytes of chunk extensions and trailers accepted from an upstream.
 const MAX_RESPONSE_CHUNK_OVERHEAD: usize = 64 * 1024;
+/// How often a request waiting for another connection's fetch of the same
+/// key looks at the cache again.
+const WAIT_POLL: Duration = Duration::from_millis(1);
 
 /// Settings of the engine, shared by every connection of a process.
 #[derive(Debug, Clone)]
@@ -57,6 +63,20 @@ pub struct EngineConfig {
     pub connect_attempts: usize,
     /// `Host` sent upstream for HTTP/1.0 requests that carry none.
     pub default_host: String,
+    /// Longest wait for another connection's fetch of the same missing
+    /// key before going to the upstream too.
+    pub coalesce_wait: Duration,
+    /// A reading of both clocks taken together, so the engine can turn its
+    /// monotonic `now` into wall time (for `Date` and `Age`) without
+    /// asking the operating system.
+    pub epoch: (Instant, SystemTime),
+}
+
+impl EngineConfig {
+    /// Wall-clock time at monotonic `now`.
+    fn wall(&self, now: Instant) -> SystemTime {
+        self.epoch.1 + now.saturating_duration_since(self.epoch.0)
+    }
 }
 
 /// Something the driver must do for the engine, in the order given.
@@ -84,6 +104,9 @@ pub enum Action {
 enum Phase {
     /// Waiting for the next request head.
     Idle,
+    /// The request (still in the input) waits for another connection's
+    /// fetch of the same key; looked at again at `poll_at`.
+    Wait { poll_at: Instant },
     /// Reading an admin call's body, then waiting for its answer.
     Admin {
         req: Option<AdminRequest>,
@@ -120,6 +143,15 @@ struct Exchange {
     head_buf: BytesMut,
     response_bytes_seen: bool,
     response: Option<ResponseBody>,
+    cache: Option<Box<CacheFetch>>,
+}
+
+impl std::fmt::Debug for CacheFetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheFetch")
+            .field("relay", &self.relay)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -138,10 +170,14 @@ enum ResponseReader {
 }
 
 /// The state of one client connection.
-#[derive(Debug)]
 pub struct Conn {
     cfg: Arc<EngineConfig>,
     status: Arc<DataplaneStatus>,
+    cache: Option<Arc<Cache>>,
+    /// Scratch space for cache keys, reused across requests.
+    key_buf: Vec<u8>,
+    /// Until when the current request may wait for another fetch.
+    coalesce_until: Option<Instant>,
     peer: IpAddr,
     input: BytesMut,
     output: BytesMut,
@@ -159,16 +195,21 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection from `peer`, accepted at `now`.
+    /// A connection from `peer`, accepted at `now`, answering from `cache`
+    /// when there is one.
     pub fn new(
         cfg: Arc<EngineConfig>,
         status: Arc<DataplaneStatus>,
+        cache: Option<Arc<Cache>>,
         peer: IpAddr,
         now: Instant,
     ) -> Self {
         Self {
             cfg,
             status,
+            cache,
+            key_buf: Vec::new(),
+            coalesce_until: None,
             peer,
             input: BytesMut::with_capacity(4096),
             output: BytesMut::with_capacity(4096),
@@ -203,7 +244,8 @@ impl Conn {
     pub fn client_eof(&mut self, now: Instant) {
         self.client_eof = true;
         match &self.phase {
-            Phase::Idle => self.finished = true,
+            Phase::Idle if self.input.is_empty() => self.finished = true,
+            Phase::Idle | Phase::Wait { .. } => self.close_after = true,
             Phase::Proxy(ex) if !ex.request.is_done() => self.abort_exchange(),
             Phase::Admin { reader, .. } if !reader.is_done() => self.finished = true,
             _ => self.close_after = true,
@@ -275,6 +317,7 @@ impl Conn {
                 _ => self.idle_since + cfg.keepalive_timeout,
             }),
             Phase::Admin { .. } => None,
+            Phase::Wait { poll_at } => Some(*poll_at),
             Phase::Proxy(ex) => Some(match ex.upstream {
                 UpstreamState::Connecting => ex.connect_started + cfg.connect_timeout,
                 _ if !ex.request.is_done() => ex.client_progress + cfg.client_timeout,
@@ -293,6 +336,8 @@ impl Conn {
             Phase::Idle if self.input.is_empty() => self.finished = true,
             Phase::Idle => self.fail(408, "request head not received in time"),
             admin @ Phase::Admin { .. } => self.phase = admin,
+            // Look at the cache again: the request is still in the input.
+            Phase::Wait { .. } => {}
             Phase::Proxy(mut ex) => match ex.upstream {
                 UpstreamState::Connecting => {
                     ex.connects += 1;
@@ -369,7 +414,7 @@ impl Conn {
             relay_body(ex, &mut self.output, data)
         } else {
             ex.head_buf.extend_from_slice(data);
-            self.response_head()
+            self.response_head(now)
         };
         self.after_upstream(now, result);
     }
@@ -466,7 +511,7 @@ impl Conn {
     /// Parses the response head from `head_buf`; on success writes the
     /// client head and relays the bytes after it. `Ok(true)` when the whole
     /// response is complete.
-    fn response_head(&mut self) -> Result<bool, &'static str> {
+    fn response_head(&mut self, now: Instant) -> Result<bool, &'static str> {
         let Phase::Proxy(ex) = &mut self.phase else {
             return Ok(false);
         };
@@ -492,13 +537,62 @@ impl Conn {
                 continue;
             }
             let framing = rewrite::client_framing(&head, ex.client_version);
-            let close = !ex.client_keep_alive
-                || self.draining
-                || self.close_after
-                || framing != ClientFraming::Relay
-                || !ex.request.is_done();
+            let relay = ex.cache.as_ref().is_none_or(|f| f.relay);
+            let close = relay
+                && (!ex.client_keep_alive
+                    || self.draining
+                    || self.close_after
+                    || framing != ClientFraming::Relay
+                    || !ex.request.is_done());
             self.close_after |= close;
-            rewrite::client_response(&mut self.output, &head, framing, ex.client_version, close);
+            let connection = connection_field(close, ex.client_version);
+            let head_only = ex.method == Method::Head;
+            let mut x_cache = None;
+            if let Some(fetch) = &mut ex.cache {
+                let wall = self.cfg.wall(now);
+                fetch.invalidate_after(&head);
+                x_cache = Some(fetch.x_cache);
+                if head.status == 304 {
+                    if let Some(stale) = fetch.stale.clone() {
+                        let fresh = fetch.refresh(&stale, &head, now, wall);
+                        if fetch.relay {
+                            fresh.write_response(
+                                &mut self.output,
+                                now,
+                                b"HIT",
+                                connection,
+                                head_only,
+                            );
+                        }
+                        fetch.relay = false;
+                    }
+                } else if head.status >= 500 {
+                    if let Some(stale) = fetch.stale_for_error(now).cloned() {
+                        if fetch.relay {
+                            stale.write_response(
+                                &mut self.output,
+                                now,
+                                b"STALE",
+                                connection,
+                                head_only,
+                            );
+                        }
+                        fetch.relay = false;
+                    }
+                } else {
+                    fetch.begin_store(&head, wall);
+                }
+            }
+            if ex.cache.as_ref().is_none_or(|f| f.relay) {
+                rewrite::client_response(
+                    &mut self.output,
+                    &head,
+                    framing,
+                    ex.client_version,
+                    close,
+                    x_cache,
+                );
+            }
             let reader = match head.framing {
                 Framing::Empty => ResponseReader::Done,
                 Framing::Length(n) => ResponseReader::Length(n),
@@ -530,6 +624,9 @@ impl Conn {
             let reuse = ex.response.as_ref().is_some_and(|r| r.reusable) && ex.request.is_done();
             self.actions.push_back(Action::Release { reuse });
         }
+        if let Some(mut fetch) = ex.cache {
+            fetch.finish_store(now);
+        }
         let close = self.close_after;
         self.end_of_response(now, close);
     }
@@ -551,13 +648,18 @@ impl Conn {
     fn upstream_failed(&mut self, now: Instant, ex: &Exchange, status: u16, message: &str) {
         let close =
             !ex.client_keep_alive || !ex.request.is_done() || self.draining || self.close_after;
-        local::write_error(
-            &mut self.output,
-            status,
-            message,
-            close,
-            ex.method == Method::Head,
-        );
+        let head_only = ex.method == Method::Head;
+        match &ex.cache {
+            // A background refresh failed: the client has its answer.
+            Some(fetch) if !fetch.relay => {}
+            Some(fetch) if fetch.stale_for_error(now).is_some() => {
+                if let Some(stale) = fetch.stale_for_error(now) {
+                    let connection = connection_field(close, ex.client_version);
+                    stale.write_response(&mut self.output, now, b"STALE", connection, head_only);
+                }
+            }
+            _ => local::write_error(&mut self.output, status, message, close, head_only),
+        }
         self.end_of_response(now, close);
     }
 
@@ -579,6 +681,7 @@ impl Conn {
     fn advance(&mut self, now: Instant) {
         while !self.finished {
             match &mut self.phase {
+                Phase::Wait { .. } => return,
                 Phase::Idle => {
                     if self.input.is_empty() {
                         return;
@@ -718,13 +821,74 @@ impl Conn {
             return true;
         }
 
+        let framing = head.framing;
+        let may_wait = self.coalesce_until.is_none_or(|t| now < t);
+        let wait = self.cfg.coalesce_wait;
+        let decided = self
+            .cache
+            .as_ref()
+            .map(|c| cached::decide(c, &mut self.key_buf, &head, now, wait, may_wait));
+        let mut fetch = None;
+        if let (Some(cache), Some((decision, facts))) = (&self.cache, decided) {
+            let connection = connection_field(close, head.version);
+            let (stale, relay, claimed, x_cache): (_, _, _, &'static [u8]) = match decision {
+                Decision::Hit(e) => {
+                    e.write_response(&mut self.output, now, b"HIT", connection, head_only);
+                    return self.answered_locally(now, head_len, framing, close);
+                }
+                Decision::NotModified(e) => {
+                    e.write_not_modified(&mut self.output, now, connection);
+                    return self.answered_locally(now, head_len, framing, close);
+                }
+                Decision::Wait => {
+                    let until = *self.coalesce_until.get_or_insert(now + wait);
+                    self.phase = Phase::Wait {
+                        poll_at: (now + WAIT_POLL).min(until),
+                    };
+                    return false;
+                }
+                Decision::Stale { entry, refresh } => {
+                    entry.write_response(&mut self.output, now, b"STALE", connection, head_only);
+                    if !refresh || close {
+                        if refresh {
+                            cache.release_fetch(&self.key_buf[..facts.url_len]);
+                        }
+                        return self.answered_locally(now, head_len, framing, close);
+                    }
+                    (Some(entry), false, true, b"STALE")
+                }
+                Decision::Revalidate(e) => (Some(e), true, false, b"MISS"),
+                Decision::Miss { claimed } => (None, true, claimed, b"MISS"),
+                Decision::Bypass => (None, true, false, b"BYPASS"),
+            };
+            fetch = Some(Box::new(CacheFetch {
+                cache: cache.clone(),
+                url: Bytes::copy_from_slice(&self.key_buf[..facts.url_len]),
+                request_head: Bytes::copy_from_slice(&self.input[..head_len]),
+                facts,
+                method: head.method,
+                claimed,
+                stale,
+                relay,
+                x_cache,
+                store: None,
+                sent_wall: self.cfg.wall(now),
+            }));
+        }
+        self.coalesce_until = None;
+
         // Forward upstream.
         self.upstream_output.clear();
+        let validators = fetch
+            .as_ref()
+            .and_then(|f| f.stale.as_ref())
+            .map(|e| &e.meta);
         rewrite::upstream_request(
             &mut self.upstream_output,
             &head,
             self.peer,
             &self.cfg.default_host,
+            validators,
         );
         let request = BodyReader::new(head.framing);
         if head.expect_continue && !request.is_done() {
@@ -747,12 +911,27 @@ impl Conn {
             head_buf: BytesMut::new(),
             response_bytes_seen: false,
             response: None,
+            cache: fetch,
         };
         self.input.advance(head_len);
         self.close_after |= close;
         self.phase = Phase::Proxy(Box::new(ex));
         self.actions.push_back(Action::Connect { fresh: false });
         true
+    }
+
+    /// The request was answered without the upstream: consume its head and
+    /// any body, then go on with the next one.
+    fn answered_locally(
+        &mut self,
+        now: Instant,
+        head_len: usize,
+        framing: Framing,
+        close: bool,
+    ) -> bool {
+        self.input.advance(head_len);
+        self.coalesce_until = None;
+        self.skip_local_body(now, framing, close)
     }
 
     /// A locally answered request may still carry a body: skip it before
@@ -782,8 +961,22 @@ fn ex_released(actions: &mut VecDeque<Action>, ex: &Exchange) {
 /// Relays response body bytes to the client. `Ok(true)` when the body is
 /// complete.
 fn relay_body(ex: &mut Exchange, out: &mut BytesMut, data: &[u8]) -> Result<bool, &'static str> {
-    let Some(body) = &mut ex.response else {
+    let Exchange {
+        response: Some(body),
+        cache,
+        ..
+    } = ex
+    else {
         return Ok(false);
+    };
+    let relay = cache.as_ref().is_none_or(|f| f.relay);
+    let mut take = |d: &[u8], to_client: bool| {
+        if to_client && relay {
+            out.extend_from_slice(d);
+        }
+        if let Some(f) = cache.as_mut() {
+            f.store_body(d);
+        }
     };
     match &mut body.reader {
         ResponseReader::Done => {
@@ -791,12 +984,12 @@ fn relay_body(ex: &mut Exchange, out: &mut BytesMut, data: &[u8]) -> Result<bool
                 body.reusable = false;
             }
         }
-        ResponseReader::UntilClose => out.extend_from_slice(data),
+        ResponseReader::UntilClose => take(data, true),
         ResponseReader::Length(remaining) => {
             let n = data
                 .len()
                 .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
-            out.extend_from_slice(&data[..n]);
+            take(&data[..n], true);
             *remaining -= n as u64;
             if n < data.len() {
                 body.reusable = false;
@@ -808,13 +1001,9 @@ fn relay_body(ex: &mut Exchange, out: &mut BytesMut, data: &[u8]) -> Result<bool
         ResponseReader::Chunked(decoder) => {
             let dechunk = body.framing == ClientFraming::Dechunk;
             let n = decoder
-                .feed(data, |d| {
-                    if dechunk {
-                        out.extend_from_slice(d);
-                    }
-                })
+                .feed(data, |d| take(d, dechunk))
                 .map_err(|_| "upstream sent an invalid chunked body")?;
-            if !dechunk {
+            if !dechunk && relay {
                 out.extend_from_slice(&data[..n]);
             }
             if decoder.is_done() {
@@ -828,5 +1017,18 @@ fn relay_body(ex: &mut Exchange, out: &mut BytesMut, data: &[u8]) -> Result<bool
     Ok(matches!(body.reader, ResponseReader::Done))
 }
 
+/// The connection field of a response: `close`, or `keep-alive` for an
+/// HTTP/1.0 client that keeps the connection.
+fn connection_field(close: bool, version: Version) -> &'static [u8] {
+    match (close, version) {
+        (true, _) => b"Connection: close\r\n",
+        (false, Version::Http10) => b"Connection: keep-alive\r\n",
+        (false, Version::Http11) => b"",
+    }
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cache_tests;

@@ -2,6 +2,7 @@
 //! upstream, and an upstream response re-encoded for the client. Both drop
 //! hop-by-hop fields, add `Via`, and set framing the receiver understands.
 
+use crate::cache::entry::Meta;
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::http::{trim, Framing, Version};
@@ -51,11 +52,16 @@ fn put_appended(
 /// minus hop-by-hop ones, `Via` and `X-Forwarded-For` appended, `Host`
 /// kept (or `default_host` for an HTTP/1.0 client that sent none), and
 /// the body framing restated.
+///
+/// With `validators` (a stored response's `ETag` and `Last-Modified`), the
+/// request becomes a conditional one for revalidation, replacing any
+/// condition the client sent.
 pub fn upstream_request(
     out: &mut BytesMut,
     head: &RequestHead<'_, '_>,
     peer: IpAddr,
     default_host: &str,
+    validators: Option<&Meta>,
 ) {
     out.put_slice(head.method.as_str().as_bytes());
     out.put_u8(b' ');
@@ -69,6 +75,9 @@ pub fn upstream_request(
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("via")
             || name.eq_ignore_ascii_case("x-forwarded-for")
+            || (validators.is_some()
+                && (name.eq_ignore_ascii_case("if-none-match")
+                    || name.eq_ignore_ascii_case("if-modified-since")))
         {
             continue;
         }
@@ -77,6 +86,14 @@ pub fn upstream_request(
     }
     if !has_host {
         put_field(out, "Host", default_host.as_bytes());
+    }
+    if let Some(meta) = validators {
+        if let Some(etag) = &meta.etag {
+            put_field(out, "If-None-Match", etag);
+        }
+        if let Some(lm) = &meta.last_modified {
+            put_field(out, "If-Modified-Since", lm);
+        }
     }
     put_appended(
         out,
@@ -121,21 +138,21 @@ pub fn client_framing(resp: &ResponseHead<'_, '_>, client_version: Version) -> C
     }
 }
 
-/// Encodes the response head for the client. `close` says whether the
-/// client connection ends after this response.
-pub fn client_response(
-    out: &mut BytesMut,
-    resp: &ResponseHead<'_, '_>,
-    framing: ClientFraming,
-    client_version: Version,
-    close: bool,
-) {
+/// Encodes the status line and the end-to-end fields of a response, with
+/// `Via` appended: the part of the head a cache stores. Framing,
+/// connection, `Age` and `X-Cache` fields are left out; a `Content-Length`
+/// is kept only for `keep_length` (responses without a body, e.g. to HEAD).
+pub fn response_fields(out: &mut BytesMut, resp: &ResponseHead<'_, '_>, keep_length: bool) {
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
     for h in resp.headers {
         let name = h.name;
-        let restated =
-            name.eq_ignore_ascii_case("content-length") && resp.framing != Framing::Empty;
-        if restated || resp.connection.is_hop_by_hop(name) || name.eq_ignore_ascii_case("via") {
+        let length = name.eq_ignore_ascii_case("content-length");
+        if (length && !keep_length)
+            || resp.connection.is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case("via")
+            || name.eq_ignore_ascii_case("age")
+            || name.eq_ignore_ascii_case("x-cache")
+        {
             continue;
         }
         put_field(out, name, h.value);
@@ -146,6 +163,30 @@ pub fn client_response(
         "Via",
         format_args!("{} {VIA_NAME}", via_version(resp.version)),
     );
+}
+
+/// Encodes the response head for the client. `close` says whether the
+/// client connection ends after this response; `x_cache` is the cache's
+/// verdict when a cache is configured.
+pub fn client_response(
+    out: &mut BytesMut,
+    resp: &ResponseHead<'_, '_>,
+    framing: ClientFraming,
+    client_version: Version,
+    close: bool,
+    x_cache: Option<&[u8]>,
+) {
+    response_fields(out, resp, resp.framing == Framing::Empty);
+    if let Some(age) = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("age"))
+    {
+        put_field(out, "Age", age.value);
+    }
+    if let Some(v) = x_cache {
+        put_field(out, "X-Cache", v);
+    }
     match (resp.framing, framing) {
         (Framing::Length(n), _) => {
             let _ = write!(out, "Content-Length: {n}\r\n");

@@ -19,6 +19,8 @@ fn cfg() -> Arc<EngineConfig> {
         response_timeout: Duration::from_secs(5),
         connect_attempts: 1,
         default_host: "origin:80".into(),
+        coalesce_wait: Duration::from_secs(2),
+        epoch: (Instant::now(), std::time::SystemTime::now()),
     })
 }
 
@@ -29,7 +31,7 @@ fn ready() -> Arc<DataplaneStatus> {
 }
 
 fn conn_from(peer: IpAddr, t0: Instant) -> Conn {
-    Conn::new(cfg(), ready(), peer, t0)
+    Conn::new(cfg(), ready(), None, peer, t0)
 }
 
 fn take_client(c: &mut Conn) -> String {
@@ -437,7 +439,7 @@ fn next_server_is_tried_after_a_connect_failure() {
         connect_attempts: 2,
         ..(*cfg()).clone()
     });
-    let mut c = Conn::new(cfg, ready(), CLIENT, t0);
+    let mut c = Conn::new(cfg, ready(), None, CLIENT, t0);
     c.recv_client(t0, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     actions(&mut c);
     c.upstream_connect_failed(t0);
@@ -462,7 +464,13 @@ fn health_probes_are_answered_locally() {
     );
     assert!(actions(&mut c).is_empty());
 
-    let mut c = Conn::new(cfg(), Arc::new(DataplaneStatus::default()), CLIENT, t0);
+    let mut c = Conn::new(
+        cfg(),
+        Arc::new(DataplaneStatus::default()),
+        None,
+        CLIENT,
+        t0,
+    );
     c.recv_client(t0, b"GET /health/ready HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(status_of(&take_client(&mut c)), 503);
 }

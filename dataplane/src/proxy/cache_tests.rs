@@ -1,0 +1,434 @@
+//! The engine with a cache, on byte slices: every RFC 9111 behaviour the
+//! gateway promises, one test each.
+
+use super::*;
+use crate::cache::CacheConfig;
+use std::net::Ipv4Addr;
+
+const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
+
+fn cfg() -> Arc<EngineConfig> {
+    Arc::new(EngineConfig {
+        limits: RequestLimits {
+            max_header_bytes: 8192,
+            max_body_bytes: 1 << 20,
+        },
+        max_response_head_bytes: 8192,
+        client_timeout: Duration::from_secs(10),
+        keepalive_timeout: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(1),
+        response_timeout: Duration::from_secs(5),
+        connect_attempts: 1,
+        default_host: "origin:80".into(),
+        coalesce_wait: Duration::from_secs(2),
+        epoch: (Instant::now(), std::time::SystemTime::now()),
+    })
+}
+
+fn new_cache() -> Arc<Cache> {
+    Arc::new(Cache::new(CacheConfig {
+        max_bytes: 1 << 20,
+        max_object_bytes: 64 * 1024,
+    }))
+}
+
+fn conn(cache: &Arc<Cache>, t: Instant) -> Conn {
+    let status = Arc::new(DataplaneStatus::default());
+    status.set_serving(true);
+    Conn::new(cfg(), status, Some(cache.clone()), CLIENT, t)
+}
+
+fn take(c: &mut Conn) -> String {
+    let out = String::from_utf8_lossy(c.client_output()).into_owned();
+    c.client_written(out.len());
+    out
+}
+
+fn take_up(c: &mut Conn, t: Instant) -> String {
+    let out = String::from_utf8_lossy(c.upstream_output()).into_owned();
+    c.upstream_written(out.len(), t);
+    out
+}
+
+fn actions(c: &mut Conn) -> Vec<String> {
+    std::iter::from_fn(|| c.poll_action())
+        .map(|a| format!("{a:?}"))
+        .collect()
+}
+
+/// Sends `req`; if the engine goes upstream, answers with `resp`. Returns
+/// (went upstream, request sent upstream, client output).
+fn roundtrip(cache: &Arc<Cache>, t: Instant, req: &str, resp: &str) -> (bool, String, String) {
+    let mut c = conn(cache, t);
+    c.recv_client(t, req.as_bytes());
+    let acts = actions(&mut c);
+    if acts.is_empty() {
+        return (false, String::new(), take(&mut c));
+    }
+    c.upstream_connected(t, false);
+    let up = take_up(&mut c, t);
+    c.recv_upstream(t, resp.as_bytes());
+    (true, up, take(&mut c))
+}
+
+const GET: &str = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+const FRESH: &str =
+    "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\nhello";
+
+#[test]
+fn miss_then_hit_with_age_and_x_cache() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let (up, _, out) = roundtrip(&cache, t0, GET, FRESH);
+    assert!(
+        up && out.contains("X-Cache: MISS\r\n") && out.ends_with("hello"),
+        "{out}"
+    );
+    let (up, _, out) = roundtrip(&cache, t0 + Duration::from_secs(7), GET, "");
+    assert!(!up, "served from cache");
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(
+        out.contains("Age: 7\r\nX-Cache: HIT\r\n") && out.contains("Content-Length: 5\r\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Via: 1.1 ultragate\r\n") && out.ends_with("\r\n\r\nhello"),
+        "{out}"
+    );
+}
+
+#[test]
+fn head_is_answered_from_a_stored_get() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    roundtrip(&cache, t0, GET, FRESH);
+    let (up, _, out) = roundtrip(&cache, t0, "HEAD /a HTTP/1.1\r\nHost: h\r\n\r\n", "");
+    assert!(
+        !up && out.ends_with("Content-Length: 5\r\nAge: 0\r\nX-Cache: HIT\r\n\r\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn expires_with_date_gives_freshness() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let expires = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nDate: {date}\r\nExpires: {expires}\r\nContent-Length: 1\r\n\r\nx"
+    );
+    roundtrip(&cache, t0, GET, &resp);
+    assert!(!roundtrip(&cache, t0 + Duration::from_secs(20), GET, "").0);
+    let (up, _, _) = roundtrip(&cache, t0 + Duration::from_secs(40), GET, &resp);
+    assert!(up, "expired");
+}
+
+#[test]
+fn no_store_and_private_are_never_served_from_cache() {
+    for cc in ["no-store", "private, max-age=60"] {
+        let cache = new_cache();
+        let t0 = Instant::now();
+        let resp = format!("HTTP/1.1 200 OK\r\nCache-Control: {cc}\r\nContent-Length: 1\r\n\r\nx");
+        roundtrip(&cache, t0, GET, &resp);
+        assert!(
+            roundtrip(&cache, t0, GET, &resp).0,
+            "{cc} must not be stored"
+        );
+    }
+}
+
+#[test]
+fn authorization_requests_use_only_shareable_responses() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let auth = "GET /a HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer x\r\n\r\n";
+    roundtrip(&cache, t0, auth, FRESH);
+    assert!(
+        roundtrip(&cache, t0, auth, FRESH).0,
+        "max-age alone does not allow sharing"
+    );
+    let public =
+        "HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\nContent-Length: 1\r\n\r\np";
+    let cache = new_cache();
+    roundtrip(&cache, t0, auth, public);
+    assert!(!roundtrip(&cache, t0, auth, "").0, "public allows it");
+}
+
+#[test]
+fn vary_keeps_variants_and_star_is_not_stored() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let req = |lang: &str| format!("GET /v HTTP/1.1\r\nHost: h\r\nAccept-Language: {lang}\r\n\r\n");
+    let resp = |body: &str| {
+        format!("HTTP/1.1 200 OK\r\nVary: Accept-Language\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\n{body}")
+    };
+    roundtrip(&cache, t0, &req("de"), &resp("de"));
+    roundtrip(&cache, t0, &req("fr"), &resp("fr"));
+    let (up, _, out) = roundtrip(&cache, t0, &req("de"), "");
+    assert!(!up && out.ends_with("de"), "{out}");
+    let (up, _, out) = roundtrip(&cache, t0, &req("fr"), "");
+    assert!(!up && out.ends_with("fr"), "{out}");
+    assert!(roundtrip(&cache, t0, &req("en"), &resp("en")).0);
+
+    let star =
+        "HTTP/1.1 200 OK\r\nVary: *\r\nCache-Control: max-age=60\r\nContent-Length: 1\r\n\r\ns";
+    let cache = new_cache();
+    roundtrip(&cache, t0, GET, star);
+    assert!(roundtrip(&cache, t0, GET, star).0);
+}
+
+#[test]
+fn stale_entry_is_revalidated_and_304_refreshes_it() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let resp = "HTTP/1.1 200 OK\r\nCache-Control: max-age=10\r\nETag: \"v1\"\r\nX-Old: 1\r\nContent-Length: 5\r\n\r\nhello";
+    roundtrip(&cache, t0, GET, resp);
+    let t1 = t0 + Duration::from_secs(20);
+    let not_modified = "HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=100\r\nETag: \"v1\"\r\nX-Old: 2\r\n\r\n";
+    let (up, sent, out) = roundtrip(&cache, t1, GET, not_modified);
+    assert!(up && sent.contains("If-None-Match: \"v1\"\r\n"), "{sent}");
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("hello"),
+        "{out}"
+    );
+    assert!(
+        out.contains("X-Old: 2\r\n") && !out.contains("X-Old: 1"),
+        "stored fields updated: {out}"
+    );
+    let (up, _, out) = roundtrip(&cache, t1 + Duration::from_secs(50), GET, "");
+    assert!(
+        !up && out.contains("X-Cache: HIT"),
+        "fresh again for max-age=100: {out}"
+    );
+}
+
+#[test]
+fn last_modified_revalidation_uses_if_modified_since() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let resp = "HTTP/1.1 200 OK\r\nCache-Control: max-age=0\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 1\r\n\r\nx";
+    roundtrip(&cache, t0, GET, resp);
+    let (up, sent, _) = roundtrip(&cache, t0, GET, "HTTP/1.1 304 Not Modified\r\n\r\n");
+    assert!(
+        up && sent.contains("If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n"),
+        "{sent}"
+    );
+}
+
+#[test]
+fn client_conditionals_get_304_from_cache() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let resp = "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nETag: W/\"e\"\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 1\r\n\r\nx";
+    roundtrip(&cache, t0, GET, resp);
+    let (up, _, out) = roundtrip(
+        &cache,
+        t0,
+        "GET /a HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"e\"\r\n\r\n",
+        "",
+    );
+    assert!(
+        !up && out.starts_with("HTTP/1.1 304 Not Modified\r\nETag: W/\"e\"\r\n"),
+        "{out}"
+    );
+    let ims =
+        "GET /a HTTP/1.1\r\nHost: h\r\nIf-Modified-Since: Mon, 07 Nov 1994 08:49:37 GMT\r\n\r\n";
+    assert!(roundtrip(&cache, t0, ims, "")
+        .2
+        .starts_with("HTTP/1.1 304 "));
+    let (_, _, out) = roundtrip(
+        &cache,
+        t0,
+        "GET /a HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"other\"\r\n\r\n",
+        "",
+    );
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+}
+
+#[test]
+fn request_no_cache_and_max_age_zero_force_revalidation() {
+    for directive in ["no-cache", "max-age=0"] {
+        let cache = new_cache();
+        let t0 = Instant::now();
+        roundtrip(&cache, t0, GET, FRESH);
+        let req = format!("GET /a HTTP/1.1\r\nHost: h\r\nCache-Control: {directive}\r\n\r\n");
+        assert!(
+            roundtrip(&cache, t0 + Duration::from_secs(1), &req, FRESH).0,
+            "{directive}"
+        );
+    }
+}
+
+#[test]
+fn response_no_cache_and_must_revalidate() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let resp = "HTTP/1.1 200 OK\r\nCache-Control: no-cache, max-age=60\r\nETag: \"n\"\r\nContent-Length: 1\r\n\r\nx";
+    roundtrip(&cache, t0, GET, resp);
+    assert!(
+        roundtrip(&cache, t0, GET, "HTTP/1.1 304 Not Modified\r\n\r\n").0,
+        "no-cache: every use revalidates"
+    );
+
+    // must-revalidate forbids stale-if-error.
+    let cache = new_cache();
+    let resp = "HTTP/1.1 200 OK\r\nCache-Control: max-age=1, must-revalidate, stale-if-error=60\r\nContent-Length: 1\r\n\r\nx";
+    roundtrip(&cache, t0, GET, resp);
+    let (_, _, out) = roundtrip(
+        &cache,
+        t0 + Duration::from_secs(5),
+        GET,
+        "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+}
+
+#[test]
+fn unsafe_methods_invalidate_uri_and_location() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    roundtrip(&cache, t0, GET, FRESH);
+    roundtrip(&cache, t0, "GET /b HTTP/1.1\r\nHost: h\r\n\r\n", FRESH);
+    let (_, _, out) = roundtrip(
+        &cache,
+        t0,
+        "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 201 Created\r\nLocation: http://h/b\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(out.contains("X-Cache: BYPASS\r\n"), "{out}");
+    assert!(roundtrip(&cache, t0, GET, FRESH).0, "/a invalidated");
+    assert!(
+        roundtrip(&cache, t0, "GET /b HTTP/1.1\r\nHost: h\r\n\r\n", FRESH).0,
+        "Location invalidated"
+    );
+}
+
+#[test]
+fn stale_while_revalidate_answers_stale_and_refreshes_behind() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let resp = "HTTP/1.1 200 OK\r\nCache-Control: max-age=10, stale-while-revalidate=60\r\nContent-Length: 3\r\n\r\nold";
+    roundtrip(&cache, t0, GET, resp);
+    let t1 = t0 + Duration::from_secs(20);
+    let mut c = conn(&cache, t1);
+    c.recv_client(t1, GET.as_bytes());
+    let out = take(&mut c);
+    assert!(
+        out.contains("X-Cache: STALE\r\n") && out.ends_with("old"),
+        "{out}"
+    );
+    assert_eq!(
+        actions(&mut c),
+        ["Connect { fresh: false }"],
+        "refresh in the background"
+    );
+    c.upstream_connected(t1, false);
+    take_up(&mut c, t1);
+    c.recv_upstream(
+        t1,
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=10\r\nContent-Length: 3\r\n\r\nnew",
+    );
+    assert_eq!(take(&mut c), "", "the client got its answer already");
+    let (up, _, out) = roundtrip(&cache, t1, GET, "");
+    assert!(!up && out.ends_with("new"), "{out}");
+}
+
+#[test]
+fn stale_if_error_answers_stale_on_5xx_and_connect_failure() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let resp = "HTTP/1.1 200 OK\r\nCache-Control: max-age=1, stale-if-error=60\r\nContent-Length: 3\r\n\r\nold";
+    roundtrip(&cache, t0, GET, resp);
+    let t1 = t0 + Duration::from_secs(5);
+    let (up, _, out) = roundtrip(
+        &cache,
+        t1,
+        GET,
+        "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 4\r\n\r\noops",
+    );
+    assert!(
+        up && out.contains("X-Cache: STALE\r\n") && out.ends_with("old"),
+        "{out}"
+    );
+
+    let mut c = conn(&cache, t1);
+    c.recv_client(t1, GET.as_bytes());
+    c.upstream_connect_failed(t1);
+    let out = take(&mut c);
+    assert!(
+        out.contains("X-Cache: STALE\r\n") && out.ends_with("old"),
+        "{out}"
+    );
+}
+
+#[test]
+fn concurrent_misses_cause_one_fetch() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let mut first = conn(&cache, t0);
+    let mut second = conn(&cache, t0);
+    first.recv_client(t0, GET.as_bytes());
+    second.recv_client(t0, GET.as_bytes());
+    assert_eq!(actions(&mut first), ["Connect { fresh: false }"]);
+    assert!(actions(&mut second).is_empty(), "the second miss waits");
+    let poll = second.timeout().unwrap();
+    assert!(poll <= t0 + Duration::from_millis(1));
+    second.handle_timeout(poll);
+    assert!(
+        actions(&mut second).is_empty(),
+        "still waiting while the fetch runs"
+    );
+    first.upstream_connected(t0, false);
+    first.recv_upstream(t0, FRESH.as_bytes());
+    let t1 = t0 + Duration::from_millis(3);
+    second.handle_timeout(t1);
+    assert!(actions(&mut second).is_empty());
+    let out = take(&mut second);
+    assert!(
+        out.contains("X-Cache: HIT") && out.ends_with("hello"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_waiter_gives_up_after_the_bounded_wait() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let mut first = conn(&cache, t0);
+    let mut second = conn(&cache, t0);
+    first.recv_client(t0, GET.as_bytes());
+    second.recv_client(t0, GET.as_bytes());
+    actions(&mut first);
+    let mut t = t0;
+    while actions(&mut second).is_empty() {
+        t = second.timeout().unwrap();
+        assert!(t <= t0 + Duration::from_secs(2), "bounded");
+        second.handle_timeout(t);
+    }
+    assert_eq!(t, t0 + Duration::from_secs(2));
+}
+
+#[test]
+fn uncacheable_objects_over_the_size_limit_pass_through() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let big = format!(
+        "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 70000\r\n\r\n{}",
+        "b".repeat(70000)
+    );
+    let (_, _, out) = roundtrip(&cache, t0, GET, &big);
+    assert!(out.ends_with(&"b".repeat(70000)));
+    assert!(
+        roundtrip(&cache, t0, GET, &big).0,
+        "over max_object_bytes: not stored"
+    );
+    let chunked = "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    let cache = new_cache();
+    roundtrip(&cache, t0, GET, chunked);
+    let (up, _, out) = roundtrip(&cache, t0, GET, "");
+    assert!(
+        !up && out.contains("Content-Length: 3\r\n") && out.ends_with("abc"),
+        "chunked stored de-chunked: {out}"
+    );
+}

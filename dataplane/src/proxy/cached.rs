@@ -1,0 +1,420 @@
+//! How the engine uses the cache: the lookup decision for a request, the
+//! fetch state an exchange carries (what to store, what to revalidate,
+//! which fetch it claimed), and turning an upstream response into a stored
+//! entry or a refresh of one.
+
+use crate::cache::entry::{Entry, Meta};
+use crate::cache::rules::{self, CacheControl};
+use crate::cache::{url_key, Cache, Stored};
+use crate::http::request::{Method, RequestHead};
+use crate::http::response::ResponseHead;
+use crate::http::{list_members, trim, Framing};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// What the cache says about a request.
+pub(super) enum Decision {
+    /// The cache is not consulted (method, or no cache): `X-Cache: BYPASS`.
+    Bypass,
+    /// A fresh stored response answers.
+    Hit(Arc<Entry>),
+    /// The client's own condition matches a fresh stored response: 304.
+    NotModified(Arc<Entry>),
+    /// A stale response answers within `stale-while-revalidate`; when
+    /// `refresh` the connection revalidates it in the background.
+    Stale { entry: Arc<Entry>, refresh: bool },
+    /// A stored response must be revalidated with the upstream first.
+    Revalidate(Arc<Entry>),
+    /// Nothing usable is stored; this connection fetches (`claimed`: it
+    /// holds the key's fetch, so others wait for it).
+    Miss { claimed: bool },
+    /// Another connection fetches this key: wait for it.
+    Wait,
+}
+
+/// Request facts the cache decision and the store need.
+pub(super) struct RequestFacts {
+    pub cc: CacheControl,
+    pub authorization: bool,
+    pub url_len: usize,
+}
+
+/// Decides how the cache answers `head`, leaving the URL key in `key`.
+/// `may_wait` is false once this request has waited its turn.
+pub(super) fn decide(
+    cache: &Cache,
+    key: &mut Vec<u8>,
+    head: &RequestHead<'_, '_>,
+    now: Instant,
+    wait: Duration,
+    may_wait: bool,
+) -> (Decision, RequestFacts) {
+    let cc = CacheControl::parse(head.headers);
+    let authorization = rules::field(head.headers, "authorization").is_some();
+    let host = rules::field(head.headers, "host").unwrap_or_default();
+    let url_len = url_key(key, host, head.target.as_bytes());
+    let facts = RequestFacts {
+        cc,
+        authorization,
+        url_len,
+    };
+    if !matches!(head.method, Method::Get | Method::Head) {
+        return (Decision::Bypass, facts);
+    }
+    let decision = match cache.lookup(key, url_len, head.headers) {
+        Some(e) if !authorization || e.meta.auth_ok => {
+            let age = e.age(now);
+            let fresh = age < e.meta.lifetime;
+            let usable =
+                fresh && !e.meta.no_cache && !cc.no_cache && cc.max_age.is_none_or(|m| age <= m);
+            let may_serve_stale =
+                !e.meta.must_revalidate && !e.meta.no_cache && !cc.no_cache && cc.max_age.is_none();
+            if usable {
+                if client_condition_matches(head.headers, &e.meta) {
+                    Decision::NotModified(e)
+                } else {
+                    Decision::Hit(e)
+                }
+            } else if may_serve_stale && age < e.meta.lifetime + e.meta.stale_while_revalidate {
+                let refresh =
+                    head.method == Method::Get && cache.claim_fetch(&key[..url_len], now, wait);
+                Decision::Stale { entry: e, refresh }
+            } else {
+                Decision::Revalidate(e)
+            }
+        }
+        _ if !may_wait => Decision::Miss { claimed: false },
+        _ if cache.claim_fetch(&key[..url_len], now, wait) => Decision::Miss { claimed: true },
+        _ => Decision::Wait,
+    };
+    (decision, facts)
+}
+
+/// Whether the client's `If-None-Match` (or, without it,
+/// `If-Modified-Since`) is satisfied by a stored response.
+fn client_condition_matches(headers: &[httparse::Header<'_>], meta: &Meta) -> bool {
+    if let Some(inm) = rules::field(headers, "if-none-match") {
+        return meta
+            .etag
+            .as_ref()
+            .is_some_and(|etag| rules::etag_matches(inm, etag));
+    }
+    match (
+        rules::field(headers, "if-modified-since").and_then(rules::http_date),
+        &meta.last_modified,
+    ) {
+        (Some(since), Some(lm)) => rules::http_date(lm).is_some_and(|lm| lm <= since),
+        _ => false,
+    }
+}
+
+/// A response being collected for the cache.
+pub(super) struct StoreBuf {
+    pub head: BytesMut,
+    pub body: BytesMut,
+    pub meta: Meta,
+    pub vary: Option<Vec<Box<str>>>,
+}
+
+/// What an exchange carries for the cache.
+pub(super) struct CacheFetch {
+    pub cache: Arc<Cache>,
+    /// The URL key.
+    pub url: Bytes,
+    /// The request head as received, for `Vary` keys at store time.
+    pub request_head: Bytes,
+    pub facts: RequestFacts,
+    pub method: Method,
+    /// This exchange holds the key's fetch.
+    pub claimed: bool,
+    /// The stored response being revalidated.
+    pub stale: Option<Arc<Entry>>,
+    /// The client gets this response; false for a background refresh.
+    pub relay: bool,
+    /// `X-Cache` value for a relayed response.
+    pub x_cache: &'static [u8],
+    /// The response being stored, once the head allowed it.
+    pub store: Option<StoreBuf>,
+    /// When the request left, for the age of the response.
+    pub sent_wall: SystemTime,
+}
+
+impl Drop for CacheFetch {
+    fn drop(&mut self) {
+        if self.claimed {
+            self.cache.release_fetch(&self.url);
+        }
+    }
+}
+
+impl CacheFetch {
+    /// Whether a stale stored response may answer instead of an upstream
+    /// error (`stale-if-error`).
+    pub fn stale_for_error(&self, now: Instant) -> Option<&Arc<Entry>> {
+        self.stale.as_ref().filter(|e| {
+            !e.meta.must_revalidate
+                && !e.meta.no_cache
+                && e.age(now) < e.meta.lifetime + e.meta.stale_if_error
+        })
+    }
+
+    /// Unsafe methods invalidate the URL and the `Location` and
+    /// `Content-Location` targets on the same host (RFC 9111 §4.4).
+    pub fn invalidate_after(&self, resp: &ResponseHead<'_, '_>) {
+        if matches!(self.method, Method::Get | Method::Head | Method::Options) || resp.status >= 400
+        {
+            return;
+        }
+        self.cache.remove_url(&self.url);
+        let host_end = self
+            .url
+            .iter()
+            .position(|&b| b == crate::cache::KEY_SEPARATOR)
+            .unwrap_or(0);
+        let host = &self.url[..host_end];
+        for name in ["location", "content-location"] {
+            let Some(v) = rules::field(resp.headers, name) else {
+                continue;
+            };
+            let path = match v.iter().position(|&b| b == b'/') {
+                Some(0) => Some(v),
+                _ => strip_same_host(v, host),
+            };
+            if let Some(path) = path {
+                let mut key = Vec::new();
+                url_key(&mut key, host, path);
+                self.cache.remove_url(&key);
+            }
+        }
+    }
+
+    /// Starts collecting a response for the cache if it may be stored.
+    pub fn begin_store(&mut self, resp: &ResponseHead<'_, '_>, now_wall: SystemTime) {
+        let cc = CacheControl::parse(resp.headers);
+        let get = self.method == Method::Get;
+        if rules::storable(
+            get,
+            &self.facts.cc,
+            self.facts.authorization,
+            resp.status,
+            resp.headers,
+            &cc,
+        )
+        .is_err()
+        {
+            return;
+        }
+        if let Framing::Length(n) = resp.framing {
+            if n > self.cache.config().max_object_bytes {
+                return;
+            }
+        }
+        let mut head = BytesMut::new();
+        super::rewrite::response_fields(&mut head, resp, false);
+        let delay = now_wall
+            .duration_since(self.sent_wall)
+            .unwrap_or(Duration::ZERO);
+        let meta = meta_of(resp, &cc, now_wall, delay);
+        let vary: Vec<Box<str>> = resp
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("vary"))
+            .flat_map(|h| list_members(h.value))
+            .map(|n| {
+                String::from_utf8_lossy(n)
+                    .to_ascii_lowercase()
+                    .into_boxed_str()
+            })
+            .collect();
+        let vary = (!vary.is_empty()).then_some(vary);
+        self.store = Some(StoreBuf {
+            head,
+            body: BytesMut::new(),
+            meta,
+            vary,
+        });
+    }
+
+    /// Adds body bytes to the response being stored; gives up on it when
+    /// it grows past the object limit.
+    pub fn store_body(&mut self, data: &[u8]) {
+        if let Some(buf) = &mut self.store {
+            if (buf.body.len() + data.len()) as u64 > self.cache.config().max_object_bytes {
+                self.store = None;
+            } else {
+                buf.body.extend_from_slice(data);
+            }
+        }
+    }
+
+    /// Stores the collected response.
+    pub fn finish_store(&mut self, now: Instant) {
+        let Some(buf) = self.store.take() else { return };
+        let mut headers = [httparse::EMPTY_HEADER; crate::http::MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let _ = req.parse(&self.request_head);
+        self.cache.insert(
+            &self.url,
+            buf.vary.as_deref(),
+            req.headers,
+            Stored {
+                head: buf.head.freeze(),
+                body: buf.body.freeze(),
+                meta: buf.meta,
+            },
+            now,
+        );
+    }
+
+    /// The upstream answered a revalidation with 304: stores the stale
+    /// entry again with the new fields and freshness (RFC 9111 §4.3.4),
+    /// and returns the refreshed entry.
+    pub fn refresh(
+        &self,
+        stale: &Entry,
+        resp: &ResponseHead<'_, '_>,
+        now: Instant,
+        now_wall: SystemTime,
+    ) -> Arc<Entry> {
+        let mut stored_headers = [httparse::EMPTY_HEADER; crate::http::MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut stored_headers);
+        let mut head_with_end = stale.head.to_vec();
+        head_with_end.extend_from_slice(b"\r\n");
+        let _ = parsed.parse(&head_with_end);
+        let skip = |name: &str| {
+            [
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "keep-alive",
+                "age",
+                "x-cache",
+                "via",
+            ]
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(name))
+        };
+        let replaced = |name: &str| {
+            resp.headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case(name))
+        };
+        let mut merged: Vec<httparse::Header<'_>> = parsed
+            .headers
+            .iter()
+            .filter(|h| !replaced(h.name) || skip(h.name))
+            .copied()
+            .collect();
+        merged.extend(resp.headers.iter().filter(|h| !skip(h.name)).copied());
+        let mut head = BytesMut::new();
+        let status_line_end = stale
+            .head
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        head.extend_from_slice(&stale.head[..status_line_end]);
+        for h in merged
+            .iter()
+            .filter(|h| !h.name.eq_ignore_ascii_case("via"))
+        {
+            head.extend_from_slice(h.name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(h.value);
+            head.extend_from_slice(b"\r\n");
+        }
+        for h in parsed
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("via"))
+        {
+            head.extend_from_slice(b"Via: ");
+            head.extend_from_slice(h.value);
+            head.extend_from_slice(b"\r\n");
+        }
+        let cc = CacheControl::parse(&merged);
+        let view = ResponseHead {
+            headers: &merged,
+            ..*resp
+        };
+        let delay = now_wall
+            .duration_since(self.sent_wall)
+            .unwrap_or(Duration::ZERO);
+        let mut meta = meta_of(&view, &cc, now_wall, delay);
+        meta.status = stale.meta.status;
+        let mut headers = [httparse::EMPTY_HEADER; crate::http::MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let _ = req.parse(&self.request_head);
+        let url_end = stale
+            .key
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(stale.key.len());
+        let vary = (stale.meta.vary_id != 0).then(|| vary_names_of(&merged));
+        self.cache.insert(
+            &stale.key[..url_end],
+            vary.as_deref(),
+            req.headers,
+            Stored {
+                head: head.clone().freeze(),
+                body: stale.body.clone(),
+                meta: meta.clone(),
+            },
+            now,
+        );
+        Arc::new(Entry::new(
+            stale.key.clone(),
+            head.freeze(),
+            stale.body.clone(),
+            meta,
+            now,
+        ))
+    }
+}
+
+fn vary_names_of(headers: &[httparse::Header<'_>]) -> Vec<Box<str>> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("vary"))
+        .flat_map(|h| list_members(h.value))
+        .map(|n| {
+            String::from_utf8_lossy(n)
+                .to_ascii_lowercase()
+                .into_boxed_str()
+        })
+        .collect()
+}
+
+fn meta_of(
+    resp: &ResponseHead<'_, '_>,
+    cc: &CacheControl,
+    now_wall: SystemTime,
+    delay: Duration,
+) -> Meta {
+    let value = |name| rules::field(resp.headers, name).map(Bytes::copy_from_slice);
+    Meta {
+        status: resp.status,
+        stored_wall: now_wall,
+        initial_age: rules::initial_age(resp.headers, now_wall, delay).as_secs(),
+        lifetime: rules::freshness_lifetime(resp.headers, cc).as_secs(),
+        must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
+        no_cache: cc.no_cache,
+        auth_ok: cc.public || cc.must_revalidate || cc.s_maxage.is_some(),
+        stale_while_revalidate: cc.stale_while_revalidate.unwrap_or(0),
+        stale_if_error: cc.stale_if_error.unwrap_or(0),
+        etag: value("etag"),
+        last_modified: value("last-modified"),
+        vary_id: 0,
+    }
+}
+
+/// The path of an absolute URI on `host` (`http://host/path` → `/path`).
+fn strip_same_host<'a>(uri: &'a [u8], host: &[u8]) -> Option<&'a [u8]> {
+    let rest = uri
+        .strip_prefix(b"http://")
+        .or_else(|| uri.strip_prefix(b"https://"))?;
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    trim(&rest[..slash])
+        .eq_ignore_ascii_case(host)
+        .then_some(&rest[slash..])
+}
