@@ -4,6 +4,7 @@
 //! code with the gateway, so it can catch the gateway's bugs. Start with
 //! `bench origin --help`.
 
+mod load;
 mod origin;
 
 use clap::{Parser, Subcommand};
@@ -21,10 +22,14 @@ enum Command {
     /// Serve as a test origin: configurable body sizes, chunked or
     /// length-delimited bodies, Cache-Control, injected latency and errors.
     Origin(origin::OriginArgs),
+    /// Offer HTTP load at a constant rate (open loop, corrected for
+    /// coordinated omission) or as fast as possible (`--closed-loop`).
+    Load(load::LoadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Origin(args) => origin::run(args),
+        Command::Load(args) => load::run(args),
     }
 }
