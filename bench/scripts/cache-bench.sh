@@ -5,12 +5,16 @@
 # Every server runs on core 1 (one worker/thread where the server allows);
 # wrk runs pinned to core 0. Rounds alternate the targets; the table gives
 # medians. Server CPU per request = (utime+stime of the server) / requests.
-#   bash bench/scripts/cache-bench.sh [ROUNDS] [SECONDS] [CONNECTIONS]
+# A second pass offers the same constant rate to every target with
+# `bench load` (open loop, corrected for coordinated omission) for the
+# latency percentiles at equal load.
+#   bash bench/scripts/cache-bench.sh [ROUNDS] [SECONDS] [CONNECTIONS] [RATE]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 secs=${2:-6}
 conns=${3:-32}
+rate=${4:-15000}
 pkgs=()
 command -v wrk >/dev/null || pkgs+=(wrk)
 command -v nginx >/dev/null || pkgs+=(nginx-light)
@@ -23,6 +27,7 @@ fi
 cargo build --release --locked -p ultragate -p ultragate-bench
 
 work=$(mktemp -d)
+chmod 755 "$work" # nginx workers (www-data) write the cache here
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -58,6 +63,7 @@ http {
     location / {
       proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_cache c; proxy_cache_valid 200 10m;
+      add_header X-Cache-Status \$upstream_cache_status;
     }
   }
   server {
@@ -122,7 +128,8 @@ cpu_ticks() { # all processes of a server (nginx and varnish fork workers)
   echo "$total"
 }
 hz=$(getconf CLK_TCK)
-declare -A rps p50 p99 cpu
+jget() { grep -o "\"$1\":[0-9.]*" <<<"$2" | cut -d: -f2; }
+declare -A rps p50 p99 cpu op50 op99 op999
 for round in $(seq 1 "$rounds"); do
   for t in "${targets[@]}"; do
     root=$(eval echo "\$pid_${proc[$t]}")
@@ -134,20 +141,26 @@ for round in $(seq 1 "$rounds"); do
     p50[$t]+="$(awk '$1=="50%" {print $2}' <<<"$out") "
     p99[$t]+="$(awk '$1=="99%" {print $2}' <<<"$out") "
     cpu[$t]+="$(awk -v d=$((after - before)) -v r="$reqs" -v hz="$hz" 'BEGIN {printf "%.2f", d / hz * 1e6 / r}') "
+    json=$(./target/release/bench load --url "http://127.0.0.1:${port[$t]}$path" --rate "$rate" \
+      --duration "${secs}s" --connections "$conns" --pin 0 --json)
+    op50[$t]+="$(jget p50_us "$json") "
+    op99[$t]+="$(jget p99_us "$json") "
+    op999[$t]+="$(jget p999_us "$json") "
   done
   echo "round $round done" >&2
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 to_us() { awk '{v=$1; if (v ~ /ms$/) {sub(/ms/,"",v); v*=1000} else if (v ~ /us$/) {sub(/us/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1e6}; print v}'; }
-echo "| target | req/s | p50 µs | p99 µs | server CPU µs/req | hit header |"
-echo "| --- | ---: | ---: | ---: | ---: | --- |"
+echo "| target | req/s (wrk) | p50 µs | p99 µs | server CPU µs/req | p50 / p99 / p99.9 µs at $rate req/s (bench load) | hit header |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
 for t in "${targets[@]}"; do
   r=$(median <<<"${rps[$t]}")
   a=$(tr ' ' '\n' <<<"${p50[$t]}" | grep -v '^$' | to_us | median)
   b=$(tr ' ' '\n' <<<"${p99[$t]}" | grep -v '^$' | to_us | median)
   c=$(median <<<"${cpu[$t]}")
   h=$(tr '\r\n' ' ' <"$work/$t.hdr")
-  echo "| $t | $r | $a | $b | $c | $h |"
+  o="$(median <<<"${op50[$t]}") / $(median <<<"${op99[$t]}") / $(median <<<"${op999[$t]}")"
+  echo "| $t | $r | $a | $b | $c | $o | $h |"
 done
 echo
 echo "wrk -t1 -c$conns -d${secs}s pinned to core 0, servers on core 1, median of $rounds rounds; $(nproc) cores; $(date -u +%F)"

@@ -169,9 +169,7 @@ async fn connection(c: usize, target: &Target, shared: &RefCell<Report>, args: &
         if intended >= end || Instant::now() >= end + args.timeout {
             break;
         }
-        if intended > Instant::now() {
-            tokio::time::sleep_until(intended.into()).await;
-        }
+        wait_until(intended).await;
         if stream.is_none() {
             match TcpStream::connect(&target.addr).await {
                 Ok(s) => {
@@ -214,6 +212,24 @@ async fn connection(c: usize, target: &Target, shared: &RefCell<Report>, args: &
                 r.errors.timeout += 1;
                 stream = None;
             }
+        }
+    }
+}
+
+/// Waits for a send time. tokio's timers tick in milliseconds, which would
+/// add up to a millisecond of the client's own lateness to every latency;
+/// the last stretch is spent yielding instead, so sends leave on time
+/// (the client core is dedicated to the client).
+async fn wait_until(t: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= t {
+            return;
+        }
+        if t - now > Duration::from_millis(5) {
+            tokio::time::sleep_until((t - Duration::from_millis(3)).into()).await;
+        } else {
+            tokio::task::yield_now().await;
         }
     }
 }
