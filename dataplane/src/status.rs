@@ -1,13 +1,33 @@
 //! State the control plane publishes and the data cores read through
-//! atomics: readiness, and whether a data plane is serving.
+//! atomics: readiness, and where upstream traffic goes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Readiness as seen by `/health/ready` on both ports.
+/// Which upstream group takes new requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `[upstream.primary]`.
+    Primary,
+    /// `[upstream.fallback]`, the Node.js service: the runbook's divert.
+    Fallback,
+}
+
+impl Route {
+    /// The name used in the API and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Fallback => "fallback",
+        }
+    }
+}
+
+/// Readiness and routing, shared by every data core.
 #[derive(Debug, Default)]
 pub struct DataplaneStatus {
     serving: AtomicBool,
     draining: AtomicBool,
+    fallback: AtomicBool,
 }
 
 impl DataplaneStatus {
@@ -26,4 +46,22 @@ impl DataplaneStatus {
     pub fn is_ready(&self) -> bool {
         self.serving.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
     }
+
+    /// Sends new upstream requests to `route`.
+    pub fn set_route(&self, route: Route) {
+        self.fallback.store(route == Route::Fallback, Ordering::Release);
+    }
+
+    /// Where new upstream requests go.
+    pub fn route(&self) -> Route {
+        if self.fallback.load(Ordering::Acquire) {
+            Route::Fallback
+        } else {
+            Route::Primary
+        }
+    }
 }
+
+/// The label of a data-plane backend, as `/health` and metrics show it.
+pub const BACKEND_EPOLL: &str = "epoll";
+

@@ -8,7 +8,9 @@
 use crate::admin::{AdminResponse, AdminService};
 use crate::cache::Cache;
 use crate::proxy::{Action, Conn, EngineConfig};
-use crate::status::DataplaneStatus;
+use crate::stats::CoreStats;
+use crate::status::{DataplaneStatus, Route, BACKEND_EPOLL};
+use crate::upstream::health::GroupHealth;
 use crate::upstream::pool::{Checkout, Pool};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::cell::{Cell, RefCell};
@@ -37,14 +39,19 @@ pub struct DriverConfig {
     pub listen: SocketAddr,
     /// Cores to run one data thread each on (ids as `core_affinity` counts).
     pub cores: Vec<usize>,
-    /// The upstream servers, used round robin.
+    /// The primary upstream servers, used round robin.
     pub upstreams: Vec<SocketAddr>,
+    /// The fallback servers (the Node.js service), used when the route says
+    /// so and as the last attempt of a request the primaries failed.
+    pub fallback: Vec<SocketAddr>,
     /// How long an idle upstream keep-alive connection is kept.
     pub upstream_idle_timeout: Duration,
     /// Most idle upstream connections kept per server and core.
     pub upstream_max_idle: usize,
     /// How long in-flight requests may take to finish after a shutdown.
     pub drain_timeout: Duration,
+    /// How often each core hands its statistics to the control plane.
+    pub stats_interval: Duration,
 }
 
 /// Why the data plane could not start.
@@ -63,6 +70,23 @@ pub enum DriverError {
     Thread(io::Error),
 }
 
+/// What the data cores share with the control plane.
+#[derive(Clone)]
+pub struct Shared {
+    /// Readiness and route.
+    pub status: Arc<DataplaneStatus>,
+    /// The response cache, when enabled.
+    pub cache: Option<Arc<Cache>>,
+    /// Answers `/admin/*` from loopback peers.
+    pub admin: Arc<dyn AdminService>,
+    /// Health of the primary servers.
+    pub primary: Arc<GroupHealth>,
+    /// Health of the fallback servers.
+    pub fallback: Arc<GroupHealth>,
+    /// Where each core sends its statistics.
+    pub stats: std::sync::mpsc::Sender<CoreStats>,
+}
+
 /// The running epoll data plane.
 pub struct Dataplane {
     threads: Vec<JoinHandle<()>>,
@@ -72,51 +96,33 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Binds one listener per core and starts the data threads.
-    pub fn start(
-        cfg: DriverConfig,
-        engine: Arc<EngineConfig>,
-        status: Arc<DataplaneStatus>,
-        cache: Option<Arc<Cache>>,
-        admin: Arc<dyn AdminService>,
-    ) -> Result<Self, DriverError> {
+    pub fn start(cfg: DriverConfig, engine: Arc<EngineConfig>, shared: Shared) -> Result<Self, DriverError> {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let first = bind_reuseport(cfg.listen)?;
-        let local_addr = first.local_addr().map_err(|source| DriverError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
+        let local_addr = first.local_addr().map_err(|source| DriverError::Bind { addr: cfg.listen, source })?;
         let mut listeners = vec![first];
         for _ in 1..cfg.cores.len().max(1) {
             listeners.push(bind_reuseport(local_addr)?);
         }
         let mut threads = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
-            let core = cfg
-                .cores
-                .get(i)
-                .and_then(|id| cores.iter().find(|c| c.id == *id).copied());
-            let ctx = CoreSetup {
+            let core = cfg.cores.get(i).and_then(|id| cores.iter().find(|c| c.id == *id).copied());
+            let setup = CoreSetup {
                 cfg: cfg.clone(),
-                cache: cache.clone(),
                 engine: engine.clone(),
-                status: status.clone(),
-                admin: admin.clone(),
+                shared: shared.clone(),
                 shutdown: shutdown_rx.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("ug-data-{i}"))
-                .spawn(move || run_core(core, listener, ctx))
+                .spawn(move || run_core(core, listener, setup))
                 .map_err(DriverError::Thread)?;
             threads.push(thread);
         }
-        status.set_serving(true);
-        tracing::info!(backend = "epoll", %local_addr, cores = ?cfg.cores, "data plane serving");
-        Ok(Self {
-            threads,
-            shutdown,
-            local_addr,
-        })
+        shared.status.set_serving(true);
+        tracing::info!(backend = BACKEND_EPOLL, %local_addr, cores = ?cfg.cores, "data plane serving");
+        Ok(Self { threads, shutdown, local_addr })
     }
 
     /// The address the data port is bound to.
@@ -150,37 +156,63 @@ fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, DriverError
 /// What a data thread is given at start.
 struct CoreSetup {
     cfg: DriverConfig,
-    cache: Option<Arc<Cache>>,
     engine: Arc<EngineConfig>,
-    status: Arc<DataplaneStatus>,
-    admin: Arc<dyn AdminService>,
+    shared: Shared,
     shutdown: watch::Receiver<bool>,
+}
+
+/// Which upstream group a connection belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    Primary,
+    Fallback,
 }
 
 /// Per-core state shared by the connection tasks of one thread.
 struct CoreCtx {
     engine: Arc<EngineConfig>,
-    cache: Option<Arc<Cache>>,
-    status: Arc<DataplaneStatus>,
-    admin: Arc<dyn AdminService>,
-    pool: RefCell<Pool<TcpStream>>,
+    shared: Shared,
+    primary: RefCell<Pool<TcpStream>>,
+    fallback: RefCell<Pool<TcpStream>>,
+    has_fallback: bool,
+    stats: RefCell<CoreStats>,
     active: Cell<usize>,
 }
 
-fn run_core(
-    core: Option<core_affinity::CoreId>,
-    listener: std::net::TcpListener,
-    setup: CoreSetup,
-) {
+impl CoreCtx {
+    fn pool(&self, g: Group) -> &RefCell<Pool<TcpStream>> {
+        match g {
+            Group::Primary => &self.primary,
+            Group::Fallback => &self.fallback,
+        }
+    }
+
+    fn health(&self, g: Group) -> &GroupHealth {
+        match g {
+            Group::Primary => &self.shared.primary,
+            Group::Fallback => &self.shared.fallback,
+        }
+    }
+
+    /// The group for a request's `attempt`-th connect: the fallback when the
+    /// route says so, or when every primary attempt is used up.
+    fn group(&self, attempt: usize) -> Group {
+        let primaries = self.primary.borrow().len();
+        if self.has_fallback && (self.shared.status.route() == Route::Fallback || attempt >= primaries) {
+            Group::Fallback
+        } else {
+            Group::Primary
+        }
+    }
+}
+
+fn run_core(core: Option<core_affinity::CoreId>, listener: std::net::TcpListener, setup: CoreSetup) {
     if let Some(core) = core {
         if !core_affinity::set_for_current(core) {
             tracing::warn!(core = core.id, "could not pin data thread");
         }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the data thread's runtime");
@@ -196,16 +228,31 @@ fn run_core(
                 return;
             }
         };
-        let CoreSetup { cfg, cache, engine, status, admin, mut shutdown } = setup;
-        let pool = Pool::new(cfg.upstreams.clone(), cfg.upstream_idle_timeout, cfg.upstream_max_idle);
-        let ctx = Rc::new(CoreCtx { engine, cache, status, admin, pool: RefCell::new(pool), active: Cell::new(0) });
-        let evictor = {
+        let CoreSetup { cfg, engine, shared, mut shutdown } = setup;
+        let pool = |servers: &[SocketAddr]| {
+            RefCell::new(Pool::new(servers.to_vec(), cfg.upstream_idle_timeout, cfg.upstream_max_idle))
+        };
+        let ctx = Rc::new(CoreCtx {
+            engine,
+            primary: pool(&cfg.upstreams),
+            fallback: pool(if cfg.fallback.is_empty() { &cfg.upstreams } else { &cfg.fallback }),
+            has_fallback: !cfg.fallback.is_empty(),
+            shared,
+            stats: RefCell::new(CoreStats::default()),
+            active: Cell::new(0),
+        });
+        let housekeeping = {
             let ctx = ctx.clone();
+            let interval = cfg.stats_interval;
             tokio::task::spawn_local(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut tick = tokio::time::interval(interval);
                 loop {
                     tick.tick().await;
-                    ctx.pool.borrow_mut().evict_expired(Instant::now());
+                    let now = Instant::now();
+                    ctx.primary.borrow_mut().evict_expired(now);
+                    ctx.fallback.borrow_mut().evict_expired(now);
+                    let taken = ctx.stats.borrow_mut().take();
+                    let _ = ctx.shared.stats.send(taken);
                 }
             })
         };
@@ -231,7 +278,7 @@ fn run_core(
         if ctx.active.get() > 0 {
             tracing::warn!(connections = ctx.active.get(), "drain timeout: closing connections still busy");
         }
-        evictor.abort();
+        housekeeping.abort();
     });
 }
 
@@ -295,13 +342,14 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     let mut conn = Conn::new(
         ctx.engine.clone(),
-        ctx.status.clone(),
-        ctx.cache.clone(),
+        ctx.shared.status.clone(),
+        ctx.shared.cache.clone(),
         peer.ip(),
         Instant::now(),
     );
-    let mut upstream: Option<(usize, TcpStream)> = None;
-    let mut connecting: Option<(usize, Connecting)> = None;
+    let mut upstream: Option<((Group, usize), TcpStream)> = None;
+    let mut connecting: Option<((Group, usize), Connecting)> = None;
+    let mut attempt = 0usize;
     let mut admin_call: Option<AdminCall> = None;
     let mut buf = vec![0u8; READ_BUF];
     let mut draining = *shutdown.borrow();
@@ -314,28 +362,34 @@ async fn serve(
                 Action::Connect { fresh } => {
                     upstream = None;
                     connecting = None;
+                    attempt = if fresh { attempt + 1 } else { 0 };
                     let now = Instant::now();
-                    let checkout = ctx.pool.borrow_mut().checkout(now, fresh, idle_conn_alive);
+                    let group = ctx.group(attempt);
+                    let health = ctx.health(group);
+                    let checkout = ctx.pool(group).borrow_mut().checkout(now, fresh, idle_conn_alive, |i| health.is_healthy(i));
                     match checkout {
                         Checkout::Reused { server, conn: s } => {
-                            upstream = Some((server, s));
+                            upstream = Some(((group, server), s));
                             conn.upstream_connected(now, true);
                         }
                         Checkout::Connect { server, addr } => {
-                            connecting = Some((server, Box::pin(TcpStream::connect(addr))));
+                            connecting = Some(((group, server), Box::pin(TcpStream::connect(addr))));
                         }
                     }
                 }
                 Action::Release { reuse } => {
                     connecting = None;
-                    if let Some((server, s)) = upstream.take() {
+                    if let Some(((group, server), s)) = upstream.take() {
                         if reuse {
-                            ctx.pool.borrow_mut().checkin(server, s, Instant::now());
+                            ctx.pool(group).borrow_mut().checkin(server, s, Instant::now());
                         }
                     }
                 }
-                Action::Admin(req) => admin_call = Some(ctx.admin.call(req)),
+                Action::Admin(req) => admin_call = Some(ctx.shared.admin.call(req)),
             }
+        }
+        while let Some(done) = conn.poll_completion() {
+            ctx.stats.borrow_mut().record(&done);
         }
         if conn.is_finished() {
             break;
@@ -389,14 +443,18 @@ async fn serve(
             }
             r = maybe(&mut connect_fut) => {
                 let now = Instant::now();
-                let server = connecting.take().map_or(0, |(server, _)| server);
+                let target = connecting.take().map_or((Group::Primary, 0), |(target, _)| target);
                 match r {
                     Ok(s) => {
                         let _ = s.set_nodelay(true);
-                        upstream = Some((server, s));
+                        ctx.health(target.0).connected(target.1);
+                        upstream = Some((target, s));
                         conn.upstream_connected(now, false);
                     }
-                    Err(_) => conn.upstream_connect_failed(now),
+                    Err(_) => {
+                        ctx.health(target.0).connect_failed(target.1);
+                        conn.upstream_connect_failed(now);
+                    }
                 }
             }
             resp = maybe(&mut admin_call) => {

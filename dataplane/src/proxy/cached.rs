@@ -9,6 +9,7 @@ use crate::cache::{url_key, Cache, Stored};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::http::{list_members, trim, Framing};
+use crate::stats::CacheResult;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -31,6 +32,16 @@ pub(super) enum Decision {
     Miss { claimed: bool },
     /// Another connection fetches this key: wait for it.
     Wait,
+}
+
+/// The statistics' name for an `X-Cache` value.
+pub(super) fn result_of(x_cache: &[u8]) -> CacheResult {
+    match x_cache {
+        b"HIT" => CacheResult::Hit,
+        b"STALE" => CacheResult::Stale,
+        b"BYPASS" => CacheResult::Bypass,
+        _ => CacheResult::Miss,
+    }
 }
 
 /// Request facts the cache decision and the store need.

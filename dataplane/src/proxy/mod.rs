@@ -17,6 +17,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Method, RequestHead, RequestLimits};
 use crate::http::response::ResponseHead;
 use crate::http::{Framing, Version, MAX_HEADERS};
+use crate::stats::{CacheResult, Completion};
 use crate::status::DataplaneStatus;
 use body::BodyReader;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -144,6 +145,9 @@ struct Exchange {
     response_bytes_seen: bool,
     response: Option<ResponseBody>,
     cache: Option<Box<CacheFetch>>,
+    /// What the client got (status, cache part), once it got a head; none
+    /// for a background refresh, whose client was answered before.
+    outcome: Option<(u16, CacheResult)>,
 }
 
 impl std::fmt::Debug for CacheFetch {
@@ -178,6 +182,10 @@ pub struct Conn {
     key_buf: Vec<u8>,
     /// Until when the current request may wait for another fetch.
     coalesce_until: Option<Instant>,
+    /// When the request being answered started (its first byte).
+    req_started: Instant,
+    /// Answered requests not yet collected by the driver.
+    completions: VecDeque<Completion>,
     peer: IpAddr,
     input: BytesMut,
     output: BytesMut,
@@ -210,6 +218,8 @@ impl Conn {
             cache,
             key_buf: Vec::new(),
             coalesce_until: None,
+            req_started: now,
+            completions: VecDeque::new(),
             peer,
             input: BytesMut::with_capacity(4096),
             output: BytesMut::with_capacity(4096),
@@ -275,6 +285,17 @@ impl Conn {
         self.advance(now);
     }
 
+    /// The next answered request, for the per-core statistics.
+    pub fn poll_completion(&mut self) -> Option<Completion> {
+        self.completions.pop_front()
+    }
+
+    /// Notes an answered request.
+    fn complete(&mut self, now: Instant, status: u16, cache: CacheResult, upstream_error: bool) {
+        let latency = now.saturating_duration_since(self.req_started);
+        self.completions.push_back(Completion { latency, status, cache, upstream_error });
+    }
+
     /// The next action for the driver.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
@@ -334,7 +355,7 @@ impl Conn {
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
         match phase {
             Phase::Idle if self.input.is_empty() => self.finished = true,
-            Phase::Idle => self.fail(408, "request head not received in time"),
+            Phase::Idle => self.fail(now, 408, "request head not received in time"),
             admin @ Phase::Admin { .. } => self.phase = admin,
             // Look at the cache again: the request is still in the input.
             Phase::Wait { .. } => {}
@@ -353,7 +374,7 @@ impl Conn {
                 }
                 _ if !ex.request.is_done() => {
                     self.actions.push_back(Action::Release { reuse: false });
-                    self.fail(408, "request body not received in time");
+                    self.fail(now, 408, "request body not received in time");
                 }
                 _ => {
                     self.actions.push_back(Action::Release { reuse: false });
@@ -431,12 +452,17 @@ impl Conn {
         self.actions.push_back(Action::Release { reuse: false });
         match &mut ex.response {
             None if !ex.response_bytes_seen
-                && ex.reused
+                && (ex.reused || ex.connects + 1 < self.cfg.connect_attempts)
                 && ex.method.is_idempotent()
                 && ex.replay.is_some() =>
             {
-                // The keep-alive race: a pooled connection was closed before
-                // it saw our request. Send it again on a fresh connection.
+                // The keep-alive race (a pooled connection closed before it
+                // saw the request), or an upstream that died holding it:
+                // send it again on a fresh connection, the next server's
+                // when it was a fresh one.
+                if !ex.reused {
+                    ex.connects += 1;
+                }
                 ex.upstream = UpstreamState::Connecting;
                 ex.connect_started = now;
                 ex.head_buf.clear();
@@ -487,6 +513,7 @@ impl Conn {
             close,
             head_only,
         );
+        self.complete(now, resp.status, CacheResult::None, false);
         self.end_of_response(now, close);
     }
 
@@ -563,6 +590,7 @@ impl Conn {
                                 connection,
                                 head_only,
                             );
+                            ex.outcome = Some((fresh.meta.status, CacheResult::Hit));
                         }
                         fetch.relay = false;
                     }
@@ -576,6 +604,7 @@ impl Conn {
                                 connection,
                                 head_only,
                             );
+                            ex.outcome = Some((stale.meta.status, CacheResult::Stale));
                         }
                         fetch.relay = false;
                     }
@@ -584,6 +613,8 @@ impl Conn {
                 }
             }
             if ex.cache.as_ref().is_none_or(|f| f.relay) {
+                let part = ex.cache.as_ref().map_or(CacheResult::None, |f| cached::result_of(f.x_cache));
+                ex.outcome = Some((head.status, part));
                 rewrite::client_response(
                     &mut self.output,
                     &head,
@@ -627,6 +658,9 @@ impl Conn {
         if let Some(mut fetch) = ex.cache {
             fetch.finish_store(now);
         }
+        if let Some((status, part)) = ex.outcome {
+            self.complete(now, status, part, false);
+        }
         let close = self.close_after;
         self.end_of_response(now, close);
     }
@@ -656,17 +690,24 @@ impl Conn {
                 if let Some(stale) = fetch.stale_for_error(now) {
                     let connection = connection_field(close, ex.client_version);
                     stale.write_response(&mut self.output, now, b"STALE", connection, head_only);
+                    let served = stale.meta.status;
+                    self.complete(now, served, CacheResult::Stale, true);
                 }
             }
-            _ => local::write_error(&mut self.output, status, message, close, head_only),
+            fetch => {
+                local::write_error(&mut self.output, status, message, close, head_only);
+                let part = fetch.as_ref().map_or(CacheResult::None, |f| cached::result_of(f.x_cache));
+                self.complete(now, status, part, true);
+            }
         }
         self.end_of_response(now, close);
     }
 
     /// Answers an error and closes the connection.
-    fn fail(&mut self, status: u16, message: &str) {
+    fn fail(&mut self, now: Instant, status: u16, message: &str) {
         self.phase = Phase::Idle;
         local::write_error(&mut self.output, status, message, true, false);
+        self.complete(now, status, CacheResult::None, false);
         self.finished = true;
     }
 
@@ -720,7 +761,7 @@ impl Conn {
                                 self.phase = Phase::Idle;
                                 self.finished = true;
                             } else {
-                                self.fail(e.status(), &e.to_string());
+                                self.fail(now, e.status(), &e.to_string());
                             }
                         }
                     }
@@ -733,7 +774,7 @@ impl Conn {
                     }
                     match reader.read(&self.input, MAX_ADMIN_BODY, |d| body.extend_from_slice(d)) {
                         Ok(n) => self.input.advance(n),
-                        Err(e) => return self.fail(e.status(), &e.to_string()),
+                        Err(e) => return self.fail(now, e.status(), &e.to_string()),
                     }
                     if !reader.is_done() {
                         return;
@@ -756,10 +797,11 @@ impl Conn {
             Ok(Some(head)) => head,
             Ok(None) => return false,
             Err(e) => {
-                self.fail(e.status(), &e.to_string());
+                self.fail(now, e.status(), &e.to_string());
                 return false;
             }
         };
+        self.req_started = self.head_started.unwrap_or(now);
         let head_only = head.method == Method::Head;
         let keep_alive = head.keep_alive() && !self.close_after;
         let close = !keep_alive || self.draining;
@@ -780,22 +822,23 @@ impl Conn {
                 resp
             };
             let body_framing = head.framing;
+            let status = if resp.starts_with(b"HTTP/1.1 200") { 200 } else { 503 };
             self.output.put_slice(resp);
             self.input.advance(head_len);
+            self.complete(now, status, CacheResult::None, false);
             return self.skip_local_body(now, body_framing, close);
         }
         if path == "/admin" || path.starts_with("/admin/") {
             if !self.peer.is_loopback() {
                 self.input.advance(head_len);
-                self.fail(
-                    403,
+                self.fail(now, 403,
                     "admin endpoints on the data port answer loopback peers only",
                 );
                 return false;
             }
             if let Framing::Length(n) = head.framing {
                 if n > MAX_ADMIN_BODY {
-                    self.fail(413, "admin request body too large");
+                    self.fail(now, 413, "admin request body too large");
                     return false;
                 }
             }
@@ -834,10 +877,12 @@ impl Conn {
             let (stale, relay, claimed, x_cache): (_, _, _, &'static [u8]) = match decision {
                 Decision::Hit(e) => {
                     e.write_response(&mut self.output, now, b"HIT", connection, head_only);
+                    self.complete(now, e.meta.status, CacheResult::Hit, false);
                     return self.answered_locally(now, head_len, framing, close);
                 }
                 Decision::NotModified(e) => {
                     e.write_not_modified(&mut self.output, now, connection);
+                    self.complete(now, 304, CacheResult::Hit, false);
                     return self.answered_locally(now, head_len, framing, close);
                 }
                 Decision::Wait => {
@@ -849,6 +894,13 @@ impl Conn {
                 }
                 Decision::Stale { entry, refresh } => {
                     entry.write_response(&mut self.output, now, b"STALE", connection, head_only);
+                    let served = Completion {
+                        latency: now.saturating_duration_since(self.req_started),
+                        status: entry.meta.status,
+                        cache: CacheResult::Stale,
+                        upstream_error: false,
+                    };
+                    self.completions.push_back(served);
                     if !refresh || close {
                         if refresh {
                             cache.release_fetch(&self.key_buf[..facts.url_len]);
@@ -912,6 +964,7 @@ impl Conn {
             response_bytes_seen: false,
             response: None,
             cache: fetch,
+            outcome: None,
         };
         self.input.advance(head_len);
         self.close_after |= close;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 /// Idle time after which a pooled connection is probed before reuse.
 pub const PROBE_AFTER: Duration = Duration::from_millis(500);
 
+
 struct Idle<T> {
     conn: T,
     since: Instant,
@@ -71,32 +72,31 @@ impl<T> Pool<T> {
     }
 
     /// Picks the next server in turn and returns an idle connection to it,
-    /// unless `fresh` or none is idle. `alive` checks a pooled connection
-    /// (e.g. for a close by the upstream) before it is handed out.
+    /// unless `fresh` or none is idle. Servers for which `usable` says no
+    /// are passed over while another is usable. `alive` checks a
+    /// connection that sat idle for [`PROBE_AFTER`] or longer (e.g. for a
+    /// close by the upstream) before it is handed out; one idle for less
+    /// is handed out unchecked, which saves a syscall per request under
+    /// load (the engine retries the rare stale one for idempotent requests).
     pub fn checkout(
         &mut self,
         now: Instant,
         fresh: bool,
         mut alive: impl FnMut(&T) -> bool,
+        usable: impl Fn(usize) -> bool,
     ) -> Checkout<T> {
-        let server = self.next % self.servers.len();
-        self.next = self.next.wrapping_add(1);
+        let n = self.servers.len();
+        let server = (0..n).map(|step| (self.next + step) % n).find(|&i| usable(i)).unwrap_or(self.next % n);
+        self.next = server.wrapping_add(1);
         if !fresh {
             while let Some(idle) = self.idle[server].pop() {
-                if now.saturating_duration_since(idle.since) < self.idle_timeout
-                    && alive(&idle.conn)
-                {
-                    return Checkout::Reused {
-                        server,
-                        conn: idle.conn,
-                    };
+                let idle_for = now.saturating_duration_since(idle.since);
+                if idle_for < self.idle_timeout && (idle_for < PROBE_AFTER || alive(&idle.conn)) {
+                    return Checkout::Reused { server, conn: idle.conn };
                 }
             }
         }
-        Checkout::Connect {
-            server,
-            addr: self.servers[server],
-        }
+        Checkout::Connect { server, addr: self.servers[server] }
     }
 
     /// Returns a clean connection to `server` for reuse.
@@ -124,27 +124,33 @@ mod tests {
     use super::*;
 
     fn addrs(n: u16) -> Vec<SocketAddr> {
+        (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))).collect()
+    }
+
+    fn picks(pool: &mut Pool<u32>, n: usize, usable: impl Fn(usize) -> bool + Copy) -> Vec<usize> {
+        let now = Instant::now();
         (0..n)
-            .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+            .map(|_| match pool.checkout(now, false, |_| true, usable) {
+                Checkout::Connect { server, .. } => server,
+                Checkout::Reused { server, .. } => server,
+            })
             .collect()
     }
 
     #[test]
     fn round_robin_then_reuse() {
         let mut pool: Pool<u32> = Pool::new(addrs(2), Duration::from_secs(60), 4);
+        assert_eq!(picks(&mut pool, 4, |_| true), [0, 1, 0, 1]);
         let now = Instant::now();
-        let picks: Vec<usize> = (0..4)
-            .map(|_| match pool.checkout(now, false, |_| true) {
-                Checkout::Connect { server, .. } => server,
-                Checkout::Reused { .. } => panic!("nothing idle yet"),
-            })
-            .collect();
-        assert_eq!(picks, [0, 1, 0, 1]);
         pool.checkin(0, 7, now);
-        assert!(matches!(
-            pool.checkout(now, false, |_| true),
-            Checkout::Reused { server: 0, conn: 7 }
-        ));
+        assert!(matches!(pool.checkout(now, false, |_| true, |_| true), Checkout::Reused { server: 0, conn: 7 }));
+    }
+
+    #[test]
+    fn unusable_servers_are_passed_over() {
+        let mut pool: Pool<u32> = Pool::new(addrs(3), Duration::from_secs(60), 4);
+        assert_eq!(picks(&mut pool, 4, |i| i != 1), [0, 2, 0, 2]);
+        assert_eq!(picks(&mut pool, 1, |_| false).len(), 1, "none usable: still one");
     }
 
     #[test]
@@ -152,21 +158,15 @@ mod tests {
         let mut pool: Pool<u32> = Pool::new(addrs(1), Duration::from_secs(5), 4);
         let now = Instant::now();
         pool.checkin(0, 1, now);
-        assert!(matches!(
-            pool.checkout(now, true, |_| true),
-            Checkout::Connect { .. }
-        ));
+        assert!(matches!(pool.checkout(now, true, |_| true, |_| true), Checkout::Connect { .. }));
         pool.checkin(0, 2, now);
-        assert!(matches!(
-            pool.checkout(now, false, |_| false),
-            Checkout::Connect { .. }
-        ));
+        assert!(matches!(pool.checkout(now, false, |_| false, |_| true), Checkout::Reused { .. }), "recently used: not probed");
         pool.checkin(0, 3, now);
+        let probed = now + PROBE_AFTER;
+        assert!(matches!(pool.checkout(probed, false, |_| false, |_| true), Checkout::Connect { .. }));
+        pool.checkin(0, 4, now);
         let later = now + Duration::from_secs(6);
-        assert!(matches!(
-            pool.checkout(later, false, |_| true),
-            Checkout::Connect { .. }
-        ));
+        assert!(matches!(pool.checkout(later, false, |_| true, |_| true), Checkout::Connect { .. }));
     }
 
     #[test]
