@@ -51,7 +51,9 @@ pub struct LoadArgs {
 
 /// Parses `10s`, `250ms`, `2m`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.find(|c: char| c.is_ascii_alphabetic()).map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
     let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
@@ -103,11 +105,19 @@ struct Target {
 }
 
 fn target(url: &str) -> anyhow::Result<Target> {
-    let rest = url.strip_prefix("http://").context("only http:// URLs are supported")?;
+    let rest = url
+        .strip_prefix("http://")
+        .context("only http:// URLs are supported")?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
-    let addr = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ultragate-bench\r\n\r\n").into_bytes();
+    let addr = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ultragate-bench\r\n\r\n")
+            .into_bytes();
     Ok(Target { addr, request })
 }
 
@@ -127,7 +137,9 @@ pub fn run_load(args: &LoadArgs) -> anyhow::Result<Report> {
         core_affinity::set_for_current(id);
     }
     let target = Rc::new(target(&args.url)?);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     let shared = Rc::new(RefCell::new(Report {
         corrected: histogram(),
@@ -142,18 +154,32 @@ pub fn run_load(args: &LoadArgs) -> anyhow::Result<Report> {
         let mut tasks = Vec::new();
         for c in 0..args.connections {
             let (target, shared, args) = (target.clone(), shared.clone(), args.clone());
-            tasks.push(tokio::task::spawn_local(async move { connection(c, &target, &shared, &args, start, end).await }));
+            tasks.push(tokio::task::spawn_local(async move {
+                connection(c, &target, &shared, &args, start, end).await
+            }));
         }
         for t in tasks {
             let _ = t.await;
         }
     });
-    let mut report = Rc::try_unwrap(shared).ok().context("tasks still running")?.into_inner();
-    report.elapsed = Instant::now().saturating_duration_since(start).min(args.duration + args.timeout);
+    let mut report = Rc::try_unwrap(shared)
+        .ok()
+        .context("tasks still running")?
+        .into_inner();
+    report.elapsed = Instant::now()
+        .saturating_duration_since(start)
+        .min(args.duration + args.timeout);
     Ok(report)
 }
 
-async fn connection(c: usize, target: &Target, shared: &RefCell<Report>, args: &LoadArgs, start: Instant, end: Instant) {
+async fn connection(
+    c: usize,
+    target: &Target,
+    shared: &RefCell<Report>,
+    args: &LoadArgs,
+    start: Instant,
+    end: Instant,
+) {
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(f64::MIN_POSITIVE));
     let mut stream: Option<TcpStream> = None;
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -185,7 +211,8 @@ async fn connection(c: usize, target: &Target, shared: &RefCell<Report>, args: &
         }
         let Some(s) = stream.as_mut() else { continue };
         let sent = Instant::now();
-        let outcome = tokio::time::timeout(args.timeout, exchange(s, &target.request, &mut buf)).await;
+        let outcome =
+            tokio::time::timeout(args.timeout, exchange(s, &target.request, &mut buf)).await;
         let done = Instant::now();
         let mut r = shared.borrow_mut();
         match outcome {
@@ -236,7 +263,11 @@ async fn wait_until(t: Instant) {
 
 /// Sends one request and reads its response; returns the status and
 /// whether the connection stays open.
-async fn exchange(s: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> std::io::Result<(u16, bool)> {
+async fn exchange(
+    s: &mut TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(u16, bool)> {
     s.write_all(request).await?;
     buf.clear();
     let head_end = loop {
@@ -245,14 +276,24 @@ async fn exchange(s: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> std::
         }
         read_more(s, buf).await?;
     };
-    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| bad("response head is not UTF-8"))?;
-    let status: u16 = head.get(9..12).and_then(|v| v.parse().ok()).ok_or_else(|| bad("bad status line"))?;
+    let head =
+        std::str::from_utf8(&buf[..head_end]).map_err(|_| bad("response head is not UTF-8"))?;
+    let status: u16 = head
+        .get(9..12)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
     let (mut length, mut chunked, mut close) = (None, false, head.starts_with("HTTP/1.0"));
     for line in head.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse::<usize>().map_err(|_| bad("bad content-length"))?);
+            length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| bad("bad content-length"))?,
+            );
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value.eq_ignore_ascii_case("chunked");
         } else if name.eq_ignore_ascii_case("connection") {
@@ -269,7 +310,8 @@ async fn exchange(s: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> std::
                 }
                 read_more(s, buf).await?;
             };
-            let size_text = std::str::from_utf8(&buf[pos..line_end]).map_err(|_| bad("bad chunk size"))?;
+            let size_text =
+                std::str::from_utf8(&buf[pos..line_end]).map_err(|_| bad("bad chunk size"))?;
             let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
                 .map_err(|_| bad("bad chunk size"))?;
             pos = line_end + 2;
@@ -319,7 +361,13 @@ fn bad(msg: &'static str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
 }
 
-const PERCENTILES: [(&str, f64); 5] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("p99.99", 0.9999)];
+const PERCENTILES: [(&str, f64); 5] = [
+    ("p50", 0.5),
+    ("p90", 0.9),
+    ("p99", 0.99),
+    ("p99.9", 0.999),
+    ("p99.99", 0.9999),
+];
 
 /// The report as one flat JSON object (`p99_us` and so on).
 pub fn to_json(args: &LoadArgs, r: &Report) -> serde_json::Value {
@@ -327,9 +375,27 @@ pub fn to_json(args: &LoadArgs, r: &Report) -> serde_json::Value {
     let mut put = |k: &str, v: serde_json::Value| {
         m.insert(k.to_owned(), v);
     };
-    put("mode", (if args.closed_loop { "closed_loop" } else { "open_loop" }).into());
-    put("target_rate", if args.closed_loop { serde_json::Value::Null } else { args.rate.into() });
-    put("achieved_rate", (r.requests as f64 / r.elapsed.as_secs_f64().max(1e-9)).into());
+    put(
+        "mode",
+        (if args.closed_loop {
+            "closed_loop"
+        } else {
+            "open_loop"
+        })
+        .into(),
+    );
+    put(
+        "target_rate",
+        if args.closed_loop {
+            serde_json::Value::Null
+        } else {
+            args.rate.into()
+        },
+    );
+    put(
+        "achieved_rate",
+        (r.requests as f64 / r.elapsed.as_secs_f64().max(1e-9)).into(),
+    );
     put("duration_s", r.elapsed.as_secs_f64().into());
     put("requests", r.requests.into());
     put("errors", r.errors.total().into());
@@ -339,11 +405,17 @@ pub fn to_json(args: &LoadArgs, r: &Report) -> serde_json::Value {
     put("errors_5xx", r.errors.status_5xx.into());
     put("errors_4xx", r.errors.status_4xx.into());
     for (name, q) in PERCENTILES {
-        put(&format!("{}_us", name.replace('.', "")), r.corrected.value_at_quantile(q).into());
+        put(
+            &format!("{}_us", name.replace('.', "")),
+            r.corrected.value_at_quantile(q).into(),
+        );
     }
     put("max_us", r.corrected.max().into());
     put("mean_us", r.corrected.mean().into());
-    put("uncorrected_p99_us", r.uncorrected.value_at_quantile(0.99).into());
+    put(
+        "uncorrected_p99_us",
+        r.uncorrected.value_at_quantile(0.99).into(),
+    );
     put("uncorrected_max_us", r.uncorrected.max().into());
     serde_json::Value::Object(m)
 }
@@ -353,12 +425,34 @@ pub fn to_table(args: &LoadArgs, r: &Report) -> String {
     let mut s = String::new();
     let achieved = r.requests as f64 / r.elapsed.as_secs_f64().max(1e-9);
     if args.closed_loop {
-        let _ = writeln!(s, "closed loop, {} connections: {achieved:.1} req/s", args.connections);
+        let _ = writeln!(
+            s,
+            "closed loop, {} connections: {achieved:.1} req/s",
+            args.connections
+        );
     } else {
-        let _ = writeln!(s, "offered {:.1} req/s over {} connections, achieved {achieved:.1} req/s", args.rate, args.connections);
+        let _ = writeln!(
+            s,
+            "offered {:.1} req/s over {} connections, achieved {achieved:.1} req/s",
+            args.rate, args.connections
+        );
     }
-    let _ = writeln!(s, "{} responses in {:.2} s, {} errors", r.requests, r.elapsed.as_secs_f64(), r.errors.total());
-    let _ = writeln!(s, "latency{}:", if args.closed_loop { "" } else { " (from intended send time)" });
+    let _ = writeln!(
+        s,
+        "{} responses in {:.2} s, {} errors",
+        r.requests,
+        r.elapsed.as_secs_f64(),
+        r.errors.total()
+    );
+    let _ = writeln!(
+        s,
+        "latency{}:",
+        if args.closed_loop {
+            ""
+        } else {
+            " (from intended send time)"
+        }
+    );
     for (name, q) in PERCENTILES {
         let _ = writeln!(s, "  {name:<7}{:>10} µs", r.corrected.value_at_quantile(q));
     }
@@ -378,21 +472,44 @@ pub fn to_table(args: &LoadArgs, r: &Report) -> String {
 /// (`.hgrm`), values in milliseconds.
 pub fn to_hgrm(h: &Histogram<u64>) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+    let _ = writeln!(
+        s,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
     let mut total = 0u64;
     for v in h.iter_quantiles(5) {
         total += v.count_since_last_iteration();
         let q = v.quantile_iterated_to();
         let value = v.value_iterated_to() as f64 / 1000.0;
         if q < 1.0 {
-            let _ = writeln!(s, "{value:>12.3} {q:>14.12} {total:>10} {:>14.2}", 1.0 / (1.0 - q));
+            let _ = writeln!(
+                s,
+                "{value:>12.3} {q:>14.12} {total:>10} {:>14.2}",
+                1.0 / (1.0 - q)
+            );
         } else {
             let _ = writeln!(s, "{value:>12.3} {q:>14.12} {total:>10}");
         }
     }
-    let _ = writeln!(s, "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]", h.mean() / 1000.0, h.stdev() / 1000.0);
-    let _ = writeln!(s, "#[Max     = {:>12.3}, Total count    = {:>12}]", h.max() as f64 / 1000.0, h.len());
-    let _ = writeln!(s, "#[Buckets = {:>12}, SubBuckets     = {:>12}]", h.buckets(), h.distinct_values());
+    let _ = writeln!(
+        s,
+        "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]",
+        h.mean() / 1000.0,
+        h.stdev() / 1000.0
+    );
+    let _ = writeln!(
+        s,
+        "#[Max     = {:>12.3}, Total count    = {:>12}]",
+        h.max() as f64 / 1000.0,
+        h.len()
+    );
+    let _ = writeln!(
+        s,
+        "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
+        h.buckets(),
+        h.distinct_values()
+    );
     s
 }
 
@@ -400,7 +517,8 @@ pub fn to_hgrm(h: &Histogram<u64>) -> String {
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let report = run_load(&args)?;
     if let Some(path) = &args.hgrm {
-        std::fs::write(path, to_hgrm(&report.corrected)).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, to_hgrm(&report.corrected))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.json {
         println!("{}", to_json(&args, &report));
@@ -430,14 +548,23 @@ mod tests {
         }
         let text = to_hgrm(&h);
         let mut lines = text.lines();
-        assert!(lines.next().unwrap().split_whitespace().eq(["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]));
+        assert!(lines.next().unwrap().split_whitespace().eq([
+            "Value",
+            "Percentile",
+            "TotalCount",
+            "1/(1-Percentile)"
+        ]));
         let rows: Vec<Vec<f64>> = text
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with('#') && !l.contains("Value"))
             .map(|l| l.split_whitespace().map(|f| f.parse().unwrap()).collect())
             .collect();
         assert!(rows.len() > 10);
-        assert!(rows.windows(2).all(|w| w[0][1] <= w[1][1] && w[0][0] <= w[1][0]), "monotonic");
+        assert!(
+            rows.windows(2)
+                .all(|w| w[0][1] <= w[1][1] && w[0][0] <= w[1][0]),
+            "monotonic"
+        );
         let last = rows.last().unwrap();
         assert_eq!((last[1], last[2]), (1.0, 1000.0));
         assert!((last[0] - 10.0).abs() < 0.02, "max 10 ms: {last:?}");

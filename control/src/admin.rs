@@ -3,7 +3,10 @@
 //! runbook's cache commands live here: clear, verify, snapshot, restore,
 //! purge, and data verify against the origin.
 
+use crate::policy::Mode;
 use crate::revalidate;
+use crate::supervisor::Supervisor;
+use crate::timeline::Audit;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
@@ -11,14 +14,32 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use ultragate_dataplane::admin::{AdminRequest, AdminResponse, AdminService};
 use ultragate_dataplane::cache::{snapshot, Cache, Pattern};
 use ultragate_dataplane::status::DataplaneStatus;
+use ultragate_dataplane::status::{Route, BACKEND_EPOLL};
+
+/// Re-reads and applies the configuration file; the answer says what
+/// changed or why nothing did.
+pub type Reload = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
 
 /// What the admin router works on.
 pub struct AdminState {
+    /// The control loop: health, metrics, events, route.
+    pub supervisor: Arc<Supervisor>,
+    /// Where mutating calls and refusals are recorded.
+    pub audit: Audit,
+    /// `[admin] token`: a bearer token that allows mutating calls from
+    /// non-loopback peers.
+    pub token: Option<String>,
+    /// Security isolation: mutating calls from loopback only, every
+    /// request logged.
+    pub isolated: AtomicBool,
+    /// Config reload (`POST /admin/config/reload`, SIGHUP).
+    pub reload: Reload,
     /// The data plane's readiness.
     pub status: Arc<DataplaneStatus>,
     /// The running configuration as TOML, for `GET /admin/config`.
@@ -45,8 +66,156 @@ impl Admin {
         }
     }
 
+    /// Mutating calls need a loopback peer, or the bearer token outside
+    /// isolation; refusals are audited.
+    fn authorized(&self, req: &AdminRequest) -> bool {
+        if matches!(req.method, "GET" | "HEAD") || req.peer.is_loopback() {
+            return true;
+        }
+        let st = &self.state;
+        match (&st.token, &req.authorization) {
+            (Some(token), Some(given)) if !st.isolated.load(Ordering::Relaxed) => given
+                .strip_prefix(b"Bearer ")
+                .is_some_and(|g| g == token.as_bytes()),
+            _ => false,
+        }
+    }
+
     async fn route(self, req: AdminRequest) -> AdminResponse {
         let path = req.target.split('?').next().unwrap_or("").to_owned();
+        let st = &self.state;
+        if !self.authorized(&req) {
+            st.audit.record(
+                req.peer,
+                req.method,
+                &req.target,
+                "refused: not loopback and no valid token",
+            );
+            return json_response(
+                403,
+                &json!({ "error": "mutating admin calls need a loopback peer or the admin token" }),
+            );
+        }
+        let resp = self.dispatch(&req, &path).await;
+        if !matches!(req.method, "GET" | "HEAD") {
+            st.audit.record(
+                req.peer,
+                req.method,
+                &req.target,
+                &format!("status {}", resp.status),
+            );
+        }
+        resp
+    }
+
+    async fn dispatch(&self, req: &AdminRequest, path: &str) -> AdminResponse {
+        let st = &self.state;
+        let sup = &st.supervisor;
+        let body = std::str::from_utf8(&req.body)
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
+        let word = serde_json::from_slice::<serde_json::Value>(&req.body)
+            .ok()
+            .and_then(|v| {
+                v.as_object().and_then(|o| {
+                    o.values()
+                        .next()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                })
+            })
+            .unwrap_or_else(|| body.to_owned());
+        match (req.method, path) {
+            ("GET", "/health") => json_response(200, &sup.health_json()),
+            ("GET", "/metrics") => AdminResponse {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: Bytes::from(sup.metrics.render()),
+            },
+            ("GET", "/admin/events") => {
+                json_response(200, &json!({ "events": sup.timeline.list() }))
+            }
+            ("GET", "/admin/route") => {
+                let (route, mode) = sup.route();
+                json_response(
+                    200,
+                    &json!({ "route": route.as_str(), "mode": format!("{mode:?}") }),
+                )
+            }
+            ("POST", "/admin/route") => {
+                let mode = match word.as_str() {
+                    "primary" => Mode::Forced(Route::Primary),
+                    "fallback" => Mode::Forced(Route::Fallback),
+                    "auto" => Mode::Auto,
+                    other => {
+                        return json_response(
+                            400,
+                            &json!({ "error": format!("route {other:?}: give primary, fallback or auto") }),
+                        )
+                    }
+                };
+                let route = sup.set_route_mode(mode);
+                sup.timeline.push(
+                    "admin_call",
+                    &word,
+                    &format!("route {word}"),
+                    &format!("route {}", route.as_str()),
+                );
+                json_response(200, &json!({ "route": route.as_str(), "mode": word }))
+            }
+            ("POST", "/admin/dataplane") => match word.as_str() {
+                "kernel" | "auto" => json_response(
+                    200,
+                    &json!({ "dataplane": BACKEND_EPOLL, "requested": word }),
+                ),
+                "dpdk" => json_response(
+                    409,
+                    &json!({ "error": "this build has no DPDK support; serving on kernel networking", "dataplane": BACKEND_EPOLL }),
+                ),
+                other => json_response(
+                    400,
+                    &json!({ "error": format!("dataplane {other:?}: give kernel, dpdk or auto") }),
+                ),
+            },
+            ("POST", "/admin/config/reload") => match (st.reload)() {
+                Ok(applied) => {
+                    sup.timeline
+                        .push("admin_call", "config reload", "apply new config", &applied);
+                    json_response(200, &json!({ "reloaded": true, "applied": applied }))
+                }
+                Err(e) => {
+                    sup.timeline
+                        .push("admin_call", "config reload", "keep running config", &e);
+                    json_response(422, &json!({ "reloaded": false, "error": e }))
+                }
+            },
+            ("POST", "/admin/security/isolate") => {
+                st.isolated.store(true, Ordering::Relaxed);
+                sup.status.set_log_requests(true);
+                sup.timeline.push(
+                    "admin_call",
+                    "security incident",
+                    "isolate: log every request, admin from loopback only",
+                    "ok",
+                );
+                json_response(200, &json!({ "isolated": true }))
+            }
+            ("POST", "/admin/security/normal") => {
+                st.isolated.store(false, Ordering::Relaxed);
+                sup.status.set_log_requests(false);
+                sup.timeline
+                    .push("admin_call", "security normal", "end isolation", "ok");
+                json_response(200, &json!({ "isolated": false }))
+            }
+            _ => {
+                self.clone()
+                    .cache_and_config(req.clone(), path.to_owned())
+                    .await
+            }
+        }
+    }
+
+    async fn cache_and_config(self, req: AdminRequest, path: String) -> AdminResponse {
         let st = &self.state;
         match (req.method, path.as_str()) {
             ("GET", "/admin/config") => AdminResponse {
@@ -176,6 +345,15 @@ impl Admin {
 }
 
 const ENDPOINTS: &[&str] = &[
+    "GET /health",
+    "GET /metrics",
+    "GET /admin/events",
+    "GET /admin/route",
+    "POST /admin/route",
+    "POST /admin/dataplane",
+    "POST /admin/config/reload",
+    "POST /admin/security/isolate",
+    "POST /admin/security/normal",
     "GET /admin/config",
     "GET /admin/ready",
     "GET /admin/cache",

@@ -107,7 +107,7 @@ async fn handle(
         "/health/live" if probe => text(StatusCode::OK, "live\n"),
         "/health/ready" if probe && status.is_ready() => text(StatusCode::OK, "ready\n"),
         "/health/ready" if probe => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        p if p == "/admin" || p.starts_with("/admin/") => {
+        p if p == "/admin" || p.starts_with("/admin/") || p == "/health" || p == "/metrics" => {
             let method = match *req.method() {
                 Method::GET => "GET",
                 Method::HEAD => "HEAD",
@@ -121,6 +121,10 @@ async fn handle(
                 .uri()
                 .path_and_query()
                 .map_or(path.clone(), |pq| pq.to_string());
+            let authorization = req
+                .headers()
+                .get("authorization")
+                .map(|v| Bytes::copy_from_slice(v.as_bytes()));
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => {
@@ -135,6 +139,7 @@ async fn handle(
                     method,
                     target,
                     peer: peer.ip(),
+                    authorization,
                     body,
                 })
                 .await;

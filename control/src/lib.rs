@@ -11,4 +11,11 @@
 
 pub mod admin;
 pub mod api;
+pub mod checks;
+pub mod client;
+pub mod memory;
+pub mod metrics;
+pub mod policy;
 pub mod revalidate;
+pub mod supervisor;
+pub mod timeline;

@@ -17,6 +17,8 @@ pub struct AdminRequest {
     pub target: String,
     /// The peer's address, for the audit trail.
     pub peer: std::net::IpAddr,
+    /// The `Authorization` field, for bearer tokens.
+    pub authorization: Option<Bytes>,
     /// The request body, fully read.
     pub body: Bytes,
 }

@@ -14,7 +14,7 @@ pub mod admin;
 pub mod cache;
 pub mod driver;
 pub mod http;
-pub mod stats;
 pub mod proxy;
+pub mod stats;
 pub mod status;
 pub mod upstream;

@@ -22,7 +22,8 @@ pub enum CacheResult {
 
 impl CacheResult {
     /// All results, in the order of [`CoreStats::cache`].
-    pub const ALL: [CacheResult; 5] = [Self::Hit, Self::Miss, Self::Stale, Self::Bypass, Self::None];
+    pub const ALL: [CacheResult; 5] =
+        [Self::Hit, Self::Miss, Self::Stale, Self::Bypass, Self::None];
 
     /// The label used in metrics.
     pub fn label(self) -> &'static str {
@@ -67,7 +68,8 @@ pub struct CoreStats {
 impl Default for CoreStats {
     fn default() -> Self {
         Self {
-            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("valid histogram bounds"),
             requests: 0,
             status_classes: [0; 5],
             cache: [0; 5],
@@ -79,12 +81,16 @@ impl Default for CoreStats {
 impl CoreStats {
     /// Records one response.
     pub fn record(&mut self, c: &Completion) {
-        self.latency_us.saturating_record((c.latency.as_micros() as u64).max(1));
+        self.latency_us
+            .saturating_record((c.latency.as_micros() as u64).max(1));
         self.requests += 1;
         if (100..600).contains(&c.status) {
             self.status_classes[usize::from(c.status / 100 - 1)] += 1;
         }
-        let i = CacheResult::ALL.iter().position(|r| *r == c.cache).unwrap_or(4);
+        let i = CacheResult::ALL
+            .iter()
+            .position(|r| *r == c.cache)
+            .unwrap_or(4);
         self.cache[i] += 1;
         self.upstream_errors += u64::from(c.upstream_error);
     }
@@ -104,7 +110,10 @@ impl CoreStats {
 
     /// Hands the numbers so far over and starts afresh (the swap).
     pub fn take(&mut self) -> CoreStats {
-        let fresh = CoreStats { latency_us: Histogram::new_from(&self.latency_us), ..CoreStats::default() };
+        let fresh = CoreStats {
+            latency_us: Histogram::new_from(&self.latency_us),
+            ..CoreStats::default()
+        };
         std::mem::replace(self, fresh)
     }
 
@@ -127,7 +136,12 @@ mod tests {
     use super::*;
 
     fn done(ms: u64, status: u16) -> Completion {
-        Completion { latency: Duration::from_millis(ms), status, cache: CacheResult::Miss, upstream_error: false }
+        Completion {
+            latency: Duration::from_millis(ms),
+            status,
+            cache: CacheResult::Miss,
+            upstream_error: false,
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub struct DataplaneStatus {
     serving: AtomicBool,
     draining: AtomicBool,
     fallback: AtomicBool,
+    log_requests: AtomicBool,
 }
 
 impl DataplaneStatus {
@@ -49,7 +50,18 @@ impl DataplaneStatus {
 
     /// Sends new upstream requests to `route`.
     pub fn set_route(&self, route: Route) {
-        self.fallback.store(route == Route::Fallback, Ordering::Release);
+        self.fallback
+            .store(route == Route::Fallback, Ordering::Release);
+    }
+
+    /// Logs every request (security isolation) or stops.
+    pub fn set_log_requests(&self, on: bool) {
+        self.log_requests.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether every request is logged.
+    pub fn log_requests(&self) -> bool {
+        self.log_requests.load(Ordering::Relaxed)
     }
 
     /// Where new upstream requests go.
@@ -64,4 +76,3 @@ impl DataplaneStatus {
 
 /// The label of a data-plane backend, as `/health` and metrics show it.
 pub const BACKEND_EPOLL: &str = "epoll";
-

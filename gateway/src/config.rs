@@ -52,6 +52,62 @@ pub struct Config {
     pub upstream: Upstreams,
     /// The response cache.
     pub cache: CacheSection,
+    /// The runbook's thresholds.
+    pub control: ControlSection,
+    /// Audit and isolation.
+    pub security: SecuritySection,
+}
+
+/// `[control]`: when the control plane acts (runbook defaults).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSection {
+    /// Time between control rounds, in milliseconds. Default 250.
+    pub interval_ms: u64,
+    /// P99 latency above which the primary is slow, in milliseconds.
+    /// Default 10.
+    pub p99_threshold_ms: u64,
+    /// How long P99 must stay above it before a divert, in milliseconds.
+    /// Default 30000.
+    pub p99_window_ms: u64,
+    /// Error share (0.0–1.0) above which the primary is failing. Default 0.10.
+    pub error_rate_threshold: f64,
+    /// How long the error rate must stay above it, in milliseconds. Default 5000.
+    pub error_window_ms: u64,
+    /// Requests per second below which P99 and errors are not judged. Default 20.
+    pub min_requests: u64,
+    /// How long the primary must be healthy before failing back, in
+    /// milliseconds. Default 30000.
+    pub failback_hold_ms: u64,
+    /// Memory limit in bytes; 0 reads the cgroup's (v2, then v1). Default 0.
+    pub memory_limit_bytes: u64,
+    /// Time between background cache verifies, in milliseconds. Default 60000.
+    pub verify_interval_ms: u64,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        Self {
+            interval_ms: 250,
+            p99_threshold_ms: 10,
+            p99_window_ms: 30_000,
+            error_rate_threshold: 0.10,
+            error_window_ms: 5_000,
+            min_requests: 20,
+            failback_hold_ms: 30_000,
+            memory_limit_bytes: 0,
+            verify_interval_ms: 60_000,
+        }
+    }
+}
+
+/// `[security]`: the audit trail.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// File the audit log (JSON lines) is appended to; empty logs it to
+    /// stderr. Default empty.
+    pub audit_log: String,
 }
 
 /// `[cache]`: the shared response cache.
@@ -137,12 +193,16 @@ impl Default for ApiGateway {
 pub struct AdminSection {
     /// Address of the admin port. Default `127.0.0.1:8081`.
     pub listen: SocketAddr,
+    /// Bearer token that allows mutating admin calls from non-loopback
+    /// peers; empty allows loopback only. Default empty.
+    pub token: String,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            token: String::new(),
         }
     }
 }
@@ -184,6 +244,19 @@ pub struct UpstreamGroup {
     pub idle_timeout_ms: u64,
     /// Most idle keep-alive connections kept per server and core. Default 64.
     pub max_idle_per_core: usize,
+    /// Path of the active health check. Default `/health`.
+    pub health_path: String,
+    /// Time between health checks, in milliseconds. Default 1000.
+    pub health_interval_ms: u64,
+    /// Time allowed per health check, in milliseconds. Default 500.
+    pub health_timeout_ms: u64,
+    /// Passing checks in a row that re-admit a server. Default 2.
+    pub rise: u32,
+    /// Failing checks in a row that eject a server. Default 2.
+    pub fall: u32,
+    /// Connect failures in a row after which the data plane ejects a
+    /// server until its checks pass again. Default 2.
+    pub eject_after_failures: u32,
 }
 
 impl UpstreamGroup {
@@ -194,6 +267,12 @@ impl UpstreamGroup {
             response_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
             max_idle_per_core: 64,
+            health_path: "/health".to_owned(),
+            health_interval_ms: 1000,
+            health_timeout_ms: 500,
+            rise: 2,
+            fall: 2,
+            eject_after_failures: 2,
         }
     }
 }
@@ -290,6 +369,29 @@ impl Config {
         }
         if self.cache.max_object_bytes > self.cache.max_bytes {
             return invalid("cache.max_object_bytes", "must not exceed cache.max_bytes");
+        }
+        if !(0.0..=1.0).contains(&self.control.error_rate_threshold) {
+            return invalid(
+                "control.error_rate_threshold",
+                "must be between 0.0 and 1.0",
+            );
+        }
+        if self.control.interval_ms == 0 || self.control.verify_interval_ms == 0 {
+            return invalid("control.interval_ms", "intervals must be above 0");
+        }
+        for (key, path) in [
+            (
+                "upstream.primary.health_path",
+                &self.upstream.primary.health_path,
+            ),
+            (
+                "upstream.fallback.health_path",
+                &self.upstream.fallback.health_path,
+            ),
+        ] {
+            if !path.starts_with('/') {
+                return invalid(key, "must start with /");
+            }
         }
         if self.upstream.primary.servers.is_empty() {
             return invalid(
@@ -393,6 +495,16 @@ mod tests {
                 "cache.max_object_bytes",
             ),
             ("[cache]\nsnapshot_dir = 5\n", "cache.snapshot_dir"),
+            (
+                "[control]\nerror_rate_threshold = 3.0\n",
+                "control.error_rate_threshold",
+            ),
+            ("[control]\np99_threshold = 3\n", "p99_threshold"),
+            (
+                "[upstream.fallback]\nhealth_path = \"health\"\n",
+                "upstream.fallback.health_path",
+            ),
+            ("[security]\naudit_log = 1\n", "security.audit_log"),
             ("[api_gateway\n", "line 1"),
         ];
         for (text, key) in table {

@@ -5,17 +5,24 @@ mod config;
 
 use anyhow::Context;
 use clap::Parser;
-use config::{ms, Config};
-use std::path::PathBuf;
+use config::{ms, Config, ControlSection, UpstreamGroup};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use ultragate_control::admin::{Admin, AdminState};
 use ultragate_control::api::AdminServer;
+use ultragate_control::checks::{self, CheckConfig};
+use ultragate_control::policy::Thresholds;
+use ultragate_control::supervisor::{Group, Supervisor, SupervisorConfig};
+use ultragate_control::timeline::{Audit, Timeline};
 use ultragate_dataplane::cache::{snapshot, Cache, CacheConfig};
-use ultragate_dataplane::driver::epoll::{Dataplane, DriverConfig};
+use ultragate_dataplane::driver::epoll::{Dataplane, DriverConfig, Shared};
 use ultragate_dataplane::http::request::RequestLimits;
 use ultragate_dataplane::proxy::EngineConfig;
 use ultragate_dataplane::status::DataplaneStatus;
+use ultragate_dataplane::upstream::health::GroupHealth;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -80,7 +87,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             "api_gateway.enable_dpdk = true, but this build has no DPDK support; serving on kernel networking (epoll)"
         );
     }
-    let primary = &cfg.upstream.primary;
+    let (primary, fallback) = (&cfg.upstream.primary, &cfg.upstream.fallback);
     let engine = Arc::new(EngineConfig {
         limits: RequestLimits {
             max_header_bytes: cfg.api_gateway.max_header_bytes,
@@ -91,7 +98,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         keepalive_timeout: ms(cfg.api_gateway.keepalive_timeout_ms),
         connect_timeout: ms(primary.connect_timeout_ms),
         response_timeout: ms(primary.response_timeout_ms),
-        connect_attempts: primary.servers.len(),
+        // Every primary server once, then the fallback as the last resort.
+        connect_attempts: primary.servers.len() + 1,
         default_host: primary.servers[0].to_string(),
         coalesce_wait: ms(cfg.cache.coalesce_wait_ms),
         epoch: (std::time::Instant::now(), std::time::SystemTime::now()),
@@ -100,9 +108,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         listen: cfg.api_gateway.listen,
         cores: cfg.data_cores(),
         upstreams: primary.servers.clone(),
+        fallback: fallback.servers.clone(),
         upstream_idle_timeout: ms(primary.idle_timeout_ms),
         upstream_max_idle: primary.max_idle_per_core,
         drain_timeout: ms(cfg.api_gateway.drain_timeout_ms),
+        stats_interval: ms(cfg.control.interval_ms),
     };
 
     let status = Arc::new(DataplaneStatus::default());
@@ -120,7 +130,66 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Err(e) => tracing::warn!(error = %e, "cache not restored; starting empty"),
         }
     }
+    let group = |g: &UpstreamGroup| Group {
+        servers: g.servers.clone(),
+        health: Arc::new(GroupHealth::new(g.servers.len(), g.eject_after_failures)),
+        fast: Arc::new(AtomicBool::new(true)),
+    };
+    let (primary_group, fallback_group) = (group(primary), group(fallback));
+    let checks = [
+        ("primary", primary, &primary_group),
+        ("fallback", fallback, &fallback_group),
+    ]
+    .map(|(name, g, grp)| {
+        let cfg = CheckConfig {
+            group: name,
+            servers: g.servers.clone(),
+            path: g.health_path.clone(),
+            interval: ms(g.health_interval_ms),
+            timeout: ms(g.health_timeout_ms),
+            rise: g.rise,
+            fall: g.fall,
+            slow: ms(cfg.control.p99_threshold_ms),
+        };
+        (cfg, grp.health.clone(), grp.fast.clone())
+    });
+    let shared_health = (primary_group.health.clone(), fallback_group.health.clone());
+    let timeline = Arc::new(Timeline::default());
+    let supervisor = Arc::new(Supervisor::new(
+        SupervisorConfig {
+            interval: ms(cfg.control.interval_ms),
+            thresholds: thresholds(&cfg.control),
+            memory_limit_bytes: cfg.control.memory_limit_bytes,
+            verify_interval: ms(cfg.control.verify_interval_ms),
+            snapshot_dir: cfg.cache.snapshot_dir.clone(),
+        },
+        status.clone(),
+        cache.clone(),
+        primary_group,
+        fallback_group,
+        timeline.clone(),
+    ));
+    let audit_path =
+        (!cfg.security.audit_log.is_empty()).then(|| PathBuf::from(&cfg.security.audit_log));
+    let audit = Audit::open(audit_path.as_deref())
+        .with_context(|| format!("security.audit_log {:?}", cfg.security.audit_log))?;
+    let reload = {
+        let (path, running, sup) = (
+            cli.config.clone(),
+            Arc::new(Mutex::new(cfg.clone())),
+            supervisor.clone(),
+        );
+        Arc::new(move || reload_config(path.as_deref(), &running, &sup))
+    };
     let admin = Arc::new(Admin::new(AdminState {
+        supervisor: supervisor.clone(),
+        audit,
+        token: (!cfg.admin.token.is_empty()).then(|| cfg.admin.token.clone()),
+        isolated: AtomicBool::new(false),
+        reload: Box::new({
+            let reload = reload.clone();
+            move || reload()
+        }),
         status: status.clone(),
         config_toml: toml::to_string_pretty(&cfg).unwrap_or_default(),
         cache: cache.clone(),
@@ -135,11 +204,27 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .context("cannot start the control runtime")?;
     let server = AdminServer::bind(cfg.admin.listen, status.clone(), admin.clone())?;
     tracing::info!(addr = %cfg.admin.listen, "admin API listening");
-    let dataplane = Dataplane::start(driver, engine, status.clone(), cache.clone(), admin)?;
+    let (stats_tx, stats_rx) = std::sync::mpsc::channel();
+    let dataplane = Dataplane::start(
+        driver,
+        engine,
+        Shared {
+            status: status.clone(),
+            cache: cache.clone(),
+            admin,
+            primary: shared_health.0,
+            fallback: shared_health.1,
+            stats: stats_tx,
+        },
+    )?;
 
     let sweeper = cache.clone();
     control.block_on(async move {
         tokio::spawn(server.run());
+        tokio::spawn(supervisor.run(stats_rx));
+        for (cfg, health, fast) in checks {
+            tokio::spawn(checks::run(cfg, health, fast, timeline.clone()));
+        }
         if let Some(cache) = sweeper {
             // Apply lazy purges in the background.
             tokio::spawn(async move {
@@ -151,7 +236,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 }
             });
         }
-        wait_for_shutdown().await
+        wait_for_shutdown(&*reload).await
     })?;
     tracing::info!(
         drain_timeout_ms = cfg.api_gateway.drain_timeout_ms,
@@ -171,14 +256,72 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn wait_for_shutdown() -> anyhow::Result<()> {
+fn thresholds(c: &ControlSection) -> Thresholds {
+    Thresholds {
+        p99: ms(c.p99_threshold_ms),
+        p99_window: ms(c.p99_window_ms),
+        error_rate: c.error_rate_threshold,
+        error_window: ms(c.error_window_ms),
+        min_requests: c.min_requests,
+        failback_hold: ms(c.failback_hold_ms),
+    }
+}
+
+/// Reads the config file again; applies `[control]` at once, and names
+/// the sections whose changes need a restart. A bad file changes nothing.
+fn reload_config(
+    path: Option<&Path>,
+    running: &Mutex<Config>,
+    sup: &Supervisor,
+) -> Result<String, String> {
+    let path = path.ok_or("started without a config file: nothing to reload")?;
+    let new = Config::load(path).map_err(|e| e.to_string())?;
+    let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
+    sup.reload(thresholds(&new.control), new.control.memory_limit_bytes);
+    let old = running.clone();
+    let mut restart = Vec::new();
+    if new.api_gateway != old.api_gateway {
+        restart.push("[api_gateway]");
+    }
+    if new.admin != old.admin {
+        restart.push("[admin]");
+    }
+    if new.upstream != old.upstream {
+        restart.push("[upstream]");
+    }
+    if new.cache != old.cache {
+        restart.push("[cache]");
+    }
+    if new.security != old.security {
+        restart.push("[security]");
+    }
+    running.control = new.control;
+    Ok(if restart.is_empty() {
+        "applied [control]".to_owned()
+    } else {
+        format!(
+            "applied [control]; these need a restart: {}",
+            restart.join(", ")
+        )
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT; SIGHUP reloads the config.
+async fn wait_for_shutdown(
+    reload: &(dyn Fn() -> Result<String, String> + Send + Sync),
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }
+            _ = int.recv() => { tracing::info!("SIGINT received"); return Ok(()); }
+            _ = hup.recv() => match reload() {
+                Ok(applied) => tracing::info!(applied, "SIGHUP: config reloaded"),
+                Err(error) => tracing::error!(error, "SIGHUP: config not reloaded; the running config stays"),
+            },
+        }
     }
-    Ok(())
 }

@@ -23,7 +23,10 @@ fn post(url: &str) -> (u16, serde_json::Value) {
     let out = curl(&["-X", "POST", "-w", "\n%{http_code}", url]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[test]
@@ -58,25 +61,61 @@ fn runbook_cache_commands_work_as_written() {
 
     // The runbook's commands hit the data port from loopback.
     let (code, v) = post(&gw.url("/admin/cache/verify"));
-    assert_eq!((code, v["checked"].as_u64(), v["corrupt"].as_u64()), (200, Some(1), Some(0)), "{v}");
+    assert_eq!(
+        (code, v["checked"].as_u64(), v["corrupt"].as_u64()),
+        (200, Some(1), Some(0)),
+        "{v}"
+    );
     assert!(v["duration_ms"].as_f64().is_some());
     let (code, v) = post(&gw.url("/admin/cache/snapshot"));
     assert_eq!((code, v["entries"].as_u64()), (200, Some(1)), "{v}");
     let (code, v) = post(&gw.url("/admin/cache/clear"));
     assert_eq!((code, v["cleared"].as_u64()), (200, Some(1)), "{v}");
-    assert_eq!(header(&curl(&["-i", &url]), "x-cache").as_deref(), Some("MISS"));
+    assert_eq!(
+        header(&curl(&["-i", &url]), "x-cache").as_deref(),
+        Some("MISS")
+    );
     post(&gw.url("/admin/cache/clear"));
     let (code, v) = post(&gw.url("/admin/cache/restore"));
-    assert_eq!((code, v["restored"].as_u64(), v["skipped"].as_u64()), (200, Some(1), Some(0)), "{v}");
-    assert_eq!(header(&curl(&["-i", &url]), "x-cache").as_deref(), Some("HIT"));
+    assert_eq!(
+        (code, v["restored"].as_u64(), v["skipped"].as_u64()),
+        (200, Some(1), Some(0)),
+        "{v}"
+    );
+    assert_eq!(
+        header(&curl(&["-i", &url]), "x-cache").as_deref(),
+        Some("HIT")
+    );
     let (code, v) = post(&gw.url("/admin/data/verify"));
-    assert_eq!((code, v["checked"].as_u64(), v["changed"].as_u64()), (200, Some(1), Some(0)), "{v}");
+    assert_eq!(
+        (code, v["checked"].as_u64(), v["changed"].as_u64()),
+        (200, Some(1), Some(0)),
+        "{v}"
+    );
 
-    let out = curl(&["-X", "POST", "-d", "{\"prefix\":\"/doc\"}", &format!("{admin}/admin/cache/purge")]);
+    let out = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "{\"prefix\":\"/doc\"}",
+        &format!("{admin}/admin/cache/purge"),
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["action"], "purge", "{v}");
-    assert_eq!(header(&curl(&["-i", &url]), "x-cache").as_deref(), Some("MISS"));
-    assert_eq!(status(&["-X", "POST", "-d", "{\"nonsense\":1}", &format!("{admin}/admin/cache/purge")]), 400);
+    assert_eq!(
+        header(&curl(&["-i", &url]), "x-cache").as_deref(),
+        Some("MISS")
+    );
+    assert_eq!(
+        status(&[
+            "-X",
+            "POST",
+            "-d",
+            "{\"nonsense\":1}",
+            &format!("{admin}/admin/cache/purge")
+        ]),
+        400
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -86,22 +125,43 @@ fn data_verify_evicts_what_changed_at_the_origin() {
     let gw = Gateway::start(&[origin], "", "");
     let url = gw.url("/v?cache=max-age%3D600");
     curl(&[&url]);
-    assert_eq!(header(&curl(&["-i", &url]), "x-cache").as_deref(), Some("HIT"));
+    assert_eq!(
+        header(&curl(&["-i", &url]), "x-cache").as_deref(),
+        Some("HIT")
+    );
     // The origin is redeployed with different content.
     drop(o);
     let _o2 = {
         let child = std::process::Command::new(bench_bin())
-            .args(["origin", "--listen", &origin.to_string(), "--body-size", "50"])
+            .args([
+                "origin",
+                "--listen",
+                &origin.to_string(),
+                "--body-size",
+                "50",
+            ])
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
         wait_listening(origin, "restarted origin");
-        Proc { child, name: "origin" }
+        Proc {
+            child,
+            name: "origin",
+        }
     };
     let (code, v) = post(&gw.url("/admin/data/verify"));
-    assert_eq!((code, v["changed"].as_u64(), v["evicted"].as_u64()), (200, Some(1), Some(1)), "{v}");
+    assert_eq!(
+        (code, v["changed"].as_u64(), v["evicted"].as_u64()),
+        (200, Some(1), Some(1)),
+        "{v}"
+    );
     let out = curl(&["-i", &url]);
-    assert_eq!(header(&out, "x-cache").as_deref(), Some("MISS"));
+    assert_eq!(
+        header(&out, "x-cache").as_deref(),
+        Some("MISS"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).ends_with(&format!("\r\n\r\n{}", "x".repeat(50))));
 }
 
@@ -109,7 +169,9 @@ fn data_verify_evicts_what_changed_at_the_origin() {
 fn snapshot_on_shutdown_and_restore_on_start() {
     let (_o, origin) = origin(&[]);
     let dir = snapshot_dir("restart");
-    let cache = format!("[cache]\nsnapshot_dir = \"{dir}\"\nsnapshot_on_shutdown = true\nrestore_on_start = true");
+    let cache = format!(
+        "[cache]\nsnapshot_dir = \"{dir}\"\nsnapshot_on_shutdown = true\nrestore_on_start = true"
+    );
     let mut gw = Gateway::start(&[origin], "", &cache);
     let url_path = "/kept?size=10&cache=max-age%3D600";
     curl(&[&gw.url(url_path)]);

@@ -145,6 +145,7 @@ pub struct Cache {
     newest_ban: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
     inserts: AtomicBool,
+    bypass: AtomicBool,
 }
 
 impl Cache {
@@ -161,6 +162,7 @@ impl Cache {
             newest_ban: AtomicU64::new(0),
             hasher: Default::default(),
             inserts: AtomicBool::new(true),
+            bypass: AtomicBool::new(false),
         }
     }
 
@@ -187,6 +189,35 @@ impl Cache {
     /// Turns storing on or off (memory pressure stops inserts).
     pub fn set_inserts(&self, on: bool) {
         self.inserts.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether storing is on.
+    pub fn inserts_enabled(&self) -> bool {
+        self.inserts.load(Ordering::Relaxed)
+    }
+
+    /// Stops (or resumes) answering from the cache and storing into it,
+    /// while its integrity is in doubt: requests get `X-Cache: BYPASS`.
+    pub fn set_bypass(&self, on: bool) {
+        self.bypass.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the cache is bypassed.
+    pub fn bypassed(&self) -> bool {
+        self.bypass.load(Ordering::Relaxed)
+    }
+
+    /// Evicts, by the usual policy, until at most `target` bytes are held.
+    /// Returns the bytes freed.
+    pub fn shrink_to(&self, target: u64) -> u64 {
+        let before = self.bytes();
+        let mut q = self.queues();
+        while self.bytes.load(Ordering::Relaxed) > target
+            && (!q.small.is_empty() || !q.main.is_empty())
+        {
+            self.evict_one(&mut q);
+        }
+        before.saturating_sub(self.bytes())
     }
 
     fn queues(&self) -> MutexGuard<'_, Queues> {

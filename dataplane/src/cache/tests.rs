@@ -327,3 +327,17 @@ fn bad_records_are_skipped_and_counted() {
     assert!(snapshot::restore(&restored, &snapdir("none")).is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn shrink_evicts_down_to_the_target() {
+    let c = cache(1 << 20);
+    for i in 0..100 {
+        put(&c, &format!("/s/{i}"), &[b'x'; 1000]);
+    }
+    let before = c.bytes();
+    let freed = c.shrink_to(before / 2);
+    assert!(
+        c.bytes() <= before / 2 && freed >= before / 2 - 2000,
+        "{before} {freed}"
+    );
+}

@@ -96,18 +96,28 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Binds one listener per core and starts the data threads.
-    pub fn start(cfg: DriverConfig, engine: Arc<EngineConfig>, shared: Shared) -> Result<Self, DriverError> {
+    pub fn start(
+        cfg: DriverConfig,
+        engine: Arc<EngineConfig>,
+        shared: Shared,
+    ) -> Result<Self, DriverError> {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let first = bind_reuseport(cfg.listen)?;
-        let local_addr = first.local_addr().map_err(|source| DriverError::Bind { addr: cfg.listen, source })?;
+        let local_addr = first.local_addr().map_err(|source| DriverError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
         let mut listeners = vec![first];
         for _ in 1..cfg.cores.len().max(1) {
             listeners.push(bind_reuseport(local_addr)?);
         }
         let mut threads = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
-            let core = cfg.cores.get(i).and_then(|id| cores.iter().find(|c| c.id == *id).copied());
+            let core = cfg
+                .cores
+                .get(i)
+                .and_then(|id| cores.iter().find(|c| c.id == *id).copied());
             let setup = CoreSetup {
                 cfg: cfg.clone(),
                 engine: engine.clone(),
@@ -122,7 +132,11 @@ impl Dataplane {
         }
         shared.status.set_serving(true);
         tracing::info!(backend = BACKEND_EPOLL, %local_addr, cores = ?cfg.cores, "data plane serving");
-        Ok(Self { threads, shutdown, local_addr })
+        Ok(Self {
+            threads,
+            shutdown,
+            local_addr,
+        })
     }
 
     /// The address the data port is bound to.
@@ -198,7 +212,9 @@ impl CoreCtx {
     /// route says so, or when every primary attempt is used up.
     fn group(&self, attempt: usize) -> Group {
         let primaries = self.primary.borrow().len();
-        if self.has_fallback && (self.shared.status.route() == Route::Fallback || attempt >= primaries) {
+        if self.has_fallback
+            && (self.shared.status.route() == Route::Fallback || attempt >= primaries)
+        {
             Group::Fallback
         } else {
             Group::Primary
@@ -206,13 +222,20 @@ impl CoreCtx {
     }
 }
 
-fn run_core(core: Option<core_affinity::CoreId>, listener: std::net::TcpListener, setup: CoreSetup) {
+fn run_core(
+    core: Option<core_affinity::CoreId>,
+    listener: std::net::TcpListener,
+    setup: CoreSetup,
+) {
     if let Some(core) = core {
         if !core_affinity::set_for_current(core) {
             tracing::warn!(core = core.id, "could not pin data thread");
         }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the data thread's runtime");
@@ -349,7 +372,6 @@ async fn serve(
     );
     let mut upstream: Option<((Group, usize), TcpStream)> = None;
     let mut connecting: Option<((Group, usize), Connecting)> = None;
-    let mut attempt = 0usize;
     let mut admin_call: Option<AdminCall> = None;
     let mut buf = vec![0u8; READ_BUF];
     let mut draining = *shutdown.borrow();
@@ -359,21 +381,24 @@ async fn serve(
     loop {
         while let Some(action) = conn.poll_action() {
             match action {
-                Action::Connect { fresh } => {
+                Action::Connect { fresh, attempt } => {
                     upstream = None;
                     connecting = None;
-                    attempt = if fresh { attempt + 1 } else { 0 };
                     let now = Instant::now();
                     let group = ctx.group(attempt);
                     let health = ctx.health(group);
-                    let checkout = ctx.pool(group).borrow_mut().checkout(now, fresh, idle_conn_alive, |i| health.is_healthy(i));
+                    let checkout =
+                        ctx.pool(group)
+                            .borrow_mut()
+                            .checkout(now, fresh, idle_conn_alive, |i| health.is_healthy(i));
                     match checkout {
                         Checkout::Reused { server, conn: s } => {
                             upstream = Some(((group, server), s));
                             conn.upstream_connected(now, true);
                         }
                         Checkout::Connect { server, addr } => {
-                            connecting = Some(((group, server), Box::pin(TcpStream::connect(addr))));
+                            connecting =
+                                Some(((group, server), Box::pin(TcpStream::connect(addr))));
                         }
                     }
                 }
@@ -381,7 +406,9 @@ async fn serve(
                     connecting = None;
                     if let Some(((group, server), s)) = upstream.take() {
                         if reuse {
-                            ctx.pool(group).borrow_mut().checkin(server, s, Instant::now());
+                            ctx.pool(group)
+                                .borrow_mut()
+                                .checkin(server, s, Instant::now());
                         }
                     }
                 }
@@ -390,6 +417,16 @@ async fn serve(
         }
         while let Some(done) = conn.poll_completion() {
             ctx.stats.borrow_mut().record(&done);
+            if ctx.shared.status.log_requests() {
+                tracing::info!(
+                    target: "ultragate::access",
+                    %peer,
+                    status = done.status,
+                    latency_us = done.latency.as_micros() as u64,
+                    cache = done.cache.label(),
+                    "request"
+                );
+            }
         }
         if conn.is_finished() {
             break;

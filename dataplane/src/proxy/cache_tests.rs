@@ -320,7 +320,7 @@ fn stale_while_revalidate_answers_stale_and_refreshes_behind() {
     );
     assert_eq!(
         actions(&mut c),
-        ["Connect { fresh: false }"],
+        ["Connect { fresh: false, attempt: 0 }"],
         "refresh in the background"
     );
     c.upstream_connected(t1, false);
@@ -370,7 +370,10 @@ fn concurrent_misses_cause_one_fetch() {
     let mut second = conn(&cache, t0);
     first.recv_client(t0, GET.as_bytes());
     second.recv_client(t0, GET.as_bytes());
-    assert_eq!(actions(&mut first), ["Connect { fresh: false }"]);
+    assert_eq!(
+        actions(&mut first),
+        ["Connect { fresh: false, attempt: 0 }"]
+    );
     assert!(actions(&mut second).is_empty(), "the second miss waits");
     let poll = second.timeout().unwrap();
     assert!(poll <= t0 + Duration::from_millis(1));

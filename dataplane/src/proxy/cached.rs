@@ -70,7 +70,7 @@ pub(super) fn decide(
         authorization,
         url_len,
     };
-    if !matches!(head.method, Method::Get | Method::Head) {
+    if !matches!(head.method, Method::Get | Method::Head) || cache.bypassed() {
         return (Decision::Bypass, facts);
     }
     let decision = match cache.lookup(key, url_len, head.headers) {
@@ -202,6 +202,9 @@ impl CacheFetch {
 
     /// Starts collecting a response for the cache if it may be stored.
     pub fn begin_store(&mut self, resp: &ResponseHead<'_, '_>, now_wall: SystemTime) {
+        if self.cache.bypassed() {
+            return;
+        }
         let cc = CacheControl::parse(resp.headers);
         let get = self.method == Method::Get;
         if rules::storable(

@@ -89,6 +89,9 @@ pub enum Action {
     Connect {
         /// A new connection is required (a retry or a next server).
         fresh: bool,
+        /// Which try of this request it is: 0 first; each failed server
+        /// adds one (a retry after the keep-alive race does not).
+        attempt: usize,
     },
     /// Detach the upstream connection: back to the pool when `reuse`,
     /// closed otherwise.
@@ -110,7 +113,7 @@ enum Phase {
     Wait { poll_at: Instant },
     /// Reading an admin call's body, then waiting for its answer.
     Admin {
-        req: Option<AdminRequest>,
+        req: Option<Box<AdminRequest>>,
         body: BytesMut,
         reader: BodyReader,
         head_only: bool,
@@ -293,7 +296,12 @@ impl Conn {
     /// Notes an answered request.
     fn complete(&mut self, now: Instant, status: u16, cache: CacheResult, upstream_error: bool) {
         let latency = now.saturating_duration_since(self.req_started);
-        self.completions.push_back(Completion { latency, status, cache, upstream_error });
+        self.completions.push_back(Completion {
+            latency,
+            status,
+            cache,
+            upstream_error,
+        });
     }
 
     /// The next action for the driver.
@@ -364,7 +372,10 @@ impl Conn {
                     ex.connects += 1;
                     if ex.connects < self.cfg.connect_attempts {
                         self.actions.push_back(Action::Release { reuse: false });
-                        self.actions.push_back(Action::Connect { fresh: true });
+                        self.actions.push_back(Action::Connect {
+                            fresh: true,
+                            attempt: ex.connects,
+                        });
                         ex.connect_started = now;
                         self.phase = Phase::Proxy(ex);
                     } else {
@@ -414,7 +425,10 @@ impl Conn {
         ex.upstream = UpstreamState::Connecting;
         if ex.connects < self.cfg.connect_attempts {
             ex.connect_started = now;
-            self.actions.push_back(Action::Connect { fresh: true });
+            self.actions.push_back(Action::Connect {
+                fresh: true,
+                attempt: ex.connects,
+            });
             return;
         }
         if let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) {
@@ -470,7 +484,10 @@ impl Conn {
                 if let Some(replay) = &ex.replay {
                     self.upstream_output.extend_from_slice(replay);
                 }
-                self.actions.push_back(Action::Connect { fresh: true });
+                self.actions.push_back(Action::Connect {
+                    fresh: true,
+                    attempt: ex.connects,
+                });
             }
             None => {
                 if let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) {
@@ -613,7 +630,10 @@ impl Conn {
                 }
             }
             if ex.cache.as_ref().is_none_or(|f| f.relay) {
-                let part = ex.cache.as_ref().map_or(CacheResult::None, |f| cached::result_of(f.x_cache));
+                let part = ex
+                    .cache
+                    .as_ref()
+                    .map_or(CacheResult::None, |f| cached::result_of(f.x_cache));
                 ex.outcome = Some((head.status, part));
                 rewrite::client_response(
                     &mut self.output,
@@ -696,7 +716,9 @@ impl Conn {
             }
             fetch => {
                 local::write_error(&mut self.output, status, message, close, head_only);
-                let part = fetch.as_ref().map_or(CacheResult::None, |f| cached::result_of(f.x_cache));
+                let part = fetch
+                    .as_ref()
+                    .map_or(CacheResult::None, |f| cached::result_of(f.x_cache));
                 self.complete(now, status, part, true);
             }
         }
@@ -781,7 +803,7 @@ impl Conn {
                     }
                     if let Some(mut req) = req.take() {
                         req.body = std::mem::take(body).freeze();
-                        self.actions.push_back(Action::Admin(req));
+                        self.actions.push_back(Action::Admin(*req));
                     }
                     return;
                 }
@@ -822,7 +844,11 @@ impl Conn {
                 resp
             };
             let body_framing = head.framing;
-            let status = if resp.starts_with(b"HTTP/1.1 200") { 200 } else { 503 };
+            let status = if resp.starts_with(b"HTTP/1.1 200") {
+                200
+            } else {
+                503
+            };
             self.output.put_slice(resp);
             self.input.advance(head_len);
             self.complete(now, status, CacheResult::None, false);
@@ -831,7 +857,9 @@ impl Conn {
         if path == "/admin" || path.starts_with("/admin/") {
             if !self.peer.is_loopback() {
                 self.input.advance(head_len);
-                self.fail(now, 403,
+                self.fail(
+                    now,
+                    403,
                     "admin endpoints on the data port answer loopback peers only",
                 );
                 return false;
@@ -846,6 +874,8 @@ impl Conn {
                 method: head.method.as_str(),
                 target: head.target.to_owned(),
                 peer: self.peer,
+                authorization: crate::cache::rules::field(head.headers, "authorization")
+                    .map(Bytes::copy_from_slice),
                 body: Bytes::new(),
             };
             let reader = BodyReader::new(head.framing);
@@ -855,7 +885,7 @@ impl Conn {
             self.input.advance(head_len);
             self.close_after |= close;
             self.phase = Phase::Admin {
-                req: Some(req),
+                req: Some(Box::new(req)),
                 body: BytesMut::new(),
                 reader,
                 head_only,
@@ -969,7 +999,10 @@ impl Conn {
         self.input.advance(head_len);
         self.close_after |= close;
         self.phase = Phase::Proxy(Box::new(ex));
-        self.actions.push_back(Action::Connect { fresh: false });
+        self.actions.push_back(Action::Connect {
+            fresh: false,
+            attempt: 0,
+        });
         true
     }
 

@@ -153,7 +153,7 @@ fn every_split_forwards_the_same_bytes() {
             let mut c = conn_from(CLIENT, t0);
             c.recv_client(t0, &req[..split]);
             c.recv_client(t0, &req[split..]);
-            assert_eq!(actions(&mut c), ["Connect { fresh: false }"]);
+            assert_eq!(actions(&mut c), ["Connect { fresh: false, attempt: 0 }"]);
             c.upstream_connected(t0, false);
             let sent = take_upstream(&mut c, t0);
             assert!(sent.ends_with("\r\n") || sent.ends_with("world"), "{sent}");
@@ -172,7 +172,7 @@ fn exchange(peer: IpAddr, req: &[u8], resp: &[u8]) -> (String, String, Vec<Strin
     let t0 = Instant::now();
     let mut c = conn_from(peer, t0);
     c.recv_client(t0, req);
-    assert_eq!(actions(&mut c), ["Connect { fresh: false }"]);
+    assert_eq!(actions(&mut c), ["Connect { fresh: false, attempt: 0 }"]);
     c.upstream_connected(t0, false);
     let up = take_upstream(&mut c, t0);
     c.recv_upstream(t0, resp);
@@ -302,13 +302,16 @@ fn pipelined_requests_are_answered_in_order() {
     let t0 = Instant::now();
     let mut c = conn_from(CLIENT, t0);
     c.recv_client(t0, b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /health/live HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n");
-    assert_eq!(actions(&mut c), ["Connect { fresh: false }"]);
+    assert_eq!(actions(&mut c), ["Connect { fresh: false, attempt: 0 }"]);
     c.upstream_connected(t0, false);
     assert!(take_upstream(&mut c, t0).starts_with("GET /1 "));
     c.recv_upstream(t0, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none");
     assert_eq!(
         actions(&mut c),
-        ["Release { reuse: true }", "Connect { fresh: false }"]
+        [
+            "Release { reuse: true }",
+            "Connect { fresh: false, attempt: 0 }"
+        ]
     );
     c.upstream_connected(t0, true);
     assert!(take_upstream(&mut c, t0).starts_with("GET /3 "));
@@ -366,7 +369,10 @@ fn stale_pooled_connection_is_retried_for_idempotent_requests_only() {
     c.upstream_eof(t0);
     assert_eq!(
         actions(&mut c),
-        ["Release { reuse: false }", "Connect { fresh: true }"]
+        [
+            "Release { reuse: false }",
+            "Connect { fresh: true, attempt: 0 }"
+        ]
     );
     c.upstream_connected(t0, false);
     assert_eq!(take_upstream(&mut c, t0), first);
@@ -443,7 +449,7 @@ fn next_server_is_tried_after_a_connect_failure() {
     c.recv_client(t0, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     actions(&mut c);
     c.upstream_connect_failed(t0);
-    assert_eq!(actions(&mut c), ["Connect { fresh: true }"]);
+    assert_eq!(actions(&mut c), ["Connect { fresh: true, attempt: 1 }"]);
     c.upstream_connected(t0, false);
     assert!(take_upstream(&mut c, t0).starts_with("GET / HTTP/1.1\r\n"));
 }

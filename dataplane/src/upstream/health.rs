@@ -21,8 +21,16 @@ impl GroupHealth {
     /// `n` servers, all healthy; a server is ejected after `eject_after`
     /// consecutive connect failures.
     pub fn new(n: usize, eject_after: u32) -> Self {
-        let servers = (0..n).map(|_| Server { healthy: AtomicBool::new(true), failures: AtomicU32::new(0) }).collect();
-        Self { servers, eject_after: eject_after.max(1) }
+        let servers = (0..n)
+            .map(|_| Server {
+                healthy: AtomicBool::new(true),
+                failures: AtomicU32::new(0),
+            })
+            .collect();
+        Self {
+            servers,
+            eject_after: eject_after.max(1),
+        }
     }
 
     /// Number of servers.
@@ -37,7 +45,9 @@ impl GroupHealth {
 
     /// Whether server `i` takes traffic.
     pub fn is_healthy(&self, i: usize) -> bool {
-        self.servers.get(i).is_some_and(|s| s.healthy.load(Ordering::Relaxed))
+        self.servers
+            .get(i)
+            .is_some_and(|s| s.healthy.load(Ordering::Relaxed))
     }
 
     /// Whether any server takes traffic.
@@ -47,7 +57,9 @@ impl GroupHealth {
 
     /// Sets a server's state (active checks). Returns whether it changed.
     pub fn set(&self, i: usize, healthy: bool) -> bool {
-        let Some(s) = self.servers.get(i) else { return false };
+        let Some(s) = self.servers.get(i) else {
+            return false;
+        };
         if healthy {
             s.failures.store(0, Ordering::Relaxed);
         }

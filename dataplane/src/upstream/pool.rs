@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 /// Idle time after which a pooled connection is probed before reuse.
 pub const PROBE_AFTER: Duration = Duration::from_millis(500);
 
-
 struct Idle<T> {
     conn: T,
     since: Instant,
@@ -86,17 +85,26 @@ impl<T> Pool<T> {
         usable: impl Fn(usize) -> bool,
     ) -> Checkout<T> {
         let n = self.servers.len();
-        let server = (0..n).map(|step| (self.next + step) % n).find(|&i| usable(i)).unwrap_or(self.next % n);
+        let server = (0..n)
+            .map(|step| (self.next + step) % n)
+            .find(|&i| usable(i))
+            .unwrap_or(self.next % n);
         self.next = server.wrapping_add(1);
         if !fresh {
             while let Some(idle) = self.idle[server].pop() {
                 let idle_for = now.saturating_duration_since(idle.since);
                 if idle_for < self.idle_timeout && (idle_for < PROBE_AFTER || alive(&idle.conn)) {
-                    return Checkout::Reused { server, conn: idle.conn };
+                    return Checkout::Reused {
+                        server,
+                        conn: idle.conn,
+                    };
                 }
             }
         }
-        Checkout::Connect { server, addr: self.servers[server] }
+        Checkout::Connect {
+            server,
+            addr: self.servers[server],
+        }
     }
 
     /// Returns a clean connection to `server` for reuse.
@@ -124,7 +132,9 @@ mod tests {
     use super::*;
 
     fn addrs(n: u16) -> Vec<SocketAddr> {
-        (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))).collect()
+        (0..n)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+            .collect()
     }
 
     fn picks(pool: &mut Pool<u32>, n: usize, usable: impl Fn(usize) -> bool + Copy) -> Vec<usize> {
@@ -143,14 +153,21 @@ mod tests {
         assert_eq!(picks(&mut pool, 4, |_| true), [0, 1, 0, 1]);
         let now = Instant::now();
         pool.checkin(0, 7, now);
-        assert!(matches!(pool.checkout(now, false, |_| true, |_| true), Checkout::Reused { server: 0, conn: 7 }));
+        assert!(matches!(
+            pool.checkout(now, false, |_| true, |_| true),
+            Checkout::Reused { server: 0, conn: 7 }
+        ));
     }
 
     #[test]
     fn unusable_servers_are_passed_over() {
         let mut pool: Pool<u32> = Pool::new(addrs(3), Duration::from_secs(60), 4);
         assert_eq!(picks(&mut pool, 4, |i| i != 1), [0, 2, 0, 2]);
-        assert_eq!(picks(&mut pool, 1, |_| false).len(), 1, "none usable: still one");
+        assert_eq!(
+            picks(&mut pool, 1, |_| false).len(),
+            1,
+            "none usable: still one"
+        );
     }
 
     #[test]
@@ -158,15 +175,30 @@ mod tests {
         let mut pool: Pool<u32> = Pool::new(addrs(1), Duration::from_secs(5), 4);
         let now = Instant::now();
         pool.checkin(0, 1, now);
-        assert!(matches!(pool.checkout(now, true, |_| true, |_| true), Checkout::Connect { .. }));
+        assert!(matches!(
+            pool.checkout(now, true, |_| true, |_| true),
+            Checkout::Connect { .. }
+        ));
         pool.checkin(0, 2, now);
-        assert!(matches!(pool.checkout(now, false, |_| false, |_| true), Checkout::Reused { .. }), "recently used: not probed");
+        assert!(
+            matches!(
+                pool.checkout(now, false, |_| false, |_| true),
+                Checkout::Reused { .. }
+            ),
+            "recently used: not probed"
+        );
         pool.checkin(0, 3, now);
         let probed = now + PROBE_AFTER;
-        assert!(matches!(pool.checkout(probed, false, |_| false, |_| true), Checkout::Connect { .. }));
+        assert!(matches!(
+            pool.checkout(probed, false, |_| false, |_| true),
+            Checkout::Connect { .. }
+        ));
         pool.checkin(0, 4, now);
         let later = now + Duration::from_secs(6);
-        assert!(matches!(pool.checkout(later, false, |_| true, |_| true), Checkout::Connect { .. }));
+        assert!(matches!(
+            pool.checkout(later, false, |_| true, |_| true),
+            Checkout::Connect { .. }
+        ));
     }
 
     #[test]

@@ -1,0 +1,86 @@
+//! Active health checks: every interval, `GET health_path` on each server
+//! of a group; `fall` failures in a row eject a server, `rise` successes
+//! in a row re-admit it (also after a passive ejection by the data cores).
+
+use crate::client;
+use crate::timeline::Timeline;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use ultragate_dataplane::upstream::health::GroupHealth;
+
+/// How one group is checked.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    /// The group's name in events (`primary`, `fallback`).
+    pub group: &'static str,
+    /// The servers.
+    pub servers: Vec<SocketAddr>,
+    /// Path requested, e.g. `/health`.
+    pub path: String,
+    /// Time between rounds.
+    pub interval: Duration,
+    /// Time allowed per check.
+    pub timeout: Duration,
+    /// Successes in a row that re-admit a server.
+    pub rise: u32,
+    /// Failures in a row that eject a server.
+    pub fall: u32,
+    /// A check slower than this marks the group as slow (the P99 threshold).
+    pub slow: Duration,
+}
+
+/// Runs the checks of one group forever. `fast` is set while the fastest
+/// healthy server answers within `slow`.
+pub async fn run(
+    cfg: CheckConfig,
+    health: Arc<GroupHealth>,
+    fast: Arc<AtomicBool>,
+    timeline: Arc<Timeline>,
+) {
+    let n = cfg.servers.len();
+    let (mut ups, mut downs) = (vec![0u32; n], vec![0u32; n]);
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut any_fast = false;
+        for (i, server) in cfg.servers.iter().enumerate() {
+            let started = Instant::now();
+            let host = server.to_string();
+            let ok = matches!(
+                tokio::time::timeout(cfg.timeout, client::get(*server, &host, &cfg.path)).await,
+                Ok(Ok(r)) if (200..400).contains(&r.status)
+            );
+            let took = started.elapsed();
+            if ok {
+                ups[i] += 1;
+                downs[i] = 0;
+                any_fast |= took <= cfg.slow;
+                if !health.is_healthy(i) && ups[i] >= cfg.rise && health.set(i, true) {
+                    let value = format!("{} checks passed", ups[i]);
+                    timeline.push(
+                        "health_check_passed",
+                        &value,
+                        &format!("re-admit {} server {server}", cfg.group),
+                        "ok",
+                    );
+                }
+            } else {
+                downs[i] += 1;
+                ups[i] = 0;
+                if health.is_healthy(i) && downs[i] >= cfg.fall && health.set(i, false) {
+                    let value = format!("{} checks failed", downs[i]);
+                    timeline.push(
+                        "health_check_failed",
+                        &value,
+                        &format!("eject {} server {server}", cfg.group),
+                        "ok",
+                    );
+                }
+            }
+        }
+        fast.store(any_fast, Ordering::Relaxed);
+    }
+}

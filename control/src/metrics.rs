@@ -1,0 +1,203 @@
+//! `/metrics` in the Prometheus text format, with the conventional names
+//! and units (`_total`, `_seconds`, `_bytes`).
+
+use crate::supervisor::{Supervisor, View};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use ultragate_dataplane::stats::{CacheResult, CoreStats};
+use ultragate_dataplane::status::{Route, BACKEND_EPOLL};
+
+/// The registry and every series the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    cache_results: IntCounterVec,
+    upstream_errors: IntCounter,
+    decisions: IntCounterVec,
+    latency: GaugeVec,
+    error_ratio: Gauge,
+    route: GaugeVec,
+    backend: GaugeVec,
+    cache_bytes: IntGauge,
+    cache_entries: IntGauge,
+    cache_bypassed: IntGauge,
+    cache_inserts: IntGauge,
+    rss: IntGauge,
+    limit: IntGauge,
+    server_up: GaugeVec,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+impl Metrics {
+    /// Registers every series.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(opts(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(opts(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let int_gauge = |name: &str, help: &str| {
+            let g = IntGauge::with_opts(opts(name, help)).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let upstream_errors = IntCounter::with_opts(opts(
+            "ultragate_upstream_errors_total",
+            "Upstream failures: connect, timeout, invalid response.",
+        ))
+        .expect("valid metric");
+        registry
+            .register(Box::new(upstream_errors.clone()))
+            .expect("unique metric");
+        let error_ratio = Gauge::with_opts(opts(
+            "ultragate_error_ratio",
+            "Share of 5xx and upstream failures in the last second.",
+        ))
+        .expect("valid metric");
+        registry
+            .register(Box::new(error_ratio.clone()))
+            .expect("unique metric");
+        Self {
+            requests: counter_vec(
+                "ultragate_requests_total",
+                "Responses by status class.",
+                &["class"],
+            ),
+            cache_results: counter_vec(
+                "ultragate_cache_responses_total",
+                "Responses by cache result.",
+                &["result"],
+            ),
+            decisions: counter_vec(
+                "ultragate_decisions_total",
+                "Runbook actions taken by the control plane.",
+                &["action"],
+            ),
+            latency: gauge_vec(
+                "ultragate_request_duration_seconds",
+                "Request latency quantiles over the last second.",
+                &["quantile"],
+            ),
+            route: gauge_vec(
+                "ultragate_route",
+                "1 for the upstream group taking traffic.",
+                &["route"],
+            ),
+            backend: gauge_vec(
+                "ultragate_dataplane_backend",
+                "1 for the data-plane backend serving.",
+                &["backend"],
+            ),
+            server_up: gauge_vec(
+                "ultragate_upstream_server_up",
+                "1 while an upstream server passes its checks.",
+                &["group", "server"],
+            ),
+            cache_bytes: int_gauge(
+                "ultragate_cache_bytes",
+                "Bytes held by the cache, overhead included.",
+            ),
+            cache_entries: int_gauge("ultragate_cache_entries", "Keys held by the cache."),
+            cache_bypassed: int_gauge(
+                "ultragate_cache_bypassed",
+                "1 while the cache is bypassed after a failed verify.",
+            ),
+            cache_inserts: int_gauge(
+                "ultragate_cache_inserts_enabled",
+                "1 while the cache stores responses.",
+            ),
+            rss: int_gauge(
+                "ultragate_memory_rss_bytes",
+                "Resident set size of the process.",
+            ),
+            limit: int_gauge(
+                "ultragate_memory_limit_bytes",
+                "Memory limit (cgroup or configured); 0 when none.",
+            ),
+            upstream_errors,
+            error_ratio,
+            registry,
+        }
+    }
+
+    /// Adds a core's interval to the counters.
+    pub fn count(&self, s: &CoreStats) {
+        for (i, n) in s.status_classes.iter().enumerate() {
+            if *n > 0 {
+                self.requests
+                    .with_label_values(&[&format!("{}xx", i + 1)])
+                    .inc_by(*n);
+            }
+        }
+        for (r, n) in CacheResult::ALL.iter().zip(s.cache) {
+            if n > 0 {
+                self.cache_results.with_label_values(&[r.label()]).inc_by(n);
+            }
+        }
+        self.upstream_errors.inc_by(s.upstream_errors);
+    }
+
+    /// Counts a runbook action.
+    pub fn decision(&self, action: &str) {
+        self.decisions.with_label_values(&[action]).inc();
+    }
+
+    /// Refreshes the gauges from the supervisor's state.
+    pub(crate) fn refresh(&self, sup: &Supervisor, v: &View) {
+        for (q, d) in [("0.5", v.p50), ("0.99", v.p99), ("0.999", v.p999)] {
+            self.latency.with_label_values(&[q]).set(d.as_secs_f64());
+        }
+        self.error_ratio.set(v.error_rate);
+        let route = sup.status.route();
+        for r in [Route::Primary, Route::Fallback] {
+            self.route
+                .with_label_values(&[r.as_str()])
+                .set(f64::from(u8::from(r == route)));
+        }
+        self.backend.with_label_values(&[BACKEND_EPOLL]).set(1.0);
+        for (name, g) in [("primary", &sup.primary), ("fallback", &sup.fallback)] {
+            for (i, a) in g.servers.iter().enumerate() {
+                self.server_up
+                    .with_label_values(&[name, &a.to_string()])
+                    .set(f64::from(u8::from(g.health.is_healthy(i))));
+            }
+        }
+        if let Some(c) = &sup.cache {
+            self.cache_bytes.set(c.bytes() as i64);
+            self.cache_entries.set(c.len() as i64);
+            self.cache_bypassed.set(i64::from(c.bypassed()));
+            self.cache_inserts.set(i64::from(c.inserts_enabled()));
+        }
+        self.rss.set(v.rss as i64);
+        self.limit.set(v.limit.unwrap_or(0) as i64);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,379 @@
+//! The control loop: every interval it merges the data cores' statistics
+//! into a sliding window, feeds the runbook's policies, carries out their
+//! decisions (route, cache shrink/clear, bypass and restore after a failed
+//! verify), and refreshes `/metrics` and `/health`.
+
+use crate::memory;
+use crate::metrics::Metrics;
+use crate::policy::{MemoryAction, MemoryPolicy, Mode, Observation, RoutePolicy, Thresholds};
+use crate::timeline::Timeline;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use ultragate_dataplane::cache::{snapshot, Cache};
+use ultragate_dataplane::stats::CoreStats;
+use ultragate_dataplane::status::{DataplaneStatus, Route, BACKEND_EPOLL};
+use ultragate_dataplane::upstream::health::GroupHealth;
+
+/// Statistics older than this leave the window P99 and the error rate are
+/// judged on.
+const EVAL_WINDOW: Duration = Duration::from_secs(1);
+
+/// One upstream group as the supervisor sees it.
+pub struct Group {
+    /// Its servers.
+    pub servers: Vec<SocketAddr>,
+    /// Their health, shared with the data cores.
+    pub health: Arc<GroupHealth>,
+    /// Set by the active checks while some server answers fast.
+    pub fast: Arc<AtomicBool>,
+}
+
+impl Group {
+    fn json(&self, name: &str) -> Value {
+        let servers: Vec<Value> = self
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| json!({ "address": a.to_string(), "healthy": self.health.is_healthy(i) }))
+            .collect();
+        let healthy = (0..self.servers.len())
+            .filter(|&i| self.health.is_healthy(i))
+            .count();
+        let status = match healthy {
+            0 => "down",
+            n if n < self.servers.len() => "degraded",
+            _ => "ok",
+        };
+        json!({ "name": name, "status": status, "servers": servers, "healthy_servers": healthy })
+    }
+}
+
+/// Settings of the control loop.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// Time between rounds.
+    pub interval: Duration,
+    /// The critical-failure thresholds.
+    pub thresholds: Thresholds,
+    /// Memory limit in bytes; 0 reads the cgroup's.
+    pub memory_limit_bytes: u64,
+    /// Time between background cache verifies.
+    pub verify_interval: Duration,
+    /// Where the last good snapshot is restored from.
+    pub snapshot_dir: PathBuf,
+}
+
+/// Numbers of the last round, for `/health` and `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct View {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub error_rate: f64,
+    pub rps: f64,
+    pub rss: u64,
+    pub limit: Option<u64>,
+}
+
+/// The control plane's state and loop.
+pub struct Supervisor {
+    /// Readiness and route, shared with the data cores.
+    pub status: Arc<DataplaneStatus>,
+    /// The shared cache.
+    pub cache: Option<Arc<Cache>>,
+    /// `[upstream.primary]`.
+    pub primary: Group,
+    /// `[upstream.fallback]`.
+    pub fallback: Group,
+    /// Decisions.
+    pub timeline: Arc<Timeline>,
+    /// Prometheus registry and series.
+    pub metrics: Metrics,
+    route: Mutex<RoutePolicy>,
+    memory: Mutex<MemoryPolicy>,
+    view: Mutex<View>,
+    memory_limit: AtomicU64,
+    cfg: SupervisorConfig,
+}
+
+impl Supervisor {
+    /// A supervisor over the shared state.
+    pub fn new(
+        cfg: SupervisorConfig,
+        status: Arc<DataplaneStatus>,
+        cache: Option<Arc<Cache>>,
+        primary: Group,
+        fallback: Group,
+        timeline: Arc<Timeline>,
+    ) -> Self {
+        Self {
+            status,
+            cache,
+            primary,
+            fallback,
+            timeline,
+            metrics: Metrics::new(),
+            route: Mutex::new(RoutePolicy::new(cfg.thresholds)),
+            memory: Mutex::new(MemoryPolicy::default()),
+            view: Mutex::new(View::default()),
+            memory_limit: AtomicU64::new(cfg.memory_limit_bytes),
+            cfg,
+        }
+    }
+
+    /// Applies reloadable settings: thresholds and the memory limit.
+    pub fn reload(&self, thresholds: Thresholds, memory_limit_bytes: u64) {
+        lock(&self.route).set_thresholds(thresholds);
+        self.memory_limit
+            .store(memory_limit_bytes, Ordering::Relaxed);
+    }
+
+    /// An operator's route: `primary`, `fallback` or `auto`.
+    pub fn set_route_mode(&self, mode: Mode) -> Route {
+        let mut p = lock(&self.route);
+        p.set_mode(mode);
+        let route = p.route();
+        self.status.set_route(route);
+        route
+    }
+
+    /// The route and who decides it.
+    pub fn route(&self) -> (Route, Mode) {
+        let p = lock(&self.route);
+        (p.route(), p.mode())
+    }
+
+    /// Runs the loop until the task is dropped.
+    pub async fn run(self: Arc<Self>, stats: Receiver<CoreStats>) {
+        let mut window: VecDeque<(Instant, CoreStats)> = VecDeque::new();
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_verify = Instant::now() + self.cfg.verify_interval;
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            while let Ok(s) = stats.try_recv() {
+                self.metrics.count(&s);
+                window.push_back((now, s));
+            }
+            while window
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > EVAL_WINDOW)
+            {
+                window.pop_front();
+            }
+            let mut merged = CoreStats::default();
+            for (_, s) in &window {
+                merged.merge(s);
+            }
+            self.round(now, &merged);
+            if now >= next_verify {
+                next_verify = now + self.cfg.verify_interval;
+                if let Some(cache) = self.cache.clone() {
+                    let me = self.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || me.verify_and_recover(&cache)).await;
+                }
+            }
+        }
+    }
+
+    fn round(&self, now: Instant, merged: &CoreStats) {
+        let p99 = merged.latency(0.99);
+        let observation = Observation {
+            now,
+            requests: merged.requests,
+            p99,
+            error_rate: merged.error_rate(),
+            primary_healthy: self.primary.health.any_healthy(),
+            primary_fast: self.primary.fast.load(Ordering::Relaxed),
+            fallback_healthy: self.fallback.health.any_healthy(),
+        };
+        let decision = lock(&self.route).observe(&observation);
+        if let Some(d) = decision {
+            let route = lock(&self.route).route();
+            self.status.set_route(route);
+            self.metrics.decision(d.action);
+            self.timeline.push(
+                d.trigger,
+                &d.value,
+                d.action,
+                &format!("route {}", route.as_str()),
+            );
+        }
+        let rss = memory::rss_bytes().unwrap_or(0);
+        let limit = memory::limit_bytes(self.memory_limit.load(Ordering::Relaxed));
+        if let (Some(limit), Some(cache)) = (limit, &self.cache) {
+            let ratio = rss as f64 / limit as f64;
+            let action = lock(&self.memory).observe(ratio);
+            if let Some(a) = action {
+                self.memory_action(a, cache, ratio);
+            }
+        }
+        let view = View {
+            p50: merged.latency(0.5),
+            p99,
+            p999: merged.latency(0.999),
+            error_rate: merged.error_rate(),
+            rps: merged.requests as f64 / EVAL_WINDOW.as_secs_f64(),
+            rss,
+            limit,
+        };
+        *lock(&self.view) = view;
+        self.metrics.refresh(self, &view);
+    }
+
+    fn memory_action(&self, action: MemoryAction, cache: &Cache, ratio: f64) {
+        let value = format!("memory at {:.1}% of the limit", ratio * 100.0);
+        let (name, result) = match action {
+            MemoryAction::Shrink => {
+                let freed = cache.shrink_to(cache.bytes() / 2);
+                ("shrink cache", format!("freed {freed} bytes"))
+            }
+            MemoryAction::ClearAndStopInserts => {
+                let n = cache.clear();
+                cache.set_inserts(false);
+                // SAFETY: asks mimalloc (the global allocator) to return
+                // freed memory to the OS; no other effect.
+                unsafe { libmimalloc_sys::mi_collect(true) };
+                ("clear cache, stop inserts", format!("cleared {n} entries"))
+            }
+            MemoryAction::ResumeInserts => {
+                cache.set_inserts(true);
+                ("resume cache inserts", "ok".to_owned())
+            }
+        };
+        self.metrics.decision(name);
+        self.timeline.push("memory_pressure", &value, name, &result);
+    }
+
+    /// The data-corruption runbook: verify; on a checksum failure bypass
+    /// the cache, evict the bad entries, restore the last good snapshot,
+    /// verify again, and serve from the cache after a clean verify.
+    pub fn verify_and_recover(&self, cache: &Cache) {
+        let report = cache.verify();
+        if report.corrupt == 0 {
+            if cache.bypassed() {
+                cache.set_bypass(false);
+                self.timeline.push(
+                    "cache_verify_clean",
+                    "0 corrupt entries",
+                    "serve from cache again",
+                    "ok",
+                );
+            }
+            return;
+        }
+        cache.set_bypass(true);
+        let value = format!(
+            "{} of {} entries failed their checksum",
+            report.corrupt, report.checked
+        );
+        self.metrics.decision("bypass cache");
+        self.timeline.push(
+            "cache_checksum_failure",
+            &value,
+            "bypass cache, evict bad entries",
+            "evicted",
+        );
+        let restored = match snapshot::restore(cache, &self.cfg.snapshot_dir) {
+            Ok(r) => format!("restored {} entries from {}", r.restored, r.file.display()),
+            Err(e) => format!("no restore: {e}"),
+        };
+        self.timeline.push(
+            "cache_checksum_failure",
+            &value,
+            "restore last good snapshot",
+            &restored,
+        );
+        let again = cache.verify();
+        if again.corrupt == 0 {
+            cache.set_bypass(false);
+            self.timeline.push(
+                "cache_verify_clean",
+                "0 corrupt entries",
+                "serve from cache again",
+                "ok",
+            );
+        }
+    }
+
+    /// `GET /health`: the components and an overall status.
+    pub fn health_json(&self) -> Value {
+        let view = *lock(&self.view);
+        let (route, mode) = self.route();
+        let ready = self.status.is_ready();
+        let memory = match view.limit {
+            Some(limit) => {
+                let ratio = view.rss as f64 / limit as f64;
+                let status = if ratio >= 0.95 {
+                    "critical"
+                } else if ratio >= 0.85 {
+                    "warning"
+                } else {
+                    "ok"
+                };
+                json!({ "name": "memory", "status": status, "rss_bytes": view.rss, "limit_bytes": limit, "used_ratio": ratio })
+            }
+            None => {
+                json!({ "name": "memory", "status": "ok", "rss_bytes": view.rss, "limit_bytes": null, "used_ratio": null })
+            }
+        };
+        let dataplane = json!({
+            "name": "dataplane",
+            "status": if ready { "ok" } else { "down" },
+            "backend": BACKEND_EPOLL,
+            "ready": ready,
+            "requests_per_second": view.rps,
+            "p50_ms": ms(view.p50),
+            "p99_ms": ms(view.p99),
+            "p999_ms": ms(view.p999),
+            "error_rate": view.error_rate,
+        });
+        let cache = match &self.cache {
+            Some(c) => {
+                let status = if c.bypassed() {
+                    "bypassed"
+                } else if !c.inserts_enabled() {
+                    "inserts_stopped"
+                } else {
+                    "ok"
+                };
+                json!({ "name": "cache", "status": status, "entries": c.len(), "bytes": c.bytes(), "max_bytes": c.config().max_bytes })
+            }
+            None => json!({ "name": "cache", "status": "disabled" }),
+        };
+        let mut primary = self.primary.json("upstream_primary");
+        primary["routed"] = json!(route == Route::Primary);
+        let mut fallback = self.fallback.json("upstream_fallback");
+        fallback["routed"] = json!(route == Route::Fallback);
+        let components = vec![memory, dataplane, cache, primary, fallback];
+        let down = |c: &Value| c["status"] == "down" || c["status"] == "critical";
+        let overall = if !ready || (down(&components[3]) && down(&components[4])) {
+            "unhealthy"
+        } else if route == Route::Fallback || components.iter().any(|c| c["status"] != "ok") {
+            "degraded"
+        } else {
+            "healthy"
+        };
+        let mode = match mode {
+            Mode::Auto => "auto",
+            Mode::Forced(_) => "forced",
+        };
+        json!({ "overall_status": overall, "route": route.as_str(), "route_mode": mode, "components": components })
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
