@@ -50,6 +50,8 @@ pub struct AdminState {
     pub snapshot_dir: PathBuf,
     /// The primary upstream servers, for data verify.
     pub origins: Vec<SocketAddr>,
+    /// Enables `POST /admin/cache/corrupt` (tests only).
+    pub test_hooks: bool,
 }
 
 /// Answers admin calls from the state the control plane holds.
@@ -327,6 +329,23 @@ impl Admin {
                     json!({ "error": format!("purge body: {e}"), "example": {"prefix": "/images/", "host": "example.com"} }),
                 ),
             },
+            ("POST", "/admin/cache/corrupt") if self.state.test_hooks => {
+                let target = String::from_utf8_lossy(body).trim().to_owned();
+                let victim = cache
+                    .entries()
+                    .into_iter()
+                    .find(|e| e.key.ends_with(target.as_bytes()));
+                match victim {
+                    Some(e) if cache.corrupt_for_test(&e.key) => (
+                        200,
+                        json!({ "action": "corrupt", "key": String::from_utf8_lossy(&e.key) }),
+                    ),
+                    _ => (
+                        404,
+                        json!({ "error": format!("no cached entry ends with {target:?}") }),
+                    ),
+                }
+            }
             ("POST", "/admin/data/verify") => {
                 let r = revalidate::data_verify(&cache, &self.state.origins).await;
                 (

@@ -129,6 +129,9 @@ pub struct CacheSection {
     /// Longest wait for another connection's fetch of the same missing
     /// key, in milliseconds. Default 2000.
     pub coalesce_wait_ms: u64,
+    /// For tests only: enables `POST /admin/cache/corrupt`, which flips a
+    /// bit in a stored entry as memory corruption would. Default `false`.
+    pub test_hooks: bool,
 }
 
 impl Default for CacheSection {
@@ -141,6 +144,7 @@ impl Default for CacheSection {
             snapshot_on_shutdown: false,
             restore_on_start: false,
             coalesce_wait_ms: 2000,
+            test_hooks: false,
         }
     }
 }

@@ -195,6 +195,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         cache: cache.clone(),
         snapshot_dir: cfg.cache.snapshot_dir.clone(),
         origins: primary.servers.clone(),
+        test_hooks: cfg.cache.test_hooks,
     }));
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

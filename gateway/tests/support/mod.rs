@@ -135,21 +135,23 @@ impl Gateway {
     /// Starts the gateway in front of `primary` with extra TOML appended to
     /// the sections it writes (`[api_gateway]` keys go in `gateway_keys`).
     pub fn start(primary: &[SocketAddr], gateway_keys: &str, extra: &str) -> Gateway {
-        Self::start_on("127.0.0.1", primary, gateway_keys, extra)
+        Self::start_on("127.0.0.1", primary, gateway_keys, "", extra)
     }
 
-    /// As [`Gateway::start`], listening on `host`.
+    /// As [`Gateway::start`], with both ports listening on `host` and
+    /// `admin_keys` in `[admin]`.
     pub fn start_on(
         host: &str,
         primary: &[SocketAddr],
         gateway_keys: &str,
+        admin_keys: &str,
         extra: &str,
     ) -> Gateway {
         let data: SocketAddr = format!("{host}:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("{host}:{}", free_port()).parse().unwrap();
         let servers: Vec<String> = primary.iter().map(|a| format!("\"{a}\"")).collect();
         let text = format!(
-            "[api_gateway]\nlisten = \"{data}\"\ndrain_timeout_ms = 5000\n{gateway_keys}\n\n[admin]\nlisten = \"{admin}\"\n\n[upstream.primary]\nservers = [{}]\n{extra}\n",
+            "[api_gateway]\nlisten = \"{data}\"\ndrain_timeout_ms = 5000\n{gateway_keys}\n\n[admin]\nlisten = \"{admin}\"\n{admin_keys}\n\n[upstream.primary]\nservers = [{}]\n{extra}\n",
             servers.join(", ")
         );
         let config = std::env::temp_dir().join(format!(
@@ -167,8 +169,9 @@ impl Gateway {
             child,
             name: "ultragate",
         };
-        wait_listening(data, "ultragate data port");
-        wait_listening(admin, "ultragate admin port");
+        let local = |a: SocketAddr| SocketAddr::from(([127, 0, 0, 1], a.port()));
+        wait_listening(local(data), "ultragate data port");
+        wait_listening(local(admin), "ultragate admin port");
         Gateway {
             proc,
             data,
@@ -225,4 +228,105 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> Vec<u8> 
         }
     }
     out
+}
+
+/// One GET on a fresh connection; the status, or 0 when the connection
+/// failed or the answer was not HTTP.
+pub fn get_status(addr: SocketAddr, path: &str) -> u16 {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    std::str::from_utf8(out.get(9..12).unwrap_or_default())
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A client sending GETs back to back from a thread until stopped;
+/// counts answers that are not 200.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, Vec<u16>)>>,
+}
+
+impl Load {
+    /// Starts GETs of `path` every `pause`.
+    pub fn start(addr: SocketAddr, path: &str, pause: Duration) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, path) = (stop.clone(), path.to_owned());
+        let thread = std::thread::spawn(move || {
+            let (mut sent, mut failed) = (0, Vec::new());
+            let end = Instant::now() + Duration::from_secs(60);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+                let status = get_status(addr, &path);
+                sent += 1;
+                if status != 200 {
+                    failed.push(status);
+                }
+                std::thread::sleep(pause);
+            }
+            (sent, failed)
+        });
+        Load {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops; returns (requests sent, statuses of the failed ones).
+    pub fn finish(mut self) -> (u64, Vec<u16>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap())
+            .unwrap_or_default()
+    }
+}
+
+/// GET of a JSON document from the admin port.
+pub fn admin_json(gw: &Gateway, path: &str) -> serde_json::Value {
+    let out = curl(&[&format!("http://{}{path}", gw.admin)]);
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits up to `limit` for `cond`; whether it held.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    cond()
+}
+
+/// Whether `/admin/events` holds an event with this action.
+pub fn has_event(gw: &Gateway, action: &str) -> bool {
+    admin_json(gw, "/admin/events")["events"]
+        .as_array()
+        .is_some_and(|e| e.iter().any(|e| e["action"] == action))
+}
+
+/// Restarts the origin on the same address with extra flags.
+pub fn origin_at(addr: SocketAddr, extra: &[&str]) -> Proc {
+    let child = Command::new(bench_bin())
+        .args(["origin", "--listen", &addr.to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start origin");
+    let p = Proc {
+        child,
+        name: "origin",
+    };
+    wait_listening(addr, "origin");
+    p
 }

@@ -1,0 +1,333 @@
+//! The runbook, automatic: real gateway, test origin and Node.js fallback,
+//! a client under continuous load, faults injected by killing, slowing and
+//! corrupting.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+/// `[upstream.fallback]` and fast `[control]` timings for tests.
+fn runbook_config(node: std::net::SocketAddr, control: &str) -> String {
+    format!(
+        "health_interval_ms = 100\nhealth_timeout_ms = 300\neject_after_failures = 1\n\n\
+         [upstream.fallback]\nservers = [\"{node}\"]\nhealth_interval_ms = 100\n\n\
+         [control]\ninterval_ms = 100\nfailback_hold_ms = 1000\n{control}\n"
+    )
+}
+
+#[test]
+fn killed_primary_is_diverted_without_failed_gets_and_failed_back() {
+    let (o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let gw = Gateway::start(&[origin], "", &runbook_config(node, ""));
+    let load = Load::start(gw.data, "/item?size=64", Duration::from_millis(5));
+    std::thread::sleep(Duration::from_millis(500));
+
+    drop(o);
+    assert!(
+        wait_for(Duration::from_secs(1), || has_event(
+            &gw,
+            "divert to fallback"
+        )),
+        "diverted within 1 s: {}",
+        admin_json(&gw, "/admin/events")
+    );
+    assert_eq!(admin_json(&gw, "/admin/route")["route"], "fallback");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let _o2 = origin_at(origin, &[]);
+    assert!(
+        wait_for(Duration::from_secs(5), || has_event(
+            &gw,
+            "fail back to primary"
+        )),
+        "failed back after the hold: {}",
+        admin_json(&gw, "/admin/events")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (sent, failed) = load.finish();
+    assert!(sent > 100, "continuous load: {sent}");
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} GETs failed: {failed:?}",
+        failed.len()
+    );
+    assert_eq!(admin_json(&gw, "/admin/route")["route"], "primary");
+}
+
+#[test]
+fn slow_primary_is_diverted_and_failed_back_when_fast() {
+    let (o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let control = "p99_threshold_ms = 20\np99_window_ms = 500\nmin_requests = 5";
+    let gw = Gateway::start(&[origin], "", &runbook_config(node, control));
+    drop(o);
+    let slow = origin_at(origin, &["--delay-ms", "60"]);
+    let load = Load::start(gw.data, "/item?size=64", Duration::from_millis(2));
+    assert!(
+        wait_for(Duration::from_secs(5), || has_event(
+            &gw,
+            "divert to fallback"
+        )),
+        "slow primary diverted: {}",
+        admin_json(&gw, "/admin/events")
+    );
+    let events = admin_json(&gw, "/admin/events");
+    assert!(
+        events.to_string().contains("p99_over_threshold"),
+        "{events}"
+    );
+    drop(slow);
+    let _fast = origin_at(origin, &[]);
+    assert!(
+        wait_for(Duration::from_secs(6), || has_event(
+            &gw,
+            "fail back to primary"
+        )),
+        "fast again: failed back: {}",
+        admin_json(&gw, "/admin/events")
+    );
+    let (_, failed) = load.finish();
+    assert!(failed.is_empty(), "{failed:?}");
+}
+
+#[test]
+fn memory_pressure_shrinks_or_clears_the_cache_and_serving_goes_on() {
+    let (_o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    // A limit close to what the process needs at rest.
+    let gw = Gateway::start(
+        &[origin],
+        "",
+        &runbook_config(node, "memory_limit_bytes = 48000000"),
+    );
+    for i in 0..400 {
+        let path = format!("/fill/{i}?size=200000&cache=max-age%3D600");
+        assert_eq!(get_status(gw.data, &path), 200);
+    }
+    assert!(
+        wait_for(Duration::from_secs(3), || has_event(
+            &gw,
+            "clear cache, stop inserts"
+        ) || has_event(
+            &gw,
+            "shrink cache"
+        )),
+        "{}",
+        admin_json(&gw, "/admin/events")
+    );
+    assert_eq!(get_status(gw.data, "/after?size=10"), 200);
+    let health = admin_json(&gw, "/health");
+    let memory = &health["components"][0];
+    assert_eq!(memory["name"], "memory");
+    assert_eq!(memory["limit_bytes"], 48000000);
+}
+
+#[test]
+fn corrupted_entry_is_caught_bypassed_and_cache_serves_again() {
+    let (_o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let extra = format!(
+        "{}\n[cache]\ntest_hooks = true\n",
+        runbook_config(node, "verify_interval_ms = 200")
+    );
+    let gw = Gateway::start(&[origin], "", &extra);
+    let url = gw.url("/precious?size=100&cache=max-age%3D600");
+    curl(&[&url]);
+    let out = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "/precious?size=100&cache=max-age%3D600",
+        &format!("http://{}/admin/cache/corrupt", gw.admin),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("corrupt"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        wait_for(Duration::from_secs(3), || has_event(
+            &gw,
+            "bypass cache, evict bad entries"
+        )),
+        "{}",
+        admin_json(&gw, "/admin/events")
+    );
+    assert!(wait_for(Duration::from_secs(3), || has_event(
+        &gw,
+        "serve from cache again"
+    )));
+    // The bad copy is gone: fetched again, then served from the cache.
+    let first = String::from_utf8_lossy(&curl(&["-i", &url]).stdout).into_owned();
+    assert!(
+        first.contains("X-Cache: MISS") && first.ends_with(&"x".repeat(100)),
+        "{first}"
+    );
+    let second = String::from_utf8_lossy(&curl(&["-i", &url]).stdout).into_owned();
+    assert!(
+        second.contains("X-Cache: HIT") && second.ends_with(&"x".repeat(100)),
+        "{second}"
+    );
+}
+
+#[test]
+fn health_json_and_metrics() {
+    let (_o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let gw = Gateway::start(&[origin], "", &runbook_config(node, ""));
+    for _ in 0..20 {
+        get_status(gw.data, "/m?size=10&cache=max-age%3D60");
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let h = admin_json(&gw, "/health");
+    assert_eq!(h["overall_status"], "healthy", "{h}");
+    let names: Vec<&str> = h["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "memory",
+            "dataplane",
+            "cache",
+            "upstream_primary",
+            "upstream_fallback"
+        ]
+    );
+    let c = &h["components"];
+    assert!(c[0]["rss_bytes"].as_u64().unwrap() > 0 && c[0]["status"] == "ok");
+    assert_eq!(
+        (
+            c[1]["backend"].as_str(),
+            c[1]["ready"].as_bool(),
+            c[1]["status"].as_str()
+        ),
+        (Some("epoll"), Some(true), Some("ok"))
+    );
+    assert!(c[1]["p99_ms"].is_number() && c[1]["error_rate"].is_number());
+    assert_eq!(
+        (c[2]["status"].as_str(), c[2]["entries"].as_u64()),
+        (Some("ok"), Some(1))
+    );
+    assert_eq!(c[3]["servers"][0]["address"], origin.to_string());
+    assert_eq!(
+        (c[3]["status"].as_str(), c[3]["routed"].as_bool()),
+        (Some("ok"), Some(true))
+    );
+    assert_eq!(
+        (c[4]["status"].as_str(), c[4]["routed"].as_bool()),
+        (Some("ok"), Some(false))
+    );
+
+    let text = String::from_utf8(curl(&[&format!("http://{}/metrics", gw.admin)]).stdout).unwrap();
+    let mut samples = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("name value");
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        samples.insert(series.to_owned(), v);
+    }
+    assert!(
+        samples["ultragate_requests_total{class=\"2xx\"}"] >= 20.0,
+        "{text}"
+    );
+    assert!(
+        samples["ultragate_cache_responses_total{result=\"hit\"}"] >= 19.0,
+        "{text}"
+    );
+    assert_eq!(samples["ultragate_route{route=\"primary\"}"], 1.0);
+    assert_eq!(
+        samples["ultragate_dataplane_backend{backend=\"epoll\"}"],
+        1.0
+    );
+    assert!(samples.contains_key("ultragate_request_duration_seconds{quantile=\"0.99\"}"));
+    assert!(samples["ultragate_memory_rss_bytes"] > 0.0);
+    for help in [
+        "# HELP ultragate_requests_total",
+        "# TYPE ultragate_requests_total counter",
+        "# TYPE ultragate_cache_bytes gauge",
+    ] {
+        assert!(text.contains(help), "{help}");
+    }
+}
+
+#[test]
+fn manual_route_override_and_config_reload() {
+    let (_o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let gw = Gateway::start(&[origin], "", &runbook_config(node, ""));
+    let out = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "fallback",
+        &format!("http://{}/admin/route", gw.admin),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"route\":\"fallback\""));
+    let body = String::from_utf8(curl(&["-i", &gw.url("/api/items")]).stdout).unwrap();
+    assert!(
+        body.contains("x-served-by: nodejs-api"),
+        "diverted by hand: {body}"
+    );
+    curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "{\"route\":\"auto\"}",
+        &format!("http://{}/admin/route", gw.admin),
+    ]);
+    assert!(wait_for(Duration::from_secs(3), || admin_json(
+        &gw,
+        "/admin/route"
+    )["route"]
+        == "primary"));
+
+    // A bad file is refused and the running config stays.
+    let good = std::fs::read_to_string(&gw.config).unwrap();
+    std::fs::write(
+        &gw.config,
+        good.replace("[control]\n", "[control]\nbogus = 1\n"),
+    )
+    .unwrap();
+    let out = curl(&[
+        "-X",
+        "POST",
+        "-w",
+        " %{http_code}",
+        &format!("http://{}/admin/config/reload", gw.admin),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with(" 422") && text.contains("bogus"), "{text}");
+    std::fs::write(
+        &gw.config,
+        good.replace("failback_hold_ms = 1000", "failback_hold_ms = 2000"),
+    )
+    .unwrap();
+    let out = curl(&[
+        "-X",
+        "POST",
+        &format!("http://{}/admin/config/reload", gw.admin),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied [control]"));
+    gw.proc.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        get_status(gw.data, "/still-serving"),
+        200,
+        "SIGHUP reloads, it does not stop"
+    );
+}

@@ -1,0 +1,179 @@
+//! Admin calls from a peer that is not loopback, made real with a network
+//! namespace the test creates (a veth pair; no other address is used).
+
+mod support;
+
+use std::process::Command;
+use support::*;
+
+/// A namespace with one end of a veth pair; removed on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+impl Netns {
+    /// Host side `10.213.N.1/24`, namespace side `10.213.N.2/24`.
+    fn create(n: u8) -> Option<Netns> {
+        let pid = std::process::id() % 100_000;
+        let ns = Netns {
+            name: format!("ugt{pid}"),
+            host_if: format!("ugh{pid}"),
+        };
+        let peer = format!("ugn{pid}");
+        let host_ip = format!("10.213.{n}.1/24");
+        let ns_ip = format!("10.213.{n}.2/24");
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", &ns.name],
+            vec![
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+            ],
+            vec!["link", "set", &peer, "netns", &ns.name],
+            vec!["addr", "add", &host_ip, "dev", &ns.host_if],
+            vec!["link", "set", &ns.host_if, "up"],
+            vec!["-n", &ns.name, "addr", "add", &ns_ip, "dev", &peer],
+            vec!["-n", &ns.name, "link", "set", &peer, "up"],
+            vec!["-n", &ns.name, "link", "set", "lo", "up"],
+        ];
+        for args in steps {
+            let ok = Command::new("ip")
+                .args(&args)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                eprintln!(
+                    "cannot set up the test namespace (ip {args:?}): needs root and iproute2"
+                );
+                return None;
+            }
+        }
+        Some(ns)
+    }
+
+    fn curl(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "-w",
+                " %{http_code}",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn mutating_admin_call_from_outside_needs_the_token_and_is_audited() {
+    let Some(ns) = Netns::create(7) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test as root"
+        );
+        return;
+    };
+    let (_o, origin) = origin(&[]);
+    let audit = std::env::temp_dir().join(format!("ug-audit-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&audit);
+    let extra = format!("[security]\naudit_log = \"{}\"\n", audit.display());
+    let gw = Gateway::start_on("0.0.0.0", &[origin], "", "token = \"s3cret\"", &extra);
+    let (data_port, admin_port) = (gw.data.port(), gw.admin.port());
+    let admin = format!("http://10.213.7.1:{admin_port}");
+    let refused = ns.curl(&["-X", "POST", &format!("{admin}/admin/cache/clear")]);
+    assert!(refused.ends_with(" 403"), "{refused}");
+    let data = ns.curl(&[
+        "-X",
+        "POST",
+        &format!("http://10.213.7.1:{data_port}/admin/cache/clear"),
+    ]);
+    assert!(data.ends_with(" 403"), "data port: loopback only: {data}");
+    let read_only = ns.curl(&[&format!("{admin}/health")]);
+    assert!(read_only.ends_with(" 200"), "{read_only}");
+    let with_token = ns.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Authorization: Bearer s3cret",
+        &format!("{admin}/admin/cache/clear"),
+    ]);
+    assert!(with_token.ends_with(" 200"), "{with_token}");
+    let wrong = ns.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Authorization: Bearer nope",
+        &format!("{admin}/admin/cache/clear"),
+    ]);
+    assert!(wrong.ends_with(" 403"), "{wrong}");
+
+    // Isolation: loopback only, token or not.
+    let out = curl(&[
+        "-X",
+        "POST",
+        &format!("http://127.0.0.1:{admin_port}/admin/security/isolate"),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"isolated\":true"));
+    let isolated = ns.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Authorization: Bearer s3cret",
+        &format!("{admin}/admin/cache/clear"),
+    ]);
+    assert!(isolated.ends_with(" 403"), "{isolated}");
+    curl(&[
+        "-X",
+        "POST",
+        &format!("http://127.0.0.1:{admin_port}/admin/security/normal"),
+    ]);
+
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refusals = lines
+        .iter()
+        .filter(|l| l["outcome"].as_str().unwrap().starts_with("refused"))
+        .count();
+    assert_eq!(refusals, 3, "{log}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["peer"] == "10.213.7.2" && l["outcome"] == "status 200"),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["target"] == "/admin/security/isolate"),
+        "{log}"
+    );
+    let _ = std::fs::remove_file(audit);
+}
