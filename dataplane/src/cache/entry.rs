@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Fixed memory an entry costs beyond its bytes (entry, map node, queue
 /// slot), counted against the byte budget.
-pub const ENTRY_OVERHEAD: u64 = 320;
+pub const ENTRY_OVERHEAD: u64 = 464;
 
 /// Freshness and validation facts of a stored response.
 #[derive(Debug, Clone, PartialEq, Eq)]
