@@ -116,7 +116,7 @@ declare -A proc=([ultragate]=ultragate [nginx_cache]=nginx [haproxy]=haproxy [va
 targets=(ultragate nginx_cache haproxy varnish nginx_return200)
 for t in "${targets[@]}"; do
   for _ in 1 2 3; do curl -s -o /dev/null "http://127.0.0.1:${port[$t]}$path"; done
-  curl -s -D - -o /dev/null "http://127.0.0.1:${port[$t]}$path" | grep -iE '^(x-cache|age|x-varnish):' >"$work/$t.hdr" || true
+  curl -s -D - -o /dev/null "http://127.0.0.1:${port[$t]}$path" | grep -iE '^(x-cache|x-cache-status|age|x-varnish):' >"$work/$t.hdr" || true
 done
 
 cpu_ticks() { # all processes of a server (nginx and varnish fork workers)
@@ -129,7 +129,7 @@ cpu_ticks() { # all processes of a server (nginx and varnish fork workers)
 }
 hz=$(getconf CLK_TCK)
 jget() { grep -o "\"$1\":[0-9.]*" <<<"$2" | cut -d: -f2; }
-declare -A rps p50 p99 cpu op50 op99 op999
+declare -A rps p50 p99 cpu op50 op99 op999 crps
 for round in $(seq 1 "$rounds"); do
   for t in "${targets[@]}"; do
     root=$(eval echo "\$pid_${proc[$t]}")
@@ -141,6 +141,9 @@ for round in $(seq 1 "$rounds"); do
     p50[$t]+="$(awk '$1=="50%" {print $2}' <<<"$out") "
     p99[$t]+="$(awk '$1=="99%" {print $2}' <<<"$out") "
     cpu[$t]+="$(awk -v d=$((after - before)) -v r="$reqs" -v hz="$hz" 'BEGIN {printf "%.2f", d / hz * 1e6 / r}') "
+    json=$(./target/release/bench load --url "http://127.0.0.1:${port[$t]}$path" --closed-loop \
+      --duration "${secs}s" --connections 64 --pin 0 --json)
+    crps[$t]+="$(jget achieved_rate "$json") "
     json=$(./target/release/bench load --url "http://127.0.0.1:${port[$t]}$path" --rate "$rate" \
       --duration "${secs}s" --connections "$conns" --pin 0 --json)
     op50[$t]+="$(jget p50_us "$json") "
@@ -151,8 +154,8 @@ for round in $(seq 1 "$rounds"); do
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 to_us() { awk '{v=$1; if (v ~ /ms$/) {sub(/ms/,"",v); v*=1000} else if (v ~ /us$/) {sub(/us/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1e6}; print v}'; }
-echo "| target | req/s (wrk) | p50 µs | p99 µs | server CPU µs/req | p50 / p99 / p99.9 µs at $rate req/s (bench load) | hit header |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
+echo "| target | req/s (wrk) | req/s (bench load, closed loop, 64 conns) | wrk p50 µs | wrk p99 µs | server CPU µs/req | p50 / p99 / p99.9 µs at $rate req/s (bench load, open loop) | hit header |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 for t in "${targets[@]}"; do
   r=$(median <<<"${rps[$t]}")
   a=$(tr ' ' '\n' <<<"${p50[$t]}" | grep -v '^$' | to_us | median)
@@ -160,7 +163,8 @@ for t in "${targets[@]}"; do
   c=$(median <<<"${cpu[$t]}")
   h=$(tr '\r\n' ' ' <"$work/$t.hdr")
   o="$(median <<<"${op50[$t]}") / $(median <<<"${op99[$t]}") / $(median <<<"${op999[$t]}")"
-  echo "| $t | $r | $a | $b | $c | $o | $h |"
+  cr=$(median <<<"${crps[$t]}")
+  echo "| $t | $r | ${cr%.*} | $a | $b | $c | $o | $h |"
 done
 echo
 echo "wrk -t1 -c$conns -d${secs}s pinned to core 0, servers on core 1, median of $rounds rounds; $(nproc) cores; $(date -u +%F)"

@@ -124,6 +124,26 @@ struct Queues {
     ghost_set: HashSet<u64>,
 }
 
+/// What [`Cache::claim_fetch`] tells a missing request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Fetch it; others wait for this fetch.
+    Claimed,
+    /// Another connection fetches it: wait, then look again.
+    Wait,
+    /// Its responses are uncacheable: fetch it without holding others.
+    Pass,
+}
+
+/// The fetch state of a missing key.
+#[derive(Debug, Clone, Copy)]
+enum Fetch {
+    /// Someone fetches it since then.
+    Running(Instant),
+    /// Uncacheable until then.
+    Pass(Instant),
+}
+
 /// Counts of one `verify` pass.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -140,7 +160,7 @@ pub struct Cache {
     queues: Mutex<Queues>,
     bytes: AtomicU64,
     seq: AtomicU64,
-    inflight: papaya::HashMap<Bytes, Instant>,
+    inflight: papaya::HashMap<Bytes, Fetch>,
     bans: ArcSwap<Vec<Ban>>,
     newest_ban: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
@@ -547,30 +567,41 @@ impl Cache {
             .collect()
     }
 
-    /// Claims the fetch of a missing key for this caller. `false` means
-    /// another connection fetches it (since less than `wait` ago): wait
-    /// for it instead of asking the upstream too.
-    pub fn claim_fetch(&self, key: &[u8], now: Instant, wait: Duration) -> bool {
+    /// Claims the fetch of a missing key for this caller, unless another
+    /// connection fetches it (since less than `wait` ago) or the key's
+    /// responses were found uncacheable lately.
+    pub fn claim_fetch(&self, key: &[u8], now: Instant, wait: Duration) -> Claim {
         let inflight = self.inflight.pin();
-        if let Some(since) = inflight.get(key) {
-            if now.saturating_duration_since(*since) < wait {
-                return false;
+        match inflight.get(key) {
+            Some(Fetch::Pass(until)) if now < *until => return Claim::Pass,
+            Some(Fetch::Running(since)) if now.saturating_duration_since(*since) < wait => {
+                return Claim::Wait
             }
+            _ => {}
         }
-        inflight.insert(Bytes::copy_from_slice(key), now);
-        true
+        inflight.insert(Bytes::copy_from_slice(key), Fetch::Running(now));
+        Claim::Claimed
     }
 
-    /// Whether someone still fetches `key` (since less than `wait` ago).
-    pub fn fetching(&self, key: &[u8], now: Instant, wait: Duration) -> bool {
+    /// Remembers until `until` that `key` answers uncacheable responses, so
+    /// requests for it go to the upstream at once instead of queueing
+    /// behind each other (Varnish's hit-for-miss).
+    pub fn mark_uncacheable(&self, key: &[u8], until: Instant) {
         self.inflight
             .pin()
-            .get(key)
-            .is_some_and(|since| now.saturating_duration_since(*since) < wait)
+            .insert(Bytes::copy_from_slice(key), Fetch::Pass(until));
     }
 
     /// Ends a fetch claimed with [`Cache::claim_fetch`].
     pub fn release_fetch(&self, key: &[u8]) {
+        let _ = self
+            .inflight
+            .pin()
+            .remove_if(key, |_, v| matches!(v, Fetch::Running(_)));
+    }
+
+    /// Forgets that `key` was uncacheable (it just stored a response).
+    pub fn clear_fetch_state(&self, key: &[u8]) {
         self.inflight.pin().remove(key);
     }
 

@@ -208,15 +208,36 @@ fn one_fetch_per_missing_key() {
     let c = cache(1 << 20);
     let now = Instant::now();
     let wait = Duration::from_secs(2);
-    assert!(c.claim_fetch(b"k", now, wait));
-    assert!(!c.claim_fetch(b"k", now, wait), "a second miss waits");
-    assert!(c.fetching(b"k", now, wait));
-    assert!(
+    assert_eq!(c.claim_fetch(b"k", now, wait), Claim::Claimed);
+    assert_eq!(
+        c.claim_fetch(b"k", now, wait),
+        Claim::Wait,
+        "a second miss waits"
+    );
+    assert_eq!(
         c.claim_fetch(b"k", now + wait, wait),
+        Claim::Claimed,
         "a stuck fetch stops holding others after the wait"
     );
     c.release_fetch(b"k");
-    assert!(!c.fetching(b"k", now, wait));
+    assert_eq!(c.claim_fetch(b"k", now, wait), Claim::Claimed);
+    c.mark_uncacheable(b"k", now + Duration::from_secs(30));
+    assert_eq!(
+        c.claim_fetch(b"k", now, wait),
+        Claim::Pass,
+        "uncacheable: nobody waits"
+    );
+    c.release_fetch(b"k");
+    assert_eq!(
+        c.claim_fetch(b"k", now, wait),
+        Claim::Pass,
+        "a release keeps the pass mark"
+    );
+    assert_eq!(
+        c.claim_fetch(b"k", now + Duration::from_secs(31), wait),
+        Claim::Claimed,
+        "until it expires"
+    );
 }
 
 fn snapdir(name: &str) -> std::path::PathBuf {

@@ -435,3 +435,23 @@ fn uncacheable_objects_over_the_size_limit_pass_through() {
         "chunked stored de-chunked: {out}"
     );
 }
+
+#[test]
+fn uncacheable_responses_stop_later_misses_from_queueing() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let uncacheable = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+    let mut first = conn(&cache, t0);
+    let mut second = conn(&cache, t0);
+    first.recv_client(t0, GET.as_bytes());
+    second.recv_client(t0, GET.as_bytes());
+    assert!(actions(&mut second).is_empty(), "waits for the first fetch");
+    actions(&mut first);
+    first.upstream_connected(t0, false);
+    first.recv_upstream(t0, uncacheable.as_bytes());
+    second.handle_timeout(t0 + Duration::from_millis(1));
+    assert_eq!(actions(&mut second), ["Connect { fresh: false, attempt: 0 }"], "nothing to wait for");
+    let mut third = conn(&cache, t0);
+    third.recv_client(t0, GET.as_bytes());
+    assert_eq!(actions(&mut third), ["Connect { fresh: false, attempt: 0 }"], "no queueing behind an uncacheable key");
+}

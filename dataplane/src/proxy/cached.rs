@@ -5,7 +5,7 @@
 
 use crate::cache::entry::{Entry, Meta};
 use crate::cache::rules::{self, CacheControl};
-use crate::cache::{url_key, Cache, Stored};
+use crate::cache::{url_key, Cache, Claim, Stored};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::http::{list_members, trim, Framing};
@@ -13,6 +13,9 @@ use crate::stats::CacheResult;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+/// How long a key whose response was uncacheable skips coalescing.
+const UNCACHEABLE_FOR: Duration = Duration::from_secs(30);
 
 /// What the cache says about a request.
 pub(super) enum Decision {
@@ -88,16 +91,19 @@ pub(super) fn decide(
                     Decision::Hit(e)
                 }
             } else if may_serve_stale && age < e.meta.lifetime + e.meta.stale_while_revalidate {
-                let refresh =
-                    head.method == Method::Get && cache.claim_fetch(&key[..url_len], now, wait);
+                let refresh = head.method == Method::Get
+                    && cache.claim_fetch(&key[..url_len], now, wait) == Claim::Claimed;
                 Decision::Stale { entry: e, refresh }
             } else {
                 Decision::Revalidate(e)
             }
         }
         _ if !may_wait => Decision::Miss { claimed: false },
-        _ if cache.claim_fetch(&key[..url_len], now, wait) => Decision::Miss { claimed: true },
-        _ => Decision::Wait,
+        _ => match cache.claim_fetch(&key[..url_len], now, wait) {
+            Claim::Claimed => Decision::Miss { claimed: true },
+            Claim::Pass => Decision::Miss { claimed: false },
+            Claim::Wait => Decision::Wait,
+        },
     };
     (decision, facts)
 }
@@ -201,7 +207,7 @@ impl CacheFetch {
     }
 
     /// Starts collecting a response for the cache if it may be stored.
-    pub fn begin_store(&mut self, resp: &ResponseHead<'_, '_>, now_wall: SystemTime) {
+    pub fn begin_store(&mut self, resp: &ResponseHead<'_, '_>, now: Instant, now_wall: SystemTime) {
         if self.cache.bypassed() {
             return;
         }
@@ -217,6 +223,10 @@ impl CacheFetch {
         )
         .is_err()
         {
+            if self.claimed {
+                self.cache
+                    .mark_uncacheable(&self.url, now + UNCACHEABLE_FOR);
+            }
             return;
         }
         if let Framing::Length(n) = resp.framing {
@@ -268,6 +278,7 @@ impl CacheFetch {
         let mut headers = [httparse::EMPTY_HEADER; crate::http::MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let _ = req.parse(&self.request_head);
+        self.cache.clear_fetch_state(&self.url);
         self.cache.insert(
             &self.url,
             buf.vary.as_deref(),

@@ -626,7 +626,7 @@ impl Conn {
                         fetch.relay = false;
                     }
                 } else {
-                    fetch.begin_store(&head, wall);
+                    fetch.begin_store(&head, now, wall);
                 }
             }
             if ex.cache.as_ref().is_none_or(|f| f.relay) {
