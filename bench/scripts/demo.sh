@@ -2,6 +2,7 @@
 # The main job end to end: the test origin (:8000) as primary, the Node.js
 # fallback (:3005), and ultragate in front (:8080 data, :8081 admin), with
 # sample requests. Stops everything it started on exit.
+# Then 5 s of load and the failover drill, and a summary.
 #   bash bench/scripts/demo.sh              # runs until Ctrl-C
 #   bash bench/scripts/demo.sh --seconds 5  # runs 5 s, then stops
 set -euo pipefail
@@ -54,6 +55,19 @@ show curl -s -i "http://127.0.0.1:8080/stream?chunked=1&size=16"
 show curl -s -i "http://127.0.0.1:8080/broken?garbage=1"
 show curl -s -f http://127.0.0.1:8080/health/ready
 show curl -s -f http://127.0.0.1:3005/health
+echo "== 5 s of load at 2000 req/s through the gateway (bench load: open loop, corrected for coordinated omission) =="
+./target/release/bench load --url "http://127.0.0.1:8080/page?size=1024&cache=max-age%3D60" \
+  --rate 2000 --duration 5s --connections 16 | tee "$logs/load.txt"
+echo
+echo "== failover drill: faults under load (its own gateway, origin and fallback on ports 38000-38003) =="
+drill=ok
+./target/release/bench drill | tee "$logs/drill.txt" || drill=failed
+echo
+echo "== summary =="
+echo "gateway :8080 in front of the test origin :8000, Node.js fallback :3005"
+grep -E "achieved|p99 " "$logs/load.txt" | sed 's/^/load: /'
+echo "drill: $drill ($(grep -c '^| [a-z]' "$logs/drill.txt" || true) rows in $logs/drill.txt)"
+echo
 cat <<TXT
 Try:
   curl -i 'http://127.0.0.1:8080/anything?size=1024'            # 1 KiB through the gateway

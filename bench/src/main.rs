@@ -4,6 +4,8 @@
 //! code with the gateway, so it can catch the gateway's bugs. Start with
 //! `bench origin --help`.
 
+mod compare;
+mod drill;
 mod load;
 mod origin;
 
@@ -25,11 +27,19 @@ enum Command {
     /// Offer HTTP load at a constant rate (open loop, corrected for
     /// coordinated omission) or as fast as possible (`--closed-loop`).
     Load(load::LoadArgs),
+    /// Measure ultragate against nginx, HAProxy and Varnish on the same
+    /// pinned core; writes bench/RESULTS.md and a percentile plot.
+    Compare(compare::CompareArgs),
+    /// The failover drill: faults under constant load; non-zero exit when
+    /// one is not handled.
+    Drill(drill::DrillArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Origin(args) => origin::run(args),
         Command::Load(args) => load::run(args),
+        Command::Compare(args) => compare::run(args),
+        Command::Drill(args) => drill::run(args),
     }
 }

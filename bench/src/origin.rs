@@ -13,7 +13,8 @@
 //! | `garbage=1` | answer bytes that are not HTTP |
 //!
 //! `/echo` answers with the request as received (head and body), `/health`
-//! with `ok`. `--error-every K` turns every K-th request into a 500.
+//! with `ok`, and `/__origin/delay?ms=N` sets the latency of every later
+//! answer (a fault injected into a running origin). `--error-every K` turns every K-th request into a 500.
 
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -62,6 +63,7 @@ pub fn run(args: OriginArgs) -> anyhow::Result<()> {
         println!("origin listening on {}", listener.local_addr()?);
         let state = Rc::new(State {
             body: vec![b'x'; 1 << 20],
+            delay_ms: std::cell::Cell::new(args.delay_ms),
             args,
             served: std::cell::Cell::new(0),
         });
@@ -77,6 +79,9 @@ struct State {
     body: Vec<u8>,
     args: OriginArgs,
     served: std::cell::Cell<u64>,
+    /// Latency added to every answer, in milliseconds; starts at
+    /// `--delay-ms`, changed by `GET /__origin/delay?ms=N`.
+    delay_ms: std::cell::Cell<u64>,
 }
 
 /// A request as the origin understood it.
@@ -133,9 +138,20 @@ async fn respond(
     n: u64,
 ) -> std::io::Result<bool> {
     let t = &req.target;
+    if t.starts_with("/__origin/delay") {
+        let ms = query(t, "ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+        state.delay_ms.set(ms);
+        let body = format!("delay {ms} ms\n");
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(resp.as_bytes()).await?;
+        return Ok(req.keep_alive);
+    }
     let delay = query(t, "delay_ms")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(state.args.delay_ms);
+        .unwrap_or(state.delay_ms.get());
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }

@@ -119,6 +119,11 @@ impl RoutePolicy {
         self.mode
     }
 
+    /// The thresholds in force.
+    pub fn thresholds(&self) -> Thresholds {
+        self.t
+    }
+
     /// Replaces the thresholds (config reload).
     pub fn set_thresholds(&mut self, t: Thresholds) {
         self.t = t;
@@ -222,6 +227,27 @@ impl RoutePolicy {
             }
         }
     }
+}
+
+/// Latency-based ejection: the servers whose average latency (µs) stands
+/// far above their peers' (more than 3× the median and above `floor_us`).
+/// Needs two servers with data, and always leaves one.
+pub fn slow_outliers(latencies: &[(usize, u64)], floor_us: u64) -> Vec<usize> {
+    if latencies.len() < 2 {
+        return Vec::new();
+    }
+    let mut sorted: Vec<u64> = latencies.iter().map(|(_, l)| *l).collect();
+    sorted.sort_unstable();
+    let median = sorted[(sorted.len() - 1) / 2];
+    let mut out: Vec<usize> = latencies
+        .iter()
+        .filter(|(_, l)| *l > floor_us && *l > median.saturating_mul(3))
+        .map(|(i, _)| *i)
+        .collect();
+    if out.len() == latencies.len() {
+        out.pop();
+    }
+    out
 }
 
 /// What the memory policy asks for.
@@ -450,6 +476,24 @@ mod tests {
             p.observe(&obs(t0 + s(31), 1, 0.0, true)).is_none(),
             "the hold starts now"
         );
+    }
+
+    #[test]
+    fn latency_outliers_among_peers() {
+        assert_eq!(
+            slow_outliers(&[(0, 900), (1, 1000), (2, 45_000)], 10_000),
+            [2]
+        );
+        assert!(
+            slow_outliers(&[(0, 900), (1, 1000), (2, 5_000)], 10_000).is_empty(),
+            "under the floor"
+        );
+        assert!(slow_outliers(&[(0, 45_000)], 10_000).is_empty(), "no peers");
+        assert!(
+            slow_outliers(&[(0, 40_000), (1, 41_000)], 10_000).is_empty(),
+            "all slow alike: no outlier"
+        );
+        assert_eq!(slow_outliers(&[(0, 1_000), (1, 90_000)], 10_000), [1]);
     }
 
     #[test]

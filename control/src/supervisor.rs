@@ -5,7 +5,7 @@
 
 use crate::memory;
 use crate::metrics::Metrics;
-use crate::policy::{MemoryAction, MemoryPolicy, Mode, Observation, RoutePolicy, Thresholds};
+use crate::policy::{self, MemoryAction, MemoryPolicy, Mode, Observation, RoutePolicy, Thresholds};
 use crate::timeline::Timeline;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -207,6 +207,7 @@ impl Supervisor {
                 &format!("route {}", route.as_str()),
             );
         }
+        self.eject_slow_primaries();
         let rss = memory::rss_bytes().unwrap_or(0);
         let limit = memory::limit_bytes(self.memory_limit.load(Ordering::Relaxed));
         if let (Some(limit), Some(cache)) = (limit, &self.cache) {
@@ -227,6 +228,34 @@ impl Supervisor {
         };
         *lock(&self.view) = view;
         self.metrics.refresh(self, &view);
+    }
+
+    /// Ejects primary servers far slower than their peers; the active
+    /// checks re-admit them with a fresh average.
+    fn eject_slow_primaries(&self) {
+        let g = &self.primary;
+        let floor = lock(&self.route).thresholds().p99.as_micros() as u64;
+        let averages: Vec<(usize, u64)> = (0..g.servers.len())
+            .filter(|&i| g.health.is_healthy(i))
+            .map(|i| (i, g.health.latency_us(i)))
+            .filter(|&(_, l)| l > 0)
+            .collect();
+        for i in policy::slow_outliers(&averages, floor) {
+            if g.health.set(i, false) {
+                let value = format!(
+                    "{} averages {} µs; peers: {averages:?}",
+                    g.servers[i],
+                    g.health.latency_us(i)
+                );
+                self.metrics.decision("eject slow primary server");
+                self.timeline.push(
+                    "latency_outlier",
+                    &value,
+                    "eject slow primary server",
+                    &format!("ejected {}", g.servers[i]),
+                );
+            }
+        }
     }
 
     fn memory_action(&self, action: MemoryAction, cache: &Cache, ratio: f64) {

@@ -48,6 +48,9 @@ pub struct Completion {
     pub cache: CacheResult,
     /// The upstream failed (connect, timeout, garbage, reset).
     pub upstream_error: bool,
+    /// The answer came from (or failed at) the upstream, not the cache or
+    /// the gateway itself.
+    pub proxied: bool,
 }
 
 /// Counters and a latency histogram for one core and one interval.
@@ -141,6 +144,7 @@ mod tests {
             status,
             cache: CacheResult::Miss,
             upstream_error: false,
+            proxied: true,
         }
     }
 

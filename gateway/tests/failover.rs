@@ -331,3 +331,31 @@ fn manual_route_override_and_config_reload() {
         "SIGHUP reloads, it does not stop"
     );
 }
+
+#[test]
+fn a_primary_far_slower_than_its_peers_is_ejected() {
+    let (_fast, fast) = origin(&[]);
+    let (_slow, slow) = origin(&["--delay-ms", "40"]);
+    let (_n, node) = nodejs();
+    // Checks every 5 s: the test sees the ejection before a re-admission.
+    let extra = format!(
+        "health_interval_ms = 5000\n\n[upstream.fallback]\nservers = [\"{node}\"]\n\n[control]\ninterval_ms = 100\np99_threshold_ms = 10\np99_window_ms = 60000\n"
+    );
+    let gw = Gateway::start(&[fast, slow], "cores = [0]", &extra);
+    for _ in 0..40 {
+        assert_eq!(get_status(gw.data, "/item?size=10"), 200);
+    }
+    assert!(
+        wait_for(Duration::from_secs(2), || has_event(
+            &gw,
+            "eject slow primary server"
+        )),
+        "{}",
+        admin_json(&gw, "/admin/events")
+    );
+    let h = admin_json(&gw, "/health");
+    let servers = &h["components"][3]["servers"];
+    assert_eq!(servers[0]["healthy"], true, "{h}");
+    assert_eq!(servers[1]["healthy"], false, "{h}");
+    assert_eq!(h["route"], "primary", "the fast peer carries on");
+}

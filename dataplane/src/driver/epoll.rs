@@ -372,6 +372,8 @@ async fn serve(
     );
     let mut upstream: Option<((Group, usize), TcpStream)> = None;
     let mut connecting: Option<((Group, usize), Connecting)> = None;
+    // The server of the latest exchange, to credit its answer to.
+    let mut last_target: Option<(Group, usize)> = None;
     let mut admin_call: Option<AdminCall> = None;
     let mut buf = vec![0u8; READ_BUF];
     let mut draining = *shutdown.borrow();
@@ -394,6 +396,7 @@ async fn serve(
                     match checkout {
                         Checkout::Reused { server, conn: s } => {
                             upstream = Some(((group, server), s));
+                            last_target = Some((group, server));
                             conn.upstream_connected(now, true);
                         }
                         Checkout::Connect { server, addr } => {
@@ -417,6 +420,10 @@ async fn serve(
         }
         while let Some(done) = conn.poll_completion() {
             ctx.stats.borrow_mut().record(&done);
+            if let (true, Some((group, server))) = (done.proxied, last_target) {
+                ctx.health(group)
+                    .responded(server, done.status, done.latency.as_micros() as u64);
+            }
             if ctx.shared.status.log_requests() {
                 tracing::info!(
                     target: "ultragate::access",
@@ -486,6 +493,7 @@ async fn serve(
                         let _ = s.set_nodelay(true);
                         ctx.health(target.0).connected(target.1);
                         upstream = Some((target, s));
+                        last_target = Some(target);
                         conn.upstream_connected(now, false);
                     }
                     Err(_) => {

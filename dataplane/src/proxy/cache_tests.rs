@@ -450,8 +450,16 @@ fn uncacheable_responses_stop_later_misses_from_queueing() {
     first.upstream_connected(t0, false);
     first.recv_upstream(t0, uncacheable.as_bytes());
     second.handle_timeout(t0 + Duration::from_millis(1));
-    assert_eq!(actions(&mut second), ["Connect { fresh: false, attempt: 0 }"], "nothing to wait for");
+    assert_eq!(
+        actions(&mut second),
+        ["Connect { fresh: false, attempt: 0 }"],
+        "nothing to wait for"
+    );
     let mut third = conn(&cache, t0);
     third.recv_client(t0, GET.as_bytes());
-    assert_eq!(actions(&mut third), ["Connect { fresh: false, attempt: 0 }"], "no queueing behind an uncacheable key");
+    assert_eq!(
+        actions(&mut third),
+        ["Connect { fresh: false, attempt: 0 }"],
+        "no queueing behind an uncacheable key"
+    );
 }

@@ -294,13 +294,21 @@ impl Conn {
     }
 
     /// Notes an answered request.
-    fn complete(&mut self, now: Instant, status: u16, cache: CacheResult, upstream_error: bool) {
+    fn complete(
+        &mut self,
+        now: Instant,
+        status: u16,
+        cache: CacheResult,
+        upstream_error: bool,
+        proxied: bool,
+    ) {
         let latency = now.saturating_duration_since(self.req_started);
         self.completions.push_back(Completion {
             latency,
             status,
             cache,
             upstream_error,
+            proxied,
         });
     }
 
@@ -530,7 +538,7 @@ impl Conn {
             close,
             head_only,
         );
-        self.complete(now, resp.status, CacheResult::None, false);
+        self.complete(now, resp.status, CacheResult::None, false, false);
         self.end_of_response(now, close);
     }
 
@@ -679,7 +687,13 @@ impl Conn {
             fetch.finish_store(now);
         }
         if let Some((status, part)) = ex.outcome {
-            self.complete(now, status, part, false);
+            self.complete(
+                now,
+                status,
+                part,
+                false,
+                !matches!(part, CacheResult::Hit | CacheResult::Stale),
+            );
         }
         let close = self.close_after;
         self.end_of_response(now, close);
@@ -711,7 +725,7 @@ impl Conn {
                     let connection = connection_field(close, ex.client_version);
                     stale.write_response(&mut self.output, now, b"STALE", connection, head_only);
                     let served = stale.meta.status;
-                    self.complete(now, served, CacheResult::Stale, true);
+                    self.complete(now, served, CacheResult::Stale, true, false);
                 }
             }
             fetch => {
@@ -719,7 +733,7 @@ impl Conn {
                 let part = fetch
                     .as_ref()
                     .map_or(CacheResult::None, |f| cached::result_of(f.x_cache));
-                self.complete(now, status, part, true);
+                self.complete(now, status, part, true, true);
             }
         }
         self.end_of_response(now, close);
@@ -729,7 +743,7 @@ impl Conn {
     fn fail(&mut self, now: Instant, status: u16, message: &str) {
         self.phase = Phase::Idle;
         local::write_error(&mut self.output, status, message, true, false);
-        self.complete(now, status, CacheResult::None, false);
+        self.complete(now, status, CacheResult::None, false, false);
         self.finished = true;
     }
 
@@ -851,7 +865,7 @@ impl Conn {
             };
             self.output.put_slice(resp);
             self.input.advance(head_len);
-            self.complete(now, status, CacheResult::None, false);
+            self.complete(now, status, CacheResult::None, false, false);
             return self.skip_local_body(now, body_framing, close);
         }
         if path == "/admin" || path.starts_with("/admin/") {
@@ -907,12 +921,12 @@ impl Conn {
             let (stale, relay, claimed, x_cache): (_, _, _, &'static [u8]) = match decision {
                 Decision::Hit(e) => {
                     e.write_response(&mut self.output, now, b"HIT", connection, head_only);
-                    self.complete(now, e.meta.status, CacheResult::Hit, false);
+                    self.complete(now, e.meta.status, CacheResult::Hit, false, false);
                     return self.answered_locally(now, head_len, framing, close);
                 }
                 Decision::NotModified(e) => {
                     e.write_not_modified(&mut self.output, now, connection);
-                    self.complete(now, 304, CacheResult::Hit, false);
+                    self.complete(now, 304, CacheResult::Hit, false, false);
                     return self.answered_locally(now, head_len, framing, close);
                 }
                 Decision::Wait => {
@@ -929,6 +943,7 @@ impl Conn {
                         status: entry.meta.status,
                         cache: CacheResult::Stale,
                         upstream_error: false,
+                        proxied: false,
                     };
                     self.completions.push_back(served);
                     if !refresh || close {

@@ -1,0 +1,480 @@
+//! `bench compare`: ultragate against nginx `proxy_cache`, HAProxy's
+//! `cache` and Varnish (from Debian's packages, installed when missing),
+//! each with one worker on the same pinned core, plus nginx `return 200`
+//! as the floor of server CPU per request. Every target is measured in the
+//! same run at the same offered rates: cache hits of 1 KiB and 16 KiB and
+//! the miss (proxy) path. Writes `bench/RESULTS.md` with ratios to the best
+//! peer and a percentile plot, and stops everything it started.
+
+use crate::load::{run_load, LoadArgs, Report};
+use anyhow::{bail, Context};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Options of `bench compare`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// The gateway binary.
+    #[arg(long, default_value = "target/release/ultragate")]
+    gateway: PathBuf,
+    /// Core the servers run on.
+    #[arg(long, default_value_t = 1)]
+    server_core: usize,
+    /// Core the load generator runs on.
+    #[arg(long, default_value_t = 0)]
+    client_core: usize,
+    /// Length of each measurement.
+    #[arg(long, default_value = "5s", value_parser = crate::load::parse_duration)]
+    duration: Duration,
+    /// Offered rate of the open-loop (latency) runs, requests per second.
+    #[arg(long, default_value_t = 15000.0)]
+    rate: f64,
+    /// Keep-alive connections of every run.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Where the report goes.
+    #[arg(long, default_value = "bench/RESULTS.md")]
+    out: PathBuf,
+}
+
+/// A server this run started; killed on drop.
+struct Server {
+    name: &'static str,
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Total CPU time (user + system) of a process and its descendants, in
+/// clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            total += fields
+                .get(11)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            total += fields
+                .get(12)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        if let Ok(children) = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")) {
+            stack.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    total
+}
+
+fn ensure_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [
+        ("nginx", "nginx-light"),
+        ("haproxy", "haproxy"),
+        ("varnishd", "varnish"),
+    ]
+    .iter()
+    .filter(|(bin, _)| {
+        !Command::new("sh")
+            .args(["-c", &format!("command -v {bin}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .map(|(_, pkg)| *pkg)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing {missing:?}");
+    let ok = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .status()?
+        .success()
+        && Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?
+            .success();
+    if !ok {
+        bail!("cannot install {missing:?}");
+    }
+    Ok(())
+}
+
+fn spawn(name: &'static str, core: usize, cmd: &[&str], log: &Path) -> anyhow::Result<Server> {
+    let out = std::fs::File::create(log)?;
+    let child = Command::new("taskset")
+        .arg("-c")
+        .arg(core.to_string())
+        .args(cmd)
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .env("ULTRAGATE_LOG", "warn")
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    Ok(Server { name, child })
+}
+
+fn wait_port(port: u16, name: &str) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    bail!("{name} did not listen on port {port}")
+}
+
+/// One measured target in one scenario.
+struct Row {
+    target: &'static str,
+    max_rps: f64,
+    cpu_us: f64,
+    open: Report,
+}
+
+const PORTS: [(&str, u16); 5] = [
+    ("ultragate", 28080),
+    ("nginx_cache", 28090),
+    ("haproxy", 28092),
+    ("varnish", 28093),
+    ("nginx_return200", 28091),
+];
+
+/// Runs the comparison and writes the report.
+pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    ensure_packages()?;
+    if !args.gateway.exists() {
+        bail!(
+            "no gateway binary at {} (cargo build --release -p ultragate)",
+            args.gateway.display()
+        );
+    }
+    let work = std::env::temp_dir().join(format!("ultragate-compare-{}", std::process::id()));
+    std::fs::create_dir_all(work.join("ngx-cache"))?;
+    Command::new("chmod")
+        .args(["-R", "755"])
+        .arg(&work)
+        .status()?;
+    let w = work.display();
+    let core = args.server_core;
+    std::fs::write(
+        work.join("gw.toml"),
+        format!("[api_gateway]\nlisten = \"127.0.0.1:28080\"\ncores = [{core}]\n[admin]\nlisten = \"127.0.0.1:28081\"\n[upstream.primary]\nservers = [\"127.0.0.1:28000\"]\n"),
+    )?;
+    let body = "x".repeat(1024);
+    std::fs::write(
+        work.join("nginx.conf"),
+        format!(
+            "worker_processes 1;\nworker_cpu_affinity {mask:b};\ndaemon off;\nerror_log {w}/nginx-error.log warn;\npid {w}/nginx.pid;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  proxy_cache_path {w}/ngx-cache levels=1:2 keys_zone=c:10m max_size=100m inactive=60m use_temp_path=off;\n  upstream origin {{ server 127.0.0.1:28000; keepalive 64; }}\n  server {{ listen 127.0.0.1:28090; location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_cache c; add_header X-Cache-Status $upstream_cache_status; }} }}\n  server {{ listen 127.0.0.1:28091; location / {{ default_type text/plain; return 200 \"{body}\"; }} }}\n}}\n",
+            mask = 1u64 << core,
+        ),
+    )?;
+    std::fs::write(
+        work.join("haproxy.cfg"),
+        format!("global\n  nbthread 1\n  cpu-map 1/1 {core}\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\ncache c\n  total-max-size 256\n  max-object-size 100000\n  max-age 600\nfrontend f\n  bind 127.0.0.1:28092\n  default_backend b\nbackend b\n  http-request cache-use c\n  http-response cache-store c\n  http-reuse always\n  server o 127.0.0.1:28000\n"),
+    )?;
+    let me = std::env::current_exe()?;
+    let origin_core = args.client_core;
+    let mut servers = vec![spawn(
+        "origin",
+        origin_core,
+        &[
+            me.to_str().unwrap_or("bench"),
+            "origin",
+            "--listen",
+            "127.0.0.1:28000",
+        ],
+        &work.join("origin.log"),
+    )?];
+    wait_port(28000, "origin")?;
+    let gw = args.gateway.to_str().unwrap_or("ultragate").to_owned();
+    let gw_conf = work.join("gw.toml").display().to_string();
+    servers.push(spawn(
+        "ultragate",
+        core,
+        &[&gw, "--config", &gw_conf],
+        &work.join("ultragate.log"),
+    )?);
+    let ngx_conf = work.join("nginx.conf").display().to_string();
+    servers.push(spawn(
+        "nginx",
+        core,
+        &["nginx", "-c", &ngx_conf],
+        &work.join("nginx.log"),
+    )?);
+    let hap_conf = work.join("haproxy.cfg").display().to_string();
+    servers.push(spawn(
+        "haproxy",
+        core,
+        &["haproxy", "-db", "-f", &hap_conf],
+        &work.join("haproxy.log"),
+    )?);
+    let vn = work.join("varnish").display().to_string();
+    servers.push(spawn(
+        "varnish",
+        core,
+        &[
+            "varnishd",
+            "-F",
+            "-n",
+            &vn,
+            "-a",
+            "127.0.0.1:28093",
+            "-b",
+            "127.0.0.1:28000",
+            "-s",
+            "malloc,256m",
+            "-p",
+            "thread_pools=1",
+            "-p",
+            "thread_pool_min=10",
+        ],
+        &work.join("varnish.log"),
+    )?);
+    for (name, port) in PORTS {
+        wait_port(port, name)?;
+    }
+    let pid_of = |target: &str| {
+        let server = match target {
+            "nginx_cache" | "nginx_return200" => "nginx",
+            t => t,
+        };
+        servers
+            .iter()
+            .find(|s| s.name == server)
+            .map(|s| s.child.id())
+            .unwrap_or(0)
+    };
+
+    let scenarios: [(&str, String); 3] = [
+        (
+            "cache hit, 1 KiB",
+            "/hit1k?size=1024&cache=max-age%3D600".to_owned(),
+        ),
+        (
+            "cache hit, 16 KiB",
+            "/hit16k?size=16384&cache=max-age%3D600".to_owned(),
+        ),
+        ("miss (proxy path), 1 KiB", "/miss?size=1024".to_owned()),
+    ];
+    let mut results: Vec<(&str, Vec<Row>)> = Vec::new();
+    for (scenario, path) in &scenarios {
+        let mut rows = Vec::new();
+        for (target, port) in PORTS {
+            if target == "nginx_return200" && scenario.starts_with("miss") {
+                continue;
+            }
+            let url = format!("http://127.0.0.1:{port}{path}");
+            for _ in 0..3 {
+                let _ = Command::new("curl")
+                    .args(["-s", "-o", "/dev/null", &url])
+                    .status();
+            }
+            let base = LoadArgs {
+                url: url.clone(),
+                rate: args.rate,
+                duration: args.duration,
+                connections: args.connections,
+                pin: Some(args.client_core),
+                closed_loop: true,
+                json: false,
+                hgrm: None,
+                timeout: Duration::from_secs(10),
+            };
+            let before = cpu_ticks(pid_of(target));
+            let closed = run_load(&LoadArgs {
+                connections: args.connections * 2,
+                ..base.clone()
+            })?;
+            let ticks = cpu_ticks(pid_of(target)).saturating_sub(before);
+            // SAFETY: sysconf has no memory effects.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+            let cpu_us = ticks as f64 / hz * 1e6 / closed.requests.max(1) as f64;
+            let open = run_load(&LoadArgs {
+                closed_loop: false,
+                ..base
+            })?;
+            eprintln!("{scenario}: {target}: {:.0} req/s max, {cpu_us:.2} µs CPU/req, p99 {} µs at {} req/s", rate(&closed), open.corrected.value_at_quantile(0.99), args.rate);
+            rows.push(Row {
+                target,
+                max_rps: rate(&closed),
+                cpu_us,
+                open,
+            });
+        }
+        results.push((scenario, rows));
+    }
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&work);
+    let svg_path = args.out.with_extension("svg");
+    std::fs::write(&svg_path, plot(&results[0].1, results[0].0, args.rate))?;
+    std::fs::write(&args.out, report(&args, &results, &svg_path))?;
+    println!("wrote {} and {}", args.out.display(), svg_path.display());
+    Ok(())
+}
+
+fn rate(r: &Report) -> f64 {
+    r.requests as f64 / r.elapsed.as_secs_f64().max(1e-9)
+}
+
+fn report(args: &CompareArgs, results: &[(&str, Vec<Row>)], svg: &Path) -> String {
+    let mut s = String::new();
+    let host = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let _ = writeln!(s, "# ultragate benchmark results\n");
+    let _ = writeln!(
+        s,
+        "Command: `cargo build --release -p ultragate -p ultragate-bench && ./target/release/bench compare --duration {}s --rate {} --connections {}`\n",
+        args.duration.as_secs(),
+        args.rate,
+        args.connections
+    );
+    let _ = writeln!(
+        s,
+        "Machine: {} cores ({host}), {}; date {}. Servers pinned to core {}, one worker each (Varnish: one thread pool); the load generator (`bench load`) pinned to core {}. \
+         Max req/s: closed loop over {} connections. Latency: open loop at {} req/s, measured from each request's intended send time. \
+         Server CPU: user+system time of the server's processes per request during the max-rate run. Ratios: against the best peer (nginx `return 200` is a floor, not a peer).\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/etc/debian_version").map(|v| format!("Debian {}", v.trim())).unwrap_or_default(),
+        crate::load::today(),
+        args.server_core,
+        args.client_core,
+        args.connections * 2,
+        args.rate
+    );
+    for (scenario, rows) in results {
+        let peers = rows
+            .iter()
+            .filter(|r| r.target != "ultragate" && r.target != "nginx_return200");
+        let best_rps = peers.clone().map(|r| r.max_rps).fold(0.0, f64::max);
+        let best_cpu = peers.clone().map(|r| r.cpu_us).fold(f64::MAX, f64::min);
+        let best_p99 = peers
+            .map(|r| r.open.corrected.value_at_quantile(0.99))
+            .min()
+            .unwrap_or(1)
+            .max(1);
+        let _ = writeln!(s, "## {scenario}\n");
+        let _ = writeln!(s, "| target | max req/s | vs best peer | server CPU µs/req | p50 µs | p99 µs | p99.9 µs | p99 vs best peer | errors |");
+        let _ = writeln!(
+            s,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for r in rows {
+            let h = &r.open.corrected;
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {:.2}× | {:.2} | {} | {} | {} | {:.2}× | {} |",
+                r.target,
+                r.max_rps,
+                r.max_rps / best_rps.max(1.0),
+                r.cpu_us,
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.value_at_quantile(0.99) as f64 / best_p99 as f64,
+                r.open.errors_total()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nBest peer here: {best_rps:.0} req/s, {best_cpu:.2} µs CPU/req, p99 {best_p99} µs.\n"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "![latency percentiles, 1 KiB hits]({})\n",
+        svg.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("RESULTS.svg")
+    );
+    s
+}
+
+/// Latency by percentile (x: 1/(1-p) on a log scale, as HdrHistogram plots
+/// it; y: µs on a log scale), one line per target.
+fn plot(rows: &[Row], title: &str, rate: f64) -> String {
+    let (w, h, left, bottom, top, right) = (760.0, 420.0, 70.0, 50.0, 40.0, 160.0);
+    let pw = w - left - right;
+    let ph = h - top - bottom;
+    let max_x = 4.0_f64; // up to p99.99
+    let max_us = rows
+        .iter()
+        .map(|r| r.open.corrected.value_at_quantile(0.9999))
+        .max()
+        .unwrap_or(10)
+        .max(10) as f64;
+    let min_us = rows
+        .iter()
+        .map(|r| r.open.corrected.value_at_quantile(0.0))
+        .min()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let (ly0, ly1) = (
+        min_us.log10().floor(),
+        max_us.log10().ceil().max(min_us.log10().floor() + 1.0),
+    );
+    let x = |q: f64| left + (-(1.0 - q).max(1e-4).log10()).min(max_x) / max_x * pw;
+    let y = |us: f64| top + ph - (us.max(1.0).log10() - ly0) / (ly1 - ly0) * ph;
+    let colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#7f7f7f"];
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
+    let _ = writeln!(s, "<text x=\"{left}\" y=\"20\" font-size=\"14\">Latency by percentile, {title}, open loop at {rate} req/s</text>");
+    for (i, label) in ["p0", "p90", "p99", "p99.9", "p99.99"].iter().enumerate() {
+        let xi = left + i as f64 / max_x * pw;
+        let _ = writeln!(s, "<line x1=\"{xi}\" y1=\"{top}\" x2=\"{xi}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{xi}\" y=\"{}\" text-anchor=\"middle\">{label}</text>", top + ph, top + ph + 18.0);
+    }
+    let mut d = ly0;
+    while d <= ly1 {
+        let yi = y(10f64.powf(d));
+        let _ = writeln!(s, "<line x1=\"{left}\" y1=\"{yi}\" x2=\"{}\" y2=\"{yi}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{} µs</text>", left + pw, left - 6.0, yi + 4.0, 10f64.powf(d));
+        d += 1.0;
+    }
+    for (i, r) in rows.iter().enumerate() {
+        let points: Vec<String> = (0..=200)
+            .map(|k| {
+                let q = 1.0 - 10f64.powf(-(k as f64) / 200.0 * max_x);
+                format!(
+                    "{:.1},{:.1}",
+                    x(q),
+                    y(r.open.corrected.value_at_quantile(q) as f64)
+                )
+            })
+            .collect();
+        let c = colors[i % colors.len()];
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
+            points.join(" ")
+        );
+        let ly = top + 16.0 * i as f64 + 10.0;
+        let _ = writeln!(s, "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{c}\" stroke-width=\"3\"/><text x=\"{}\" y=\"{}\">{}</text>", left + pw + 10.0, left + pw + 30.0, left + pw + 35.0, ly + 4.0, r.target);
+    }
+    s.push_str("</svg>\n");
+    s
+}
