@@ -46,7 +46,18 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so that nginx and Varnish stop their worker
+    /// processes too (a SIGKILL would orphan them, still holding the
+    /// ports); SIGKILL after two seconds.
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..200 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -360,8 +371,10 @@ fn report(args: &CompareArgs, results: &[(&str, Vec<Row>)], svg: &Path) -> Strin
         s,
         "Machine: {} cores ({host}), {}; date {}. Servers pinned to core {}, one worker each (Varnish: one thread pool); the load generator (`bench load`) pinned to core {}. \
          Max req/s: closed loop over {} connections. Latency: open loop at {} req/s, measured from each request's intended send time. \
-         Server CPU: user+system time of the server's processes per request during the max-rate run. Ratios: against the best peer (nginx `return 200` is a floor, not a peer).\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+         Server CPU: user+system time of the server's processes per request during the max-rate run. Ratios: against the best peer (nginx `return 200` is a floor, not a peer). \
+         Varnish caches responses without freshness information for 120 s by default, so its miss-path row is mostly hits. \
+         Tail latencies (p99, p99.9) on this shared two-core VM move by several milliseconds between runs for every target; compare medians and CPU first.\n",
+        std::fs::read_to_string("/proc/cpuinfo").map_or(0, |c| c.lines().filter(|l| l.starts_with("processor")).count()),
         std::fs::read_to_string("/etc/debian_version").map(|v| format!("Debian {}", v.trim())).unwrap_or_default(),
         crate::load::today(),
         args.server_core,
