@@ -347,6 +347,19 @@ fn read_drained(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Writes what the engine queued for the client while the socket takes
+/// it; stops at `WouldBlock` (the select's writable branch goes on).
+fn flush_client(stream: &TcpStream, conn: &mut Conn) -> io::Result<()> {
+    while !conn.client_output().is_empty() {
+        match stream.try_write(conn.client_output()) {
+            Ok(n) => conn.client_written(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Whether a pooled connection is still open and clean: a read must find
 /// nothing to read.
 fn idle_conn_alive(s: &TcpStream) -> bool {
@@ -471,7 +484,12 @@ async fn serve(
                 let s = up.expect("guarded");
                 match r.and_then(|()| read_drained(s, &mut buf)) {
                     Ok(0) => conn.upstream_eof(now),
-                    Ok(n) => conn.recv_upstream(now, &buf[..n]),
+                    Ok(n) => {
+                        conn.recv_upstream(now, &buf[..n]);
+                        if flush_client(&stream, &mut conn).is_err() {
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => conn.upstream_eof(now),
                 }
@@ -480,7 +498,14 @@ async fn serve(
                 let now = Instant::now();
                 match r.and_then(|()| read_drained(&stream, &mut buf)) {
                     Ok(0) => conn.client_eof(now),
-                    Ok(n) => conn.recv_client(now, &buf[..n]),
+                    Ok(n) => {
+                        conn.recv_client(now, &buf[..n]);
+                        // A cache hit or local answer goes out at once,
+                        // without another trip through the select.
+                        if flush_client(&stream, &mut conn).is_err() {
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => break,
                 }
