@@ -289,13 +289,7 @@ impl Supervisor {
         let report = cache.verify();
         if report.corrupt == 0 {
             if cache.bypassed() {
-                cache.set_bypass(false);
-                self.timeline.push(
-                    "cache_verify_clean",
-                    "0 corrupt entries",
-                    "serve from cache again",
-                    "ok",
-                );
+                self.serve_again(cache);
             }
             return;
         }
@@ -323,14 +317,19 @@ impl Supervisor {
         );
         let again = cache.verify();
         if again.corrupt == 0 {
-            cache.set_bypass(false);
-            self.timeline.push(
-                "cache_verify_clean",
-                "0 corrupt entries",
-                "serve from cache again",
-                "ok",
-            );
+            self.serve_again(cache);
         }
+    }
+
+    /// Ends a bypass after a clean verify.
+    fn serve_again(&self, cache: &Cache) {
+        cache.set_bypass(false);
+        self.timeline.push(
+            "cache_verify_clean",
+            "0 corrupt entries",
+            "serve from cache again",
+            "ok",
+        );
     }
 
     /// `GET /health`: the components and an overall status.

@@ -240,17 +240,7 @@ impl CacheFetch {
             .duration_since(self.sent_wall)
             .unwrap_or(Duration::ZERO);
         let meta = meta_of(resp, &cc, now_wall, delay);
-        let vary: Vec<Box<str>> = resp
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("vary"))
-            .flat_map(|h| list_members(h.value))
-            .map(|n| {
-                String::from_utf8_lossy(n)
-                    .to_ascii_lowercase()
-                    .into_boxed_str()
-            })
-            .collect();
+        let vary = vary_names_of(resp.headers);
         let vary = (!vary.is_empty()).then_some(vary);
         self.store = Some(StoreBuf {
             head,

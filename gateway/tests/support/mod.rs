@@ -89,18 +89,7 @@ pub fn wait_listening(addr: SocketAddr, what: &str) {
 /// Starts the test origin on a free port with extra flags.
 pub fn origin(extra: &[&str]) -> (Proc, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new(bench_bin())
-        .args(["origin", "--listen", &addr.to_string()])
-        .args(extra)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start origin");
-    let p = Proc {
-        child,
-        name: "origin",
-    };
-    wait_listening(addr, "origin");
-    (p, addr)
+    (origin_at(addr, extra), addr)
 }
 
 /// Starts the Node.js fallback service on a free port.
