@@ -231,12 +231,53 @@ impl Default for Upstreams {
     }
 }
 
+/// An upstream server as configured: `HOST:PORT`, where HOST is an IP
+/// address or a DNS name (a Kubernetes Service, say), resolved at start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ServerAddr(String);
+
+impl TryFrom<String> for ServerAddr {
+    type Error = String;
+
+    fn try_from(v: String) -> Result<Self, String> {
+        let (host, port) = v.rsplit_once(':').ok_or("expected HOST:PORT")?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() || host.contains(char::is_whitespace) || port.parse::<u16>().is_err() {
+            return Err(format!("{v:?} is not HOST:PORT"));
+        }
+        Ok(Self(v))
+    }
+}
+
+impl From<ServerAddr> for String {
+    fn from(a: ServerAddr) -> String {
+        a.0
+    }
+}
+
+impl From<SocketAddr> for ServerAddr {
+    fn from(a: SocketAddr) -> Self {
+        Self(a.to_string())
+    }
+}
+
+impl ServerAddr {
+    /// The address as written, used as `Host` for HTTP/1.0 clients.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// One group of interchangeable upstream servers.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamGroup {
     /// Server addresses, used round robin. At least one.
-    pub servers: Vec<SocketAddr>,
+    pub servers: Vec<ServerAddr>,
     /// Longest wait for a connection, in milliseconds. Default 1000; then
     /// the next server, and 504 when none is left.
     pub connect_timeout_ms: u64,
@@ -266,7 +307,7 @@ pub struct UpstreamGroup {
 impl UpstreamGroup {
     fn with_server(server: SocketAddr) -> Self {
         Self {
-            servers: vec![server],
+            servers: vec![ServerAddr::from(server)],
             connect_timeout_ms: 1000,
             response_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
@@ -412,6 +453,29 @@ impl Config {
         Ok(())
     }
 
+    /// Resolves the servers of `group` (`upstream.primary` or
+    /// `upstream.fallback`), each to its first address.
+    pub fn resolve(
+        group: &UpstreamGroup,
+        key: &'static str,
+    ) -> Result<Vec<SocketAddr>, ConfigError> {
+        use std::net::ToSocketAddrs;
+        group
+            .servers
+            .iter()
+            .map(|s| {
+                s.as_str()
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| ConfigError::Invalid {
+                        key,
+                        message: format!("cannot resolve {}", s.as_str()),
+                    })
+            })
+            .collect()
+    }
+
     /// The data cores: as configured, else every core but core 0 (at
     /// least one).
     pub fn data_cores(&self) -> Vec<usize> {
@@ -452,6 +516,30 @@ mod tests {
         assert_eq!(
             Config::parse(&Config::default_toml()).unwrap(),
             Config::default()
+        );
+    }
+
+    #[test]
+    fn servers_are_host_and_port() {
+        let cfg = Config::parse(
+            "[upstream.fallback]\nservers = [\"nodejs-api.ultragate.svc:3005\", \"[::1]:80\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.upstream.fallback.servers[0].as_str(),
+            "nodejs-api.ultragate.svc:3005"
+        );
+        let err = Config::parse("[upstream.fallback]\nservers = [\"nodejs-api:http\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("upstream.fallback.servers[0]") && err.contains("HOST:PORT"),
+            "{err}"
+        );
+        let local = Config::parse("[upstream.primary]\nservers = [\"localhost:8000\"]\n").unwrap();
+        assert_eq!(
+            Config::resolve(&local.upstream.primary, "upstream.primary.servers").unwrap()[0].port(),
+            8000
         );
     }
 

@@ -6,6 +6,7 @@ mod config;
 use anyhow::Context;
 use clap::Parser;
 use config::{ms, Config, ControlSection, UpstreamGroup};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -88,6 +89,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         );
     }
     let (primary, fallback) = (&cfg.upstream.primary, &cfg.upstream.fallback);
+    let primary_addrs = Config::resolve(primary, "upstream.primary.servers")?;
+    let fallback_addrs = Config::resolve(fallback, "upstream.fallback.servers")?;
     let engine = Arc::new(EngineConfig {
         limits: RequestLimits {
             max_header_bytes: cfg.api_gateway.max_header_bytes,
@@ -99,16 +102,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         connect_timeout: ms(primary.connect_timeout_ms),
         response_timeout: ms(primary.response_timeout_ms),
         // Every primary server once, then the fallback as the last resort.
-        connect_attempts: primary.servers.len() + 1,
-        default_host: primary.servers[0].to_string(),
+        connect_attempts: primary_addrs.len() + 1,
+        default_host: primary.servers[0].as_str().to_owned(),
         coalesce_wait: ms(cfg.cache.coalesce_wait_ms),
         epoch: (std::time::Instant::now(), std::time::SystemTime::now()),
     });
     let driver = DriverConfig {
         listen: cfg.api_gateway.listen,
         cores: cfg.data_cores(),
-        upstreams: primary.servers.clone(),
-        fallback: fallback.servers.clone(),
+        upstreams: primary_addrs.clone(),
+        fallback: fallback_addrs.clone(),
         upstream_idle_timeout: ms(primary.idle_timeout_ms),
         upstream_max_idle: primary.max_idle_per_core,
         drain_timeout: ms(cfg.api_gateway.drain_timeout_ms),
@@ -130,12 +133,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Err(e) => tracing::warn!(error = %e, "cache not restored; starting empty"),
         }
     }
-    let group = |g: &UpstreamGroup| Group {
-        servers: g.servers.clone(),
-        health: Arc::new(GroupHealth::new(g.servers.len(), g.eject_after_failures)),
+    let group = |g: &UpstreamGroup, addrs: &[SocketAddr]| Group {
+        servers: addrs.to_vec(),
+        health: Arc::new(GroupHealth::new(addrs.len(), g.eject_after_failures)),
         fast: Arc::new(AtomicBool::new(true)),
     };
-    let (primary_group, fallback_group) = (group(primary), group(fallback));
+    let (primary_group, fallback_group) = (
+        group(primary, &primary_addrs),
+        group(fallback, &fallback_addrs),
+    );
     let checks = [
         ("primary", primary, &primary_group),
         ("fallback", fallback, &fallback_group),
@@ -143,7 +149,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     .map(|(name, g, grp)| {
         let cfg = CheckConfig {
             group: name,
-            servers: g.servers.clone(),
+            servers: grp.servers.clone(),
             path: g.health_path.clone(),
             interval: ms(g.health_interval_ms),
             timeout: ms(g.health_timeout_ms),
@@ -194,7 +200,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         config_toml: toml::to_string_pretty(&cfg).unwrap_or_default(),
         cache: cache.clone(),
         snapshot_dir: cfg.cache.snapshot_dir.clone(),
-        origins: primary.servers.clone(),
+        origins: primary_addrs.clone(),
         test_hooks: cfg.cache.test_hooks,
     }));
     let control = tokio::runtime::Builder::new_multi_thread()
