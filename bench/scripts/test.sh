@@ -10,11 +10,24 @@ missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v node >/dev/null || missing+=(nodejs)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v shellcheck >/dev/null || missing+=(shellcheck)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
+
+# The deploy tree: scripts linted, manifests validated against a stated
+# Kubernetes version (files that need a CRD are skipped by name).
+shellcheck -x deploy/scripts/*.sh bench/scripts/*.sh .ci/run
+if ! command -v kubernetes-validate >/dev/null; then
+  python3 -m pip install -q kubernetes-validate 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages kubernetes-validate
+fi
+k8s_version=1.31.0
+echo "skipped (need CRDs): deploy/k8s/dpdk/sriov-network.yaml (NetworkAttachmentDefinition), deploy/k8s/monitoring/servicemonitor.yaml (ServiceMonitor)"
+kubernetes-validate --quiet --strict -k "$k8s_version" deploy/k8s/*.yaml deploy/k8s/dpdk/gateway-dpdk.yaml
+echo "manifests valid for Kubernetes $k8s_version"
 
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-4}"
