@@ -463,3 +463,25 @@ fn uncacheable_responses_stop_later_misses_from_queueing() {
         "no queueing behind an uncacheable key"
     );
 }
+
+#[test]
+fn a_waiting_request_is_still_answered_when_draining() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let mut first = conn(&cache, t0);
+    let mut second = conn(&cache, t0);
+    first.recv_client(t0, GET.as_bytes());
+    second.recv_client(t0, GET.as_bytes());
+    actions(&mut first);
+    second.drain(t0);
+    assert!(!second.is_finished());
+    first.upstream_connected(t0, false);
+    first.recv_upstream(t0, FRESH.as_bytes());
+    second.handle_timeout(t0 + Duration::from_millis(1));
+    let out = take(&mut second);
+    assert!(
+        out.contains("X-Cache: HIT") && out.contains("Connection: close"),
+        "{out}"
+    );
+    assert!(second.is_finished());
+}

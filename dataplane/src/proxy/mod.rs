@@ -60,7 +60,8 @@ pub struct EngineConfig {
     pub connect_timeout: Duration,
     /// Longest wait for the next byte of an upstream response.
     pub response_timeout: Duration,
-    /// How many upstream connects a request may try (one per server).
+    /// How many upstream connects a request may try: one per primary
+    /// server, and one more that the driver sends to the fallback group.
     pub connect_attempts: usize,
     /// `Host` sent upstream for HTTP/1.0 requests that carry none.
     pub default_host: String,
@@ -763,7 +764,9 @@ impl Conn {
                     if self.input.is_empty() {
                         return;
                     }
-                    if self.draining {
+                    // Draining: no new request starts; one waiting for another
+                    // connection's fetch (coalesce_until set) is still answered.
+                    if self.draining && self.coalesce_until.is_none() {
                         self.finished = true;
                         return;
                     }
