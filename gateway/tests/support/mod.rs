@@ -86,30 +86,61 @@ pub fn wait_listening(addr: SocketAddr, what: &str) {
     panic!("{what} did not start listening on {addr}");
 }
 
+/// Waits until `addr` accepts, or the process exits (false then).
+fn wait_up(proc: &mut Proc, addr: SocketAddr) -> bool {
+    let end = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < end {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        if matches!(proc.child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Starts a server on a free loopback port, again on another port when
+/// the one found free was taken before the server bound it.
+fn spawn_listening(name: &'static str, spawn: impl Fn(SocketAddr) -> Child) -> (Proc, SocketAddr) {
+    for _ in 0..5 {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut p = Proc {
+            child: spawn(addr),
+            name,
+        };
+        if wait_up(&mut p, addr) {
+            return (p, addr);
+        }
+    }
+    panic!("{name} did not start");
+}
+
 /// Starts the test origin on a free port with extra flags.
 pub fn origin(extra: &[&str]) -> (Proc, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    (origin_at(addr, extra), addr)
+    spawn_listening("origin", |addr| {
+        Command::new(bench_bin())
+            .args(["origin", "--listen", &addr.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start origin")
+    })
 }
 
 /// Starts the Node.js fallback service on a free port.
 pub fn nodejs() -> (Proc, SocketAddr) {
-    let port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nodejs-api/server.js");
-    let child = Command::new("node")
-        .arg(script)
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start node (is Node.js installed?)");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let p = Proc {
-        child,
-        name: "nodejs-api",
-    };
-    wait_listening(addr, "nodejs-api");
-    (p, addr)
+    spawn_listening("nodejs-api", |addr| {
+        Command::new("node")
+            .arg(&script)
+            .env("PORT", addr.port().to_string())
+            .env("HOST", "127.0.0.1")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start node (is Node.js installed?)")
+    })
 }
 
 /// A running gateway and its ports.
@@ -136,37 +167,43 @@ impl Gateway {
         admin_keys: &str,
         extra: &str,
     ) -> Gateway {
-        let data: SocketAddr = format!("{host}:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("{host}:{}", free_port()).parse().unwrap();
-        let servers: Vec<String> = primary.iter().map(|a| format!("\"{a}\"")).collect();
-        let text = format!(
-            "[api_gateway]\nlisten = \"{data}\"\ndrain_timeout_ms = 5000\n{gateway_keys}\n\n[admin]\nlisten = \"{admin}\"\n{admin_keys}\n\n[upstream.primary]\nservers = [{}]\n{extra}\n",
-            servers.join(", ")
-        );
-        let config = std::env::temp_dir().join(format!(
-            "ultragate-test-{}-{}.toml",
-            std::process::id(),
-            data.port()
-        ));
-        std::fs::write(&config, text).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ultragate"))
-            .args(["--config", config.to_str().unwrap()])
-            .env("ULTRAGATE_LOG", "warn")
-            .spawn()
-            .expect("start ultragate");
-        let proc = Proc {
-            child,
-            name: "ultragate",
-        };
-        let local = |a: SocketAddr| SocketAddr::from(([127, 0, 0, 1], a.port()));
-        wait_listening(local(data), "ultragate data port");
-        wait_listening(local(admin), "ultragate admin port");
-        Gateway {
-            proc,
-            data,
-            admin,
-            config,
+        // A port found free can be taken before the gateway binds it (by
+        // another test's connection): start again on new ports then.
+        for _ in 0..5 {
+            let data: SocketAddr = format!("{host}:{}", free_port()).parse().unwrap();
+            let admin: SocketAddr = format!("{host}:{}", free_port()).parse().unwrap();
+            let servers: Vec<String> = primary.iter().map(|a| format!("\"{a}\"")).collect();
+            let text = format!(
+                "[api_gateway]\nlisten = \"{data}\"\ndrain_timeout_ms = 5000\n{gateway_keys}\n\n[admin]\nlisten = \"{admin}\"\n{admin_keys}\n\n[upstream.primary]\nservers = [{}]\n{extra}\n",
+                servers.join(", ")
+            );
+            let config = std::env::temp_dir().join(format!(
+                "ultragate-test-{}-{}.toml",
+                std::process::id(),
+                data.port()
+            ));
+            std::fs::write(&config, text).unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_ultragate"))
+                .args(["--config", config.to_str().unwrap()])
+                .env("ULTRAGATE_LOG", "warn")
+                .spawn()
+                .expect("start ultragate");
+            let mut proc = Proc {
+                child,
+                name: "ultragate",
+            };
+            let local = |a: SocketAddr| SocketAddr::from(([127, 0, 0, 1], a.port()));
+            if wait_up(&mut proc, local(data)) && wait_up(&mut proc, local(admin)) {
+                return Gateway {
+                    proc,
+                    data,
+                    admin,
+                    config,
+                };
+            }
+            let _ = std::fs::remove_file(&config);
         }
+        panic!("ultragate did not start (see its log above)");
     }
 
     /// `http://ADDR` of the data port.
