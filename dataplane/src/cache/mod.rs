@@ -23,6 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// Entries retired from the map per reclamation batch (the epoch-based
+/// reclamation frees them in batches; seize's default is 32).
+const RECLAIM_BATCH: usize = 4;
+
 /// Sizes of the cache.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
@@ -173,7 +177,11 @@ impl Cache {
     pub fn new(cfg: CacheConfig) -> Self {
         Self {
             cfg,
-            map: papaya::HashMap::new(),
+            // Small reclamation batches: a replaced or evicted entry's memory
+            // is returned soon after, so the heap tracks the byte budget.
+            map: papaya::HashMap::builder()
+                .collector(seize::Collector::new().batch_size(RECLAIM_BATCH))
+                .build(),
             queues: Mutex::new(Queues::default()),
             bytes: AtomicU64::new(0),
             seq: AtomicU64::new(1),
