@@ -56,11 +56,6 @@ impl AdminServer {
         })
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
     /// Serves until the task is dropped; must run inside a tokio runtime.
     pub async fn run(self) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::from_std(self.listener)?;

@@ -52,16 +52,6 @@ impl Timeline {
             .cloned()
             .collect()
     }
-
-    /// How many events carry this action.
-    pub fn count(&self, action: &str) -> usize {
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|e| e["action"] == action)
-            .count()
-    }
 }
 
 /// The audit log: one JSON line per mutating admin call and per refusal.

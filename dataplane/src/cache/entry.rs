@@ -4,7 +4,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 /// Fixed memory an entry costs beyond its bytes (entry, map node, queue
 /// slot), counted against the byte budget.
@@ -154,11 +154,6 @@ impl Entry {
         out.put_slice(b"\r\nX-Cache: HIT\r\n");
         out.put_slice(connection);
         out.put_slice(b"\r\n");
-    }
-
-    /// The freshness lifetime as a duration.
-    pub fn lifetime(&self) -> Duration {
-        Duration::from_secs(self.meta.lifetime)
     }
 }
 

@@ -91,7 +91,6 @@ pub struct Shared {
 pub struct Dataplane {
     threads: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
-    local_addr: SocketAddr,
 }
 
 impl Dataplane {
@@ -132,16 +131,7 @@ impl Dataplane {
         }
         shared.status.set_serving(true);
         tracing::info!(backend = BACKEND_EPOLL, %local_addr, cores = ?cfg.cores, "data plane serving");
-        Ok(Self {
-            threads,
-            shutdown,
-            local_addr,
-        })
-    }
-
-    /// The address the data port is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        Ok(Self { threads, shutdown })
     }
 
     /// Stops accepting, lets in-flight requests finish within the drain
