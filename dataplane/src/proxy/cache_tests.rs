@@ -485,3 +485,17 @@ fn a_waiting_request_is_still_answered_when_draining() {
     );
     assert!(second.is_finished());
 }
+
+#[test]
+fn upstream_errors_carry_x_cache_too() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let mut c = conn(&cache, t0);
+    c.recv_client(t0, GET.as_bytes());
+    c.upstream_connect_failed(t0);
+    let out = take(&mut c);
+    assert!(
+        out.starts_with("HTTP/1.1 502 ") && out.contains("X-Cache: MISS\r\n"),
+        "{out}"
+    );
+}

@@ -32,7 +32,8 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// Appends a complete response with a body to `out`. `close` adds
-/// `Connection: close`; `head_only` omits the body (HEAD requests).
+/// `Connection: close`; `head_only` omits the body (HEAD requests);
+/// `extra` holds more header lines, each ending in CRLF.
 pub fn write_response(
     out: &mut BytesMut,
     status: u16,
@@ -40,11 +41,12 @@ pub fn write_response(
     body: &[u8],
     close: bool,
     head_only: bool,
+    extra: &str,
 ) {
     // Writing into a BytesMut cannot fail.
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {}\r\nServer: ultragate\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{}\r\n",
+        "HTTP/1.1 {status} {}\r\nServer: ultragate\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}{}\r\n",
         reason(status),
         body.len(),
         if close { "Connection: close\r\n" } else { "" },
@@ -54,8 +56,16 @@ pub fn write_response(
     }
 }
 
-/// Appends a plain-text error response whose body says what went wrong.
-pub fn write_error(out: &mut BytesMut, status: u16, message: &str, close: bool, head_only: bool) {
+/// Appends a plain-text error response whose body says what went wrong;
+/// `extra` as for [`write_response`].
+pub fn write_error(
+    out: &mut BytesMut,
+    status: u16,
+    message: &str,
+    close: bool,
+    head_only: bool,
+    extra: &str,
+) {
     let mut body = BytesMut::with_capacity(message.len() + 1);
     body.put_slice(message.as_bytes());
     body.put_u8(b'\n');
@@ -66,6 +76,7 @@ pub fn write_error(out: &mut BytesMut, status: u16, message: &str, close: bool, 
         &body,
         close,
         head_only,
+        extra,
     );
 }
 

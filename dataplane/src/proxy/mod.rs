@@ -538,6 +538,7 @@ impl Conn {
             &resp.body,
             close,
             head_only,
+            "",
         );
         self.complete(now, resp.status, CacheResult::None, false, false);
         self.end_of_response(now, close);
@@ -730,7 +731,12 @@ impl Conn {
                 }
             }
             fetch => {
-                local::write_error(&mut self.output, status, message, close, head_only);
+                // With a cache, every proxied answer says its part, errors too.
+                let x_cache = fetch
+                    .as_ref()
+                    .map(|f| format!("X-Cache: {}\r\n", String::from_utf8_lossy(f.x_cache)));
+                let extra = x_cache.as_deref().unwrap_or("");
+                local::write_error(&mut self.output, status, message, close, head_only, extra);
                 let part = fetch
                     .as_ref()
                     .map_or(CacheResult::None, |f| cached::result_of(f.x_cache));
@@ -743,7 +749,7 @@ impl Conn {
     /// Answers an error and closes the connection.
     fn fail(&mut self, now: Instant, status: u16, message: &str) {
         self.phase = Phase::Idle;
-        local::write_error(&mut self.output, status, message, true, false);
+        local::write_error(&mut self.output, status, message, true, false, "");
         self.complete(now, status, CacheResult::None, false, false);
         self.finished = true;
     }
