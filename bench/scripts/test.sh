@@ -19,7 +19,7 @@ fi
 
 # The deploy tree: scripts linted, manifests validated against a stated
 # Kubernetes version (files that need a CRD are skipped by name).
-shellcheck -x deploy/scripts/*.sh bench/scripts/*.sh .ci/run
+shellcheck -x deploy/scripts/*.sh bench/scripts/*.sh .ci/run hugepages-setup.sh
 if ! command -v kubernetes-validate >/dev/null; then
   python3 -m pip install -q kubernetes-validate 2>/dev/null \
     || python3 -m pip install -q --break-system-packages kubernetes-validate

@@ -344,3 +344,34 @@ fn configmap_toml_passes_check_config() {
     assert!(out.status.success(), "{}", text(&out));
     let _ = std::fs::remove_file(file);
 }
+
+#[test]
+fn hugepages_setup_reports_and_refuses_bad_arguments() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hugepages-setup.sh");
+    let run = |args: &[&str]| {
+        Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["--help"]).status.success());
+    for bad in [
+        vec!["--frobnicate"],
+        vec!["--size", "3M"],
+        vec!["--pages", "many"],
+    ] {
+        let out = run(&bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out));
+    }
+    // --check changes nothing and says what it found, ready or not.
+    let out = run(&["--check"]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
+    let report = text(&out);
+    assert!(
+        report.contains("hugepages 2M: total")
+            && report.contains("hugetlbfs:")
+            && report.contains("IOMMU:"),
+        "{report}"
+    );
+}
