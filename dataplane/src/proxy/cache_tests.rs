@@ -499,3 +499,28 @@ fn upstream_errors_carry_x_cache_too() {
         "{out}"
     );
 }
+
+#[test]
+fn a_head_miss_neither_holds_gets_nor_marks_the_key_uncacheable() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let mut head = conn(&cache, t0);
+    head.recv_client(t0, b"HEAD /a HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(actions(&mut head), ["Connect { fresh: false, attempt: 0 }"]);
+    let mut get = conn(&cache, t0);
+    get.recv_client(t0, GET.as_bytes());
+    assert_eq!(
+        actions(&mut get),
+        ["Connect { fresh: false, attempt: 0 }"],
+        "the GET fetches at once"
+    );
+    head.upstream_connected(t0, false);
+    head.recv_upstream(
+        t0,
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\n",
+    );
+    get.upstream_connected(t0, false);
+    get.recv_upstream(t0, FRESH.as_bytes());
+    let (up, _, out) = roundtrip(&cache, t0, GET, "");
+    assert!(!up && out.ends_with("hello"), "stored by the GET: {out}");
+}

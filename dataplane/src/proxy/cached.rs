@@ -98,7 +98,8 @@ pub(super) fn decide(
                 Decision::Revalidate(e)
             }
         }
-        _ if !may_wait => Decision::Miss { claimed: false },
+        // A HEAD cannot fill the cache: it neither holds others nor waits.
+        _ if !may_wait || head.method == Method::Head => Decision::Miss { claimed: false },
         _ => match cache.claim_fetch(&key[..url_len], now, wait) {
             Claim::Claimed => Decision::Miss { claimed: true },
             Claim::Pass => Decision::Miss { claimed: false },
