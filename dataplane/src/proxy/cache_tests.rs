@@ -1,29 +1,9 @@
 //! The engine with a cache, on byte slices: every RFC 9111 behaviour the
 //! gateway promises, one test each.
 
+use super::testkit::*;
 use super::*;
 use crate::cache::CacheConfig;
-use std::net::Ipv4Addr;
-
-const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
-
-fn cfg() -> Arc<EngineConfig> {
-    Arc::new(EngineConfig {
-        limits: RequestLimits {
-            max_header_bytes: 8192,
-            max_body_bytes: 1 << 20,
-        },
-        max_response_head_bytes: 8192,
-        client_timeout: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(60),
-        connect_timeout: Duration::from_secs(1),
-        response_timeout: Duration::from_secs(5),
-        connect_attempts: 1,
-        default_host: "origin:80".into(),
-        coalesce_wait: Duration::from_secs(2),
-        epoch: (Instant::now(), std::time::SystemTime::now()),
-    })
-}
 
 fn new_cache() -> Arc<Cache> {
     Arc::new(Cache::new(CacheConfig {
@@ -33,27 +13,7 @@ fn new_cache() -> Arc<Cache> {
 }
 
 fn conn(cache: &Arc<Cache>, t: Instant) -> Conn {
-    let status = Arc::new(DataplaneStatus::default());
-    status.set_serving(true);
-    Conn::new(cfg(), status, Some(cache.clone()), CLIENT, t)
-}
-
-fn take(c: &mut Conn) -> String {
-    let out = String::from_utf8_lossy(c.client_output()).into_owned();
-    c.client_written(out.len());
-    out
-}
-
-fn take_up(c: &mut Conn, t: Instant) -> String {
-    let out = String::from_utf8_lossy(c.upstream_output()).into_owned();
-    c.upstream_written(out.len(), t);
-    out
-}
-
-fn actions(c: &mut Conn) -> Vec<String> {
-    std::iter::from_fn(|| c.poll_action())
-        .map(|a| format!("{a:?}"))
-        .collect()
+    Conn::new(cfg(1 << 20), ready(), Some(cache.clone()), CLIENT, t)
 }
 
 /// Sends `req`; if the engine goes upstream, answers with `resp`. Returns
@@ -63,12 +23,12 @@ fn roundtrip(cache: &Arc<Cache>, t: Instant, req: &str, resp: &str) -> (bool, St
     c.recv_client(t, req.as_bytes());
     let acts = actions(&mut c);
     if acts.is_empty() {
-        return (false, String::new(), take(&mut c));
+        return (false, String::new(), take_client(&mut c));
     }
     c.upstream_connected(t, false);
-    let up = take_up(&mut c, t);
+    let up = take_upstream(&mut c, t);
     c.recv_upstream(t, resp.as_bytes());
-    (true, up, take(&mut c))
+    (true, up, take_client(&mut c))
 }
 
 const GET: &str = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
@@ -313,7 +273,7 @@ fn stale_while_revalidate_answers_stale_and_refreshes_behind() {
     let t1 = t0 + Duration::from_secs(20);
     let mut c = conn(&cache, t1);
     c.recv_client(t1, GET.as_bytes());
-    let out = take(&mut c);
+    let out = take_client(&mut c);
     assert!(
         out.contains("X-Cache: STALE\r\n") && out.ends_with("old"),
         "{out}"
@@ -324,12 +284,12 @@ fn stale_while_revalidate_answers_stale_and_refreshes_behind() {
         "refresh in the background"
     );
     c.upstream_connected(t1, false);
-    take_up(&mut c, t1);
+    take_upstream(&mut c, t1);
     c.recv_upstream(
         t1,
         b"HTTP/1.1 200 OK\r\nCache-Control: max-age=10\r\nContent-Length: 3\r\n\r\nnew",
     );
-    assert_eq!(take(&mut c), "", "the client got its answer already");
+    assert_eq!(take_client(&mut c), "", "the client got its answer already");
     let (up, _, out) = roundtrip(&cache, t1, GET, "");
     assert!(!up && out.ends_with("new"), "{out}");
 }
@@ -355,7 +315,7 @@ fn stale_if_error_answers_stale_on_5xx_and_connect_failure() {
     let mut c = conn(&cache, t1);
     c.recv_client(t1, GET.as_bytes());
     c.upstream_connect_failed(t1);
-    let out = take(&mut c);
+    let out = take_client(&mut c);
     assert!(
         out.contains("X-Cache: STALE\r\n") && out.ends_with("old"),
         "{out}"
@@ -387,7 +347,7 @@ fn concurrent_misses_cause_one_fetch() {
     let t1 = t0 + Duration::from_millis(3);
     second.handle_timeout(t1);
     assert!(actions(&mut second).is_empty());
-    let out = take(&mut second);
+    let out = take_client(&mut second);
     assert!(
         out.contains("X-Cache: HIT") && out.ends_with("hello"),
         "{out}"
@@ -478,7 +438,7 @@ fn a_waiting_request_is_still_answered_when_draining() {
     first.upstream_connected(t0, false);
     first.recv_upstream(t0, FRESH.as_bytes());
     second.handle_timeout(t0 + Duration::from_millis(1));
-    let out = take(&mut second);
+    let out = take_client(&mut second);
     assert!(
         out.contains("X-Cache: HIT") && out.contains("Connection: close"),
         "{out}"
@@ -493,7 +453,7 @@ fn upstream_errors_carry_x_cache_too() {
     let mut c = conn(&cache, t0);
     c.recv_client(t0, GET.as_bytes());
     c.upstream_connect_failed(t0);
-    let out = take(&mut c);
+    let out = take_client(&mut c);
     assert!(
         out.starts_with("HTTP/1.1 502 ") && out.contains("X-Cache: MISS\r\n"),
         "{out}"

@@ -1142,3 +1142,5 @@ mod tests;
 
 #[cfg(test)]
 mod cache_tests;
+#[cfg(test)]
+mod testkit;

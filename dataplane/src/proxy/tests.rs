@@ -1,59 +1,13 @@
 //! The engine on byte slices: no sockets, time passed in.
 
+use super::testkit::*;
 use super::*;
 use std::net::Ipv4Addr;
 
-const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-fn cfg() -> Arc<EngineConfig> {
-    Arc::new(EngineConfig {
-        limits: RequestLimits {
-            max_header_bytes: 8192,
-            max_body_bytes: 1024,
-        },
-        max_response_head_bytes: 8192,
-        client_timeout: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(60),
-        connect_timeout: Duration::from_secs(1),
-        response_timeout: Duration::from_secs(5),
-        connect_attempts: 1,
-        default_host: "origin:80".into(),
-        coalesce_wait: Duration::from_secs(2),
-        epoch: (Instant::now(), std::time::SystemTime::now()),
-    })
-}
-
-fn ready() -> Arc<DataplaneStatus> {
-    let s = Arc::new(DataplaneStatus::default());
-    s.set_serving(true);
-    s
-}
-
 fn conn_from(peer: IpAddr, t0: Instant) -> Conn {
-    Conn::new(cfg(), ready(), None, peer, t0)
-}
-
-fn take_client(c: &mut Conn) -> String {
-    let out = String::from_utf8_lossy(c.client_output()).into_owned();
-    c.client_written(out.len());
-    out
-}
-
-fn take_upstream(c: &mut Conn, now: Instant) -> String {
-    let out = String::from_utf8_lossy(c.upstream_output()).into_owned();
-    c.upstream_written(out.len(), now);
-    out
-}
-
-fn actions(c: &mut Conn) -> Vec<String> {
-    std::iter::from_fn(|| c.poll_action())
-        .map(|a| format!("{a:?}"))
-        .collect()
-}
-
-fn status_of(resp: &str) -> u16 {
-    resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+    Conn::new(cfg(1024), ready(), None, peer, t0)
 }
 
 /// Feeds `req` split at `split`, and answers any upstream connect, so that
@@ -443,7 +397,7 @@ fn next_server_is_tried_after_a_connect_failure() {
     let t0 = Instant::now();
     let cfg = Arc::new(EngineConfig {
         connect_attempts: 2,
-        ..(*cfg()).clone()
+        ..(*cfg(1024)).clone()
     });
     let mut c = Conn::new(cfg, ready(), None, CLIENT, t0);
     c.recv_client(t0, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -471,7 +425,7 @@ fn health_probes_are_answered_locally() {
     assert!(actions(&mut c).is_empty());
 
     let mut c = Conn::new(
-        cfg(),
+        cfg(1024),
         Arc::new(DataplaneStatus::default()),
         None,
         CLIENT,

@@ -1,0 +1,60 @@
+//! Helpers shared by the engine's tests: a config, a ready status, and
+//! readers of what the engine queued.
+
+use super::*;
+use std::net::Ipv4Addr;
+
+/// A client that is not on loopback.
+pub(super) const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
+
+/// Engine settings for tests, with this body limit in bytes.
+pub(super) fn cfg(max_body_bytes: u64) -> Arc<EngineConfig> {
+    Arc::new(EngineConfig {
+        limits: RequestLimits {
+            max_header_bytes: 8192,
+            max_body_bytes,
+        },
+        max_response_head_bytes: 8192,
+        client_timeout: Duration::from_secs(10),
+        keepalive_timeout: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(1),
+        response_timeout: Duration::from_secs(5),
+        connect_attempts: 1,
+        default_host: "origin:80".into(),
+        coalesce_wait: Duration::from_secs(2),
+        epoch: (Instant::now(), std::time::SystemTime::now()),
+    })
+}
+
+/// A data plane that is serving.
+pub(super) fn ready() -> Arc<DataplaneStatus> {
+    let s = Arc::new(DataplaneStatus::default());
+    s.set_serving(true);
+    s
+}
+
+/// Everything queued for the client, marked written.
+pub(super) fn take_client(c: &mut Conn) -> String {
+    let out = String::from_utf8_lossy(c.client_output()).into_owned();
+    c.client_written(out.len());
+    out
+}
+
+/// Everything queued for the upstream, marked written.
+pub(super) fn take_upstream(c: &mut Conn, now: Instant) -> String {
+    let out = String::from_utf8_lossy(c.upstream_output()).into_owned();
+    c.upstream_written(out.len(), now);
+    out
+}
+
+/// The pending actions, as text.
+pub(super) fn actions(c: &mut Conn) -> Vec<String> {
+    std::iter::from_fn(|| c.poll_action())
+        .map(|a| format!("{a:?}"))
+        .collect()
+}
+
+/// The status code of a response.
+pub(super) fn status_of(resp: &str) -> u16 {
+    resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
