@@ -59,7 +59,7 @@ echo "== 5 s of load at 2000 req/s through the gateway (bench load: open loop, c
 ./target/release/bench load --url "http://127.0.0.1:8080/page?size=1024&cache=max-age%3D60" \
   --rate 2000 --duration 5s --connections 16 | tee "$logs/load.txt"
 echo
-echo "== failover drill: faults under load (its own gateway, origin and fallback on ports 38000-38003) =="
+echo "== failover drill: faults under load (its own gateway, origin and fallback on ports 21800-21803) =="
 drill=ok
 ./target/release/bench drill | tee "$logs/drill.txt" || drill=failed
 echo

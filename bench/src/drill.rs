@@ -25,8 +25,9 @@ pub struct DrillArgs {
     /// The Node.js fallback service.
     #[arg(long, default_value = "deploy/nodejs-api/server.js")]
     nodejs: PathBuf,
-    /// First of the loopback ports the drill uses (five in a row).
-    #[arg(long, default_value_t = 38000)]
+    /// First of the loopback ports the drill uses (four in a row); below
+    /// the kernel's ephemeral range, so no outgoing connection holds them.
+    #[arg(long, default_value_t = 21800)]
     base_port: u16,
     /// Requests per second of the background load.
     #[arg(long, default_value_t = 200)]
