@@ -2,6 +2,7 @@
 //! one lookup and one copy into the send buffer, plus the freshness facts
 //! and the checksum that `verify` checks.
 
+use crate::proxy::output::Output;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Instant, SystemTime};
@@ -114,13 +115,14 @@ impl Entry {
     /// body. Writes into `out` without allocating beyond its growth.
     pub fn write_response(
         &self,
-        out: &mut BytesMut,
+        output: &mut Output,
         now: Instant,
         x_cache: &[u8],
         connection: &[u8],
         head_only: bool,
     ) {
-        out.reserve(self.head.len() + self.body.len() + 96);
+        let out = output.tail();
+        out.reserve(self.head.len() + 96);
         out.put_slice(&self.head);
         out.put_slice(b"Content-Length: ");
         put_decimal(out, self.body.len() as u64);
@@ -132,7 +134,7 @@ impl Entry {
         out.put_slice(connection);
         out.put_slice(b"\r\n");
         if !head_only {
-            out.put_slice(&self.body);
+            output.push(&self.body);
         }
     }
 

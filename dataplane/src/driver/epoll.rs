@@ -340,14 +340,22 @@ fn read_drained(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 /// Writes what the engine queued for the client while the socket takes
 /// it; stops at `WouldBlock` (the select's writable branch goes on).
 fn flush_client(stream: &TcpStream, conn: &mut Conn) -> io::Result<()> {
-    while !conn.client_output().is_empty() {
-        match stream.try_write(conn.client_output()) {
+    while conn.client_pending() > 0 {
+        match write_client(stream, conn) {
             Ok(n) => conn.client_written(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// One vectored write of the queued client bytes: a cache hit's head and
+/// shared body go out in one `writev`.
+fn write_client(stream: &TcpStream, conn: &Conn) -> io::Result<usize> {
+    let mut slices = [io::IoSlice::new(&[]); 8];
+    let n = conn.client_slices(&mut slices);
+    stream.try_write_vectored(&slices[..n])
 }
 
 /// Whether a pooled connection is still open and clean: a read must find
@@ -441,7 +449,7 @@ async fn serve(
         if conn.is_finished() {
             break;
         }
-        let client_write = !conn.client_output().is_empty();
+        let client_write = conn.client_pending() > 0;
         let client_read = conn.wants_client_bytes();
         let up_write =
             upstream.is_some() && conn.upstream_attached() && !conn.upstream_output().is_empty();
@@ -454,7 +462,7 @@ async fn serve(
             biased;
             r = stream.writable(), if client_write => {
                 if r.is_err() { break; }
-                match stream.try_write(conn.client_output()) {
+                match write_client(&stream, &conn) {
                     Ok(n) => conn.client_written(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => break,

@@ -9,6 +9,7 @@
 mod body;
 mod cached;
 pub mod local;
+pub mod output;
 mod rewrite;
 
 use crate::admin::{AdminRequest, AdminResponse};
@@ -22,6 +23,7 @@ use crate::status::DataplaneStatus;
 use body::BodyReader;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use cached::{CacheFetch, Decision};
+use output::Output;
 use rewrite::ClientFraming;
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -192,7 +194,7 @@ pub struct Conn {
     completions: VecDeque<Completion>,
     peer: IpAddr,
     input: BytesMut,
-    output: BytesMut,
+    output: Output,
     upstream_output: BytesMut,
     actions: VecDeque<Action>,
     phase: Phase,
@@ -226,7 +228,7 @@ impl Conn {
             completions: VecDeque::new(),
             peer,
             input: BytesMut::with_capacity(4096),
-            output: BytesMut::with_capacity(4096),
+            output: Output::with_capacity(4096),
             upstream_output: BytesMut::new(),
             actions: VecDeque::new(),
             phase: Phase::Idle,
@@ -267,12 +269,30 @@ impl Conn {
         self.advance(now);
     }
 
-    /// Bytes queued for the client.
+    /// The oldest bytes queued for the client; after
+    /// [`Self::client_written`] the next ones.
     pub fn client_output(&self) -> &[u8] {
-        &self.output
+        self.output.first()
     }
 
-    /// `n` bytes of [`Self::client_output`] were written.
+    /// Every byte queued for the client, as slices for a vectored write;
+    /// returns how many of `dst` it filled.
+    pub fn client_slices<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        self.output.slices(dst)
+    }
+
+    /// How many bytes are queued for the client.
+    pub fn client_pending(&self) -> usize {
+        self.output.len()
+    }
+
+    /// Keeps the queued client bytes at their addresses until written, for a
+    /// driver whose kernel reads them after the call returns (io_uring).
+    pub fn pin_client_output(&mut self) {
+        self.output.freeze();
+    }
+
+    /// `n` queued client bytes were written.
     pub fn client_written(&mut self, n: usize) {
         self.output.advance(n);
     }
@@ -455,7 +475,7 @@ impl Conn {
         ex.upstream_progress = now;
         ex.response_bytes_seen = true;
         let result = if ex.response.is_some() {
-            relay_body(ex, &mut self.output, data)
+            relay_body(ex, self.output.tail(), data)
         } else {
             ex.head_buf.extend_from_slice(data);
             self.response_head(now)
@@ -532,7 +552,7 @@ impl Conn {
         };
         self.phase = Phase::Idle;
         local::write_response(
-            &mut self.output,
+            self.output.tail(),
             resp.status,
             resp.content_type,
             &resp.body,
@@ -646,7 +666,7 @@ impl Conn {
                     .map_or(CacheResult::None, |f| cached::result_of(f.x_cache));
                 ex.outcome = Some((head.status, part));
                 rewrite::client_response(
-                    &mut self.output,
+                    self.output.tail(),
                     &head,
                     framing,
                     ex.client_version,
@@ -671,7 +691,7 @@ impl Conn {
             });
             let rest = ex.head_buf.split_off(n);
             ex.head_buf.clear();
-            return relay_body(ex, &mut self.output, &rest);
+            return relay_body(ex, self.output.tail(), &rest);
         }
     }
 
@@ -736,7 +756,7 @@ impl Conn {
                     .as_ref()
                     .map(|f| format!("X-Cache: {}\r\n", String::from_utf8_lossy(f.x_cache)));
                 let extra = x_cache.as_deref().unwrap_or("");
-                local::write_error(&mut self.output, status, message, close, head_only, extra);
+                local::write_error(self.output.tail(), status, message, close, head_only, extra);
                 let part = fetch
                     .as_ref()
                     .map_or(CacheResult::None, |f| cached::result_of(f.x_cache));
@@ -749,7 +769,7 @@ impl Conn {
     /// Answers an error and closes the connection.
     fn fail(&mut self, now: Instant, status: u16, message: &str) {
         self.phase = Phase::Idle;
-        local::write_error(&mut self.output, status, message, true, false, "");
+        local::write_error(self.output.tail(), status, message, true, false, "");
         self.complete(now, status, CacheResult::None, false, false);
         self.finished = true;
     }
@@ -872,7 +892,7 @@ impl Conn {
             } else {
                 503
             };
-            self.output.put_slice(resp);
+            self.output.tail().put_slice(resp);
             self.input.advance(head_len);
             self.complete(now, status, CacheResult::None, false, false);
             return self.skip_local_body(now, body_framing, close);
@@ -903,7 +923,7 @@ impl Conn {
             };
             let reader = BodyReader::new(head.framing);
             if head.expect_continue && !reader.is_done() {
-                local::write_continue(&mut self.output);
+                local::write_continue(self.output.tail());
             }
             self.input.advance(head_len);
             self.close_after |= close;
@@ -934,7 +954,7 @@ impl Conn {
                     return self.answered_locally(now, head_len, framing, close);
                 }
                 Decision::NotModified(e) => {
-                    e.write_not_modified(&mut self.output, now, connection);
+                    e.write_not_modified(self.output.tail(), now, connection);
                     self.complete(now, 304, CacheResult::Hit, false, false);
                     return self.answered_locally(now, head_len, framing, close);
                 }
@@ -998,7 +1018,7 @@ impl Conn {
         );
         let request = BodyReader::new(head.framing);
         if head.expect_continue && !request.is_done() {
-            local::write_continue(&mut self.output);
+            local::write_continue(self.output.tail());
         }
         let replay =
             (self.upstream_output.len() <= MAX_REPLAY_BYTES).then(|| self.upstream_output.clone());

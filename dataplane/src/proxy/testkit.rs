@@ -35,9 +35,14 @@ pub(super) fn ready() -> Arc<DataplaneStatus> {
 
 /// Everything queued for the client, marked written.
 pub(super) fn take_client(c: &mut Conn) -> String {
-    let out = String::from_utf8_lossy(c.client_output()).into_owned();
-    c.client_written(out.len());
-    out
+    let mut out = Vec::new();
+    while c.client_pending() > 0 {
+        let first = c.client_output();
+        out.extend_from_slice(first);
+        let n = first.len();
+        c.client_written(n);
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Everything queued for the upstream, marked written.

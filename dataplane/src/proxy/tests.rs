@@ -529,7 +529,7 @@ fn arbitrary_bytes_never_panic() {
             while c.poll_action().is_some() {}
             c.upstream_connected(t0, false);
             c.recv_upstream(t0, piece);
-            let n = c.client_output().len();
+            let n = c.client_pending();
             c.client_written(n);
         }
         c.upstream_eof(t0);
