@@ -30,4 +30,11 @@ kubernetes-validate --quiet --strict -k "$k8s_version" deploy/k8s/*.yaml deploy/
 echo "manifests valid for Kubernetes $k8s_version"
 
 cargo build --workspace --all-targets --locked
-cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-4}"
+# The end-to-end suites run on both kernel backends (a matrix row is an
+# environment variable read by gateway/tests/support): io_uring with the
+# whole workspace, then epoll. `uring` is explicit, so a gateway that
+# cannot set up io_uring fails the row instead of passing on epoll.
+ULTRAGATE_IO_BACKEND=uring cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-4}"
+ULTRAGATE_IO_BACKEND=epoll cargo test -p ultragate --locked \
+  --test e2e --test cache --test failover --test security --test backends \
+  -- --test-threads "${TEST_THREADS:-4}"

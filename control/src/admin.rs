@@ -20,7 +20,7 @@ use std::time::Instant;
 use ultragate_dataplane::admin::{AdminRequest, AdminResponse, AdminService};
 use ultragate_dataplane::cache::{snapshot, Cache, Pattern};
 use ultragate_dataplane::status::DataplaneStatus;
-use ultragate_dataplane::status::{Route, BACKEND_EPOLL};
+use ultragate_dataplane::status::Route;
 
 /// Re-reads and applies the configuration file; the answer says what
 /// changed or why nothing did.
@@ -168,11 +168,11 @@ impl Admin {
             ("POST", "/admin/dataplane") => match word.as_str() {
                 "kernel" | "auto" => json_response(
                     200,
-                    &json!({ "dataplane": BACKEND_EPOLL, "requested": word }),
+                    &json!({ "dataplane": sup.status.backend().as_str(), "requested": word }),
                 ),
                 "dpdk" => json_response(
                     409,
-                    &json!({ "error": "this build has no DPDK support; serving on kernel networking", "dataplane": BACKEND_EPOLL }),
+                    &json!({ "error": "this build has no DPDK support; serving on kernel networking", "dataplane": sup.status.backend().as_str() }),
                 ),
                 other => json_response(
                     400,

@@ -6,7 +6,7 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use ultragate_dataplane::stats::{CacheResult, CoreStats};
-use ultragate_dataplane::status::{Route, BACKEND_EPOLL};
+use ultragate_dataplane::status::{Backend, Route};
 
 /// The registry and every series the gateway exports.
 pub struct Metrics {
@@ -170,7 +170,12 @@ impl Metrics {
                 .with_label_values(&[r.as_str()])
                 .set(f64::from(u8::from(r == route)));
         }
-        self.backend.with_label_values(&[BACKEND_EPOLL]).set(1.0);
+        let backend = sup.status.backend();
+        for b in Backend::ALL {
+            self.backend
+                .with_label_values(&[b.as_str()])
+                .set(f64::from(u8::from(b == backend)));
+        }
         for (name, g) in [("primary", &sup.primary), ("fallback", &sup.fallback)] {
             for (i, a) in g.servers.iter().enumerate() {
                 self.server_up

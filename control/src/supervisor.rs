@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ultragate_dataplane::cache::{snapshot, Cache};
 use ultragate_dataplane::stats::CoreStats;
-use ultragate_dataplane::status::{DataplaneStatus, Route, BACKEND_EPOLL};
+use ultragate_dataplane::status::{DataplaneStatus, Route};
 use ultragate_dataplane::upstream::health::GroupHealth;
 
 /// Statistics older than this leave the window P99 and the error rate are
@@ -356,7 +356,7 @@ impl Supervisor {
         let dataplane = json!({
             "name": "dataplane",
             "status": if ready { "ok" } else { "down" },
-            "backend": BACKEND_EPOLL,
+            "backend": self.status.backend().as_str(),
             "ready": ready,
             "requests_per_second": view.rps,
             "p50_ms": ms(view.p50),

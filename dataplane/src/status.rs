@@ -1,7 +1,7 @@
 //! State the control plane publishes and the data cores read through
 //! atomics: readiness, and where upstream traffic goes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// Which upstream group takes new requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,7 @@ pub struct DataplaneStatus {
     draining: AtomicBool,
     fallback: AtomicBool,
     log_requests: AtomicBool,
+    backend: AtomicU8,
 }
 
 impl DataplaneStatus {
@@ -64,6 +65,20 @@ impl DataplaneStatus {
         self.log_requests.load(Ordering::Relaxed)
     }
 
+    /// Records which data-plane backend serves.
+    pub fn set_backend(&self, backend: Backend) {
+        self.backend.store(backend as u8, Ordering::Release);
+    }
+
+    /// The data-plane backend serving now.
+    pub fn backend(&self) -> Backend {
+        match self.backend.load(Ordering::Acquire) {
+            1 => Backend::Uring,
+            2 => Backend::Dpdk,
+            _ => Backend::Epoll,
+        }
+    }
+
     /// Where new upstream requests go.
     pub fn route(&self) -> Route {
         if self.fallback.load(Ordering::Acquire) {
@@ -74,5 +89,28 @@ impl DataplaneStatus {
     }
 }
 
-/// The label of a data-plane backend, as `/health` and metrics show it.
-pub const BACKEND_EPOLL: &str = "epoll";
+/// A data-plane backend, as `/health` and metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Backend {
+    /// Kernel sockets through epoll (tokio).
+    Epoll = 0,
+    /// Kernel sockets through io_uring.
+    Uring = 1,
+    /// DPDK poll-mode driver with a userspace TCP stack.
+    Dpdk = 2,
+}
+
+impl Backend {
+    /// Every backend, for metrics that show one series each.
+    pub const ALL: [Backend; 3] = [Backend::Epoll, Backend::Uring, Backend::Dpdk];
+
+    /// The name used in the API and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Epoll => "epoll",
+            Self::Uring => "io_uring",
+            Self::Dpdk => "dpdk",
+        }
+    }
+}

@@ -174,6 +174,25 @@ pub struct ApiGateway {
     /// Time in-flight requests get to finish after SIGTERM, in
     /// milliseconds. Default 10000.
     pub drain_timeout_ms: u64,
+    /// Kernel data-plane backend: `auto` (io_uring, else epoll with the
+    /// reason logged), `uring` (or fail to start) or `epoll`. Default `auto`.
+    pub io_backend: IoBackendName,
+    /// Most client connections one data core serves at once; more get a
+    /// `503` and are closed. Default 16384.
+    pub max_connections_per_core: usize,
+}
+
+/// The values of `[api_gateway] io_backend`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IoBackendName {
+    /// io_uring when the kernel and sandbox allow it, else epoll.
+    #[default]
+    Auto,
+    /// io_uring only.
+    Uring,
+    /// epoll only.
+    Epoll,
 }
 
 impl Default for ApiGateway {
@@ -187,6 +206,8 @@ impl Default for ApiGateway {
             client_timeout_ms: 10_000,
             keepalive_timeout_ms: 60_000,
             drain_timeout_ms: 10_000,
+            io_backend: IoBackendName::Auto,
+            max_connections_per_core: 16_384,
         }
     }
 }
@@ -373,6 +394,9 @@ impl Config {
             })
         };
         let g = &self.api_gateway;
+        if g.max_connections_per_core == 0 {
+            return invalid("api_gateway.max_connections_per_core", "must be at least 1");
+        }
         if !(1024..=1024 * 1024).contains(&g.max_header_bytes) {
             return invalid(
                 "api_gateway.max_header_bytes",
@@ -563,6 +587,14 @@ mod tests {
                 "api_gateway.max_header_bytes",
             ),
             ("[api_gateway]\ncores = [999]\n", "api_gateway.cores"),
+            (
+                "[api_gateway]\nio_backend = \"dpdk\"\n",
+                "api_gateway.io_backend",
+            ),
+            (
+                "[api_gateway]\nmax_connections_per_core = 0\n",
+                "api_gateway.max_connections_per_core",
+            ),
             (
                 "[upstream.primary]\nservers = []\n",
                 "upstream.primary.servers",

@@ -5,7 +5,7 @@ mod config;
 
 use anyhow::Context;
 use clap::Parser;
-use config::{ms, Config, ControlSection, UpstreamGroup};
+use config::{ms, Config, ControlSection, IoBackendName, UpstreamGroup};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -19,7 +19,7 @@ use ultragate_control::policy::Thresholds;
 use ultragate_control::supervisor::{Group, Supervisor, SupervisorConfig};
 use ultragate_control::timeline::{Audit, Timeline};
 use ultragate_dataplane::cache::{snapshot, Cache, CacheConfig};
-use ultragate_dataplane::driver::epoll::{Dataplane, DriverConfig, Shared};
+use ultragate_dataplane::driver::{Dataplane, DriverConfig, IoBackend, Shared};
 use ultragate_dataplane::http::request::RequestLimits;
 use ultragate_dataplane::proxy::EngineConfig;
 use ultragate_dataplane::status::DataplaneStatus;
@@ -85,7 +85,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     if cfg.api_gateway.enable_dpdk {
         tracing::warn!(
-            "api_gateway.enable_dpdk = true, but this build has no DPDK support; serving on kernel networking (epoll)"
+            "api_gateway.enable_dpdk = true, but this build has no DPDK support; serving on kernel networking"
         );
     }
     let (primary, fallback) = (&cfg.upstream.primary, &cfg.upstream.fallback);
@@ -116,6 +116,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         upstream_max_idle: primary.max_idle_per_core,
         drain_timeout: ms(cfg.api_gateway.drain_timeout_ms),
         stats_interval: ms(cfg.control.interval_ms),
+        max_connections_per_core: cfg.api_gateway.max_connections_per_core,
     };
 
     let status = Arc::new(DataplaneStatus::default());
@@ -212,13 +213,20 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let server = AdminServer::bind(cfg.admin.listen, status.clone(), admin.clone())?;
     tracing::info!(addr = %cfg.admin.listen, "admin API listening");
     let (stats_tx, stats_rx) = std::sync::mpsc::channel();
+    let backend = match cfg.api_gateway.io_backend {
+        IoBackendName::Auto => IoBackend::Auto,
+        IoBackendName::Uring => IoBackend::Uring,
+        IoBackendName::Epoll => IoBackend::Epoll,
+    };
     let dataplane = Dataplane::start(
+        backend,
         driver,
         engine,
         Shared {
             status: status.clone(),
             cache: cache.clone(),
             admin,
+            spawner: control.handle().clone(),
             primary: shared_health.0,
             fallback: shared_health.1,
             stats: stats_tx,

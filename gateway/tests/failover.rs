@@ -207,7 +207,7 @@ fn health_json_and_metrics() {
             c[1]["ready"].as_bool(),
             c[1]["status"].as_str()
         ),
-        (Some("epoll"), Some(true), Some("ok"))
+        (Some(expected_backend()), Some(true), Some("ok"))
     );
     assert!(c[1]["p99_ms"].is_number() && c[1]["error_rate"].is_number());
     assert_eq!(
@@ -250,10 +250,11 @@ fn health_json_and_metrics() {
         "{text}"
     );
     assert_eq!(samples["ultragate_route{route=\"primary\"}"], 1.0);
-    assert_eq!(
-        samples["ultragate_dataplane_backend{backend=\"epoll\"}"],
-        1.0
-    );
+    for backend in ["epoll", "io_uring", "dpdk"] {
+        let series = format!("ultragate_dataplane_backend{{backend=\"{backend}\"}}");
+        let serving = f64::from(u8::from(backend == expected_backend()));
+        assert_eq!(samples[&series], serving, "{series}");
+    }
     assert!(samples.contains_key("ultragate_request_duration_seconds{quantile=\"0.99\"}"));
     assert!(samples["ultragate_memory_rss_bytes"] > 0.0);
     for help in [

@@ -5,14 +5,14 @@
 //! The driver only moves bytes: every decision is the engine's
 //! ([`crate::proxy::Conn`]).
 
-use crate::admin::{AdminResponse, AdminService};
-use crate::cache::Cache;
+use super::listen;
+use super::upstreams::{Group, Upstreams};
+use super::{DriverConfig, DriverError, Shared};
+use crate::admin::AdminResponse;
 use crate::proxy::{Action, Conn, EngineConfig};
 use crate::stats::CoreStats;
-use crate::status::{DataplaneStatus, Route, BACKEND_EPOLL};
-use crate::upstream::health::GroupHealth;
-use crate::upstream::pool::{Checkout, Pool};
-use socket2::{Domain, Protocol, Socket, Type};
+use crate::status::Backend;
+use crate::upstream::pool::Checkout;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
@@ -22,78 +22,20 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// Size of the read buffer of each connection, in bytes.
 const READ_BUF: usize = 16 * 1024;
-/// Backlog of each listening socket.
-const BACKLOG: i32 = 1024;
-
-/// Where and how the kernel data plane serves.
-#[derive(Debug, Clone)]
-pub struct DriverConfig {
-    /// The data port's address.
-    pub listen: SocketAddr,
-    /// Cores to run one data thread each on (ids as `core_affinity` counts).
-    pub cores: Vec<usize>,
-    /// The primary upstream servers, used round robin.
-    pub upstreams: Vec<SocketAddr>,
-    /// The fallback servers (the Node.js service), used when the route says
-    /// so and as the last attempt of a request the primaries failed.
-    pub fallback: Vec<SocketAddr>,
-    /// How long an idle upstream keep-alive connection is kept.
-    pub upstream_idle_timeout: Duration,
-    /// Most idle upstream connections kept per server and core.
-    pub upstream_max_idle: usize,
-    /// How long in-flight requests may take to finish after a shutdown.
-    pub drain_timeout: Duration,
-    /// How often each core hands its statistics to the control plane.
-    pub stats_interval: Duration,
-}
-
-/// Why the data plane could not start.
-#[derive(Debug, Error)]
-pub enum DriverError {
-    /// A listening socket could not be set up.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: io::Error,
-    },
-    /// A data thread could not be started.
-    #[error("cannot start a data thread: {0}")]
-    Thread(io::Error),
-}
-
-/// What the data cores share with the control plane.
-#[derive(Clone)]
-pub struct Shared {
-    /// Readiness and route.
-    pub status: Arc<DataplaneStatus>,
-    /// The response cache, when enabled.
-    pub cache: Option<Arc<Cache>>,
-    /// Answers `/admin/*` from loopback peers.
-    pub admin: Arc<dyn AdminService>,
-    /// Health of the primary servers.
-    pub primary: Arc<GroupHealth>,
-    /// Health of the fallback servers.
-    pub fallback: Arc<GroupHealth>,
-    /// Where each core sends its statistics.
-    pub stats: std::sync::mpsc::Sender<CoreStats>,
-}
 
 /// The running epoll data plane.
-pub struct Dataplane {
+pub struct EpollDataplane {
     threads: Vec<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
 }
 
-impl Dataplane {
+impl EpollDataplane {
     /// Binds one listener per core and starts the data threads.
     pub fn start(
         cfg: DriverConfig,
@@ -102,15 +44,8 @@ impl Dataplane {
     ) -> Result<Self, DriverError> {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let first = bind_reuseport(cfg.listen)?;
-        let local_addr = first.local_addr().map_err(|source| DriverError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-        let mut listeners = vec![first];
-        for _ in 1..cfg.cores.len().max(1) {
-            listeners.push(bind_reuseport(local_addr)?);
-        }
+        let listeners = listen::bind_all(cfg.listen, cfg.cores.len())?;
+        let local_addr = listeners[0].local_addr().ok();
         let mut threads = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
             let core = cfg
@@ -129,8 +64,9 @@ impl Dataplane {
                 .map_err(DriverError::Thread)?;
             threads.push(thread);
         }
+        shared.status.set_backend(Backend::Epoll);
         shared.status.set_serving(true);
-        tracing::info!(backend = BACKEND_EPOLL, %local_addr, cores = ?cfg.cores, "data plane serving");
+        tracing::info!(backend = Backend::Epoll.as_str(), ?local_addr, cores = ?cfg.cores, "data plane serving");
         Ok(Self { threads, shutdown })
     }
 
@@ -144,19 +80,6 @@ impl Dataplane {
     }
 }
 
-fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, DriverError> {
-    let bind = || -> io::Result<std::net::TcpListener> {
-        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        sock.set_reuse_address(true)?;
-        sock.set_reuse_port(true)?;
-        sock.set_nonblocking(true)?;
-        sock.bind(&addr.into())?;
-        sock.listen(BACKLOG)?;
-        Ok(sock.into())
-    };
-    bind().map_err(|source| DriverError::Bind { addr, source })
-}
-
 /// What a data thread is given at start.
 struct CoreSetup {
     cfg: DriverConfig,
@@ -165,51 +88,14 @@ struct CoreSetup {
     shutdown: watch::Receiver<bool>,
 }
 
-/// Which upstream group a connection belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Group {
-    Primary,
-    Fallback,
-}
-
 /// Per-core state shared by the connection tasks of one thread.
 struct CoreCtx {
     engine: Arc<EngineConfig>,
     shared: Shared,
-    primary: RefCell<Pool<TcpStream>>,
-    fallback: RefCell<Pool<TcpStream>>,
-    has_fallback: bool,
+    upstreams: RefCell<Upstreams<TcpStream>>,
     stats: RefCell<CoreStats>,
     active: Cell<usize>,
-}
-
-impl CoreCtx {
-    fn pool(&self, g: Group) -> &RefCell<Pool<TcpStream>> {
-        match g {
-            Group::Primary => &self.primary,
-            Group::Fallback => &self.fallback,
-        }
-    }
-
-    fn health(&self, g: Group) -> &GroupHealth {
-        match g {
-            Group::Primary => &self.shared.primary,
-            Group::Fallback => &self.shared.fallback,
-        }
-    }
-
-    /// The group for a request's `attempt`-th connect: the fallback when the
-    /// route says so, or when every primary attempt is used up.
-    fn group(&self, attempt: usize) -> Group {
-        let primaries = self.primary.borrow().len();
-        if self.has_fallback
-            && (self.shared.status.route() == Route::Fallback || attempt >= primaries)
-        {
-            Group::Fallback
-        } else {
-            Group::Primary
-        }
-    }
+    max_active: usize,
 }
 
 fn run_core(
@@ -242,17 +128,13 @@ fn run_core(
             }
         };
         let CoreSetup { cfg, engine, shared, mut shutdown } = setup;
-        let pool = |servers: &[SocketAddr]| {
-            RefCell::new(Pool::new(servers.to_vec(), cfg.upstream_idle_timeout, cfg.upstream_max_idle))
-        };
         let ctx = Rc::new(CoreCtx {
             engine,
-            primary: pool(&cfg.upstreams),
-            fallback: pool(if cfg.fallback.is_empty() { &cfg.upstreams } else { &cfg.fallback }),
-            has_fallback: !cfg.fallback.is_empty(),
+            upstreams: RefCell::new(Upstreams::new(&cfg)),
             shared,
             stats: RefCell::new(CoreStats::default()),
             active: Cell::new(0),
+            max_active: cfg.max_connections_per_core,
         });
         let housekeeping = {
             let ctx = ctx.clone();
@@ -261,9 +143,7 @@ fn run_core(
                 let mut tick = tokio::time::interval(interval);
                 loop {
                     tick.tick().await;
-                    let now = Instant::now();
-                    ctx.primary.borrow_mut().evict_expired(now);
-                    ctx.fallback.borrow_mut().evict_expired(now);
+                    ctx.upstreams.borrow_mut().evict_expired(Instant::now());
                     let taken = ctx.stats.borrow_mut().take();
                     let _ = ctx.shared.stats.send(taken);
                 }
@@ -272,6 +152,10 @@ fn run_core(
         while !*shutdown.borrow() {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) if ctx.active.get() >= ctx.max_active => {
+                        use std::os::fd::AsFd;
+                        super::refuse(stream.as_fd());
+                    }
                     Ok((stream, peer)) => {
                         tokio::task::spawn_local(serve(stream, peer, ctx.clone(), shutdown.clone()));
                     }
@@ -398,11 +282,12 @@ async fn serve(
                     upstream = None;
                     connecting = None;
                     let now = Instant::now();
-                    let group = ctx.group(attempt);
-                    let health = ctx.health(group);
+                    let mut upstreams = ctx.upstreams.borrow_mut();
+                    let group = upstreams.group(attempt, ctx.shared.status.route());
+                    let health = ctx.shared.health(group);
                     let checkout =
-                        ctx.pool(group)
-                            .borrow_mut()
+                        upstreams
+                            .pool(group)
                             .checkout(now, fresh, idle_conn_alive, |i| health.is_healthy(i));
                     match checkout {
                         Checkout::Reused { server, conn: s } => {
@@ -420,9 +305,11 @@ async fn serve(
                     connecting = None;
                     if let Some(((group, server), s)) = upstream.take() {
                         if reuse {
-                            ctx.pool(group)
-                                .borrow_mut()
-                                .checkin(server, s, Instant::now());
+                            ctx.upstreams.borrow_mut().pool(group).checkin(
+                                server,
+                                s,
+                                Instant::now(),
+                            );
                         }
                     }
                 }
@@ -430,21 +317,8 @@ async fn serve(
             }
         }
         while let Some(done) = conn.poll_completion() {
-            ctx.stats.borrow_mut().record(&done);
-            if let (true, Some((group, server))) = (done.proxied, last_target) {
-                ctx.health(group)
-                    .responded(server, done.status, done.latency.as_micros() as u64);
-            }
-            if ctx.shared.status.log_requests() {
-                tracing::info!(
-                    target: "ultragate::access",
-                    %peer,
-                    status = done.status,
-                    latency_us = done.latency.as_micros() as u64,
-                    cache = done.cache.label(),
-                    "request"
-                );
-            }
+            ctx.shared
+                .record(&mut ctx.stats.borrow_mut(), &done, last_target, peer);
         }
         if conn.is_finished() {
             break;
@@ -514,13 +388,13 @@ async fn serve(
                 match r {
                     Ok(s) => {
                         let _ = s.set_nodelay(true);
-                        ctx.health(target.0).connected(target.1);
+                        ctx.shared.health(target.0).connected(target.1);
                         upstream = Some((target, s));
                         last_target = Some(target);
                         conn.upstream_connected(now, false);
                     }
                     Err(_) => {
-                        ctx.health(target.0).connect_failed(target.1);
+                        ctx.shared.health(target.0).connect_failed(target.1);
                         conn.upstream_connect_failed(now);
                     }
                 }

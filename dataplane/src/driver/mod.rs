@@ -1,4 +1,204 @@
 //! Data-plane drivers: each moves bytes between its transport and the
 //! engine, one thread per pinned core.
+//!
+//! [`Dataplane::start`] picks the kernel backend as `[api_gateway]
+//! io_backend` says: io_uring ([`uring`]) when the kernel and the sandbox
+//! allow it, else epoll ([`epoll`]), and records the choice in
+//! [`DataplaneStatus`] for `/health` and the metrics.
 
 pub mod epoll;
+mod listen;
+mod upstreams;
+pub mod uring;
+
+use crate::admin::AdminService;
+use crate::cache::Cache;
+use crate::proxy::EngineConfig;
+use crate::stats::{Completion, CoreStats};
+use crate::status::{Backend, DataplaneStatus};
+use crate::upstream::health::GroupHealth;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use upstreams::Group;
+
+/// Where and how the kernel data plane serves.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// The data port's address.
+    pub listen: SocketAddr,
+    /// Cores to run one data thread each on (ids as `core_affinity` counts).
+    pub cores: Vec<usize>,
+    /// The primary upstream servers, used round robin.
+    pub upstreams: Vec<SocketAddr>,
+    /// The fallback servers (the Node.js service), used when the route says
+    /// so and as the last attempt of a request the primaries failed.
+    pub fallback: Vec<SocketAddr>,
+    /// How long an idle upstream keep-alive connection is kept.
+    pub upstream_idle_timeout: Duration,
+    /// Most idle upstream connections kept per server and core.
+    pub upstream_max_idle: usize,
+    /// How long in-flight requests may take to finish after a shutdown.
+    pub drain_timeout: Duration,
+    /// How often each core hands its statistics to the control plane.
+    pub stats_interval: Duration,
+    /// Most client connections one core serves at once; the next ones get
+    /// a `503` and are closed.
+    pub max_connections_per_core: usize,
+}
+
+/// Which kernel backend `[api_gateway] io_backend` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoBackend {
+    /// io_uring when it can be set up, else epoll (the reason is logged).
+    Auto,
+    /// io_uring or fail to start.
+    Uring,
+    /// epoll.
+    Epoll,
+}
+
+/// Why the data plane could not start.
+#[derive(Debug, Error)]
+pub enum DriverError {
+    /// A listening socket could not be set up.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A data thread could not be started.
+    #[error("cannot start a data thread: {0}")]
+    Thread(io::Error),
+    /// io_uring was asked for and is not usable here.
+    #[error("io_uring is not usable: {0}")]
+    Uring(#[from] uring::Refused),
+}
+
+/// What the data cores share with the control plane.
+#[derive(Clone)]
+pub struct Shared {
+    /// Readiness, route and backend.
+    pub status: Arc<DataplaneStatus>,
+    /// The response cache, when enabled.
+    pub cache: Option<Arc<Cache>>,
+    /// Answers `/admin/*` from loopback peers.
+    pub admin: Arc<dyn AdminService>,
+    /// Runs admin calls for drivers that have no async runtime (io_uring).
+    pub spawner: tokio::runtime::Handle,
+    /// Health of the primary servers.
+    pub primary: Arc<GroupHealth>,
+    /// Health of the fallback servers.
+    pub fallback: Arc<GroupHealth>,
+    /// Where each core sends its statistics.
+    pub stats: std::sync::mpsc::Sender<CoreStats>,
+}
+
+impl Shared {
+    fn health(&self, g: Group) -> &GroupHealth {
+        match g {
+            Group::Primary => &self.primary,
+            Group::Fallback => &self.fallback,
+        }
+    }
+
+    /// Books an answered request: the core's statistics, the server's
+    /// passive health, and the access log while isolation asks for it.
+    fn record(
+        &self,
+        stats: &mut CoreStats,
+        done: &Completion,
+        target: Option<(Group, usize)>,
+        peer: SocketAddr,
+    ) {
+        stats.record(done);
+        if let (true, Some((group, server))) = (done.proxied, target) {
+            self.health(group)
+                .responded(server, done.status, done.latency.as_micros() as u64);
+        }
+        if self.status.log_requests() {
+            tracing::info!(
+                target: "ultragate::access",
+                %peer,
+                status = done.status,
+                latency_us = done.latency.as_micros() as u64,
+                cache = done.cache.label(),
+                "request"
+            );
+        }
+    }
+}
+
+/// The running kernel data plane, whichever backend serves.
+pub enum Dataplane {
+    /// Serving through epoll.
+    Epoll(epoll::EpollDataplane),
+    /// Serving through io_uring.
+    Uring(uring::UringDataplane),
+}
+
+impl Dataplane {
+    /// Starts the backend `[api_gateway] io_backend` asks for; `Auto` falls
+    /// back to epoll when io_uring is refused, and logs why.
+    pub fn start(
+        backend: IoBackend,
+        cfg: DriverConfig,
+        engine: Arc<EngineConfig>,
+        shared: Shared,
+    ) -> Result<Self, DriverError> {
+        let running = match backend {
+            IoBackend::Epoll => Self::Epoll(epoll::EpollDataplane::start(cfg, engine, shared)?),
+            IoBackend::Uring => Self::Uring(uring::UringDataplane::start(cfg, engine, shared)?),
+            IoBackend::Auto => {
+                match uring::UringDataplane::start(cfg.clone(), engine.clone(), shared.clone()) {
+                    Ok(d) => Self::Uring(d),
+                    Err(DriverError::Uring(why)) => {
+                        tracing::warn!(reason = %why, "io_uring refused; serving on epoll");
+                        Self::Epoll(epoll::EpollDataplane::start(cfg, engine, shared)?)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        Ok(running)
+    }
+
+    /// Which backend serves.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Epoll(_) => Backend::Epoll,
+            Self::Uring(_) => Backend::Uring,
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the drain
+    /// timeout, and waits for the data threads.
+    pub fn shutdown(self) {
+        match self {
+            Self::Epoll(d) => d.shutdown(),
+            Self::Uring(d) => d.shutdown(),
+        }
+    }
+}
+
+/// The answer to a connection over the per-core limit.
+const OVER_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 35\r\nConnection: close\r\nRetry-After: 1\r\n\r\nconnection limit reached, try again\n";
+
+/// Refuses a connection over the core's limit: a `503` written without
+/// waiting (it fits any socket buffer), then close.
+fn refuse(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket and a valid buffer of that length.
+    let _ = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            OVER_LIMIT.as_ptr().cast(),
+            OVER_LIMIT.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+}

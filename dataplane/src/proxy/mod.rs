@@ -309,6 +309,18 @@ impl Conn {
         self.advance(now);
     }
 
+    /// Takes every byte queued for the upstream, for a driver whose kernel
+    /// reads them after the call returns (io_uring); call
+    /// [`Self::upstream_sent`] once they are written.
+    pub fn take_upstream_output(&mut self) -> Bytes {
+        self.upstream_output.split().freeze()
+    }
+
+    /// The bytes taken with [`Self::take_upstream_output`] were written.
+    pub fn upstream_sent(&mut self, now: Instant) {
+        self.advance(now);
+    }
+
     /// The next answered request, for the per-core statistics.
     pub fn poll_completion(&mut self) -> Option<Completion> {
         self.completions.pop_front()

@@ -143,6 +143,26 @@ pub fn nodejs() -> (Proc, SocketAddr) {
     })
 }
 
+/// The `io_backend` line for the backend the suite runs on: the test
+/// matrix sets `ULTRAGATE_IO_BACKEND` to `uring` or `epoll` (unset: the
+/// default, `auto`). An explicit `uring` fails to start rather than fall
+/// back, so a matrix row never passes on the other backend by accident.
+pub fn backend_key() -> String {
+    match std::env::var("ULTRAGATE_IO_BACKEND") {
+        Ok(b) if !b.is_empty() => format!("io_backend = \"{b}\"\n"),
+        _ => String::new(),
+    }
+}
+
+/// The backend `/health` names for the matrix row: io_uring unless the
+/// row is epoll (this kernel allows io_uring, so `auto` picks it).
+pub fn expected_backend() -> &'static str {
+    match std::env::var("ULTRAGATE_IO_BACKEND").as_deref() {
+        Ok("epoll") => "epoll",
+        _ => "io_uring",
+    }
+}
+
 /// A running gateway and its ports.
 pub struct Gateway {
     pub proc: Proc,
@@ -173,8 +193,13 @@ impl Gateway {
             let data: SocketAddr = format!("{host}:{}", free_port()).parse().unwrap();
             let admin: SocketAddr = format!("{host}:{}", free_port()).parse().unwrap();
             let servers: Vec<String> = primary.iter().map(|a| format!("\"{a}\"")).collect();
+            let backend = if gateway_keys.contains("io_backend") {
+                String::new()
+            } else {
+                backend_key()
+            };
             let text = format!(
-                "[api_gateway]\nlisten = \"{data}\"\ndrain_timeout_ms = 5000\n{gateway_keys}\n\n[admin]\nlisten = \"{admin}\"\n{admin_keys}\n\n[upstream.primary]\nservers = [{}]\n{extra}\n",
+                "[api_gateway]\nlisten = \"{data}\"\ndrain_timeout_ms = 5000\n{backend}{gateway_keys}\n\n[admin]\nlisten = \"{admin}\"\n{admin_keys}\n\n[upstream.primary]\nservers = [{}]\n{extra}\n",
                 servers.join(", ")
             );
             let config = std::env::temp_dir().join(format!(
