@@ -2,6 +2,7 @@
 //! atomics: readiness, and where upstream traffic goes.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Mutex;
 
 /// Which upstream group takes new requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,40 @@ pub struct DataplaneStatus {
     fallback: AtomicBool,
     log_requests: AtomicBool,
     backend: AtomicU8,
+    port: Mutex<Option<PortHealth>>,
+}
+
+/// The DPDK port as last sampled: link, counters, buffers and hugepages,
+/// for `/health` and `/metrics`. Sampled by the data-plane monitor a few
+/// times a second, never on the request path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortHealth {
+    /// The DPDK port id.
+    pub port: u16,
+    /// Whether the link is up.
+    pub link_up: bool,
+    /// Link speed in Mbit/s (0: unknown).
+    pub speed_mbps: u32,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Transmit errors, and frames the driver could not queue.
+    pub tx_errors: u64,
+    /// Packets the port dropped because its receive queue was full.
+    pub rx_missed: u64,
+    /// Receive-buffer allocation failures: the mempool ran dry.
+    pub rx_nombuf: u64,
+    /// Free mbufs in the mempool.
+    pub mempool_free: u32,
+    /// Mbufs in use.
+    pub mempool_in_use: u32,
+    /// Hugepages reserved (all sizes, from `/proc/meminfo`).
+    pub hugepages_total: u64,
+    /// Hugepages free.
+    pub hugepages_free: u64,
 }
 
 impl DataplaneStatus {
@@ -77,6 +112,16 @@ impl DataplaneStatus {
             2 => Backend::Dpdk,
             _ => Backend::Epoll,
         }
+    }
+
+    /// Records the latest sample of the DPDK port (`None`: no DPDK port).
+    pub fn set_port(&self, health: Option<PortHealth>) {
+        *self.port.lock().unwrap_or_else(|e| e.into_inner()) = health;
+    }
+
+    /// The latest sample of the DPDK port, when there is one.
+    pub fn port(&self) -> Option<PortHealth> {
+        *self.port.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Where new upstream requests go.

@@ -6,6 +6,8 @@
 //! allow it, else epoll ([`epoll`]), and records the choice in
 //! [`DataplaneStatus`] for `/health` and the metrics.
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod epoll;
 mod listen;
 mod upstreams;

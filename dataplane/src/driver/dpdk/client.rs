@@ -1,0 +1,151 @@
+//! An HTTP/1.1 client on its own smoltcp stack and DPDK port, for the
+//! tests and the benchmark over a `net_ring` pair: requests reach the
+//! gateway's stack with no kernel in the path.
+
+use super::device::PortQueue;
+use super::eal::Mempool;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, Ipv4Address};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// One answer the client read.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The response head and body as received.
+    pub bytes: Vec<u8>,
+    /// From the request's first byte sent to the response's last byte read.
+    pub latency: Duration,
+}
+
+struct Flow {
+    handle: SocketHandle,
+    got: Vec<u8>,
+    sent_at: Option<Instant>,
+}
+
+/// A client stack on `port`.
+pub struct RingClient {
+    dev: PortQueue,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    start: Instant,
+    next_port: u16,
+}
+
+impl RingClient {
+    /// A stack with `addr`/`prefix` on a started `port`, sending from `pool`.
+    pub fn new(port: u16, pool: Mempool, mac: [u8; 6], addr: Ipv4Addr, prefix: u8) -> Self {
+        let mut dev = PortQueue::new(port, 0, pool);
+        let start = Instant::now();
+        let mut cfg = Config::new(EthernetAddress(mac).into());
+        cfg.random_seed = 0x5eed;
+        let mut iface = Interface::new(cfg, &mut dev, smoltcp::time::Instant::from_micros(0));
+        let a = addr.octets();
+        iface.update_ip_addrs(|v| {
+            let _ = v.push(IpCidr::new(IpAddress::v4(a[0], a[1], a[2], a[3]), prefix));
+        });
+        Self {
+            dev,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            start,
+            next_port: 40000,
+        }
+    }
+
+    fn poll(&mut self) {
+        let now = smoltcp::time::Instant::from_micros(self.start.elapsed().as_micros() as i64);
+        self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        self.dev.flush();
+    }
+
+    /// Sends `requests` GETs for `path` to `server:port` over `conns`
+    /// keep-alive connections, one outstanding request per connection;
+    /// gives up after `limit`. The answers, in completion order.
+    pub fn run(
+        &mut self,
+        server: Ipv4Addr,
+        port: u16,
+        path: &str,
+        conns: usize,
+        requests: usize,
+        limit: Duration,
+    ) -> Vec<Answer> {
+        let s = server.octets();
+        let remote = (Ipv4Address::new(s[0], s[1], s[2], s[3]), port);
+        let request = format!("GET {path} HTTP/1.1\r\nHost: gateway\r\n\r\n").into_bytes();
+        let mut flows: Vec<Flow> = (0..conns)
+            .map(|_| {
+                let mut sock = tcp::Socket::new(
+                    tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+                    tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+                );
+                sock.set_nagle_enabled(false);
+                self.next_port = self.next_port.wrapping_add(1).max(40000);
+                let _ = sock.connect(self.iface.context(), remote, self.next_port);
+                Flow {
+                    handle: self.sockets.add(sock),
+                    got: Vec::new(),
+                    sent_at: None,
+                }
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(requests);
+        let mut issued = 0;
+        let end = Instant::now() + limit;
+        while answers.len() < requests && Instant::now() < end {
+            self.poll();
+            for f in &mut flows {
+                let sock = self.sockets.get_mut::<tcp::Socket>(f.handle);
+                if f.sent_at.is_none()
+                    && issued < requests
+                    && sock.may_send()
+                    && sock.send_queue() == 0
+                    && sock.send_slice(&request) == Ok(request.len())
+                {
+                    f.sent_at = Some(Instant::now());
+                    issued += 1;
+                }
+                while sock.can_recv() {
+                    let got = &mut f.got;
+                    let _ = sock.recv(|d| {
+                        got.extend_from_slice(d);
+                        (d.len(), ())
+                    });
+                }
+                if let (Some(at), Some(len)) = (f.sent_at, complete_len(&f.got)) {
+                    let bytes: Vec<u8> = f.got.drain(..len).collect();
+                    answers.push(Answer {
+                        bytes,
+                        latency: at.elapsed(),
+                    });
+                    f.sent_at = None;
+                }
+            }
+        }
+        for f in flows {
+            self.sockets.get_mut::<tcp::Socket>(f.handle).abort();
+            self.poll();
+            self.sockets.remove(f.handle);
+        }
+        answers
+    }
+}
+
+/// The length of the first complete response in `buf` (Content-Length
+/// framing), if it is all there.
+fn complete_len(buf: &[u8]) -> Option<usize> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..head_end]).ok()?;
+    let body: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    (buf.len() >= head_end + body).then_some(head_end + body)
+}

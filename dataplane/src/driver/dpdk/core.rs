@@ -1,0 +1,490 @@
+//! The DPDK core's poll loop: the port through smoltcp for clients, a
+//! non-blocking epoll set (polled with a zero timeout) for the kernel
+//! sockets to the upstreams, and the engine between them.
+
+use super::device::PortQueue;
+use super::eal::Mempool;
+use super::DpdkConfig;
+use crate::admin::AdminResponse;
+use crate::driver::upstreams::{Group, Upstreams};
+use crate::driver::{DriverConfig, Shared};
+use crate::proxy::{Action, Conn, EngineConfig};
+use crate::stats::CoreStats;
+use crate::upstream::pool::Checkout;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, Ipv4Address};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// Listening sockets kept ready: the stack's accept backlog.
+const BACKLOG: usize = 16;
+/// Receive and send buffer of each smoltcp socket.
+const SOCKET_BUF: usize = 64 * 1024;
+/// Polls without work after which the core naps between polls, so an idle
+/// gateway does not hold a CPU at 100 % (a busy one never naps).
+const IDLE_POLLS: u32 = 2000;
+/// How long an idle core naps.
+const NAP: Duration = Duration::from_micros(50);
+
+/// What the DPDK core is given at start.
+pub(super) struct Setup {
+    pub(super) dpdk: DpdkConfig,
+    pub(super) mac: [u8; 6],
+    pub(super) pool: Mempool,
+    pub(super) cfg: DriverConfig,
+    pub(super) engine: Arc<EngineConfig>,
+    pub(super) shared: Shared,
+    pub(super) stop: Arc<AtomicBool>,
+}
+
+/// An upstream kernel socket of a client connection.
+struct Upstream {
+    stream: TcpStream,
+    target: (Group, usize),
+    connected: bool,
+    readable: bool,
+    writable: bool,
+}
+
+/// A client connection on the stack.
+struct Slot {
+    handle: SocketHandle,
+    conn: Conn,
+    peer: SocketAddr,
+    up: Option<Upstream>,
+    last_target: Option<(Group, usize)>,
+    eof_seen: bool,
+    closing: bool,
+    admin_pending: bool,
+}
+
+/// The epoll set of the upstream sockets.
+struct Poller(OwnedFd);
+
+impl Poller {
+    fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd we own.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Watches `s` (edge-triggered) for slot `key`.
+    fn add(&self, s: &TcpStream, key: u64) {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: key,
+        };
+        // SAFETY: valid fds and event.
+        unsafe {
+            libc::epoll_ctl(
+                self.0.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                s.as_raw_fd(),
+                &mut ev,
+            )
+        };
+    }
+
+    fn remove(&self, s: &TcpStream) {
+        // SAFETY: valid fds; a null event is allowed for DEL.
+        unsafe {
+            libc::epoll_ctl(
+                self.0.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                s.as_raw_fd(),
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
+    /// The events ready now, without waiting.
+    fn ready(&self, out: &mut [libc::epoll_event]) -> usize {
+        // SAFETY: `out` has room for its length of events.
+        let n =
+            unsafe { libc::epoll_wait(self.0.as_raw_fd(), out.as_mut_ptr(), out.len() as i32, 0) };
+        n.max(0) as usize
+    }
+}
+
+/// A fresh listening socket on `port`.
+fn listener(port: u16) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; SOCKET_BUF]),
+        tcp::SocketBuffer::new(vec![0; SOCKET_BUF]),
+    );
+    s.set_nagle_enabled(false);
+    // A fresh socket always listens.
+    let _ = s.listen(port);
+    s
+}
+
+fn idle_conn_alive(s: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// Runs the core until stopped and drained.
+pub(super) fn run(setup: Setup) {
+    let Setup {
+        dpdk,
+        mac,
+        pool,
+        cfg,
+        engine,
+        shared,
+        stop,
+    } = setup;
+    let poller = match Poller::new() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "DPDK core: cannot create its epoll set");
+            return;
+        }
+    };
+    let mut dev = PortQueue::new(dpdk.port, 0, pool);
+    let start = Instant::now();
+    let clock = |t: Instant| {
+        smoltcp::time::Instant::from_micros(t.duration_since(start).as_micros() as i64)
+    };
+    let mut iface_cfg = Config::new(EthernetAddress(mac).into());
+    iface_cfg.random_seed = u64::from(std::process::id()) ^ start.elapsed().as_nanos() as u64;
+    let mut iface = Interface::new(iface_cfg, &mut dev, clock(Instant::now()));
+    let a = dpdk.address.octets();
+    iface.update_ip_addrs(|addrs| {
+        let _ = addrs.push(IpCidr::new(
+            IpAddress::v4(a[0], a[1], a[2], a[3]),
+            dpdk.prefix_len,
+        ));
+    });
+    if let Some(gw) = dpdk.gateway {
+        let g = gw.octets();
+        let _ = iface
+            .routes_mut()
+            .add_default_ipv4_route(Ipv4Address::new(g[0], g[1], g[2], g[3]));
+    }
+    let mut sockets = SocketSet::new(Vec::new());
+    let mut listeners: Vec<SocketHandle> = (0..BACKLOG)
+        .map(|_| sockets.add(listener(dpdk.listen_port)))
+        .collect();
+    let mut slots: Vec<Option<Slot>> = Vec::new();
+    let mut upstreams: Upstreams<TcpStream> = Upstreams::new(&cfg);
+    let mut stats = CoreStats::default();
+    let (admin_tx, admin_rx) = mpsc::channel::<(usize, AdminResponse)>();
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut next_stats = Instant::now() + cfg.stats_interval;
+    let mut drain_until: Option<Instant> = None;
+    let mut idle = 0u32;
+
+    loop {
+        let now = Instant::now();
+        if stop.load(Ordering::Acquire) && drain_until.is_none() {
+            drain_until = Some(now + cfg.drain_timeout);
+            for h in listeners.drain(..) {
+                sockets.remove(h);
+            }
+            for s in slots.iter_mut().flatten() {
+                s.conn.drain(now);
+            }
+        }
+        if let Some(until) = drain_until {
+            let live = slots.iter().flatten().count();
+            if live == 0 || now >= until {
+                if live > 0 {
+                    tracing::warn!(
+                        connections = live,
+                        "drain timeout: closing connections still busy"
+                    );
+                }
+                break;
+            }
+        }
+        let mut busy = dev.has_rx();
+        iface.poll(clock(now), &mut dev, &mut sockets);
+
+        // New connections: a listener that left Listen is a client now.
+        let live = slots.iter().flatten().count();
+        for i in 0..listeners.len() {
+            let h = listeners[i];
+            let sock = sockets.get_mut::<tcp::Socket>(h);
+            if sock.state() == tcp::State::Listen {
+                continue;
+            }
+            busy = true;
+            let peer = sock
+                .remote_endpoint()
+                .map(|e| match e.addr {
+                    IpAddress::Ipv4(v4) => SocketAddr::new(IpAddr::V4(v4), e.port),
+                })
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let conn = Conn::new(
+                engine.clone(),
+                shared.status.clone(),
+                shared.cache.clone(),
+                peer.ip(),
+                now,
+            );
+            let slot = Slot {
+                handle: h,
+                conn,
+                peer,
+                up: None,
+                last_target: None,
+                eof_seen: false,
+                closing: false,
+                admin_pending: false,
+            };
+            match slots.iter().position(Option::is_none) {
+                Some(free) => slots[free] = Some(slot),
+                None => slots.push(Some(slot)),
+            }
+            // Keep the backlog full while under the connection limit; past
+            // it, SYNs find no listener and are reset.
+            listeners[i] = if live < cfg.max_connections_per_core {
+                sockets.add(listener(dpdk.listen_port))
+            } else {
+                listeners.swap_remove(i);
+                break;
+            };
+        }
+        while listeners.len() < BACKLOG
+            && drain_until.is_none()
+            && slots.iter().flatten().count() + listeners.len()
+                < cfg.max_connections_per_core + BACKLOG
+        {
+            listeners.push(sockets.add(listener(dpdk.listen_port)));
+        }
+
+        // Upstream readiness.
+        let n = poller.ready(&mut events);
+        for ev in &events[..n] {
+            let (key, bits) = (ev.u64 as usize, ev.events);
+            if let Some(Some(s)) = slots.get_mut(key) {
+                if let Some(up) = s.up.as_mut() {
+                    up.readable |= bits
+                        & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR)
+                            as u32
+                        != 0;
+                    up.writable |=
+                        bits & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+                }
+            }
+            busy = true;
+        }
+        while let Ok((key, resp)) = admin_rx.try_recv() {
+            if let Some(Some(s)) = slots.get_mut(key) {
+                s.admin_pending = false;
+                s.conn.admin_response(now, resp);
+            }
+        }
+
+        for (key, entry) in slots.iter_mut().enumerate() {
+            let Some(s) = entry.as_mut() else {
+                continue;
+            };
+            let sock = sockets.get_mut::<tcp::Socket>(s.handle);
+            // Client → engine.
+            while s.conn.wants_client_bytes() && sock.can_recv() {
+                let conn = &mut s.conn;
+                let got = sock.recv(|data| {
+                    conn.recv_client(now, data);
+                    (data.len(), data.len())
+                });
+                busy = true;
+                if !matches!(got, Ok(n) if n > 0) {
+                    break;
+                }
+            }
+            if !s.eof_seen && !sock.may_recv() && sock.state() != tcp::State::SynReceived {
+                s.eof_seen = true;
+                s.conn.client_eof(now);
+            }
+            if s.conn.timeout().is_some_and(|t| t <= now) {
+                s.conn.handle_timeout(now);
+            }
+            // Engine actions.
+            while let Some(action) = s.conn.poll_action() {
+                busy = true;
+                match action {
+                    Action::Connect { fresh, attempt } => {
+                        if let Some(old) = s.up.take() {
+                            poller.remove(&old.stream);
+                        }
+                        let group = upstreams.group(attempt, shared.status.route());
+                        let health = shared.health(group);
+                        match upstreams
+                            .pool(group)
+                            .checkout(now, fresh, idle_conn_alive, |i| health.is_healthy(i))
+                        {
+                            Checkout::Reused { server, conn } => {
+                                poller.add(&conn, key as u64);
+                                s.up = Some(Upstream {
+                                    stream: conn,
+                                    target: (group, server),
+                                    connected: true,
+                                    readable: true,
+                                    writable: true,
+                                });
+                                s.last_target = Some((group, server));
+                                s.conn.upstream_connected(now, true);
+                            }
+                            Checkout::Connect { server, addr } => match connect(addr) {
+                                Ok(stream) => {
+                                    poller.add(&stream, key as u64);
+                                    s.up = Some(Upstream {
+                                        stream,
+                                        target: (group, server),
+                                        connected: false,
+                                        readable: false,
+                                        writable: false,
+                                    });
+                                }
+                                Err(_) => {
+                                    health.connect_failed(server);
+                                    s.conn.upstream_connect_failed(now);
+                                }
+                            },
+                        }
+                    }
+                    Action::Release { reuse } => {
+                        if let Some(up) = s.up.take() {
+                            poller.remove(&up.stream);
+                            if reuse && up.connected {
+                                upstreams
+                                    .pool(up.target.0)
+                                    .checkin(up.target.1, up.stream, now);
+                            }
+                        }
+                    }
+                    Action::Admin(req) => {
+                        s.admin_pending = true;
+                        let call = shared.admin.call(req);
+                        let tx = admin_tx.clone();
+                        shared.spawner.spawn(async move {
+                            let _ = tx.send((key, call.await));
+                        });
+                    }
+                }
+            }
+            // Upstream I/O.
+            if let Some(up) = s.up.as_mut() {
+                if !up.connected && up.writable {
+                    match up.stream.take_error() {
+                        Ok(None) => {
+                            up.connected = true;
+                            shared.health(up.target.0).connected(up.target.1);
+                            s.last_target = Some(up.target);
+                            s.conn.upstream_connected(now, false);
+                        }
+                        _ => {
+                            shared.health(up.target.0).connect_failed(up.target.1);
+                            if let Some(up) = s.up.take() {
+                                poller.remove(&up.stream);
+                            }
+                            s.conn.upstream_connect_failed(now);
+                        }
+                    }
+                }
+            }
+            if let Some(up) = s.up.as_mut().filter(|u| u.connected) {
+                while up.writable
+                    && s.conn.upstream_attached()
+                    && !s.conn.upstream_output().is_empty()
+                {
+                    match up.stream.write(s.conn.upstream_output()) {
+                        Ok(n) => s.conn.upstream_written(n, now),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.writable = false,
+                        Err(_) => {
+                            up.writable = false;
+                            s.conn.upstream_eof(now);
+                        }
+                    }
+                }
+                while up.readable && s.conn.wants_upstream_bytes() {
+                    match up.stream.read(&mut buf) {
+                        Ok(0) => {
+                            up.readable = false;
+                            s.conn.upstream_eof(now);
+                        }
+                        Ok(n) => {
+                            busy = true;
+                            s.conn.recv_upstream(now, &buf[..n]);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.readable = false,
+                        Err(_) => {
+                            up.readable = false;
+                            s.conn.upstream_eof(now);
+                        }
+                    }
+                }
+            }
+            // Engine → client.
+            while s.conn.client_pending() > 0 && sock.can_send() {
+                match sock.send_slice(s.conn.client_output()) {
+                    Ok(n) if n > 0 => {
+                        busy = true;
+                        s.conn.client_written(n);
+                    }
+                    _ => break,
+                }
+            }
+            while let Some(done) = s.conn.poll_completion() {
+                shared.record(&mut stats, &done, s.last_target, s.peer);
+            }
+            // Close and free.
+            if !s.closing && s.conn.is_finished() {
+                s.closing = true;
+                sock.close();
+            }
+            let gone = matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait);
+            if (s.closing || s.eof_seen) && gone && !s.admin_pending {
+                if let Some(up) = s.up.take() {
+                    poller.remove(&up.stream);
+                }
+                sockets.remove(s.handle);
+                *entry = None;
+            }
+        }
+        // Send what the engine queued in this pass.
+        iface.poll(clock(Instant::now()), &mut dev, &mut sockets);
+        dev.flush();
+
+        if now >= next_stats {
+            upstreams.evict_expired(now);
+            let _ = shared.stats.send(stats.take());
+            next_stats = now + cfg.stats_interval;
+        }
+        if busy {
+            idle = 0;
+        } else {
+            idle = idle.saturating_add(1);
+            if idle > IDLE_POLLS {
+                std::thread::sleep(NAP);
+            }
+        }
+    }
+    let _ = shared.stats.send(stats.take());
+}
+
+/// Starts a non-blocking connect to `addr`.
+fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    s.set_nodelay(true)?;
+    match s.connect(&SockAddr::from(addr)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(s.into())
+}

@@ -1,0 +1,183 @@
+//! smoltcp's view of one queue pair of a DPDK port: frames come from
+//! `rte_eth_rx_burst` in bursts and go out through `rte_eth_tx_burst` in
+//! bursts, each in its own mbuf.
+
+use super::eal::Mempool;
+use dpdk_sys as sys;
+use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+/// Frames taken from or handed to the port at once.
+const BURST: usize = 32;
+
+/// A queue pair of a port, as a smoltcp device.
+pub struct PortQueue {
+    port: u16,
+    queue: u16,
+    pool: Mempool,
+    rx: [*mut sys::RteMbuf; BURST],
+    rx_len: usize,
+    rx_pos: usize,
+    tx: [*mut sys::RteMbuf; BURST],
+    tx_len: usize,
+    /// Frames dropped because no mbuf was free or the port refused them.
+    pub tx_dropped: u64,
+    /// Scratch space for a frame that has no mbuf.
+    scratch: Vec<u8>,
+}
+
+impl PortQueue {
+    /// Queue `queue` of a started `port`, sending from `pool`.
+    pub fn new(port: u16, queue: u16, pool: Mempool) -> Self {
+        Self {
+            port,
+            queue,
+            pool,
+            rx: [std::ptr::null_mut(); BURST],
+            rx_len: 0,
+            rx_pos: 0,
+            tx: [std::ptr::null_mut(); BURST],
+            tx_len: 0,
+            tx_dropped: 0,
+            scratch: vec![0; 1514],
+        }
+    }
+
+    /// Whether received frames wait in the burst.
+    pub fn has_rx(&self) -> bool {
+        self.rx_pos < self.rx_len
+    }
+
+    /// Hands the queued frames to the port; frees what it refuses.
+    pub fn flush(&mut self) {
+        let mut sent = 0;
+        while sent < self.tx_len {
+            // SAFETY: `tx[sent..tx_len]` are mbufs we own.
+            let n = unsafe {
+                sys::ug_tx_burst(
+                    self.port,
+                    self.queue,
+                    self.tx[sent..].as_mut_ptr(),
+                    (self.tx_len - sent) as u16,
+                )
+            };
+            if n == 0 {
+                break;
+            }
+            sent += usize::from(n);
+        }
+        for m in &self.tx[sent..self.tx_len] {
+            // SAFETY: refused mbufs are still ours.
+            unsafe { sys::ug_mbuf_free(*m) };
+            self.tx_dropped += 1;
+        }
+        self.tx_len = 0;
+    }
+
+    fn refill(&mut self) {
+        if self.rx_pos < self.rx_len {
+            return;
+        }
+        // SAFETY: room for BURST mbuf pointers.
+        let n =
+            unsafe { sys::ug_rx_burst(self.port, self.queue, self.rx.as_mut_ptr(), BURST as u16) };
+        self.rx_len = usize::from(n);
+        self.rx_pos = 0;
+    }
+}
+
+impl Drop for PortQueue {
+    fn drop(&mut self) {
+        self.flush();
+        for m in &self.rx[self.rx_pos..self.rx_len] {
+            // SAFETY: received mbufs not yet handed out are ours.
+            unsafe { sys::ug_mbuf_free(*m) };
+        }
+    }
+}
+
+/// A received frame; its mbuf is freed once read.
+pub struct Rx(*mut sys::RteMbuf);
+
+impl Drop for Rx {
+    fn drop(&mut self) {
+        // SAFETY: the token owns its mbuf.
+        unsafe { sys::ug_mbuf_free(self.0) };
+    }
+}
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let mut len = 0u16;
+        // SAFETY: a received single-segment mbuf: `len` bytes at the pointer.
+        let data = unsafe {
+            let p = sys::ug_mbuf_data(self.0, &mut len);
+            std::slice::from_raw_parts(p, usize::from(len))
+        };
+        f(data)
+    }
+}
+
+/// Room for one frame to send.
+pub struct Tx<'a>(&'a mut PortQueue);
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let q = self.0;
+        // SAFETY: a live pool; a fresh mbuf is ours.
+        let m = unsafe { sys::ug_mbuf_alloc(q.pool.0) };
+        let data = if m.is_null() {
+            std::ptr::null_mut()
+        } else {
+            // SAFETY: appends `len` bytes to our empty mbuf.
+            unsafe { sys::ug_mbuf_append(m, len as u16) }
+        };
+        if data.is_null() {
+            if !m.is_null() {
+                // SAFETY: ours, unused.
+                unsafe { sys::ug_mbuf_free(m) };
+            }
+            q.tx_dropped += 1;
+            q.scratch.resize(len, 0);
+            return f(&mut q.scratch[..len]);
+        }
+        // SAFETY: `len` writable bytes inside the mbuf.
+        let r = f(unsafe { std::slice::from_raw_parts_mut(data, len) });
+        q.tx[q.tx_len] = m;
+        q.tx_len += 1;
+        if q.tx_len == BURST {
+            q.flush();
+        }
+        r
+    }
+}
+
+impl phy::Device for PortQueue {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Rx, Tx<'_>)> {
+        self.refill();
+        if self.rx_pos == self.rx_len {
+            return None;
+        }
+        let m = self.rx[self.rx_pos];
+        self.rx_pos += 1;
+        Some((Rx(m), Tx(self)))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {
+        Some(Tx(self))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = 1514;
+        caps.max_burst_size = Some(BURST);
+        // The vdevs in use (tap, ring) offload nothing: checksums in software.
+        caps.checksum.ipv4 = Checksum::Both;
+        caps.checksum.tcp = Checksum::Both;
+        caps
+    }
+}
