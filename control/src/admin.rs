@@ -26,6 +26,14 @@ use ultragate_dataplane::status::Route;
 /// changed or why nothing did.
 pub type Reload = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
 
+/// Moves the data plane between DPDK and kernel networking; the binary
+/// implements it when it serves on DPDK.
+pub trait DataplaneSwitch: Send + Sync {
+    /// Serves on `to` (`dpdk`, `kernel` or `auto`); the backend serving
+    /// after the switch, or why it cannot switch now.
+    fn switch(&self, to: &str) -> Result<&'static str, String>;
+}
+
 /// What the admin router works on.
 pub struct AdminState {
     /// The control loop: health, metrics, events, route.
@@ -52,6 +60,8 @@ pub struct AdminState {
     pub origins: Vec<SocketAddr>,
     /// Enables `POST /admin/cache/corrupt` (tests only).
     pub test_hooks: bool,
+    /// The DPDK/kernel switch, when a DPDK data plane exists.
+    pub dataplane: Option<Arc<dyn DataplaneSwitch>>,
 }
 
 /// Answers admin calls from the state the control plane holds.
@@ -165,16 +175,31 @@ impl Admin {
                 );
                 json_response(200, &json!({ "route": route.as_str(), "mode": word }))
             }
-            ("POST", "/admin/dataplane") => match word.as_str() {
-                "kernel" | "auto" => json_response(
+            ("POST", "/admin/dataplane") => match (word.as_str(), &st.dataplane) {
+                ("kernel" | "dpdk" | "auto", Some(switch)) => match switch.switch(&word) {
+                    Ok(serving) => {
+                        sup.timeline.push(
+                            "admin_call",
+                            &word,
+                            &format!("dataplane {word}"),
+                            &format!("serving on {serving}"),
+                        );
+                        json_response(200, &json!({ "dataplane": serving, "requested": word }))
+                    }
+                    Err(why) => json_response(
+                        409,
+                        &json!({ "error": why, "dataplane": sup.status.backend().as_str() }),
+                    ),
+                },
+                ("kernel" | "auto", None) => json_response(
                     200,
                     &json!({ "dataplane": sup.status.backend().as_str(), "requested": word }),
                 ),
-                "dpdk" => json_response(
+                ("dpdk", None) => json_response(
                     409,
-                    &json!({ "error": "this build has no DPDK support; serving on kernel networking", "dataplane": sup.status.backend().as_str() }),
+                    &json!({ "error": "no DPDK data plane: api_gateway.enable_dpdk is false or this build lacks the dpdk feature; serving on kernel networking", "dataplane": sup.status.backend().as_str() }),
                 ),
-                other => json_response(
+                (other, _) => json_response(
                     400,
                     &json!({ "error": format!("dataplane {other:?}: give kernel, dpdk or auto") }),
                 ),

@@ -26,6 +26,7 @@ pub struct Metrics {
     rss: IntGauge,
     limit: IntGauge,
     server_up: GaugeVec,
+    port: GaugeVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -104,6 +105,11 @@ impl Metrics {
                 "1 for the data-plane backend serving.",
                 &["backend"],
             ),
+            port: gauge_vec(
+                "ultragate_dpdk_port",
+                "The DPDK port as last sampled: link_up (1/0), speed_mbps, rx_packets, tx_packets, rx_errors, tx_errors, rx_missed, rx_nombuf, mempool_free, mempool_in_use, hugepages_total, hugepages_free.",
+                &["port", "stat"],
+            ),
             server_up: gauge_vec(
                 "ultragate_upstream_server_up",
                 "1 while an upstream server passes its checks.",
@@ -169,6 +175,25 @@ impl Metrics {
             self.route
                 .with_label_values(&[r.as_str()])
                 .set(f64::from(u8::from(r == route)));
+        }
+        if let Some(p) = sup.status.port() {
+            let id = p.port.to_string();
+            for (stat, v) in [
+                ("link_up", u64::from(p.link_up)),
+                ("speed_mbps", u64::from(p.speed_mbps)),
+                ("rx_packets", p.rx_packets),
+                ("tx_packets", p.tx_packets),
+                ("rx_errors", p.rx_errors),
+                ("tx_errors", p.tx_errors),
+                ("rx_missed", p.rx_missed),
+                ("rx_nombuf", p.rx_nombuf),
+                ("mempool_free", u64::from(p.mempool_free)),
+                ("mempool_in_use", u64::from(p.mempool_in_use)),
+                ("hugepages_total", p.hugepages_total),
+                ("hugepages_free", p.hugepages_free),
+            ] {
+                self.port.with_label_values(&[&id, stat]).set(v as f64);
+            }
         }
         let backend = sup.status.backend();
         for b in Backend::ALL {

@@ -353,8 +353,26 @@ impl Supervisor {
                 json!({ "name": "memory", "status": "ok", "rss_bytes": view.rss, "limit_bytes": null, "used_ratio": null })
             }
         };
+        let port = self.status.port().map(|p| {
+            json!({
+                "port": p.port,
+                "link_up": p.link_up,
+                "speed_mbps": p.speed_mbps,
+                "rx_packets": p.rx_packets,
+                "tx_packets": p.tx_packets,
+                "rx_errors": p.rx_errors,
+                "tx_errors": p.tx_errors,
+                "rx_missed": p.rx_missed,
+                "rx_nombuf": p.rx_nombuf,
+                "mempool_free": p.mempool_free,
+                "mempool_in_use": p.mempool_in_use,
+                "hugepages_total": p.hugepages_total,
+                "hugepages_free": p.hugepages_free,
+            })
+        });
         let dataplane = json!({
             "name": "dataplane",
+            "dpdk_port": port,
             "status": if ready { "ok" } else { "down" },
             "backend": self.status.backend().as_str(),
             "ready": ready,

@@ -3,7 +3,7 @@
 //! that turns TOML into settings.
 
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
@@ -56,6 +56,75 @@ pub struct Config {
     pub control: ControlSection,
     /// Audit and isolation.
     pub security: SecuritySection,
+    /// The DPDK port, used when `api_gateway.enable_dpdk` is true.
+    pub dpdk: DpdkSection,
+}
+
+/// `[dpdk]`: the DPDK port and the userspace stack's address on it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpdkSection {
+    /// EAL arguments, e.g. `["--vdev=net_tap0,iface=ugtap0", "--no-pci"]`.
+    /// Default none (the EAL probes PCI devices bound to vfio-pci).
+    pub eal_args: Vec<String>,
+    /// The DPDK port id. Default 0.
+    pub port: u16,
+    /// The stack's IPv4 address and prefix on the port. Default
+    /// `10.213.0.2/24`.
+    pub address: String,
+    /// Next hop for clients outside the prefix. Default none.
+    pub gateway: String,
+    /// TCP port clients connect to on the DPDK address. Default 8080.
+    pub listen_port: u16,
+    /// How long the link may stay down before the gateway serves on
+    /// kernel networking (`api_gateway.listen`), in milliseconds.
+    /// Default 500.
+    pub link_down_grace_ms: u64,
+}
+
+impl Default for DpdkSection {
+    fn default() -> Self {
+        Self {
+            eal_args: Vec::new(),
+            port: 0,
+            address: "10.213.0.2/24".into(),
+            gateway: String::new(),
+            listen_port: 8080,
+            link_down_grace_ms: 500,
+        }
+    }
+}
+
+impl DpdkSection {
+    /// The address and prefix length.
+    pub fn cidr(&self) -> Result<(Ipv4Addr, u8), ConfigError> {
+        let bad = || ConfigError::Invalid {
+            key: "dpdk.address",
+            message: format!("{:?} is not IPV4/PREFIX, e.g. 10.213.0.2/24", self.address),
+        };
+        let (ip, len) = self.address.split_once('/').ok_or_else(bad)?;
+        let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+        let len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| (1..=32).contains(l))
+            .ok_or_else(bad)?;
+        Ok((ip, len))
+    }
+
+    /// The next hop, when set.
+    pub fn next_hop(&self) -> Result<Option<Ipv4Addr>, ConfigError> {
+        if self.gateway.is_empty() {
+            return Ok(None);
+        }
+        self.gateway
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid {
+                key: "dpdk.gateway",
+                message: format!("{:?} is not an IPv4 address", self.gateway),
+            })
+    }
 }
 
 /// `[control]`: when the control plane acts (runbook defaults).
@@ -393,6 +462,8 @@ impl Config {
                 message: message.to_owned(),
             })
         };
+        self.dpdk.cidr()?;
+        self.dpdk.next_hop()?;
         let g = &self.api_gateway;
         if g.max_connections_per_core == 0 {
             return invalid("api_gateway.max_connections_per_core", "must be at least 1");
@@ -595,6 +666,9 @@ mod tests {
                 "[api_gateway]\nmax_connections_per_core = 0\n",
                 "api_gateway.max_connections_per_core",
             ),
+            ("[dpdk]\naddress = \"10.0.0.1\"\n", "dpdk.address"),
+            ("[dpdk]\ngateway = \"router\"\n", "dpdk.gateway"),
+            ("[dpdk]\nport = -1\n", "dpdk.port"),
             (
                 "[upstream.primary]\nservers = []\n",
                 "upstream.primary.servers",

@@ -2,24 +2,26 @@
 //! control plane (admin API) and the data plane, and drains on SIGTERM.
 
 mod config;
+mod dataplane;
 
 use anyhow::Context;
 use clap::Parser;
 use config::{ms, Config, ControlSection, IoBackendName, UpstreamGroup};
+use dataplane::{DpdkConfig, Serving};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
-use ultragate_control::admin::{Admin, AdminState};
+use ultragate_control::admin::{Admin, AdminState, DataplaneSwitch};
 use ultragate_control::api::AdminServer;
 use ultragate_control::checks::{self, CheckConfig};
 use ultragate_control::policy::Thresholds;
 use ultragate_control::supervisor::{Group, Supervisor, SupervisorConfig};
 use ultragate_control::timeline::{Audit, Timeline};
 use ultragate_dataplane::cache::{snapshot, Cache, CacheConfig};
-use ultragate_dataplane::driver::{Dataplane, DriverConfig, IoBackend, Shared};
+use ultragate_dataplane::driver::{DriverConfig, IoBackend, Shared};
 use ultragate_dataplane::http::request::RequestLimits;
 use ultragate_dataplane::proxy::EngineConfig;
 use ultragate_dataplane::status::DataplaneStatus;
@@ -83,11 +85,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if cfg.api_gateway.enable_dpdk {
-        tracing::warn!(
-            "api_gateway.enable_dpdk = true, but this build has no DPDK support; serving on kernel networking"
-        );
-    }
     let (primary, fallback) = (&cfg.upstream.primary, &cfg.upstream.fallback);
     let primary_addrs = Config::resolve(primary, "upstream.primary.servers")?;
     let fallback_addrs = Config::resolve(fallback, "upstream.fallback.servers")?;
@@ -176,6 +173,25 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         fallback_group,
         timeline.clone(),
     ));
+    let serving = Serving::new(
+        status.clone(),
+        timeline.clone(),
+        cfg.api_gateway.listen,
+        ms(cfg.dpdk.link_down_grace_ms),
+    );
+    let dpdk = if cfg.api_gateway.enable_dpdk {
+        let (address, prefix_len) = cfg.dpdk.cidr()?;
+        Some(DpdkConfig {
+            eal_args: cfg.dpdk.eal_args.clone(),
+            port: cfg.dpdk.port,
+            address,
+            prefix_len,
+            gateway: cfg.dpdk.next_hop()?,
+            listen_port: cfg.dpdk.listen_port,
+        })
+    } else {
+        None
+    };
     let audit_path =
         (!cfg.security.audit_log.is_empty()).then(|| PathBuf::from(&cfg.security.audit_log));
     let audit = Audit::open(audit_path.as_deref())
@@ -203,6 +219,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         snapshot_dir: cfg.cache.snapshot_dir.clone(),
         origins: primary_addrs.clone(),
         test_hooks: cfg.cache.test_hooks,
+        dataplane: dpdk
+            .is_some()
+            .then(|| serving.clone() as Arc<dyn DataplaneSwitch>),
     }));
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -218,7 +237,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         IoBackendName::Uring => IoBackend::Uring,
         IoBackendName::Epoll => IoBackend::Epoll,
     };
-    let dataplane = Dataplane::start(
+    serving.start(
+        dpdk.as_ref(),
         backend,
         driver,
         engine,
@@ -258,7 +278,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         "draining"
     );
     status.set_draining();
-    dataplane.shutdown();
+    serving.shutdown();
     if let (Some(cache), true) = (&cache, cfg.cache.snapshot_on_shutdown) {
         match snapshot::write(cache, &cfg.cache.snapshot_dir) {
             Ok(w) => {

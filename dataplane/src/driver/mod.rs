@@ -20,7 +20,7 @@ use crate::stats::{Completion, CoreStats};
 use crate::status::{Backend, DataplaneStatus};
 use crate::upstream::health::GroupHealth;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -49,6 +49,24 @@ pub struct DriverConfig {
     /// Most client connections one core serves at once; the next ones get
     /// a `503` and are closed.
     pub max_connections_per_core: usize,
+}
+
+/// `[dpdk]`: the port and the stack's address on it, for the DPDK driver
+/// (built with the `dpdk` feature).
+#[derive(Debug, Clone)]
+pub struct DpdkConfig {
+    /// EAL arguments, e.g. `["--vdev=net_tap0,iface=ugtap0", "--no-pci"]`.
+    pub eal_args: Vec<String>,
+    /// The DPDK port id to serve on.
+    pub port: u16,
+    /// The stack's own IPv4 address on the port.
+    pub address: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+    /// The next hop for clients outside the prefix.
+    pub gateway: Option<Ipv4Addr>,
+    /// The TCP port clients connect to.
+    pub listen_port: u16,
 }
 
 /// Which kernel backend `[api_gateway] io_backend` asks for.

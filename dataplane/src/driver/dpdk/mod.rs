@@ -17,33 +17,16 @@ mod core;
 mod device;
 pub mod eal;
 
+pub use super::DpdkConfig;
 use super::{DriverConfig, Shared};
 use crate::proxy::EngineConfig;
 use crate::status::{Backend, PortHealth};
 use dpdk_sys as sys;
 use eal::Mempool;
-use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use thiserror::Error;
-
-/// `[dpdk]`: the port and the stack's address on it.
-#[derive(Debug, Clone)]
-pub struct DpdkConfig {
-    /// EAL arguments, e.g. `["--vdev=net_tap0,iface=ugtap0", "--no-pci"]`.
-    pub eal_args: Vec<String>,
-    /// The DPDK port id to serve on.
-    pub port: u16,
-    /// The stack's own IPv4 address on the port.
-    pub address: Ipv4Addr,
-    /// Its prefix length.
-    pub prefix_len: u8,
-    /// The next hop for clients outside the prefix.
-    pub gateway: Option<Ipv4Addr>,
-    /// The TCP port clients connect to.
-    pub listen_port: u16,
-}
 
 /// Why the DPDK data plane could not start.
 #[derive(Debug, Error)]

@@ -1,0 +1,289 @@
+//! Which data plane serves: DPDK while its port is healthy, else the
+//! kernel backend (io_uring or epoll) on `[api_gateway] listen`. This is
+//! the runbook's "DPDK Network Failure" section done by the gateway: when
+//! the port's link stays down past `[dpdk] link_down_grace_ms`, or the EAL,
+//! hugepages or mempool fail at start, it serves on kernel networking
+//! without a restart and says why in the event timeline;
+//! `POST /admin/dataplane dpdk` goes back once the link is up.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use ultragate_control::admin::DataplaneSwitch;
+use ultragate_control::timeline::Timeline;
+pub use ultragate_dataplane::driver::DpdkConfig;
+use ultragate_dataplane::driver::{Dataplane, DriverConfig, IoBackend, Shared};
+use ultragate_dataplane::proxy::EngineConfig;
+use ultragate_dataplane::status::{Backend, DataplaneStatus};
+
+/// How often the port is sampled.
+const SAMPLE: Duration = Duration::from_millis(100);
+
+#[cfg(feature = "dpdk")]
+mod port {
+    pub use ultragate_dataplane::driver::dpdk::DpdkDataplane as Port;
+    use ultragate_dataplane::driver::{DpdkConfig, DriverConfig, Shared};
+    use ultragate_dataplane::proxy::EngineConfig;
+
+    /// Starts the DPDK data plane.
+    pub fn start(
+        dpdk: &DpdkConfig,
+        cfg: DriverConfig,
+        engine: std::sync::Arc<EngineConfig>,
+        shared: Shared,
+    ) -> Result<Port, String> {
+        Port::start(dpdk, cfg, engine, shared).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(not(feature = "dpdk"))]
+mod port {
+    use ultragate_dataplane::driver::{DriverConfig, Shared};
+    use ultragate_dataplane::proxy::EngineConfig;
+    use ultragate_dataplane::status::PortHealth;
+
+    /// No DPDK in this build: there is never a port.
+    pub enum Port {}
+
+    impl Port {
+        pub fn health(&self) -> PortHealth {
+            match *self {}
+        }
+
+        pub fn shutdown(self) {
+            match self {}
+        }
+    }
+
+    /// Always refuses, saying why.
+    pub fn start(
+        _: &super::DpdkConfig,
+        _: DriverConfig,
+        _: std::sync::Arc<EngineConfig>,
+        _: Shared,
+    ) -> Result<Port, String> {
+        Err("this build has no DPDK support (build with --features dpdk)".into())
+    }
+}
+
+/// What the kernel data plane is started with, whenever it is needed.
+struct KernelArgs {
+    backend: IoBackend,
+    cfg: DriverConfig,
+    engine: Arc<EngineConfig>,
+    shared: Shared,
+}
+
+struct State {
+    port: Option<port::Port>,
+    kernel: Option<Dataplane>,
+    args: Option<KernelArgs>,
+    on_port: bool,
+}
+
+/// The data planes of the process and the choice between them.
+pub struct Serving {
+    state: Mutex<State>,
+    status: Arc<DataplaneStatus>,
+    timeline: Arc<Timeline>,
+    listen: SocketAddr,
+    grace: Duration,
+    stop: AtomicBool,
+    monitor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Serving {
+    /// Nothing serves yet; `listen` is the kernel address used after a
+    /// fallback, `grace` how long the link may stay down.
+    pub fn new(
+        status: Arc<DataplaneStatus>,
+        timeline: Arc<Timeline>,
+        listen: SocketAddr,
+        grace: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                port: None,
+                kernel: None,
+                args: None,
+                on_port: false,
+            }),
+            status,
+            timeline,
+            listen,
+            grace,
+            stop: AtomicBool::new(false),
+            monitor: Mutex::new(None),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts serving: on DPDK when `dpdk` is given and starts (then a
+    /// monitor thread watches the port), else on the kernel backend.
+    pub fn start(
+        self: &Arc<Self>,
+        dpdk: Option<&DpdkConfig>,
+        backend: IoBackend,
+        cfg: DriverConfig,
+        engine: Arc<EngineConfig>,
+        shared: Shared,
+    ) -> anyhow::Result<()> {
+        let args = KernelArgs {
+            backend,
+            cfg: cfg.clone(),
+            engine: engine.clone(),
+            shared: shared.clone(),
+        };
+        let mut st = self.lock();
+        st.args = Some(args);
+        let Some(dpdk) = dpdk else {
+            st.kernel = Some(self.start_kernel(&st)?);
+            return Ok(());
+        };
+        match port::start(dpdk, cfg, engine, shared) {
+            Ok(p) => {
+                st.port = Some(p);
+                st.on_port = true;
+            }
+            Err(why) => {
+                tracing::warn!(reason = %why, listen = %self.listen, "DPDK unavailable; serving on kernel networking");
+                st.kernel = Some(self.start_kernel(&st)?);
+                self.timeline.push(
+                    "dpdk_start_failed",
+                    &why,
+                    &format!("serve on kernel networking at {}", self.listen),
+                    &format!("serving on {}", self.status.backend().as_str()),
+                );
+                return Ok(());
+            }
+        }
+        drop(st);
+        let me = self.clone();
+        let monitor = std::thread::Builder::new()
+            .name("ug-port-monitor".into())
+            .spawn(move || me.watch())?;
+        *self.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(monitor);
+        Ok(())
+    }
+
+    fn start_kernel(&self, st: &State) -> anyhow::Result<Dataplane> {
+        let a = st
+            .args
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the data plane was not started"))?;
+        Ok(Dataplane::start(
+            a.backend,
+            a.cfg.clone(),
+            a.engine.clone(),
+            a.shared.clone(),
+        )?)
+    }
+
+    /// Samples the port; moves to the kernel when the link stays down.
+    fn watch(&self) {
+        let mut down_since: Option<Instant> = None;
+        while !self.stop.load(Ordering::Acquire) {
+            std::thread::sleep(SAMPLE);
+            let mut st = self.lock();
+            let Some(h) = st.port.as_ref().map(port::Port::health) else {
+                return;
+            };
+            self.status.set_port(Some(h));
+            if h.link_up || !st.on_port {
+                down_since = None;
+                continue;
+            }
+            let since = *down_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < self.grace {
+                continue;
+            }
+            down_since = None;
+            let value = format!(
+                "port {} link down for {} ms",
+                h.port,
+                since.elapsed().as_millis()
+            );
+            tracing::warn!(port = h.port, listen = %self.listen, "DPDK link down past the grace period; serving on kernel networking");
+            let result = self.to_kernel(&mut st);
+            self.timeline.push(
+                "dpdk_link_down",
+                &value,
+                &format!("serve on kernel networking at {}", self.listen),
+                &result.unwrap_or_else(|e| format!("failed: {e}")),
+            );
+        }
+    }
+
+    fn to_kernel(&self, st: &mut State) -> Result<String, String> {
+        if st.kernel.is_none() {
+            st.kernel = Some(self.start_kernel(st).map_err(|e| e.to_string())?);
+        }
+        st.on_port = false;
+        let backend = st
+            .kernel
+            .as_ref()
+            .map_or(Backend::Epoll, Dataplane::backend);
+        self.status.set_backend(backend);
+        Ok(format!("serving on {}", backend.as_str()))
+    }
+
+    /// Stops every data plane, draining in-flight requests.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(m) = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = m.join();
+        }
+        let (kernel, port) = {
+            let mut st = self.lock();
+            (st.kernel.take(), st.port.take())
+        };
+        if let Some(k) = kernel {
+            k.shutdown();
+        }
+        if let Some(p) = port {
+            p.shutdown();
+        }
+    }
+}
+
+impl DataplaneSwitch for Serving {
+    fn switch(&self, to: &str) -> Result<&'static str, String> {
+        let mut st = self.lock();
+        let link_up = st.port.as_ref().map(|p| p.health().link_up);
+        let to_port = match (to, link_up) {
+            ("kernel", _) => false,
+            ("auto", up) => up == Some(true),
+            ("dpdk", Some(true)) => true,
+            ("dpdk", Some(false)) => {
+                return Err("the DPDK port's link is down; staying on kernel networking".into())
+            }
+            ("dpdk", None) => {
+                return Err(
+                    "DPDK did not start (see /admin/events); serving on kernel networking".into(),
+                )
+            }
+            (other, _) => return Err(format!("unknown data plane {other:?}")),
+        };
+        if !to_port {
+            self.to_kernel(&mut st)?;
+            return Ok(self.status.backend().as_str());
+        }
+        st.on_port = true;
+        self.status.set_backend(Backend::Dpdk);
+        if let Some(k) = st.kernel.take() {
+            // The kernel listener drains in the background.
+            std::thread::spawn(move || k.shutdown());
+        }
+        Ok(Backend::Dpdk.as_str())
+    }
+}

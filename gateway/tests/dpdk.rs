@@ -1,0 +1,269 @@
+//! The DPDK data plane end to end, inside a network namespace the test
+//! creates: the gateway, the origin and the client all run in it; the
+//! gateway's DPDK port is a `net_tap` vdev whose kernel side (10.213.0.1)
+//! the client uses, so every request crosses DPDK and smoltcp. Then the
+//! runbook's "DPDK Network Failure": the tap link goes down, the gateway
+//! moves to the kernel listener; `POST /admin/dataplane dpdk` after
+//! link-up brings it back. Last, a start with no hugepages serves on
+//! kernel networking and says why. Needs root and hugepages
+//! (`hugepages-setup.sh`, run by the README's test command).
+
+#![cfg(feature = "dpdk")]
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).args(args);
+        c
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let mut all = vec!["ip"];
+        all.extend_from_slice(args);
+        let ok = self.cmd(&all).status().unwrap().success();
+        assert!(ok, "ip {args:?} failed");
+    }
+
+    /// curl in the namespace: the output.
+    fn curl(&self, args: &[&str]) -> String {
+        let out = self
+            .cmd(&["curl", "-sS", "--max-time", "5"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn spawn(&self, name: &'static str, args: &[&str], log: Option<&std::path::Path>) -> Proc {
+        let mut c = self.cmd(args);
+        c.stdout(Stdio::null()).env("ULTRAGATE_LOG", "info");
+        if let Some(log) = log {
+            c.stderr(std::fs::File::create(log).unwrap());
+        }
+        Proc {
+            child: c.spawn().unwrap(),
+            name,
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn run(args: &[&str]) {
+    let ok = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "{args:?} failed");
+}
+
+/// The dataplane component of `/health`.
+fn dataplane(ns: &Netns, admin: &str) -> serde_json::Value {
+    let h = ns.curl(&[&format!("http://{admin}/health")]);
+    let h: serde_json::Value = serde_json::from_str(&h).unwrap_or_default();
+    h["components"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "dataplane").cloned())
+        .unwrap_or_default()
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn config(tap: &str, extra_eal: &str) -> String {
+    format!(
+        "[api_gateway]\nlisten = \"127.0.0.1:18080\"\nenable_dpdk = true\ndrain_timeout_ms = 1000\n\n[admin]\nlisten = \"127.0.0.1:18081\"\n\n[upstream.primary]\nservers = [\"127.0.0.1:18000\"]\n\n[dpdk]\neal_args = [\"--vdev=net_tap0,iface={tap}\", \"--no-pci\"{extra_eal}]\naddress = \"10.213.0.2/24\"\nlisten_port = 8080\nlink_down_grace_ms = 500\n"
+    )
+}
+
+#[test]
+fn serves_through_dpdk_falls_back_to_the_kernel_and_returns() {
+    let id = std::process::id() % 100_000;
+    let ns = Netns::new(format!("ugdpdk{id}"));
+    let tap = format!("ugt{id}");
+    let dir = std::env::temp_dir();
+    let cfg = dir.join(format!("ultragate-dpdk-{id}.toml"));
+    std::fs::write(&cfg, config(&tap, "")).unwrap();
+    let bench = bench_bin();
+    let _origin = ns.spawn(
+        "origin",
+        &[
+            bench.to_str().unwrap(),
+            "origin",
+            "--listen",
+            "127.0.0.1:18000",
+        ],
+        None,
+    );
+    let log = dir.join(format!("ultragate-dpdk-{id}.log"));
+    let _gw = ns.spawn(
+        "ultragate",
+        &[
+            env!("CARGO_BIN_EXE_ultragate"),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        Some(&log),
+    );
+    let admin = "127.0.0.1:18081";
+    assert!(
+        wait_until(Duration::from_secs(20), || dataplane(&ns, admin)["backend"]
+            == "dpdk"),
+        "not serving on DPDK: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // The tap's kernel side is the client's network.
+    ns.ip(&["addr", "add", "10.213.0.1/24", "dev", &tap]);
+    ns.ip(&["link", "set", &tap, "up"]);
+    let url = "http://10.213.0.2:8080/page?cache=max-age%3D60";
+    let miss = ns.curl(&["-i", url]);
+    assert!(miss.starts_with("HTTP/1.1 200"), "{miss}");
+    assert!(miss.contains("X-Cache: MISS"), "{miss}");
+    assert!(miss.ends_with(&"x".repeat(64)), "the body arrives whole");
+    let hit = ns.curl(&["-i", url]);
+    assert!(hit.contains("X-Cache: HIT"), "{hit}");
+    // The port is sampled every 100 ms.
+    assert!(wait_until(Duration::from_secs(2), || {
+        dataplane(&ns, admin)["dpdk_port"]["rx_packets"].as_u64() > Some(0)
+    }));
+    let dp = dataplane(&ns, admin);
+    assert_eq!(dp["dpdk_port"]["link_up"], true, "{dp}");
+    assert!(
+        dp["dpdk_port"]["hugepages_total"].as_u64().unwrap() > 0,
+        "{dp}"
+    );
+    let metrics = ns.curl(&[&format!("http://{admin}/metrics")]);
+    assert!(metrics.contains("ultragate_dpdk_port{port=\"0\",stat=\"link_up\"} 1"));
+    assert!(metrics.contains("ultragate_dataplane_backend{backend=\"dpdk\"} 1"));
+
+    // The port dies: kernel networking within the grace period + 1 s.
+    let down = Instant::now();
+    ns.ip(&["link", "set", &tap, "down"]);
+    assert!(
+        wait_until(Duration::from_millis(1500), || dataplane(&ns, admin)
+            ["backend"]
+            != "dpdk"),
+        "still on DPDK {:?} after the link went down",
+        down.elapsed()
+    );
+    let dp = dataplane(&ns, admin);
+    assert!(
+        matches!(dp["backend"].as_str(), Some("io_uring" | "epoll")),
+        "{dp}"
+    );
+    assert_eq!(dp["ready"], true, "readiness stays green");
+    assert_eq!(dp["dpdk_port"]["link_up"], false);
+    // Same host, same key: the kernel path answers from the same cache.
+    let kernel = ns.curl(&[
+        "-i",
+        "-H",
+        "Host: 10.213.0.2:8080",
+        "http://127.0.0.1:18080/page?cache=max-age%3D60",
+    ]);
+    assert!(kernel.starts_with("HTTP/1.1 200"), "{kernel}");
+    assert!(
+        kernel.contains("X-Cache: HIT"),
+        "the cache is the same: {kernel}"
+    );
+    let events = ns.curl(&[&format!("http://{admin}/admin/events")]);
+    assert!(events.contains("dpdk_link_down"), "{events}");
+    assert!(
+        events.contains("serve on kernel networking at 127.0.0.1:18080"),
+        "{events}"
+    );
+
+    // While the link is down, asking for DPDK is refused with the reason.
+    let refused = ns.curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "dpdk",
+        &format!("http://{admin}/admin/dataplane"),
+    ]);
+    assert!(refused.contains("link is down"), "{refused}");
+    // Link up, then back to DPDK by the runbook's command.
+    ns.ip(&["link", "set", &tap, "up"]);
+    assert!(wait_until(Duration::from_secs(5), || {
+        dataplane(&ns, admin)["dpdk_port"]["link_up"] == true
+    }));
+    let back = ns.curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "dpdk",
+        &format!("http://{admin}/admin/dataplane"),
+    ]);
+    assert!(back.contains("\"dataplane\":\"dpdk\""), "{back}");
+    let again = ns.curl(&["-i", url]);
+    assert!(again.contains("X-Cache: HIT"), "{again}");
+    assert_eq!(dataplane(&ns, admin)["backend"], "dpdk");
+    drop(_gw);
+
+    // A start with no hugepages: kernel networking, and the log says why.
+    let pages = "/proc/sys/vm/nr_hugepages";
+    let reserved = std::fs::read_to_string(pages).unwrap();
+    std::fs::write(pages, "0").unwrap();
+    let log2 = dir.join(format!("ultragate-dpdk-nohuge-{id}.log"));
+    let gw = ns.spawn(
+        "ultragate",
+        &[
+            env!("CARGO_BIN_EXE_ultragate"),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        Some(&log2),
+    );
+    let served = wait_until(Duration::from_secs(20), || {
+        ns.curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://127.0.0.1:18080/",
+        ]) == "200"
+    });
+    let backend = dataplane(&ns, admin)["backend"].clone();
+    drop(gw);
+    std::fs::write(pages, reserved.trim()).unwrap();
+    let text = std::fs::read_to_string(&log2).unwrap();
+    assert!(served, "no kernel data plane without hugepages:\n{text}");
+    assert!(
+        matches!(backend.as_str(), Some("io_uring" | "epoll")),
+        "{backend}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("DPDK unavailable"))
+        .unwrap_or_else(|| panic!("no reason in the log:\n{text}"));
+    assert!(line.contains("no hugepages are reserved"), "{line}");
+}
