@@ -11,6 +11,9 @@ command -v curl >/dev/null || missing+=(curl)
 command -v node >/dev/null || missing+=(nodejs)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
+# DPDK 22.11 for the DPDK data plane (dpdk-sys finds it with pkg-config).
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+pkg-config --exists libdpdk 2>/dev/null || missing+=(libdpdk-dev dpdk)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq
@@ -29,12 +32,18 @@ echo "skipped (need CRDs): deploy/k8s/dpdk/sriov-network.yaml (NetworkAttachment
 kubernetes-validate --quiet --strict -k "$k8s_version" deploy/k8s/*.yaml deploy/k8s/dpdk/gateway-dpdk.yaml
 echo "manifests valid for Kubernetes $k8s_version"
 
-cargo build --workspace --all-targets --locked
+# Hugepages for the DPDK end-to-end test (gateway/tests/dpdk.rs): 256 x 2 MiB.
+as_root ./hugepages-setup.sh --pages 256
+# The DPDK data plane is built and linted too (the `dpdk` features).
+dpdk_features=(--features ultragate/dpdk --features ultragate-dataplane/dpdk)
+cargo clippy --workspace --all-targets --locked "${dpdk_features[@]}" -- -D warnings
+cargo build --workspace --all-targets --locked "${dpdk_features[@]}"
 # The end-to-end suites run on both kernel backends (a matrix row is an
 # environment variable read by gateway/tests/support): io_uring with the
 # whole workspace, then epoll. `uring` is explicit, so a gateway that
 # cannot set up io_uring fails the row instead of passing on epoll.
-ULTRAGATE_IO_BACKEND=uring cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-4}"
+ULTRAGATE_IO_BACKEND=uring cargo test --workspace --locked "${dpdk_features[@]}" \
+  -- --test-threads "${TEST_THREADS:-4}"
 ULTRAGATE_IO_BACKEND=epoll cargo test -p ultragate --locked \
   --test e2e --test cache --test failover --test security --test backends \
   -- --test-threads "${TEST_THREADS:-4}"
