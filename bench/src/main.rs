@@ -8,6 +8,8 @@ mod compare;
 mod drill;
 mod load;
 mod origin;
+#[cfg(feature = "dpdk")]
+mod ring;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +35,10 @@ enum Command {
     /// The failover drill: faults under constant load; non-zero exit when
     /// one is not handled.
     Drill(drill::DrillArgs),
+    /// The DPDK data plane over a net_ring pair on one core, driven by a
+    /// userspace client stack: no kernel between client and gateway.
+    #[cfg(feature = "dpdk")]
+    Ring(ring::RingArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::Load(args) => load::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Drill(args) => drill::run(args),
+        #[cfg(feature = "dpdk")]
+        Command::Ring(args) => ring::run(args),
     }
 }
