@@ -340,7 +340,13 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     let svg_path = args.out.with_extension("svg");
     std::fs::write(&svg_path, plot(&results[0].1, results[0].0, args.rate))?;
-    std::fs::write(&args.out, report(&args, &results, &svg_path))?;
+    // The sections other scripts measured stay (below the marker).
+    let kept = std::fs::read_to_string(&args.out)
+        .ok()
+        .and_then(|old| old.find(KEEP_MARKER).map(|i| old[i..].to_owned()))
+        .unwrap_or_default();
+    let text = format!("{}\n{kept}", report(&args, &results, &svg_path));
+    std::fs::write(&args.out, text)?;
     println!("wrote {} and {}", args.out.display(), svg_path.display());
     Ok(())
 }
@@ -348,6 +354,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
 fn rate(r: &Report) -> f64 {
     r.requests as f64 / r.elapsed.as_secs_f64().max(1e-9)
 }
+
+/// Everything from this line on in the report was written by the other
+/// benchmark scripts; `bench compare` keeps it.
+const KEEP_MARKER: &str = "<!-- kept by bench compare: the sections below come from other scripts -->";
 
 fn report(args: &CompareArgs, results: &[(&str, Vec<Row>)], svg: &Path) -> String {
     let mut s = String::new();
