@@ -46,6 +46,8 @@ const BUF_SIZE: usize = 16 * 1024;
 const MAX_IOV: usize = 8;
 /// The slot number of operations that belong to no connection.
 const NO_SLOT: u32 = 0xff_ffff;
+/// `IORING_RECVSEND_POLL_FIRST`: arm the poll without a first attempt.
+const RECVSEND_POLL_FIRST: u16 = 1;
 /// Longest single wait, so a stop request is seen even if a wake is lost.
 const MAX_WAIT: Duration = Duration::from_millis(500);
 
@@ -680,8 +682,11 @@ impl Core {
                 up.send_inflight = true;
             }
             if !up.recv_armed && s.conn.wants_upstream_bytes() {
+                // The answer cannot be there before the request went out:
+                // wait for readiness instead of trying first.
                 let e = opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
                     .buf_group(BGID)
+                    .ioprio(RECVSEND_POLL_FIRST)
                     .build()
                     .flags(squeue::Flags::BUFFER_SELECT)
                     .user_data(Op::new(Kind::UpRecv, idx, up.gen).encode());
