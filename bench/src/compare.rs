@@ -357,7 +357,8 @@ fn rate(r: &Report) -> f64 {
 
 /// Everything from this line on in the report was written by the other
 /// benchmark scripts; `bench compare` keeps it.
-const KEEP_MARKER: &str = "<!-- kept by bench compare: the sections below come from other scripts -->";
+const KEEP_MARKER: &str =
+    "<!-- kept by bench compare: the sections below come from other scripts -->";
 
 fn report(args: &CompareArgs, results: &[(&str, Vec<Row>)], svg: &Path) -> String {
     let mut s = String::new();

@@ -121,7 +121,7 @@ pub fn run(args: RingArgs) -> anyhow::Result<()> {
         id: args.client_core,
     });
     let pool = eal::Mempool::create("ugbench_client", 16383, client_port)?;
-    let mac = eal::start_port(client_port, 1, pool)?;
+    let (mac, _) = eal::start_port(client_port, 1, pool)?;
     let mut client = RingClient::new(client_port, pool, mac, Ipv4Addr::new(10, 99, 0, 1), 24);
     let server = Ipv4Addr::new(10, 99, 0, 2);
     let limit = Duration::from_secs(120);

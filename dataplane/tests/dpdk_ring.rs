@@ -143,7 +143,7 @@ fn miss_then_hit_through_the_ring_pair_without_hugepages() {
     assert!(health.mempool_free > 0);
 
     let pool = eal::Mempool::create("ugtest_client", 4095, client_port).unwrap();
-    let mac = eal::start_port(client_port, 1, pool).unwrap();
+    let (mac, _) = eal::start_port(client_port, 1, pool).unwrap();
     let mut client = RingClient::new(client_port, pool, mac, Ipv4Addr::new(10, 99, 0, 1), 24);
     let server = Ipv4Addr::new(10, 99, 0, 2);
 

@@ -100,9 +100,13 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Two data cores (two queue pairs on the tap, a stack on each) when the
+/// machine has them.
 fn config(tap: &str, extra_eal: &str) -> String {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    let cores = (0..n).map(|c| c.to_string()).collect::<Vec<_>>().join(", ");
     format!(
-        "[api_gateway]\nlisten = \"127.0.0.1:18080\"\nenable_dpdk = true\ndrain_timeout_ms = 1000\n\n[admin]\nlisten = \"127.0.0.1:18081\"\n\n[upstream.primary]\nservers = [\"127.0.0.1:18000\"]\n\n[dpdk]\neal_args = [\"--vdev=net_tap0,iface={tap}\", \"--no-pci\"{extra_eal}]\naddress = \"10.213.0.2/24\"\nlisten_port = 8080\nlink_down_grace_ms = 500\n"
+        "[api_gateway]\nlisten = \"127.0.0.1:18080\"\nenable_dpdk = true\ncores = [{cores}]\ndrain_timeout_ms = 1000\n\n[admin]\nlisten = \"127.0.0.1:18081\"\n\n[upstream.primary]\nservers = [\"127.0.0.1:18000\"]\n\n[dpdk]\neal_args = [\"--vdev=net_tap0,iface={tap}\", \"--no-pci\"{extra_eal}]\naddress = \"10.213.0.2/24\"\nlisten_port = 8080\nlink_down_grace_ms = 500\n"
     )
 }
 
@@ -150,8 +154,12 @@ fn serves_through_dpdk_falls_back_to_the_kernel_and_returns() {
     assert!(miss.starts_with("HTTP/1.1 200"), "{miss}");
     assert!(miss.contains("X-Cache: MISS"), "{miss}");
     assert!(miss.ends_with(&"x".repeat(64)), "the body arrives whole");
-    let hit = ns.curl(&["-i", url]);
-    assert!(hit.contains("X-Cache: HIT"), "{hit}");
+    // Fresh connections spread over the queues (RSS); every core's stack
+    // answers, from the one cache.
+    for _ in 0..12 {
+        let hit = ns.curl(&["-i", url]);
+        assert!(hit.contains("X-Cache: HIT"), "{hit}");
+    }
     // The port is sampled every 100 ms.
     assert!(wait_until(Duration::from_secs(2), || {
         dataplane(&ns, admin)["dpdk_port"]["rx_packets"].as_u64() > Some(0)
@@ -265,5 +273,10 @@ fn serves_through_dpdk_falls_back_to_the_kernel_and_returns() {
         .lines()
         .find(|l| l.contains("DPDK unavailable"))
         .unwrap_or_else(|| panic!("no reason in the log:\n{text}"));
-    assert!(line.contains("no hugepages are reserved"), "{line}");
+    // "reserved" when the pages were gone at once, "free" while the first
+    // gateway's pages were still being given back.
+    assert!(
+        line.contains("no hugepages are reserved") || line.contains("no hugepages are free"),
+        "{line}"
+    );
 }

@@ -73,8 +73,10 @@ extern "C" {
     pub fn ug_pool_create(name: *const c_char, n: c_uint, socket: c_int) -> *mut RteMempool;
     /// NUMA socket of a port.
     pub fn ug_port_socket(port: u16) -> c_int;
-    /// Configures and starts a port with `queues` RX/TX queues; writes its MAC.
-    pub fn ug_port_start(port: u16, queues: u16, pool: *mut RteMempool, mac: *mut u8) -> c_int;
+    /// Configures and starts a port with up to `*queues` RX/TX queue pairs
+    /// (`*queues` is set to how many it got); writes its MAC.
+    pub fn ug_port_start(port: u16, queues: *mut u16, pool: *mut RteMempool, mac: *mut u8)
+        -> c_int;
     /// `rte_eth_dev_stop`.
     pub fn ug_port_stop(port: u16) -> c_int;
     /// `rte_eth_rx_burst`.

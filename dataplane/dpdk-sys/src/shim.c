@@ -41,22 +41,30 @@ struct rte_mempool *ug_pool_create(const char *name, unsigned n, int socket) {
 
 int ug_port_socket(uint16_t port) { return rte_eth_dev_socket_id(port); }
 
-/* Configures `port` with `queues` RX and TX queues fed from `pool`, starts
+/* Configures `port` with up to `*queues` RX and TX queue pairs fed from
+ * `pool` (fewer when the device has fewer; `*queues` says how many), starts
  * it and writes its MAC address; 0 or a negative errno. */
-int ug_port_start(uint16_t port, uint16_t queues, struct rte_mempool *pool, uint8_t mac[6]) {
+int ug_port_start(uint16_t port, uint16_t *queues_inout, struct rte_mempool *pool, uint8_t mac[6]) {
     struct rte_eth_conf conf;
     struct rte_eth_dev_info info;
     struct rte_ether_addr addr;
     int rc, socket = rte_eth_dev_socket_id(port);
-    uint16_t q, rxd = 1024, txd = 1024;
+    uint16_t q, queues = *queues_inout, rxd = 1024, txd = 1024;
 
     if (!rte_eth_dev_is_valid_port(port))
         return -ENODEV;
     rc = rte_eth_dev_info_get(port, &info);
     if (rc != 0)
         return rc;
+    if (queues > info.max_rx_queues)
+        queues = info.max_rx_queues;
+    if (queues > info.max_tx_queues)
+        queues = info.max_tx_queues;
+    if (queues == 0)
+        queues = 1;
+    *queues_inout = queues;
     memset(&conf, 0, sizeof(conf));
-    if (queues > 1) {
+    if (queues > 1 && info.flow_type_rss_offloads != 0) {
         conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
         conf.rx_adv_conf.rss_conf.rss_hf =
             (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP) & info.flow_type_rss_offloads;

@@ -37,7 +37,7 @@ pub struct RingClient {
 impl RingClient {
     /// A stack with `addr`/`prefix` on a started `port`, sending from `pool`.
     pub fn new(port: u16, pool: Mempool, mac: [u8; 6], addr: Ipv4Addr, prefix: u8) -> Self {
-        let mut dev = PortQueue::new(port, 0, pool);
+        let mut dev = PortQueue::new(port, 0, pool, None);
         let start = Instant::now();
         let mut cfg = Config::new(EthernetAddress(mac).into());
         cfg.random_seed = 0x5eed;

@@ -2,7 +2,7 @@
 //! non-blocking epoll set (polled with a zero timeout) for the kernel
 //! sockets to the upstreams, and the engine between them.
 
-use super::device::PortQueue;
+use super::device::{ArpShare, PortQueue};
 use super::eal::Mempool;
 use super::DpdkConfig;
 use crate::admin::AdminResponse;
@@ -35,6 +35,10 @@ const NAP: Duration = Duration::from_micros(50);
 /// What the DPDK core is given at start.
 pub(super) struct Setup {
     pub(super) dpdk: DpdkConfig,
+    /// The queue pair this core polls.
+    pub(super) queue: u16,
+    /// ARP frames shared with the other queues' cores.
+    pub(super) arp: Option<ArpShare>,
     pub(super) mac: [u8; 6],
     pub(super) pool: Mempool,
     pub(super) cfg: DriverConfig,
@@ -137,6 +141,8 @@ fn idle_conn_alive(s: &TcpStream) -> bool {
 pub(super) fn run(setup: Setup) {
     let Setup {
         dpdk,
+        queue,
+        arp,
         mac,
         pool,
         cfg,
@@ -151,7 +157,7 @@ pub(super) fn run(setup: Setup) {
             return;
         }
     };
-    let mut dev = PortQueue::new(dpdk.port, 0, pool);
+    let mut dev = PortQueue::new(dpdk.port, queue, pool, arp);
     let start = Instant::now();
     let clock = |t: Instant| {
         smoltcp::time::Instant::from_micros(t.duration_since(start).as_micros() as i64)

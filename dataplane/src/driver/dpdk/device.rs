@@ -1,11 +1,30 @@
 //! smoltcp's view of one queue pair of a DPDK port: frames come from
 //! `rte_eth_rx_burst` in bursts and go out through `rte_eth_tx_burst` in
 //! bursts, each in its own mbuf.
+//!
+//! With several queues, each core runs its own stack, and RSS steers a TCP
+//! flow to one queue; but ARP is not a flow: a reply to one core's request
+//! may land on another core's queue. So every ARP frame a queue receives is
+//! also handed to the other cores' stacks ([`ArpShare`]), and each core's
+//! neighbour cache learns every address.
 
 use super::eal::Mempool;
 use dpdk_sys as sys;
 use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use std::sync::mpsc::{Receiver, Sender};
+
+/// EtherType of ARP.
+const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
+
+/// A core's share of the ARP traffic of a multi-queue port: frames other
+/// queues received, and where to copy the ones this queue receives.
+pub struct ArpShare {
+    /// ARP frames other cores received.
+    pub from_peers: Receiver<Vec<u8>>,
+    /// The other cores.
+    pub to_peers: Vec<Sender<Vec<u8>>>,
+}
 
 /// Frames taken from or handed to the port at once.
 const BURST: usize = 32;
@@ -24,11 +43,13 @@ pub struct PortQueue {
     pub tx_dropped: u64,
     /// Scratch space for a frame that has no mbuf.
     scratch: Vec<u8>,
+    arp: Option<ArpShare>,
 }
 
 impl PortQueue {
-    /// Queue `queue` of a started `port`, sending from `pool`.
-    pub fn new(port: u16, queue: u16, pool: Mempool) -> Self {
+    /// Queue `queue` of a started `port`, sending from `pool`; `arp` when
+    /// the port has other queues served by other cores.
+    pub fn new(port: u16, queue: u16, pool: Mempool, arp: Option<ArpShare>) -> Self {
         Self {
             port,
             queue,
@@ -40,6 +61,7 @@ impl PortQueue {
             tx_len: 0,
             tx_dropped: 0,
             scratch: vec![0; 1514],
+            arp,
         }
     }
 
@@ -96,25 +118,44 @@ impl Drop for PortQueue {
     }
 }
 
-/// A received frame; its mbuf is freed once read.
-pub struct Rx(*mut sys::RteMbuf);
+/// A received frame: an mbuf (freed once read), or an ARP frame another
+/// core received.
+pub enum Rx {
+    /// From this queue.
+    Mbuf(*mut sys::RteMbuf),
+    /// From another core's queue.
+    Shared(Vec<u8>),
+}
 
 impl Drop for Rx {
     fn drop(&mut self) {
-        // SAFETY: the token owns its mbuf.
-        unsafe { sys::ug_mbuf_free(self.0) };
+        if let Rx::Mbuf(m) = self {
+            // SAFETY: the token owns its mbuf.
+            unsafe { sys::ug_mbuf_free(*m) };
+        }
+    }
+}
+
+/// The bytes of a received single-segment mbuf.
+///
+/// # Safety
+/// `m` must be a live mbuf this core owns.
+unsafe fn mbuf_bytes<'a>(m: *mut sys::RteMbuf) -> &'a [u8] {
+    let mut len = 0u16;
+    // SAFETY: the caller's promise: `len` bytes at the pointer.
+    unsafe {
+        let p = sys::ug_mbuf_data(m, &mut len);
+        std::slice::from_raw_parts(p, usize::from(len))
     }
 }
 
 impl phy::RxToken for Rx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let mut len = 0u16;
-        // SAFETY: a received single-segment mbuf: `len` bytes at the pointer.
-        let data = unsafe {
-            let p = sys::ug_mbuf_data(self.0, &mut len);
-            std::slice::from_raw_parts(p, usize::from(len))
-        };
-        f(data)
+        match &self {
+            // SAFETY: the token owns its mbuf until it drops.
+            Rx::Mbuf(m) => f(unsafe { mbuf_bytes(*m) }),
+            Rx::Shared(v) => f(v),
+        }
     }
 }
 
@@ -157,13 +198,25 @@ impl phy::Device for PortQueue {
     type TxToken<'a> = Tx<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(Rx, Tx<'_>)> {
+        if let Some(frame) = self.arp.as_ref().and_then(|a| a.from_peers.try_recv().ok()) {
+            return Some((Rx::Shared(frame), Tx(self)));
+        }
         self.refill();
         if self.rx_pos == self.rx_len {
             return None;
         }
         let m = self.rx[self.rx_pos];
         self.rx_pos += 1;
-        Some((Rx(m), Tx(self)))
+        if let Some(arp) = &self.arp {
+            // SAFETY: a received mbuf we own.
+            let frame = unsafe { mbuf_bytes(m) };
+            if frame.get(12..14) == Some(&ETHERTYPE_ARP[..]) {
+                for peer in &arp.to_peers {
+                    let _ = peer.send(frame.to_vec());
+                }
+            }
+        }
+        Some((Rx::Mbuf(m), Tx(self)))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {

@@ -122,8 +122,9 @@ impl Mempool {
     }
 }
 
-/// Configures and starts `port` with `queues` queue pairs; its MAC address.
-pub fn start_port(port: u16, queues: u16, pool: Mempool) -> Result<[u8; 6], DpdkError> {
+/// Configures and starts `port` with up to `queues` queue pairs; its MAC
+/// address and how many queue pairs it has.
+pub fn start_port(port: u16, queues: u16, pool: Mempool) -> Result<([u8; 6], u16), DpdkError> {
     // SAFETY: plain call.
     let count = unsafe { sys::ug_port_count() };
     if port >= count {
@@ -133,15 +134,16 @@ pub fn start_port(port: u16, queues: u16, pool: Mempool) -> Result<[u8; 6], Dpdk
         });
     }
     let mut mac = [0u8; 6];
+    let mut got = queues;
     // SAFETY: `mac` has room for six bytes; the pool is live.
-    let rc = unsafe { sys::ug_port_start(port, queues, pool.0, mac.as_mut_ptr()) };
+    let rc = unsafe { sys::ug_port_start(port, &mut got, pool.0, mac.as_mut_ptr()) };
     if rc != 0 {
         return Err(DpdkError::Port {
             port,
             reason: std::io::Error::from_raw_os_error(-rc).to_string(),
         });
     }
-    Ok(mac)
+    Ok((mac, got))
 }
 
 /// Two ports wired back to back through rings (no kernel, no NIC): what

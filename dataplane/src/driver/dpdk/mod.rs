@@ -4,10 +4,9 @@
 //! the same core without blocking (the upstreams live on the cluster
 //! network, not on the DPDK port).
 //!
-//! One queue pair and one core: smoltcp keeps its neighbour cache per
-//! stack, and with RSS the ARP reply to one core's request may land on
-//! another core's queue, so a multi-queue port needs a shared neighbour
-//! table first.
+//! One queue pair per data core, each core with its own smoltcp stack:
+//! RSS keeps a TCP flow on one queue, and ARP frames are shared between
+//! the cores (see `device`), so every stack knows every neighbour.
 //!
 //! The gateway watches [`DpdkDataplane::health`] and moves to the kernel
 //! data plane when the link stays down (see `gateway/src/dataplane.rs`).
@@ -56,19 +55,19 @@ pub enum DpdkError {
     Thread(std::io::Error),
 }
 
-/// Says so when no hugepages are reserved, the usual cause of EAL and
-/// mempool failures.
-fn hugepage_hint() -> &'static str {
-    if eal::hugepages().0 == 0 {
-        " (no hugepages are reserved: run hugepages-setup.sh, or pass --no-huge)"
-    } else {
-        ""
+/// Says so when no hugepages are free, the usual cause of EAL and mempool
+/// failures.
+fn hugepage_hint() -> String {
+    match eal::hugepages() {
+        (0, _) => " (no hugepages are reserved: run hugepages-setup.sh, or pass --no-huge)".into(),
+        (total, 0) => format!(" (no hugepages are free: all {total} reserved are in use)"),
+        _ => String::new(),
     }
 }
 
 /// The running DPDK data plane.
 pub struct DpdkDataplane {
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     port: u16,
     pool: Mempool,
@@ -76,7 +75,8 @@ pub struct DpdkDataplane {
 
 impl DpdkDataplane {
     /// Initialises the EAL (once per process), creates the mbuf pool,
-    /// starts the port and its polling core (the first of `cfg.cores`).
+    /// starts the port with a queue pair per data core (as many as the
+    /// device has) and a polling thread on each core.
     pub fn start(
         dpdk: &DpdkConfig,
         cfg: DriverConfig,
@@ -84,44 +84,76 @@ impl DpdkDataplane {
         shared: Shared,
     ) -> Result<Self, DpdkError> {
         eal::init(&dpdk.eal_args)?;
-        let pool = Mempool::create(&format!("ug_mbufs_{}", dpdk.port), 8191, dpdk.port)?;
-        let mac = eal::start_port(dpdk.port, 1, pool)?;
+        let wanted = cfg.cores.len().clamp(1, 64) as u16;
+        // Room for every queue's RX and TX rings and what is in flight.
+        let mbufs = (u32::from(wanted) * 4096).next_power_of_two().max(8192) - 1;
+        let pool = Mempool::create(&format!("ug_mbufs_{}", dpdk.port), mbufs, dpdk.port)?;
+        let (mac, queues) = eal::start_port(dpdk.port, wanted, pool)?;
+        if queues < wanted {
+            tracing::warn!(
+                wanted,
+                queues,
+                "the DPDK port has fewer queues than data cores"
+            );
+        }
         let stop = Arc::new(AtomicBool::new(false));
-        let setup = core::Setup {
-            dpdk: dpdk.clone(),
-            mac,
-            pool,
-            cfg: cfg.clone(),
-            engine,
-            shared: shared.clone(),
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..queues).map(|_| std::sync::mpsc::channel()).unzip();
+        let mut me = Self {
+            threads: Vec::new(),
             stop: stop.clone(),
-        };
-        let pin = cfg.cores.first().copied();
-        let thread = std::thread::Builder::new()
-            .name("ug-dpdk-0".into())
-            .spawn(move || {
-                if let Some(id) = pin {
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
-                        tracing::warn!(core = id, "could not pin the DPDK thread");
-                    }
-                }
-                // SAFETY: plain call; gives this thread an lcore id.
-                unsafe { sys::ug_thread_register() };
-                core::run(setup)
-            })
-            .map_err(DpdkError::Thread)?;
-        let me = Self {
-            thread: Some(thread),
-            stop,
             port: dpdk.port,
             pool,
         };
+        for (q, from_peers) in (0..queues).zip(receivers) {
+            let arp = (queues > 1).then(|| device::ArpShare {
+                from_peers,
+                to_peers: senders
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != usize::from(q))
+                    .map(|(_, s)| s.clone())
+                    .collect(),
+            });
+            let setup = core::Setup {
+                dpdk: dpdk.clone(),
+                queue: q,
+                arp,
+                mac,
+                pool,
+                cfg: cfg.clone(),
+                engine: engine.clone(),
+                shared: shared.clone(),
+                stop: stop.clone(),
+            };
+            let pin = cfg.cores.get(usize::from(q)).copied();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ug-dpdk-{q}"))
+                .spawn(move || {
+                    if let Some(id) = pin {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+                            tracing::warn!(core = id, "could not pin the DPDK thread");
+                        }
+                    }
+                    // SAFETY: plain call; gives this thread an lcore id.
+                    unsafe { sys::ug_thread_register() };
+                    core::run(setup)
+                });
+            match spawned {
+                Ok(t) => me.threads.push(t),
+                Err(e) => {
+                    me.shutdown();
+                    return Err(DpdkError::Thread(e));
+                }
+            }
+        }
         shared.status.set_port(Some(me.health()));
         shared.status.set_backend(Backend::Dpdk);
         shared.status.set_serving(true);
         tracing::info!(
             backend = Backend::Dpdk.as_str(),
             port = dpdk.port,
+            queues,
             address = %dpdk.address,
             listen_port = dpdk.listen_port,
             "data plane serving"
@@ -158,10 +190,10 @@ impl DpdkDataplane {
         }
     }
 
-    /// Stops the polling core after draining, and the port.
-    pub fn shutdown(mut self) {
+    /// Stops the polling cores after draining, and the port.
+    pub fn shutdown(self) {
         self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads {
             let _ = t.join();
         }
         // SAFETY: plain call on our started port.
