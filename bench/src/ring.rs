@@ -6,20 +6,9 @@
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
-use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-use ultragate_dataplane::admin::{AdminRequest, AdminResponse, AdminService};
-use ultragate_dataplane::cache::{Cache, CacheConfig};
-use ultragate_dataplane::driver::dpdk::client::RingClient;
-use ultragate_dataplane::driver::dpdk::{eal, DpdkConfig, DpdkDataplane};
-use ultragate_dataplane::driver::{DriverConfig, Shared};
-use ultragate_dataplane::http::request::RequestLimits;
-use ultragate_dataplane::proxy::EngineConfig;
-use ultragate_dataplane::status::DataplaneStatus;
-use ultragate_dataplane::upstream::health::GroupHealth;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use ultragate_dataplane::driver::dpdk::ring;
 
 /// Options of `bench ring`.
 #[derive(Args, Debug)]
@@ -44,88 +33,19 @@ pub struct RingArgs {
     client_core: usize,
 }
 
-/// The benchmark has no control plane: admin calls get a 404.
-struct NoAdmin;
-
-impl AdminService for NoAdmin {
-    fn call(&self, _: AdminRequest) -> Pin<Box<dyn Future<Output = AdminResponse> + Send>> {
-        Box::pin(async {
-            AdminResponse {
-                status: 404,
-                content_type: "text/plain",
-                body: "no admin API in bench ring\n".into(),
-            }
-        })
-    }
-}
-
 /// Runs the benchmark and prints one line of results.
 pub fn run(args: RingArgs) -> anyhow::Result<()> {
-    let eal_args: Vec<String> = ["--no-huge", "--no-pci", "-m", "512"]
-        .map(String::from)
-        .to_vec();
-    eal::init(&eal_args)?;
-    let (gw_port, client_port) = eal::ring_pair("ugbench")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (stats, _stats_rx) = std::sync::mpsc::channel();
-    let shared = Shared {
-        status: Arc::new(DataplaneStatus::default()),
-        cache: Some(Arc::new(Cache::new(CacheConfig {
-            max_bytes: 256 << 20,
-            max_object_bytes: 8 << 20,
-        }))),
-        admin: Arc::new(NoAdmin),
-        spawner: runtime.handle().clone(),
-        primary: Arc::new(GroupHealth::new(1, 3)),
-        fallback: Arc::new(GroupHealth::new(1, 3)),
-        stats,
-    };
-    let engine = Arc::new(EngineConfig {
-        limits: RequestLimits {
-            max_header_bytes: 16384,
-            max_body_bytes: 10 << 20,
-        },
-        max_response_head_bytes: 65536,
-        client_timeout: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(60),
-        connect_timeout: Duration::from_secs(1),
-        response_timeout: Duration::from_secs(5),
-        connect_attempts: 1,
-        default_host: args.origin.to_string(),
-        coalesce_wait: Duration::from_secs(2),
-        epoch: (Instant::now(), SystemTime::now()),
-    });
-    let driver = DriverConfig {
-        listen: "127.0.0.1:0".parse()?,
-        cores: vec![args.gateway_core],
-        upstreams: vec![args.origin],
-        fallback: vec![],
-        upstream_idle_timeout: Duration::from_secs(30),
-        upstream_max_idle: 64,
-        drain_timeout: Duration::from_secs(2),
-        stats_interval: Duration::from_millis(250),
-        max_connections_per_core: 4096,
-    };
-    let dpdk = DpdkConfig {
-        eal_args,
-        port: gw_port,
-        address: Ipv4Addr::new(10, 99, 0, 2),
-        prefix_len: 24,
-        gateway: None,
-        listen_port: 80,
-    };
-    let dp = DpdkDataplane::start(&dpdk, driver, engine, shared)?;
+    let ring::RingSetup {
+        gateway,
+        mut client,
+        ..
+    } = ring::start("ugbench", args.origin, Some(args.gateway_core))?;
     core_affinity::set_for_current(core_affinity::CoreId {
         id: args.client_core,
     });
-    let pool = eal::Mempool::create("ugbench_client", 16383, client_port)?;
-    let (mac, _) = eal::start_port(client_port, 1, pool)?;
-    let mut client = RingClient::new(client_port, pool, mac, Ipv4Addr::new(10, 99, 0, 1), 24);
-    let server = Ipv4Addr::new(10, 99, 0, 2);
+    let (server, port) = (ring::GATEWAY, ring::PORT);
     let limit = Duration::from_secs(120);
-    let warm = client.run(server, 80, &args.path, args.connections, 1000, limit);
+    let warm = client.run(server, port, &args.path, args.connections, 1000, limit);
     anyhow::ensure!(
         warm.len() == 1000,
         "warm-up: {} of 1000 answers",
@@ -134,7 +54,7 @@ pub fn run(args: RingArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let answers = client.run(
         server,
-        80,
+        port,
         &args.path,
         args.connections,
         args.requests,
@@ -159,6 +79,6 @@ pub fn run(args: RingArgs) -> anyhow::Result<()> {
         us(0.999),
         h.max() as f64 / 1000.0
     );
-    dp.shutdown();
+    gateway.shutdown();
     Ok(())
 }

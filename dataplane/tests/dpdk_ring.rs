@@ -5,37 +5,13 @@
 
 #![cfg(feature = "dpdk")]
 
-use std::future::Future;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::pin::Pin;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-use ultragate_dataplane::admin::{AdminRequest, AdminResponse, AdminService};
-use ultragate_dataplane::cache::{Cache, CacheConfig};
-use ultragate_dataplane::driver::dpdk::client::RingClient;
-use ultragate_dataplane::driver::dpdk::{eal, DpdkConfig, DpdkDataplane};
-use ultragate_dataplane::driver::{DriverConfig, Shared};
-use ultragate_dataplane::http::request::RequestLimits;
-use ultragate_dataplane::proxy::EngineConfig;
-use ultragate_dataplane::status::{Backend, DataplaneStatus};
-use ultragate_dataplane::upstream::health::GroupHealth;
-
-/// The data port's admin calls have no control plane in this test.
-struct NoAdmin;
-
-impl AdminService for NoAdmin {
-    fn call(&self, _: AdminRequest) -> Pin<Box<dyn Future<Output = AdminResponse> + Send>> {
-        Box::pin(async {
-            AdminResponse {
-                status: 404,
-                content_type: "text/plain",
-                body: "no admin here\n".into(),
-            }
-        })
-    }
-}
+use std::time::Duration;
+use ultragate_dataplane::driver::dpdk::ring;
+use ultragate_dataplane::status::Backend;
 
 /// An origin on loopback: each answer says how many requests it has seen,
 /// and may be cached for a minute.
@@ -77,77 +53,20 @@ fn origin() -> (SocketAddr, Arc<AtomicUsize>) {
 
 #[test]
 fn miss_then_hit_through_the_ring_pair_without_hugepages() {
-    let eal_args: Vec<String> = ["--no-huge", "--no-pci", "-m", "512"]
-        .map(String::from)
-        .to_vec();
-    eal::init(&eal_args).expect("EAL in --no-huge mode");
-    let (gw_port, client_port) = eal::ring_pair("ugtest").unwrap();
     let (origin, seen) = origin();
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let status = Arc::new(DataplaneStatus::default());
-    let (stats, _stats_rx) = std::sync::mpsc::channel();
-    let shared = Shared {
-        status: status.clone(),
-        cache: Some(Arc::new(Cache::new(CacheConfig {
-            max_bytes: 64 << 20,
-            max_object_bytes: 1 << 20,
-        }))),
-        admin: Arc::new(NoAdmin),
-        spawner: runtime.handle().clone(),
-        primary: Arc::new(GroupHealth::new(1, 3)),
-        fallback: Arc::new(GroupHealth::new(1, 3)),
-        stats,
-    };
-    let engine = Arc::new(EngineConfig {
-        limits: RequestLimits {
-            max_header_bytes: 16384,
-            max_body_bytes: 1 << 20,
-        },
-        max_response_head_bytes: 65536,
-        client_timeout: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(60),
-        connect_timeout: Duration::from_secs(1),
-        response_timeout: Duration::from_secs(5),
-        connect_attempts: 1,
-        default_host: origin.to_string(),
-        coalesce_wait: Duration::from_secs(1),
-        epoch: (Instant::now(), SystemTime::now()),
-    });
-    let driver = DriverConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        cores: vec![],
-        upstreams: vec![origin],
-        fallback: vec![],
-        upstream_idle_timeout: Duration::from_secs(30),
-        upstream_max_idle: 8,
-        drain_timeout: Duration::from_secs(2),
-        stats_interval: Duration::from_millis(100),
-        max_connections_per_core: 1024,
-    };
-    let dpdk = DpdkConfig {
-        eal_args,
-        port: gw_port,
-        address: Ipv4Addr::new(10, 99, 0, 2),
-        prefix_len: 24,
-        gateway: None,
-        listen_port: 80,
-    };
-    let dp = DpdkDataplane::start(&dpdk, driver, engine, shared).unwrap();
+    let ring::RingSetup {
+        gateway: dp,
+        mut client,
+        status,
+        ..
+    } = ring::start("ugtest", origin, None).expect("a gateway over a ring pair, --no-huge");
     assert_eq!(status.backend(), Backend::Dpdk);
     let health = dp.health();
     assert!(health.link_up, "{health:?}");
     assert!(health.mempool_free > 0);
+    let (server, port) = (ring::GATEWAY, ring::PORT);
 
-    let pool = eal::Mempool::create("ugtest_client", 4095, client_port).unwrap();
-    let (mac, _) = eal::start_port(client_port, 1, pool).unwrap();
-    let mut client = RingClient::new(client_port, pool, mac, Ipv4Addr::new(10, 99, 0, 1), 24);
-    let server = Ipv4Addr::new(10, 99, 0, 2);
-
-    let first = client.run(server, 80, "/page", 1, 1, Duration::from_secs(10));
+    let first = client.run(server, port, "/page", 1, 1, Duration::from_secs(10));
     assert_eq!(first.len(), 1, "no answer through the ring");
     let text = String::from_utf8_lossy(&first[0].bytes);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -155,7 +74,7 @@ fn miss_then_hit_through_the_ring_pair_without_hugepages() {
     assert!(text.ends_with("origin answer 1\n"), "{text}");
 
     // Then 50 more over 4 connections: every one a hit, the origin not asked.
-    let hits = client.run(server, 80, "/page", 4, 50, Duration::from_secs(10));
+    let hits = client.run(server, port, "/page", 4, 50, Duration::from_secs(10));
     assert_eq!(hits.len(), 50);
     for a in &hits {
         let text = String::from_utf8_lossy(&a.bytes);

@@ -15,6 +15,7 @@ pub mod client;
 mod core;
 mod device;
 pub mod eal;
+pub mod ring;
 
 pub use super::DpdkConfig;
 use super::{DriverConfig, Shared};

@@ -1,0 +1,128 @@
+//! A whole DPDK data plane in one process over a `net_ring` pair, without
+//! hugepages: the gateway's stack on one ring port, a [`RingClient`] on the
+//! other, a real origin behind the gateway. What the in-process test and
+//! `bench ring` run.
+
+use super::client::RingClient;
+use super::{eal, DpdkConfig, DpdkDataplane, DpdkError};
+use crate::admin::{AdminRequest, AdminResponse, AdminService};
+use crate::cache::{Cache, CacheConfig};
+use crate::driver::{DriverConfig, Shared};
+use crate::http::request::RequestLimits;
+use crate::proxy::EngineConfig;
+use crate::status::DataplaneStatus;
+use crate::upstream::health::GroupHealth;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The gateway's address on the ring.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+/// The TCP port the gateway listens on.
+pub const PORT: u16 = 80;
+
+/// No control plane runs in process: admin calls get a 404.
+struct NoAdmin;
+
+impl AdminService for NoAdmin {
+    fn call(&self, _: AdminRequest) -> Pin<Box<dyn Future<Output = AdminResponse> + Send>> {
+        Box::pin(async {
+            AdminResponse {
+                status: 404,
+                content_type: "text/plain",
+                body: "no admin API in an in-process data plane\n".into(),
+            }
+        })
+    }
+}
+
+/// A gateway and a client wired by a ring pair.
+pub struct RingSetup {
+    /// The gateway's data plane.
+    pub gateway: DpdkDataplane,
+    /// The client stack, at 10.99.0.1.
+    pub client: RingClient,
+    /// The gateway's status (backend, readiness).
+    pub status: Arc<DataplaneStatus>,
+    /// Runs admin calls; kept alive with the gateway.
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// Initialises the EAL with `--no-huge` (once per process), creates a ring
+/// pair named `name`, and starts a gateway with a cache in front of
+/// `origin`, polling on `gateway_core` when given.
+pub fn start(
+    name: &str,
+    origin: SocketAddr,
+    gateway_core: Option<usize>,
+) -> Result<RingSetup, DpdkError> {
+    let eal_args: Vec<String> = ["--no-huge", "--no-pci", "-m", "512"]
+        .map(String::from)
+        .to_vec();
+    eal::init(&eal_args)?;
+    let (gw_port, client_port) = eal::ring_pair(name)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DpdkError::Thread)?;
+    let status = Arc::new(DataplaneStatus::default());
+    let (stats, _) = std::sync::mpsc::channel();
+    let shared = Shared {
+        status: status.clone(),
+        cache: Some(Arc::new(Cache::new(CacheConfig {
+            max_bytes: 256 << 20,
+            max_object_bytes: 8 << 20,
+        }))),
+        admin: Arc::new(NoAdmin),
+        spawner: runtime.handle().clone(),
+        primary: Arc::new(GroupHealth::new(1, 3)),
+        fallback: Arc::new(GroupHealth::new(1, 3)),
+        stats,
+    };
+    let engine = Arc::new(EngineConfig {
+        limits: RequestLimits {
+            max_header_bytes: 16384,
+            max_body_bytes: 10 << 20,
+        },
+        max_response_head_bytes: 65536,
+        client_timeout: Duration::from_secs(10),
+        keepalive_timeout: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(1),
+        response_timeout: Duration::from_secs(5),
+        connect_attempts: 1,
+        default_host: origin.to_string(),
+        coalesce_wait: Duration::from_secs(2),
+        epoch: (Instant::now(), SystemTime::now()),
+    });
+    let driver = DriverConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        cores: gateway_core.into_iter().collect(),
+        upstreams: vec![origin],
+        fallback: vec![],
+        upstream_idle_timeout: Duration::from_secs(30),
+        upstream_max_idle: 64,
+        drain_timeout: Duration::from_secs(2),
+        stats_interval: Duration::from_millis(250),
+        max_connections_per_core: 4096,
+    };
+    let dpdk = DpdkConfig {
+        eal_args,
+        port: gw_port,
+        address: GATEWAY,
+        prefix_len: 24,
+        gateway: None,
+        listen_port: PORT,
+    };
+    let gateway = DpdkDataplane::start(&dpdk, driver, engine, shared)?;
+    let pool = eal::Mempool::create(&format!("{name}_client"), 16383, client_port)?;
+    let (mac, _) = eal::start_port(client_port, 1, pool)?;
+    let client = RingClient::new(client_port, pool, mac, Ipv4Addr::new(10, 99, 0, 1), 24);
+    Ok(RingSetup {
+        gateway,
+        client,
+        status,
+        _runtime: runtime,
+    })
+}
