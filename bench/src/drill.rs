@@ -342,7 +342,7 @@ pub fn run(args: DrillArgs) -> anyhow::Result<()> {
             o.decisions.join("; ")
         );
     }
-    println!("| DPDK port down | not run: this build has no DPDK data plane | | | | | |");
+    println!("| DPDK port down | not run by the drill (needs a DPDK build, root, hugepages and a network namespace): gateway/tests/dpdk.rs takes the tap link down and checks the move to kernel networking and back | | | | | |");
     if !handled {
         bail!("a fault was not handled (no action, no recovery, or failed requests)");
     }
