@@ -246,8 +246,8 @@ pub struct ApiGateway {
     /// Kernel data-plane backend: `auto` (io_uring, else epoll with the
     /// reason logged), `uring` (or fail to start) or `epoll`. Default `auto`.
     pub io_backend: IoBackendName,
-    /// Most client connections one data core serves at once; more get a
-    /// `503` and are closed. Default 16384.
+    /// Most client connections one data core serves at once (at most
+    /// 1048576); more get a `503` and are closed. Default 16384.
     pub max_connections_per_core: usize,
 }
 
@@ -465,8 +465,11 @@ impl Config {
         self.dpdk.cidr()?;
         self.dpdk.next_hop()?;
         let g = &self.api_gateway;
-        if g.max_connections_per_core == 0 {
-            return invalid("api_gateway.max_connections_per_core", "must be at least 1");
+        if !(1..=1 << 20).contains(&g.max_connections_per_core) {
+            return invalid(
+                "api_gateway.max_connections_per_core",
+                "must be between 1 and 1048576",
+            );
         }
         if !(1024..=1024 * 1024).contains(&g.max_header_bytes) {
             return invalid(

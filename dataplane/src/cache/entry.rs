@@ -1,6 +1,7 @@
 //! A stored response: pre-encoded head and body as `Bytes`, so a hit is
-//! one lookup and one copy into the send buffer, plus the freshness facts
-//! and the checksum that `verify` checks.
+//! one lookup, a copy of the head into the send queue and the body queued
+//! as the cache's own memory, plus the freshness facts and the checksum
+//! that `verify` checks.
 
 use crate::proxy::output::Output;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -112,7 +113,8 @@ impl Entry {
 
     /// The stored response as sent to a client: head, `Content-Length`,
     /// `Age`, `X-Cache`, the connection field, and (unless `head_only`) the
-    /// body. Writes into `out` without allocating beyond its growth.
+    /// body. The head is written into `output`'s tail (no allocation beyond
+    /// its growth); the body is queued as shared bytes, not copied.
     pub fn write_response(
         &self,
         output: &mut Output,
