@@ -29,6 +29,9 @@ const SOCKET_BUF: usize = 64 * 1024;
 /// Polls without work after which the core naps between polls, so an idle
 /// gateway does not hold a CPU at 100 % (a busy one never naps).
 const IDLE_POLLS: u32 = 2000;
+/// How long a closed connection may wait for the peer's side of the close
+/// before it is reset.
+const CLOSE_LIMIT: Duration = Duration::from_secs(10);
 /// How long an idle core naps.
 const NAP: Duration = Duration::from_micros(50);
 
@@ -64,7 +67,8 @@ struct Slot {
     up: Option<Upstream>,
     last_target: Option<(Group, usize)>,
     eof_seen: bool,
-    closing: bool,
+    /// When the gateway closed its side.
+    closing: Option<Instant>,
     admin_pending: bool,
 }
 
@@ -247,7 +251,7 @@ pub(super) fn run(setup: Setup) {
                 up: None,
                 last_target: None,
                 eof_seen: false,
-                closing: false,
+                closing: None,
                 admin_pending: false,
             };
             match slots.iter().position(Option::is_none) {
@@ -448,12 +452,20 @@ pub(super) fn run(setup: Setup) {
                 shared.record(&mut stats, &done, s.last_target, s.peer);
             }
             // Close and free.
-            if !s.closing && s.conn.is_finished() {
-                s.closing = true;
+            if s.closing.is_none() && s.conn.is_finished() {
+                s.closing = Some(now);
                 sock.close();
             }
-            let gone = matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait);
-            if (s.closing || s.eof_seen) && gone && !s.admin_pending {
+            let mut gone = matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait);
+            if !gone
+                && s.closing
+                    .is_some_and(|t| now.duration_since(t) > CLOSE_LIMIT)
+            {
+                // The peer never finished the close (FIN-WAIT-2 for ever).
+                sock.abort();
+                gone = true;
+            }
+            if (s.closing.is_some() || s.eof_seen) && gone && !s.admin_pending {
                 if let Some(up) = s.up.take() {
                     poller.remove(&up.stream);
                 }
