@@ -72,8 +72,9 @@ struct Slot {
     admin_pending: bool,
 }
 
-/// The epoll set of the upstream sockets.
-struct Poller(OwnedFd);
+/// The epoll set of the upstream sockets, and how many it watches (none:
+/// no syscall to ask).
+struct Poller(OwnedFd, usize);
 
 impl Poller {
     fn new() -> io::Result<Self> {
@@ -83,11 +84,12 @@ impl Poller {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: a fresh fd we own.
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }, 0))
     }
 
     /// Watches `s` (edge-triggered) for slot `key`.
-    fn add(&self, s: &TcpStream, key: u64) {
+    fn add(&mut self, s: &TcpStream, key: u64) {
+        self.1 += 1;
         let mut ev = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
             u64: key,
@@ -103,7 +105,8 @@ impl Poller {
         };
     }
 
-    fn remove(&self, s: &TcpStream) {
+    fn remove(&mut self, s: &TcpStream) {
+        self.1 = self.1.saturating_sub(1);
         // SAFETY: valid fds; a null event is allowed for DEL.
         unsafe {
             libc::epoll_ctl(
@@ -117,6 +120,9 @@ impl Poller {
 
     /// The events ready now, without waiting.
     fn ready(&self, out: &mut [libc::epoll_event]) -> usize {
+        if self.1 == 0 {
+            return 0;
+        }
         // SAFETY: `out` has room for its length of events.
         let n =
             unsafe { libc::epoll_wait(self.0.as_raw_fd(), out.as_mut_ptr(), out.len() as i32, 0) };
@@ -154,7 +160,7 @@ pub(super) fn run(setup: Setup) {
         shared,
         stop,
     } = setup;
-    let poller = match Poller::new() {
+    let mut poller = match Poller::new() {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "DPDK core: cannot create its epoll set");
