@@ -13,7 +13,12 @@ if [ "${1:-}" = "--seconds" ]; then seconds=${2:?--seconds needs a value}; fi
 
 command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs; }
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
-cargo build --release --workspace --locked
+# The gateway is built with its DPDK data plane, which the drill's DPDK
+# fault uses (on a tap in a network namespace, without hugepages).
+command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2; }
+pkg-config --exists libdpdk 2>/dev/null \
+  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config libdpdk-dev dpdk; }
+cargo build --release --workspace --locked --features ultragate/dpdk
 
 logs=$(mktemp -d)
 pids=()
@@ -59,7 +64,7 @@ echo "== 5 s of load at 2000 req/s through the gateway (bench load: open loop, c
 ./target/release/bench load --url "http://127.0.0.1:8080/page?size=1024&cache=max-age%3D60" \
   --rate 2000 --duration 5s --connections 16 | tee "$logs/load.txt"
 echo
-echo "== failover drill: faults under load (its own gateway, origin and fallback on ports 21800-21803) =="
+echo "== failover drill: faults under load (its own gateway, origin and fallback on ports 21800-21803; the DPDK fault in a network namespace) =="
 drill=ok
 ./target/release/bench drill | tee "$logs/drill.txt" || drill=failed
 echo

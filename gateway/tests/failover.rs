@@ -20,7 +20,11 @@ fn runbook_config(node: std::net::SocketAddr, control: &str) -> String {
 fn killed_primary_is_diverted_without_failed_gets_and_failed_back() {
     let (o, origin) = origin(&[]);
     let (_n, node) = nodejs();
-    let gw = Gateway::start(&[origin], "", &runbook_config(node, ""));
+    // This fault is the kill: the slowness threshold stays out of the way
+    // (failing back needs a check faster than it, and a busy CI machine
+    // can take longer than the default 10 ms to answer one).
+    let control = "p99_threshold_ms = 200";
+    let gw = Gateway::start(&[origin], "", &runbook_config(node, control));
     let load = Load::start(gw.data, "/item?size=64", Duration::from_millis(5));
     std::thread::sleep(Duration::from_millis(500));
 
