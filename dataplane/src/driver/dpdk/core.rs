@@ -147,6 +147,28 @@ fn idle_conn_alive(s: &TcpStream) -> bool {
     matches!(s.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
+/// A core's connections and everything they use, apart from the port and
+/// the interface (which `run` owns, as smoltcp borrows them together).
+struct Core {
+    listen_port: u16,
+    max_connections: usize,
+    engine: Arc<EngineConfig>,
+    shared: Shared,
+    sockets: SocketSet<'static>,
+    listeners: Vec<SocketHandle>,
+    slots: Vec<Option<Slot>>,
+    /// Slots in use.
+    live: usize,
+    upstreams: Upstreams<TcpStream>,
+    poller: Poller,
+    events: Vec<libc::epoll_event>,
+    stats: CoreStats,
+    admin_tx: mpsc::Sender<(usize, AdminResponse)>,
+    admin_rx: mpsc::Receiver<(usize, AdminResponse)>,
+    buf: Vec<u8>,
+    draining: bool,
+}
+
 /// Runs the core until stopped and drained.
 pub(super) fn run(setup: Setup) {
     let Setup {
@@ -160,7 +182,7 @@ pub(super) fn run(setup: Setup) {
         shared,
         stop,
     } = setup;
-    let mut poller = match Poller::new() {
+    let poller = match Poller::new() {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "DPDK core: cannot create its epoll set");
@@ -188,37 +210,40 @@ pub(super) fn run(setup: Setup) {
             .routes_mut()
             .add_default_ipv4_route(Ipv4Address::new(g[0], g[1], g[2], g[3]));
     }
-    let mut sockets = SocketSet::new(Vec::new());
-    let mut listeners: Vec<SocketHandle> = (0..BACKLOG)
-        .map(|_| sockets.add(listener(dpdk.listen_port)))
-        .collect();
-    let mut slots: Vec<Option<Slot>> = Vec::new();
-    let mut upstreams: Upstreams<TcpStream> = Upstreams::new(&cfg);
-    let mut stats = CoreStats::default();
-    let (admin_tx, admin_rx) = mpsc::channel::<(usize, AdminResponse)>();
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
-    let mut buf = vec![0u8; 16 * 1024];
+    let (admin_tx, admin_rx) = mpsc::channel();
+    let mut core = Core {
+        listen_port: dpdk.listen_port,
+        max_connections: cfg.max_connections_per_core,
+        engine,
+        upstreams: Upstreams::new(&cfg),
+        shared,
+        sockets: SocketSet::new(Vec::new()),
+        listeners: Vec::new(),
+        slots: Vec::new(),
+        live: 0,
+        poller,
+        events: vec![libc::epoll_event { events: 0, u64: 0 }; 64],
+        stats: CoreStats::default(),
+        admin_tx,
+        admin_rx,
+        buf: vec![0u8; 16 * 1024],
+        draining: false,
+    };
+    core.fill_backlog();
     let mut next_stats = Instant::now() + cfg.stats_interval;
     let mut drain_until: Option<Instant> = None;
     let mut idle = 0u32;
-
     loop {
         let now = Instant::now();
         if stop.load(Ordering::Acquire) && drain_until.is_none() {
             drain_until = Some(now + cfg.drain_timeout);
-            for h in listeners.drain(..) {
-                sockets.remove(h);
-            }
-            for s in slots.iter_mut().flatten() {
-                s.conn.drain(now);
-            }
+            core.begin_drain(now);
         }
         if let Some(until) = drain_until {
-            let live = slots.iter().flatten().count();
-            if live == 0 || now >= until {
-                if live > 0 {
+            if core.live == 0 || now >= until {
+                if core.live > 0 {
                     tracing::warn!(
-                        connections = live,
+                        connections = core.live,
                         "drain timeout: closing connections still busy"
                     );
                 }
@@ -226,266 +251,20 @@ pub(super) fn run(setup: Setup) {
             }
         }
         let mut busy = dev.has_rx();
-        iface.poll(clock(now), &mut dev, &mut sockets);
-
-        // New connections: a listener that left Listen is a client now.
-        let live = slots.iter().flatten().count();
-        for i in 0..listeners.len() {
-            let h = listeners[i];
-            let sock = sockets.get_mut::<tcp::Socket>(h);
-            if sock.state() == tcp::State::Listen {
-                continue;
-            }
-            busy = true;
-            let peer = sock
-                .remote_endpoint()
-                .map(|e| match e.addr {
-                    IpAddress::Ipv4(v4) => SocketAddr::new(IpAddr::V4(v4), e.port),
-                })
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-            let conn = Conn::new(
-                engine.clone(),
-                shared.status.clone(),
-                shared.cache.clone(),
-                peer.ip(),
-                now,
-            );
-            let slot = Slot {
-                handle: h,
-                conn,
-                peer,
-                up: None,
-                last_target: None,
-                eof_seen: false,
-                closing: None,
-                admin_pending: false,
-            };
-            match slots.iter().position(Option::is_none) {
-                Some(free) => slots[free] = Some(slot),
-                None => slots.push(Some(slot)),
-            }
-            // Keep the backlog full while under the connection limit; past
-            // it, SYNs find no listener and are reset.
-            listeners[i] = if live < cfg.max_connections_per_core {
-                sockets.add(listener(dpdk.listen_port))
-            } else {
-                listeners.swap_remove(i);
-                break;
-            };
-        }
-        while listeners.len() < BACKLOG
-            && drain_until.is_none()
-            && slots.iter().flatten().count() + listeners.len()
-                < cfg.max_connections_per_core + BACKLOG
-        {
-            listeners.push(sockets.add(listener(dpdk.listen_port)));
-        }
-
-        // Upstream readiness.
-        let n = poller.ready(&mut events);
-        for ev in &events[..n] {
-            let (key, bits) = (ev.u64 as usize, ev.events);
-            if let Some(Some(s)) = slots.get_mut(key) {
-                if let Some(up) = s.up.as_mut() {
-                    up.readable |= bits
-                        & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR)
-                            as u32
-                        != 0;
-                    up.writable |=
-                        bits & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
-                }
-            }
-            busy = true;
-        }
-        while let Ok((key, resp)) = admin_rx.try_recv() {
-            if let Some(Some(s)) = slots.get_mut(key) {
-                s.admin_pending = false;
-                s.conn.admin_response(now, resp);
-            }
-        }
-
-        for (key, entry) in slots.iter_mut().enumerate() {
-            let Some(s) = entry.as_mut() else {
-                continue;
-            };
-            let sock = sockets.get_mut::<tcp::Socket>(s.handle);
-            // Client → engine.
-            while s.conn.wants_client_bytes() && sock.can_recv() {
-                let conn = &mut s.conn;
-                let got = sock.recv(|data| {
-                    conn.recv_client(now, data);
-                    (data.len(), data.len())
-                });
-                busy = true;
-                if !matches!(got, Ok(n) if n > 0) {
-                    break;
-                }
-            }
-            if !s.eof_seen && !sock.may_recv() && sock.state() != tcp::State::SynReceived {
-                s.eof_seen = true;
-                s.conn.client_eof(now);
-            }
-            if s.conn.timeout().is_some_and(|t| t <= now) {
-                s.conn.handle_timeout(now);
-            }
-            // Engine actions.
-            while let Some(action) = s.conn.poll_action() {
-                busy = true;
-                match action {
-                    Action::Connect { fresh, attempt } => {
-                        if let Some(old) = s.up.take() {
-                            poller.remove(&old.stream);
-                        }
-                        let group = upstreams.group(attempt, shared.status.route());
-                        let health = shared.health(group);
-                        match upstreams
-                            .pool(group)
-                            .checkout(now, fresh, idle_conn_alive, |i| health.is_healthy(i))
-                        {
-                            Checkout::Reused { server, conn } => {
-                                poller.add(&conn, key as u64);
-                                s.up = Some(Upstream {
-                                    stream: conn,
-                                    target: (group, server),
-                                    connected: true,
-                                    readable: true,
-                                    writable: true,
-                                });
-                                s.last_target = Some((group, server));
-                                s.conn.upstream_connected(now, true);
-                            }
-                            Checkout::Connect { server, addr } => match connect(addr) {
-                                Ok(stream) => {
-                                    poller.add(&stream, key as u64);
-                                    s.up = Some(Upstream {
-                                        stream,
-                                        target: (group, server),
-                                        connected: false,
-                                        readable: false,
-                                        writable: false,
-                                    });
-                                }
-                                Err(_) => {
-                                    health.connect_failed(server);
-                                    s.conn.upstream_connect_failed(now);
-                                }
-                            },
-                        }
-                    }
-                    Action::Release { reuse } => {
-                        if let Some(up) = s.up.take() {
-                            poller.remove(&up.stream);
-                            if reuse && up.connected {
-                                upstreams
-                                    .pool(up.target.0)
-                                    .checkin(up.target.1, up.stream, now);
-                            }
-                        }
-                    }
-                    Action::Admin(req) => {
-                        s.admin_pending = true;
-                        let call = shared.admin.call(req);
-                        let tx = admin_tx.clone();
-                        shared.spawner.spawn(async move {
-                            let _ = tx.send((key, call.await));
-                        });
-                    }
-                }
-            }
-            // Upstream I/O.
-            if let Some(up) = s.up.as_mut() {
-                if !up.connected && up.writable {
-                    match up.stream.take_error() {
-                        Ok(None) => {
-                            up.connected = true;
-                            shared.health(up.target.0).connected(up.target.1);
-                            s.last_target = Some(up.target);
-                            s.conn.upstream_connected(now, false);
-                        }
-                        _ => {
-                            shared.health(up.target.0).connect_failed(up.target.1);
-                            if let Some(up) = s.up.take() {
-                                poller.remove(&up.stream);
-                            }
-                            s.conn.upstream_connect_failed(now);
-                        }
-                    }
-                }
-            }
-            if let Some(up) = s.up.as_mut().filter(|u| u.connected) {
-                while up.writable
-                    && s.conn.upstream_attached()
-                    && !s.conn.upstream_output().is_empty()
-                {
-                    match up.stream.write(s.conn.upstream_output()) {
-                        Ok(n) => s.conn.upstream_written(n, now),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.writable = false,
-                        Err(_) => {
-                            up.writable = false;
-                            s.conn.upstream_eof(now);
-                        }
-                    }
-                }
-                while up.readable && s.conn.wants_upstream_bytes() {
-                    match up.stream.read(&mut buf) {
-                        Ok(0) => {
-                            up.readable = false;
-                            s.conn.upstream_eof(now);
-                        }
-                        Ok(n) => {
-                            busy = true;
-                            s.conn.recv_upstream(now, &buf[..n]);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.readable = false,
-                        Err(_) => {
-                            up.readable = false;
-                            s.conn.upstream_eof(now);
-                        }
-                    }
-                }
-            }
-            // Engine → client.
-            while s.conn.client_pending() > 0 && sock.can_send() {
-                match sock.send_slice(s.conn.client_output()) {
-                    Ok(n) if n > 0 => {
-                        busy = true;
-                        s.conn.client_written(n);
-                    }
-                    _ => break,
-                }
-            }
-            while let Some(done) = s.conn.poll_completion() {
-                shared.record(&mut stats, &done, s.last_target, s.peer);
-            }
-            // Close and free.
-            if s.closing.is_none() && s.conn.is_finished() {
-                s.closing = Some(now);
-                sock.close();
-            }
-            let mut gone = matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait);
-            if !gone
-                && s.closing
-                    .is_some_and(|t| now.duration_since(t) > CLOSE_LIMIT)
-            {
-                // The peer never finished the close (FIN-WAIT-2 for ever).
-                sock.abort();
-                gone = true;
-            }
-            if (s.closing.is_some() || s.eof_seen) && gone && !s.admin_pending {
-                if let Some(up) = s.up.take() {
-                    poller.remove(&up.stream);
-                }
-                sockets.remove(s.handle);
-                *entry = None;
-            }
+        iface.poll(clock(now), &mut dev, &mut core.sockets);
+        busy |= core.accept(now);
+        busy |= core.upstream_events();
+        core.admin_answers(now);
+        for key in 0..core.slots.len() {
+            busy |= core.service(key, now);
         }
         // Send what the engine queued in this pass.
-        iface.poll(clock(Instant::now()), &mut dev, &mut sockets);
+        iface.poll(clock(Instant::now()), &mut dev, &mut core.sockets);
         dev.flush();
 
         if now >= next_stats {
-            upstreams.evict_expired(now);
-            let _ = shared.stats.send(stats.take());
+            core.upstreams.evict_expired(now);
+            let _ = core.shared.stats.send(core.stats.take());
             next_stats = now + cfg.stats_interval;
         }
         if busy {
@@ -497,7 +276,319 @@ pub(super) fn run(setup: Setup) {
             }
         }
     }
-    let _ = shared.stats.send(stats.take());
+    let _ = core.shared.stats.send(core.stats.take());
+}
+
+impl Core {
+    /// Keeps [`BACKLOG`] sockets listening while under the connection
+    /// limit; past it, SYNs find no listener and are reset.
+    fn fill_backlog(&mut self) {
+        while !self.draining
+            && self.listeners.len() < BACKLOG
+            && self.live + self.listeners.len() < self.max_connections
+        {
+            let h = self.sockets.add(listener(self.listen_port));
+            self.listeners.push(h);
+        }
+    }
+
+    /// Stops listening and asks every connection to finish.
+    fn begin_drain(&mut self, now: Instant) {
+        self.draining = true;
+        for h in self.listeners.drain(..) {
+            self.sockets.remove(h);
+        }
+        for s in self.slots.iter_mut().flatten() {
+            s.conn.drain(now);
+        }
+    }
+
+    /// Turns listeners that left `Listen` into connections.
+    fn accept(&mut self, now: Instant) -> bool {
+        let mut accepted = false;
+        let mut i = 0;
+        while i < self.listeners.len() {
+            let h = self.listeners[i];
+            let sock = self.sockets.get_mut::<tcp::Socket>(h);
+            if sock.state() == tcp::State::Listen {
+                i += 1;
+                continue;
+            }
+            accepted = true;
+            self.listeners.swap_remove(i);
+            let peer = sock
+                .remote_endpoint()
+                .map(|e| match e.addr {
+                    IpAddress::Ipv4(v4) => SocketAddr::new(IpAddr::V4(v4), e.port),
+                })
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let slot = Slot {
+                handle: h,
+                conn: Conn::new(
+                    self.engine.clone(),
+                    self.shared.status.clone(),
+                    self.shared.cache.clone(),
+                    peer.ip(),
+                    now,
+                ),
+                peer,
+                up: None,
+                last_target: None,
+                eof_seen: false,
+                closing: None,
+                admin_pending: false,
+            };
+            match self.slots.iter().position(Option::is_none) {
+                Some(free) => self.slots[free] = Some(slot),
+                None => self.slots.push(Some(slot)),
+            }
+            self.live += 1;
+        }
+        self.fill_backlog();
+        accepted
+    }
+
+    /// Marks the upstream sockets that became readable or writable.
+    fn upstream_events(&mut self) -> bool {
+        let n = self.poller.ready(&mut self.events);
+        for ev in &self.events[..n] {
+            let (key, bits) = (ev.u64 as usize, ev.events);
+            if let Some(up) = self
+                .slots
+                .get_mut(key)
+                .and_then(|s| s.as_mut())
+                .and_then(|s| s.up.as_mut())
+            {
+                let (read, write) = (
+                    (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32,
+                    (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32,
+                );
+                up.readable |= bits & read != 0;
+                up.writable |= bits & write != 0;
+            }
+        }
+        n > 0
+    }
+
+    /// Hands the control plane's answers to their connections.
+    fn admin_answers(&mut self, now: Instant) {
+        while let Ok((key, resp)) = self.admin_rx.try_recv() {
+            if let Some(Some(s)) = self.slots.get_mut(key) {
+                s.admin_pending = false;
+                s.conn.admin_response(now, resp);
+            }
+        }
+    }
+
+    /// Moves one connection's bytes between its socket, the engine and its
+    /// upstream; frees it once closed. Whether anything happened.
+    fn service(&mut self, key: usize, now: Instant) -> bool {
+        let Core {
+            sockets,
+            slots,
+            live,
+            upstreams,
+            poller,
+            shared,
+            stats,
+            admin_tx,
+            buf,
+            ..
+        } = self;
+        let Some(s) = slots.get_mut(key).and_then(|s| s.as_mut()) else {
+            return false;
+        };
+        let mut busy = false;
+        let sock = sockets.get_mut::<tcp::Socket>(s.handle);
+        // Client → engine.
+        while s.conn.wants_client_bytes() && sock.can_recv() {
+            let conn = &mut s.conn;
+            let got = sock.recv(|data| {
+                conn.recv_client(now, data);
+                (data.len(), data.len())
+            });
+            busy = true;
+            if !matches!(got, Ok(n) if n > 0) {
+                break;
+            }
+        }
+        if !s.eof_seen && !sock.may_recv() && sock.state() != tcp::State::SynReceived {
+            s.eof_seen = true;
+            s.conn.client_eof(now);
+        }
+        if s.conn.timeout().is_some_and(|t| t <= now) {
+            s.conn.handle_timeout(now);
+        }
+        // Engine actions.
+        while let Some(action) = s.conn.poll_action() {
+            busy = true;
+            match action {
+                Action::Connect { fresh, attempt } => {
+                    connect_upstream(s, key, fresh, attempt, poller, upstreams, shared, now)
+                }
+                Action::Release { reuse } => {
+                    if let Some(up) = s.up.take() {
+                        poller.remove(&up.stream);
+                        if reuse && up.connected {
+                            upstreams
+                                .pool(up.target.0)
+                                .checkin(up.target.1, up.stream, now);
+                        }
+                    }
+                }
+                Action::Admin(req) => {
+                    s.admin_pending = true;
+                    let call = shared.admin.call(req);
+                    let tx = admin_tx.clone();
+                    shared.spawner.spawn(async move {
+                        let _ = tx.send((key, call.await));
+                    });
+                }
+            }
+        }
+        busy |= upstream_io(s, poller, shared, buf, now);
+        // Engine → client.
+        while s.conn.client_pending() > 0 && sock.can_send() {
+            match sock.send_slice(s.conn.client_output()) {
+                Ok(n) if n > 0 => {
+                    busy = true;
+                    s.conn.client_written(n);
+                }
+                _ => break,
+            }
+        }
+        while let Some(done) = s.conn.poll_completion() {
+            shared.record(stats, &done, s.last_target, s.peer);
+        }
+        // Close and free.
+        if s.closing.is_none() && s.conn.is_finished() {
+            s.closing = Some(now);
+            sock.close();
+        }
+        let mut gone = matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait);
+        if !gone
+            && s.closing
+                .is_some_and(|t| now.duration_since(t) > CLOSE_LIMIT)
+        {
+            // The peer never finished the close (FIN-WAIT-2 for ever).
+            sock.abort();
+            gone = true;
+        }
+        if (s.closing.is_some() || s.eof_seen) && gone && !s.admin_pending {
+            if let Some(up) = s.up.take() {
+                poller.remove(&up.stream);
+            }
+            sockets.remove(s.handle);
+            slots[key] = None;
+            *live -= 1;
+            self.fill_backlog();
+        }
+        busy
+    }
+}
+
+/// Carries out the engine's `Connect`: a pooled connection or a new
+/// non-blocking connect, watched by the core's epoll set.
+#[allow(clippy::too_many_arguments)]
+fn connect_upstream(
+    s: &mut Slot,
+    key: usize,
+    fresh: bool,
+    attempt: usize,
+    poller: &mut Poller,
+    upstreams: &mut Upstreams<TcpStream>,
+    shared: &Shared,
+    now: Instant,
+) {
+    if let Some(old) = s.up.take() {
+        poller.remove(&old.stream);
+    }
+    let group = upstreams.group(attempt, shared.status.route());
+    let health = shared.health(group);
+    let checkout = upstreams
+        .pool(group)
+        .checkout(now, fresh, idle_conn_alive, |i| health.is_healthy(i));
+    let (server, stream, connected) = match checkout {
+        Checkout::Reused { server, conn } => (server, conn, true),
+        Checkout::Connect { server, addr } => match connect(addr) {
+            Ok(stream) => (server, stream, false),
+            Err(_) => {
+                health.connect_failed(server);
+                s.conn.upstream_connect_failed(now);
+                return;
+            }
+        },
+    };
+    poller.add(&stream, key as u64);
+    s.up = Some(Upstream {
+        stream,
+        target: (group, server),
+        connected,
+        readable: connected,
+        writable: connected,
+    });
+    if connected {
+        s.last_target = Some((group, server));
+        s.conn.upstream_connected(now, true);
+    }
+}
+
+/// Finishes a connect in progress, writes the request, reads the answer
+/// while the engine wants it. Whether any bytes came in.
+fn upstream_io(
+    s: &mut Slot,
+    poller: &mut Poller,
+    shared: &Shared,
+    buf: &mut [u8],
+    now: Instant,
+) -> bool {
+    let mut busy = false;
+    if let Some(up) = s.up.as_mut().filter(|u| !u.connected && u.writable) {
+        let target = up.target;
+        if matches!(up.stream.take_error(), Ok(None)) {
+            up.connected = true;
+            shared.health(target.0).connected(target.1);
+            s.last_target = Some(target);
+            s.conn.upstream_connected(now, false);
+        } else {
+            shared.health(target.0).connect_failed(target.1);
+            if let Some(up) = s.up.take() {
+                poller.remove(&up.stream);
+            }
+            s.conn.upstream_connect_failed(now);
+        }
+    }
+    let Some(up) = s.up.as_mut().filter(|u| u.connected) else {
+        return busy;
+    };
+    while up.writable && s.conn.upstream_attached() && !s.conn.upstream_output().is_empty() {
+        match up.stream.write(s.conn.upstream_output()) {
+            Ok(n) => s.conn.upstream_written(n, now),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.writable = false,
+            Err(_) => {
+                up.writable = false;
+                s.conn.upstream_eof(now);
+            }
+        }
+    }
+    while up.readable && s.conn.wants_upstream_bytes() {
+        match up.stream.read(buf) {
+            Ok(0) => {
+                up.readable = false;
+                s.conn.upstream_eof(now);
+            }
+            Ok(n) => {
+                busy = true;
+                s.conn.recv_upstream(now, &buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.readable = false,
+            Err(_) => {
+                up.readable = false;
+                s.conn.upstream_eof(now);
+            }
+        }
+    }
+    busy
 }
 
 /// Starts a non-blocking connect to `addr`.
