@@ -51,8 +51,9 @@ pub enum DpdkError {
         /// What went wrong.
         reason: String,
     },
-    /// The data thread could not be started.
-    #[error("cannot start the DPDK thread: {0}")]
+    /// A polling thread (or, in process, the admin runtime's) could not be
+    /// started.
+    #[error("cannot start a DPDK thread: {0}")]
     Thread(std::io::Error),
 }
 

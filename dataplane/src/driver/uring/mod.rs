@@ -20,36 +20,27 @@ use super::{listen, DriverConfig, DriverError, Shared};
 use crate::proxy::EngineConfig;
 use crate::status::Backend;
 use io_uring::{opcode, IoUring};
-use std::fmt;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-/// Why io_uring cannot serve here.
-#[derive(Debug)]
+/// Why io_uring cannot serve here: the step the kernel refused and its
+/// error, with a hint when a sandbox is the likely cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}{}", seccomp_hint(source))]
 pub struct Refused {
     what: &'static str,
     source: io::Error,
 }
 
-impl fmt::Display for Refused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what, self.source)?;
-        if matches!(self.source.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
-            write!(
-                f,
-                " (a seccomp profile refuses io_uring; see deploy/k8s/seccomp)"
-            )?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Refused {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+/// `EPERM`/`ENOSYS` from io_uring mostly mean a seccomp profile said no.
+fn seccomp_hint(e: &io::Error) -> &'static str {
+    if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
+        " (a seccomp profile refuses io_uring; see deploy/k8s/seccomp)"
+    } else {
+        ""
     }
 }
 
