@@ -8,7 +8,9 @@
 //! every driver. What does not live here: configuration files, the admin
 //! API and policy (the `ultragate-control` crate), the binary (`ultragate`).
 //!
-//! Start reading at [`proxy::Conn`], then [`driver::epoll`].
+//! Start reading at [`proxy::Conn`], then a driver: [`driver::uring`] (the
+//! default kernel driver), [`driver::epoll`] (its fallback), or the DPDK
+//! driver (`driver::dpdk`, with the `dpdk` feature; FFI in `dpdk-sys`).
 
 pub mod admin;
 pub mod cache;
