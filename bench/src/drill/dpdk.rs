@@ -7,8 +7,9 @@
 //! kernel one, for up to three seconds per request. Link up again,
 //! `POST /admin/dataplane dpdk` brings it back.
 
-use super::{events, get, post, wait_event, wait_port, Outcome, Proc, Sample};
-use hdrhistogram::Histogram;
+use super::{
+    decisions_since, events, get, load_between, post, wait_event, wait_port, Outcome, Proc, Sample,
+};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -224,24 +225,15 @@ fn fault(ns: &Netns, tap: &str) -> Result<Outcome, String> {
     for l in loaders {
         let _ = l.join();
     }
-    let all = samples.lock().unwrap_or_else(|e| e.into_inner());
-    let window: Vec<&Sample> = all.iter().filter(|s| s.at >= t0 && s.at <= t1).collect();
-    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    for s in &window {
-        h.saturating_record(s.latency.as_micros() as u64);
-    }
+    let load = load_between(&samples.lock().unwrap_or_else(|e| e.into_inner()), t0, t1);
     Ok(Outcome {
         fault: "DPDK port down (tap link)",
         detect: acted,
         act: acted,
         recovered,
-        failed: window.iter().filter(|s| !s.ok).count(),
-        requests: window.len(),
-        p99: Duration::from_micros(h.value_at_quantile(0.99)),
-        decisions: events(ADMIN)
-            .iter()
-            .skip(skip)
-            .filter_map(|e| e["action"].as_str().map(str::to_owned))
-            .collect(),
+        failed: load.failed,
+        requests: load.requests,
+        p99: load.p99,
+        decisions: decisions_since(ADMIN, skip),
     })
 }

@@ -120,6 +120,39 @@ fn wait_event(admin: SocketAddr, skip: usize, action: &str, limit: Duration) -> 
     None
 }
 
+/// What the background load saw during a fault.
+struct Load {
+    requests: usize,
+    failed: usize,
+    p99: Duration,
+}
+
+/// The requests started between `t0` and `t1`.
+fn load_between(samples: &[Sample], t0: Instant, t1: Instant) -> Load {
+    let window: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.at >= t0 && s.at <= t1)
+        .collect();
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    for s in &window {
+        h.saturating_record(s.latency.as_micros() as u64);
+    }
+    Load {
+        requests: window.len(),
+        failed: window.iter().filter(|s| !s.ok).count(),
+        p99: Duration::from_micros(h.value_at_quantile(0.99)),
+    }
+}
+
+/// The actions the gateway took after its first `skip` events.
+fn decisions_since(admin: SocketAddr, skip: usize) -> Vec<String> {
+    events(admin)
+        .iter()
+        .skip(skip)
+        .filter_map(|e| e["action"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// One fault's outcome.
 struct Outcome {
     fault: &'static str,
@@ -230,26 +263,16 @@ pub fn run(args: DrillArgs) -> anyhow::Result<()> {
         let recovered = wait_event(admin, skip, recovered_by, limit).is_some();
         std::thread::sleep(Duration::from_millis(300));
         let t1 = Instant::now();
-        let all = samples.lock().unwrap_or_else(|e| e.into_inner());
-        let window: Vec<&Sample> = all.iter().filter(|s| s.at >= t0 && s.at <= t1).collect();
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-        for s in &window {
-            h.saturating_record(s.latency.as_micros() as u64);
-        }
-        let decisions = events(admin)
-            .iter()
-            .skip(skip)
-            .filter_map(|e| e["action"].as_str().map(str::to_owned))
-            .collect();
+        let load = load_between(&samples.lock().unwrap_or_else(|e| e.into_inner()), t0, t1);
         outcomes.push(Outcome {
             fault: name,
             detect: detected,
             act: acted,
             recovered,
-            failed: window.iter().filter(|s| !s.ok).count(),
-            requests: window.len(),
-            p99: Duration::from_micros(h.value_at_quantile(0.99)),
-            decisions,
+            failed: load.failed,
+            requests: load.requests,
+            p99: load.p99,
+            decisions: decisions_since(admin, skip),
         });
         Ok(())
     };
