@@ -19,13 +19,21 @@ use bytes::Bytes;
 use entry::Entry;
 use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Entries retired from the map per reclamation batch (the epoch-based
 /// reclamation frees them in batches; seize's default is 32).
 const RECLAIM_BATCH: usize = 4;
+
+/// Most bytes of keys remembered in the fetch-state map (running fetches
+/// and keys found uncacheable). Every unique uncacheable URL a peer sends
+/// leaves a mark; past this bound, expired marks are swept and new ones
+/// are not remembered (those requests just do not skip coalescing).
+pub const MAX_FETCH_STATE_BYTES: u64 = 4 << 20;
+/// Least time between two sweeps of expired uncacheable marks.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Sizes of the cache.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +77,14 @@ struct VaryMarker {
     names: Box<[Box<str>]>,
     id: u64,
     seq: u64,
+}
+
+impl VaryMarker {
+    /// Bytes a marker under `url` is charged: the key and the overhead,
+    /// the same on insert and on every refund.
+    fn charge(url: &[u8]) -> u64 {
+        url.len() as u64 + entry::ENTRY_OVERHEAD
+    }
 }
 
 /// A lazy purge: entries stored before it whose URL matches are gone.
@@ -165,6 +181,13 @@ pub struct Cache {
     bytes: AtomicU64,
     seq: AtomicU64,
     inflight: papaya::HashMap<Bytes, Fetch>,
+    /// Queue items whose entry was replaced or removed; they hold their
+    /// key's memory until the queues are compacted.
+    stale_items: AtomicUsize,
+    /// Key bytes held in `inflight`.
+    inflight_bytes: AtomicU64,
+    /// When expired marks were last swept (at most once a second).
+    swept: Mutex<Option<Instant>>,
     bans: ArcSwap<Vec<Ban>>,
     newest_ban: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
@@ -186,6 +209,9 @@ impl Cache {
             bytes: AtomicU64::new(0),
             seq: AtomicU64::new(1),
             inflight: papaya::HashMap::new(),
+            inflight_bytes: AtomicU64::new(0),
+            stale_items: AtomicUsize::new(0),
+            swept: Mutex::new(None),
             bans: ArcSwap::from_pointee(Vec::new()),
             newest_ban: AtomicU64::new(0),
             hasher: Default::default(),
@@ -327,7 +353,7 @@ impl Cache {
                         id: seq,
                         seq,
                     });
-                    let charge = url.len() as u64 + entry::ENTRY_OVERHEAD;
+                    let charge = VaryMarker::charge(url);
                     self.put(
                         Bytes::copy_from_slice(url),
                         Slot::Vary(m.clone()),
@@ -340,7 +366,9 @@ impl Cache {
             meta.vary_id = marker.id;
             variant_key(&mut key, url.len(), &marker.names, request);
         }
-        let mut e = Entry::new(Bytes::from(key), head, body, meta, now);
+        // A copy of exactly the key: the growing Vec has spare capacity that
+        // `Bytes::from` would keep, uncharged.
+        let mut e = Entry::new(Bytes::copy_from_slice(&key), head, body, meta, now);
         e.seq = self.next_seq();
         let (seq, charge, key) = (e.seq, e.charge(), e.key.clone());
         self.put(key, Slot::Object(Arc::new(e)), seq, charge);
@@ -359,7 +387,7 @@ impl Cache {
     pub(crate) fn restore_marker(&self, VaryRecord { url, names, id }: VaryRecord) {
         self.seq.fetch_max(id + 1, Ordering::Relaxed);
         let seq = self.next_seq();
-        let charge = url.len() as u64 + entry::ENTRY_OVERHEAD;
+        let charge = VaryMarker::charge(&url);
         self.put(
             url,
             Slot::Vary(Arc::new(VaryMarker { names, id, seq })),
@@ -373,7 +401,9 @@ impl Cache {
         let mut q = self.queues();
         let map = self.map.pin();
         if let Some(old) = map.insert(key.clone(), slot) {
-            self.bytes.fetch_sub(slot_charge(old), Ordering::Relaxed);
+            self.bytes
+                .fetch_sub(slot_charge(&key, old), Ordering::Relaxed);
+            self.stale_items.fetch_add(1, Ordering::Relaxed);
         }
         self.bytes.fetch_add(charge, Ordering::Relaxed);
         let item = QItem { key, seq, charge };
@@ -389,9 +419,12 @@ impl Cache {
         {
             self.evict_one(&mut q);
         }
-        // Items of replaced or removed entries linger in the queues; drop
-        // them when they outnumber the live ones.
-        if q.small.len() + q.main.len() > 2 * map.len() + 64 {
+        // Items of replaced or removed entries linger in the queues, each
+        // holding its key: drop them once they pass 1/32 of the live ones,
+        // so the heap stays within the budget (compaction is amortised
+        // over the puts that made them).
+        if self.stale_items.load(Ordering::Relaxed) > map.len() / 32 + 16 {
+            self.stale_items.store(0, Ordering::Relaxed);
             let live = |i: &QItem| slot_seq(map.get(&i.key)) == Some(i.seq);
             q.small.retain(live);
             q.main.retain(live);
@@ -450,7 +483,8 @@ impl Cache {
         let map = self.map.pin();
         match map.remove_if(key, |_, v| slot_seq(Some(v)) == Some(seq)) {
             Ok(Some((_, old))) => {
-                self.bytes.fetch_sub(slot_charge(old), Ordering::Relaxed);
+                self.bytes
+                    .fetch_sub(slot_charge(key, old), Ordering::Relaxed);
                 true
             }
             _ => false,
@@ -459,7 +493,11 @@ impl Cache {
 
     /// Removes this very entry (not a newer one under the same key).
     pub fn remove_entry(&self, e: &Entry) -> bool {
-        self.remove_if_seq(&e.key, e.seq)
+        let removed = self.remove_if_seq(&e.key, e.seq);
+        if removed {
+            self.stale_items.fetch_add(1, Ordering::Relaxed);
+        }
+        removed
     }
 
     /// Removes whatever is stored under a URL key (the variants become
@@ -468,7 +506,9 @@ impl Cache {
         let map = self.map.pin();
         match map.remove(url) {
             Some(old) => {
-                self.bytes.fetch_sub(slot_charge(old), Ordering::Relaxed);
+                self.bytes
+                    .fetch_sub(slot_charge(url, old), Ordering::Relaxed);
+                self.stale_items.fetch_add(1, Ordering::Relaxed);
                 true
             }
             None => false,
@@ -546,6 +586,9 @@ impl Cache {
         self.map.pin().clear();
         *q = Queues::default();
         self.bytes.store(0, Ordering::Relaxed);
+        // What was learnt about uncacheable keys goes too; running fetches
+        // stay so that their waiters are still released.
+        self.retain_fetch_state(|f| matches!(f, Fetch::Running(_)));
         n
     }
 
@@ -579,38 +622,89 @@ impl Cache {
     /// connection fetches it (since less than `wait` ago) or the key's
     /// responses were found uncacheable lately.
     pub fn claim_fetch(&self, key: &[u8], now: Instant, wait: Duration) -> Claim {
-        let inflight = self.inflight.pin();
-        match inflight.get(key) {
+        match self.inflight.pin().get(key) {
             Some(Fetch::Pass(until)) if now < *until => return Claim::Pass,
             Some(Fetch::Running(since)) if now.saturating_duration_since(*since) < wait => {
                 return Claim::Wait
             }
             _ => {}
         }
-        inflight.insert(Bytes::copy_from_slice(key), Fetch::Running(now));
+        // Running fetches are bounded by the connections; the mark is
+        // kept even past the byte bound so that waiters are released.
+        self.set_fetch_state(key, Fetch::Running(now));
         Claim::Claimed
     }
 
-    /// Remembers until `until` that `key` answers uncacheable responses, so
-    /// requests for it go to the upstream at once instead of queueing
-    /// behind each other (Varnish's hit-for-miss).
-    pub fn mark_uncacheable(&self, key: &[u8], until: Instant) {
-        self.inflight
-            .pin()
-            .insert(Bytes::copy_from_slice(key), Fetch::Pass(until));
+    /// Remembers for `ttl` from `now` that `key` answers uncacheable
+    /// responses, so requests for it go to the upstream at once instead of
+    /// queueing behind each other (Varnish's hit-for-miss). Within
+    /// [`MAX_FETCH_STATE_BYTES`]: when full, expired marks are swept first,
+    /// and a mark that still does not fit is not remembered.
+    pub fn mark_uncacheable(&self, key: &[u8], now: Instant, ttl: Duration) {
+        let fits = |c: &Self| {
+            c.inflight_bytes.load(Ordering::Relaxed) + key.len() as u64 <= MAX_FETCH_STATE_BYTES
+        };
+        if !fits(self) {
+            // A sweep walks the map: at most once a second, so a flood of
+            // unique URLs cannot make every miss pay for one.
+            let due = self.swept.try_lock().is_ok_and(|mut at| {
+                let due = at.is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY);
+                if due {
+                    *at = Some(now);
+                }
+                due
+            });
+            if due {
+                self.retain_fetch_state(|f| !matches!(f, Fetch::Pass(until) if *until <= now));
+            }
+        }
+        if fits(self) {
+            self.set_fetch_state(key, Fetch::Pass(now + ttl));
+        } else {
+            self.release_fetch(key);
+        }
     }
 
     /// Ends a fetch claimed with [`Cache::claim_fetch`].
     pub fn release_fetch(&self, key: &[u8]) {
-        let _ = self
-            .inflight
-            .pin()
-            .remove_if(key, |_, v| matches!(v, Fetch::Running(_)));
+        let inflight = self.inflight.pin();
+        if let Ok(Some((k, _))) = inflight.remove_if(key, |_, v| matches!(v, Fetch::Running(_))) {
+            self.inflight_bytes
+                .fetch_sub(k.len() as u64, Ordering::Relaxed);
+        }
     }
 
     /// Forgets that `key` was uncacheable (it just stored a response).
     pub fn clear_fetch_state(&self, key: &[u8]) {
-        self.inflight.pin().remove(key);
+        let inflight = self.inflight.pin();
+        if let Some((k, _)) = inflight.remove_entry(key) {
+            self.inflight_bytes
+                .fetch_sub(k.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Key bytes remembered in the fetch-state map now.
+    pub fn fetch_state_bytes(&self) -> u64 {
+        self.inflight_bytes.load(Ordering::Relaxed)
+    }
+
+    fn set_fetch_state(&self, key: &[u8], state: Fetch) {
+        let inflight = self.inflight.pin();
+        if inflight
+            .insert(Bytes::copy_from_slice(key), state)
+            .is_none()
+        {
+            self.inflight_bytes
+                .fetch_add(key.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps the fetch states for which `keep` says yes, recounting bytes.
+    fn retain_fetch_state(&self, keep: impl Fn(&Fetch) -> bool) {
+        let inflight = self.inflight.pin();
+        inflight.retain(|_, v| keep(v));
+        let bytes = inflight.iter().map(|(k, _)| k.len() as u64).sum();
+        self.inflight_bytes.store(bytes, Ordering::Relaxed);
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -652,10 +746,10 @@ fn slot_seq(slot: Option<&Slot>) -> Option<u64> {
     }
 }
 
-fn slot_charge(slot: &Slot) -> u64 {
+fn slot_charge(key: &[u8], slot: &Slot) -> u64 {
     match slot {
         Slot::Object(e) => e.charge(),
-        Slot::Vary(_) => entry::ENTRY_OVERHEAD,
+        Slot::Vary(_) => VaryMarker::charge(key),
     }
 }
 

@@ -169,11 +169,11 @@ pub fn storable(
     {
         return Err(NotStored::VaryStar);
     }
+    // A Set-Cookie is one client's state: a response carrying one is never
+    // stored, whatever else it says, so it is never replayed to another.
     if resp_headers
         .iter()
         .any(|h| h.name.eq_ignore_ascii_case("set-cookie"))
-        && !resp.public
-        && resp.s_maxage.is_none()
     {
         return Err(NotStored::SetCookie);
     }

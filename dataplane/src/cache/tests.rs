@@ -101,6 +101,68 @@ fn variants_are_kept_apart() {
 }
 
 #[test]
+fn vary_markers_are_refunded_what_they_were_charged() {
+    let c = cache(1 << 20);
+    let long = format!("/v/{}", "p".repeat(2000));
+    let accept: Vec<Box<str>> = vec!["accept".into()];
+    let lang: Vec<Box<str>> = vec!["accept-language".into()];
+    let mut key = Vec::new();
+    let n = url_key(&mut key, b"h", long.as_bytes());
+    // Each insert with other Vary names replaces the marker.
+    for i in 0..200 {
+        let names = if i % 2 == 0 { &accept } else { &lang };
+        c.insert(&key[..n], Some(names), &[], stored(b"x"), Instant::now());
+    }
+    let markers: u64 = c
+        .vary_markers()
+        .iter()
+        .map(|m| m.url.len() as u64 + crate::cache::entry::ENTRY_OVERHEAD)
+        .sum();
+    let objects: u64 = c.entries().iter().map(|e| e.charge()).sum();
+    assert_eq!(c.bytes(), markers + objects, "charged exactly what is held");
+    c.remove_url(&key[..n]);
+    let objects: u64 = c.entries().iter().map(|e| e.charge()).sum();
+    assert_eq!(c.bytes(), objects, "the marker's whole charge came back");
+    c.shrink_to(0);
+    assert_eq!(c.bytes(), 0);
+}
+
+#[test]
+fn uncacheable_marks_are_bounded_and_cleared() {
+    let c = cache(1 << 20);
+    let now = Instant::now();
+    let ttl = Duration::from_secs(30);
+    let mut key = Vec::new();
+    for i in 0..100_000 {
+        let n = url_key(
+            &mut key,
+            b"h",
+            format!("/unique/{i}/{}", "q".repeat(100)).as_bytes(),
+        );
+        c.mark_uncacheable(&key[..n], now, ttl);
+        assert!(c.fetch_state_bytes() <= crate::cache::MAX_FETCH_STATE_BYTES);
+    }
+    assert!(c.fetch_state_bytes() > crate::cache::MAX_FETCH_STATE_BYTES / 2);
+    // Expired marks make room again.
+    let later = now + ttl + Duration::from_secs(1);
+    let n = url_key(
+        &mut key,
+        b"h",
+        format!("/fresh/{}", "q".repeat(200)).as_bytes(),
+    );
+    c.mark_uncacheable(&key[..n], later, ttl);
+    assert_eq!(c.claim_fetch(&key[..n], later, ttl), Claim::Pass);
+    assert!(
+        c.fetch_state_bytes() < 1024,
+        "swept: {}",
+        c.fetch_state_bytes()
+    );
+    c.clear();
+    assert_eq!(c.fetch_state_bytes(), 0, "a clear forgets the marks");
+    assert_eq!(c.claim_fetch(&key[..n], later, ttl), Claim::Claimed);
+}
+
+#[test]
 fn budget_holds_including_overhead() {
     let max = 200_000;
     let c = cache(max);
@@ -221,7 +283,7 @@ fn one_fetch_per_missing_key() {
     );
     c.release_fetch(b"k");
     assert_eq!(c.claim_fetch(b"k", now, wait), Claim::Claimed);
-    c.mark_uncacheable(b"k", now + Duration::from_secs(30));
+    c.mark_uncacheable(b"k", now, Duration::from_secs(30));
     assert_eq!(
         c.claim_fetch(b"k", now, wait),
         Claim::Pass,

@@ -4,6 +4,12 @@
 //! digits, CRLF line endings only, bounded extensions and trailers. The
 //! decoder stops right after the final CRLF so that pipelined bytes stay with
 //! the caller.
+//!
+//! Trailer fields are validated as header fields (token names; no control
+//! characters in values) and those that must not be trailers (framing,
+//! routing, authentication, caching fields: RFC 9110 §6.5.1) are dropped: a
+//! relay forwards the bytes before the trailer section as they came
+//! ([`ChunkedDecoder::relayed_len`]) and then [`ChunkedDecoder::trailer_section`].
 
 use thiserror::Error;
 
@@ -22,7 +28,45 @@ pub enum ChunkError {
     /// Chunk extensions and trailer fields together exceed the limit.
     #[error("chunk extensions or trailers too large")]
     TrailerTooLarge,
+    /// A trailer line is not a valid header field.
+    #[error("invalid trailer field")]
+    InvalidTrailer,
 }
+
+/// Fields that must not be sent as trailers, so a relay drops them: they
+/// frame, route, authenticate or control caching of the message, and a
+/// recipient that merged them into the head would be steered by them.
+const FORBIDDEN_TRAILERS: &[&str] = &[
+    "age",
+    "authorization",
+    "cache-control",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-range",
+    "content-type",
+    "cookie",
+    "date",
+    "expect",
+    "expires",
+    "host",
+    "keep-alive",
+    "location",
+    "max-forwards",
+    "pragma",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "range",
+    "retry-after",
+    "set-cookie",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "vary",
+    "www-authenticate",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -50,6 +94,12 @@ pub struct ChunkedDecoder {
     max_overhead: usize,
     /// Payload bytes decoded so far.
     decoded: u64,
+    /// The trailer line being read (bounded by `max_overhead`).
+    line: Vec<u8>,
+    /// Accepted trailer lines, each with its CRLF.
+    trailers: Vec<u8>,
+    /// Bytes of the trailer section consumed by the latest `feed`.
+    trailer_wire: usize,
 }
 
 impl ChunkedDecoder {
@@ -63,7 +113,26 @@ impl ChunkedDecoder {
             overhead: 0,
             max_overhead,
             decoded: 0,
+            line: Vec::new(),
+            trailers: Vec::new(),
+            trailer_wire: 0,
         }
+    }
+
+    /// Of the `consumed` bytes the latest [`Self::feed`] returned, how many
+    /// a relay forwards as they are: all but the trailer section, which it
+    /// replaces with [`Self::trailer_section`] once the body is done.
+    pub fn relayed_len(&self, consumed: usize) -> usize {
+        consumed.saturating_sub(self.trailer_wire)
+    }
+
+    /// The validated trailer section to forward (accepted fields and the
+    /// final CRLF); empty until the body is done.
+    pub fn trailer_section(&self) -> impl Iterator<Item = &[u8]> {
+        let done = self.is_done();
+        [&self.trailers[..], b"\r\n"]
+            .into_iter()
+            .filter(move |_| done)
     }
 
     /// Whether the last chunk and the trailer section have been read.
@@ -92,8 +161,12 @@ impl ChunkedDecoder {
     /// less than `input.len()` only once the body is complete.
     pub fn feed(&mut self, input: &[u8], mut data: impl FnMut(&[u8])) -> Result<usize, ChunkError> {
         let mut i = 0;
+        self.trailer_wire = 0;
         while i < input.len() {
             let b = input[i];
+            if matches!(self.state, State::Trailer { .. } | State::TrailerLf { .. }) {
+                self.trailer_wire += 1;
+            }
             match self.state {
                 State::Done => return Ok(i),
                 State::Data => {
@@ -146,6 +219,7 @@ impl ChunkedDecoder {
                     b'\n' => return Err(ChunkError::BadLineEnding),
                     _ => {
                         self.count_overhead()?;
+                        self.line.push(b);
                         self.state = State::Trailer {
                             line_len: line_len + 1,
                         };
@@ -156,6 +230,7 @@ impl ChunkedDecoder {
                     self.state = if line_len == 0 {
                         State::Done
                     } else {
+                        self.accept_trailer()?;
                         State::Trailer { line_len: 0 }
                     };
                 }
@@ -175,6 +250,37 @@ impl ChunkedDecoder {
         }
     }
 
+    /// Validates the trailer line just read; keeps it unless its field
+    /// must not be a trailer.
+    fn accept_trailer(&mut self) -> Result<(), ChunkError> {
+        let line = std::mem::take(&mut self.line);
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(ChunkError::InvalidTrailer)?;
+        let (name, value) = line.split_at(colon);
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(ChunkError::InvalidTrailer);
+        }
+        if value
+            .iter()
+            .skip(1)
+            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
+            return Err(ChunkError::InvalidTrailer);
+        }
+        let forbidden = FORBIDDEN_TRAILERS
+            .iter()
+            .any(|f| f.as_bytes().eq_ignore_ascii_case(name));
+        if !forbidden {
+            self.trailers.extend_from_slice(&line);
+            self.trailers.extend_from_slice(b"\r\n");
+        }
+        self.line = line;
+        self.line.clear();
+        Ok(())
+    }
+
     fn count_overhead(&mut self) -> Result<(), ChunkError> {
         self.overhead += 1;
         if self.overhead > self.max_overhead {
@@ -190,6 +296,11 @@ fn expect(b: u8, want: u8) -> Result<(), ChunkError> {
     } else {
         Err(ChunkError::BadLineEnding)
     }
+}
+
+/// A `tchar` of RFC 9110 §5.6.2: the characters of a field name.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -246,6 +357,45 @@ mod tests {
             assert_eq!(
                 d.feed(input, |_| {}),
                 Err(*want),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn trailers_are_validated_and_forbidden_ones_dropped() {
+        let body =
+            b"3\r\nabc\r\n0\r\nX-Sum: 9\r\nContent-Length: 5\r\nHost: evil\r\nX-Ok: a\tb\r\n\r\n";
+        for split in 0..=body.len() {
+            let mut d = ChunkedDecoder::new(1024);
+            let mut relayed = Vec::new();
+            for part in [&body[..split], &body[split..]] {
+                let n = d.feed(part, |_| {}).unwrap();
+                relayed.extend_from_slice(&part[..d.relayed_len(n)]);
+            }
+            assert!(d.is_done());
+            d.trailer_section()
+                .for_each(|s| relayed.extend_from_slice(s));
+            assert_eq!(
+                String::from_utf8_lossy(&relayed),
+                "3\r\nabc\r\n0\r\nX-Sum: 9\r\nX-Ok: a\tb\r\n\r\n",
+                "split {split}"
+            );
+        }
+        let table: &[&[u8]] = &[
+            b"0\r\nNo colon\r\n\r\n",
+            b"0\r\nBad name: 1\r\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nX: a\x00b\r\n\r\n",
+            b"0\r\nX: a\x01b\r\n\r\n",
+            b"0\r\n folded: 1\r\n\r\n",
+        ];
+        for input in table {
+            let mut d = ChunkedDecoder::new(1024);
+            assert_eq!(
+                d.feed(input, |_| {}),
+                Err(ChunkError::InvalidTrailer),
                 "{:?}",
                 String::from_utf8_lossy(input)
             );

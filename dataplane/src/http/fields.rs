@@ -16,6 +16,24 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// End-to-end fields that framing, routing or the cache rely on: a
+/// `Connection` option naming one would remove it on the way upstream while
+/// the gateway still acted on it, so such a request is refused.
+const PROTECTED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "authorization",
+    "cache-control",
+    "pragma",
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "if-range",
+    "range",
+];
+
 /// Connection-scoped options found in a head's `Connection` field(s).
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionOptions<'h, 'b> {
@@ -42,11 +60,21 @@ impl<'h, 'b> ConnectionOptions<'h, 'b> {
         }
     }
 
+    /// Whether a `Connection` option names `name` (so it is not forwarded).
+    pub fn lists(&self, name: &str) -> bool {
+        connection_tokens(self.headers).any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+
+    /// Whether a `Connection` option names a field the gateway relies on
+    /// end to end (Host, framing, fields the cache reads).
+    pub fn lists_protected(&self) -> bool {
+        PROTECTED.iter().any(|p| self.lists(p))
+    }
+
     /// Whether a field must be dropped when forwarding: a standard
     /// hop-by-hop field or one named in `Connection`.
     pub fn is_hop_by_hop(&self, name: &str) -> bool {
-        HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-            || connection_tokens(self.headers).any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) || self.lists(name)
     }
 }
 

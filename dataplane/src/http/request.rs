@@ -171,6 +171,12 @@ impl<'h, 'b> RequestHead<'h, 'b> {
             }
             _ => {}
         }
+        let connection = ConnectionOptions::from_headers(headers);
+        if connection.lists_protected() {
+            return Err(RequestError::Malformed(
+                "Connection names a field the gateway relies on",
+            ));
+        }
         let mut expect_continue = false;
         for h in headers
             .iter()
@@ -187,7 +193,7 @@ impl<'h, 'b> RequestHead<'h, 'b> {
             version,
             headers,
             framing,
-            connection: ConnectionOptions::from_headers(headers),
+            connection,
             expect_continue,
             head_len,
         }))
@@ -216,11 +222,11 @@ fn parse_error_reason(e: httparse::Error) -> &'static str {
 }
 
 fn check_target(method: Method, target: &str) -> Result<(), RequestError> {
-    let absolute = target.len() > 7
-        && (target[..7].eq_ignore_ascii_case("http://")
-            || target
-                .get(..8)
-                .is_some_and(|s| s.eq_ignore_ascii_case("https://")));
+    // Compared as bytes: the target is peer-controlled UTF-8, and a `str`
+    // cut inside a multi-byte character panics.
+    let t = target.as_bytes();
+    let scheme = |s: &[u8]| t.len() > s.len() && t[..s.len()].eq_ignore_ascii_case(s);
+    let absolute = scheme(b"http://") || scheme(b"https://");
     if target.starts_with('/') || absolute || (target == "*" && method == Method::Options) {
         Ok(())
     } else {

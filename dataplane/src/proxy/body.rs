@@ -4,6 +4,7 @@
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::RequestError;
 use crate::http::Framing;
+use bytes::BytesMut;
 
 /// Most bytes of chunk extensions and trailers accepted in a request body.
 const MAX_CHUNK_OVERHEAD: usize = 16 * 1024;
@@ -70,5 +71,35 @@ impl BodyReader {
             }
         };
         Ok(used)
+    }
+
+    /// Reads body bytes from the start of `input` like [`Self::read`] and
+    /// appends what goes upstream to `out`: the bytes as they came, except
+    /// a chunked body's trailer section, forwarded validated and filtered.
+    pub fn forward(
+        &mut self,
+        input: &[u8],
+        max_body: u64,
+        out: &mut BytesMut,
+    ) -> Result<usize, RequestError> {
+        let Self::Chunked(decoder) = self else {
+            let n = self.read(input, max_body, |_| {})?;
+            out.extend_from_slice(&input[..n]);
+            return Ok(n);
+        };
+        let n = decoder
+            .feed(input, |_| {})
+            .map_err(|_| RequestError::Malformed("invalid chunked body"))?;
+        if decoder.announced() > max_body {
+            return Err(RequestError::BodyTooLarge);
+        }
+        out.extend_from_slice(&input[..decoder.relayed_len(n)]);
+        if decoder.is_done() {
+            decoder
+                .trailer_section()
+                .for_each(|s| out.extend_from_slice(s));
+            *self = Self::Done;
+        }
+        Ok(n)
     }
 }

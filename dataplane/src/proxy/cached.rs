@@ -225,8 +225,7 @@ impl CacheFetch {
         .is_err()
         {
             if self.claimed {
-                self.cache
-                    .mark_uncacheable(&self.url, now + UNCACHEABLE_FOR);
+                self.cache.mark_uncacheable(&self.url, now, UNCACHEABLE_FOR);
             }
             return;
         }
@@ -285,7 +284,10 @@ impl CacheFetch {
 
     /// The upstream answered a revalidation with 304: stores the stale
     /// entry again with the new fields and freshness (RFC 9111 §4.3.4),
-    /// and returns the refreshed entry.
+    /// and returns the refreshed entry. When the merged response may no
+    /// longer be stored (the 304 brought `private`, `no-store` or a
+    /// `Set-Cookie`), the stored entry is removed instead and the refreshed
+    /// response goes to this client only.
     pub fn refresh(
         &self,
         stale: &Entry,
@@ -367,17 +369,30 @@ impl CacheFetch {
             .position(|&b| b == 0)
             .unwrap_or(stale.key.len());
         let vary = (stale.meta.vary_id != 0).then(|| vary_names_of(&merged));
-        self.cache.insert(
-            &stale.key[..url_end],
-            vary.as_deref(),
-            req.headers,
-            Stored {
-                head: head.clone().freeze(),
-                body: stale.body.clone(),
-                meta: meta.clone(),
-            },
-            now,
-        );
+        let storable = rules::storable(
+            true,
+            &self.facts.cc,
+            self.facts.authorization,
+            meta.status,
+            &merged,
+            &cc,
+        )
+        .is_ok();
+        if !storable || self.cache.bypassed() {
+            self.cache.remove_entry(stale);
+        } else {
+            self.cache.insert(
+                &stale.key[..url_end],
+                vary.as_deref(),
+                req.headers,
+                Stored {
+                    head: head.clone().freeze(),
+                    body: stale.body.clone(),
+                    meta: meta.clone(),
+                },
+                now,
+            );
+        }
         Arc::new(Entry::new(
             stale.key.clone(),
             head.freeze(),

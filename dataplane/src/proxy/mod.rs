@@ -817,13 +817,16 @@ impl Conn {
                         return;
                     }
                     let max = self.cfg.limits.max_body_bytes;
-                    match ex.request.read(&self.input, max, |_| {}) {
+                    let queued = self.upstream_output.len();
+                    match ex
+                        .request
+                        .forward(&self.input, max, &mut self.upstream_output)
+                    {
                         Ok(0) => return,
                         Ok(n) => {
-                            let chunk = &self.input[..n];
-                            self.upstream_output.extend_from_slice(chunk);
+                            let chunk = &self.upstream_output[queued..];
                             if let Some(replay) = &mut ex.replay {
-                                if replay.len() + n <= MAX_REPLAY_BYTES {
+                                if replay.len() + chunk.len() <= MAX_REPLAY_BYTES {
                                     replay.extend_from_slice(chunk);
                                 } else {
                                     ex.replay = None;
@@ -1146,7 +1149,10 @@ fn relay_body(ex: &mut Exchange, out: &mut BytesMut, data: &[u8]) -> Result<bool
                 .feed(data, |d| take(d, dechunk))
                 .map_err(|_| "upstream sent an invalid chunked body")?;
             if !dechunk && relay {
-                out.extend_from_slice(&data[..n]);
+                out.extend_from_slice(&data[..decoder.relayed_len(n)]);
+                decoder
+                    .trailer_section()
+                    .for_each(|s| out.extend_from_slice(s));
             }
             if decoder.is_done() {
                 if n < data.len() {
