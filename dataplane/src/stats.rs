@@ -48,6 +48,10 @@ pub struct Completion {
     pub cache: CacheResult,
     /// The upstream failed (connect, timeout, garbage, reset).
     pub upstream_error: bool,
+    /// It failed after the connection was made (a reset, a response
+    /// timeout, garbage): what passive health counts against the server
+    /// that answered, as connect failures are counted when they happen.
+    pub transport_error: bool,
     /// The answer came from (or failed at) the upstream, not the cache or
     /// the gateway itself.
     pub proxied: bool,
@@ -144,6 +148,7 @@ mod tests {
             status,
             cache: CacheResult::Miss,
             upstream_error: false,
+            transport_error: false,
             proxied: true,
         }
     }

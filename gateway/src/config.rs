@@ -240,6 +240,10 @@ pub struct ApiGateway {
     /// Idle time before a client keep-alive connection is closed, in
     /// milliseconds. Default 60000.
     pub keepalive_timeout_ms: u64,
+    /// Longest time a response may sit queued with none of it taken by
+    /// the client (a zero window, a peer that stopped reading), in
+    /// milliseconds; then the connection closes. Default 30000.
+    pub send_timeout_ms: u64,
     /// Time in-flight requests get to finish after SIGTERM, in
     /// milliseconds. Default 10000.
     pub drain_timeout_ms: u64,
@@ -274,6 +278,7 @@ impl Default for ApiGateway {
             max_body_bytes: 10 * 1024 * 1024,
             client_timeout_ms: 10_000,
             keepalive_timeout_ms: 60_000,
+            send_timeout_ms: 30_000,
             drain_timeout_ms: 10_000,
             io_backend: IoBackendName::Auto,
             max_connections_per_core: 16_384,
@@ -480,6 +485,7 @@ impl Config {
         let positive = [
             ("api_gateway.client_timeout_ms", g.client_timeout_ms),
             ("api_gateway.keepalive_timeout_ms", g.keepalive_timeout_ms),
+            ("api_gateway.send_timeout_ms", g.send_timeout_ms),
             (
                 "upstream.primary.connect_timeout_ms",
                 self.upstream.primary.connect_timeout_ms,

@@ -96,6 +96,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         max_response_head_bytes: 64 * 1024,
         client_timeout: ms(cfg.api_gateway.client_timeout_ms),
         keepalive_timeout: ms(cfg.api_gateway.keepalive_timeout_ms),
+        send_timeout: ms(cfg.api_gateway.send_timeout_ms),
         connect_timeout: ms(primary.connect_timeout_ms),
         response_timeout: ms(primary.response_timeout_ms),
         // Every primary server once, then the fallback as the last resort.

@@ -311,6 +311,12 @@ impl Cache {
         Some(entry)
     }
 
+    /// Whether the responses stored under `url` vary on a field for which
+    /// `named` says yes (the request's `Connection` options).
+    pub fn varies_on(&self, url: &[u8], named: impl Fn(&str) -> bool) -> bool {
+        matches!(self.map.pin().get(url), Some(Slot::Vary(m)) if m.names.iter().any(|n| named(n)))
+    }
+
     fn banned(&self, e: &Entry) -> bool {
         let bans = self.bans.load();
         let (host, target) = split_key(&e.key);

@@ -242,11 +242,12 @@ fn write_client(stream: &TcpStream, conn: &Conn) -> io::Result<usize> {
     stream.try_write_vectored(&slices[..n])
 }
 
-/// Whether a pooled connection is still open and clean: a read must find
-/// nothing to read.
+/// Whether a pooled connection is still open and clean: a peek must find
+/// nothing to read. Asked of the socket, not of tokio's cached readiness,
+/// which lags behind bytes the reactor has not polled yet.
 fn idle_conn_alive(s: &TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    matches!(s.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(s).peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 async fn serve(
@@ -348,7 +349,7 @@ async fn serve(
                 match r.and_then(|()| s.try_write(conn.upstream_output())) {
                     Ok(n) => conn.upstream_written(n, now),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => conn.upstream_eof(now),
+                    Err(_) => conn.upstream_reset(now),
                 }
             }
             r = async { up.expect("guarded").readable().await }, if up_read => {
@@ -363,7 +364,7 @@ async fn serve(
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => conn.upstream_eof(now),
+                    Err(_) => conn.upstream_reset(now),
                 }
             }
             r = stream.readable(), if client_read => {

@@ -137,8 +137,12 @@ impl Shared {
     ) {
         stats.record(done);
         if let (true, Some((group, server))) = (done.proxied, target) {
-            self.health(group)
-                .responded(server, done.status, done.latency.as_micros() as u64);
+            self.health(group).responded(
+                server,
+                done.status,
+                done.transport_error,
+                done.latency.as_micros() as u64,
+            );
         }
         if self.status.log_requests() {
             tracing::info!(

@@ -41,6 +41,8 @@ pub struct ConnectionOptions<'h, 'b> {
     pub close: bool,
     /// `keep-alive` was listed.
     pub keep_alive: bool,
+    /// Some other option was listed (a field name to drop).
+    pub names_fields: bool,
     /// The head's fields, rescanned for listed names (no allocation).
     headers: &'h [httparse::Header<'b>],
 }
@@ -48,14 +50,18 @@ pub struct ConnectionOptions<'h, 'b> {
 impl<'h, 'b> ConnectionOptions<'h, 'b> {
     /// Collects the options of every `Connection` field in `headers`.
     pub fn from_headers(headers: &'h [httparse::Header<'b>]) -> Self {
-        let (mut close, mut keep_alive) = (false, false);
+        let (mut close, mut keep_alive, mut names_fields) = (false, false, false);
         for token in connection_tokens(headers) {
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            let is_close = token.eq_ignore_ascii_case(b"close");
+            let is_keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+            close |= is_close;
+            keep_alive |= is_keep_alive;
+            names_fields |= !is_close && !is_keep_alive;
         }
         Self {
             close,
             keep_alive,
+            names_fields,
             headers,
         }
     }

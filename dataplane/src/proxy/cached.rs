@@ -35,6 +35,9 @@ pub(super) enum Decision {
     Miss { claimed: bool },
     /// Another connection fetches this key: wait for it.
     Wait,
+    /// The request's `Connection` names a field the stored responses vary
+    /// on: the origin would not see what the cache keys on. 400.
+    ConnectionNamesVary,
 }
 
 /// The statistics' name for an `X-Cache` value.
@@ -52,6 +55,9 @@ pub(super) struct RequestFacts {
     pub cc: CacheControl,
     pub authorization: bool,
     pub url_len: usize,
+    /// The request's `Connection` names fields, which are not forwarded:
+    /// a response that varies may then not be stored.
+    pub connection_names_fields: bool,
 }
 
 /// Decides how the cache answers `head`, leaving the URL key in `key`.
@@ -72,9 +78,15 @@ pub(super) fn decide(
         cc,
         authorization,
         url_len,
+        connection_names_fields: head.connection.names_fields,
     };
     if !matches!(head.method, Method::Get | Method::Head) || cache.bypassed() {
         return (Decision::Bypass, facts);
+    }
+    if head.connection.names_fields
+        && cache.varies_on(&key[..url_len], |n| head.connection.lists(n))
+    {
+        return (Decision::ConnectionNamesVary, facts);
     }
     let decision = match cache.lookup(key, url_len, head.headers) {
         Some(e) if !authorization || e.meta.auth_ok => {
@@ -231,6 +243,11 @@ impl CacheFetch {
         }
         if let Framing::Length(n) = resp.framing {
             if n > self.cache.config().max_object_bytes {
+                // Known unstorable now: nobody waits for this fetch.
+                if self.claimed {
+                    self.cache.mark_uncacheable(&self.url, now, UNCACHEABLE_FOR);
+                    self.claimed = false;
+                }
                 return;
             }
         }
@@ -241,6 +258,9 @@ impl CacheFetch {
             .unwrap_or(Duration::ZERO);
         let meta = meta_of(resp, &cc, now_wall, delay);
         let vary = vary_names_of(resp.headers);
+        if !vary.is_empty() && self.facts.connection_names_fields {
+            return;
+        }
         let vary = (!vary.is_empty()).then_some(vary);
         self.store = Some(StoreBuf {
             head,
@@ -256,6 +276,11 @@ impl CacheFetch {
         if let Some(buf) = &mut self.store {
             if (buf.body.len() + data.len()) as u64 > self.cache.config().max_object_bytes {
                 self.store = None;
+                // Grown past the limit: release waiters at once.
+                if self.claimed {
+                    self.cache.release_fetch(&self.url);
+                    self.claimed = false;
+                }
             } else {
                 buf.body.extend_from_slice(data);
             }

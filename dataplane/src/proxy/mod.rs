@@ -58,6 +58,9 @@ pub struct EngineConfig {
     pub client_timeout: Duration,
     /// Longest idle time of a client keep-alive connection between requests.
     pub keepalive_timeout: Duration,
+    /// Longest time queued client output may go without any of it being
+    /// written (a client that stopped reading); then the connection closes.
+    pub send_timeout: Duration,
     /// Longest wait for an upstream connection.
     pub connect_timeout: Duration,
     /// Longest wait for the next byte of an upstream response.
@@ -200,6 +203,10 @@ pub struct Conn {
     phase: Phase,
     idle_since: Instant,
     head_started: Option<Instant>,
+    /// Client bytes written so far, and (when, how many) at the last look:
+    /// queued output that makes no progress for `send_timeout` closes.
+    sent_total: u64,
+    send_check: (Instant, u64),
     /// Close once the current response is written.
     close_after: bool,
     /// Stop: write what is queued, then close.
@@ -234,6 +241,8 @@ impl Conn {
             phase: Phase::Idle,
             idle_since: now,
             head_started: None,
+            sent_total: 0,
+            send_check: (now, 0),
             close_after: false,
             finished: false,
             client_eof: false,
@@ -243,6 +252,7 @@ impl Conn {
 
     /// Feeds bytes received from the client.
     pub fn recv_client(&mut self, now: Instant, data: &[u8]) {
+        self.send_clock(now);
         if self.finished {
             return;
         }
@@ -258,6 +268,7 @@ impl Conn {
 
     /// The client closed its sending side.
     pub fn client_eof(&mut self, now: Instant) {
+        self.send_clock(now);
         self.client_eof = true;
         match &self.phase {
             Phase::Idle if self.input.is_empty() => self.finished = true,
@@ -295,6 +306,20 @@ impl Conn {
     /// `n` queued client bytes were written.
     pub fn client_written(&mut self, n: usize) {
         self.output.advance(n);
+        self.sent_total += n as u64;
+    }
+
+    /// Starts the send clock when output is about to be queued on an empty
+    /// queue: every entry point that may queue output calls it first.
+    fn send_clock(&mut self, now: Instant) {
+        if self.output.is_empty() {
+            self.send_check = (now, self.sent_total);
+        }
+    }
+
+    /// When queued output must have made progress by, if any is queued.
+    fn send_deadline(&self) -> Option<Instant> {
+        (!self.output.is_empty()).then(|| self.send_check.0 + self.cfg.send_timeout)
     }
 
     /// Bytes queued for the upstream connection.
@@ -304,6 +329,7 @@ impl Conn {
 
     /// `n` bytes of [`Self::upstream_output`] were written.
     pub fn upstream_written(&mut self, n: usize, now: Instant) {
+        self.send_clock(now);
         self.upstream_output.advance(n);
         // Room in the queue: take more of a request body.
         self.advance(now);
@@ -318,6 +344,7 @@ impl Conn {
 
     /// The bytes taken with [`Self::take_upstream_output`] were written.
     pub fn upstream_sent(&mut self, now: Instant) {
+        self.send_clock(now);
         self.advance(now);
     }
 
@@ -341,6 +368,7 @@ impl Conn {
             status,
             cache,
             upstream_error,
+            transport_error: false,
             proxied,
         });
     }
@@ -377,9 +405,19 @@ impl Conn {
 
     /// When [`Self::handle_timeout`] must be called next.
     pub fn timeout(&self) -> Option<Instant> {
+        let send = self.send_deadline();
         if self.finished {
-            return None;
+            return send;
         }
+        let phase = self.phase_timeout();
+        match (phase, send) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The deadline of the phase the connection is in.
+    fn phase_timeout(&self) -> Option<Instant> {
         let cfg = &self.cfg;
         match &self.phase {
             Phase::Idle => Some(match self.head_started {
@@ -398,7 +436,18 @@ impl Conn {
 
     /// Applies whatever timeout has passed at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.timeout().is_none_or(|t| t > now) {
+        if self.send_deadline().is_some_and(|t| t <= now) {
+            if self.sent_total != self.send_check.1 {
+                self.send_check = (now, self.sent_total);
+            } else {
+                // The client stopped reading: drop what it would not take.
+                self.output = Output::with_capacity(0);
+                self.abort_exchange();
+                return;
+            }
+        }
+        self.send_clock(now);
+        if self.finished || self.phase_timeout().is_none_or(|t| t > now) {
             return;
         }
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
@@ -424,6 +473,12 @@ impl Conn {
                         self.upstream_failed(now, &ex, 504, "upstream connect timeout");
                     }
                 }
+                _ if ex.response.is_some() => {
+                    // The client has a head already: no second answer, the
+                    // connection closes and the partial response is dropped.
+                    self.actions.push_back(Action::Release { reuse: false });
+                    self.finished = true;
+                }
                 _ if !ex.request.is_done() => {
                     self.actions.push_back(Action::Release { reuse: false });
                     self.fail(now, 408, "request body not received in time");
@@ -440,6 +495,7 @@ impl Conn {
     /// Stops taking new requests: the one in flight completes, then the
     /// connection closes.
     pub fn drain(&mut self, now: Instant) {
+        self.send_clock(now);
         self.draining = true;
         if matches!(self.phase, Phase::Idle) && self.input.is_empty() {
             self.finished = true;
@@ -459,6 +515,7 @@ impl Conn {
 
     /// The connect asked for by [`Action::Connect`] failed.
     pub fn upstream_connect_failed(&mut self, now: Instant) {
+        self.send_clock(now);
         let Phase::Proxy(ex) = &mut self.phase else {
             return;
         };
@@ -481,6 +538,7 @@ impl Conn {
 
     /// Feeds bytes received from the upstream connection.
     pub fn recv_upstream(&mut self, now: Instant, data: &[u8]) {
+        self.send_clock(now);
         let Phase::Proxy(ex) = &mut self.phase else {
             return;
         };
@@ -495,8 +553,20 @@ impl Conn {
         self.after_upstream(now, result);
     }
 
-    /// The upstream closed the connection (or a write to it failed).
+    /// The upstream closed the connection cleanly (a FIN).
     pub fn upstream_eof(&mut self, now: Instant) {
+        self.upstream_closed(now, true);
+    }
+
+    /// The upstream connection failed (a reset, or a read or write error):
+    /// like [`Self::upstream_eof`], except that a body delimited by the
+    /// close is then known to be cut, so it is neither complete nor stored.
+    pub fn upstream_reset(&mut self, now: Instant) {
+        self.upstream_closed(now, false);
+    }
+
+    fn upstream_closed(&mut self, now: Instant, clean: bool) {
+        self.send_clock(now);
         let Phase::Proxy(ex) = &mut self.phase else {
             return;
         };
@@ -540,7 +610,7 @@ impl Conn {
                     );
                 }
             }
-            Some(body) if matches!(body.reader, ResponseReader::UntilClose) => {
+            Some(body) if clean && matches!(body.reader, ResponseReader::UntilClose) => {
                 body.reader = ResponseReader::Done;
                 self.finish_exchange(now);
             }
@@ -556,6 +626,7 @@ impl Conn {
 
     /// The admin service answered the call handed out by [`Action::Admin`].
     pub fn admin_response(&mut self, now: Instant, resp: AdminResponse) {
+        self.send_clock(now);
         let Phase::Admin {
             head_only, close, ..
         } = self.phase
@@ -748,9 +819,16 @@ impl Conn {
     /// Answers an upstream failure with `status`, if the client has not
     /// seen a response head yet.
     fn upstream_failed(&mut self, now: Instant, ex: &Exchange, status: u16, message: &str) {
+        if ex.response.is_some() {
+            // A response head went out already: closing is the only signal
+            // left, and the partial response is not stored.
+            self.finished = true;
+            return;
+        }
         let close =
             !ex.client_keep_alive || !ex.request.is_done() || self.draining || self.close_after;
         let head_only = ex.method == Method::Head;
+        let answered = self.completions.len();
         match &ex.cache {
             // A background refresh failed: the client has its answer.
             Some(fetch) if !fetch.relay => {}
@@ -773,6 +851,11 @@ impl Conn {
                     .as_ref()
                     .map_or(CacheResult::None, |f| cached::result_of(f.x_cache));
                 self.complete(now, status, part, true, true);
+            }
+        }
+        if self.completions.len() > answered {
+            if let Some(done) = self.completions.back_mut() {
+                done.transport_error = ex.upstream != UpstreamState::Connecting;
             }
         }
         self.end_of_response(now, close);
@@ -973,6 +1056,10 @@ impl Conn {
                     self.complete(now, 304, CacheResult::Hit, false, false);
                     return self.answered_locally(now, head_len, framing, close);
                 }
+                Decision::ConnectionNamesVary => {
+                    self.fail(now, 400, "Connection names a field the response varies on");
+                    return false;
+                }
                 Decision::Wait => {
                     let until = *self.coalesce_until.get_or_insert(now + wait);
                     self.phase = Phase::Wait {
@@ -987,6 +1074,7 @@ impl Conn {
                         status: entry.meta.status,
                         cache: CacheResult::Stale,
                         upstream_error: false,
+                        transport_error: false,
                         proxied: false,
                     };
                     self.completions.push_back(served);
@@ -1180,5 +1268,7 @@ mod tests;
 
 #[cfg(test)]
 mod cache_tests;
+#[cfg(test)]
+mod hardening_tests;
 #[cfg(test)]
 mod testkit;

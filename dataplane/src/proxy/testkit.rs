@@ -17,6 +17,7 @@ pub(super) fn cfg(max_body_bytes: u64) -> Arc<EngineConfig> {
         max_response_head_bytes: 8192,
         client_timeout: Duration::from_secs(10),
         keepalive_timeout: Duration::from_secs(60),
+        send_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(1),
         response_timeout: Duration::from_secs(5),
         connect_attempts: 1,

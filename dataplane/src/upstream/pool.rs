@@ -6,9 +6,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Idle time after which a pooled connection is probed before reuse.
-pub const PROBE_AFTER: Duration = Duration::from_millis(500);
-
 struct Idle<T> {
     conn: T,
     since: Instant,
@@ -72,11 +69,11 @@ impl<T> Pool<T> {
 
     /// Picks the next server in turn and returns an idle connection to it,
     /// unless `fresh` or none is idle. Servers for which `usable` says no
-    /// are passed over while another is usable. `alive` checks a
-    /// connection that sat idle for [`PROBE_AFTER`] or longer (e.g. for a
-    /// close by the upstream) before it is handed out; one idle for less
-    /// is handed out unchecked, which saves a syscall per request under
-    /// load (the engine retries the rare stale one for idempotent requests).
+    /// are passed over while another is usable. `alive` checks every idle
+    /// connection before it is handed out: one that became readable while
+    /// idle (a close by the upstream, or late bytes such as a body after a
+    /// HEAD or 304) is dropped, or those bytes would become the next
+    /// request's response.
     pub fn checkout(
         &mut self,
         now: Instant,
@@ -93,7 +90,7 @@ impl<T> Pool<T> {
         if !fresh {
             while let Some(idle) = self.idle[server].pop() {
                 let idle_for = now.saturating_duration_since(idle.since);
-                if idle_for < self.idle_timeout && (idle_for < PROBE_AFTER || alive(&idle.conn)) {
+                if idle_for < self.idle_timeout && alive(&idle.conn) {
                     return Checkout::Reused {
                         server,
                         conn: idle.conn,
@@ -183,16 +180,10 @@ mod tests {
         assert!(
             matches!(
                 pool.checkout(now, false, |_| false, |_| true),
-                Checkout::Reused { .. }
+                Checkout::Connect { .. }
             ),
-            "recently used: not probed"
+            "readable while idle, even just now: not reused"
         );
-        pool.checkin(0, 3, now);
-        let probed = now + PROBE_AFTER;
-        assert!(matches!(
-            pool.checkout(probed, false, |_| false, |_| true),
-            Checkout::Connect { .. }
-        ));
         pool.checkin(0, 4, now);
         let later = now + Duration::from_secs(6);
         assert!(matches!(

@@ -567,7 +567,7 @@ fn upstream_io(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.writable = false,
             Err(_) => {
                 up.writable = false;
-                s.conn.upstream_eof(now);
+                s.conn.upstream_reset(now);
             }
         }
     }
@@ -584,7 +584,7 @@ fn upstream_io(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.readable = false,
             Err(_) => {
                 up.readable = false;
-                s.conn.upstream_eof(now);
+                s.conn.upstream_reset(now);
             }
         }
     }

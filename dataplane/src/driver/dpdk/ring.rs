@@ -89,6 +89,7 @@ pub fn start(
         max_response_head_bytes: 65536,
         client_timeout: Duration::from_secs(10),
         keepalive_timeout: Duration::from_secs(60),
+        send_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(1),
         response_timeout: Duration::from_secs(5),
         connect_attempts: 1,

@@ -540,7 +540,7 @@ impl Core {
             return;
         };
         if res < 0 {
-            conn.upstream_eof(now);
+            conn.upstream_reset(now);
         } else if (res as usize) < b.len() {
             b.advance(res as usize);
             up.sending = Some(b);
@@ -578,7 +578,8 @@ impl Core {
                 }
             }
             e if e == -libc::ENOBUFS => {}
-            _ => s.conn.upstream_eof(now),
+            0 => s.conn.upstream_eof(now),
+            _ => s.conn.upstream_reset(now),
         }
         self.update(op.slot, now);
     }
