@@ -78,17 +78,20 @@ impl Admin {
         }
     }
 
-    /// Mutating calls need a loopback peer, or the bearer token outside
-    /// isolation; refusals are audited.
-    fn authorized(&self, req: &AdminRequest) -> bool {
-        if matches!(req.method, "GET" | "HEAD") || req.peer.is_loopback() {
+    /// `/health` and `/metrics` are open to probes and scrapers; every
+    /// `/admin/*` call, reads too, needs a loopback peer, or the bearer
+    /// token (compared in constant time) outside isolation. Refusals are
+    /// audited.
+    fn authorized(&self, req: &AdminRequest, path: &str) -> bool {
+        let open = matches!(req.method, "GET" | "HEAD") && matches!(path, "/health" | "/metrics");
+        if open || req.peer.is_loopback() {
             return true;
         }
         let st = &self.state;
         match (&st.token, &req.authorization) {
             (Some(token), Some(given)) if !st.isolated.load(Ordering::Relaxed) => given
                 .strip_prefix(b"Bearer ")
-                .is_some_and(|g| g == token.as_bytes()),
+                .is_some_and(|g| constant_time_eq(g, token.as_bytes())),
             _ => false,
         }
     }
@@ -96,7 +99,7 @@ impl Admin {
     async fn route(self, req: AdminRequest) -> AdminResponse {
         let path = req.target.split('?').next().unwrap_or("").to_owned();
         let st = &self.state;
-        if !self.authorized(&req) {
+        if !self.authorized(&req, &path) {
             st.audit.record(
                 req.peer,
                 req.method,
@@ -105,7 +108,7 @@ impl Admin {
             );
             return json_response(
                 403,
-                &json!({ "error": "mutating admin calls need a loopback peer or the admin token" }),
+                &json!({ "error": "admin calls need a loopback peer or the admin token" }),
             );
         }
         let resp = self.dispatch(&req, &path).await;
@@ -451,4 +454,14 @@ impl AdminService for Admin {
     fn call(&self, req: AdminRequest) -> Pin<Box<dyn Future<Output = AdminResponse> + Send>> {
         Box::pin(self.clone().route(req))
     }
+}
+
+/// Compares a presented secret with the expected one in time that depends
+/// only on their lengths, not on where they first differ.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, &e) in expected.iter().enumerate() {
+        diff |= e ^ given.get(i).copied().unwrap_or(!e);
+    }
+    diff == 0
 }

@@ -292,9 +292,53 @@ impl Default for ApiGateway {
 pub struct AdminSection {
     /// Address of the admin port. Default `127.0.0.1:8081`.
     pub listen: SocketAddr,
-    /// Bearer token that allows mutating admin calls from non-loopback
-    /// peers; empty allows loopback only. Default empty.
+    /// Bearer token that allows admin calls from non-loopback peers;
+    /// empty allows loopback only. Never printed: `GET /admin/config`
+    /// shows it redacted. Default empty.
     pub token: String,
+    /// A file holding the token (e.g. a mounted Kubernetes Secret), read at
+    /// start and on reload; surrounding whitespace is ignored. Set this or
+    /// `token`, not both. Default empty.
+    pub token_file: String,
+}
+
+/// What `GET /admin/config` shows in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+impl AdminSection {
+    /// The bearer token, from `token` or read from `token_file`; `None`
+    /// when neither is set.
+    pub fn resolve_token(&self) -> Result<Option<String>, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            key: "admin.token_file",
+            message,
+        };
+        if self.token_file.is_empty() {
+            return Ok((!self.token.is_empty()).then(|| self.token.clone()));
+        }
+        if !self.token.is_empty() {
+            return Err(invalid("set either admin.token or admin.token_file".into()));
+        }
+        let text = std::fs::read_to_string(&self.token_file)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", self.token_file)))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(invalid(format!("{} is empty", self.token_file)));
+        }
+        Ok(Some(token.to_owned()))
+    }
+}
+
+impl Config {
+    /// This configuration with every secret replaced by [`REDACTED`], for
+    /// showing it.
+    pub fn redacted(&self) -> Config {
+        let mut shown = self.clone();
+        if !shown.admin.token.is_empty() {
+            shown.admin.token = REDACTED.to_owned();
+        }
+        shown
+    }
 }
 
 impl Default for AdminSection {
@@ -302,6 +346,7 @@ impl Default for AdminSection {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             token: String::new(),
+            token_file: String::new(),
         }
     }
 }
@@ -430,7 +475,9 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text)
+        let cfg = Self::parse(&text)?;
+        cfg.admin.resolve_token()?;
+        Ok(cfg)
     }
 
     /// Parses and validates configuration text.
@@ -442,7 +489,7 @@ impl Config {
             let message = inner.message().to_owned();
             let location = inner
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .map(|s| text.get(..s.start).unwrap_or(text).lines().count().max(1))
                 .map_or(String::new(), |line| format!(" (line {line})"));
             let message = format!("{}{location}", message.replace('\n', "; "));
             if key == "." {

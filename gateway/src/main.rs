@@ -208,14 +208,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let admin = Arc::new(Admin::new(AdminState {
         supervisor: supervisor.clone(),
         audit,
-        token: (!cfg.admin.token.is_empty()).then(|| cfg.admin.token.clone()),
+        token: cfg.admin.resolve_token()?,
         isolated: AtomicBool::new(false),
         reload: Box::new({
             let reload = reload.clone();
             move || reload()
         }),
         status: status.clone(),
-        config_toml: toml::to_string_pretty(&cfg).unwrap_or_default(),
+        config_toml: toml::to_string_pretty(&cfg.redacted()).unwrap_or_default(),
         cache: cache.clone(),
         snapshot_dir: cfg.cache.snapshot_dir.clone(),
         origins: primary_addrs.clone(),

@@ -334,8 +334,18 @@ fn configmap_toml_passes_check_config() {
         .map(|l| l.strip_prefix("    ").unwrap_or(""))
         .collect();
     assert!(block.len() > 10, "{block:?}");
+    // The token file is the mounted Secret: a stand-in here.
+    let token = std::env::temp_dir().join(format!("ug-configmap-token-{}", std::process::id()));
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let toml = block
+        .join("\n")
+        .replace("/etc/ultragate-secret/token", &token.display().to_string());
+    assert!(
+        toml.contains(&*token.display().to_string()),
+        "the token comes from a file"
+    );
     let file = std::env::temp_dir().join(format!("ug-configmap-{}.toml", std::process::id()));
-    std::fs::write(&file, block.join("\n")).unwrap();
+    std::fs::write(&file, toml).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ultragate"))
         .arg("--check-config")
         .arg(&file)
@@ -343,6 +353,7 @@ fn configmap_toml_passes_check_config() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let _ = std::fs::remove_file(file);
+    let _ = std::fs::remove_file(token);
 }
 
 #[test]

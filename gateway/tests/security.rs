@@ -16,11 +16,12 @@ impl Netns {
     /// Host side `10.213.N.1/24`, namespace side `10.213.N.2/24`.
     fn create(n: u8) -> Option<Netns> {
         let pid = std::process::id() % 100_000;
+        // Named after the test's subnet too: the tests run in parallel.
         let ns = Netns {
-            name: format!("ugt{pid}"),
-            host_if: format!("ugh{pid}"),
+            name: format!("ugt{pid}n{n}"),
+            host_if: format!("ugh{pid}n{n}"),
         };
-        let peer = format!("ugn{pid}");
+        let peer = format!("ugp{pid}n{n}");
         let host_ip = format!("10.213.{n}.1/24");
         let ns_ip = format!("10.213.{n}.2/24");
         let steps: Vec<Vec<&str>> = vec![
@@ -173,4 +174,88 @@ fn mutating_admin_call_from_outside_needs_the_token_and_is_audited() {
         "{log}"
     );
     let _ = std::fs::remove_file(audit);
+}
+
+#[test]
+fn admin_reads_need_the_token_off_loopback_and_the_token_is_never_shown() {
+    let Some(ns) = Netns::create(8) else {
+        eprintln!("skipped: no network namespace (run the tests as root)");
+        return;
+    };
+    let (_o, origin) = origin(&[]);
+    // The token comes from a file, as a mounted Kubernetes Secret gives it.
+    let token_file = std::env::temp_dir().join(format!("ug-token-{}", std::process::id()));
+    std::fs::write(&token_file, "fr0m-a-f1le\n").unwrap();
+    let admin_keys = format!("token_file = \"{}\"", token_file.display());
+    let gw = Gateway::start_on("0.0.0.0", &[origin], "", &admin_keys, "");
+    let admin = format!("http://10.213.8.1:{}", gw.admin.port());
+
+    for path in ["/admin/config", "/admin/events", "/admin/cache"] {
+        let refused = ns.curl(&[&format!("{admin}{path}")]);
+        assert!(
+            refused.ends_with(" 403"),
+            "GET {path} off loopback: {refused}"
+        );
+        assert!(!refused.contains("fr0m-a-f1le"), "{refused}");
+    }
+    for open in ["/health", "/metrics", "/health/live"] {
+        let out = ns.curl(&[&format!("{admin}{open}")]);
+        assert!(out.ends_with(" 200"), "{open} stays open: {out}");
+    }
+    let bearer = ["-H", "Authorization: Bearer fr0m-a-f1le"];
+    let config = ns.curl(&[bearer[0], bearer[1], &format!("{admin}/admin/config")]);
+    assert!(config.ends_with(" 200"), "the file's token works: {config}");
+    assert!(
+        !config.contains("fr0m-a-f1le"),
+        "no response contains the token: {config}"
+    );
+    let prefix = ns.curl(&[
+        "-H",
+        "Authorization: Bearer fr0m",
+        &format!("{admin}/admin/config"),
+    ]);
+    assert!(
+        prefix.ends_with(" 403"),
+        "a prefix of the token is refused: {prefix}"
+    );
+    let local = curl(&[&format!(
+        "http://127.0.0.1:{}/admin/config",
+        gw.admin.port()
+    )]);
+    let local = String::from_utf8_lossy(&local.stdout).into_owned();
+    assert!(
+        local.contains("token_file") && !local.contains("fr0m-a-f1le"),
+        "{local}"
+    );
+    let metrics = curl(&[&format!("http://127.0.0.1:{}/metrics", gw.admin.port())]);
+    assert!(!String::from_utf8_lossy(&metrics.stdout).contains("fr0m-a-f1le"));
+    drop(gw);
+    let _ = std::fs::remove_file(token_file);
+}
+
+#[test]
+fn an_inline_token_is_redacted_and_a_bad_token_file_names_the_key() {
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start_on("127.0.0.1", &[origin], "", "token = \"inl1ne-s3cret\"", "");
+    let out = curl(&[&format!(
+        "http://127.0.0.1:{}/admin/config",
+        gw.admin.port()
+    )]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("token = \"<redacted>\"") && !text.contains("inl1ne-s3cret"),
+        "{text}"
+    );
+    let bad = std::env::temp_dir().join(format!("ug-bad-token-{}.toml", std::process::id()));
+    std::fs::write(&bad, "[admin]\ntoken_file = \"/nonexistent/token\"\n").unwrap();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_ultragate"))
+        .args(["--check-config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        !check.status.success() && err.contains("admin.token_file"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(bad);
 }
