@@ -14,6 +14,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     cache_results: IntCounterVec,
     upstream_errors: IntCounter,
+    panics: IntCounter,
     decisions: IntCounterVec,
     latency: GaugeVec,
     error_ratio: Gauge,
@@ -65,6 +66,14 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(upstream_errors.clone()))
+            .expect("unique metric");
+        let panics = IntCounter::with_opts(opts(
+            "ultragate_panics_total",
+            "Engine panics contained by a driver; each closed one connection.",
+        ))
+        .expect("valid metric");
+        registry
+            .register(Box::new(panics.clone()))
             .expect("unique metric");
         let error_ratio = Gauge::with_opts(opts(
             "ultragate_error_ratio",
@@ -137,6 +146,7 @@ impl Metrics {
                 "Memory limit (cgroup or configured); 0 when none.",
             ),
             upstream_errors,
+            panics,
             error_ratio,
             registry,
         }
@@ -170,6 +180,8 @@ impl Metrics {
             self.latency.with_label_values(&[q]).set(d.as_secs_f64());
         }
         self.error_ratio.set(v.error_rate);
+        let panics = sup.status.panics();
+        self.panics.inc_by(panics.saturating_sub(self.panics.get()));
         let route = sup.status.route();
         for r in [Route::Primary, Route::Fallback] {
             self.route

@@ -1,7 +1,7 @@
 //! State the control plane publishes and the data cores read through
 //! atomics: readiness, and where upstream traffic goes.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 /// Which upstream group takes new requests.
@@ -31,6 +31,8 @@ pub struct DataplaneStatus {
     fallback: AtomicBool,
     log_requests: AtomicBool,
     backend: AtomicU8,
+    /// Panics contained by a driver (each cost one connection).
+    panics: AtomicU64,
     port: Mutex<Option<PortHealth>>,
 }
 
@@ -68,6 +70,16 @@ pub struct PortHealth {
 }
 
 impl DataplaneStatus {
+    /// Counts a panic a driver contained to one connection.
+    pub fn record_panic(&self) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Panics contained so far (`ultragate_panics_total`).
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
+
     /// Marks the data plane as serving (its listeners are bound).
     pub fn set_serving(&self, serving: bool) {
         self.serving.store(serving, Ordering::Release);

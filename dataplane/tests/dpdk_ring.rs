@@ -83,6 +83,21 @@ fn miss_then_hit_through_the_ring_pair_without_hugepages() {
     }
     assert_eq!(seen.load(Ordering::SeqCst), 1);
 
+    // A request that panics in the engine (test builds only) costs its
+    // connection; the core goes on serving the others.
+    let panicked = client.run(
+        server,
+        port,
+        "/__ultragate_test/panic",
+        1,
+        1,
+        Duration::from_secs(2),
+    );
+    assert!(panicked.is_empty(), "no answer to the panicking request");
+    assert_eq!(status.panics(), 1);
+    let after_panic = client.run(server, port, "/page", 2, 10, Duration::from_secs(10));
+    assert_eq!(after_panic.len(), 10, "the core still serves");
+
     let after = dp.health();
     assert!(
         after.rx_packets > health.rx_packets && after.tx_packets > 0,

@@ -289,3 +289,43 @@ fn a_slow_reader_stops_the_upstream_and_loses_nothing() {
     assert_eq!(pos, TOTAL);
     streamer.join().unwrap();
 }
+
+#[test]
+fn a_panicking_request_costs_its_connection_only() {
+    let (_origin, origin) = origin(&[]);
+    let gw = Gateway::start(&[origin], "cores = [0]", "");
+    // A connection that stays open across the panic, on the same core.
+    let mut bystander = TcpStream::connect(gw.data).unwrap();
+    bystander
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(get_on(&mut bystander).starts_with("HTTP/1.1 200"));
+
+    let answer = raw_exchange(
+        gw.data,
+        b"GET /__ultragate_test/panic HTTP/1.1\r\nHost: t\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(answer.is_empty(), "closed without an answer: {answer:?}");
+
+    assert!(
+        get_on(&mut bystander).starts_with("HTTP/1.1 200"),
+        "the other connection goes on"
+    );
+    assert_eq!(get_status(gw.data, "/"), 200, "new connections are served");
+    let metrics = || {
+        let m = curl(&[&format!("http://{}/metrics", gw.admin)]);
+        String::from_utf8_lossy(&m.stdout).into_owned()
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || metrics()
+            .contains("ultragate_panics_total 1")),
+        "counted: {}",
+        metrics()
+    );
+    let mut gw = gw;
+    assert!(
+        gw.proc.child.try_wait().unwrap().is_none(),
+        "the process lives"
+    );
+}

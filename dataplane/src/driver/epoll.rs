@@ -127,7 +127,12 @@ fn run_core(
                 return;
             }
         };
-        let CoreSetup { cfg, engine, shared, mut shutdown } = setup;
+        let CoreSetup {
+            cfg,
+            engine,
+            shared,
+            mut shutdown,
+        } = setup;
         let ctx = Rc::new(CoreCtx {
             engine,
             upstreams: RefCell::new(Upstreams::new(&cfg)),
@@ -157,7 +162,9 @@ fn run_core(
                         super::refuse(stream.as_fd());
                     }
                     Ok((stream, peer)) => {
-                        tokio::task::spawn_local(serve(stream, peer, ctx.clone(), shutdown.clone()));
+                        let status = ctx.shared.status.clone();
+                        let task = serve(stream, peer, ctx.clone(), shutdown.clone());
+                        tokio::task::spawn_local(Contained { task: Box::pin(task), status, peer });
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -173,10 +180,37 @@ fn run_core(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if ctx.active.get() > 0 {
-            tracing::warn!(connections = ctx.active.get(), "drain timeout: closing connections still busy");
+            tracing::warn!(
+                connections = ctx.active.get(),
+                "drain timeout: closing connections still busy"
+            );
         }
         housekeeping.abort();
     });
+}
+
+/// A connection's task polled inside a panic boundary: a panic in the
+/// engine ends this task (dropping its sockets closes the connection), is
+/// logged with the peer and counted, and the core goes on.
+struct Contained<F> {
+    task: Pin<Box<F>>,
+    status: Arc<crate::status::DataplaneStatus>,
+    peer: SocketAddr,
+}
+
+impl<F: Future<Output = ()>> Future for Contained<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let task = self.task.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                super::contained_panic(&self.status, Some(self.peer), &*payload);
+                std::task::Poll::Ready(())
+            }
+        }
+    }
 }
 
 /// Counts a connection task as active for as long as it lives.

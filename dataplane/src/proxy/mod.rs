@@ -47,6 +47,11 @@ const MAX_RESPONSE_CHUNK_OVERHEAD: usize = 64 * 1024;
 /// key looks at the cache again.
 const WAIT_POLL: Duration = Duration::from_millis(1);
 
+/// With the `test-hooks` feature (test builds only), a request for this
+/// path panics in the engine, to show that a driver contains it.
+#[cfg(feature = "test-hooks")]
+pub const TEST_PANIC_PATH: &str = "/__ultragate_test/panic";
+
 /// Settings of the engine, shared by every connection of a process.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -971,6 +976,10 @@ impl Conn {
         let path = head.target.split('?').next().unwrap_or("");
         let head_len = head.head_len;
 
+        #[cfg(feature = "test-hooks")]
+        if path == TEST_PANIC_PATH {
+            panic!("test hook: a request that panics");
+        }
         if matches!(path, "/health/live" | "/health/ready")
             && matches!(head.method, Method::Get | Method::Head)
         {

@@ -18,6 +18,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -156,6 +157,9 @@ struct Core {
     shared: Shared,
     sockets: SocketSet<'static>,
     listeners: Vec<SocketHandle>,
+    /// Sockets reset after a contained panic: removed once the interface
+    /// has sent their RST.
+    aborted: Vec<SocketHandle>,
     slots: Vec<Option<Slot>>,
     /// Slots in use.
     live: usize,
@@ -219,6 +223,7 @@ pub(super) fn run(setup: Setup) {
         shared,
         sockets: SocketSet::new(Vec::new()),
         listeners: Vec::new(),
+        aborted: Vec::new(),
         slots: Vec::new(),
         live: 0,
         poller,
@@ -256,10 +261,16 @@ pub(super) fn run(setup: Setup) {
         busy |= core.upstream_events();
         core.admin_answers(now);
         for key in 0..core.slots.len() {
-            busy |= core.service(key, now);
+            match catch_unwind(AssertUnwindSafe(|| core.service(key, now))) {
+                Ok(b) => busy |= b,
+                Err(payload) => core.contain_panic(key, &*payload),
+            }
         }
         // Send what the engine queued in this pass.
         iface.poll(clock(Instant::now()), &mut dev, &mut core.sockets);
+        for h in core.aborted.drain(..) {
+            core.sockets.remove(h);
+        }
         dev.flush();
 
         if now >= next_stats {
@@ -373,11 +384,34 @@ impl Core {
     /// Hands the control plane's answers to their connections.
     fn admin_answers(&mut self, now: Instant) {
         while let Ok((key, resp)) = self.admin_rx.try_recv() {
-            if let Some(Some(s)) = self.slots.get_mut(key) {
-                s.admin_pending = false;
-                s.conn.admin_response(now, resp);
+            let answered = catch_unwind(AssertUnwindSafe(|| {
+                if let Some(Some(s)) = self.slots.get_mut(key) {
+                    s.admin_pending = false;
+                    s.conn.admin_response(now, resp);
+                }
+            }));
+            if let Err(payload) = answered {
+                self.contain_panic(key, &*payload);
             }
         }
+    }
+
+    /// The engine panicked on connection `key`: it is reset and freed,
+    /// the panic logged with its peer and counted; the core goes on.
+    fn contain_panic(&mut self, key: usize, payload: &(dyn std::any::Any + Send)) {
+        let Some(s) = self.slots.get_mut(key).and_then(Option::take) else {
+            crate::driver::contained_panic(&self.shared.status, None, payload);
+            return;
+        };
+        crate::driver::contained_panic(&self.shared.status, Some(s.peer), payload);
+        if let Some(up) = &s.up {
+            self.poller.remove(&up.stream);
+        }
+        self.sockets.get_mut::<tcp::Socket>(s.handle).abort();
+        // The aborted socket sends its RST on the next poll, then goes.
+        self.aborted.push(s.handle);
+        self.live -= 1;
+        self.fill_backlog();
     }
 
     /// Moves one connection's bytes between its socket, the engine and its

@@ -30,6 +30,7 @@ use std::collections::BinaryHeap;
 use std::io::IoSlice;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -90,6 +91,9 @@ struct Slot {
     sending: bool,
     /// Closing: no more reads or sends; freed when `inflight` is zero.
     closing: bool,
+    /// The engine panicked on this connection: it is never called again,
+    /// and the slot only waits for its operations to end.
+    poisoned: bool,
     iov: [libc::iovec; MAX_IOV],
     msg: libc::msghdr,
     up: Option<Upstream>,
@@ -301,7 +305,8 @@ impl Core {
             loop {
                 let next = self.ring.completion().next();
                 let Some(cqe) = next else { break };
-                self.complete(cqe);
+                let slot = Op::decode(cqe.user_data()).map_or(NO_SLOT, |op| op.slot);
+                self.contained(slot, |core| core.complete(cqe));
             }
         }
         // Dropping the ring cancels what is still in flight.
@@ -319,10 +324,13 @@ impl Core {
         }
         self.listener = None;
         for i in 0..self.slots.len() {
-            if let Some(s) = self.slots[i].as_deref_mut() {
-                s.conn.drain(now);
-                self.update(i as u32, now);
-            }
+            let idx = i as u32;
+            self.contained(idx, |core| {
+                if let Some(s) = core.slots[i].as_deref_mut().filter(|s| !s.poisoned) {
+                    s.conn.drain(now);
+                    core.update(idx, now);
+                }
+            });
         }
     }
 
@@ -339,10 +347,53 @@ impl Core {
                 continue;
             }
             s.timer_at = None;
-            if s.conn.timeout().is_some_and(|d| d <= now) {
-                s.conn.handle_timeout(now);
-            }
-            self.update(idx, now);
+            self.contained(idx, |core| {
+                if let Some(s) = core.slot(idx, gen).filter(|s| !s.poisoned) {
+                    if s.conn.timeout().is_some_and(|d| d <= now) {
+                        s.conn.handle_timeout(now);
+                    }
+                }
+                core.update(idx, now);
+            });
+        }
+    }
+
+    /// Runs `f`, which works on slot `idx`'s connection, inside a panic
+    /// boundary: a panic closes that connection only (its slot is poisoned
+    /// and freed once its operations end), is logged with the peer and
+    /// counted, and the core goes on with every other connection.
+    fn contained(&mut self, idx: u32, f: impl FnOnce(&mut Self)) {
+        let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(self))) else {
+            return;
+        };
+        let status = self.shared.status.clone();
+        let Some(s) = self
+            .slots
+            .get_mut(idx as usize)
+            .and_then(|s| s.as_deref_mut())
+        else {
+            crate::driver::contained_panic(&status, None, &*payload);
+            return;
+        };
+        crate::driver::contained_panic(&status, Some(s.peer), &*payload);
+        s.poisoned = true;
+        s.closing = true;
+        shut(s.stream.as_raw_fd());
+        retire(&mut self.retired, s.up.take());
+        self.free_if_idle(idx);
+    }
+
+    /// Frees a closing slot once no operation on it is in flight.
+    fn free_if_idle(&mut self, idx: u32) {
+        let idle = self
+            .slots
+            .get(idx as usize)
+            .and_then(|s| s.as_deref())
+            .is_some_and(|s| s.closing && s.inflight == 0);
+        if idle {
+            self.slots[idx as usize] = None;
+            self.free.push(idx);
+            self.live -= 1;
         }
     }
 
@@ -359,6 +410,24 @@ impl Core {
         };
         let (res, flags) = (cqe.result(), cqe.flags());
         let now = Instant::now();
+        if matches!(op.kind, Kind::Recv | Kind::Send | Kind::Cancel) {
+            let poisoned = self
+                .slot(op.slot, op.gen)
+                .filter(|s| s.poisoned)
+                .map(|s| {
+                    if !cqueue::more(flags) {
+                        s.inflight -= 1;
+                    }
+                })
+                .is_some();
+            if poisoned {
+                if let Some(b) = cqueue::buffer_select(flags) {
+                    self.bufs.recycle(b);
+                }
+                self.free_if_idle(op.slot);
+                return;
+            }
+        }
         match op.kind {
             Kind::Accept => self.accepted(res, flags, now),
             Kind::Wake => self.woken(now),
@@ -419,6 +488,7 @@ impl Core {
             cancel_sent: false,
             sending: false,
             closing: false,
+            poisoned: false,
             iov,
             msg,
             up: None,
@@ -442,10 +512,12 @@ impl Core {
     fn woken(&mut self, now: Instant) {
         self.wake_armed = false;
         while let Ok((idx, gen, resp)) = self.admin_rx.try_recv() {
-            if let Some(s) = self.slot(idx, gen) {
-                s.conn.admin_response(now, resp);
-                self.update(idx, now);
-            }
+            self.contained(idx, |core| {
+                if let Some(s) = core.slot(idx, gen).filter(|s| !s.poisoned) {
+                    s.conn.admin_response(now, resp);
+                    core.update(idx, now);
+                }
+            });
         }
     }
 
@@ -591,8 +663,9 @@ impl Core {
             .slots
             .get_mut(idx as usize)
             .and_then(|s| s.as_deref_mut())
+            .filter(|s| !s.poisoned)
         else {
-            return;
+            return self.free_if_idle(idx);
         };
         while let Some(action) = s.conn.poll_action() {
             match action {
@@ -757,9 +830,7 @@ impl Core {
         }
 
         if s.closing && s.inflight == 0 {
-            self.slots[idx as usize] = None;
-            self.free.push(idx);
-            self.live -= 1;
+            self.free_if_idle(idx);
             return;
         }
         if let Some(t) = s.conn.timeout() {
