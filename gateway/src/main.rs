@@ -1,12 +1,10 @@
 //! `ultragate`: the gateway binary. Reads the TOML config, starts the
 //! control plane (admin API) and the data plane, and drains on SIGTERM.
 
-mod config;
 mod dataplane;
 
 use anyhow::Context;
 use clap::Parser;
-use config::{ms, Config, ControlSection, IoBackendName, UpstreamGroup};
 use dataplane::{DpdkConfig, Serving};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
+use ultragate::config::{ms, Config, ControlSection, IoBackendName, UpstreamGroup};
 use ultragate_control::admin::{Admin, AdminState, DataplaneSwitch};
 use ultragate_control::api::AdminServer;
 use ultragate_control::checks::{self, CheckConfig};

@@ -289,27 +289,8 @@ pub fn restore(cache: &Cache, dir: &Path) -> Result<Restored, SnapshotError> {
         File::open(&file)
             .and_then(|mut f| f.read_to_end(&mut data))
             .map_err(io_err(&file))?;
-        match parse(Bytes::from(data)) {
-            Some(records) => {
-                cache.clear();
-                let (now, now_wall) = (Instant::now(), SystemTime::now());
-                let (mut restored, mut skipped) = (0, 0);
-                for (tag, payload) in records {
-                    match (tag, payload) {
-                        (TAG_MARKER, Some(p)) => match decode_marker(p) {
-                            Some(record) => cache.restore_marker(record),
-                            None => skipped += 1,
-                        },
-                        (TAG_ENTRY, Some(p)) => match decode_entry(p, now, now_wall) {
-                            Some(e) => {
-                                cache.restore_entry(e);
-                                restored += 1;
-                            }
-                            None => skipped += 1,
-                        },
-                        _ => skipped += 1,
-                    }
-                }
+        match load(cache, Bytes::from(data), Instant::now(), SystemTime::now()) {
+            Some((restored, skipped)) => {
                 return Ok(Restored {
                     file,
                     restored,
@@ -321,6 +302,33 @@ pub fn restore(cache: &Cache, dir: &Path) -> Result<Restored, SnapshotError> {
         }
     }
     Err(SnapshotError::NoSnapshot(dir.to_path_buf()))
+}
+
+/// Reads one snapshot file's bytes into `cache` (cleared first when the
+/// file is whole): `(entries restored, records skipped)`, or `None` when
+/// the header or framing is broken and nothing was touched. The reader
+/// behind [`restore`], public so that it is fuzzed on arbitrary files.
+pub fn load(cache: &Cache, data: Bytes, now: Instant, now_wall: SystemTime) -> Option<(u64, u64)> {
+    let records = parse(data)?;
+    cache.clear();
+    let (mut restored, mut skipped) = (0, 0);
+    for (tag, payload) in records {
+        match (tag, payload) {
+            (TAG_MARKER, Some(p)) => match decode_marker(p) {
+                Some(record) => cache.restore_marker(record),
+                None => skipped += 1,
+            },
+            (TAG_ENTRY, Some(p)) => match decode_entry(p, now, now_wall) {
+                Some(e) => {
+                    cache.restore_entry(e);
+                    restored += 1;
+                }
+                None => skipped += 1,
+            },
+            _ => skipped += 1,
+        }
+    }
+    Some((restored, skipped))
 }
 
 fn decode_marker(payload: Bytes) -> Option<super::VaryRecord> {

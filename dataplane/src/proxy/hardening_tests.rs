@@ -320,3 +320,52 @@ fn an_object_over_the_size_limit_releases_its_coalescing_claim_at_once() {
         Claim::Wait
     );
 }
+
+#[test]
+fn an_error_answer_to_a_head_request_has_no_body() {
+    // Found by the engine fuzzer: a 400 to `HEAD *` carried a body, which
+    // a HEAD client reads as the start of the next response.
+    let t0 = Instant::now();
+    for req in [
+        &b"HEAD * HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+        b"HEAD /admin/cache HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"HEAD / HTTP/1.1\r\nHost: h\r\nConnection: host\r\n\r\n",
+    ] {
+        let mut c = Conn::new(cfg(1024), ready(), None, CLIENT, t0);
+        c.recv_client(t0, req);
+        let out = take_client(&mut c);
+        assert!(status_of(&out) >= 400, "{out}");
+        assert!(out.ends_with("\r\n\r\n"), "no body after the head: {out}");
+    }
+}
+
+#[test]
+fn a_connection_is_not_reused_while_request_bytes_are_unsent() {
+    // Found by the engine fuzzer: the upstream answered before the whole
+    // request was written, and the connection went back to the pool with
+    // the rest of the request still queued (the next request would have
+    // followed a partial one).
+    let t0 = Instant::now();
+    let mut c = Conn::new(cfg(1024), ready(), None, CLIENT, t0);
+    c.recv_client(
+        t0,
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    actions(&mut c);
+    c.upstream_connected(t0, false);
+    // Nothing written upstream yet; the answer arrives anyway.
+    c.recv_upstream(t0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(actions(&mut c), ["Release { reuse: false }"]);
+    assert!(take_client(&mut c).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn a_connection_without_local_admin_is_refused_admin_even_from_loopback() {
+    // A DPDK peer claiming 127.0.0.1 is never local.
+    let t0 = Instant::now();
+    let loopback = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let mut c = Conn::new(cfg(1024), ready(), None, loopback, t0).without_local_admin();
+    c.recv_client(t0, b"POST /admin/cache/clear HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(status_of(&take_client(&mut c)), 403);
+    assert!(actions(&mut c).is_empty(), "no admin call is made");
+}

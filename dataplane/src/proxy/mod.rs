@@ -201,6 +201,9 @@ pub struct Conn {
     /// Answered requests not yet collected by the driver.
     completions: VecDeque<Completion>,
     peer: IpAddr,
+    /// The peer may call `/admin/*` on the data port (a loopback peer of a
+    /// kernel data plane; never a DPDK peer).
+    local_admin: bool,
     input: BytesMut,
     output: Output,
     upstream_output: BytesMut,
@@ -214,6 +217,8 @@ pub struct Conn {
     send_check: (Instant, u64),
     /// Close once the current response is written.
     close_after: bool,
+    /// The request being answered is a HEAD.
+    head_request: bool,
     /// Stop: write what is queued, then close.
     finished: bool,
     client_eof: bool,
@@ -239,6 +244,7 @@ impl Conn {
             req_started: now,
             completions: VecDeque::new(),
             peer,
+            local_admin: peer.is_loopback(),
             input: BytesMut::with_capacity(4096),
             output: Output::with_capacity(4096),
             upstream_output: BytesMut::new(),
@@ -249,10 +255,18 @@ impl Conn {
             sent_total: 0,
             send_check: (now, 0),
             close_after: false,
+            head_request: false,
             finished: false,
             client_eof: false,
             draining: false,
         }
+    }
+
+    /// Refuses `/admin/*` on this connection whatever the peer's address:
+    /// for a transport whose peers are never local (a DPDK port).
+    pub fn without_local_admin(mut self) -> Self {
+        self.local_admin = false;
+        self
     }
 
     /// Feeds bytes received from the client.
@@ -790,7 +804,11 @@ impl Conn {
             return;
         };
         if ex.upstream == UpstreamState::Connected {
-            let reuse = ex.response.as_ref().is_some_and(|r| r.reusable) && ex.request.is_done();
+            // Reused only when the whole request went out: bytes still
+            // queued would start the next request on that connection.
+            let reuse = ex.response.as_ref().is_some_and(|r| r.reusable)
+                && ex.request.is_done()
+                && self.upstream_output.is_empty();
             self.actions.push_back(Action::Release { reuse });
         }
         if let Some(mut fetch) = ex.cache {
@@ -869,7 +887,8 @@ impl Conn {
     /// Answers an error and closes the connection.
     fn fail(&mut self, now: Instant, status: u16, message: &str) {
         self.phase = Phase::Idle;
-        local::write_error(self.output.tail(), status, message, true, false, "");
+        let head_only = self.head_request;
+        local::write_error(self.output.tail(), status, message, true, head_only, "");
         self.complete(now, status, CacheResult::None, false, false);
         self.finished = true;
     }
@@ -960,6 +979,9 @@ impl Conn {
     /// Parses the next request head and starts handling it. Returns false
     /// when more bytes are needed.
     fn start_request(&mut self, now: Instant) -> bool {
+        // Known before the head parses: an error answer to a HEAD (even a
+        // malformed one) carries no body, or the client misreads the stream.
+        self.head_request = self.input.starts_with(b"HEAD ");
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let head = match RequestHead::parse(&self.input, &mut headers, &self.cfg.limits) {
             Ok(Some(head)) => head,
@@ -1005,7 +1027,7 @@ impl Conn {
             return self.skip_local_body(now, body_framing, close);
         }
         if path == "/admin" || path.starts_with("/admin/") {
-            if !self.peer.is_loopback() {
+            if !self.local_admin {
                 self.input.advance(head_len);
                 self.fail(
                     now,

@@ -203,6 +203,7 @@ fn chunked_response_split_at_every_byte() {
         let mut c = conn_from(CLIENT, t0);
         c.recv_client(t0, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         c.upstream_connected(t0, false);
+        take_upstream(&mut c, t0);
         c.recv_upstream(t0, &resp[..split]);
         c.recv_upstream(t0, &resp[split..]);
         let out = take_client(&mut c);
@@ -284,6 +285,7 @@ fn connection_close_stops_the_pipeline() {
     c.recv_client(t0, b"GET /1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
     actions(&mut c);
     c.upstream_connected(t0, false);
+    take_upstream(&mut c, t0);
     c.recv_upstream(t0, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx");
     assert_eq!(actions(&mut c), ["Release { reuse: true }"]);
     assert!(take_client(&mut c).contains("Connection: close\r\n"));

@@ -143,6 +143,21 @@ fn listener(port: u16) -> tcp::Socket<'static> {
     s
 }
 
+/// 64 bits from `getrandom(2)`; falls back to the clock only if the call
+/// fails (it does not on Linux 3.17 and later).
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: writes at most 8 bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == 8 {
+        return u64::from_ne_bytes(b);
+    }
+    tracing::warn!("getrandom failed: TCP sequence numbers seeded from the clock");
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 fn idle_conn_alive(s: &TcpStream) -> bool {
     let mut b = [0u8; 1];
     matches!(s.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
@@ -199,7 +214,9 @@ pub(super) fn run(setup: Setup) {
         smoltcp::time::Instant::from_micros(t.duration_since(start).as_micros() as i64)
     };
     let mut iface_cfg = Config::new(EthernetAddress(mac).into());
-    iface_cfg.random_seed = u64::from(std::process::id()) ^ start.elapsed().as_nanos() as u64;
+    // The stack's TCP initial sequence numbers come from this seed: it must
+    // not be guessable (RFC 6528), so it comes from the kernel's CSPRNG.
+    iface_cfg.random_seed = random_seed();
     let mut iface = Interface::new(iface_cfg, &mut dev, clock(Instant::now()));
     let a = dpdk.address.octets();
     iface.update_ip_addrs(|addrs| {
@@ -341,7 +358,9 @@ impl Core {
                     self.shared.cache.clone(),
                     peer.ip(),
                     now,
-                ),
+                )
+                // A peer on the port is never local, whatever its address.
+                .without_local_admin(),
                 peer,
                 up: None,
                 last_target: None,

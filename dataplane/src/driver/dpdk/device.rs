@@ -193,6 +193,23 @@ impl phy::TxToken for Tx<'_> {
     }
 }
 
+/// Whether a frame is an IPv4 packet from or to a loopback or unspecified
+/// address: such packets never arrive on a real port, and one that does
+/// would pass for a local peer. Dropped before the TCP stack sees it.
+pub fn spoofed_local(frame: &[u8]) -> bool {
+    if frame.get(12..14) != Some(&[0x08, 0x00][..]) {
+        return false;
+    }
+    let local = |a: Option<&[u8]>| match a {
+        Some(&[a, b, c, d]) => {
+            let ip = std::net::Ipv4Addr::new(a, b, c, d);
+            ip.is_loopback() || ip.is_unspecified()
+        }
+        _ => false,
+    };
+    local(frame.get(26..30)) || local(frame.get(30..34))
+}
+
 impl phy::Device for PortQueue {
     type RxToken<'a> = Rx;
     type TxToken<'a> = Tx<'a>;
@@ -201,12 +218,21 @@ impl phy::Device for PortQueue {
         if let Some(frame) = self.arp.as_ref().and_then(|a| a.from_peers.try_recv().ok()) {
             return Some((Rx::Shared(frame), Tx(self)));
         }
-        self.refill();
-        if self.rx_pos == self.rx_len {
-            return None;
-        }
-        let m = self.rx[self.rx_pos];
-        self.rx_pos += 1;
+        let m = loop {
+            self.refill();
+            if self.rx_pos == self.rx_len {
+                return None;
+            }
+            let m = self.rx[self.rx_pos];
+            self.rx_pos += 1;
+            // SAFETY: a received mbuf we own.
+            if spoofed_local(unsafe { mbuf_bytes(m) }) {
+                // SAFETY: ours, and not handed out.
+                unsafe { sys::ug_mbuf_free(m) };
+                continue;
+            }
+            break m;
+        };
         if let Some(arp) = &self.arp {
             // SAFETY: a received mbuf we own.
             let frame = unsafe { mbuf_bytes(m) };
@@ -232,5 +258,37 @@ impl phy::Device for PortQueue {
         caps.checksum.ipv4 = Checksum::Both;
         caps.checksum.tcp = Checksum::Both;
         caps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spoofed_local;
+
+    /// An Ethernet frame carrying an IPv4 header from `src` to `dst`.
+    fn frame(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0u8; 34];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[26..30].copy_from_slice(&src);
+        f[30..34].copy_from_slice(&dst);
+        f
+    }
+
+    #[test]
+    fn loopback_and_unspecified_addresses_are_dropped_on_the_port() {
+        let gw = [10, 99, 0, 2];
+        assert!(spoofed_local(&frame([127, 0, 0, 1], gw)));
+        assert!(spoofed_local(&frame([127, 9, 9, 9], gw)));
+        assert!(spoofed_local(&frame([0, 0, 0, 0], gw)));
+        assert!(spoofed_local(&frame([10, 99, 0, 1], [127, 0, 0, 1])));
+        assert!(!spoofed_local(&frame([10, 99, 0, 1], gw)));
+        let mut arp = frame([127, 0, 0, 1], gw);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(!spoofed_local(&arp), "not IPv4: left to the stack");
+        assert!(
+            !spoofed_local(&[0u8; 10]),
+            "short frames are not read past their end"
+        );
     }
 }

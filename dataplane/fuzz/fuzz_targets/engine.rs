@@ -1,0 +1,379 @@
+//! The engine (`Conn`) driven by an arbitrary script of events, as a
+//! driver would drive it: client bytes in arbitrary splits (raw, or whole
+//! requests built from parts), upstream bytes (raw, or responses built from
+//! parts), EOFs, resets, connect failures, time passing, admin answers,
+//! drain. After every step:
+//! - what the client received reads as well-framed HTTP/1.1 responses
+//!   (checked by `ultragate_fuzz`, not by the engine's parser);
+//! - no request gets more than one response;
+//! - nothing is written after the engine decided to close;
+//! - what went to each upstream connection reads as well-framed requests,
+//!   complete whenever the connection is handed back for reuse.
+//!
+//! Script format (so seeds can be written by hand): byte 0 picks the
+//! setup (cache or not); then events, each an opcode byte and, for the
+//! data events, a length byte and that many bytes.
+
+#![no_main]
+
+use arbitrary::Unstructured;
+use libfuzzer_sys::fuzz_target;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use ultragate_dataplane::admin::AdminResponse;
+use ultragate_dataplane::cache::{Cache, CacheConfig};
+use ultragate_dataplane::http::request::RequestLimits;
+use ultragate_dataplane::proxy::{Action, Conn, EngineConfig};
+use ultragate_dataplane::status::DataplaneStatus;
+use ultragate_fuzz::{scan_requests, scan_responses};
+
+#[derive(PartialEq)]
+enum Upstream {
+    None,
+    Connecting,
+    Connected,
+}
+
+struct Harness {
+    conn: Conn,
+    now: Instant,
+    upstream: Upstream,
+    admin_pending: bool,
+    client_in: Vec<u8>,
+    client_out: Vec<u8>,
+    /// Bytes written to the current upstream connection.
+    upstream_out: Vec<u8>,
+    /// An idle pooled connection's bytes, for a `Connect` that reuses it.
+    pooled: Option<Vec<u8>>,
+    closed: bool,
+}
+
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "M-SEARCH",
+];
+const PATHS: &[&str] = &[
+    "/",
+    "/a",
+    "/a?x=1",
+    "/admin/cache",
+    "/health/ready",
+    "/b/é",
+    "*",
+    "http://h/a",
+];
+const EXTRA: &[&str] = &[
+    "",
+    "Accept: text/html\r\n",
+    "If-None-Match: \"v1\"\r\n",
+    "Cache-Control: no-cache\r\n",
+    "Connection: close\r\n",
+    "Connection: X-A\r\nX-A: 1\r\n",
+    "Expect: 100-continue\r\n",
+    "Authorization: Bearer x\r\n",
+    "Accept-Encoding: gzip\r\n",
+    "Connection: Accept\r\nAccept: a\r\n",
+];
+const STATUSES: &[u16] = &[200, 200, 304, 404, 500, 503, 204, 206, 100, 103, 101, 302];
+const CACHING: &[&str] = &[
+    "",
+    "Cache-Control: max-age=60\r\n",
+    "Cache-Control: max-age=1, stale-while-revalidate=30, stale-if-error=30\r\n",
+    "Cache-Control: no-store\r\n",
+    "Cache-Control: public, max-age=60\r\nSet-Cookie: a=b\r\n",
+    "Cache-Control: max-age=60\r\nVary: Accept\r\n",
+    "Cache-Control: max-age=60\r\nETag: \"v1\"\r\n",
+    "Cache-Control: private\r\n",
+    "Cache-Control: max-age=60\r\nVary: *\r\n",
+    "Cache-Control: no-cache\r\nETag: \"v1\"\r\n",
+];
+
+impl Harness {
+    fn new(cache: bool) -> Self {
+        let now = Instant::now();
+        let cfg = Arc::new(EngineConfig {
+            limits: RequestLimits {
+                max_header_bytes: 2048,
+                max_body_bytes: 4096,
+            },
+            max_response_head_bytes: 2048,
+            client_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(5),
+            connect_attempts: 3,
+            default_host: "origin:80".into(),
+            coalesce_wait: Duration::from_secs(2),
+            epoch: (now, SystemTime::now()),
+        });
+        let status = Arc::new(DataplaneStatus::default());
+        status.set_serving(true);
+        let cache = cache.then(|| {
+            Arc::new(Cache::new(CacheConfig {
+                max_bytes: 64 * 1024,
+                max_object_bytes: 4096,
+            }))
+        });
+        let peer = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
+        Self {
+            conn: Conn::new(cfg, status, cache, peer, now),
+            now,
+            upstream: Upstream::None,
+            admin_pending: false,
+            client_in: Vec::new(),
+            client_out: Vec::new(),
+            upstream_out: Vec::new(),
+            pooled: None,
+            closed: false,
+        }
+    }
+
+    /// Carries out the engine's actions as a driver would.
+    fn actions(&mut self) {
+        while let Some(action) = self.conn.poll_action() {
+            match action {
+                Action::Connect { .. } => {
+                    self.upstream = Upstream::Connecting;
+                    self.upstream_out.clear();
+                }
+                Action::Release { reuse } => {
+                    if self.upstream == Upstream::Connected && reuse {
+                        let sent = scan_requests(&self.upstream_out);
+                        assert!(
+                            sent.readable && !sent.partial,
+                            "a connection handed back for reuse carries a partial request: {:?}",
+                            String::from_utf8_lossy(&self.upstream_out)
+                        );
+                        self.pooled = Some(std::mem::take(&mut self.upstream_out));
+                    }
+                    self.upstream = Upstream::None;
+                }
+                Action::Admin(_) => self.admin_pending = true,
+            }
+        }
+        while self.conn.poll_completion().is_some() {}
+    }
+
+    fn write_client(&mut self, limit: usize) {
+        let mut left = limit;
+        while self.conn.client_pending() > 0 && left > 0 {
+            let chunk = self.conn.client_output();
+            let n = chunk.len().min(left);
+            self.client_out.extend_from_slice(&chunk[..n]);
+            self.conn.client_written(n);
+            left -= n;
+        }
+    }
+
+    fn write_upstream(&mut self, limit: usize) {
+        if self.upstream != Upstream::Connected || !self.conn.upstream_attached() {
+            return;
+        }
+        let out = self.conn.upstream_output();
+        let n = out.len().min(limit);
+        self.upstream_out.extend_from_slice(&out[..n]);
+        self.conn.upstream_written(n, self.now);
+    }
+
+    fn check(&mut self) {
+        if self.closed {
+            assert_eq!(
+                self.conn.client_pending(),
+                0,
+                "bytes queued after the engine decided to close"
+            );
+        }
+        if self.conn.is_finished() {
+            self.closed = true;
+        }
+        let requests = scan_requests(&self.client_in);
+        let responses = match scan_responses(&self.client_out, &requests.head_methods) {
+            Ok(r) => r,
+            // Past what the scanner could read, the engine may disagree on
+            // where requests end: judge only a stream read to its end.
+            Err(e) if requests.readable => panic!(
+                "client output is not well-framed: {e}\n{:?}",
+                String::from_utf8_lossy(&self.client_out)
+            ),
+            Err(_) => return,
+        };
+        if requests.readable {
+            let answerable = requests.complete + usize::from(requests.partial);
+            assert!(
+                responses.statuses.len() <= answerable.max(1),
+                "{} responses to {} requests",
+                responses.statuses.len(),
+                answerable
+            );
+        }
+        let sent = scan_requests(&self.upstream_out);
+        assert!(
+            sent.readable,
+            "upstream output is not well-framed requests: {:?}",
+            String::from_utf8_lossy(&self.upstream_out)
+        );
+    }
+}
+
+fn request(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
+    let method = *u.choose(METHODS)?;
+    let path = *u.choose(PATHS)?;
+    let extra = *u.choose(EXTRA)?;
+    let version = if u.ratio(1, 8)? {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
+    let body_len = usize::from(u.arbitrary::<u8>()? % 16);
+    let mut r = format!("{method} {path} {version}\r\nHost: h\r\n{extra}");
+    match u.arbitrary::<u8>()? % 3 {
+        0 => r.push_str("\r\n"),
+        1 => {
+            r.push_str(&format!("Content-Length: {body_len}\r\n\r\n"));
+            r.push_str(&"b".repeat(body_len));
+        }
+        _ => {
+            r.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            if body_len > 0 {
+                r.push_str(&format!("{body_len:x}\r\n{}\r\n", "c".repeat(body_len)));
+            }
+            r.push_str("0\r\nX-T: 1\r\n\r\n");
+        }
+    }
+    Ok(r.into_bytes())
+}
+
+fn response(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
+    let status = *u.choose(STATUSES)?;
+    let caching = *u.choose(CACHING)?;
+    let body_len = usize::from(u.arbitrary::<u8>()?) * 40;
+    let mut r = format!("HTTP/1.1 {status} X\r\n{caching}");
+    match u.arbitrary::<u8>()? % 4 {
+        0 => {
+            r.push_str(&format!("Content-Length: {body_len}\r\n\r\n"));
+            r.push_str(&"r".repeat(body_len));
+        }
+        1 => {
+            r.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            if body_len > 0 {
+                r.push_str(&format!("{body_len:x}\r\n{}\r\n", "k".repeat(body_len)));
+            }
+            r.push_str("0\r\nX-Sum: 2\r\nContent-Length: 9\r\n\r\n");
+        }
+        2 => {
+            r.push_str("\r\n");
+            r.push_str(&"u".repeat(body_len));
+        }
+        _ => r.push_str("Content-Length: 0\r\n\r\n"),
+    }
+    Ok(r.into_bytes())
+}
+
+fn run(data: &[u8]) -> arbitrary::Result<()> {
+    let mut u = Unstructured::new(data);
+    let mut h = Harness::new(u.arbitrary::<u8>()? & 1 == 1);
+    let mut steps = 0;
+    while !u.is_empty() && steps < 256 {
+        steps += 1;
+        let op = u.arbitrary::<u8>()?;
+        match op % 14 {
+            0 | 1 => {
+                let bytes = if op % 14 == 0 {
+                    let n = usize::from(u.arbitrary::<u8>()?);
+                    u.bytes(n)?.to_vec()
+                } else {
+                    request(&mut u)?
+                };
+                // The driver reads only while the engine wants bytes, in
+                // pieces of any size.
+                let mut rest = &bytes[..];
+                while !rest.is_empty() && h.conn.wants_client_bytes() {
+                    let n = rest.len().min(usize::from(u.arbitrary::<u8>()?).max(1));
+                    h.client_in.extend_from_slice(&rest[..n]);
+                    h.conn.recv_client(h.now, &rest[..n]);
+                    rest = &rest[n..];
+                    h.actions();
+                }
+            }
+            2 => {
+                if !h.closed {
+                    h.conn.client_eof(h.now);
+                }
+            }
+            3 => {
+                let n = usize::from(u.arbitrary::<u8>()?);
+                h.write_client(if n == 0 { usize::MAX } else { n * 16 });
+            }
+            4 if h.upstream == Upstream::Connecting => {
+                let reused = u.arbitrary::<bool>()? && h.pooled.is_some();
+                if reused {
+                    h.upstream_out = h.pooled.take().unwrap_or_default();
+                } else {
+                    h.upstream_out.clear();
+                }
+                h.upstream = Upstream::Connected;
+                h.conn.upstream_connected(h.now, reused);
+            }
+            5 if h.upstream == Upstream::Connecting => {
+                h.upstream = Upstream::None;
+                h.conn.upstream_connect_failed(h.now);
+            }
+            6 | 7 if h.upstream == Upstream::Connected => {
+                let bytes = if op % 14 == 6 {
+                    let n = usize::from(u.arbitrary::<u8>()?);
+                    u.bytes(n)?.to_vec()
+                } else {
+                    response(&mut u)?
+                };
+                let mut rest = &bytes[..];
+                while !rest.is_empty()
+                    && h.upstream == Upstream::Connected
+                    && h.conn.wants_upstream_bytes()
+                {
+                    let n = rest.len().min(usize::from(u.arbitrary::<u8>()?).max(1) * 8);
+                    h.conn.recv_upstream(h.now, &rest[..n]);
+                    rest = &rest[n..];
+                    h.actions();
+                }
+            }
+            8 if h.upstream == Upstream::Connected => h.conn.upstream_eof(h.now),
+            9 if h.upstream == Upstream::Connected => h.conn.upstream_reset(h.now),
+            10 => {
+                let n = usize::from(u.arbitrary::<u8>()?);
+                h.write_upstream(if n == 0 { usize::MAX } else { n * 8 });
+            }
+            11 if h.admin_pending => {
+                h.admin_pending = false;
+                let status = *u.choose(&[200u16, 403, 404, 500])?;
+                h.conn.admin_response(
+                    h.now,
+                    AdminResponse {
+                        status,
+                        content_type: "application/json",
+                        body: bytes::Bytes::from_static(b"{}"),
+                    },
+                );
+            }
+            12 => {
+                let ms = u64::from(u.arbitrary::<u8>()?) * 250;
+                h.now += Duration::from_millis(ms);
+                if h.conn.timeout().is_some_and(|t| t <= h.now) {
+                    h.conn.handle_timeout(h.now);
+                }
+            }
+            13 => h.conn.drain(h.now),
+            _ => {}
+        }
+        h.actions();
+        h.check();
+    }
+    // The end: the driver writes everything out.
+    h.write_client(usize::MAX);
+    h.check();
+    Ok(())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let _ = run(data);
+});
