@@ -7,15 +7,23 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
 use ultragate_dataplane::admin::{AdminRequest, AdminResponse, AdminService};
 use ultragate_dataplane::status::DataplaneStatus;
 
 /// Largest admin request body accepted, in bytes.
 const MAX_BODY: usize = 64 * 1024;
+/// Most admin connections served at once; more are closed on accept, so
+/// anyone who reaches the port cannot exhaust the control plane.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Longest time a client may take to send a request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time a client may take to send a request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the admin server could not start.
 #[derive(Debug, Error)]
@@ -59,6 +67,7 @@ impl AdminServer {
     /// Serves until the task is dropped; must run inside a tokio runtime.
     pub async fn run(self) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -67,11 +76,18 @@ impl AdminServer {
                     continue;
                 }
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "admin connection limit reached: closed");
+                continue;
+            };
             let status = self.status.clone();
             let admin = self.admin.clone();
             let svc = service_fn(move |req| handle(req, peer, status.clone(), admin.clone()));
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Err(e) = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), svc)
                     .await
                 {
@@ -120,12 +136,19 @@ async fn handle(
                 .headers()
                 .get("authorization")
                 .map(|v| Bytes::copy_from_slice(v.as_bytes()));
-            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
+            let collect = Limited::new(req.into_body(), MAX_BODY).collect();
+            let body = match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Err(_)) => {
                     return Ok(text(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "admin request body too large\n",
+                    ))
+                }
+                Err(_) => {
+                    return Ok(text(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "admin request body not received in time\n",
                     ))
                 }
             };

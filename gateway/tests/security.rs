@@ -259,3 +259,47 @@ fn an_inline_token_is_redacted_and_a_bad_token_file_names_the_key() {
     );
     let _ = std::fs::remove_file(bad);
 }
+
+#[test]
+fn the_admin_port_bounds_slow_heads_and_connections() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start(&[origin], "", "");
+    // Every slot taken by a client that never finishes its head.
+    let mut slow: Vec<TcpStream> = (0..256)
+        .map(|_| {
+            let mut s = TcpStream::connect(gw.admin).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut over = TcpStream::connect(gw.admin).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let _ = over.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(over.read(&mut buf), Ok(0) | Err(_)),
+        "over the limit: closed without an answer"
+    );
+    // The slow heads are dropped after the header read timeout.
+    let started = Instant::now();
+    let s = &mut slow[0];
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "closed within the header timeout"
+    );
+    drop(slow);
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let out = curl(&[&format!("http://{}/health", gw.admin)]);
+            out.status.success()
+        }),
+        "the admin port serves again"
+    );
+}

@@ -369,3 +369,26 @@ fn a_connection_without_local_admin_is_refused_admin_even_from_loopback() {
     assert_eq!(status_of(&take_client(&mut c)), 403);
     assert!(actions(&mut c).is_empty(), "no admin call is made");
 }
+
+#[test]
+fn a_data_port_admin_call_is_bounded_in_time() {
+    let t0 = Instant::now();
+    let loopback = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    // No answer from the control plane: 504 after the call timeout.
+    let mut c = Conn::new(cfg(1024), ready(), None, loopback, t0);
+    c.recv_client(t0, b"POST /admin/data/verify HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(actions(&mut c).len(), 1, "the call is made");
+    assert_eq!(c.timeout(), Some(t0 + ADMIN_CALL_TIMEOUT));
+    c.handle_timeout(t0 + ADMIN_CALL_TIMEOUT);
+    assert_eq!(status_of(&take_client(&mut c)), 504);
+    assert!(c.is_finished());
+    // A body that never comes: 408 after the client timeout.
+    let mut c = Conn::new(cfg(1024), ready(), None, loopback, t0);
+    c.recv_client(
+        t0,
+        b"POST /admin/cache/purge HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n{",
+    );
+    c.handle_timeout(t0 + Duration::from_secs(10));
+    assert_eq!(status_of(&take_client(&mut c)), 408);
+    assert!(actions(&mut c).is_empty() && c.is_finished());
+}

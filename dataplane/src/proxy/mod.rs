@@ -41,6 +41,9 @@ const MAX_UPSTREAM_QUEUE: usize = 64 * 1024;
 const MAX_CLIENT_QUEUE: usize = 256 * 1024;
 /// Largest body of an admin call on the data port, in bytes.
 const MAX_ADMIN_BODY: u64 = 64 * 1024;
+/// Longest wait for the control plane's answer to a data-port admin call
+/// (a data verify re-fetches every entry): then 504 and close.
+pub const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Most bytes of chunk extensions and trailers accepted from an upstream.
 const MAX_RESPONSE_CHUNK_OVERHEAD: usize = 64 * 1024;
 /// How often a request waiting for another connection's fetch of the same
@@ -124,6 +127,9 @@ enum Phase {
     Wait { poll_at: Instant },
     /// Reading an admin call's body, then waiting for its answer.
     Admin {
+        /// When the call's head arrived: its body must arrive within the
+        /// client timeout, its answer within [`ADMIN_CALL_TIMEOUT`].
+        started: Instant,
         req: Option<Box<AdminRequest>>,
         body: BytesMut,
         reader: BodyReader,
@@ -443,7 +449,10 @@ impl Conn {
                 Some(t) if !self.input.is_empty() => t + cfg.client_timeout,
                 _ => self.idle_since + cfg.keepalive_timeout,
             }),
-            Phase::Admin { .. } => None,
+            Phase::Admin { started, req, .. } => Some(match req {
+                Some(_) => *started + cfg.client_timeout,
+                None => *started + ADMIN_CALL_TIMEOUT,
+            }),
             Phase::Wait { poll_at } => Some(*poll_at),
             Phase::Proxy(ex) => Some(match ex.upstream {
                 UpstreamState::Connecting => ex.connect_started + cfg.connect_timeout,
@@ -473,7 +482,10 @@ impl Conn {
         match phase {
             Phase::Idle if self.input.is_empty() => self.finished = true,
             Phase::Idle => self.fail(now, 408, "request head not received in time"),
-            admin @ Phase::Admin { .. } => self.phase = admin,
+            Phase::Admin { req: Some(_), .. } => {
+                self.fail(now, 408, "admin request body not received in time")
+            }
+            Phase::Admin { req: None, .. } => self.fail(now, 504, "admin call timed out"),
             // Look at the cache again: the request is still in the input.
             Phase::Wait { .. } => {}
             Phase::Proxy(mut ex) => match ex.upstream {
@@ -1057,6 +1069,7 @@ impl Conn {
             self.input.advance(head_len);
             self.close_after |= close;
             self.phase = Phase::Admin {
+                started: now,
                 req: Some(Box::new(req)),
                 body: BytesMut::new(),
                 reader,
