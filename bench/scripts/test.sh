@@ -32,6 +32,34 @@ echo "skipped (need CRDs): deploy/k8s/dpdk/sriov-network.yaml (NetworkAttachment
 kubernetes-validate --quiet --strict -k "$k8s_version" deploy/k8s/*.yaml deploy/k8s/dpdk/gateway-dpdk.yaml
 echo "manifests valid for Kubernetes $k8s_version"
 
+# Fuzzing (dataplane/fuzz): every target for a bounded time, starting from
+# the committed seeds; new inputs go to a scratch directory, a crash fails
+# the run (and becomes a byte-slice regression test). cargo-fuzz needs a
+# nightly toolchain, or stable with RUSTC_BOOTSTRAP=1.
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  fuzz=(cargo +nightly fuzz)
+else
+  fuzz=(env RUSTC_BOOTSTRAP=1 cargo fuzz)
+fi
+fuzz_seconds=${FUZZ_SECONDS:-30}
+(
+  cd dataplane/fuzz
+  "${fuzz[@]}" build -s none
+  for target in $("${fuzz[@]}" list); do
+    scratch=$(mktemp -d)
+    echo "fuzzing $target for ${fuzz_seconds}s"
+    if ! "${fuzz[@]}" run -s none "$target" "$scratch" "corpus/$target" -- \
+      -max_total_time="$fuzz_seconds" -max_len=4096 >"$scratch.log" 2>&1; then
+      tail -n 60 "$scratch.log"
+      echo "fuzz target $target failed; the input is in dataplane/fuzz/artifacts/$target"
+      exit 1
+    fi
+    grep -E '^Done [0-9]+ runs' "$scratch.log" || true
+    rm -rf "$scratch" "$scratch.log"
+  done
+)
+
 # Hugepages for the DPDK end-to-end test (gateway/tests/dpdk.rs): 256 x 2 MiB.
 as_root ./hugepages-setup.sh --pages 256
 # The DPDK data plane is built and linted too (the `dpdk` features).

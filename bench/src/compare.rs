@@ -37,6 +37,11 @@ pub struct CompareArgs {
     /// Where the report goes.
     #[arg(long, default_value = "bench/RESULTS.md")]
     out: PathBuf,
+    /// Another gateway binary (e.g. built from the commit before a change)
+    /// measured in the same run as `ultragate_baseline`, for a before/after
+    /// within the same noise.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 /// A server this run started; killed on drop.
@@ -263,7 +268,22 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         ],
         &work.join("varnish.log"),
     )?);
-    for (name, port) in PORTS {
+    let mut ports = PORTS.to_vec();
+    if let Some(baseline) = &args.baseline {
+        std::fs::write(
+            work.join("gw-baseline.toml"),
+            format!("[api_gateway]\nlisten = \"127.0.0.1:28082\"\ncores = [{core}]\n[admin]\nlisten = \"127.0.0.1:28083\"\n[upstream.primary]\nservers = [\"127.0.0.1:28000\"]\n"),
+        )?;
+        let conf = work.join("gw-baseline.toml").display().to_string();
+        servers.push(spawn(
+            "ultragate_baseline",
+            core,
+            &[baseline.to_str().unwrap_or("ultragate"), "--config", &conf],
+            &work.join("ultragate-baseline.log"),
+        )?);
+        ports.insert(1, ("ultragate_baseline", 28082));
+    }
+    for &(name, port) in &ports {
         wait_port(port, name)?;
     }
     let pid_of = |target: &str| {
@@ -292,7 +312,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let mut results: Vec<(&str, Vec<Row>)> = Vec::new();
     for (scenario, path) in &scenarios {
         let mut rows = Vec::new();
-        for (target, port) in PORTS {
+        for &(target, port) in &ports {
             if target == "nginx_return200" && scenario.starts_with("miss") {
                 continue;
             }
@@ -396,7 +416,7 @@ fn report(args: &CompareArgs, results: &[(&str, Vec<Row>)], svg: &Path) -> Strin
     for (scenario, rows) in results {
         let peers = rows
             .iter()
-            .filter(|r| r.target != "ultragate" && r.target != "nginx_return200");
+            .filter(|r| !r.target.starts_with("ultragate") && r.target != "nginx_return200");
         let best_rps = peers.clone().map(|r| r.max_rps).fold(0.0, f64::max);
         let best_cpu = peers.clone().map(|r| r.cpu_us).fold(f64::MAX, f64::min);
         let best_p99 = peers

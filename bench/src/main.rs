@@ -10,6 +10,7 @@ mod load;
 mod origin;
 #[cfg(feature = "dpdk")]
 mod ring;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,10 @@ enum Command {
     /// The failover drill: faults under constant load; non-zero exit when
     /// one is not handled.
     Drill(drill::DrillArgs),
+    /// A long fixed-rate mix of hits, misses, uncacheable URLs, pipelining,
+    /// slow readers, slowloris heads and malformed requests, with the
+    /// gateway's RSS sampled every second.
+    Soak(soak::SoakArgs),
     /// The DPDK data plane over a net_ring pair on one core, driven by a
     /// userspace client stack: no kernel between client and gateway.
     #[cfg(feature = "dpdk")]
@@ -47,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         Command::Load(args) => load::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Drill(args) => drill::run(args),
+        Command::Soak(args) => soak::run(args),
         #[cfg(feature = "dpdk")]
         Command::Ring(args) => ring::run(args),
     }

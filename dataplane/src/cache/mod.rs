@@ -383,7 +383,8 @@ impl Cache {
 
     /// Inserts an entry restored from a snapshot as it was.
     pub(crate) fn restore_entry(&self, mut e: Entry) {
-        self.seq.fetch_max(e.meta.vary_id + 1, Ordering::Relaxed);
+        self.seq
+            .fetch_max(e.meta.vary_id.saturating_add(1), Ordering::Relaxed);
         e.seq = self.next_seq();
         let (seq, charge, key) = (e.seq, e.charge(), e.key.clone());
         self.put(key, Slot::Object(Arc::new(e)), seq, charge);
@@ -391,7 +392,7 @@ impl Cache {
 
     /// Inserts a `Vary` marker restored from a snapshot, keeping its id.
     pub(crate) fn restore_marker(&self, VaryRecord { url, names, id }: VaryRecord) {
-        self.seq.fetch_max(id + 1, Ordering::Relaxed);
+        self.seq.fetch_max(id.saturating_add(1), Ordering::Relaxed);
         let seq = self.next_seq();
         let charge = VaryMarker::charge(&url);
         self.put(

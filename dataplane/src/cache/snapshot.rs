@@ -21,6 +21,9 @@ const TAG_END: u8 = 0xff;
 const KEEP: usize = 3;
 /// Largest record accepted when reading, in bytes.
 const MAX_RECORD: u32 = 1 << 30;
+/// Ids (sequence numbers) past this are not ones a cache handed out: such
+/// a record is skipped as damaged, so restoring cannot run the counter out.
+const MAX_ID: u64 = 1 << 62;
 
 /// Why a snapshot could not be written or restored.
 #[derive(Debug, Error)]
@@ -237,7 +240,7 @@ fn decode_entry(payload: Bytes, now: Instant, now_wall: SystemTime) -> Option<En
     let flags = r.u8()?;
     let (swr, sie) = (r.u64()?, r.u64()?);
     let (etag, last_modified) = (r.opt16()?, r.opt16()?);
-    let vary_id = r.u64()?;
+    let vary_id = r.u64().filter(|&id| id < MAX_ID)?;
     let crc = r.u32()?;
     // Time spent on disk counts towards the age.
     let on_disk = now_wall
@@ -334,7 +337,7 @@ pub fn load(cache: &Cache, data: Bytes, now: Instant, now_wall: SystemTime) -> O
 fn decode_marker(payload: Bytes) -> Option<super::VaryRecord> {
     let mut r = Rec(payload);
     let url = r.bytes32()?;
-    let id = r.u64()?;
+    let id = r.u64().filter(|&id| id < MAX_ID)?;
     let n = r.u16()?;
     let names = (0..n)
         .map(|_| {

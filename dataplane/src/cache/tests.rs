@@ -424,3 +424,37 @@ fn shrink_evicts_down_to_the_target() {
         "{before} {freed}"
     );
 }
+
+#[test]
+fn a_snapshot_with_an_id_at_the_top_of_the_range_is_skipped_not_a_crash() {
+    // Found by the snapshot fuzzer: a marker record with id u64::MAX made
+    // the restore's `id + 1` overflow.
+    let frame = |tag: u8, payload: &[u8]| {
+        let mut f = vec![tag];
+        f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        f.extend_from_slice(payload);
+        let crc = crc32c::crc32c(&f);
+        f.extend_from_slice(&crc.to_le_bytes());
+        f
+    };
+    let mut file = b"UGSNAP\0\0".to_vec();
+    file.extend_from_slice(&1u32.to_le_bytes());
+    file.extend_from_slice(&0u64.to_le_bytes());
+    let crc = crc32c::crc32c(&file);
+    file.extend_from_slice(&crc.to_le_bytes());
+    let mut marker = Vec::new();
+    marker.extend_from_slice(&2u32.to_le_bytes());
+    marker.extend_from_slice(b"h ");
+    marker.extend_from_slice(&u64::MAX.to_le_bytes());
+    marker.extend_from_slice(&0u16.to_le_bytes());
+    file.extend(frame(2, &marker));
+    file.extend(frame(0xff, &0u64.to_le_bytes()));
+    let c = cache(1 << 20);
+    let loaded = snapshot::load(
+        &c,
+        Bytes::from(file),
+        Instant::now(),
+        std::time::SystemTime::now(),
+    );
+    assert_eq!(loaded, Some((0, 1)), "the record is skipped as damaged");
+}
