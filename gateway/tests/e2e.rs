@@ -267,3 +267,61 @@ fn config_check_names_the_bad_key() {
     let _ = std::fs::remove_file(bad);
     let _ = std::fs::remove_file(good);
 }
+
+#[test]
+fn a_pooled_connection_that_got_bytes_while_idle_is_not_reused() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    // A broken origin: it answers a HEAD with a body anyway, on a
+    // kept-alive connection. Reused, those bytes would answer the next GET.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut have = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => have.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&have[..end]).into_owned();
+                        have.drain(..end + 4);
+                        let sent = if head.starts_with("HEAD") {
+                            // The head, then (once the gateway has pooled
+                            // the connection) bytes that look like an answer.
+                            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 58\r\n\r\n")
+                                .and_then(|()| {
+                                    std::thread::sleep(Duration::from_millis(50));
+                                    s.write_all(
+                                        b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
+                                    )
+                                })
+                        } else {
+                            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+                        };
+                        if sent.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let gw = Gateway::start(&[origin], "cores = [0]", "[cache]\nenabled = false\n");
+    let head = curl(&["-sI", &gw.url("/h")]);
+    assert!(String::from_utf8_lossy(&head.stdout).starts_with("HTTP/1.1 200"));
+    // The late bytes reach the pooled connection.
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..3 {
+        let out = curl(&["-s", &gw.url("/g")]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "real",
+            "the late bytes were not taken for an answer"
+        );
+    }
+}

@@ -364,3 +364,29 @@ fn a_primary_far_slower_than_its_peers_is_ejected() {
     assert_eq!(servers[1]["healthy"], false, "{h}");
     assert_eq!(h["route"], "primary", "the fast peer carries on");
 }
+
+#[test]
+fn a_client_cannot_divert_the_gateway_with_urls_that_answer_500() {
+    // The primary is one address (as a Kubernetes Service is); a client
+    // asks for a URL that answers 500, again and again.
+    let (_o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let control = "[control]\ninterval_ms = 100\nfailback_hold_ms = 1000\n";
+    let extra = format!(
+        "health_interval_ms = 100\n\n[upstream.fallback]\nservers = [\"{node}\"]\n\n{control}"
+    );
+    let gw = Gateway::start(&[origin], "", &extra);
+    for _ in 0..10 {
+        assert_eq!(get_status(gw.data, "/x?status=500"), 500);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        admin_json(&gw, "/admin/route")["route"],
+        "primary",
+        "{}",
+        admin_json(&gw, "/admin/events")
+    );
+    assert_eq!(get_status(gw.data, "/fine"), 200);
+    let served = String::from_utf8(curl(&["-i", &gw.url("/fine")]).stdout).unwrap();
+    assert!(!served.contains("nodejs-api"), "{served}");
+}

@@ -656,3 +656,17 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     }
     Ok(s.into())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_sequence_number_seed_is_not_the_clock_or_the_pid() {
+        let seeds: Vec<u64> = (0..8).map(|_| super::random_seed()).collect();
+        for (i, a) in seeds.iter().enumerate() {
+            assert!(seeds[i + 1..].iter().all(|b| b != a), "{seeds:x?}");
+        }
+        // pid ^ nanoseconds since start (the old seed) has its high bits
+        // clear; eight kernel draws all below 2^40 would be a 2^-192 event.
+        assert!(seeds.iter().any(|s| *s >> 40 != 0), "{seeds:x?}");
+    }
+}
