@@ -4,7 +4,7 @@
 //!
 //! | parameter | effect |
 //! | --- | --- |
-//! | `size=N` | body of N bytes (default `--body-size`) |
+//! | `size=N` | body of N bytes, at most 8 MiB (default `--body-size`) |
 //! | `chunked=1` | chunked transfer coding instead of Content-Length |
 //! | `cache=VALUE` | `Cache-Control: VALUE` |
 //! | `status=N` | status code N |
@@ -62,7 +62,8 @@ pub fn run(args: OriginArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         println!("origin listening on {}", listener.local_addr()?);
         let state = Rc::new(State {
-            body: vec![b'x'; 1 << 20],
+            // Up to 8 MiB: as large as the largest object a cache stores.
+            body: vec![b'x'; 8 << 20],
             delay_ms: std::cell::Cell::new(args.delay_ms),
             args,
             served: std::cell::Cell::new(0),

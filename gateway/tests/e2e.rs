@@ -325,3 +325,56 @@ fn a_pooled_connection_that_got_bytes_while_idle_is_not_reused() {
         );
     }
 }
+
+#[test]
+fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start(&[origin], "send_timeout_ms = 1000", "");
+    let path = "/big?size=8000000&cache=max-age%3D600";
+    // Stored by a client that reads it all.
+    let full = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        &gw.url(path),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&full.stdout), "8000000");
+    // A client with a tiny receive window that reads nothing.
+    let s = std::net::TcpStream::connect(gw.data).unwrap();
+    let small: libc::c_int = 4096;
+    // SAFETY: setsockopt on our own socket with a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    let mut s = s;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    // Reading now drains what was in flight, then the end: the gateway
+    // gave up on this client instead of holding the response for ever.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut got, mut buf) = (0usize, [0u8; 65536]);
+    let started = Instant::now();
+    let ended = loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break true,
+            Ok(n) => got += n,
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+    };
+    assert!(ended, "the connection was closed");
+    assert!(got < 8_000_000, "not the whole response: {got} bytes");
+    assert_eq!(get_status(gw.data, "/"), 200, "and the gateway serves on");
+}

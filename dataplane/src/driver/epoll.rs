@@ -447,6 +447,12 @@ async fn serve(
             }
         }
     }
+    if conn.is_aborted() {
+        // Reset: the kernel drops what it still holds for this client
+        // instead of trickling it out after the close.
+        super::reset_on_close(&stream);
+        return;
+    }
     let mut stream = stream;
     let _ = stream.shutdown().await;
 }

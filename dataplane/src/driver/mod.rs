@@ -257,3 +257,10 @@ pub(crate) fn contained_panic(
         ),
     }
 }
+
+/// Makes the socket's close a reset (`SO_LINGER` 0): for a client given
+/// up on, whose unsent bytes the kernel would otherwise keep delivering
+/// after the close.
+pub(crate) fn reset_on_close(s: &impl std::os::fd::AsFd) {
+    let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
+}

@@ -225,6 +225,8 @@ pub struct Conn {
     close_after: bool,
     /// The request being answered is a HEAD.
     head_request: bool,
+    /// Given up on a client that stopped reading (send timeout).
+    aborted: bool,
     /// Stop: write what is queued, then close.
     finished: bool,
     client_eof: bool,
@@ -262,6 +264,7 @@ impl Conn {
             send_check: (now, 0),
             close_after: false,
             head_request: false,
+            aborted: false,
             finished: false,
             client_eof: false,
             draining: false,
@@ -423,14 +426,23 @@ impl Conn {
         matches!(&self.phase, Phase::Proxy(ex) if ex.upstream == UpstreamState::Connected)
     }
 
-    /// The connection is done: its output is written and it should close.
+    /// The connection is done: its output is written (or abandoned, see
+    /// [`Self::is_aborted`]) and it should close.
     pub fn is_finished(&self) -> bool {
-        self.finished && self.output.is_empty()
+        self.finished && (self.output.is_empty() || self.aborted)
+    }
+
+    /// The client took none of the queued output for the send timeout:
+    /// the driver resets the connection without writing the rest. The
+    /// queued bytes stay owned by the engine (a kernel may still read
+    /// them) until the connection is dropped.
+    pub fn is_aborted(&self) -> bool {
+        self.aborted
     }
 
     /// When [`Self::handle_timeout`] must be called next.
     pub fn timeout(&self) -> Option<Instant> {
-        let send = self.send_deadline();
+        let send = self.send_deadline().filter(|_| !self.aborted);
         if self.finished {
             return send;
         }
@@ -468,8 +480,8 @@ impl Conn {
             if self.sent_total != self.send_check.1 {
                 self.send_check = (now, self.sent_total);
             } else {
-                // The client stopped reading: drop what it would not take.
-                self.output = Output::with_capacity(0);
+                // The client stopped reading: give up on it.
+                self.aborted = true;
                 self.abort_exchange();
                 return;
             }

@@ -516,7 +516,12 @@ impl Core {
         // Close and free.
         if s.closing.is_none() && s.conn.is_finished() {
             s.closing = Some(now);
-            sock.close();
+            if s.conn.is_aborted() {
+                // A client that stopped reading: reset, do not wait on it.
+                sock.abort();
+            } else {
+                sock.close();
+            }
         }
         let mut gone = matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait);
         if !gone

@@ -770,6 +770,14 @@ impl Core {
             }
         }
 
+        if !s.closing && s.conn.is_aborted() {
+            // A client that stopped reading: shutting the socket ends the
+            // send still in flight; the slot (and the bytes that send
+            // points to) goes once it has completed.
+            s.closing = true;
+            crate::driver::reset_on_close(&s.stream);
+            shut(s.stream.as_raw_fd());
+        }
         let fd = Fd(s.stream.as_raw_fd());
         if !s.closing && !s.sending && s.conn.client_pending() > 0 {
             s.conn.pin_client_output();
