@@ -3,34 +3,6 @@
 
 use super::testkit::*;
 use super::*;
-use crate::cache::CacheConfig;
-
-fn new_cache() -> Arc<Cache> {
-    Arc::new(Cache::new(CacheConfig {
-        max_bytes: 1 << 20,
-        max_object_bytes: 64 * 1024,
-    }))
-}
-
-fn conn(cache: &Arc<Cache>, t: Instant) -> Conn {
-    Conn::new(cfg(1 << 20), ready(), Some(cache.clone()), CLIENT, t)
-}
-
-/// Sends `req`; if the engine goes upstream, answers with `resp`. Returns
-/// (went upstream, request sent upstream, client output).
-fn roundtrip(cache: &Arc<Cache>, t: Instant, req: &str, resp: &str) -> (bool, String, String) {
-    let mut c = conn(cache, t);
-    c.recv_client(t, req.as_bytes());
-    let acts = actions(&mut c);
-    if acts.is_empty() {
-        return (false, String::new(), take_client(&mut c));
-    }
-    c.upstream_connected(t, false);
-    let up = take_upstream(&mut c, t);
-    c.recv_upstream(t, resp.as_bytes());
-    (true, up, take_client(&mut c))
-}
-
 const GET: &str = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
 const FRESH: &str =
     "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\nhello";

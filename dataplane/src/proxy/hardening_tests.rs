@@ -3,32 +3,7 @@
 
 use super::testkit::*;
 use super::*;
-use crate::cache::{CacheConfig, Claim};
-
-fn new_cache() -> Arc<Cache> {
-    Arc::new(Cache::new(CacheConfig {
-        max_bytes: 1 << 20,
-        max_object_bytes: 64 * 1024,
-    }))
-}
-
-fn cached_conn(cache: &Arc<Cache>, t: Instant) -> Conn {
-    Conn::new(cfg(1 << 20), ready(), Some(cache.clone()), CLIENT, t)
-}
-
-/// Sends `req` and, when the engine goes upstream, answers with `resp`;
-/// returns (went upstream, what went upstream, client output).
-fn roundtrip(cache: &Arc<Cache>, t: Instant, req: &str, resp: &str) -> (bool, String, String) {
-    let mut c = cached_conn(cache, t);
-    c.recv_client(t, req.as_bytes());
-    if actions(&mut c).is_empty() {
-        return (false, String::new(), take_client(&mut c));
-    }
-    c.upstream_connected(t, false);
-    let up = take_upstream(&mut c, t);
-    c.recv_upstream(t, resp.as_bytes());
-    (true, up, take_client(&mut c))
-}
+use crate::cache::Claim;
 
 #[test]
 fn a_target_with_multibyte_characters_at_any_offset_does_not_panic() {
@@ -145,7 +120,7 @@ fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
         "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 50000\r\n\r\n{body}"
     );
     roundtrip(&cache, t0, "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", &resp);
-    let mut c = cached_conn(&cache, t0);
+    let mut c = conn(&cache, t0);
     c.recv_client(t0, b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(c.client_pending() > 0, "a hit is queued");
     // Some progress, then none.
@@ -170,11 +145,12 @@ fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
 fn a_client_that_never_reads_a_proxied_response_is_closed_and_releases_upstream() {
     let t0 = Instant::now();
     let mut c = Conn::new(cfg(1024), ready(), None, CLIENT, t0);
-    c.recv_client(t0, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
-    actions(&mut c);
-    c.upstream_connected(t0, false);
-    take_upstream(&mut c, t0);
-    c.recv_upstream(t0, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial");
+    in_flight(
+        &mut c,
+        t0,
+        b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
+    );
     assert!(c.client_pending() > 0);
     let deadline = c.timeout().expect("deadline");
     assert!(
@@ -192,13 +168,11 @@ fn a_client_that_never_reads_a_proxied_response_is_closed_and_releases_upstream(
 fn an_error_after_the_head_closes_without_a_second_response_or_a_store() {
     let cache = new_cache();
     let t0 = Instant::now();
-    let mut c = cached_conn(&cache, t0);
-    c.recv_client(t0, b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
-    actions(&mut c);
-    c.upstream_connected(t0, false);
-    take_upstream(&mut c, t0);
-    c.recv_upstream(
+    let mut c = conn(&cache, t0);
+    in_flight(
+        &mut c,
         t0,
+        b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 10\r\n\r\nhalf",
     );
     c.handle_timeout(t0 + Duration::from_secs(6));
@@ -208,26 +182,22 @@ fn an_error_after_the_head_closes_without_a_second_response_or_a_store() {
     assert!(cache.is_empty(), "a partial response is never stored");
 
     // A body delimited by the close and cut by a reset: not stored.
-    let mut c = cached_conn(&cache, t0);
-    c.recv_client(t0, b"GET /cut HTTP/1.1\r\nHost: h\r\n\r\n");
-    actions(&mut c);
-    c.upstream_connected(t0, false);
-    take_upstream(&mut c, t0);
-    c.recv_upstream(
+    let mut c = conn(&cache, t0);
+    in_flight(
+        &mut c,
         t0,
+        b"GET /cut HTTP/1.1\r\nHost: h\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n\r\nhalf",
     );
     c.upstream_reset(t0);
     assert!(c.is_finished() || take_client(&mut c).ends_with("half"));
     assert!(cache.is_empty(), "a reset body is not complete");
     // The same body ended by a clean close is stored.
-    let mut c = cached_conn(&cache, t0);
-    c.recv_client(t0, b"GET /cut HTTP/1.1\r\nHost: h\r\n\r\n");
-    actions(&mut c);
-    c.upstream_connected(t0, false);
-    take_upstream(&mut c, t0);
-    c.recv_upstream(
+    let mut c = conn(&cache, t0);
+    in_flight(
+        &mut c,
         t0,
+        b"GET /cut HTTP/1.1\r\nHost: h\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n\r\nwhole",
     );
     c.upstream_eof(t0);
@@ -238,14 +208,12 @@ fn an_error_after_the_head_closes_without_a_second_response_or_a_store() {
 fn a_request_body_timeout_after_the_head_sends_no_408() {
     let t0 = Instant::now();
     let mut c = Conn::new(cfg(1024), ready(), None, CLIENT, t0);
-    c.recv_client(
+    in_flight(
+        &mut c,
         t0,
         b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no",
     );
-    actions(&mut c);
-    c.upstream_connected(t0, false);
-    take_upstream(&mut c, t0);
-    c.recv_upstream(t0, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no");
     c.handle_timeout(t0 + Duration::from_secs(11));
     let out = take_client(&mut c);
     assert!(!out.contains("408") && c.is_finished(), "{out}");
@@ -287,13 +255,11 @@ fn trailers_are_validated_and_forbidden_ones_dropped_both_ways() {
 fn an_object_over_the_size_limit_releases_its_coalescing_claim_at_once() {
     let cache = new_cache();
     let t0 = Instant::now();
-    let mut c = cached_conn(&cache, t0);
-    c.recv_client(t0, b"GET /huge HTTP/1.1\r\nHost: h\r\n\r\n");
-    actions(&mut c);
-    c.upstream_connected(t0, false);
-    take_upstream(&mut c, t0);
-    c.recv_upstream(
+    let mut c = conn(&cache, t0);
+    in_flight(
+        &mut c,
         t0,
+        b"GET /huge HTTP/1.1\r\nHost: h\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100000\r\n\r\nabc",
     );
     let mut key = Vec::new();
@@ -304,13 +270,11 @@ fn an_object_over_the_size_limit_releases_its_coalescing_claim_at_once() {
         "nobody waits for a response that cannot be stored"
     );
     // Chunked: it grows past the limit while relayed.
-    let mut c = cached_conn(&cache, t0);
-    c.recv_client(t0, b"GET /grows HTTP/1.1\r\nHost: h\r\n\r\n");
-    actions(&mut c);
-    c.upstream_connected(t0, false);
-    take_upstream(&mut c, t0);
-    c.recv_upstream(
+    let mut c = conn(&cache, t0);
+    in_flight(
+        &mut c,
         t0,
+        b"GET /grows HTTP/1.1\r\nHost: h\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n",
     );
     let chunk = format!("{:x}\r\n{}\r\n", 70_000, "g".repeat(70_000));

@@ -1,7 +1,8 @@
-//! Helpers shared by the engine's tests: a config, a ready status, and
-//! readers of what the engine queued.
+//! Helpers shared by the engine's tests: a config, a ready status, a
+//! cache, readers of what the engine queued, and whole exchanges.
 
 use super::*;
+use crate::cache::CacheConfig;
 use std::net::Ipv4Addr;
 
 /// A client that is not on loopback.
@@ -63,4 +64,47 @@ pub(super) fn actions(c: &mut Conn) -> Vec<String> {
 /// The status code of a response.
 pub(super) fn status_of(resp: &str) -> u16 {
     resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// A 1 MiB cache storing objects of up to 64 KiB.
+pub(super) fn new_cache() -> Arc<Cache> {
+    Arc::new(Cache::new(CacheConfig {
+        max_bytes: 1 << 20,
+        max_object_bytes: 64 * 1024,
+    }))
+}
+
+/// A connection from [`CLIENT`] answering from `cache`.
+pub(super) fn conn(cache: &Arc<Cache>, t: Instant) -> Conn {
+    Conn::new(cfg(1 << 20), ready(), Some(cache.clone()), CLIENT, t)
+}
+
+/// Sends `req`; if the engine goes upstream, answers with `resp`. Returns
+/// (went upstream, request sent upstream, client output).
+pub(super) fn roundtrip(
+    cache: &Arc<Cache>,
+    t: Instant,
+    req: &str,
+    resp: &str,
+) -> (bool, String, String) {
+    let mut c = conn(cache, t);
+    c.recv_client(t, req.as_bytes());
+    let acts = actions(&mut c);
+    if acts.is_empty() {
+        return (false, String::new(), take_client(&mut c));
+    }
+    c.upstream_connected(t, false);
+    let up = take_upstream(&mut c, t);
+    c.recv_upstream(t, resp.as_bytes());
+    (true, up, take_client(&mut c))
+}
+
+/// Sends `req` on `c`, connects the upstream it asks for, writes the
+/// request out and feeds `resp_start` back: an exchange left in flight.
+pub(super) fn in_flight(c: &mut Conn, t: Instant, req: &[u8], resp_start: &[u8]) {
+    c.recv_client(t, req);
+    actions(c);
+    c.upstream_connected(t, false);
+    take_upstream(c, t);
+    c.recv_upstream(t, resp_start);
 }
