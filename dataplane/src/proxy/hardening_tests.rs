@@ -357,3 +357,30 @@ fn a_data_port_admin_call_is_bounded_in_time() {
     assert_eq!(status_of(&take_client(&mut c)), 408);
     assert!(actions(&mut c).is_empty() && c.is_finished());
 }
+
+#[test]
+fn a_background_refresh_cut_short_leaves_the_client_connection_open() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let get = "GET /s HTTP/1.1\r\nHost: h\r\n\r\n";
+    let swr = "HTTP/1.1 200 OK\r\nCache-Control: max-age=1, stale-while-revalidate=60\r\nContent-Length: 2\r\n\r\nv1";
+    roundtrip(&cache, t0, get, swr);
+    let t1 = t0 + Duration::from_secs(5);
+    let mut c = conn(&cache, t1);
+    in_flight(
+        &mut c,
+        t1,
+        get.as_bytes(),
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 10\r\n\r\nv2",
+    );
+    assert!(take_client(&mut c).contains("X-Cache: STALE"));
+    // The refresh's body never completes.
+    c.handle_timeout(t1 + Duration::from_secs(6));
+    assert!(!c.is_finished(), "the client had its answer: it stays");
+    assert_eq!(actions(&mut c), ["Release { reuse: false }"]);
+    c.recv_client(t1 + Duration::from_secs(6), get.as_bytes());
+    assert!(
+        take_client(&mut c).contains("X-Cache: STALE"),
+        "the partial refresh was not stored"
+    );
+}

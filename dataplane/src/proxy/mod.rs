@@ -517,10 +517,8 @@ impl Conn {
                     }
                 }
                 _ if ex.response.is_some() => {
-                    // The client has a head already: no second answer, the
-                    // connection closes and the partial response is dropped.
                     self.actions.push_back(Action::Release { reuse: false });
-                    self.finished = true;
+                    self.response_cut(now, &ex);
                 }
                 _ if !ex.request.is_done() => {
                     self.actions.push_back(Action::Release { reuse: false });
@@ -658,10 +656,9 @@ impl Conn {
                 self.finish_exchange(now);
             }
             Some(_) => {
-                // Truncated body: the head is out, so the only honest signal
-                // left is to close the client connection too.
-                self.phase = Phase::Idle;
-                self.finished = true;
+                if let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) {
+                    self.response_cut(now, &ex);
+                }
             }
         }
         self.advance(now);
@@ -698,7 +695,7 @@ impl Conn {
                 self.actions.push_back(Action::Release { reuse: false });
                 if let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) {
                     if ex.response.is_some() {
-                        self.finished = true;
+                        self.response_cut(now, &ex);
                     } else {
                         self.upstream_failed(now, &ex, 502, msg);
                     }
@@ -863,14 +860,25 @@ impl Conn {
         }
     }
 
+    /// The exchange ended after the response head arrived but before the
+    /// body was whole (a timeout, a reset, garbage). A client that got
+    /// that head can only be told by a close, never by a second response;
+    /// the partial response is not stored (its fetch is dropped). When the
+    /// client's answer came from the cache instead (a background refresh,
+    /// a 304 or a stale answer), the connection goes on.
+    fn response_cut(&mut self, now: Instant, ex: &Exchange) {
+        if ex.cache.as_ref().is_none_or(|f| f.relay) {
+            self.finished = true;
+        } else {
+            self.end_of_response(now, self.close_after);
+        }
+    }
+
     /// Answers an upstream failure with `status`, if the client has not
     /// seen a response head yet.
     fn upstream_failed(&mut self, now: Instant, ex: &Exchange, status: u16, message: &str) {
         if ex.response.is_some() {
-            // A response head went out already: closing is the only signal
-            // left, and the partial response is not stored.
-            self.finished = true;
-            return;
+            return self.response_cut(now, ex);
         }
         let close =
             !ex.client_keep_alive || !ex.request.is_done() || self.draining || self.close_after;
