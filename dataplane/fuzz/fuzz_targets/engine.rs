@@ -47,6 +47,26 @@ struct Harness {
     /// An idle pooled connection's bytes, for a `Connect` that reuses it.
     pooled: Option<Vec<u8>>,
     closed: bool,
+    /// Where the scans of each stream resume (everything before was read
+    /// and judged already): the checks after every step stay linear.
+    scan: Scan,
+}
+
+/// Progress of the incremental scans of the three streams.
+#[derive(Default)]
+struct Scan {
+    /// Client input: bytes and HEAD flags of the complete requests.
+    requests_at: usize,
+    head_methods: Vec<bool>,
+    /// The client input could not be read past `requests_at`.
+    unreadable: bool,
+    /// Client output: bytes and count of complete responses, and whether
+    /// the last of them closes the connection.
+    responses_at: usize,
+    responses: usize,
+    closes: bool,
+    /// The current upstream connection's output.
+    upstream_at: usize,
 }
 
 const METHODS: &[&str] = &[
@@ -126,6 +146,7 @@ impl Harness {
             upstream_out: Vec::new(),
             pooled: None,
             closed: false,
+            scan: Scan::default(),
         }
     }
 
@@ -136,16 +157,18 @@ impl Harness {
                 Action::Connect { .. } => {
                     self.upstream = Upstream::Connecting;
                     self.upstream_out.clear();
+                    self.scan.upstream_at = 0;
                 }
                 Action::Release { reuse } => {
                     if self.upstream == Upstream::Connected && reuse {
-                        let sent = scan_requests(&self.upstream_out);
+                        let sent = scan_requests(&self.upstream_out, true);
                         assert!(
                             sent.readable && !sent.partial,
                             "a connection handed back for reuse carries a partial request: {:?}",
                             String::from_utf8_lossy(&self.upstream_out)
                         );
                         self.pooled = Some(std::mem::take(&mut self.upstream_out));
+                        self.scan.upstream_at = 0;
                     }
                     self.upstream = Upstream::None;
                 }
@@ -191,32 +214,66 @@ impl Harness {
         if self.conn.is_finished() {
             self.closed = true;
         }
-        let requests = scan_requests(&self.client_in);
-        let responses = match scan_responses(&self.client_out, &requests.head_methods) {
+        // Client input: the requests as a client meant them.
+        let mut partial = false;
+        if !self.scan.unreadable {
+            let r = scan_requests(&self.client_in[self.scan.requests_at..], false);
+            self.scan.head_methods.extend(&r.head_methods[..r.complete]);
+            self.scan.requests_at += r.consumed;
+            self.scan.unreadable = !r.readable;
+            partial = r.partial;
+            if partial {
+                if let Some(&head) = r.head_methods.last() {
+                    self.scan.head_methods.push(head);
+                }
+            }
+        }
+        let out = &self.client_out[self.scan.responses_at..];
+        if self.scan.closes && !out.is_empty() {
+            panic!(
+                "bytes after a response that closes: {:?}",
+                String::from_utf8_lossy(out)
+            );
+        }
+        let methods = self
+            .scan
+            .head_methods
+            .get(self.scan.responses..)
+            .unwrap_or_default();
+        let scanned = scan_responses(out, methods);
+        let requests_known = self.scan.head_methods.len();
+        if partial {
+            self.scan.head_methods.pop();
+        }
+        let responses = match scanned {
             Ok(r) => r,
             // Past what the scanner could read, the engine may disagree on
             // where requests end: judge only a stream read to its end.
-            Err(e) if requests.readable => panic!(
+            Err(e) if !self.scan.unreadable => panic!(
                 "client output is not well-framed: {e}\n{:?}",
                 String::from_utf8_lossy(&self.client_out)
             ),
             Err(_) => return,
         };
-        if requests.readable {
-            let answerable = requests.complete + usize::from(requests.partial);
+        let total = self.scan.responses + responses.statuses.len();
+        self.scan.responses += responses.complete;
+        self.scan.responses_at += responses.consumed;
+        self.scan.closes = responses.last_closes && !responses.partial;
+        if !self.scan.unreadable {
             assert!(
-                responses.statuses.len() <= answerable.max(1),
-                "{} responses to {} requests",
-                responses.statuses.len(),
-                answerable
+                total <= requests_known.max(1),
+                "{total} responses to {requests_known} requests\nin: {:?}\nout: {:?}",
+                String::from_utf8_lossy(&self.client_in),
+                String::from_utf8_lossy(&self.client_out)
             );
         }
-        let sent = scan_requests(&self.upstream_out);
+        let sent = scan_requests(&self.upstream_out[self.scan.upstream_at..], true);
         assert!(
             sent.readable,
             "upstream output is not well-framed requests: {:?}",
             String::from_utf8_lossy(&self.upstream_out)
         );
+        self.scan.upstream_at += sent.consumed;
     }
 }
 
@@ -316,6 +373,7 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                 } else {
                     h.upstream_out.clear();
                 }
+                h.scan.upstream_at = 0;
                 h.upstream = Upstream::Connected;
                 h.conn.upstream_connected(h.now, reused);
             }

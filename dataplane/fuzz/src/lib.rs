@@ -11,6 +11,8 @@ pub struct Requests {
     pub head_methods: Vec<bool>,
     /// Complete requests (head and body).
     pub complete: usize,
+    /// Bytes of the complete requests: a later scan may resume there.
+    pub consumed: usize,
     /// The stream could be read to its end (a partial last request is
     /// fine); false when a part of it is not HTTP this scanner accepts.
     pub readable: bool,
@@ -27,12 +29,37 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Where a head ends (after its empty line). `strict` heads end lines
+/// with CRLF only; others may end a line with a bare LF too, which RFC
+/// 9112 §2.2 lets a recipient accept (the gateway does, in requests).
+fn head_end(b: &[u8], strict: bool) -> Option<usize> {
+    if strict {
+        return find(b, b"\r\n\r\n").map(|p| p + 4);
+    }
+    let mut start = 0;
+    while let Some(nl) = b[start..].iter().position(|&c| c == b'\n') {
+        let line = &b[start..start + nl];
+        start += nl + 1;
+        if line.is_empty() || line == b"\r" {
+            return Some(start);
+        }
+    }
+    None
+}
+
 /// A head's fields as (lower-case name, value) pairs; `None` when a line
-/// is not `name: value`.
-fn fields(lines: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+/// is not `name: value` (or, when `strict`, does not end with CRLF).
+fn fields(lines: &[u8], strict: bool) -> Option<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let line = line.strip_suffix(b"\r")?;
+        let line = match line.strip_suffix(b"\r") {
+            Some(l) => l,
+            None if strict => return None,
+            None => line,
+        };
+        if line.is_empty() {
+            continue;
+        }
         let colon = line.iter().position(|&b| b == b':')?;
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         if name.is_empty() || !name.iter().all(|&b| tchar(b)) {
@@ -130,7 +157,7 @@ fn chunked_len(b: &[u8]) -> Result<Option<usize>, String> {
                 if eol == 0 {
                     return Ok(Some(i + 2));
                 }
-                fields(&b[i..i + eol + 2]).ok_or("bad trailer field")?;
+                fields(&b[i..i + eol + 2], true).ok_or("bad trailer field")?;
                 i += eol + 2;
             }
         }
@@ -144,21 +171,25 @@ fn chunked_len(b: &[u8]) -> Result<Option<usize>, String> {
     }
 }
 
-/// Reads a stream of requests as a client or the gateway sent them.
-pub fn scan_requests(mut b: &[u8]) -> Requests {
+/// Reads a stream of requests: as a client may send them (`strict`
+/// false: bare LF line ends accepted), or as the gateway must send them
+/// (`strict`: CRLF only).
+pub fn scan_requests(mut b: &[u8], strict: bool) -> Requests {
     let mut r = Requests {
         readable: true,
         ..Requests::default()
     };
     while !b.is_empty() {
-        let Some(end) = find(b, b"\r\n\r\n") else {
+        let Some(body_start) = head_end(b, strict) else {
             r.head_methods.push(b.starts_with(b"HEAD "));
             r.partial = true;
             return r;
         };
-        let head = &b[..end + 2];
-        let line_end = find(head, b"\r\n").unwrap_or(head.len());
-        let line = &head[..line_end];
+        let head = &b[..body_start];
+        let line_end = head.iter().position(|&c| c == b'\n').unwrap_or(head.len());
+        let line = head[..line_end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&head[..line_end]);
         let mut parts = line.split(|&c| c == b' ');
         let (Some(method), Some(target), Some(version), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -175,11 +206,10 @@ pub fn scan_requests(mut b: &[u8]) -> Requests {
             return r;
         }
         r.head_methods.push(method == b"HEAD");
-        let Some(fields) = fields(&head[line_end + 2..]) else {
+        let Some(fields) = fields(&head[line_end + 1..], strict) else {
             r.readable = false;
             return r;
         };
-        let body_start = end + 4;
         let len = match framing(&fields) {
             Ok(None) => Some(0),
             Ok(Some(Body::Length(n))) => (b.len() >= body_start + n).then_some(n),
@@ -200,6 +230,7 @@ pub fn scan_requests(mut b: &[u8]) -> Requests {
             return r;
         };
         r.complete += 1;
+        r.consumed += body_start + len;
         b = &b[body_start + len..];
     }
     r
@@ -214,14 +245,20 @@ pub struct Responses {
     pub last_closes: bool,
     /// The stream ends inside a response.
     pub partial: bool,
+    /// Complete final responses.
+    pub complete: usize,
+    /// Bytes of the complete responses (and interim ones after them): a
+    /// later scan may resume there.
+    pub consumed: usize,
 }
 
 /// Reads a stream of responses to requests whose methods were HEAD as
 /// `head_methods` says (requests past its end count as not HEAD). An
 /// error says how the stream is not well-framed HTTP/1.1.
-pub fn scan_responses(mut b: &[u8], head_methods: &[bool]) -> Result<Responses, String> {
+pub fn scan_responses(b: &[u8], head_methods: &[bool]) -> Result<Responses, String> {
     let mut r = Responses::default();
-    while !b.is_empty() {
+    while r.consumed < b.len() {
+        let b = &b[r.consumed..];
         if r.last_closes {
             return Err("bytes after a response that closes".into());
         }
@@ -253,13 +290,14 @@ pub fn scan_responses(mut b: &[u8], head_methods: &[bool]) -> Result<Responses, 
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or("status")?;
-        let fields = fields(&head[line_end + 2..]).ok_or("a field line is not `name: value`")?;
+        let fields = fields(&head[line_end + 2..], true)
+            .ok_or("a field line is not `name: value` + CRLF")?;
         let body_start = end + 4;
         if (100..200).contains(&status) {
             if status == 101 {
                 return Err("101 relayed".into());
             }
-            b = &b[body_start..];
+            r.consumed += body_start;
             continue;
         }
         let head_request = head_methods.get(r.statuses.len()).copied().unwrap_or(false);
@@ -281,7 +319,9 @@ pub fn scan_responses(mut b: &[u8], head_methods: &[bool]) -> Result<Responses, 
                     if !close {
                         return Err("a body ended by the close without Connection: close".into());
                     }
+                    // Complete only at the close: it stays partial.
                     r.last_closes = true;
+                    r.partial = true;
                     return Ok(r);
                 }
             }
@@ -292,7 +332,8 @@ pub fn scan_responses(mut b: &[u8], head_methods: &[bool]) -> Result<Responses, 
             return Ok(r);
         };
         r.last_closes = close;
-        b = &b[body_start + len..];
+        r.complete += 1;
+        r.consumed += body_start + len;
     }
     Ok(r)
 }
