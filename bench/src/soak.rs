@@ -175,7 +175,7 @@ const MALFORMED: &[&[u8]] = &[
     b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
-    b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
 ];
 
 /// Runs `op` `rate` times a second until `stop`, counting outcomes.

@@ -14,7 +14,9 @@ pub struct RequestLimits {
     pub max_body_bytes: u64,
 }
 
-/// The request methods the gateway forwards.
+/// The request methods the gateway knows; any other valid token is an
+/// extension method ([`Method::Other`]), forwarded as sent and treated as
+/// unsafe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     /// `GET`
@@ -31,11 +33,16 @@ pub enum Method {
     Patch,
     /// `OPTIONS`
     Options,
+    /// `TRACE`
+    Trace,
+    /// An extension method (its token is [`RequestHead::method_name`]).
+    Other,
 }
 
 impl Method {
-    fn from_token(token: &str) -> Option<Self> {
-        Some(match token {
+    /// The method of a token (methods are case-sensitive).
+    fn from_token(token: &str) -> Self {
+        match token {
             "GET" => Self::Get,
             "HEAD" => Self::Head,
             "POST" => Self::Post,
@@ -43,11 +50,13 @@ impl Method {
             "DELETE" => Self::Delete,
             "PATCH" => Self::Patch,
             "OPTIONS" => Self::Options,
-            _ => return None,
-        })
+            "TRACE" => Self::Trace,
+            _ => Self::Other,
+        }
     }
 
-    /// The method's token as sent on the wire.
+    /// The method's token for the admin router; `OTHER` for an extension
+    /// method, which no admin endpoint takes.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Get => "GET",
@@ -57,13 +66,23 @@ impl Method {
             Self::Delete => "DELETE",
             Self::Patch => "PATCH",
             Self::Options => "OPTIONS",
+            Self::Trace => "TRACE",
+            Self::Other => "OTHER",
         }
     }
 
     /// Idempotent methods (RFC 9110 §9.2.2) may be sent again after a
-    /// connection failed before any response byte arrived.
+    /// connection failed before any response byte arrived; an extension
+    /// method is not assumed to be.
     pub fn is_idempotent(self) -> bool {
-        !matches!(self, Self::Post | Self::Patch)
+        !matches!(self, Self::Post | Self::Patch | Self::Other)
+    }
+
+    /// Safe methods (RFC 9110 §9.2.1) leave the target as it was; a
+    /// response to any other (extension methods included) invalidates
+    /// what the cache holds for it (RFC 9111 §4.4).
+    pub fn is_safe(self) -> bool {
+        matches!(self, Self::Get | Self::Head | Self::Options | Self::Trace)
     }
 }
 
@@ -105,6 +124,8 @@ impl RequestError {
 pub struct RequestHead<'h, 'b> {
     /// The request method.
     pub method: Method,
+    /// The method's token as sent (forwarded as it is).
+    pub method_name: &'b str,
     /// The request target, as sent (origin-form, absolute-form or `*`).
     pub target: &'b str,
     /// The client's protocol version.
@@ -152,13 +173,14 @@ impl<'h, 'b> RequestHead<'h, 'b> {
         } else {
             Version::Http11
         };
-        let method = match Method::from_token(method) {
-            Some(m) => m,
-            None if method.bytes().all(|b| b.is_ascii_uppercase()) => {
-                return Err(RequestError::NotImplemented("method"))
-            }
-            None => return Err(RequestError::Malformed("invalid method")),
-        };
+        // httparse accepts only a token here.
+        let method_name = method;
+        if method_name == "CONNECT" {
+            return Err(RequestError::NotImplemented(
+                "CONNECT: the gateway does not open tunnels",
+            ));
+        }
+        let method = Method::from_token(method_name);
         check_target(method, target)?;
         let framing = request_framing(headers, version, limits)?;
         let mut hosts = headers
@@ -189,6 +211,7 @@ impl<'h, 'b> RequestHead<'h, 'b> {
         }
         Ok(Some(Self {
             method,
+            method_name,
             target,
             version,
             headers,
@@ -227,7 +250,10 @@ fn check_target(method: Method, target: &str) -> Result<(), RequestError> {
     let t = target.as_bytes();
     let scheme = |s: &[u8]| t.len() > s.len() && t[..s.len()].eq_ignore_ascii_case(s);
     let absolute = scheme(b"http://") || scheme(b"https://");
-    if target.starts_with('/') || absolute || (target == "*" && method == Method::Options) {
+    // Asterisk-form: OPTIONS (RFC 9112 §3.2.4), and extension methods that
+    // use it (SSDP's `M-SEARCH *`).
+    let asterisk = target == "*" && matches!(method, Method::Options | Method::Other);
+    if target.starts_with('/') || absolute || asterisk {
         Ok(())
     } else {
         Err(RequestError::Malformed("invalid request target"))

@@ -456,3 +456,33 @@ fn a_head_miss_neither_holds_gets_nor_marks_the_key_uncacheable() {
     let (up, _, out) = roundtrip(&cache, t0, GET, "");
     assert!(!up && out.ends_with("hello"), "stored by the GET: {out}");
 }
+
+#[test]
+fn rfc9110_9_1_extension_methods_are_forwarded_and_rfc9111_4_4_invalidate() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    roundtrip(&cache, t0, GET, FRESH);
+    assert!(!roundtrip(&cache, t0, GET, "").0, "stored");
+    let ssdp = "M-SEARCH * HTTP/1.1\r\nHost: h\r\nMan: \"ssdp:discover\"\r\n\r\n";
+    let (up, sent, out) = roundtrip(&cache, t0, ssdp, ok);
+    assert!(up && sent.starts_with("M-SEARCH * HTTP/1.1\r\n"), "{sent}");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let (up, sent, _) = roundtrip(&cache, t0, "TRACE /a HTTP/1.1\r\nHost: h\r\n\r\n", ok);
+    assert!(up && sent.starts_with("TRACE /a HTTP/1.1\r\n"), "{sent}");
+    assert!(
+        !roundtrip(&cache, t0, GET, "").0,
+        "TRACE is safe, and M-SEARCH was for another URI"
+    );
+    // An extension method on the URI is unsafe (methods are
+    // case-sensitive: `get` is one too): the stored response goes.
+    for method in ["PURGE-ME", "get"] {
+        let req = format!("{method} /a HTTP/1.1\r\nHost: h\r\n\r\n");
+        let (up, sent, _) = roundtrip(&cache, t0, &req, "HTTP/1.1 204 No Content\r\n\r\n");
+        assert!(
+            up && sent.starts_with(&format!("{method} /a HTTP/1.1\r\n")),
+            "{sent}"
+        );
+        assert!(roundtrip(&cache, t0, GET, FRESH).0, "{method} invalidated");
+    }
+}

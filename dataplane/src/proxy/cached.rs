@@ -189,11 +189,11 @@ impl CacheFetch {
         })
     }
 
-    /// Unsafe methods invalidate the URL and the `Location` and
-    /// `Content-Location` targets on the same host (RFC 9111 §4.4).
+    /// Unsafe methods (extension methods too) invalidate the URL and the
+    /// `Location` and `Content-Location` targets on the same host (RFC
+    /// 9111 §4.4).
     pub fn invalidate_after(&self, resp: &ResponseHead<'_, '_>) {
-        if matches!(self.method, Method::Get | Method::Head | Method::Options) || resp.status >= 400
-        {
+        if self.method.is_safe() || resp.status >= 400 {
             return;
         }
         self.cache.remove_url(&self.url);

@@ -63,7 +63,7 @@ pub fn upstream_request(
     default_host: &str,
     validators: Option<&Meta>,
 ) {
-    out.put_slice(head.method.as_str().as_bytes());
+    out.put_slice(head.method_name.as_bytes());
     out.put_u8(b' ');
     out.put_slice(head.target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
