@@ -11,6 +11,9 @@
 //! | `delay_ms=N` | wait N ms before answering |
 //! | `close=1` | `Connection: close`, then close |
 //! | `garbage=1` | answer bytes that are not HTTP |
+//! | `hints=1` | a `103 Early Hints` (with a `Link` field) before the answer |
+//! | `fields=N1:V1\|N2:V2` | extra response fields (percent-encoded) |
+//! | `ranges=1` | honour a single `Range: bytes=A-B` with a 206 |
 //!
 //! `/echo` answers with the request as received (head and body), `/health`
 //! with `ok`, and `/__origin/delay?ms=N` sets the latency of every later
@@ -90,6 +93,8 @@ struct Request {
     method: String,
     target: String,
     keep_alive: bool,
+    /// The `Range` field, lower-cased.
+    range: Option<String>,
     raw: Vec<u8>,
 }
 
@@ -187,13 +192,51 @@ async fn respond(
     };
     let close = !req.keep_alive || query(t, "close").is_some();
     let chunked = query(t, "chunked").is_some();
-    let mut head = format!(
+    let mut body = body;
+    let mut content_range = None;
+    if let (Some(_), Some(range)) = (query(t, "ranges"), &req.range) {
+        let (a, b) = range
+            .strip_prefix("bytes=")
+            .and_then(|r| r.split_once('-'))
+            .unwrap_or(("", ""));
+        let len = body.len();
+        if let (Ok(a), Ok(b)) = (
+            a.parse::<usize>(),
+            b.parse::<usize>().or(Ok::<_, ()>(len.saturating_sub(1))),
+        ) {
+            if a <= b && a < len {
+                let b = b.min(len - 1);
+                content_range = Some(format!("bytes {a}-{b}/{len}"));
+                body = &body[a..=b];
+                status = 206;
+            }
+        }
+    }
+    let mut head = String::new();
+    if query(t, "hints").is_some() {
+        head.push_str(
+            "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n",
+        );
+    }
+    head.push_str(&format!(
         "HTTP/1.1 {status} {}\r\nX-Origin: {}\r\nContent-Type: text/plain\r\n",
         reason(status),
         state.args.name
-    );
+    ));
+    if let Some(cr) = content_range {
+        head.push_str(&format!("Content-Range: {cr}\r\n"));
+    }
     if let Some(cc) = query(t, "cache") {
         head.push_str(&format!("Cache-Control: {}\r\n", percent_decode(cc)));
+    }
+    if let Some(fields) = query(t, "fields") {
+        for field in percent_decode(fields)
+            .split('|')
+            .filter(|f| f.contains(':'))
+        {
+            head.push_str(field);
+            head.push_str("\r\n");
+        }
     }
     if chunked {
         head.push_str("Transfer-Encoding: chunked\r\n");
@@ -249,6 +292,7 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         204 => "No Content",
+        206 => "Partial Content",
         304 => "Not Modified",
         404 => "Not Found",
         500 => "Internal Server Error",
@@ -288,6 +332,7 @@ async fn read_request(
     let mut length = 0usize;
     let mut chunked = false;
     let mut conn_close = version == "HTTP/1.0";
+    let mut range = None;
     for line in lines.filter(|l| !l.is_empty()) {
         let Some((name, value)) = line.split_once(':') else {
             return Err(invalid("bad header line"));
@@ -303,6 +348,7 @@ async fn read_request(
             "transfer-encoding" => chunked = value.ends_with("chunked"),
             "connection" if value.contains("close") => conn_close = true,
             "connection" if value.contains("keep-alive") => conn_close = false,
+            "range" => range = Some(value),
             _ => {}
         }
     }
@@ -321,6 +367,7 @@ async fn read_request(
         method: method.to_owned(),
         target: target.to_owned(),
         keep_alive: !conn_close,
+        range,
         raw,
     }))
 }

@@ -187,3 +187,23 @@ fn snapshot_on_shutdown_and_restore_on_start() {
     assert_eq!(header(&out, "x-cache").as_deref(), Some("HIT"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn early_hints_reach_the_client_before_the_answer_and_are_not_stored() {
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start(&[origin], "", "");
+    let url = gw.url("/hinted?hints=1&size=5&cache=max-age%3D60");
+    let first = String::from_utf8(curl(&["-si", &url]).stdout).unwrap();
+    assert!(
+        first.starts_with(
+            "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n"
+        ),
+        "{first}"
+    );
+    assert!(first.contains("HTTP/1.1 200 OK\r\n"), "{first}");
+    let second = String::from_utf8(curl(&["-si", &url]).stdout).unwrap();
+    assert!(
+        second.starts_with("HTTP/1.1 200 OK\r\n") && second.contains("X-Cache: HIT"),
+        "the hit has no 103: {second}"
+    );
+}

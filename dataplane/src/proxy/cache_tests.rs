@@ -486,3 +486,36 @@ fn rfc9110_9_1_extension_methods_are_forwarded_and_rfc9111_4_4_invalidate() {
         assert!(roundtrip(&cache, t0, GET, FRESH).0, "{method} invalidated");
     }
 }
+
+#[test]
+fn rfc9110_15_2_interim_responses_are_relayed_never_stored_or_merged() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let hints = "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n\
+                 HTTP/1.1 102 Processing\r\n\r\n\
+                 HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\nok";
+    let (_, _, out) = roundtrip(&cache, t0, GET, hints);
+    assert!(
+        out.starts_with(
+            "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n\
+             HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\n"
+        ),
+        "{out}"
+    );
+    let final_head = &out[out.find("HTTP/1.1 200").unwrap_or(0)..];
+    assert!(!final_head.contains("Link:"), "not merged: {out}");
+    let (up, _, hit) = roundtrip(&cache, t0, GET, "");
+    assert!(!up && hit.starts_with("HTTP/1.1 200 OK\r\n"), "{hit}");
+    assert!(
+        !hit.contains("103") && !hit.contains("Link:"),
+        "not stored: {hit}"
+    );
+    // HTTP/1.0 clients get no 1xx (RFC 9110 §15.2).
+    let (_, _, old) = roundtrip(
+        &new_cache(),
+        t0,
+        "GET /a HTTP/1.0\r\nHost: h\r\n\r\n",
+        hints,
+    );
+    assert!(old.starts_with("HTTP/1.1 200 OK\r\n"), "{old}");
+}

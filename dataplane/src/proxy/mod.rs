@@ -727,8 +727,14 @@ impl Conn {
                 return Err("upstream switched protocols, which the gateway does not relay");
             }
             if head.status < 200 {
-                // Interim responses (100 Continue, 103 Early Hints) are
-                // consumed here; the gateway answered Expect itself.
+                // Interim responses (102, 103 Early Hints, ...) go to an
+                // HTTP/1.1 client that gets this response, before the final
+                // one; never stored, their fields never merged. A 100 is
+                // consumed: the gateway answered `Expect` itself.
+                let relay = ex.cache.as_ref().is_none_or(|f| f.relay);
+                if relay && head.status != 100 && ex.client_version == Version::Http11 {
+                    rewrite::interim_response(self.output.tail(), &head);
+                }
                 let n = head.head_len;
                 ex.head_buf.advance(n);
                 continue;

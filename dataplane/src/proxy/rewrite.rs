@@ -138,6 +138,18 @@ pub fn client_framing(resp: &ResponseHead<'_, '_>, client_version: Version) -> C
     }
 }
 
+/// Encodes an interim (1xx) response for the client: its status line and
+/// end-to-end fields, as the upstream sent them.
+pub fn interim_response(out: &mut BytesMut, resp: &ResponseHead<'_, '_>) {
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
+    for h in resp.headers {
+        if !resp.connection.is_hop_by_hop(h.name) {
+            put_field(out, h.name, h.value);
+        }
+    }
+    out.put_slice(b"\r\n");
+}
+
 /// Encodes the status line and the end-to-end fields of a response, with
 /// `Via` appended: the part of the head a cache stores. Framing,
 /// connection, `Age` and `X-Cache` fields are left out; a `Content-Length`
