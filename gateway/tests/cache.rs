@@ -207,3 +207,27 @@ fn early_hints_reach_the_client_before_the_answer_and_are_not_stored() {
         "the hit has no 103: {second}"
     );
 }
+
+#[test]
+fn cache_status_says_what_the_cache_did() {
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start(&[origin], "", "");
+    let field = |url: &str| {
+        let out = String::from_utf8(curl(&["-si", url]).stdout).unwrap();
+        out.lines()
+            .find_map(|l| l.strip_prefix("Cache-Status: "))
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    let url = gw.url("/cs?size=3&cache=max-age%3D60");
+    assert_eq!(
+        field(&url),
+        "ultragate; fwd=uri-miss; fwd-status=200; stored"
+    );
+    assert!(field(&url).starts_with("ultragate; hit; ttl="));
+    assert_eq!(
+        field(&gw.url("/cs-ns?cache=no-store")),
+        "ultragate; fwd=uri-miss; fwd-status=200; detail=no-store"
+    );
+}

@@ -3,6 +3,7 @@
 //! as the cache's own memory, plus the freshness facts and the checksum
 //! that `verify` checks.
 
+use super::verdict::Served;
 use crate::proxy::output::Output;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -112,27 +113,28 @@ impl Entry {
     }
 
     /// The stored response as sent to a client: head, `Content-Length`,
-    /// `Age`, `X-Cache`, the connection field, and (unless `head_only`) the
+    /// `Age`, `X-Cache` and `Cache-Status` (as `served` says), the
+    /// connection field, and (unless `head_only`) the
     /// body. The head is written into `output`'s tail (no allocation beyond
     /// its growth); the body is queued as shared bytes, not copied.
     pub fn write_response(
         &self,
         output: &mut Output,
         now: Instant,
-        x_cache: &[u8],
+        served: Served,
         connection: &[u8],
         head_only: bool,
     ) {
         let out = output.tail();
-        out.reserve(self.head.len() + 96);
+        out.reserve(self.head.len() + 160);
         out.put_slice(&self.head);
         out.put_slice(b"Content-Length: ");
         put_decimal(out, self.body.len() as u64);
+        let age = self.age(now);
         out.put_slice(b"\r\nAge: ");
-        put_decimal(out, self.age(now));
-        out.put_slice(b"\r\nX-Cache: ");
-        out.put_slice(x_cache);
+        put_decimal(out, age);
         out.put_slice(b"\r\n");
+        served.write(out, self.meta.lifetime, age);
         out.put_slice(connection);
         out.put_slice(b"\r\n");
         if !head_only {
@@ -153,9 +155,11 @@ impl Entry {
                 out.put_slice(b"\r\n");
             }
         }
+        let age = self.age(now);
         out.put_slice(b"Age: ");
-        put_decimal(out, self.age(now));
-        out.put_slice(b"\r\nX-Cache: HIT\r\n");
+        put_decimal(out, age);
+        out.put_slice(b"\r\n");
+        Served::Hit.write(out, self.meta.lifetime, age);
         out.put_slice(connection);
         out.put_slice(b"\r\n");
     }

@@ -13,6 +13,7 @@
 pub mod entry;
 pub mod rules;
 pub mod snapshot;
+pub mod verdict;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;

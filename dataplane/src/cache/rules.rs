@@ -134,6 +134,22 @@ pub enum NotStored {
     NoFreshness,
 }
 
+impl NotStored {
+    /// The reason as `Cache-Status`'s `detail` says it.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::Method => "method",
+            Self::NoStore => "no-store",
+            Self::Private => "private",
+            Self::Authorization => "authorization",
+            Self::Status => "status",
+            Self::VaryStar => "vary-star",
+            Self::SetCookie => "set-cookie",
+            Self::NoFreshness => "no-freshness",
+        }
+    }
+}
+
 /// Whether a shared cache may store a response (RFC 9111 §3, §3.5).
 pub fn storable(
     get: bool,

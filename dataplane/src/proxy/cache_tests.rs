@@ -36,7 +36,10 @@ fn head_is_answered_from_a_stored_get() {
     roundtrip(&cache, t0, GET, FRESH);
     let (up, _, out) = roundtrip(&cache, t0, "HEAD /a HTTP/1.1\r\nHost: h\r\n\r\n", "");
     assert!(
-        !up && out.ends_with("Content-Length: 5\r\nAge: 0\r\nX-Cache: HIT\r\n\r\n"),
+        !up && out.ends_with(
+            "Content-Length: 5\r\nAge: 0\r\nX-Cache: HIT\r\n\
+                 Cache-Status: ultragate; hit; ttl=60\r\n\r\n"
+        ),
         "{out}"
     );
 }
@@ -324,6 +327,10 @@ fn concurrent_misses_cause_one_fetch() {
         out.contains("X-Cache: HIT") && out.ends_with("hello"),
         "{out}"
     );
+    assert!(
+        out.contains("Cache-Status: ultragate; hit; ttl=60; collapsed\r\n"),
+        "RFC 9211 §2.8: the waiter was collapsed into the fetch: {out}"
+    );
 }
 
 #[test]
@@ -518,4 +525,76 @@ fn rfc9110_15_2_interim_responses_are_relayed_never_stored_or_merged() {
         hints,
     );
     assert!(old.starts_with("HTTP/1.1 200 OK\r\n"), "{old}");
+}
+
+/// The `Cache-Status` field of a response.
+fn cache_status(out: &str) -> &str {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Cache-Status: "))
+        .unwrap_or("")
+}
+
+#[test]
+fn rfc9211_cache_status_on_every_response_passing_the_cache() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let (_, _, out) = roundtrip(&cache, t0, GET, FRESH);
+    assert_eq!(
+        cache_status(&out),
+        "ultragate; fwd=uri-miss; fwd-status=200; stored"
+    );
+    let (_, _, out) = roundtrip(&cache, t0 + Duration::from_secs(10), GET, "");
+    assert_eq!(cache_status(&out), "ultragate; hit; ttl=50", "§2.1, §2.2");
+    let nc = "GET /a HTTP/1.1\r\nHost: h\r\nCache-Control: no-cache\r\n\r\n";
+    let (_, _, out) = roundtrip(&cache, t0, nc, FRESH);
+    assert_eq!(
+        cache_status(&out),
+        "ultragate; fwd=request; fwd-status=200; stored",
+        "§2.3: the client asked"
+    );
+    let private = "HTTP/1.1 200 OK\r\nCache-Control: private\r\nContent-Length: 1\r\n\r\nx";
+    let (_, _, out) = roundtrip(&cache, t0, "GET /p HTTP/1.1\r\nHost: h\r\n\r\n", private);
+    assert_eq!(
+        cache_status(&out),
+        "ultragate; fwd=uri-miss; fwd-status=200; detail=private",
+        "§2.7: why not stored"
+    );
+    let (_, _, out) = roundtrip(
+        &cache,
+        t0,
+        "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(
+        cache_status(&out),
+        "ultragate; fwd=method; fwd-status=201; detail=method"
+    );
+    assert!(out.contains("X-Cache: BYPASS"), "{out}");
+    // Stale: revalidated with a 304, and served within stale-while-revalidate.
+    let cache = new_cache();
+    let etag = "HTTP/1.1 200 OK\r\nCache-Control: max-age=10\r\nETag: \"v1\"\r\nContent-Length: 2\r\n\r\nv1";
+    roundtrip(&cache, t0, GET, etag);
+    let not_modified =
+        "HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=10\r\nETag: \"v1\"\r\n\r\n";
+    let (_, _, out) = roundtrip(&cache, t0 + Duration::from_secs(20), GET, not_modified);
+    assert_eq!(cache_status(&out), "ultragate; fwd=stale; fwd-status=304");
+    let swr = "HTTP/1.1 200 OK\r\nCache-Control: max-age=1, stale-while-revalidate=60\r\nContent-Length: 2\r\n\r\nv1";
+    let cache = new_cache();
+    roundtrip(&cache, t0, GET, swr);
+    let (_, _, out) = roundtrip(&cache, t0 + Duration::from_secs(5), GET, swr);
+    assert_eq!(
+        cache_status(&out),
+        "ultragate; hit; ttl=-4; detail=stale-while-revalidate"
+    );
+    // An error the gateway made itself still says what the cache did.
+    let cache = new_cache();
+    let mut c = conn(&cache, t0);
+    c.recv_client(t0, GET.as_bytes());
+    actions(&mut c);
+    c.upstream_connect_failed(t0);
+    let out = take_client(&mut c);
+    assert_eq!(
+        cache_status(&out),
+        "ultragate; fwd=uri-miss; detail=upstream-failed"
+    );
 }

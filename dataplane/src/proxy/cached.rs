@@ -5,11 +5,11 @@
 
 use crate::cache::entry::{Entry, Meta};
 use crate::cache::rules::{self, CacheControl};
+use crate::cache::verdict::Forwarded;
 use crate::cache::{url_key, Cache, Claim, Stored};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::http::{list_members, trim, Framing};
-use crate::stats::CacheResult;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,8 +19,8 @@ const UNCACHEABLE_FOR: Duration = Duration::from_secs(30);
 
 /// What the cache says about a request.
 pub(super) enum Decision {
-    /// The cache is not consulted (method, or no cache): `X-Cache: BYPASS`.
-    Bypass,
+    /// The cache is not consulted: the method, or the cache is bypassed.
+    Bypass(Forwarded),
     /// A fresh stored response answers.
     Hit(Arc<Entry>),
     /// The client's own condition matches a fresh stored response: 304.
@@ -28,8 +28,9 @@ pub(super) enum Decision {
     /// A stale response answers within `stale-while-revalidate`; when
     /// `refresh` the connection revalidates it in the background.
     Stale { entry: Arc<Entry>, refresh: bool },
-    /// A stored response must be revalidated with the upstream first.
-    Revalidate(Arc<Entry>),
+    /// A stored response must be revalidated with the upstream first:
+    /// it is stale, or the client asked (`Forwarded::Request`).
+    Revalidate(Arc<Entry>, Forwarded),
     /// Nothing usable is stored; this connection fetches (`claimed`: it
     /// holds the key's fetch, so others wait for it).
     Miss { claimed: bool },
@@ -38,16 +39,6 @@ pub(super) enum Decision {
     /// The request's `Connection` names a field the stored responses vary
     /// on: the origin would not see what the cache keys on. 400.
     ConnectionNamesVary,
-}
-
-/// The statistics' name for an `X-Cache` value.
-pub(super) fn result_of(x_cache: &[u8]) -> CacheResult {
-    match x_cache {
-        b"HIT" => CacheResult::Hit,
-        b"STALE" => CacheResult::Stale,
-        b"BYPASS" => CacheResult::Bypass,
-        _ => CacheResult::Miss,
-    }
 }
 
 /// Request facts the cache decision and the store need.
@@ -80,8 +71,11 @@ pub(super) fn decide(
         url_len,
         connection_names_fields: head.connection.names_fields,
     };
-    if !matches!(head.method, Method::Get | Method::Head) || cache.bypassed() {
-        return (Decision::Bypass, facts);
+    if !matches!(head.method, Method::Get | Method::Head) {
+        return (Decision::Bypass(Forwarded::Method), facts);
+    }
+    if cache.bypassed() {
+        return (Decision::Bypass(Forwarded::Bypass), facts);
     }
     if head.connection.names_fields
         && cache.varies_on(&key[..url_len], |n| head.connection.lists(n))
@@ -107,7 +101,13 @@ pub(super) fn decide(
                     && cache.claim_fetch(&key[..url_len], now, wait) == Claim::Claimed;
                 Decision::Stale { entry: e, refresh }
             } else {
-                Decision::Revalidate(e)
+                let asked = fresh && (e.meta.no_cache || cc.no_cache || cc.max_age.is_some());
+                let why = if asked && !e.meta.no_cache {
+                    Forwarded::Request
+                } else {
+                    Forwarded::Stale
+                };
+                Decision::Revalidate(e, why)
             }
         }
         // A HEAD cannot fill the cache: it neither holds others nor waits.
@@ -162,8 +162,11 @@ pub(super) struct CacheFetch {
     pub stale: Option<Arc<Entry>>,
     /// The client gets this response; false for a background refresh.
     pub relay: bool,
-    /// `X-Cache` value for a relayed response.
-    pub x_cache: &'static [u8],
+    /// Why the request went upstream (`X-Cache`, `Cache-Status`).
+    pub fwd: Forwarded,
+    /// Why the response is not stored, once known (`Cache-Status`'s
+    /// `detail`).
+    pub not_stored: Option<&'static str>,
     /// The response being stored, once the head allowed it.
     pub store: Option<StoreBuf>,
     /// When the request left, for the age of the response.
@@ -222,20 +225,20 @@ impl CacheFetch {
     /// Starts collecting a response for the cache if it may be stored.
     pub fn begin_store(&mut self, resp: &ResponseHead<'_, '_>, now: Instant, now_wall: SystemTime) {
         if self.cache.bypassed() {
+            self.not_stored = Some("bypassed");
             return;
         }
         let cc = CacheControl::parse(resp.headers);
         let get = self.method == Method::Get;
-        if rules::storable(
+        if let Err(why) = rules::storable(
             get,
             &self.facts.cc,
             self.facts.authorization,
             resp.status,
             resp.headers,
             &cc,
-        )
-        .is_err()
-        {
+        ) {
+            self.not_stored = Some(why.detail());
             if self.claimed {
                 self.cache.mark_uncacheable(&self.url, now, UNCACHEABLE_FOR);
             }
@@ -243,6 +246,7 @@ impl CacheFetch {
         }
         if let Framing::Length(n) = resp.framing {
             if n > self.cache.config().max_object_bytes {
+                self.not_stored = Some("too-large");
                 // Known unstorable now: nobody waits for this fetch.
                 if self.claimed {
                     self.cache.mark_uncacheable(&self.url, now, UNCACHEABLE_FOR);
@@ -259,6 +263,7 @@ impl CacheFetch {
         let meta = meta_of(resp, &cc, now_wall, delay);
         let vary = vary_names_of(resp.headers);
         if !vary.is_empty() && self.facts.connection_names_fields {
+            self.not_stored = Some("vary-on-dropped-field");
             return;
         }
         let vary = (!vary.is_empty()).then_some(vary);

@@ -13,6 +13,7 @@ pub mod output;
 mod rewrite;
 
 use crate::admin::{AdminRequest, AdminResponse};
+use crate::cache::verdict::{Forwarded, Served};
 use crate::cache::Cache;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Method, RequestHead, RequestLimits};
@@ -750,11 +751,9 @@ impl Conn {
             self.close_after |= close;
             let connection = connection_field(close, ex.client_version);
             let head_only = ex.method == Method::Head;
-            let mut x_cache = None;
             if let Some(fetch) = &mut ex.cache {
                 let wall = self.cfg.wall(now);
                 fetch.invalidate_after(&head);
-                x_cache = Some(fetch.x_cache);
                 if head.status == 304 {
                     if let Some(stale) = fetch.stale.clone() {
                         let fresh = fetch.refresh(&stale, &head, now, wall);
@@ -762,7 +761,7 @@ impl Conn {
                             fresh.write_response(
                                 &mut self.output,
                                 now,
-                                b"HIT",
+                                Served::Revalidated,
                                 connection,
                                 head_only,
                             );
@@ -776,7 +775,7 @@ impl Conn {
                             stale.write_response(
                                 &mut self.output,
                                 now,
-                                b"STALE",
+                                Served::StaleIfError,
                                 connection,
                                 head_only,
                             );
@@ -792,15 +791,19 @@ impl Conn {
                 let part = ex
                     .cache
                     .as_ref()
-                    .map_or(CacheResult::None, |f| cached::result_of(f.x_cache));
+                    .map_or(CacheResult::None, |f| f.fwd.result());
                 ex.outcome = Some((head.status, part));
+                let verdict = ex
+                    .cache
+                    .as_ref()
+                    .map(|f| (f.fwd, f.store.is_some(), f.not_stored));
                 rewrite::client_response(
                     self.output.tail(),
                     &head,
                     framing,
                     ex.client_version,
                     close,
-                    x_cache,
+                    verdict,
                 );
             }
             let reader = match head.framing {
@@ -896,21 +899,27 @@ impl Conn {
             Some(fetch) if fetch.stale_for_error(now).is_some() => {
                 if let Some(stale) = fetch.stale_for_error(now) {
                     let connection = connection_field(close, ex.client_version);
-                    stale.write_response(&mut self.output, now, b"STALE", connection, head_only);
+                    stale.write_response(
+                        &mut self.output,
+                        now,
+                        Served::StaleIfError,
+                        connection,
+                        head_only,
+                    );
                     let served = stale.meta.status;
                     self.complete(now, served, CacheResult::Stale, true, false);
                 }
             }
             fetch => {
                 // With a cache, every proxied answer says its part, errors too.
-                let x_cache = fetch
-                    .as_ref()
-                    .map(|f| format!("X-Cache: {}\r\n", String::from_utf8_lossy(f.x_cache)));
-                let extra = x_cache.as_deref().unwrap_or("");
+                let mut fields = BytesMut::new();
+                if let Some(f) = fetch {
+                    f.fwd
+                        .write(&mut fields, None, false, Some("upstream-failed"));
+                }
+                let extra = std::str::from_utf8(&fields).unwrap_or("");
                 local::write_error(self.output.tail(), status, message, close, head_only, extra);
-                let part = fetch
-                    .as_ref()
-                    .map_or(CacheResult::None, |f| cached::result_of(f.x_cache));
+                let part = fetch.as_ref().map_or(CacheResult::None, |f| f.fwd.result());
                 self.complete(now, status, part, true, true);
             }
         }
@@ -1115,9 +1124,15 @@ impl Conn {
         let mut fetch = None;
         if let (Some(cache), Some((decision, facts))) = (&self.cache, decided) {
             let connection = connection_field(close, head.version);
-            let (stale, relay, claimed, x_cache): (_, _, _, &'static [u8]) = match decision {
+            let (stale, relay, claimed, fwd) = match decision {
                 Decision::Hit(e) => {
-                    e.write_response(&mut self.output, now, b"HIT", connection, head_only);
+                    // A hit after waiting for another connection's fetch
+                    // was collapsed into it.
+                    let served = match self.coalesce_until {
+                        Some(_) => Served::Collapsed,
+                        None => Served::Hit,
+                    };
+                    e.write_response(&mut self.output, now, served, connection, head_only);
                     self.complete(now, e.meta.status, CacheResult::Hit, false, false);
                     return self.answered_locally(now, head_len, framing, close);
                 }
@@ -1138,7 +1153,13 @@ impl Conn {
                     return false;
                 }
                 Decision::Stale { entry, refresh } => {
-                    entry.write_response(&mut self.output, now, b"STALE", connection, head_only);
+                    entry.write_response(
+                        &mut self.output,
+                        now,
+                        Served::StaleWhileRevalidate,
+                        connection,
+                        head_only,
+                    );
                     let served = Completion {
                         latency: now.saturating_duration_since(self.req_started),
                         status: entry.meta.status,
@@ -1154,11 +1175,11 @@ impl Conn {
                         }
                         return self.answered_locally(now, head_len, framing, close);
                     }
-                    (Some(entry), false, true, b"STALE")
+                    (Some(entry), false, true, Forwarded::Stale)
                 }
-                Decision::Revalidate(e) => (Some(e), true, false, b"MISS"),
-                Decision::Miss { claimed } => (None, true, claimed, b"MISS"),
-                Decision::Bypass => (None, true, false, b"BYPASS"),
+                Decision::Revalidate(e, why) => (Some(e), true, false, why),
+                Decision::Miss { claimed } => (None, true, claimed, Forwarded::UriMiss),
+                Decision::Bypass(why) => (None, true, false, why),
             };
             fetch = Some(Box::new(CacheFetch {
                 cache: cache.clone(),
@@ -1169,7 +1190,8 @@ impl Conn {
                 claimed,
                 stale,
                 relay,
-                x_cache,
+                fwd,
+                not_stored: None,
                 store: None,
                 sent_wall: self.cfg.wall(now),
             }));

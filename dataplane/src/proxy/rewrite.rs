@@ -3,6 +3,7 @@
 //! hop-by-hop fields, add `Via`, and set framing the receiver understands.
 
 use crate::cache::entry::Meta;
+use crate::cache::verdict::Forwarded;
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::http::{trim, Framing, Version};
@@ -178,15 +179,16 @@ pub fn response_fields(out: &mut BytesMut, resp: &ResponseHead<'_, '_>, keep_len
 }
 
 /// Encodes the response head for the client. `close` says whether the
-/// client connection ends after this response; `x_cache` is the cache's
-/// verdict when a cache is configured.
+/// client connection ends after this response; `verdict` is the cache's
+/// part when a cache is configured: why the request was forwarded, whether
+/// the response is being stored, and if not, why not.
 pub fn client_response(
     out: &mut BytesMut,
     resp: &ResponseHead<'_, '_>,
     framing: ClientFraming,
     client_version: Version,
     close: bool,
-    x_cache: Option<&[u8]>,
+    verdict: Option<(Forwarded, bool, Option<&str>)>,
 ) {
     response_fields(out, resp, resp.framing == Framing::Empty);
     if let Some(age) = resp
@@ -196,8 +198,8 @@ pub fn client_response(
     {
         put_field(out, "Age", age.value);
     }
-    if let Some(v) = x_cache {
-        put_field(out, "X-Cache", v);
+    if let Some((fwd, stored, detail)) = verdict {
+        fwd.write(out, Some(resp.status), stored, detail);
     }
     match (resp.framing, framing) {
         (Framing::Length(n), _) => {
