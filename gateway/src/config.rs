@@ -201,6 +201,12 @@ pub struct CacheSection {
     /// For tests only: enables `POST /admin/cache/corrupt`, which flips a
     /// bit in a stored entry as memory corruption would. Default `false`.
     pub test_hooks: bool,
+    /// Targeted cache-control fields this cache follows (RFC 9213), first
+    /// valid one wins over `Cache-Control` and `Expires`; put a
+    /// gateway-specific field (e.g. `Ultragate-Cache-Control`) ahead of
+    /// `CDN-Cache-Control` to address this tier alone. At most 8 field
+    /// names. Default `["CDN-Cache-Control"]`.
+    pub targeted_fields: Vec<String>,
 }
 
 impl Default for CacheSection {
@@ -214,6 +220,10 @@ impl Default for CacheSection {
             restore_on_start: false,
             coalesce_wait_ms: 2000,
             test_hooks: false,
+            targeted_fields: ultragate_dataplane::cache::targeted::DEFAULT
+                .iter()
+                .map(|&n| n.to_owned())
+                .collect(),
         }
     }
 }
@@ -521,6 +531,15 @@ impl Config {
             return invalid(
                 "api_gateway.max_connections_per_core",
                 "must be between 1 and 1048576",
+            );
+        }
+        let token = |n: &String| {
+            !n.is_empty() && n.bytes().all(ultragate_dataplane::http::chunked::is_tchar)
+        };
+        if self.cache.targeted_fields.len() > 8 || !self.cache.targeted_fields.iter().all(token) {
+            return invalid(
+                "cache.targeted_fields",
+                "must be at most 8 field names (tokens)",
             );
         }
         if !(1024..=1024 * 1024).contains(&g.max_header_bytes) {

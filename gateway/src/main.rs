@@ -118,10 +118,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
     let status = Arc::new(DataplaneStatus::default());
     let cache = cfg.cache.enabled.then(|| {
-        Arc::new(Cache::new(CacheConfig {
-            max_bytes: cfg.cache.max_bytes,
-            max_object_bytes: cfg.cache.max_object_bytes,
-        }))
+        Arc::new(
+            Cache::new(CacheConfig {
+                max_bytes: cfg.cache.max_bytes,
+                max_object_bytes: cfg.cache.max_object_bytes,
+            })
+            .with_targeted_fields(&cfg.cache.targeted_fields),
+        )
     });
     if let (Some(cache), true) = (&cache, cfg.cache.restore_on_start) {
         match snapshot::restore(cache, &cfg.cache.snapshot_dir) {

@@ -231,3 +231,38 @@ fn cache_status_says_what_the_cache_did() {
         "ultragate; fwd=uri-miss; fwd-status=200; detail=no-store"
     );
 }
+
+#[test]
+fn an_operator_targeted_field_goes_ahead_of_cdn_cache_control() {
+    let (o, origin) = origin(&[]);
+    let gw = Gateway::start(
+        &[origin],
+        "",
+        "[cache]\ntargeted_fields = [\"Ultragate-Cache-Control\", \"CDN-Cache-Control\"]\n",
+    );
+    // The CDN tier may keep it a minute; this gateway must not store it.
+    let fields = "Ultragate-Cache-Control:%20no-store%7CCDN-Cache-Control:%20max-age%3D60";
+    let url = gw.url(&format!("/tgt?size=2&cache=no-store&fields={fields}"));
+    let first = String::from_utf8(curl(&["-si", &url]).stdout).unwrap();
+    assert!(first.contains("detail=no-store"), "{first}");
+    assert!(
+        first.contains("CDN-Cache-Control: max-age=60"),
+        "forwarded: {first}"
+    );
+    let again = String::from_utf8(curl(&["-si", &url]).stdout).unwrap();
+    assert!(again.contains("X-Cache: MISS"), "not stored: {again}");
+    // Without the gateway's own field, CDN-Cache-Control stores it.
+    let url = gw.url("/tgt2?size=2&cache=no-store&fields=CDN-Cache-Control:%20max-age%3D60");
+    curl(&["-s", &url]);
+    let hit = String::from_utf8(curl(&["-si", &url]).stdout).unwrap();
+    assert!(hit.contains("X-Cache: HIT"), "{hit}");
+    drop(o);
+    let bad = std::env::temp_dir().join(format!("ug-tgt-{}.toml", std::process::id()));
+    std::fs::write(&bad, "[cache]\ntargeted_fields = [\"bad name\"]\n").unwrap();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_ultragate"))
+        .args(["--check-config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&check.stderr).contains("cache.targeted_fields"));
+    let _ = std::fs::remove_file(bad);
+}

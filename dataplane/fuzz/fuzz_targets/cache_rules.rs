@@ -53,7 +53,14 @@ fuzz_target!(|input: Input| {
     let request = fields(&input.request);
     let response = fields(&input.response);
     let req_cc = CacheControl::parse(&request);
-    let resp_cc = CacheControl::parse(&response);
+    let targeted: Vec<Box<str>> = input
+        .vary
+        .iter()
+        .take(3)
+        .map(|n| n.as_str().into())
+        .collect();
+    let resp_cc = CacheControl::of_response(&response, &targeted);
+    let _ = CacheControl::of_response(&response, &["CDN-Cache-Control".into()]);
     let _ = rules::storable(
         input.get,
         &req_cc,

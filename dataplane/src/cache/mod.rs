@@ -13,6 +13,7 @@
 pub mod entry;
 pub mod rules;
 pub mod snapshot;
+pub mod targeted;
 pub mod verdict;
 
 use arc_swap::ArcSwap;
@@ -194,6 +195,9 @@ pub struct Cache {
     hasher: std::collections::hash_map::RandomState,
     inserts: AtomicBool,
     bypass: AtomicBool,
+    /// The targeted cache-control fields this cache follows, in order
+    /// (RFC 9213).
+    targeted: Box<[Box<str>]>,
 }
 
 impl Cache {
@@ -218,7 +222,20 @@ impl Cache {
             hasher: Default::default(),
             inserts: AtomicBool::new(true),
             bypass: AtomicBool::new(false),
+            targeted: targeted::DEFAULT.iter().map(|&n| n.into()).collect(),
         }
+    }
+
+    /// This cache with its targeted cache-control fields (RFC 9213), first
+    /// wins; [`targeted::DEFAULT`] otherwise.
+    pub fn with_targeted_fields(mut self, names: &[String]) -> Self {
+        self.targeted = names.iter().map(|n| n.as_str().into()).collect();
+        self
+    }
+
+    /// The targeted cache-control fields this cache follows, in order.
+    pub fn targeted_fields(&self) -> &[Box<str>] {
+        &self.targeted
     }
 
     /// The sizes the cache was made with.

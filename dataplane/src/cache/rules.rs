@@ -28,9 +28,19 @@ pub struct CacheControl {
     pub stale_while_revalidate: Option<u64>,
     /// `stale-if-error`, in seconds
     pub stale_if_error: Option<u64>,
+    /// The directives come from a targeted field (RFC 9213): the response's
+    /// `Expires` does not count for this cache.
+    pub targeted: bool,
 }
 
 impl CacheControl {
+    /// The directives this cache follows for a response: those of the
+    /// first valid field among `targeted` (RFC 9213), else its
+    /// `Cache-Control`.
+    pub fn of_response(headers: &[httparse::Header<'_>], targeted: &[Box<str>]) -> Self {
+        super::targeted::directives(headers, targeted).unwrap_or_else(|| Self::parse(headers))
+    }
+
     /// Collects the directives of all `Cache-Control` fields in `headers`.
     /// Unknown directives are ignored; a malformed number makes the
     /// directive count as present with value 0 (the conservative reading).
@@ -174,7 +184,7 @@ pub fn storable(
     let explicit = resp.s_maxage.is_some()
         || resp.max_age.is_some()
         || resp.public
-        || field(resp_headers, "expires").is_some();
+        || (!resp.targeted && field(resp_headers, "expires").is_some());
     if !(explicit || heuristically_cacheable(status)) || status == 206 || status < 200 {
         return Err(NotStored::Status);
     }
@@ -205,14 +215,15 @@ pub fn storable(
 const MAX_HEURISTIC: Duration = Duration::from_secs(24 * 3600);
 
 /// The freshness lifetime of a response for a shared cache (RFC 9111
-/// §4.2.1): `s-maxage`, else `max-age`, else `Expires` − `Date`, else 10%
-/// of the time since `Last-Modified` (at most a day).
+/// §4.2.1): `s-maxage`, else `max-age`, else `Expires` − `Date` (unless
+/// the directives are targeted), else 10% of the time since
+/// `Last-Modified` (at most a day).
 pub fn freshness_lifetime(headers: &[httparse::Header<'_>], cc: &CacheControl) -> Duration {
     if let Some(s) = cc.s_maxage.or(cc.max_age) {
         return Duration::from_secs(s);
     }
     let date = field(headers, "date").and_then(http_date);
-    if let Some(expires) = field(headers, "expires") {
+    if let Some(expires) = field(headers, "expires").filter(|_| !cc.targeted) {
         // An invalid Expires (e.g. "0") means already expired.
         let Some(expires) = http_date(expires) else {
             return Duration::ZERO;

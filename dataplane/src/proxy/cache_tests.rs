@@ -598,3 +598,49 @@ fn rfc9211_cache_status_on_every_response_passing_the_cache() {
         "ultragate; fwd=uri-miss; detail=upstream-failed"
     );
 }
+
+#[test]
+fn rfc9213_2_1_cdn_cache_control_decides_for_this_cache() {
+    let t0 = Instant::now();
+    let resp = |fields: &str| format!("HTTP/1.1 200 OK\r\n{fields}Content-Length: 2\r\n\r\nok");
+    // Stored for the CDN while browsers are told not to store it; the field
+    // goes on to the client (and any cache after this one) as it came.
+    let cache = new_cache();
+    let r = resp("Cache-Control: no-store\r\nCDN-Cache-Control: max-age=600\r\n");
+    let (_, _, out) = roundtrip(&cache, t0, GET, &r);
+    assert!(out.contains("CDN-Cache-Control: max-age=600\r\n"), "{out}");
+    assert!(out.contains("Cache-Control: no-store\r\n"), "{out}");
+    let (up, _, out) = roundtrip(&cache, t0 + Duration::from_secs(300), GET, "");
+    assert!(
+        !up && out.contains("ttl=300"),
+        "fresh for the targeted max-age: {out}"
+    );
+    // Not stored when the targeted field says so, whatever Cache-Control says.
+    for cdn in ["private", "no-store"] {
+        let cache = new_cache();
+        let r = resp(&format!(
+            "Cache-Control: max-age=600\r\nCDN-Cache-Control: {cdn}\r\n"
+        ));
+        roundtrip(&cache, t0, GET, &r);
+        assert!(roundtrip(&cache, t0, GET, &r).0, "{cdn}: not stored");
+    }
+    // A targeted field makes this cache ignore Expires too.
+    let cache = new_cache();
+    let expires = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(600));
+    let r = resp(&format!(
+        "Expires: {expires}\r\nCDN-Cache-Control: no-cache\r\n"
+    ));
+    roundtrip(&cache, t0, GET, &r);
+    assert!(
+        roundtrip(&cache, t0, GET, &r).0,
+        "no freshness from Expires"
+    );
+    // An invalid targeted field is ignored as a whole: Cache-Control rules.
+    let cache = new_cache();
+    let r = resp("Cache-Control: max-age=600\r\nCDN-Cache-Control: Max-Age=0, no-store\r\n");
+    roundtrip(&cache, t0, GET, &r);
+    assert!(
+        !roundtrip(&cache, t0, GET, "").0,
+        "stored per Cache-Control"
+    );
+}

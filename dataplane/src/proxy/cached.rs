@@ -228,7 +228,7 @@ impl CacheFetch {
             self.not_stored = Some("bypassed");
             return;
         }
-        let cc = CacheControl::parse(resp.headers);
+        let cc = CacheControl::of_response(resp.headers, self.cache.targeted_fields());
         let get = self.method == Method::Get;
         if let Err(why) = rules::storable(
             get,
@@ -380,7 +380,7 @@ impl CacheFetch {
             head.extend_from_slice(h.value);
             head.extend_from_slice(b"\r\n");
         }
-        let cc = CacheControl::parse(&merged);
+        let cc = CacheControl::of_response(&merged, self.cache.targeted_fields());
         let view = ResponseHead {
             headers: &merged,
             ..*resp
