@@ -142,6 +142,59 @@ impl Entry {
         }
     }
 
+    /// The stored fields, without the status line, each with its CRLF.
+    pub fn stored_fields(&self) -> &[u8] {
+        let start = self
+            .head
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(self.head.len(), |p| p + 1);
+        &self.head[start..]
+    }
+
+    /// The value of a stored field (`name` in lower case), if present.
+    pub fn stored_field(&self, name: &[u8]) -> Option<&[u8]> {
+        self.stored_fields()
+            .split(|&b| b == b'\n')
+            .find_map(|line| {
+                let colon = line.iter().position(|&b| b == b':')?;
+                line[..colon].eq_ignore_ascii_case(name).then(|| {
+                    crate::http::trim(
+                        line[colon + 1..]
+                            .strip_suffix(b"\r")
+                            .unwrap_or(&line[colon + 1..]),
+                    )
+                })
+            })
+    }
+
+    /// The ranges of the stored response a GET asked for (a `206`, or a
+    /// `416` when none can be satisfied), with `Age` and the cache's fields
+    /// as in [`Self::write_response`]. See [`super::range`].
+    pub fn write_ranges(
+        &self,
+        output: &mut Output,
+        now: Instant,
+        served: Served,
+        connection: &[u8],
+        ranges: super::range::Ranges,
+    ) {
+        let age = self.age(now);
+        let lifetime = self.meta.lifetime;
+        super::range::write(
+            output,
+            self,
+            ranges,
+            |out| {
+                out.put_slice(b"Age: ");
+                put_decimal(out, age);
+                out.put_slice(b"\r\n");
+                served.write(out, lifetime, age);
+            },
+            connection,
+        );
+    }
+
     /// A `304 Not Modified` for a client whose conditional matched.
     pub fn write_not_modified(&self, out: &mut BytesMut, now: Instant, connection: &[u8]) {
         out.put_slice(b"HTTP/1.1 304 Not Modified\r\n");

@@ -11,6 +11,7 @@
 //! `snapshot` the on-disk form.
 
 pub mod entry;
+pub mod range;
 pub mod rules;
 pub mod snapshot;
 pub mod targeted;

@@ -13,6 +13,7 @@ pub mod output;
 mod rewrite;
 
 use crate::admin::{AdminRequest, AdminResponse};
+use crate::cache::entry::Entry;
 use crate::cache::verdict::{Forwarded, Served};
 use crate::cache::Cache;
 use crate::http::chunked::ChunkedDecoder;
@@ -1132,8 +1133,8 @@ impl Conn {
                         Some(_) => Served::Collapsed,
                         None => Served::Hit,
                     };
-                    e.write_response(&mut self.output, now, served, connection, head_only);
-                    self.complete(now, e.meta.status, CacheResult::Hit, false, false);
+                    let status = write_stored(&mut self.output, &e, &head, now, served, connection);
+                    self.complete(now, status, CacheResult::Hit, false, false);
                     return self.answered_locally(now, head_len, framing, close);
                 }
                 Decision::NotModified(e) => {
@@ -1153,16 +1154,17 @@ impl Conn {
                     return false;
                 }
                 Decision::Stale { entry, refresh } => {
-                    entry.write_response(
+                    let status = write_stored(
                         &mut self.output,
+                        &entry,
+                        &head,
                         now,
                         Served::StaleWhileRevalidate,
                         connection,
-                        head_only,
                     );
                     let served = Completion {
                         latency: now.saturating_duration_since(self.req_started),
-                        status: entry.meta.status,
+                        status,
                         cache: CacheResult::Stale,
                         upstream_error: false,
                         transport_error: false,
@@ -1273,6 +1275,37 @@ impl Conn {
         let close = close || !reader.is_done();
         self.end_of_response(now, close);
         !self.finished
+    }
+}
+
+/// Answers a request from a stored response: the ranges a GET asked
+/// for (RFC 9110 §14), else the whole response (a HEAD gets its head).
+/// Returns the status sent.
+fn write_stored(
+    output: &mut Output,
+    e: &Entry,
+    head: &RequestHead<'_, '_>,
+    now: Instant,
+    served: Served,
+    connection: &[u8],
+) -> u16 {
+    let ranges = match head.method {
+        Method::Get => crate::cache::range::requested(head.headers, e),
+        _ => None,
+    };
+    match ranges {
+        Some(ranges) => {
+            e.write_ranges(output, now, served, connection, ranges);
+            match ranges {
+                crate::cache::range::Ranges::Parts(..) => 206,
+                _ => 416,
+            }
+        }
+        None => {
+            let head_only = head.method == Method::Head;
+            e.write_response(output, now, served, connection, head_only);
+            e.meta.status
+        }
     }
 }
 
