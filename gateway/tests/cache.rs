@@ -266,3 +266,33 @@ fn an_operator_targeted_field_goes_ahead_of_cdn_cache_control() {
     assert!(String::from_utf8_lossy(&check.stderr).contains("cache.targeted_fields"));
     let _ = std::fs::remove_file(bad);
 }
+
+#[test]
+fn curl_ranges_are_answered_from_the_cache() {
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start(&[origin], "", "");
+    let url = gw.url("/video?size=1000&cache=max-age%3D600");
+    // The first range fetches the object whole and stores it.
+    let first = curl(&["-s", "-r", "100-199", "-w", " %{http_code}", &url]);
+    let first = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(first.ends_with(" 206") && first.len() == 100 + 4, "{first}");
+    let head = String::from_utf8(curl(&["-si", "-r", "-10", &url]).stdout).unwrap();
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert!(
+        head.contains("Content-Range: bytes 990-999/1000") && head.contains("X-Cache: HIT"),
+        "{head}"
+    );
+    let several = String::from_utf8(curl(&["-si", "-r", "0-9,20-29", &url]).stdout).unwrap();
+    assert!(several.contains("multipart/byteranges"), "{several}");
+    let past = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-r",
+        "5000-",
+        &url,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&past.stdout), "416");
+}

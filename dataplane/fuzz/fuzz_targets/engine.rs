@@ -93,10 +93,14 @@ const EXTRA: &[&str] = &[
     "Authorization: Bearer x\r\n",
     "Accept-Encoding: gzip\r\n",
     "Connection: Accept\r\nAccept: a\r\n",
+    "Range: bytes=0-3\r\n",
+    "Range: bytes=0-1, 5-\r\nIf-Range: \"v1\"\r\n",
+    "Range: bytes=900-\r\n",
 ];
 const STATUSES: &[u16] = &[200, 200, 304, 404, 500, 503, 204, 206, 100, 103, 101, 302];
 const CACHING: &[&str] = &[
     "",
+    "CDN-Cache-Control: max-age=60\r\nCache-Control: no-store\r\n",
     "Cache-Control: max-age=60\r\n",
     "Cache-Control: max-age=1, stale-while-revalidate=30, stale-if-error=30\r\n",
     "Cache-Control: no-store\r\n",

@@ -775,3 +775,61 @@ fn rfc9110_13_1_5_if_range_with_a_strong_etag_or_the_date() {
         assert!(out.starts_with(want), "If-Range {if_range}: {out}");
     }
 }
+
+#[test]
+fn rfc9110_14_2_a_range_of_an_object_not_stored_fetches_it_whole() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let whole =
+        "HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 10\r\n\r\n0123456789";
+    let (up, sent, out) = roundtrip(
+        &cache,
+        t0,
+        &with("Range: bytes=2-4\r\nIf-Range: \"x\"\r\n"),
+        whole,
+    );
+    assert!(up && !sent.contains("Range"), "fetched whole: {sent}");
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("0123456789"),
+        "If-Range did not match: {out}"
+    );
+    let cache = new_cache();
+    let (_, _, out) = roundtrip(&cache, t0, &with("Range: bytes=2-4\r\n"), whole);
+    assert!(out.starts_with("HTTP/1.1 206 Partial Content\r\n"), "{out}");
+    assert!(
+        out.contains("Content-Range: bytes 2-4/10\r\n") && out.ends_with("\r\n\r\n234"),
+        "{out}"
+    );
+    let (up, _, out) = roundtrip(&cache, t0, GET, "");
+    assert!(
+        !up && out.ends_with("0123456789"),
+        "and it is stored whole: {out}"
+    );
+    // A 206 from the upstream (an uncacheable key keeps its Range) is
+    // relayed, never stored.
+    let cache = new_cache();
+    let nostore =
+        "HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 10\r\n\r\n0123456789";
+    roundtrip(&cache, t0, GET, nostore);
+    let partial = "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-1/10\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\n01";
+    let (up, sent, out) = roundtrip(&cache, t0, &with("Range: bytes=0-1\r\n"), partial);
+    assert!(up && sent.contains("Range: bytes=0-1\r\n"), "{sent}");
+    assert!(
+        out.starts_with("HTTP/1.1 206") && out.ends_with("01"),
+        "{out}"
+    );
+    assert!(cache.is_empty(), "a 206 is not stored");
+    // Cut short while fetched whole: the client still gets an answer.
+    let cache = new_cache();
+    let mut c = conn(&cache, t0);
+    in_flight(
+        &mut c,
+        t0,
+        with("Range: bytes=0-1\r\n").as_bytes(),
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 10\r\n\r\n01",
+    );
+    c.upstream_reset(t0);
+    let out = take_client(&mut c);
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    assert!(cache.is_empty());
+}

@@ -32,8 +32,9 @@ pub(super) enum Decision {
     /// it is stale, or the client asked (`Forwarded::Request`).
     Revalidate(Arc<Entry>, Forwarded),
     /// Nothing usable is stored; this connection fetches (`claimed`: it
-    /// holds the key's fetch, so others wait for it).
-    Miss { claimed: bool },
+    /// holds the key's fetch, so others wait for it; `uncacheable`: the
+    /// key's responses were found uncacheable lately).
+    Miss { claimed: bool, uncacheable: bool },
     /// Another connection fetches this key: wait for it.
     Wait,
     /// The request's `Connection` names a field the stored responses vary
@@ -111,10 +112,19 @@ pub(super) fn decide(
             }
         }
         // A HEAD cannot fill the cache: it neither holds others nor waits.
-        _ if !may_wait || head.method == Method::Head => Decision::Miss { claimed: false },
+        _ if !may_wait || head.method == Method::Head => Decision::Miss {
+            claimed: false,
+            uncacheable: false,
+        },
         _ => match cache.claim_fetch(&key[..url_len], now, wait) {
-            Claim::Claimed => Decision::Miss { claimed: true },
-            Claim::Pass => Decision::Miss { claimed: false },
+            Claim::Claimed => Decision::Miss {
+                claimed: true,
+                uncacheable: false,
+            },
+            Claim::Pass => Decision::Miss {
+                claimed: false,
+                uncacheable: true,
+            },
             Claim::Wait => Decision::Wait,
         },
     };
@@ -167,6 +177,12 @@ pub(super) struct CacheFetch {
     /// Why the response is not stored, once known (`Cache-Status`'s
     /// `detail`).
     pub not_stored: Option<&'static str>,
+    /// The client asked for a range of an object not stored: the whole
+    /// object is fetched (`Range` is not forwarded).
+    pub range_wanted: bool,
+    /// The whole object is being stored, and the client's range is cut
+    /// from it once complete (nothing is relayed before).
+    pub answer_range: bool,
     /// The response being stored, once the head allowed it.
     pub store: Option<StoreBuf>,
     /// When the request left, for the age of the response.
@@ -293,23 +309,45 @@ impl CacheFetch {
     }
 
     /// Stores the collected response.
-    pub fn finish_store(&mut self, now: Instant) {
-        let Some(buf) = self.store.take() else { return };
+    ///
+    /// When this fetch answers a client's range ([`Self::answer_range`]),
+    /// returns the complete response to cut the range from.
+    pub fn finish_store(&mut self, now: Instant) -> Option<Entry> {
+        let buf = self.store.take()?;
         let mut headers = [httparse::EMPTY_HEADER; crate::http::MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let _ = req.parse(&self.request_head);
         self.cache.clear_fetch_state(&self.url);
+        let (head, body) = (buf.head.freeze(), buf.body.freeze());
+        let answer = self.answer_range.then(|| {
+            Entry::new(
+                self.url.clone(),
+                head.clone(),
+                body.clone(),
+                buf.meta.clone(),
+                now,
+            )
+        });
         self.cache.insert(
             &self.url,
             buf.vary.as_deref(),
             req.headers,
             Stored {
-                head: buf.head.freeze(),
-                body: buf.body.freeze(),
+                head,
+                body,
                 meta: buf.meta,
             },
             now,
         );
+        answer
+    }
+
+    /// The request's fields, parsed again from the stored head, for `f`.
+    pub fn with_request<T>(&self, f: impl FnOnce(&[httparse::Header<'_>]) -> T) -> T {
+        let mut headers = [httparse::EMPTY_HEADER; crate::http::MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let _ = req.parse(&self.request_head);
+        f(req.headers)
     }
 
     /// The upstream answered a revalidation with 304: stores the stale

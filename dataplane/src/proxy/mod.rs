@@ -15,7 +15,7 @@ mod rewrite;
 use crate::admin::{AdminRequest, AdminResponse};
 use crate::cache::entry::Entry;
 use crate::cache::verdict::{Forwarded, Served};
-use crate::cache::Cache;
+use crate::cache::{rules, Cache};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Method, RequestHead, RequestLimits};
 use crate::http::response::ResponseHead;
@@ -786,6 +786,16 @@ impl Conn {
                     }
                 } else {
                     fetch.begin_store(&head, now, wall);
+                    // The whole object, known to fit: the client's range is
+                    // cut from it once complete, so nothing is relayed now.
+                    if fetch.range_wanted
+                        && fetch.store.is_some()
+                        && head.status == 200
+                        && matches!(head.framing, Framing::Length(_))
+                    {
+                        fetch.answer_range = true;
+                        fetch.relay = false;
+                    }
                 }
             }
             if ex.cache.as_ref().is_none_or(|f| f.relay) {
@@ -842,10 +852,31 @@ impl Conn {
                 && self.upstream_output.is_empty();
             self.actions.push_back(Action::Release { reuse });
         }
+        let mut outcome = ex.outcome;
         if let Some(mut fetch) = ex.cache {
-            fetch.finish_store(now);
+            if let Some(whole) = fetch.finish_store(now) {
+                // The client asked for a range of what just arrived whole.
+                let close = self.close_after || !ex.client_keep_alive || self.draining;
+                self.close_after |= close;
+                let connection = connection_field(close, ex.client_version);
+                let ranges = fetch.with_request(|h| crate::cache::range::requested(h, &whole));
+                let status = match ranges {
+                    Some(ranges) => {
+                        whole.write_ranges(&mut self.output, now, Served::Hit, connection, ranges);
+                        match ranges {
+                            crate::cache::range::Ranges::Parts(..) => 206,
+                            _ => 416,
+                        }
+                    }
+                    None => {
+                        whole.write_response(&mut self.output, now, Served::Hit, connection, false);
+                        200
+                    }
+                };
+                outcome = Some((status, CacheResult::Miss));
+            }
         }
-        if let Some((status, part)) = ex.outcome {
+        if let Some((status, part)) = outcome {
             self.complete(
                 now,
                 status,
@@ -877,6 +908,21 @@ impl Conn {
     /// client's answer came from the cache instead (a background refresh,
     /// a 304 or a stale answer), the connection goes on.
     fn response_cut(&mut self, now: Instant, ex: &Exchange) {
+        if ex.cache.as_ref().is_some_and(|f| f.answer_range) {
+            // Nothing went to the client yet: it gets an answer, then the
+            // connection closes.
+            local::write_error(
+                self.output.tail(),
+                502,
+                "upstream response cut short",
+                true,
+                false,
+                "",
+            );
+            self.complete(now, 502, CacheResult::Miss, true, true);
+            self.finished = true;
+            return;
+        }
         if ex.cache.as_ref().is_none_or(|f| f.relay) {
             self.finished = true;
         } else {
@@ -1094,7 +1140,7 @@ impl Conn {
                 method: head.method.as_str(),
                 target: head.target.to_owned(),
                 peer: self.peer,
-                authorization: crate::cache::rules::field(head.headers, "authorization")
+                authorization: rules::field(head.headers, "authorization")
                     .map(Bytes::copy_from_slice),
                 body: Bytes::new(),
             };
@@ -1125,6 +1171,7 @@ impl Conn {
         let mut fetch = None;
         if let (Some(cache), Some((decision, facts))) = (&self.cache, decided) {
             let connection = connection_field(close, head.version);
+            let mut range_wanted = false;
             let (stale, relay, claimed, fwd) = match decision {
                 Decision::Hit(e) => {
                     // A hit after waiting for another connection's fetch
@@ -1180,7 +1227,16 @@ impl Conn {
                     (Some(entry), false, true, Forwarded::Stale)
                 }
                 Decision::Revalidate(e, why) => (Some(e), true, false, why),
-                Decision::Miss { claimed } => (None, true, claimed, Forwarded::UriMiss),
+                Decision::Miss {
+                    claimed,
+                    uncacheable,
+                } => {
+                    // A range of an object that may be stored: fetch it whole.
+                    range_wanted = head.method == Method::Get
+                        && !uncacheable
+                        && rules::field(head.headers, "range").is_some();
+                    (None, true, claimed, Forwarded::UriMiss)
+                }
                 Decision::Bypass(why) => (None, true, false, why),
             };
             fetch = Some(Box::new(CacheFetch {
@@ -1194,6 +1250,8 @@ impl Conn {
                 relay,
                 fwd,
                 not_stored: None,
+                range_wanted,
+                answer_range: false,
                 store: None,
                 sent_wall: self.cfg.wall(now),
             }));
@@ -1206,12 +1264,14 @@ impl Conn {
             .as_ref()
             .and_then(|f| f.stale.as_ref())
             .map(|e| &e.meta);
+        let whole = fetch.as_ref().is_some_and(|f| f.range_wanted);
         rewrite::upstream_request(
             &mut self.upstream_output,
             &head,
             self.peer,
             &self.cfg.default_host,
             validators,
+            whole,
         );
         let request = BodyReader::new(head.framing);
         if head.expect_continue && !request.is_done() {

@@ -52,7 +52,8 @@ fn put_appended(
 /// Encodes the request to send upstream: HTTP/1.1, the client's fields
 /// minus hop-by-hop ones, `Via` and `X-Forwarded-For` appended, `Host`
 /// kept (or `default_host` for an HTTP/1.0 client that sent none), and
-/// the body framing restated.
+/// the body framing restated. With `whole`, `Range` and `If-Range` are
+/// left out: the cache fetches the whole object to answer a range from.
 ///
 /// With `validators` (a stored response's `ETag` and `Last-Modified`), the
 /// request becomes a conditional one for revalidation, replacing any
@@ -63,6 +64,7 @@ pub fn upstream_request(
     peer: IpAddr,
     default_host: &str,
     validators: Option<&Meta>,
+    whole: bool,
 ) {
     out.put_slice(head.method_name.as_bytes());
     out.put_u8(b' ');
@@ -79,6 +81,8 @@ pub fn upstream_request(
             || (validators.is_some()
                 && (name.eq_ignore_ascii_case("if-none-match")
                     || name.eq_ignore_ascii_case("if-modified-since")))
+            || (whole
+                && (name.eq_ignore_ascii_case("range") || name.eq_ignore_ascii_case("if-range")))
         {
             continue;
         }
