@@ -121,7 +121,12 @@ fuzz_target!(|input: Input| {
     };
     if cache.lookup(&mut key, url_len, &other).is_some() {
         // Found by another request: it must have the same varied values.
-        for n in &names {
+        // Accept-Encoding and Accept-Language key normalised (case, order,
+        // q=1): equivalent values may share a variant by design.
+        for n in names
+            .iter()
+            .filter(|n| !matches!(&***n, "accept-encoding" | "accept-language"))
+        {
             let (a, b) = (value(&request, n), value(&other, n));
             assert!(
                 a.concat() == b.concat() || a.join(&b","[..]) == b.join(&b","[..]),

@@ -109,8 +109,32 @@ pub fn field<'b>(headers: &[httparse::Header<'b>], name: &str) -> Option<&'b [u8
 }
 
 /// Parses an HTTP-date field value.
+///
+/// All three formats a recipient must accept (RFC 9110 §5.6.7: IMF-fixdate,
+/// RFC 850, asctime), in any letter case (`sun, 06 nov 1994 ...`).
 pub fn http_date(v: &[u8]) -> Option<SystemTime> {
-    httpdate::parse_http_date(std::str::from_utf8(v).ok()?).ok()
+    let v = crate::http::trim(v);
+    if v.len() > 64 {
+        return None;
+    }
+    // Canonical case: a capital after a non-letter, small letters after a
+    // letter, and GMT in capitals.
+    let mut buf = [0u8; 64];
+    let mut prev_alpha = false;
+    for (o, &c) in buf.iter_mut().zip(v) {
+        *o = if prev_alpha {
+            c.to_ascii_lowercase()
+        } else {
+            c.to_ascii_uppercase()
+        };
+        prev_alpha = c.is_ascii_alphabetic();
+    }
+    let s = &mut buf[..v.len()];
+    if s.ends_with(b"Gmt") {
+        let n = s.len();
+        s[n - 2..].copy_from_slice(b"MT");
+    }
+    httpdate::parse_http_date(std::str::from_utf8(s).ok()?).ok()
 }
 
 /// Status codes a cache may store with heuristic freshness
@@ -247,7 +271,10 @@ pub fn initial_age(
     now: SystemTime,
     response_delay: Duration,
 ) -> Duration {
+    // RFC 9111 §5.1: a list-based Age counts by its first member; an
+    // invalid value is ignored.
     let age_value = field(headers, "age")
+        .and_then(|v| list_members(v).next())
         .and_then(parse_delta)
         .map_or(Duration::ZERO, Duration::from_secs);
     let apparent = field(headers, "date")

@@ -833,3 +833,153 @@ fn rfc9110_14_2_a_range_of_an_object_not_stored_fetches_it_whole() {
     assert!(out.starts_with("HTTP/1.1 502"), "{out}");
     assert!(cache.is_empty());
 }
+
+#[test]
+fn rfc9110_5_6_7_expires_in_every_date_format_and_case() {
+    let t0 = Instant::now();
+    let in_a_minute = std::time::SystemTime::now() + Duration::from_secs(60);
+    let imf = httpdate::fmt_http_date(in_a_minute);
+    let parsed: chrono_free::Date = chrono_free::Date::from_imf(&imf);
+    for expires in [
+        imf.clone(),
+        imf.to_ascii_lowercase(),
+        parsed.rfc850(),
+        parsed.asctime(),
+    ] {
+        let cache = new_cache();
+        let resp = format!("HTTP/1.1 200 OK\r\nExpires: {expires}\r\nContent-Length: 1\r\n\r\nx");
+        roundtrip(&cache, t0, GET, &resp);
+        assert!(!roundtrip(&cache, t0, GET, "").0, "fresh until {expires:?}");
+    }
+    // An invalid Expires means already expired (RFC 9111 §5.3).
+    let cache = new_cache();
+    let resp = "HTTP/1.1 200 OK\r\nExpires: 0\r\nContent-Length: 1\r\n\r\nx";
+    roundtrip(&cache, t0, GET, resp);
+    assert!(roundtrip(&cache, t0, GET, resp).0);
+}
+
+/// Other spellings of an IMF-fixdate, made by hand (no date crate).
+mod chrono_free {
+    pub struct Date {
+        wday: String,
+        day: String,
+        month: String,
+        year: String,
+        time: String,
+    }
+
+    impl Date {
+        /// From `Sun, 06 Nov 1994 08:49:37 GMT`.
+        pub fn from_imf(s: &str) -> Self {
+            let p: Vec<&str> = s.split([' ', ',']).filter(|p| !p.is_empty()).collect();
+            Date {
+                wday: p[0].to_owned(),
+                day: p[1].to_owned(),
+                month: p[2].to_owned(),
+                year: p[3].to_owned(),
+                time: p[4].to_owned(),
+            }
+        }
+
+        /// `Sunday, 06-Nov-94 08:49:37 GMT`.
+        pub fn rfc850(&self) -> String {
+            let long = [
+                "Monday",
+                "Tuesday",
+                "Wednesday",
+                "Thursday",
+                "Friday",
+                "Saturday",
+                "Sunday",
+            ]
+            .into_iter()
+            .find(|d| d.starts_with(&self.wday))
+            .unwrap_or("Sunday");
+            format!(
+                "{long}, {}-{}-{} {} GMT",
+                self.day,
+                self.month,
+                &self.year[2..],
+                self.time
+            )
+        }
+
+        /// `Sun Nov  6 08:49:37 1994`.
+        pub fn asctime(&self) -> String {
+            let day: u32 = self.day.parse().unwrap_or(1);
+            format!(
+                "{} {} {day:>2} {} {}",
+                self.wday, self.month, self.time, self.year
+            )
+        }
+    }
+}
+
+#[test]
+fn rfc9111_5_1_age_lists_and_invalid_values() {
+    let t0 = Instant::now();
+    for (age, fresh) in [
+        ("Age: 10, 500", true),
+        ("Age: 500", false),
+        ("Age: 500x", true),
+    ] {
+        let cache = new_cache();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=100\r\n{age}\r\nContent-Length: 1\r\n\r\nx"
+        );
+        roundtrip(&cache, t0, GET, &resp);
+        assert_eq!(!roundtrip(&cache, t0, GET, "").0, fresh, "{age}");
+    }
+}
+
+#[test]
+fn rfc9111_3_explicit_freshness_stores_any_status_heuristics_only_some() {
+    let t0 = Instant::now();
+    let lm = "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
+    for (status, fields, stored) in [
+        (
+            "500 Internal Server Error",
+            "Cache-Control: max-age=60\r\n",
+            true,
+        ),
+        (
+            "503 Service Unavailable",
+            "Cache-Control: s-maxage=60\r\n",
+            true,
+        ),
+        ("500 Internal Server Error", lm, false),
+        ("404 Not Found", lm, true),
+        ("302 Found", lm, false),
+    ] {
+        let cache = new_cache();
+        let resp = format!("HTTP/1.1 {status}\r\n{fields}Content-Length: 1\r\n\r\nx");
+        roundtrip(&cache, t0, GET, &resp);
+        let (up, _, out) = roundtrip(&cache, t0, GET, &resp);
+        assert_eq!(!up, stored, "{status} with {fields:?}: {out}");
+    }
+}
+
+#[test]
+fn rfc9111_4_1_vary_on_accept_encoding_and_language_is_normalised() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let vary = "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nVary: Accept-Encoding, Accept-Language\r\nContent-Length: 1\r\n\r\nx";
+    roundtrip(
+        &cache,
+        t0,
+        &with("Accept-Encoding: gzip, br\r\nAccept-Language: en-US, fr;q=0.50\r\n"),
+        vary,
+    );
+    for same in [
+        "Accept-Encoding: BR;q=1.0 ,gzip\r\nAccept-Language: fr;q=0.5,en-us\r\n",
+        "Accept-Encoding: br\r\nAccept-Encoding: gzip, gzip\r\nAccept-Language: EN-US, FR; q=0.500\r\n",
+    ] {
+        assert!(!roundtrip(&cache, t0, &with(same), "").0, "{same}");
+    }
+    for other in [
+        "Accept-Encoding: gzip\r\nAccept-Language: en-US, fr;q=0.5\r\n",
+        "Accept-Encoding: gzip, br\r\nAccept-Language: en-US, fr;q=0.4\r\n",
+    ] {
+        assert!(roundtrip(&cache, t0, &with(other), vary).0, "{other}");
+    }
+}

@@ -770,21 +770,25 @@ impl Conn {
                         }
                         fetch.relay = false;
                     }
-                } else if head.status >= 500 {
-                    if let Some(stale) = fetch.stale_for_error(now).cloned() {
-                        if fetch.relay {
-                            stale.write_response(
-                                &mut self.output,
-                                now,
-                                Served::StaleIfError,
-                                connection,
-                                head_only,
-                            );
-                            ex.outcome = Some((stale.meta.status, CacheResult::Stale));
-                        }
-                        fetch.relay = false;
+                } else if let Some(stale) = fetch
+                    .stale_for_error(now)
+                    .filter(|_| head.status >= 500)
+                    .cloned()
+                {
+                    if fetch.relay {
+                        stale.write_response(
+                            &mut self.output,
+                            now,
+                            Served::StaleIfError,
+                            connection,
+                            head_only,
+                        );
+                        ex.outcome = Some((stale.meta.status, CacheResult::Stale));
                     }
+                    fetch.relay = false;
                 } else {
+                    // Any status may be stored with explicit freshness, 5xx
+                    // included (RFC 9111 §3); the rules say which may.
                     fetch.begin_store(&head, now, wall);
                     // The whole object, known to fit: the client's range is
                     // cut from it once complete, so nothing is relayed now.
