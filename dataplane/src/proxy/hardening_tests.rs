@@ -384,3 +384,33 @@ fn a_background_refresh_cut_short_leaves_the_client_connection_open() {
         "the partial refresh was not stored"
     );
 }
+
+#[test]
+fn duplicate_content_lengths_from_upstream_are_sent_on_as_one() {
+    // Found by the engine fuzzer: a HEAD answered with `Content-Length: 5`
+    // twice was relayed with both, which strict parsers refuse.
+    let t0 = Instant::now();
+    for (req, resp) in [
+        (
+            &b"HEAD /h HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"[..],
+        ),
+        (
+            b"HEAD /h HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+        ),
+        (
+            b"GET /g HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+        ),
+    ] {
+        let mut c = Conn::new(cfg(1024), ready(), None, CLIENT, t0);
+        in_flight(&mut c, t0, req, resp);
+        let out = take_client(&mut c);
+        assert_eq!(out.matches("Content-Length").count(), 1, "{out}");
+        assert!(
+            out.contains("Content-Length: 5\r\n") || out.ends_with("Content-Length: 2\r\n\r\nok"),
+            "{out}"
+        );
+    }
+}

@@ -161,11 +161,22 @@ pub fn interim_response(out: &mut BytesMut, resp: &ResponseHead<'_, '_>) {
 /// is kept only for `keep_length` (responses without a body, e.g. to HEAD).
 pub fn response_fields(out: &mut BytesMut, resp: &ResponseHead<'_, '_>, keep_length: bool) {
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
+    let mut length_kept = false;
     for h in resp.headers {
         let name = h.name;
-        let length = name.eq_ignore_ascii_case("content-length");
-        if (length && !keep_length)
-            || resp.connection.is_hop_by_hop(name)
+        if name.eq_ignore_ascii_case("content-length") {
+            // Kept once, as one number: an upstream may send the same
+            // length twice or as a list (RFC 9110 §8.6), a downstream
+            // parser may refuse either.
+            if keep_length && !length_kept {
+                if let Some(n) = crate::http::parse_content_length(h.value) {
+                    let _ = write!(out, "Content-Length: {n}\r\n");
+                    length_kept = true;
+                }
+            }
+            continue;
+        }
+        if resp.connection.is_hop_by_hop(name)
             || name.eq_ignore_ascii_case("via")
             || name.eq_ignore_ascii_case("age")
             || name.eq_ignore_ascii_case("x-cache")
