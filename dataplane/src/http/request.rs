@@ -194,7 +194,8 @@ impl<'h, 'b> RequestHead<'h, 'b> {
             _ => {}
         }
         let connection = ConnectionOptions::from_headers(headers);
-        if connection.lists_protected() {
+        // Only a Connection that names fields can name a protected one.
+        if connection.names_fields && connection.lists_protected() {
             return Err(RequestError::Malformed(
                 "Connection names a field the gateway relies on",
             ));
