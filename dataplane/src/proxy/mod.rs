@@ -14,6 +14,7 @@ mod rewrite;
 
 use crate::admin::{AdminRequest, AdminResponse};
 use crate::cache::entry::Entry;
+use crate::cache::range::{self, Ranges};
 use crate::cache::verdict::{Forwarded, Served};
 use crate::cache::{rules, Cache};
 use crate::http::chunked::ChunkedDecoder;
@@ -863,20 +864,16 @@ impl Conn {
                 let close = self.close_after || !ex.client_keep_alive || self.draining;
                 self.close_after |= close;
                 let connection = connection_field(close, ex.client_version);
-                let ranges = fetch.with_request(|h| crate::cache::range::requested(h, &whole));
-                let status = match ranges {
-                    Some(ranges) => {
-                        whole.write_ranges(&mut self.output, now, Served::Hit, connection, ranges);
-                        match ranges {
-                            crate::cache::range::Ranges::Parts(..) => 206,
-                            _ => 416,
-                        }
-                    }
-                    None => {
-                        whole.write_response(&mut self.output, now, Served::Hit, connection, false);
-                        200
-                    }
-                };
+                let ranges = fetch.with_request(|h| range::requested(h, &whole));
+                let status = write_stored(
+                    &mut self.output,
+                    &whole,
+                    ranges,
+                    false,
+                    now,
+                    Served::Hit,
+                    connection,
+                );
                 outcome = Some((status, CacheResult::Miss));
             }
         }
@@ -1184,7 +1181,16 @@ impl Conn {
                         Some(_) => Served::Collapsed,
                         None => Served::Hit,
                     };
-                    let status = write_stored(&mut self.output, &e, &head, now, served, connection);
+                    let ranges = ranges_of(&head, &e);
+                    let status = write_stored(
+                        &mut self.output,
+                        &e,
+                        ranges,
+                        head_only,
+                        now,
+                        served,
+                        connection,
+                    );
                     self.complete(now, status, CacheResult::Hit, false, false);
                     return self.answered_locally(now, head_len, framing, close);
                 }
@@ -1208,7 +1214,8 @@ impl Conn {
                     let status = write_stored(
                         &mut self.output,
                         &entry,
-                        &head,
+                        ranges_of(&head, &entry),
+                        head_only,
                         now,
                         Served::StaleWhileRevalidate,
                         connection,
@@ -1342,35 +1349,39 @@ impl Conn {
     }
 }
 
-/// Answers a request from a stored response: the ranges a GET asked
-/// for (RFC 9110 §14), else the whole response (a HEAD gets its head).
-/// Returns the status sent.
+/// Answers a request from a stored response: `ranges` when a GET asked
+/// for some (RFC 9110 §14), else the whole response (or its head). Returns
+/// the status sent.
 fn write_stored(
     output: &mut Output,
     e: &Entry,
-    head: &RequestHead<'_, '_>,
+    ranges: Option<Ranges>,
+    head_only: bool,
     now: Instant,
     served: Served,
     connection: &[u8],
 ) -> u16 {
-    let ranges = match head.method {
-        Method::Get => crate::cache::range::requested(head.headers, e),
-        _ => None,
-    };
     match ranges {
         Some(ranges) => {
             e.write_ranges(output, now, served, connection, ranges);
             match ranges {
-                crate::cache::range::Ranges::Parts(..) => 206,
+                Ranges::Parts(..) => 206,
                 _ => 416,
             }
         }
         None => {
-            let head_only = head.method == Method::Head;
             e.write_response(output, now, served, connection, head_only);
             e.meta.status
         }
     }
+}
+
+/// The ranges a request asks of a stored response, if it is a GET that
+/// asks for some.
+fn ranges_of(head: &RequestHead<'_, '_>, e: &Entry) -> Option<Ranges> {
+    (head.method == Method::Get)
+        .then(|| range::requested(head.headers, e))
+        .flatten()
 }
 
 /// Queues the release of the exchange's upstream connection, if any.
