@@ -5,7 +5,6 @@
 use super::device::{ArpShare, PortQueue};
 use super::eal::Mempool;
 use super::DpdkConfig;
-use crate::admin::AdminResponse;
 use crate::driver::upstreams::{Group, Upstreams};
 use crate::driver::{DriverConfig, Shared};
 use crate::proxy::{Action, Conn, EngineConfig};
@@ -20,7 +19,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Listening sockets kept ready: the stack's accept backlog.
@@ -70,7 +69,6 @@ struct Slot {
     eof_seen: bool,
     /// When the gateway closed its side.
     closing: Option<Instant>,
-    admin_pending: bool,
 }
 
 /// The epoll set of the upstream sockets, and how many it watches (none:
@@ -182,8 +180,6 @@ struct Core {
     poller: Poller,
     events: Vec<libc::epoll_event>,
     stats: CoreStats,
-    admin_tx: mpsc::Sender<(usize, AdminResponse)>,
-    admin_rx: mpsc::Receiver<(usize, AdminResponse)>,
     buf: Vec<u8>,
     draining: bool,
 }
@@ -231,7 +227,6 @@ pub(super) fn run(setup: Setup) {
             .routes_mut()
             .add_default_ipv4_route(Ipv4Address::new(g[0], g[1], g[2], g[3]));
     }
-    let (admin_tx, admin_rx) = mpsc::channel();
     let mut core = Core {
         listen_port: dpdk.listen_port,
         max_connections: cfg.max_connections_per_core,
@@ -246,8 +241,6 @@ pub(super) fn run(setup: Setup) {
         poller,
         events: vec![libc::epoll_event { events: 0, u64: 0 }; 64],
         stats: CoreStats::default(),
-        admin_tx,
-        admin_rx,
         buf: vec![0u8; 16 * 1024],
         draining: false,
     };
@@ -276,7 +269,6 @@ pub(super) fn run(setup: Setup) {
         iface.poll(clock(now), &mut dev, &mut core.sockets);
         busy |= core.accept(now);
         busy |= core.upstream_events();
-        core.admin_answers(now);
         for key in 0..core.slots.len() {
             match catch_unwind(AssertUnwindSafe(|| core.service(key, now))) {
                 Ok(b) => busy |= b,
@@ -366,7 +358,6 @@ impl Core {
                 last_target: None,
                 eof_seen: false,
                 closing: None,
-                admin_pending: false,
             };
             match self.slots.iter().position(Option::is_none) {
                 Some(free) => self.slots[free] = Some(slot),
@@ -400,21 +391,6 @@ impl Core {
         n > 0
     }
 
-    /// Hands the control plane's answers to their connections.
-    fn admin_answers(&mut self, now: Instant) {
-        while let Ok((key, resp)) = self.admin_rx.try_recv() {
-            let answered = catch_unwind(AssertUnwindSafe(|| {
-                if let Some(Some(s)) = self.slots.get_mut(key) {
-                    s.admin_pending = false;
-                    s.conn.admin_response(now, resp);
-                }
-            }));
-            if let Err(payload) = answered {
-                self.contain_panic(key, &*payload);
-            }
-        }
-    }
-
     /// The engine panicked on connection `key`: it is reset and freed,
     /// the panic logged with its peer and counted; the core goes on.
     fn contain_panic(&mut self, key: usize, payload: &(dyn std::any::Any + Send)) {
@@ -444,7 +420,6 @@ impl Core {
             poller,
             shared,
             stats,
-            admin_tx,
             buf,
             ..
         } = self;
@@ -489,14 +464,9 @@ impl Core {
                         }
                     }
                 }
-                Action::Admin(req) => {
-                    s.admin_pending = true;
-                    let call = shared.admin.call(req);
-                    let tx = admin_tx.clone();
-                    shared.spawner.spawn(async move {
-                        let _ = tx.send((key, call.await));
-                    });
-                }
+                // Never: a DPDK peer has no local admin, and the admin
+                // API answers on its own port.
+                Action::Admin(_) => {}
             }
         }
         busy |= upstream_io(s, poller, shared, buf, now);
@@ -532,7 +502,7 @@ impl Core {
             sock.abort();
             gone = true;
         }
-        if (s.closing.is_some() || s.eof_seen) && gone && !s.admin_pending {
+        if (s.closing.is_some() || s.eof_seen) && gone {
             if let Some(up) = s.up.take() {
                 poller.remove(&up.stream);
             }
