@@ -102,7 +102,9 @@ fn wait_up(proc: &mut Proc, addr: SocketAddr) -> bool {
 }
 
 /// Starts a server on a free loopback port, again on another port when
-/// the one found free was taken before the server bound it.
+/// the one found free was taken before the server bound it. The server
+/// must say on stdout that it listens: a connect alone could reach another
+/// test's server that took the port first.
 fn spawn_listening(name: &'static str, spawn: impl Fn(SocketAddr) -> Child) -> (Proc, SocketAddr) {
     for _ in 0..5 {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -110,11 +112,30 @@ fn spawn_listening(name: &'static str, spawn: impl Fn(SocketAddr) -> Child) -> (
             child: spawn(addr),
             name,
         };
-        if wait_up(&mut p, addr) {
+        if said_listening(&mut p) && wait_up(&mut p, addr) {
             return (p, addr);
         }
     }
     panic!("{name} did not start");
+}
+
+/// Waits for a line saying `listening` on the child's stdout (then keeps
+/// draining it); false when it exits or stays silent for 15 s.
+fn said_listening(p: &mut Proc) -> bool {
+    use std::io::BufRead;
+    let Some(out) = p.child.stdout.take() else {
+        return false;
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if line.contains("listening") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(15)).is_ok()
 }
 
 /// Starts the test origin on a free port with extra flags.
@@ -123,7 +144,7 @@ pub fn origin(extra: &[&str]) -> (Proc, SocketAddr) {
         Command::new(bench_bin())
             .args(["origin", "--listen", &addr.to_string()])
             .args(extra)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("start origin")
     })
@@ -137,7 +158,7 @@ pub fn nodejs() -> (Proc, SocketAddr) {
             .arg(&script)
             .env("PORT", addr.port().to_string())
             .env("HOST", "127.0.0.1")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("start node (is Node.js installed?)")
     })
@@ -218,7 +239,12 @@ impl Gateway {
                 name: "ultragate",
             };
             let local = |a: SocketAddr| SocketAddr::from(([127, 0, 0, 1], a.port()));
-            if wait_up(&mut proc, local(data)) && wait_up(&mut proc, local(admin)) {
+            // Up on both ports and still running: a port taken by another
+            // test's server first makes this gateway exit.
+            if wait_up(&mut proc, local(data))
+                && wait_up(&mut proc, local(admin))
+                && matches!(proc.child.try_wait(), Ok(None))
+            {
                 return Gateway {
                     proc,
                     data,
