@@ -54,7 +54,7 @@ fn serve(c: &mut Conn, stats: &mut CoreStats, now: Instant) -> usize {
     let mut slices = [IoSlice::new(&[]); 8];
     let n = c.client_slices(&mut slices);
     let sent: usize = slices[..n].iter().map(|s| s.len()).sum();
-    c.client_written(sent);
+    c.client_written(sent, now);
     while let Some(done) = c.poll_completion() {
         stats.record(&done);
     }

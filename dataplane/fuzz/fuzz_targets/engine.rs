@@ -192,7 +192,7 @@ impl Harness {
             let chunk = self.conn.client_output();
             let n = chunk.len().min(left);
             self.client_out.extend_from_slice(&chunk[..n]);
-            self.conn.client_written(n);
+            self.conn.client_written(n, self.now);
             left -= n;
         }
     }

@@ -260,7 +260,7 @@ fn read_drained(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 fn flush_client(stream: &TcpStream, conn: &mut Conn) -> io::Result<()> {
     while conn.client_pending() > 0 {
         match write_client(stream, conn) {
-            Ok(n) => conn.client_written(n),
+            Ok(n) => conn.client_written(n, Instant::now()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),
         }
@@ -372,7 +372,7 @@ async fn serve(
             r = stream.writable(), if client_write => {
                 if r.is_err() { break; }
                 match write_client(&stream, &conn) {
-                    Ok(n) => conn.client_written(n),
+                    Ok(n) => conn.client_written(n, Instant::now()),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => break,
                 }

@@ -220,10 +220,9 @@ pub struct Conn {
     phase: Phase,
     idle_since: Instant,
     head_started: Option<Instant>,
-    /// Client bytes written so far, and (when, how many) at the last look:
-    /// queued output that makes no progress for `send_timeout` closes.
-    sent_total: u64,
-    send_check: (Instant, u64),
+    /// Since when queued client output has made no progress (queued on an
+    /// empty queue, or last written): none for `send_timeout` closes.
+    send_since: Instant,
     /// Close once the current response is written.
     close_after: bool,
     /// The request being answered is a HEAD.
@@ -263,8 +262,7 @@ impl Conn {
             phase: Phase::Idle,
             idle_since: now,
             head_started: None,
-            sent_total: 0,
-            send_check: (now, 0),
+            send_since: now,
             close_after: false,
             head_request: false,
             aborted: false,
@@ -334,23 +332,25 @@ impl Conn {
         self.output.freeze();
     }
 
-    /// `n` queued client bytes were written.
-    pub fn client_written(&mut self, n: usize) {
+    /// `n` queued client bytes were written at `now`.
+    pub fn client_written(&mut self, n: usize, now: Instant) {
         self.output.advance(n);
-        self.sent_total += n as u64;
+        if n > 0 {
+            self.send_since = now;
+        }
     }
 
     /// Starts the send clock when output is about to be queued on an empty
     /// queue: every entry point that may queue output calls it first.
     fn send_clock(&mut self, now: Instant) {
         if self.output.is_empty() {
-            self.send_check = (now, self.sent_total);
+            self.send_since = now;
         }
     }
 
     /// When queued output must have made progress by, if any is queued.
     fn send_deadline(&self) -> Option<Instant> {
-        (!self.output.is_empty()).then(|| self.send_check.0 + self.cfg.send_timeout)
+        (!self.output.is_empty()).then(|| self.send_since + self.cfg.send_timeout)
     }
 
     /// Bytes queued for the upstream connection.
@@ -480,14 +480,10 @@ impl Conn {
     /// Applies whatever timeout has passed at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.send_deadline().is_some_and(|t| t <= now) {
-            if self.sent_total != self.send_check.1 {
-                self.send_check = (now, self.sent_total);
-            } else {
-                // The client stopped reading: give up on it.
-                self.aborted = true;
-                self.abort_exchange();
-                return;
-            }
+            // The client stopped reading: give up on it.
+            self.aborted = true;
+            self.abort_exchange();
+            return;
         }
         self.send_clock(now);
         if self.finished || self.phase_timeout().is_none_or(|t| t > now) {

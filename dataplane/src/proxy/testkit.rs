@@ -42,7 +42,7 @@ pub(super) fn take_client(c: &mut Conn) -> String {
         let first = c.client_output();
         out.extend_from_slice(first);
         let n = first.len();
-        c.client_written(n);
+        c.client_written(n, Instant::now());
     }
     String::from_utf8_lossy(&out).into_owned()
 }

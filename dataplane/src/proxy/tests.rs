@@ -535,7 +535,7 @@ fn arbitrary_bytes_never_panic() {
             c.upstream_connected(t0, false);
             c.recv_upstream(t0, piece);
             let n = c.client_pending();
-            c.client_written(n);
+            c.client_written(n, t0);
         }
         c.upstream_eof(t0);
         c.handle_timeout(t0 + Duration::from_secs(100));

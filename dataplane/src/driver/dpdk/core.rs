@@ -475,7 +475,7 @@ impl Core {
             match sock.send_slice(s.conn.client_output()) {
                 Ok(n) if n > 0 => {
                     busy = true;
-                    s.conn.client_written(n);
+                    s.conn.client_written(n, now);
                 }
                 _ => break,
             }

@@ -563,7 +563,7 @@ impl Core {
         if res < 0 {
             s.closing = true;
         } else {
-            s.conn.client_written(res as usize);
+            s.conn.client_written(res as usize, now);
         }
         self.update(op.slot, now);
     }
