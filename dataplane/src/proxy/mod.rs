@@ -752,40 +752,32 @@ impl Conn {
             if let Some(fetch) = &mut ex.cache {
                 let wall = self.cfg.wall(now);
                 fetch.invalidate_after(&head);
-                if head.status == 304 {
-                    if let Some(stale) = fetch.stale.clone() {
-                        let fresh = fetch.refresh(&stale, &head, now, wall);
-                        if fetch.relay {
-                            fresh.write_response(
-                                &mut self.output,
-                                now,
-                                Served::Revalidated,
-                                connection,
-                                head_only,
-                            );
-                            ex.outcome = Some((fresh.meta.status, CacheResult::Hit));
-                        }
-                        fetch.relay = false;
-                    }
-                } else if let Some(stale) = fetch
-                    .stale_for_error(now)
-                    .filter(|_| head.status >= 500)
-                    .cloned()
-                {
+                // A 304 refreshes the stored response, a 5xx may be answered
+                // by it (stale-if-error): either way the client gets it.
+                let from_store = if head.status == 304 {
+                    fetch
+                        .stale
+                        .clone()
+                        .map(|stale| (fetch.refresh(&stale, &head, now, wall), Served::Revalidated))
+                } else if head.status >= 500 {
+                    fetch
+                        .stale_for_error(now)
+                        .cloned()
+                        .map(|stale| (stale, Served::StaleIfError))
+                } else {
+                    None
+                };
+                if let Some((entry, served)) = from_store {
                     if fetch.relay {
-                        stale.write_response(
-                            &mut self.output,
-                            now,
-                            Served::StaleIfError,
-                            connection,
-                            head_only,
-                        );
-                        ex.outcome = Some((stale.meta.status, CacheResult::Stale));
+                        entry.write_response(&mut self.output, now, served, connection, head_only);
+                        ex.outcome = Some((entry.meta.status, served.result()));
                     }
                     fetch.relay = false;
-                } else {
-                    // Any status may be stored with explicit freshness, 5xx
-                    // included (RFC 9111 §3); the rules say which may.
+                } else if head.status != 304 {
+                    // (A 304 with nothing stored to refresh is relayed as it
+                    // came.) Any status may be stored with explicit
+                    // freshness, 5xx included (RFC 9111 §3); the rules say
+                    // which may.
                     fetch.begin_store(&head, now, wall);
                     // The whole object, known to fit: the client's range is
                     // cut from it once complete, so nothing is relayed now.
