@@ -51,7 +51,10 @@ fuzz_seconds=${FUZZ_SECONDS:-30}
     echo "fuzzing $target for ${fuzz_seconds}s"
     if ! "${fuzz[@]}" run -s none "$target" "$scratch" "corpus/$target" -- \
       -max_total_time="$fuzz_seconds" -max_len=4096 >"$scratch.log" 2>&1; then
-      tail -n 60 "$scratch.log"
+      # The panic message first (a long input's Debug print would push it
+      # out of the tail), then the end of the log.
+      grep -m 1 -A 2 'panicked at' "$scratch.log" || true
+      tail -n 40 "$scratch.log"
       echo "fuzz target $target failed; the input is in dataplane/fuzz/artifacts/$target"
       exit 1
     fi

@@ -93,7 +93,9 @@ impl Entry {
 
     /// Current age in seconds (RFC 9111 §4.2.3).
     pub fn age(&self, now: Instant) -> u64 {
-        self.meta.initial_age + now.saturating_duration_since(self.stored_at).as_secs()
+        self.meta
+            .initial_age
+            .saturating_add(now.saturating_duration_since(self.stored_at).as_secs())
     }
 
     /// Notes a hit for the eviction policy (one relaxed atomic).

@@ -250,7 +250,7 @@ fn decode_entry(payload: Bytes, now: Instant, now_wall: SystemTime) -> Option<En
     let meta = Meta {
         status,
         stored_wall,
-        initial_age: initial_age + on_disk,
+        initial_age: initial_age.saturating_add(on_disk),
         lifetime,
         must_revalidate: flags & 1 != 0,
         no_cache: flags & 2 != 0,

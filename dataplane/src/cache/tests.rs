@@ -458,3 +458,29 @@ fn a_snapshot_with_an_id_at_the_top_of_the_range_is_skipped_not_a_crash() {
     );
     assert_eq!(loaded, Some((0, 1)), "the record is skipped as damaged");
 }
+
+/// Found by the `snapshot` fuzz target: a record's age, lifetime and
+/// stale windows are whatever the file says, and an age near `u64::MAX`
+/// plus the time on disk overflowed. They saturate now.
+#[test]
+fn snapshot_with_extreme_ages_loads_without_overflow() {
+    let c = cache(1 << 20);
+    let mut key = Vec::new();
+    url_key(&mut key, b"example.com", b"/old");
+    let mut s = stored(b"x");
+    s.meta.stored_wall = std::time::UNIX_EPOCH;
+    s.meta.initial_age = u64::MAX - 1;
+    s.meta.lifetime = u64::MAX;
+    s.meta.stale_while_revalidate = u64::MAX;
+    s.meta.stale_if_error = u64::MAX;
+    assert!(c.insert(&key, None, &[], s, Instant::now()));
+    let mut file = Vec::new();
+    snapshot::write_to(&c, &mut file, 0).unwrap();
+
+    let restored = cache(1 << 20);
+    let now = Instant::now();
+    let loaded = snapshot::load(&restored, Bytes::from(file), now, SystemTime::now());
+    assert_eq!(loaded, Some((1, 0)));
+    let e = get(&restored, "/old").unwrap();
+    assert_eq!(e.age(now + std::time::Duration::from_secs(5)), u64::MAX);
+}

@@ -97,7 +97,12 @@ pub(super) fn decide(
                 } else {
                     Decision::Hit(e)
                 }
-            } else if may_serve_stale && age < e.meta.lifetime + e.meta.stale_while_revalidate {
+            } else if may_serve_stale
+                && age
+                    < e.meta
+                        .lifetime
+                        .saturating_add(e.meta.stale_while_revalidate)
+            {
                 let refresh = head.method == Method::Get
                     && cache.claim_fetch(&key[..url_len], now, wait) == Claim::Claimed;
                 Decision::Stale { entry: e, refresh }
@@ -204,7 +209,7 @@ impl CacheFetch {
         self.stale.as_ref().filter(|e| {
             !e.meta.must_revalidate
                 && !e.meta.no_cache
-                && e.age(now) < e.meta.lifetime + e.meta.stale_if_error
+                && e.age(now) < e.meta.lifetime.saturating_add(e.meta.stale_if_error)
         })
     }
 
