@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs a cache admin call in every gateway pod, as the runbook writes it
-# (curl -X POST http://localhost:8080/admin/cache/<op>), and sums up the
-# JSON answers. Non-zero exit when any pod's call fails.
+# (curl -X POST http://localhost:8080/admin/cache/<op>), and prints a
+# per-pod table of the JSON answers. Exit 1 when any pod's call fails, and
+# for verify when any pod reports corrupt entries (the last line then says
+# CORRUPT). Other exit codes: see lib.sh.
 set -euo pipefail
 usage() {
   cat <<TXT
-usage: cache-op.sh clear|verify|restore|snapshot [--namespace NS] [--context CTX] [--dry-run]
+usage: cache-op.sh clear|verify|restore|snapshot [--namespace NS] [--context CTX]
+                   [--request-timeout D] [--dry-run]
 TXT
 }
 # shellcheck source=deploy/scripts/lib.sh
@@ -17,18 +20,42 @@ case "$op" in clear|verify|restore|snapshot) ;; *) misuse "unknown operation $op
 
 pods=$(kread get pods -l app=ultragate -o 'jsonpath={.items[*].metadata.name}')
 [ -n "$pods" ] || die "no gateway pods (label app=ultragate) in namespace $NAMESPACE"
-failed=0
+# A number field of a one-line JSON answer, or "-".
+field() { grep -o "\"$1\":[0-9.]*" <<<"$2" | head -1 | cut -d: -f2 || true; }
+
+failed=0 corrupt=0 corrupt_pods=0
+rows=()
 for pod in $pods; do
+  call=(exec "$pod" -- curl -sS -f -m 30 -X POST "http://localhost:8080/admin/cache/$op")
   if [ "$DRY_RUN" = 1 ]; then
-    kchange exec "$pod" -- curl -sS -f -X POST "http://localhost:8080/admin/cache/$op"
+    kchange "${call[@]}"
     continue
   fi
-  if answer=$(kube exec "$pod" -- curl -sS -f -X POST "http://localhost:8080/admin/cache/$op" 2>&1); then
-    echo "$pod: ok $answer"
+  kubectl_cmd
+  if answer=$("${KUBECTL[@]}" "${call[@]}" 2>&1); then
+    bad=$(field corrupt "$answer")
+    if [ -n "$bad" ] && [ "$bad" != 0 ]; then
+      state=CORRUPT
+      corrupt=$((corrupt + bad))
+      corrupt_pods=$((corrupt_pods + 1))
+    else
+      state=ok
+    fi
   else
-    echo "$pod: FAILED $answer" >&2
+    is_unreachable "$answer" && unreachable "kubectl exec $pod: $answer"
+    state=FAILED
     failed=$((failed + 1))
   fi
+  rows+=("$(printf '%-40s %-8s %-8s %-8s %s' "$pod" "$state" "$(field checked "$answer")" \
+    "$(field corrupt "$answer")" "${answer//$'\n'/ }")")
 done
-[ "$failed" -eq 0 ] || die "$op failed in $failed pod(s)"
+[ "$DRY_RUN" = 1 ] && { echo "dry run: would $op the cache in: $pods (nothing changed)"; exit 0; }
+
+printf '%-40s %-8s %-8s %-8s %s\n' POD RESULT CHECKED CORRUPT ANSWER
+printf '%s\n' "${rows[@]}"
+if [ "$failed" -gt 0 ]; then die "$op failed in $failed pod(s)"; fi
+if [ "$corrupt_pods" -gt 0 ]; then
+  echo "CORRUPT: $corrupt corrupt entries in $corrupt_pods pod(s); each bypassed its cache and restored its last snapshot (see /admin/events)" >&2
+  exit 1
+fi
 echo "$op done in every gateway pod"

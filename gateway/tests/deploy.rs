@@ -6,37 +6,53 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const FAKE_KUBECTL: &str = r#"#!/usr/bin/env bash
-# Records every call; answers from a small state directory.
+# Records every call; answers from a small state directory. With a file
+# "down" in it, answers as kubectl does when the API server is unreachable.
 echo "$*" >> "$FAKE/log"
+if [ -e "$FAKE/down" ]; then
+  echo "Unable to connect to the server: dial tcp 10.96.0.1:443: i/o timeout" >&2
+  exit 1
+fi
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --context|-n) shift 2 ;;
+    --request-timeout=*) shift ;;
     *) args+=("$1"); shift ;;
   esac
 done
 set -- "${args[@]}"
 state() { cat "$FAKE/$1" 2>/dev/null || echo "$2"; }
+put() { if [ "$2" = null ]; then rm -f "$FAKE/$1"; else echo "$2" > "$FAKE/$1"; fi; }
 case "$*" in
+  "get namespace ultragate -o name") echo namespace/ultragate ;;
   "get service ultragate -o jsonpath={.spec.selector.color}") state color blue ;;
   "get service ultragate -o jsonpath={.spec.selector.app}") state app ultragate ;;
   "get service ultragate -o jsonpath={.metadata.annotations.ultragate\.io/diverted-from-color}") state from "" ;;
-  "get deployment ultragate-green -o jsonpath={.status.readyReplicas}") state ready-green 2 ;;
-  "get deployment ultragate-blue -o jsonpath={.status.readyReplicas}") state ready-blue 2 ;;
+  "get service ultragate -o jsonpath={.metadata.annotations.ultragate\.io/emergency-from}") state efrom "" ;;
+  "get deployment ultragate-"*" -o jsonpath={.status.readyReplicas}") c=${3#ultragate-}; state "ready-$c" 2 ;;
+  "get deployment ultragate-"*" -o jsonpath={.spec.replicas}") c=${3#ultragate-}; state "replicas-$c" 2 ;;
   "get deployment nodejs-api -o jsonpath={.status.readyReplicas}") state ready-nodejs 2 ;;
   "get endpoints ultragate -o jsonpath={.subsets[*].addresses[*].ip}") echo 10.1.0.7 ;;
   "get pods -l app=ultragate -o jsonpath={.items[*].metadata.name}") echo ug-1 ug-2 ;;
+  "get configmap "*) printf 'data:\n  gateway.toml: |\n    [admin]\n    token = "s3cr3t-admin"\n' ;;
+  scale\ deployment/ultragate-*)
+    c=${2#deployment/ultragate-}; n=${3#--replicas=}
+    put "replicas-$c" "$n"; put "ready-$c" "$(state "stuck-$c" "$n")"
+    echo "deployment.apps/ultragate-$c scaled" ;;
   patch\ service\ ultragate*)
-    case "$*" in
-      *nodejs-api*) echo nodejs-api > "$FAKE/app" ;;
-      *green*) echo green > "$FAKE/color"; echo ultragate > "$FAKE/app" ;;
-      *blue*) echo blue > "$FAKE/color"; echo ultragate > "$FAKE/app" ;;
-    esac
+    p=$7
+    case "$p" in *'"app":"nodejs-api"'*) put app nodejs-api ;; *'"app":"ultragate"'*) put app ultragate ;; esac
+    case "$p" in *'"color":"green"'*) put color green ;; *'"color":"blue"'*) put color blue ;; *'"color":null'*) put color "" ;; esac
+    case "$p" in *'diverted-from-color":null'*) put from null ;; *'diverted-from-color":"'*) v=${p#*diverted-from-color\":\"}; put from "${v%%\"*}" ;; esac
+    case "$p" in *'emergency-from":null'*) put efrom null ;; *'emergency-from":"'*) v=${p#*emergency-from\":\"}; put efrom "${v%%\"*}" ;; esac
     echo "service/ultragate patched" ;;
-  annotate\ service\ ultragate*) all="$*"; echo "${all##*=}" > "$FAKE/from"; echo annotated ;;
   exec\ *)
     if [ "$2" = "$(state exec-fail none)" ]; then echo "curl: (22) The requested URL returned error: 404" >&2; exit 22; fi
-    echo '{"action":"done","duration_ms":0.5}' ;;
+    case "$*" in
+      *admin/config*) printf '[admin]\ntoken = "s3cr3t-admin"\n' ;;
+      *) state "answer-$2" '{"action":"verify","checked":10,"corrupt":0,"evicted":0}' ;;
+    esac ;;
   "logs ug-1 --previous"|"logs ug-2 --previous") echo "previous terminated container not found" >&2; exit 1 ;;
   *) echo "fake output of: $*" ;;
 esac
@@ -107,37 +123,132 @@ fn text(o: &Output) -> String {
     )
 }
 
+impl Cluster {
+    fn get(&self, key: &str) -> String {
+        std::fs::read_to_string(self.dir.join(key))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
+    fn changes(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| !c.contains(" get "))
+            .collect()
+    }
+}
+
 #[test]
-fn emergency_rollback_switches_to_the_ready_color_and_verifies() {
-    let k = Cluster::new("switch");
+fn every_kubectl_call_has_a_request_timeout() {
+    let k = Cluster::new("timeout");
     let out = k.run(
         "rollback.sh",
         &["emergency", "--namespace", "prod", "--context", "east"],
     );
     assert!(out.status.success(), "{}", text(&out));
+    let out = k.run("divert.sh", &["to-nodejs", "--request-timeout", "3s"]);
+    assert!(out.status.success(), "{}", text(&out));
     let calls = k.calls();
-    assert_eq!(calls.len(), 4, "{calls:#?}");
-    assert_eq!(
-        calls[0],
-        "--context east -n prod get service ultragate -o jsonpath={.spec.selector.color}"
-    );
-    assert_eq!(
-        calls[1],
-        "--context east -n prod get deployment ultragate-green -o jsonpath={.status.readyReplicas}"
+    assert!(calls.len() > 5, "{calls:#?}");
+    assert!(
+        calls[0].starts_with("--request-timeout=10s --context east -n prod get service ultragate"),
+        "{calls:#?}"
     );
     assert!(
-        calls[2].starts_with("--context east -n prod patch service ultragate")
-            && calls[2].contains("\"color\":\"green\"")
+        calls.iter().all(|c| c.starts_with("--request-timeout=")),
+        "{calls:#?}"
     );
-    assert_eq!(calls[3], calls[0], "verified after the patch");
-    assert!(text(&out).contains("switched the ultragate Service from blue to green"));
+    assert!(calls.last().unwrap().starts_with("--request-timeout=3s "));
+}
+
+#[test]
+fn emergency_rollback_switches_once_and_never_flips_back_by_itself() {
+    let k = Cluster::new("switch");
+    let out = k.run("rollback.sh", &["emergency"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("switched the ultragate Service from blue to green (2 ready pods)"));
+    assert_eq!(
+        (k.get("color"), k.get("efrom")),
+        ("green".into(), "blue".into())
+    );
+
+    // The on-call engineer runs it again: refused, nothing changes.
+    let before = k.changes().len();
+    let out = k.run("rollback.sh", &["emergency"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "ultragate-green went live by an emergency switch from blue; not switching back"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(k.changes().len(), before, "refused means nothing changed");
+    assert_eq!(k.get("color"), "green");
+
+    // Asking for the live color is refused too; --force makes it a no-op.
+    let out = k.run("rollback.sh", &["emergency", "--to", "green"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("ultragate-green is already live"));
+    let out = k.run("rollback.sh", &["emergency", "--to", "green", "--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Back on purpose, said so.
+    let out = k.run("rollback.sh", &["emergency", "--to", "blue", "--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(k.get("color"), "blue");
+    // A planned switch clears the emergency mark.
+    let out = k.run("rollback.sh", &["switch"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        (k.get("color"), k.get("efrom")),
+        ("green".into(), String::new())
+    );
+}
+
+#[test]
+fn the_other_color_is_scaled_to_the_live_count_before_the_switch() {
+    let k = Cluster::new("scale");
+    k.set("replicas-blue", "10");
+    let out = k.run("rollback.sh", &["emergency"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let changes = k.changes();
+    assert!(
+        changes[0].ends_with("scale deployment/ultragate-green --replicas=10"),
+        "{changes:#?}"
+    );
+    assert!(changes.iter().position(|c| c.contains("patch")) > Some(0));
+    assert!(text(&out).contains("(10 ready pods)"), "{}", text(&out));
+
+    // Green gets only 3 of 10 pods ready in time: refused unless --force.
+    let k = Cluster::new("scale-stuck");
+    k.set("replicas-blue", "10");
+    k.set("stuck-green", "3");
+    let out = k.run("rollback.sh", &["emergency", "--wait", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("ultragate-green has 3 of 10 pods ready; not switching from blue"),
+        "{}",
+        text(&out)
+    );
+    assert!(k
+        .calls()
+        .iter()
+        .any(|c| c.contains("rollout status deployment/ultragate-green --timeout=1s")));
+    assert_eq!(k.get("color"), "");
+    let out = k.run("rollback.sh", &["emergency", "--wait", "1s", "--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(k.get("color"), "green");
 }
 
 #[test]
 fn switch_refuses_when_the_other_color_has_no_ready_pods() {
     let k = Cluster::new("refuse");
     k.set("ready-green", "0");
-    let out = k.run("rollback.sh", &["switch"]);
+    k.set("replicas-green", "2");
+    k.set("stuck-green", "0");
+    let out = k.run("rollback.sh", &["switch", "--wait", "1s"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).contains("ultragate-green has no ready pods; not switching from blue"),
@@ -154,57 +265,83 @@ fn switch_refuses_when_the_other_color_has_no_ready_pods() {
 fn emergency_without_a_ready_other_color_undoes_the_live_rollout() {
     let k = Cluster::new("undo");
     k.set("ready-green", "0");
-    let out = k.run("rollback.sh", &["emergency"]);
+    let out = k.run("rollback.sh", &["emergency", "--wait", "1s"]);
     assert!(out.status.success(), "{}", text(&out));
-    let calls = k.calls();
+    let changes: Vec<String> = k
+        .changes()
+        .into_iter()
+        .filter(|c| !c.contains("ultragate-green"))
+        .collect();
     assert_eq!(
-        &calls[2..],
+        changes,
         [
-            "-n ultragate rollout undo deployment/ultragate-blue",
-            "-n ultragate rollout status deployment/ultragate-blue --timeout=120s"
+            "--request-timeout=10s -n ultragate rollout undo deployment/ultragate-blue",
+            "--request-timeout=10s -n ultragate rollout status deployment/ultragate-blue --timeout=1s"
         ]
     );
 }
 
 #[test]
-fn dry_run_prints_changes_and_makes_none() {
+fn dry_run_says_would_and_changes_nothing() {
     let k = Cluster::new("dry");
-    let out = k.run("rollback.sh", &["emergency", "--dry-run"]);
-    assert!(out.status.success());
+    k.set("replicas-blue", "4");
+    for (script, args) in [
+        ("rollback.sh", vec!["emergency", "--dry-run"]),
+        ("divert.sh", vec!["to-nodejs", "--dry-run"]),
+        ("cache-op.sh", vec!["clear", "--dry-run"]),
+        ("collect-diagnostics.sh", vec!["--dry-run"]),
+    ] {
+        let out = k.run(script, &args);
+        assert!(out.status.success(), "{script}: {}", text(&out));
+        let said = text(&out);
+        assert!(said.contains("would"), "{script}: {said}");
+        assert!(
+            !said.contains("switched") && !said.contains("diverted the"),
+            "{said}"
+        );
+    }
+    let said = text(&k.run("rollback.sh", &["emergency", "--dry-run"]));
     assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains("+ kubectl -n ultragate patch service ultragate"),
-        "{}",
-        text(&out)
+        said.contains("would run: kubectl --request-timeout=10s -n ultragate scale deployment/ultragate-green --replicas=4")
+            && said.contains("would switch the ultragate Service from blue to green"),
+        "{said}"
     );
-    assert!(
-        k.calls().iter().all(|c| c.contains(" get ")),
-        "only reads ran: {:?}",
-        k.calls()
+    assert!(k.changes().is_empty(), "only reads ran: {:?}", k.changes());
+    assert_eq!(
+        (k.get("color"), k.get("app")),
+        (String::new(), String::new())
     );
 }
 
 #[test]
-fn divert_to_nodejs_and_back() {
+fn divert_twice_then_back_lands_on_the_color_that_was_live() {
     let k = Cluster::new("divert");
     k.set("color", "green");
     let out = k.run("divert.sh", &["to-nodejs"]);
     assert!(out.status.success(), "{}", text(&out));
-    let calls = k.calls();
+    assert!(text(&out).contains("diverted the ultragate Service to nodejs-api (was color green)"));
+    let patch = k.changes().pop().unwrap();
+    assert!(
+        patch.contains("\"ultragate.io/diverted-from-color\":\"green\"")
+            && patch.contains("\"app\":\"nodejs-api\",\"color\":null"),
+        "saved color and selector in one patch: {patch}"
+    );
+    assert!(
+        k.calls().iter().any(|c| c.contains("get endpoints")),
+        "verified"
+    );
+
+    let out = k.run("divert.sh", &["to-nodejs"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("already diverted to nodejs-api (from color green); nothing changed")
+    );
     assert_eq!(
-        calls[0],
-        "-n ultragate get deployment nodejs-api -o jsonpath={.status.readyReplicas}"
+        k.get("from"),
+        "green",
+        "the second run kept what the first saved"
     );
-    assert!(calls[2]
-        .contains("annotate service ultragate --overwrite ultragate.io/diverted-from-color=green"));
-    assert!(
-        calls[3].contains("patch service ultragate")
-            && calls[3].contains("\"app\":\"nodejs-api\",\"color\":null")
-    );
-    assert!(
-        calls[4].ends_with("{.spec.selector.app}") && calls[5].contains("get endpoints"),
-        "verified: {calls:#?}"
-    );
+
     let out = k.run("divert.sh", &["back"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -212,6 +349,29 @@ fn divert_to_nodejs_and_back() {
         "{}",
         text(&out)
     );
+    assert_eq!(
+        (k.get("app"), k.get("color"), k.get("from")),
+        ("ultragate".into(), "green".into(), String::new())
+    );
+    let out = k.run("divert.sh", &["back"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("not diverted"), "{}", text(&out));
+}
+
+#[test]
+fn divert_back_without_a_saved_color_asks_which() {
+    let k = Cluster::new("divert-nocolor");
+    k.set("app", "nodejs-api");
+    let out = k.run("divert.sh", &["back"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("say which with --to blue|green"),
+        "{}",
+        text(&out)
+    );
+    let out = k.run("divert.sh", &["back", "--to", "green"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(k.get("color"), "green");
 }
 
 #[test]
@@ -221,10 +381,31 @@ fn divert_refuses_without_ready_nodejs_pods() {
     let out = k.run("divert.sh", &["to-nodejs"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("nodejs-api has no ready pods; not diverting"));
+    assert!(k.changes().is_empty());
 }
 
 #[test]
-fn cache_op_runs_in_every_pod_and_fails_when_one_does() {
+fn an_unreachable_cluster_exits_3_and_a_refusal_1() {
+    let k = Cluster::new("down");
+    k.set("down", "");
+    for (script, args) in [
+        ("rollback.sh", vec!["emergency"]),
+        ("divert.sh", vec!["to-nodejs"]),
+        ("divert.sh", vec!["back"]),
+        ("cache-op.sh", vec!["verify"]),
+    ] {
+        let out = k.run(script, &args);
+        assert_eq!(out.status.code(), Some(3), "{script}: {}", text(&out));
+        assert!(
+            text(&out).contains("cluster unreachable"),
+            "{script}: {}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn cache_op_prints_a_table_and_says_corrupt() {
     let k = Cluster::new("cache");
     let out = k.run("cache-op.sh", &["verify"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -236,13 +417,38 @@ fn cache_op_runs_in_every_pod_and_fails_when_one_does() {
     assert_eq!(
         execs,
         [
-            "-n ultragate exec ug-1 -- curl -sS -f -X POST http://localhost:8080/admin/cache/verify",
-            "-n ultragate exec ug-2 -- curl -sS -f -X POST http://localhost:8080/admin/cache/verify",
+            "--request-timeout=10s -n ultragate exec ug-1 -- curl -sS -f -m 30 -X POST http://localhost:8080/admin/cache/verify",
+            "--request-timeout=10s -n ultragate exec ug-2 -- curl -sS -f -m 30 -X POST http://localhost:8080/admin/cache/verify",
         ]
     );
+    let said = text(&out);
     assert!(
-        text(&out).contains("ug-1: ok {\"action\":\"done\"")
-            && text(&out).contains("verify done in every gateway pod")
+        said.contains("POD")
+            && said.contains("CORRUPT")
+            && said.contains("verify done in every gateway pod"),
+        "{said}"
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("ug-1") && l.contains(" ok ") && l.contains(" 10 ")),
+        "{said}"
+    );
+
+    k.set(
+        "answer-ug-2",
+        r#"{"action":"verify","checked":10,"corrupt":3,"evicted":3}"#,
+    );
+    let out = k.run("cache-op.sh", &["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("ug-2") && l.contains("CORRUPT")),
+        "{said}"
+    );
+    assert!(
+        said.contains("CORRUPT: 3 corrupt entries in 1 pod(s)"),
+        "{said}"
     );
 
     let k = Cluster::new("cache-fail");
@@ -250,7 +456,7 @@ fn cache_op_runs_in_every_pod_and_fails_when_one_does() {
     let out = k.run("cache-op.sh", &["restore"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out).contains("ug-2: FAILED") && text(&out).contains("restore failed in 1 pod(s)"),
+        text(&out).contains("FAILED") && text(&out).contains("restore failed in 1 pod(s)"),
         "{}",
         text(&out)
     );
@@ -261,10 +467,13 @@ fn unknown_arguments_are_refused_by_every_script() {
     let k = Cluster::new("args");
     for (script, args) in [
         ("rollback.sh", vec!["sideways"]),
-        ("rollback.sh", vec!["emergency", "--force"]),
+        ("rollback.sh", vec!["emergency", "--to", "purple"]),
         ("divert.sh", vec!["to-mars"]),
+        ("divert.sh", vec!["back", "--force"]),
         ("cache-op.sh", vec!["explode"]),
+        ("cache-op.sh", vec!["clear", "--to", "blue"]),
         ("collect-diagnostics.sh", vec!["--verbose"]),
+        ("performance-test.sh", vec!["--frobnicate"]),
     ] {
         let out = k.run(script, &args);
         assert_eq!(
@@ -292,7 +501,36 @@ fn unknown_arguments_are_refused_by_every_script() {
 }
 
 #[test]
-fn diagnostics_land_in_one_tarball() {
+fn performance_test_dry_run_goes_through_the_upstream_path() {
+    let k = Cluster::new("perf");
+    let out = k.run("performance-test.sh", &["--quick-validation", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("would offer 200 req/s for 5s over 8 connections to http://127.0.0.1:8080/;"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The files of a tarball and their concatenated contents.
+fn untar(tarball: &str) -> (String, String) {
+    let list = Command::new("tar")
+        .args(["-tzf", tarball])
+        .output()
+        .unwrap();
+    let all = Command::new("tar")
+        .args(["-xzOf", tarball])
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&list.stdout).into_owned(),
+        String::from_utf8_lossy(&all.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn diagnostics_land_in_one_tarball_without_secrets() {
     let k = Cluster::new("diag");
     let out_dir = k.dir.join("out");
     let out = k.run(
@@ -301,14 +539,10 @@ fn diagnostics_land_in_one_tarball() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let tarball = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let list = Command::new("tar")
-        .args(["-tzf", &tarball])
-        .output()
-        .unwrap();
-    let files = String::from_utf8_lossy(&list.stdout);
+    let (files, contents) = untar(&tarball);
     for f in [
         "events.txt",
-        "configmap.yaml",
+        "configmap-ultragate-config-blue.yaml",
         "ug-1.log",
         "ug-1.previous.log",
         "ug-2.health.txt",
@@ -318,6 +552,40 @@ fn diagnostics_land_in_one_tarball() {
     ] {
         assert!(files.contains(f), "{f} missing from {files}");
     }
+    assert!(
+        !contents.contains("s3cr3t-admin"),
+        "a secret reached the tarball"
+    );
+    assert!(contents.contains("token = <redacted>"), "{contents}");
+    let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the tarball is written");
+}
+
+#[test]
+fn diagnostics_without_the_api_server_keep_what_the_machine_has() {
+    let k = Cluster::new("diag-down");
+    k.set("down", "");
+    let out_dir = k.dir.join("out");
+    let out = k.run(
+        "collect-diagnostics.sh",
+        &[
+            "--output",
+            out_dir.to_str().unwrap(),
+            "--admin",
+            "http://127.0.0.1:9",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let tarball = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (files, contents) = untar(&tarball);
+    assert!(
+        files.contains("cluster-unreachable.txt") && files.contains("local/health.txt"),
+        "{files}"
+    );
+    assert!(
+        contents.contains("Unable to connect to the server"),
+        "{contents}"
+    );
 }
 
 #[test]
