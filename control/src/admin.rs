@@ -219,6 +219,22 @@ impl Admin {
                     json_response(422, &json!({ "reloaded": false, "error": e }))
                 }
             },
+            ("POST", "/admin/drain") => {
+                // The pod's preStop hook: readiness turns red while the
+                // listeners still serve, so the pod leaves the Service's
+                // endpoints before SIGTERM closes them.
+                sup.status.set_draining();
+                sup.timeline.push(
+                    "admin_call",
+                    "preStop",
+                    "readiness red, still serving until SIGTERM",
+                    "draining",
+                );
+                json_response(
+                    200,
+                    &json!({ "draining": true, "ready": sup.status.is_ready() }),
+                )
+            }
             ("POST", "/admin/security/isolate") => {
                 st.isolated.store(true, Ordering::Relaxed);
                 sup.status.set_log_requests(true);
@@ -399,6 +415,7 @@ const ENDPOINTS: &[&str] = &[
     "POST /admin/route",
     "POST /admin/dataplane",
     "POST /admin/config/reload",
+    "POST /admin/drain",
     "POST /admin/security/isolate",
     "POST /admin/security/normal",
     "GET /admin/config",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs a cache admin call in every gateway pod, as the runbook writes it
-# (curl -X POST http://localhost:8080/admin/cache/<op>), and prints a
+# Runs a cache admin call in every gateway pod (the runbook's
+# `curl -X POST localhost:8080/admin/cache/<op>`, on the admin port 8081,
+# which listens on the kernel stack in DPDK pods too), and prints a
 # per-pod table of the JSON answers. Exit 1 when any pod's call fails, and
 # for verify when any pod reports corrupt entries (the last line then says
 # CORRUPT). Other exit codes: see lib.sh.
@@ -26,7 +27,7 @@ field() { grep -o "\"$1\":[0-9.]*" <<<"$2" | head -1 | cut -d: -f2 || true; }
 failed=0 corrupt=0 corrupt_pods=0
 rows=()
 for pod in $pods; do
-  call=(exec "$pod" -- curl -sS -f -m 30 -X POST "http://localhost:8080/admin/cache/$op")
+  call=(exec "$pod" -- curl -sS -f -m 30 -X POST "http://localhost:8081/admin/cache/$op")
   if [ "$DRY_RUN" = 1 ]; then
     kchange "${call[@]}"
     continue

@@ -2,6 +2,7 @@
 //! control plane (admin API) and the data plane, and drains on SIGTERM.
 
 mod dataplane;
+mod prestop;
 
 use anyhow::Context;
 use clap::Parser;
@@ -43,6 +44,10 @@ struct Cli {
     /// Print the default configuration as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
+    /// The preStop hook: tell the gateway running with this config to turn
+    /// readiness red (it keeps serving), wait MS milliseconds, and exit.
+    #[arg(long, value_name = "MS")]
+    pre_stop: Option<u64>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +55,23 @@ fn main() -> std::process::ExitCode {
     if cli.print_default_config {
         print!("{}", Config::default_toml());
         return std::process::ExitCode::SUCCESS;
+    }
+    if let Some(wait) = cli.pre_stop {
+        let listen = match &cli.config {
+            Some(path) => match Config::load(path) {
+                Ok(cfg) => cfg.admin.listen,
+                Err(e) => {
+                    eprintln!("pre-stop: {}: {e}", path.display());
+                    Config::default().admin.listen
+                }
+            },
+            None => Config::default().admin.listen,
+        };
+        let target = prestop::admin_target(listen);
+        return match prestop::run(target, Duration::from_millis(wait)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(_) => std::process::ExitCode::FAILURE,
+        };
     }
     if let Some(path) = &cli.check_config {
         return match Config::load(path) {

@@ -417,8 +417,8 @@ fn cache_op_prints_a_table_and_says_corrupt() {
     assert_eq!(
         execs,
         [
-            "--request-timeout=10s -n ultragate exec ug-1 -- curl -sS -f -m 30 -X POST http://localhost:8080/admin/cache/verify",
-            "--request-timeout=10s -n ultragate exec ug-2 -- curl -sS -f -m 30 -X POST http://localhost:8080/admin/cache/verify",
+            "--request-timeout=10s -n ultragate exec ug-1 -- curl -sS -f -m 30 -X POST http://localhost:8081/admin/cache/verify",
+            "--request-timeout=10s -n ultragate exec ug-2 -- curl -sS -f -m 30 -X POST http://localhost:8081/admin/cache/verify",
         ]
     );
     let said = text(&out);
@@ -588,40 +588,85 @@ fn diagnostics_without_the_api_server_keep_what_the_machine_has() {
     );
 }
 
-#[test]
-fn configmap_toml_passes_check_config() {
+/// Every `gateway.toml: |` block of a manifest file, unindented.
+fn gateway_tomls(file: &str) -> Vec<String> {
     let yaml = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s/configmap.yaml"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/k8s")
+            .join(file),
     )
     .unwrap();
-    let block: Vec<&str> = yaml
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("gateway.toml: |"))
-        .skip(1)
-        .take_while(|l| l.is_empty() || l.starts_with("    "))
-        .map(|l| l.strip_prefix("    ").unwrap_or(""))
-        .collect();
-    assert!(block.len() > 10, "{block:?}");
+    let mut blocks = Vec::new();
+    let mut lines = yaml.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim_start().starts_with("gateway.toml: |") {
+            let mut block = Vec::new();
+            while let Some(l) = lines.next_if(|l| l.is_empty() || l.starts_with("    ")) {
+                block.push(l.strip_prefix("    ").unwrap_or(""));
+            }
+            blocks.push(block.join("\n"));
+        }
+    }
+    blocks
+}
+
+#[test]
+fn every_configmap_toml_passes_check_config() {
+    let colors = gateway_tomls("configmap.yaml");
+    assert_eq!(colors.len(), 2, "a ConfigMap per color");
+    assert_eq!(
+        colors[0], colors[1],
+        "both colors start from the same config"
+    );
+    let dpdk = gateway_tomls("dpdk/gateway-dpdk.yaml");
+    assert_eq!(dpdk.len(), 1, "the DPDK variant has a ConfigMap of its own");
+    assert!(dpdk[0].contains("enable_dpdk = true") && dpdk[0].contains("[dpdk]"));
     // The token file is the mounted Secret: a stand-in here.
     let token = std::env::temp_dir().join(format!("ug-configmap-token-{}", std::process::id()));
     std::fs::write(&token, "t0ken\n").unwrap();
-    let toml = block
-        .join("\n")
-        .replace("/etc/ultragate-secret/token", &token.display().to_string());
-    assert!(
-        toml.contains(&*token.display().to_string()),
-        "the token comes from a file"
-    );
-    let file = std::env::temp_dir().join(format!("ug-configmap-{}.toml", std::process::id()));
-    std::fs::write(&file, toml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ultragate"))
-        .arg("--check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let _ = std::fs::remove_file(file);
+    for (i, toml) in colors.iter().chain(&dpdk).enumerate() {
+        assert!(toml.lines().count() > 10, "{toml}");
+        let toml = toml.replace("/etc/ultragate-secret/token", &token.display().to_string());
+        assert!(
+            toml.contains(&*token.display().to_string()),
+            "the token comes from a file"
+        );
+        let file =
+            std::env::temp_dir().join(format!("ug-configmap-{}-{i}.toml", std::process::id()));
+        std::fs::write(&file, toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ultragate"))
+            .arg("--check-config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let _ = std::fs::remove_file(file);
+    }
     let _ = std::fs::remove_file(token);
+}
+
+#[test]
+fn the_dpdk_variant_never_overlaps_a_color_and_probes_the_admin_port() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s");
+    let dpdk = std::fs::read_to_string(root.join("dpdk/gateway-dpdk.yaml")).unwrap();
+    assert!(!dpdk.contains("color: blue") && !dpdk.contains("color: green"));
+    assert_eq!(
+        dpdk.matches("port: admin}").count(),
+        2,
+        "both probes on the admin port"
+    );
+    assert!(dpdk.contains("drop: [ALL]") && dpdk.contains("add: [IPC_LOCK]"));
+    for color in ["blue", "green"] {
+        let d = std::fs::read_to_string(root.join(format!("gateway-{color}.yaml"))).unwrap();
+        assert!(d.contains(&format!("configMap: {{name: ultragate-config-{color}}}")));
+    }
+    let pdb = std::fs::read_to_string(root.join("pdb.yaml")).unwrap();
+    for color in ["blue", "green", "dpdk"] {
+        assert!(
+            pdb.contains(&format!("name: ultragate-{color}\n")),
+            "a PDB for {color}"
+        );
+    }
 }
 
 #[test]

@@ -1,0 +1,169 @@
+//! The pod's life as Kubernetes drives it: the preStop hook then SIGTERM
+//! without a refused connection.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A client that behaves like a Service's endpoints: it opens a new
+/// connection per request while the pod's readiness probe (polled every
+/// 50 ms) is green, and stops sending `lag` after it turns red, as
+/// kube-proxy stops after the endpoints update.
+struct Balancer {
+    stop: Arc<AtomicBool>,
+    refused: Arc<AtomicU64>,
+    answered: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Balancer {
+    fn start(data: SocketAddr, lag: Duration) -> Balancer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let routed = Arc::new(AtomicBool::new(true));
+        let (refused, answered) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let probe = {
+            let (stop, routed) = (stop.clone(), routed.clone());
+            std::thread::spawn(move || {
+                let end = Instant::now() + Duration::from_secs(30);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                    if get_status(data, "/health/ready") != 200 {
+                        std::thread::sleep(lag);
+                        routed.store(false, Ordering::Relaxed);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        let client = {
+            let (stop, refused, answered) = (stop.clone(), refused.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let end = Instant::now() + Duration::from_secs(30);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                    if !routed.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    match get_status(data, "/x?size=10") {
+                        200 => answered.fetch_add(1, Ordering::Relaxed),
+                        _ => refused.fetch_add(1, Ordering::Relaxed),
+                    };
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        Balancer {
+            stop,
+            refused,
+            answered,
+            threads: vec![probe, client],
+        }
+    }
+
+    /// Stops; (answered, refused or failed).
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (
+            self.answered.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[test]
+fn pre_stop_then_sigterm_refuses_no_connection() {
+    let (_o, origin) = origin(&[]);
+    let mut gw = Gateway::start(&[origin], "", "");
+    let lb = Balancer::start(gw.data, Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(300));
+    // The kubelet's sequence: the preStop hook to its end, then SIGTERM.
+    let hook = Command::new(env!("CARGO_BIN_EXE_ultragate"))
+        .args([
+            "--config",
+            gw.config.to_str().unwrap(),
+            "--pre-stop",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        hook.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hook.stderr)
+    );
+    assert_eq!(get_status(gw.data, "/health/ready"), 503, "readiness red");
+    assert!(has_event(&gw, "readiness red, still serving until SIGTERM"));
+    gw.proc.signal(libc::SIGTERM);
+    assert_eq!(gw.proc.wait_exit(Duration::from_secs(10)), Some(0));
+    let (answered, refused) = lb.finish();
+    assert!(answered > 20, "load ran: {answered}");
+    assert_eq!(refused, 0, "{answered} answered, {refused} refused");
+}
+
+#[test]
+fn sigterm_without_the_hook_refuses_connections_the_balancer_still_sends() {
+    let (_o, origin) = origin(&[]);
+    let mut gw = Gateway::start(&[origin], "", "");
+    let lb = Balancer::start(gw.data, Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(300));
+    gw.proc.signal(libc::SIGTERM);
+    assert_eq!(gw.proc.wait_exit(Duration::from_secs(10)), Some(0));
+    std::thread::sleep(Duration::from_millis(400));
+    let (answered, refused) = lb.finish();
+    assert!(
+        answered > 0 && refused > 0,
+        "{answered} answered, {refused} refused"
+    );
+}
+
+#[test]
+fn manifests_give_the_hook_and_the_drain_time_to_finish() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s");
+    for file in [
+        "gateway-blue.yaml",
+        "gateway-green.yaml",
+        "dpdk/gateway-dpdk.yaml",
+    ] {
+        let yaml = std::fs::read_to_string(root.join(file)).unwrap();
+        let number = |after: &str| -> u64 {
+            let rest = &yaml[yaml
+                .find(after)
+                .unwrap_or_else(|| panic!("{file}: no {after}"))
+                + after.len()..];
+            rest.trim_start_matches([' ', ':', '"', '['])
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{file}: {after} is not a number"))
+        };
+        let grace = number("terminationGracePeriodSeconds");
+        let pre_stop_ms = number("\"--pre-stop\", ");
+        let drain_ms = ["configmap.yaml", "dpdk/gateway-dpdk.yaml"]
+            .iter()
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(root.join(f)).unwrap();
+                text.lines()
+                    .filter_map(|l| {
+                        l.trim()
+                            .strip_prefix("drain_timeout_ms = ")?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .max()
+            .unwrap();
+        assert!(
+            grace * 1000 >= pre_stop_ms + drain_ms + 1000,
+            "{file}: grace {grace} s < preStop {pre_stop_ms} ms + drain {drain_ms} ms"
+        );
+    }
+}
