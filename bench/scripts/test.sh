@@ -29,7 +29,7 @@ if ! command -v kubernetes-validate >/dev/null; then
 fi
 k8s_version=1.31.0
 echo "skipped (need CRDs): deploy/k8s/dpdk/sriov-network.yaml (NetworkAttachmentDefinition), deploy/k8s/monitoring/servicemonitor.yaml (ServiceMonitor)"
-kubernetes-validate --quiet --strict -k "$k8s_version" deploy/k8s/*.yaml deploy/k8s/dpdk/gateway-dpdk.yaml
+kubernetes-validate --quiet --strict -k "$k8s_version" deploy/k8s/*.yaml deploy/k8s/dpdk/gateway-dpdk.yaml deploy/k8s/monitoring/prometheus-adapter.yaml
 echo "manifests valid for Kubernetes $k8s_version"
 
 # Fuzzing (dataplane/fuzz): every target for a bounded time, starting from

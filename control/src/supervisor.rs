@@ -67,6 +67,10 @@ pub struct SupervisorConfig {
     pub verify_interval: Duration,
     /// Where the last good snapshot is restored from.
     pub snapshot_dir: PathBuf,
+    /// The data cores, for `/health`.
+    pub cores: Vec<usize>,
+    /// Where their choice came from (configured, or affinity and quota).
+    pub cores_from: String,
 }
 
 /// Numbers of the last round, for `/health` and `/metrics`.
@@ -375,6 +379,8 @@ impl Supervisor {
             "dpdk_port": port,
             "status": if ready { "ok" } else { "down" },
             "backend": self.status.backend().as_str(),
+            "cores": self.cfg.cores,
+            "cores_from": self.cfg.cores_from,
             "ready": ready,
             "requests_per_second": view.rps,
             "p50_ms": ms(view.p50),

@@ -2,6 +2,7 @@
 //! keys and bad values refused with the key's name. This is the one place
 //! that turns TOML into settings.
 
+use crate::cpus::CpuBudget;
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -646,18 +647,19 @@ impl Config {
             .collect()
     }
 
-    /// The data cores: as configured, else every core but core 0 (at
-    /// least one).
-    pub fn data_cores(&self) -> Vec<usize> {
-        if !self.api_gateway.cores.is_empty() {
-            return self.api_gateway.cores.clone();
+    /// The data cores: as configured, else the container's CPUs as
+    /// [`CpuBudget::default_cores`] chooses them; never more than the CPU
+    /// quota's whole CPUs.
+    pub fn data_cores(&self, budget: &CpuBudget) -> Vec<usize> {
+        let mut cores = if self.api_gateway.cores.is_empty() {
+            budget.default_cores()
+        } else {
+            self.api_gateway.cores.clone()
+        };
+        if let Some(n) = budget.whole_cpus() {
+            cores.truncate(n);
         }
-        let all = available_cores();
-        match all.len() {
-            0 => vec![0],
-            1 => all,
-            _ => all[1..].to_vec(),
-        }
+        cores
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `ultragate` binary's library part: the configuration file
-//! ([`config`]), shared by the binary and by the fuzzer that feeds the
+//! ([`config`]) and the CPUs the container gives ([`cpus`]), shared by the binary and by the fuzzer that feeds the
 //! loader arbitrary TOML. Start-up, signals and driver selection live in
 //! the binary (`main.rs`).
 
 pub mod config;
+pub mod cpus;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 use ultragate::config::{ms, Config, ControlSection, IoBackendName, UpstreamGroup};
+use ultragate::cpus::CpuBudget;
 use ultragate_control::admin::{Admin, AdminState, DataplaneSwitch};
 use ultragate_control::api::AdminServer;
 use ultragate_control::checks::{self, CheckConfig};
@@ -126,9 +127,24 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         coalesce_wait: ms(cfg.cache.coalesce_wait_ms),
         epoch: (std::time::Instant::now(), std::time::SystemTime::now()),
     });
+    let budget = CpuBudget::detect();
+    let cores = cfg.data_cores(&budget);
+    let cores_from = if cfg.api_gateway.cores.is_empty() {
+        budget.describe()
+    } else {
+        format!(
+            "api_gateway.cores {:?}; {}",
+            cfg.api_gateway.cores,
+            budget.describe()
+        )
+    };
+    if cores.len() < cfg.api_gateway.cores.len() {
+        tracing::warn!(configured = ?cfg.api_gateway.cores, ?cores, "api_gateway.cores asks for more data threads than the CPU quota pays for; cut to the quota");
+    }
+    tracing::info!(?cores, from = %cores_from, "data cores");
     let driver = DriverConfig {
         listen: cfg.api_gateway.listen,
-        cores: cfg.data_cores(),
+        cores: cores.clone(),
         upstreams: primary_addrs.clone(),
         fallback: fallback_addrs.clone(),
         upstream_idle_timeout: ms(primary.idle_timeout_ms),
@@ -191,6 +207,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             memory_limit_bytes: cfg.control.memory_limit_bytes,
             verify_interval: ms(cfg.control.verify_interval_ms),
             snapshot_dir: cfg.cache.snapshot_dir.clone(),
+            cores,
+            cores_from,
         },
         status.clone(),
         cache.clone(),

@@ -167,3 +167,99 @@ fn manifests_give_the_hook_and_the_drain_time_to_finish() {
         );
     }
 }
+
+/// The data cores `/health` reports, and where they came from.
+fn health_cores(gw: &Gateway) -> (Vec<u64>, String) {
+    let health = admin_json(gw, "/health");
+    let dp = health["components"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "dataplane"))
+        .cloned()
+        .unwrap_or_default();
+    let cores = dp["cores"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c.as_u64()).collect())
+        .unwrap_or_default();
+    (
+        cores,
+        dp["cores_from"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+fn data_cores_stay_inside_the_affinity_mask() {
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start_through(&["taskset", "-c", "1"], &[origin], "");
+    let (cores, from) = health_cores(&gw);
+    assert_eq!(cores, [1], "{from}");
+    assert!(from.contains("affinity [1]"), "{from}");
+    assert_eq!(get_status(gw.data, "/x?size=10"), 200);
+}
+
+/// A cgroup with a CPU quota of `cpus`, made by the test (v2 when the
+/// unified hierarchy has the cpu controller, else v1), removed on drop.
+struct QuotaGroup(std::path::PathBuf);
+
+impl QuotaGroup {
+    fn new(cpus: u64) -> QuotaGroup {
+        let name = format!("ultragate-test-{}", std::process::id());
+        let v2 = std::path::Path::new("/sys/fs/cgroup");
+        let controllers =
+            std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+        let dir = if controllers.split_whitespace().any(|c| c == "cpu") {
+            let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+cpu");
+            let dir = v2.join(&name);
+            std::fs::create_dir_all(&dir).expect("create a cgroup (root needed)");
+            std::fs::write(dir.join("cpu.max"), format!("{} 100000", cpus * 100_000)).unwrap();
+            dir
+        } else {
+            let base = ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"]
+                .iter()
+                .map(std::path::Path::new)
+                .find(|p| p.join("cpu.cfs_quota_us").exists())
+                .expect("a cgroup v1 cpu hierarchy or v2 with the cpu controller");
+            let dir = base.join(&name);
+            std::fs::create_dir_all(&dir).expect("create a cgroup (root needed)");
+            std::fs::write(dir.join("cpu.cfs_period_us"), "100000").unwrap();
+            std::fs::write(dir.join("cpu.cfs_quota_us"), (cpus * 100_000).to_string()).unwrap();
+            dir
+        };
+        QuotaGroup(dir)
+    }
+}
+
+impl Drop for QuotaGroup {
+    fn drop(&mut self) {
+        // Empty once the gateway has exited.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn data_cores_follow_the_cgroup_cpu_quota() {
+    let (_o, origin) = origin(&[]);
+    // Both cores asked for; without a quota both serve.
+    let gw = Gateway::start(&[origin], "cores = [0, 1]", "");
+    assert_eq!(health_cores(&gw).0, [0, 1]);
+    drop(gw);
+
+    let group = QuotaGroup::new(1);
+    let procs = group.0.join("cgroup.procs");
+    let script = format!("echo $$ > {} && exec \"$@\"", procs.display());
+    let mut gw = Gateway::start_through(&["sh", "-c", &script, "sh"], &[origin], "cores = [0, 1]");
+    let (cores, from) = health_cores(&gw);
+    assert_eq!(
+        cores.len(),
+        1,
+        "one data thread for a quota of 1 CPU: {cores:?} ({from})"
+    );
+    assert!(from.contains("cgroup quota 1.00 CPUs"), "{from}");
+    assert_eq!(get_status(gw.data, "/x?size=10"), 200);
+    gw.proc.signal(libc::SIGTERM);
+    gw.proc.wait_exit(Duration::from_secs(10));
+}

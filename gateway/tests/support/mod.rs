@@ -208,6 +208,23 @@ impl Gateway {
         admin_keys: &str,
         extra: &str,
     ) -> Gateway {
+        Self::launch(&[], host, primary, gateway_keys, admin_keys, extra)
+    }
+
+    /// As [`Gateway::start`], run through `launcher` (e.g. `taskset -c 1`,
+    /// or a shell that moves itself into a cgroup and `exec`s the rest).
+    pub fn start_through(launcher: &[&str], primary: &[SocketAddr], gateway_keys: &str) -> Gateway {
+        Self::launch(launcher, "127.0.0.1", primary, gateway_keys, "", "")
+    }
+
+    fn launch(
+        launcher: &[&str],
+        host: &str,
+        primary: &[SocketAddr],
+        gateway_keys: &str,
+        admin_keys: &str,
+        extra: &str,
+    ) -> Gateway {
         // A port found free can be taken before the gateway binds it (by
         // another test's connection): start again on new ports then.
         for _ in 0..5 {
@@ -229,8 +246,11 @@ impl Gateway {
                 data.port()
             ));
             std::fs::write(&config, text).unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_ultragate"))
-                .args(["--config", config.to_str().unwrap()])
+            let bin = env!("CARGO_BIN_EXE_ultragate");
+            let mut argv: Vec<&str> = launcher.to_vec();
+            argv.extend([bin, "--config", config.to_str().unwrap()]);
+            let child = Command::new(argv[0])
+                .args(&argv[1..])
                 .env("ULTRAGATE_LOG", "warn")
                 .spawn()
                 .expect("start ultragate");
