@@ -8,14 +8,14 @@ use crate::revalidate;
 use crate::supervisor::Supervisor;
 use crate::timeline::Audit;
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use ultragate_dataplane::admin::{AdminRequest, AdminResponse, AdminService};
 use ultragate_dataplane::cache::{snapshot, Cache, Pattern};
@@ -24,7 +24,44 @@ use ultragate_dataplane::status::Route;
 
 /// Re-reads and applies the configuration file; the answer says what
 /// changed or why nothing did.
-pub type Reload = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
+pub type Reload = Box<dyn Fn() -> Result<ReloadReport, String> + Send + Sync>;
+
+/// What a config reload did: the keys whose change took effect, and the
+/// changed keys that take effect only after a restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReloadReport {
+    /// Changed keys applied now (`upstream.primary.servers`, ...).
+    pub applied: Vec<String>,
+    /// Changed keys that need a restart (listeners, cores, DPDK EAL).
+    pub needs_restart: Vec<String>,
+}
+
+/// The admin settings a config reload replaces.
+pub struct AdminSettings {
+    /// `[admin] token`: a bearer token that allows `/admin/*` calls from
+    /// non-loopback peers.
+    pub token: Mutex<Option<String>>,
+    /// The running configuration as TOML (secrets redacted), for
+    /// `GET /admin/config`.
+    pub config_toml: Mutex<String>,
+    /// The primary upstream servers, for data verify.
+    pub origins: Mutex<Vec<SocketAddr>>,
+}
+
+impl AdminSettings {
+    /// Settings from the config read at start.
+    pub fn new(token: Option<String>, config_toml: String, origins: Vec<SocketAddr>) -> Self {
+        Self {
+            token: Mutex::new(token),
+            config_toml: Mutex::new(config_toml),
+            origins: Mutex::new(origins),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Moves the data plane between DPDK and kernel networking; the binary
 /// implements it when it serves on DPDK.
@@ -39,10 +76,9 @@ pub struct AdminState {
     /// The control loop: health, metrics, events, route.
     pub supervisor: Arc<Supervisor>,
     /// Where mutating calls and refusals are recorded.
-    pub audit: Audit,
-    /// `[admin] token`: a bearer token that allows mutating calls from
-    /// non-loopback peers.
-    pub token: Option<String>,
+    pub audit: Arc<Audit>,
+    /// Token, running config and origins, replaced by a reload.
+    pub settings: Arc<AdminSettings>,
     /// Security isolation: mutating calls from loopback only, every
     /// request logged.
     pub isolated: AtomicBool,
@@ -50,14 +86,10 @@ pub struct AdminState {
     pub reload: Reload,
     /// The data plane's readiness.
     pub status: Arc<DataplaneStatus>,
-    /// The running configuration as TOML, for `GET /admin/config`.
-    pub config_toml: String,
     /// The shared cache, when enabled.
     pub cache: Option<Arc<Cache>>,
     /// Where snapshots go.
     pub snapshot_dir: PathBuf,
-    /// The primary upstream servers, for data verify.
-    pub origins: Vec<SocketAddr>,
     /// Enables `POST /admin/cache/corrupt` (tests only).
     pub test_hooks: bool,
     /// The DPDK/kernel switch, when a DPDK data plane exists.
@@ -88,7 +120,8 @@ impl Admin {
             return true;
         }
         let st = &self.state;
-        match (&st.token, &req.authorization) {
+        let token = lock(&st.settings.token);
+        match (&*token, &req.authorization) {
             (Some(token), Some(given)) if !st.isolated.load(Ordering::Relaxed) => given
                 .strip_prefix(b"Bearer ")
                 .is_some_and(|g| constant_time_eq(g, token.as_bytes())),
@@ -208,16 +241,11 @@ impl Admin {
                 ),
             },
             ("POST", "/admin/config/reload") => match (st.reload)() {
-                Ok(applied) => {
-                    sup.timeline
-                        .push("admin_call", "config reload", "apply new config", &applied);
-                    json_response(200, &json!({ "reloaded": true, "applied": applied }))
-                }
-                Err(e) => {
-                    sup.timeline
-                        .push("admin_call", "config reload", "keep running config", &e);
-                    json_response(422, &json!({ "reloaded": false, "error": e }))
-                }
+                Ok(report) => json_response(
+                    200,
+                    &json!({ "reloaded": true, "applied": report.applied, "needs_restart": report.needs_restart }),
+                ),
+                Err(e) => json_response(422, &json!({ "reloaded": false, "error": e })),
             },
             ("POST", "/admin/drain") => {
                 // The pod's preStop hook: readiness turns red while the
@@ -267,7 +295,7 @@ impl Admin {
             ("GET", "/admin/config") => AdminResponse {
                 status: 200,
                 content_type: "application/toml",
-                body: Bytes::from(st.config_toml.clone()),
+                body: Bytes::from(lock(&st.settings.config_toml).clone()),
             },
             ("GET", "/admin/ready") => {
                 json_response(200, &json!({ "ready": st.status.is_ready() }))
@@ -391,7 +419,8 @@ impl Admin {
                 }
             }
             ("POST", "/admin/data/verify") => {
-                let r = revalidate::data_verify(&cache, &self.state.origins).await;
+                let origins = lock(&self.state.settings.origins).clone();
+                let r = revalidate::data_verify(&cache, &origins).await;
                 (
                     200,
                     json!({ "action": "data_verify", "checked": r.checked, "changed": r.changed, "evicted": r.changed, "skipped": r.skipped, "errors": r.errors }),

@@ -8,6 +8,38 @@ use prometheus::{
 use ultragate_dataplane::stats::{CacheResult, CoreStats};
 use ultragate_dataplane::status::{Backend, Route};
 
+/// How a config reload ended, for `ultragate_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// Every change took effect.
+    Applied,
+    /// Some changes took effect, others need a restart.
+    Partial,
+    /// The file had no change.
+    Unchanged,
+    /// The file was refused; the running config stays.
+    Rejected,
+}
+
+impl ReloadResult {
+    const ALL: [ReloadResult; 4] = [
+        ReloadResult::Applied,
+        ReloadResult::Partial,
+        ReloadResult::Unchanged,
+        ReloadResult::Rejected,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Partial => "partial",
+            ReloadResult::Unchanged => "unchanged",
+            ReloadResult::Rejected => "rejected",
+        }
+    }
+}
+
 /// The registry and every series the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -16,6 +48,7 @@ pub struct Metrics {
     upstream_errors: IntCounter,
     panics: IntCounter,
     decisions: IntCounterVec,
+    reloads: IntCounterVec,
     latency: GaugeVec,
     error_ratio: Gauge,
     route: GaugeVec,
@@ -83,7 +116,16 @@ impl Metrics {
         registry
             .register(Box::new(error_ratio.clone()))
             .expect("unique metric");
+        let reloads = counter_vec(
+            "ultragate_config_reloads_total",
+            "Config reloads by result: applied (every change took effect), partial (some changes need a restart), unchanged, rejected (the running config stays).",
+            &["result"],
+        );
+        for r in ReloadResult::ALL {
+            reloads.with_label_values(&[r.label()]);
+        }
         Self {
+            reloads,
             requests: counter_vec(
                 "ultragate_requests_total",
                 "Responses by status class.",
@@ -169,6 +211,11 @@ impl Metrics {
         self.upstream_errors.inc_by(s.upstream_errors);
     }
 
+    /// Counts a config reload.
+    pub fn reload(&self, result: ReloadResult) {
+        self.reloads.with_label_values(&[result.label()]).inc();
+    }
+
     /// Counts a runbook action.
     pub fn decision(&self, action: &str) {
         self.decisions.with_label_values(&[action]).inc();
@@ -213,7 +260,10 @@ impl Metrics {
                 .with_label_values(&[b.as_str()])
                 .set(f64::from(u8::from(b == backend)));
         }
-        for (name, g) in [("primary", &sup.primary), ("fallback", &sup.fallback)] {
+        // Reset first: a reload may have removed servers.
+        self.server_up.reset();
+        let pools = sup.live.load();
+        for (name, g) in [("primary", &pools.primary), ("fallback", &pools.fallback)] {
             for (i, a) in g.servers.iter().enumerate() {
                 self.server_up
                     .with_label_values(&[name, &a.to_string()])

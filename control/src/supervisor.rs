@@ -9,49 +9,37 @@ use crate::policy::{self, MemoryAction, MemoryPolicy, Mode, Observation, RoutePo
 use crate::timeline::Timeline;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ultragate_dataplane::cache::{snapshot, Cache};
+use ultragate_dataplane::live::{Live, PoolSpec};
 use ultragate_dataplane::stats::CoreStats;
 use ultragate_dataplane::status::{DataplaneStatus, Route};
-use ultragate_dataplane::upstream::health::GroupHealth;
 
 /// Statistics older than this leave the window P99 and the error rate are
 /// judged on.
 const EVAL_WINDOW: Duration = Duration::from_secs(1);
 
-/// One upstream group as the supervisor sees it.
-pub struct Group {
-    /// Its servers.
-    pub servers: Vec<SocketAddr>,
-    /// Their health, shared with the data cores.
-    pub health: Arc<GroupHealth>,
-    /// Set by the active checks while some server answers fast.
-    pub fast: Arc<AtomicBool>,
-}
-
-impl Group {
-    fn json(&self, name: &str) -> Value {
-        let servers: Vec<Value> = self
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, a)| json!({ "address": a.to_string(), "healthy": self.health.is_healthy(i) }))
-            .collect();
-        let healthy = (0..self.servers.len())
-            .filter(|&i| self.health.is_healthy(i))
-            .count();
-        let status = match healthy {
-            0 => "down",
-            n if n < self.servers.len() => "degraded",
-            _ => "ok",
-        };
-        json!({ "name": name, "status": status, "servers": servers, "healthy_servers": healthy })
-    }
+/// One upstream pool in `/health`: its servers and their state.
+fn pool_json(pool: &PoolSpec, name: &str) -> Value {
+    let servers: Vec<Value> = pool
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| json!({ "address": a.to_string(), "healthy": pool.health.is_healthy(i) }))
+        .collect();
+    let healthy = (0..pool.servers.len())
+        .filter(|&i| pool.health.is_healthy(i))
+        .count();
+    let status = match healthy {
+        0 => "down",
+        n if n < pool.servers.len() => "degraded",
+        _ => "ok",
+    };
+    json!({ "name": name, "status": status, "servers": servers, "healthy_servers": healthy })
 }
 
 /// Settings of the control loop.
@@ -91,10 +79,8 @@ pub struct Supervisor {
     pub status: Arc<DataplaneStatus>,
     /// The shared cache.
     pub cache: Option<Arc<Cache>>,
-    /// `[upstream.primary]`.
-    pub primary: Group,
-    /// `[upstream.fallback]`.
-    pub fallback: Group,
+    /// The upstream pools (and engine settings) a reload replaces.
+    pub live: Arc<Live>,
     /// Decisions.
     pub timeline: Arc<Timeline>,
     /// Prometheus registry and series.
@@ -112,15 +98,13 @@ impl Supervisor {
         cfg: SupervisorConfig,
         status: Arc<DataplaneStatus>,
         cache: Option<Arc<Cache>>,
-        primary: Group,
-        fallback: Group,
+        live: Arc<Live>,
         timeline: Arc<Timeline>,
     ) -> Self {
         Self {
             status,
             cache,
-            primary,
-            fallback,
+            live,
             timeline,
             metrics: Metrics::new(),
             route: Mutex::new(RoutePolicy::new(cfg.thresholds)),
@@ -190,14 +174,15 @@ impl Supervisor {
 
     fn round(&self, now: Instant, merged: &CoreStats) {
         let p99 = merged.latency(0.99);
+        let pools = self.live.load();
         let observation = Observation {
             now,
             requests: merged.requests,
             p99,
             error_rate: merged.error_rate(),
-            primary_healthy: self.primary.health.any_healthy(),
-            primary_fast: self.primary.fast.load(Ordering::Relaxed),
-            fallback_healthy: self.fallback.health.any_healthy(),
+            primary_healthy: pools.primary.health.any_healthy(),
+            primary_fast: pools.primary.fast.load(Ordering::Relaxed),
+            fallback_healthy: pools.fallback.health.any_healthy(),
         };
         let decision = lock(&self.route).observe(&observation);
         if let Some(d) = decision {
@@ -237,7 +222,8 @@ impl Supervisor {
     /// Ejects primary servers far slower than their peers; the active
     /// checks re-admit them with a fresh average.
     fn eject_slow_primaries(&self) {
-        let g = &self.primary;
+        let pools = self.live.load();
+        let g = &pools.primary;
         let floor = lock(&self.route).thresholds().p99.as_micros() as u64;
         let averages: Vec<(usize, u64)> = (0..g.servers.len())
             .filter(|&i| g.health.is_healthy(i))
@@ -401,9 +387,10 @@ impl Supervisor {
             }
             None => json!({ "name": "cache", "status": "disabled" }),
         };
-        let mut primary = self.primary.json("upstream_primary");
+        let pools = self.live.load();
+        let mut primary = pool_json(&pools.primary, "upstream_primary");
         primary["routed"] = json!(route == Route::Primary);
-        let mut fallback = self.fallback.json("upstream_fallback");
+        let mut fallback = pool_json(&pools.fallback, "upstream_fallback");
         fallback["routed"] = json!(route == Route::Fallback);
         let components = vec![memory, dataplane, cache, primary, fallback];
         let down = |c: &Value| c["status"] == "down" || c["status"] == "critical";

@@ -56,30 +56,40 @@ impl Timeline {
 
 /// The audit log: one JSON line per mutating admin call and per refusal.
 pub struct Audit {
-    file: Option<Mutex<std::fs::File>>,
+    file: Mutex<Option<std::fs::File>>,
+}
+
+fn append(path: Option<&std::path::Path>) -> std::io::Result<Option<std::fs::File>> {
+    path.map(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+    })
+    .transpose()
 }
 
 impl Audit {
     /// Appends to `path`, or logs through `tracing` without one.
     pub fn open(path: Option<&std::path::Path>) -> std::io::Result<Self> {
-        let file = match path {
-            Some(p) => Some(Mutex::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-            )),
-            None => None,
-        };
-        Ok(Self { file })
+        Ok(Self {
+            file: Mutex::new(append(path)?),
+        })
+    }
+
+    /// Switches to `path` (a config reload); on an error the current
+    /// file stays.
+    pub fn reopen(&self, path: Option<&std::path::Path>) -> std::io::Result<()> {
+        let file = append(path)?;
+        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = file;
+        Ok(())
     }
 
     /// Records an admin call and its outcome.
     pub fn record(&self, peer: IpAddr, method: &str, target: &str, outcome: &str) {
         let line = json!({ "time_unix_ms": unix_ms(), "peer": peer.to_string(), "method": method, "target": target, "outcome": outcome });
-        match &self.file {
+        match &mut *self.file.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(f) => {
-                let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = writeln!(f, "{line}");
             }
             None => tracing::info!(target: "ultragate::audit", "{line}"),

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod cache;
 pub mod driver;
 pub mod http;
+pub mod live;
 pub mod proxy;
 pub mod stats;
 pub mod status;

@@ -57,6 +57,8 @@ pub struct Config {
     pub control: ControlSection,
     /// Audit and isolation.
     pub security: SecuritySection,
+    /// The process log.
+    pub log: LogSection,
     /// The DPDK port, used when `api_gateway.enable_dpdk` is true.
     pub dpdk: DpdkSection,
 }
@@ -153,6 +155,10 @@ pub struct ControlSection {
     pub memory_limit_bytes: u64,
     /// Time between background cache verifies, in milliseconds. Default 60000.
     pub verify_interval_ms: u64,
+    /// How often the config file is checked for a change (a ConfigMap
+    /// update lands as a symlink swap), which is then reloaded as SIGHUP
+    /// would; 0 turns the watch off. Milliseconds, default 2000.
+    pub config_watch_ms: u64,
 }
 
 impl Default for ControlSection {
@@ -167,6 +173,26 @@ impl Default for ControlSection {
             failback_hold_ms: 30_000,
             memory_limit_bytes: 0,
             verify_interval_ms: 60_000,
+            config_watch_ms: 2_000,
+        }
+    }
+}
+
+/// `[log]`: the process log.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Level or filter, as `RUST_LOG` takes it (`info`, `warn`,
+    /// `info,ultragate::access=off`); the environment variable
+    /// `ULTRAGATE_LOG` wins at start, a reload applies this. Default
+    /// `info`.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
         }
     }
 }
@@ -527,6 +553,12 @@ impl Config {
         };
         self.dpdk.cidr()?;
         self.dpdk.next_hop()?;
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid(
+                "log.level",
+                "is not a level or filter (e.g. info, warn, info,ultragate::access=off)",
+            );
+        }
         let g = &self.api_gateway;
         if !(1..=1 << 20).contains(&g.max_connections_per_core) {
             return invalid(

@@ -15,7 +15,6 @@ use ultragate_control::admin::DataplaneSwitch;
 use ultragate_control::timeline::Timeline;
 pub use ultragate_dataplane::driver::DpdkConfig;
 use ultragate_dataplane::driver::{Dataplane, DriverConfig, IoBackend, Shared};
-use ultragate_dataplane::proxy::EngineConfig;
 use ultragate_dataplane::status::{Backend, DataplaneStatus};
 
 /// How often the port is sampled.
@@ -25,23 +24,16 @@ const SAMPLE: Duration = Duration::from_millis(100);
 mod port {
     pub use ultragate_dataplane::driver::dpdk::DpdkDataplane as Port;
     use ultragate_dataplane::driver::{DpdkConfig, DriverConfig, Shared};
-    use ultragate_dataplane::proxy::EngineConfig;
 
     /// Starts the DPDK data plane.
-    pub fn start(
-        dpdk: &DpdkConfig,
-        cfg: DriverConfig,
-        engine: std::sync::Arc<EngineConfig>,
-        shared: Shared,
-    ) -> Result<Port, String> {
-        Port::start(dpdk, cfg, engine, shared).map_err(|e| e.to_string())
+    pub fn start(dpdk: &DpdkConfig, cfg: DriverConfig, shared: Shared) -> Result<Port, String> {
+        Port::start(dpdk, cfg, shared).map_err(|e| e.to_string())
     }
 }
 
 #[cfg(not(feature = "dpdk"))]
 mod port {
     use ultragate_dataplane::driver::{DriverConfig, Shared};
-    use ultragate_dataplane::proxy::EngineConfig;
     use ultragate_dataplane::status::PortHealth;
 
     /// No DPDK in this build: there is never a port.
@@ -58,12 +50,7 @@ mod port {
     }
 
     /// Always refuses, saying why.
-    pub fn start(
-        _: &super::DpdkConfig,
-        _: DriverConfig,
-        _: std::sync::Arc<EngineConfig>,
-        _: Shared,
-    ) -> Result<Port, String> {
+    pub fn start(_: &super::DpdkConfig, _: DriverConfig, _: Shared) -> Result<Port, String> {
         Err("this build has no DPDK support (build with --features dpdk)".into())
     }
 }
@@ -72,7 +59,6 @@ mod port {
 struct KernelArgs {
     backend: IoBackend,
     cfg: DriverConfig,
-    engine: Arc<EngineConfig>,
     shared: Shared,
 }
 
@@ -130,13 +116,11 @@ impl Serving {
         dpdk: Option<&DpdkConfig>,
         backend: IoBackend,
         cfg: DriverConfig,
-        engine: Arc<EngineConfig>,
         shared: Shared,
     ) -> anyhow::Result<()> {
         let args = KernelArgs {
             backend,
             cfg: cfg.clone(),
-            engine: engine.clone(),
             shared: shared.clone(),
         };
         let mut st = self.lock();
@@ -145,7 +129,7 @@ impl Serving {
             st.kernel = Some(self.start_kernel(&st)?);
             return Ok(());
         };
-        match port::start(dpdk, cfg, engine, shared) {
+        match port::start(dpdk, cfg, shared) {
             Ok(p) => {
                 st.port = Some(p);
                 st.on_port = true;
@@ -179,7 +163,6 @@ impl Serving {
         Ok(Dataplane::start(
             a.backend,
             a.cfg.clone(),
-            a.engine.clone(),
             a.shared.clone(),
         )?)
     }

@@ -3,30 +3,27 @@
 
 mod dataplane;
 mod prestop;
+mod reload;
 
 use anyhow::Context;
 use clap::Parser;
 use dataplane::{DpdkConfig, Serving};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
-use ultragate::config::{ms, Config, ControlSection, IoBackendName, UpstreamGroup};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use ultragate::config::{ms, Config, IoBackendName};
 use ultragate::cpus::CpuBudget;
-use ultragate_control::admin::{Admin, AdminState, DataplaneSwitch};
+use ultragate_control::admin::{Admin, AdminSettings, AdminState, DataplaneSwitch};
 use ultragate_control::api::AdminServer;
-use ultragate_control::checks::{self, CheckConfig};
-use ultragate_control::policy::Thresholds;
-use ultragate_control::supervisor::{Group, Supervisor, SupervisorConfig};
+use ultragate_control::supervisor::{Supervisor, SupervisorConfig};
 use ultragate_control::timeline::{Audit, Timeline};
 use ultragate_dataplane::cache::{snapshot, Cache, CacheConfig};
 use ultragate_dataplane::driver::{DriverConfig, IoBackend, Shared};
-use ultragate_dataplane::http::request::RequestLimits;
-use ultragate_dataplane::proxy::EngineConfig;
+use ultragate_dataplane::live::Live;
 use ultragate_dataplane::status::DataplaneStatus;
-use ultragate_dataplane::upstream::health::GroupHealth;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -86,14 +83,26 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ULTRAGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+    // The filter is reloadable: `[log] level` applies at start unless
+    // ULTRAGATE_LOG is set, and on every reload.
+    let from_env = std::env::var("ULTRAGATE_LOG").ok();
+    let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(
+        tracing_subscriber::EnvFilter::try_new(from_env.as_deref().unwrap_or("info"))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    );
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
-    match run(&cli) {
+    let set_log_level: reload::SetLogLevel = Box::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        filter_handle.reload(filter).map_err(|e| e.to_string())
+    });
+    let log = Log {
+        set_level: set_log_level,
+        from_env: from_env.is_some(),
+    };
+    match run(&cli, log) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -102,31 +111,26 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
+/// The process log's reloadable level.
+struct Log {
+    set_level: reload::SetLogLevel,
+    /// `ULTRAGATE_LOG` set the level at start.
+    from_env: bool,
+}
+
+fn run(cli: &Cli, log: Log) -> anyhow::Result<()> {
     let cfg = match &cli.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let (primary, fallback) = (&cfg.upstream.primary, &cfg.upstream.fallback);
-    let primary_addrs = Config::resolve(primary, "upstream.primary.servers")?;
-    let fallback_addrs = Config::resolve(fallback, "upstream.fallback.servers")?;
-    let engine = Arc::new(EngineConfig {
-        limits: RequestLimits {
-            max_header_bytes: cfg.api_gateway.max_header_bytes,
-            max_body_bytes: cfg.api_gateway.max_body_bytes,
-        },
-        max_response_head_bytes: 64 * 1024,
-        client_timeout: ms(cfg.api_gateway.client_timeout_ms),
-        keepalive_timeout: ms(cfg.api_gateway.keepalive_timeout_ms),
-        send_timeout: ms(cfg.api_gateway.send_timeout_ms),
-        connect_timeout: ms(primary.connect_timeout_ms),
-        response_timeout: ms(primary.response_timeout_ms),
-        // Every primary server once, then the fallback as the last resort.
-        connect_attempts: primary_addrs.len() + 1,
-        default_host: primary.servers[0].as_str().to_owned(),
-        coalesce_wait: ms(cfg.cache.coalesce_wait_ms),
-        epoch: (std::time::Instant::now(), std::time::SystemTime::now()),
-    });
+    if !log.from_env {
+        (log.set_level)(&cfg.log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
+    }
+    let epoch = (std::time::Instant::now(), std::time::SystemTime::now());
+    let (primary_pool, fallback_pool) = reload::pool_specs(&cfg, None)?;
+    let primary_addrs = primary_pool.servers.clone();
+    let engine = Arc::new(reload::engine_config(&cfg, primary_addrs.len(), epoch));
+    let live = Arc::new(Live::new(engine, primary_pool, fallback_pool));
     let budget = CpuBudget::detect();
     let cores = cfg.data_cores(&budget);
     let cores_from = if cfg.api_gateway.cores.is_empty() {
@@ -145,10 +149,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let driver = DriverConfig {
         listen: cfg.api_gateway.listen,
         cores: cores.clone(),
-        upstreams: primary_addrs.clone(),
-        fallback: fallback_addrs.clone(),
-        upstream_idle_timeout: ms(primary.idle_timeout_ms),
-        upstream_max_idle: primary.max_idle_per_core,
         drain_timeout: ms(cfg.api_gateway.drain_timeout_ms),
         stats_interval: ms(cfg.control.interval_ms),
         max_connections_per_core: cfg.api_gateway.max_connections_per_core,
@@ -172,38 +172,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Err(e) => tracing::warn!(error = %e, "cache not restored; starting empty"),
         }
     }
-    let group = |g: &UpstreamGroup, addrs: &[SocketAddr]| Group {
-        servers: addrs.to_vec(),
-        health: Arc::new(GroupHealth::new(addrs.len(), g.eject_after_failures)),
-        fast: Arc::new(AtomicBool::new(true)),
-    };
-    let (primary_group, fallback_group) = (
-        group(primary, &primary_addrs),
-        group(fallback, &fallback_addrs),
-    );
-    let checks = [
-        ("primary", primary, &primary_group),
-        ("fallback", fallback, &fallback_group),
-    ]
-    .map(|(name, g, grp)| {
-        let cfg = CheckConfig {
-            group: name,
-            servers: grp.servers.clone(),
-            path: g.health_path.clone(),
-            interval: ms(g.health_interval_ms),
-            timeout: ms(g.health_timeout_ms),
-            rise: g.rise,
-            fall: g.fall,
-            slow: ms(cfg.control.p99_threshold_ms),
-        };
-        (cfg, grp.health.clone(), grp.fast.clone())
-    });
-    let shared_health = (primary_group.health.clone(), fallback_group.health.clone());
     let timeline = Arc::new(Timeline::default());
     let supervisor = Arc::new(Supervisor::new(
         SupervisorConfig {
             interval: ms(cfg.control.interval_ms),
-            thresholds: thresholds(&cfg.control),
+            thresholds: reload::thresholds(&cfg.control),
             memory_limit_bytes: cfg.control.memory_limit_bytes,
             verify_interval: ms(cfg.control.verify_interval_ms),
             snapshot_dir: cfg.cache.snapshot_dir.clone(),
@@ -212,8 +185,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         },
         status.clone(),
         cache.clone(),
-        primary_group,
-        fallback_group,
+        live.clone(),
         timeline.clone(),
     ));
     let serving = Serving::new(
@@ -237,41 +209,53 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let audit_path =
         (!cfg.security.audit_log.is_empty()).then(|| PathBuf::from(&cfg.security.audit_log));
-    let audit = Audit::open(audit_path.as_deref())
-        .with_context(|| format!("security.audit_log {:?}", cfg.security.audit_log))?;
-    let reload = {
-        let (path, running, sup) = (
-            cli.config.clone(),
-            Arc::new(Mutex::new(cfg.clone())),
-            supervisor.clone(),
-        );
-        Arc::new(move || reload_config(path.as_deref(), &running, &sup))
-    };
-    let admin = Arc::new(Admin::new(AdminState {
-        supervisor: supervisor.clone(),
-        audit,
-        token: cfg.admin.resolve_token()?,
-        isolated: AtomicBool::new(false),
-        reload: Box::new({
-            let reload = reload.clone();
-            move || reload()
-        }),
-        status: status.clone(),
-        config_toml: toml::to_string_pretty(&cfg.redacted()).unwrap_or_default(),
-        cache: cache.clone(),
-        snapshot_dir: cfg.cache.snapshot_dir.clone(),
-        origins: primary_addrs.clone(),
-        test_hooks: cfg.cache.test_hooks,
-        dataplane: dpdk
-            .is_some()
-            .then(|| serving.clone() as Arc<dyn DataplaneSwitch>),
-    }));
+    let audit = Arc::new(
+        Audit::open(audit_path.as_deref())
+            .with_context(|| format!("security.audit_log {:?}", cfg.security.audit_log))?,
+    );
+    let admin_settings = Arc::new(AdminSettings::new(
+        cfg.admin.resolve_token()?,
+        toml::to_string_pretty(&cfg.redacted()).unwrap_or_default(),
+        primary_addrs,
+    ));
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("ug-control")
         .enable_all()
         .build()
         .context("cannot start the control runtime")?;
+    let reloader = Arc::new(reload::Reloader::new(
+        cli.config.clone(),
+        cfg.clone(),
+        epoch,
+        reload::Targets {
+            live: live.clone(),
+            cache: cache.clone(),
+            supervisor: supervisor.clone(),
+            admin: admin_settings.clone(),
+            audit: audit.clone(),
+            timeline: timeline.clone(),
+            set_log_level: log.set_level,
+            runtime: control.handle().clone(),
+        },
+    ));
+    let admin = Arc::new(Admin::new(AdminState {
+        supervisor: supervisor.clone(),
+        audit,
+        settings: admin_settings,
+        isolated: AtomicBool::new(false),
+        reload: Box::new({
+            let reloader = reloader.clone();
+            move || reloader.reload("admin call")
+        }),
+        status: status.clone(),
+        cache: cache.clone(),
+        snapshot_dir: cfg.cache.snapshot_dir.clone(),
+        test_hooks: cfg.cache.test_hooks,
+        dataplane: dpdk
+            .is_some()
+            .then(|| serving.clone() as Arc<dyn DataplaneSwitch>),
+    }));
     let server = AdminServer::bind(cfg.admin.listen, status.clone(), admin.clone())?;
     tracing::info!(addr = %cfg.admin.listen, "admin API listening");
     let (stats_tx, stats_rx) = std::sync::mpsc::channel();
@@ -284,25 +268,22 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         dpdk.as_ref(),
         backend,
         driver,
-        engine,
         Shared {
             status: status.clone(),
             cache: cache.clone(),
             admin,
             spawner: control.handle().clone(),
-            primary: shared_health.0,
-            fallback: shared_health.1,
+            live,
             stats: stats_tx,
         },
     )?;
 
     let sweeper = cache.clone();
-    control.block_on(async move {
+    control.block_on(async {
         tokio::spawn(server.run());
         tokio::spawn(supervisor.run(stats_rx));
-        for (cfg, health, fast) in checks {
-            tokio::spawn(checks::run(cfg, health, fast, timeline.clone()));
-        }
+        reloader.start_checks();
+        tokio::spawn(reloader.clone().watch());
         if let Some(cache) = sweeper {
             // Apply lazy purges in the background.
             tokio::spawn(async move {
@@ -314,16 +295,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 }
             });
         }
-        wait_for_shutdown(&*reload).await
+        wait_for_shutdown(&reloader).await
     })?;
+    let running = reloader.config();
     tracing::info!(
-        drain_timeout_ms = cfg.api_gateway.drain_timeout_ms,
+        drain_timeout_ms = running.api_gateway.drain_timeout_ms,
         "draining"
     );
     status.set_draining();
     serving.shutdown();
-    if let (Some(cache), true) = (&cache, cfg.cache.snapshot_on_shutdown) {
-        match snapshot::write(cache, &cfg.cache.snapshot_dir) {
+    if let (Some(cache), true) = (&cache, running.cache.snapshot_on_shutdown) {
+        match snapshot::write(cache, &running.cache.snapshot_dir) {
             Ok(w) => {
                 tracing::info!(file = %w.file.display(), entries = w.entries, "cache snapshot written")
             }
@@ -334,60 +316,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn thresholds(c: &ControlSection) -> Thresholds {
-    Thresholds {
-        p99: ms(c.p99_threshold_ms),
-        p99_window: ms(c.p99_window_ms),
-        error_rate: c.error_rate_threshold,
-        error_window: ms(c.error_window_ms),
-        min_requests: c.min_requests,
-        failback_hold: ms(c.failback_hold_ms),
-    }
-}
-
-/// Reads the config file again; applies `[control]` at once, and names
-/// the sections whose changes need a restart. A bad file changes nothing.
-fn reload_config(
-    path: Option<&Path>,
-    running: &Mutex<Config>,
-    sup: &Supervisor,
-) -> Result<String, String> {
-    let path = path.ok_or("started without a config file: nothing to reload")?;
-    let new = Config::load(path).map_err(|e| e.to_string())?;
-    let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
-    sup.reload(thresholds(&new.control), new.control.memory_limit_bytes);
-    let old = running.clone();
-    let mut restart = Vec::new();
-    if new.api_gateway != old.api_gateway {
-        restart.push("[api_gateway]");
-    }
-    if new.admin != old.admin {
-        restart.push("[admin]");
-    }
-    if new.upstream != old.upstream {
-        restart.push("[upstream]");
-    }
-    if new.cache != old.cache {
-        restart.push("[cache]");
-    }
-    if new.security != old.security {
-        restart.push("[security]");
-    }
-    running.control = new.control;
-    Ok(if restart.is_empty() {
-        "applied [control]".to_owned()
-    } else {
-        format!(
-            "applied [control]; these need a restart: {}",
-            restart.join(", ")
-        )
-    })
-}
-
 /// Resolves on SIGTERM or SIGINT; SIGHUP reloads the config.
-async fn wait_for_shutdown(
-    reload: &(dyn Fn() -> Result<String, String> + Send + Sync),
-) -> anyhow::Result<()> {
+async fn wait_for_shutdown(reloader: &Arc<reload::Reloader>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -396,8 +326,8 @@ async fn wait_for_shutdown(
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }
             _ = int.recv() => { tracing::info!("SIGINT received"); return Ok(()); }
-            _ = hup.recv() => match reload() {
-                Ok(applied) => tracing::info!(applied, "SIGHUP: config reloaded"),
+            _ = hup.recv() => match reloader.reload("SIGHUP") {
+                Ok(r) => tracing::info!(applied = ?r.applied, needs_restart = ?r.needs_restart, "SIGHUP: config reloaded"),
                 Err(error) => tracing::error!(error, "SIGHUP: config not reloaded; the running config stays"),
             },
         }

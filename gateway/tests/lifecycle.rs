@@ -263,3 +263,143 @@ fn data_cores_follow_the_cgroup_cpu_quota() {
     gw.proc.signal(libc::SIGTERM);
     gw.proc.wait_exit(Duration::from_secs(10));
 }
+
+/// `curl -i` of a path on the data port.
+fn served_by_node(gw: &Gateway, path: &str) -> bool {
+    String::from_utf8_lossy(&curl(&["-i", &gw.url(path)]).stdout)
+        .contains("x-served-by: nodejs-api")
+}
+
+fn post_reload(gw: &Gateway) -> serde_json::Value {
+    let out = curl(&[
+        "-X",
+        "POST",
+        &format!("http://{}/admin/config/reload", gw.admin),
+    ]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn component(gw: &Gateway, name: &str) -> serde_json::Value {
+    admin_json(gw, "/health")["components"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == name))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn reload_applies_pools_and_cache_budget_and_names_what_needs_a_restart() {
+    let (_o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let gw = Gateway::start(&[origin], "", "\n[control]\nconfig_watch_ms = 0\n");
+    assert!(!served_by_node(&gw, "/before?size=10"));
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+
+    // A pool's server and the cache budget: applied, no restart.
+    let changed = text.replace(
+        &format!("servers = [\"{origin}\"]"),
+        &format!("servers = [\"{node}\"]"),
+    ) + "\n[cache]\nmax_bytes = 1048576\nmax_object_bytes = 65536\n";
+    std::fs::write(&gw.config, &changed).unwrap();
+    let answer = post_reload(&gw);
+    assert_eq!(answer["reloaded"], true, "{answer}");
+    assert_eq!(
+        answer["applied"],
+        serde_json::json!([
+            "cache.max_bytes",
+            "cache.max_object_bytes",
+            "upstream.primary.servers"
+        ]),
+        "{answer}"
+    );
+    assert_eq!(answer["needs_restart"], serde_json::json!([]));
+    assert!(
+        served_by_node(&gw, "/after"),
+        "new requests go to the new server"
+    );
+    assert_eq!(component(&gw, "cache")["max_bytes"], 1_048_576);
+    assert_eq!(
+        component(&gw, "upstream_primary")["servers"][0]["address"],
+        node.to_string()
+    );
+    let shown =
+        String::from_utf8_lossy(&curl(&[&format!("http://{}/admin/config", gw.admin)]).stdout)
+            .into_owned();
+    assert!(
+        shown.contains(&node.to_string()) && shown.contains("max_bytes = 1048576"),
+        "{shown}"
+    );
+
+    // The listener needs a restart; the rest of the same change applies.
+    let other = free_port();
+    let restart = changed.replace(&gw.data.to_string(), &format!("127.0.0.1:{other}"))
+        + "\n[control]\nconfig_watch_ms = 0\np99_threshold_ms = 25\n";
+    let restart = restart.replacen("\n[control]\nconfig_watch_ms = 0\n", "\n", 1);
+    std::fs::write(&gw.config, &restart).unwrap();
+    let answer = post_reload(&gw);
+    assert_eq!(
+        answer["applied"],
+        serde_json::json!(["control.p99_threshold_ms"]),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["needs_restart"],
+        serde_json::json!(["api_gateway.listen"]),
+        "{answer}"
+    );
+    let shown =
+        String::from_utf8_lossy(&curl(&[&format!("http://{}/admin/config", gw.admin)]).stdout)
+            .into_owned();
+    assert!(
+        shown.contains(&gw.data.to_string()) && shown.contains("p99_threshold_ms = 25"),
+        "the running listener stays, the threshold is new: {shown}"
+    );
+    assert_eq!(
+        get_status(gw.data, "/still"),
+        200,
+        "still serving on the old listener"
+    );
+    assert!(has_event(&gw, "apply new config"));
+    let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", gw.admin)]).stdout)
+        .into_owned();
+    for line in [
+        "ultragate_config_reloads_total{result=\"applied\"} 1",
+        "ultragate_config_reloads_total{result=\"partial\"} 1",
+        "ultragate_config_reloads_total{result=\"rejected\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+}
+
+#[test]
+fn a_changed_config_file_is_reloaded_by_itself() {
+    let (_o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let gw = Gateway::start(&[origin], "", "\n[control]\nconfig_watch_ms = 100\n");
+    assert!(!served_by_node(&gw, "/before?size=10"));
+    // As a ConfigMap update lands: a new file swapped in under the name.
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+    let next = gw.config.with_extension("next");
+    std::fs::write(
+        &next,
+        text.replace(
+            &format!("servers = [\"{origin}\"]"),
+            &format!("servers = [\"{node}\"]"),
+        ),
+    )
+    .unwrap();
+    std::fs::rename(&next, &gw.config).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || served_by_node(&gw, "/after")),
+        "the file's new server serves without a signal"
+    );
+    let events = admin_json(&gw, "/admin/events");
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["trigger"] == "config_reload" && e["value"] == "config file changed"),
+        "{events}"
+    );
+}

@@ -178,7 +178,8 @@ pub struct VerifyReport {
 
 /// The shared cache.
 pub struct Cache {
-    cfg: CacheConfig,
+    max_bytes: AtomicU64,
+    max_object_bytes: AtomicU64,
     map: papaya::HashMap<Bytes, Slot>,
     queues: Mutex<Queues>,
     bytes: AtomicU64,
@@ -205,7 +206,8 @@ impl Cache {
     /// An empty cache with these sizes.
     pub fn new(cfg: CacheConfig) -> Self {
         Self {
-            cfg,
+            max_bytes: AtomicU64::new(cfg.max_bytes),
+            max_object_bytes: AtomicU64::new(cfg.max_object_bytes),
             // Small reclamation batches: a replaced or evicted entry's memory
             // is returned soon after, so the heap tracks the byte budget.
             map: papaya::HashMap::builder()
@@ -239,9 +241,21 @@ impl Cache {
         &self.targeted
     }
 
-    /// The sizes the cache was made with.
+    /// The sizes the cache works with now.
     pub fn config(&self) -> CacheConfig {
-        self.cfg
+        CacheConfig {
+            max_bytes: self.max_bytes.load(Ordering::Relaxed),
+            max_object_bytes: self.max_object_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// New sizes (a config reload): a smaller budget evicts, by the usual
+    /// policy, down to it at once. Returns the bytes freed.
+    pub fn set_config(&self, cfg: CacheConfig) -> u64 {
+        self.max_object_bytes
+            .store(cfg.max_object_bytes, Ordering::Relaxed);
+        self.max_bytes.store(cfg.max_bytes, Ordering::Relaxed);
+        self.shrink_to(cfg.max_bytes)
     }
 
     /// Bytes charged by the entries held now, overhead included.
@@ -363,7 +377,9 @@ impl Cache {
             body,
             mut meta,
         } = stored;
-        if body.len() as u64 > self.cfg.max_object_bytes || !self.inserts.load(Ordering::Relaxed) {
+        if body.len() as u64 > self.max_object_bytes.load(Ordering::Relaxed)
+            || !self.inserts.load(Ordering::Relaxed)
+        {
             return false;
         }
         let mut key = url.to_vec();
@@ -440,7 +456,7 @@ impl Cache {
             q.small_bytes += charge;
             q.small.push_back(item);
         }
-        while self.bytes.load(Ordering::Relaxed) > self.cfg.max_bytes
+        while self.bytes.load(Ordering::Relaxed) > self.max_bytes.load(Ordering::Relaxed)
             && (!q.small.is_empty() || !q.main.is_empty())
         {
             self.evict_one(&mut q);
@@ -461,7 +477,8 @@ impl Cache {
 
     fn evict_one(&self, q: &mut Queues) {
         let map = self.map.pin();
-        let from_small = q.small_bytes > self.cfg.max_bytes / 10 || q.main.is_empty();
+        let from_small =
+            q.small_bytes > self.max_bytes.load(Ordering::Relaxed) / 10 || q.main.is_empty();
         if from_small {
             let Some(item) = q.small.pop_front() else {
                 return;

@@ -6,10 +6,10 @@
 //! ([`crate::proxy::Conn`]).
 
 use super::listen;
-use super::upstreams::{Group, Upstreams};
+use super::upstreams::{Target, Upstreams};
 use super::{DriverConfig, DriverError, Shared};
 use crate::admin::AdminResponse;
-use crate::proxy::{Action, Conn, EngineConfig};
+use crate::proxy::{Action, Conn};
 use crate::stats::CoreStats;
 use crate::status::Backend;
 use crate::upstream::pool::Checkout;
@@ -37,11 +37,7 @@ pub struct EpollDataplane {
 
 impl EpollDataplane {
     /// Binds one listener per core and starts the data threads.
-    pub fn start(
-        cfg: DriverConfig,
-        engine: Arc<EngineConfig>,
-        shared: Shared,
-    ) -> Result<Self, DriverError> {
+    pub fn start(cfg: DriverConfig, shared: Shared) -> Result<Self, DriverError> {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let listeners = listen::bind_all(cfg.listen, cfg.cores.len())?;
@@ -54,7 +50,6 @@ impl EpollDataplane {
                 .and_then(|id| cores.iter().find(|c| c.id == *id).copied());
             let setup = CoreSetup {
                 cfg: cfg.clone(),
-                engine: engine.clone(),
                 shared: shared.clone(),
                 shutdown: shutdown_rx.clone(),
             };
@@ -83,14 +78,12 @@ impl EpollDataplane {
 /// What a data thread is given at start.
 struct CoreSetup {
     cfg: DriverConfig,
-    engine: Arc<EngineConfig>,
     shared: Shared,
     shutdown: watch::Receiver<bool>,
 }
 
 /// Per-core state shared by the connection tasks of one thread.
 struct CoreCtx {
-    engine: Arc<EngineConfig>,
     shared: Shared,
     upstreams: RefCell<Upstreams<TcpStream>>,
     stats: RefCell<CoreStats>,
@@ -129,13 +122,11 @@ fn run_core(
         };
         let CoreSetup {
             cfg,
-            engine,
             shared,
             mut shutdown,
         } = setup;
         let ctx = Rc::new(CoreCtx {
-            engine,
-            upstreams: RefCell::new(Upstreams::new(&cfg)),
+            upstreams: RefCell::new(Upstreams::new(&shared.live)),
             shared,
             stats: RefCell::new(CoreStats::default()),
             active: Cell::new(0),
@@ -293,17 +284,22 @@ async fn serve(
     ctx.active.set(ctx.active.get() + 1);
     let _guard = ActiveGuard(ctx.clone());
     let _ = stream.set_nodelay(true);
+    let engine = {
+        let mut upstreams = ctx.upstreams.borrow_mut();
+        upstreams.refresh(&ctx.shared.live);
+        upstreams.engine().clone()
+    };
     let mut conn = Conn::new(
-        ctx.engine.clone(),
+        engine,
         ctx.shared.status.clone(),
         ctx.shared.cache.clone(),
         peer.ip(),
         Instant::now(),
     );
-    let mut upstream: Option<((Group, usize), TcpStream)> = None;
-    let mut connecting: Option<((Group, usize), Connecting)> = None;
+    let mut upstream: Option<(Target, TcpStream)> = None;
+    let mut connecting: Option<(Target, Connecting)> = None;
     // The server of the latest exchange, to credit its answer to.
-    let mut last_target: Option<(Group, usize)> = None;
+    let mut last_target: Option<Target> = None;
     let mut admin_call: Option<AdminCall> = None;
     let mut buf = vec![0u8; READ_BUF];
     let mut draining = *shutdown.borrow();
@@ -317,34 +313,32 @@ async fn serve(
                     upstream = None;
                     connecting = None;
                     let now = Instant::now();
-                    let mut upstreams = ctx.upstreams.borrow_mut();
-                    let group = upstreams.group(attempt, ctx.shared.status.route());
-                    let health = ctx.shared.health(group);
-                    let checkout =
-                        upstreams
-                            .pool(group)
-                            .checkout(now, fresh, idle_conn_alive, |i| health.is_healthy(i));
+                    let (target, checkout) = ctx.upstreams.borrow_mut().checkout(
+                        &ctx.shared.live,
+                        ctx.shared.status.route(),
+                        attempt,
+                        fresh,
+                        now,
+                        idle_conn_alive,
+                    );
                     match checkout {
-                        Checkout::Reused { server, conn: s } => {
-                            upstream = Some(((group, server), s));
-                            last_target = Some((group, server));
+                        Checkout::Reused { conn: s, .. } => {
+                            upstream = Some((target, s));
+                            last_target = Some(target);
                             conn.upstream_connected(now, true);
                         }
-                        Checkout::Connect { server, addr } => {
-                            connecting =
-                                Some(((group, server), Box::pin(TcpStream::connect(addr))));
+                        Checkout::Connect { addr, .. } => {
+                            connecting = Some((target, Box::pin(TcpStream::connect(addr))));
                         }
                     }
                 }
                 Action::Release { reuse } => {
                     connecting = None;
-                    if let Some(((group, server), s)) = upstream.take() {
+                    if let Some((target, s)) = upstream.take() {
                         if reuse {
-                            ctx.upstreams.borrow_mut().pool(group).checkin(
-                                server,
-                                s,
-                                Instant::now(),
-                            );
+                            ctx.upstreams
+                                .borrow_mut()
+                                .checkin(target, s, Instant::now());
                         }
                     }
                 }
@@ -352,8 +346,13 @@ async fn serve(
             }
         }
         while let Some(done) = conn.poll_completion() {
-            ctx.shared
-                .record(&mut ctx.stats.borrow_mut(), &done, last_target, peer);
+            ctx.shared.record(
+                &mut ctx.stats.borrow_mut(),
+                &done,
+                &ctx.upstreams.borrow(),
+                last_target,
+                peer,
+            );
         }
         if conn.is_finished() {
             break;
@@ -419,18 +418,20 @@ async fn serve(
             }
             r = maybe(&mut connect_fut) => {
                 let now = Instant::now();
-                let target = connecting.take().map_or((Group::Primary, 0), |(target, _)| target);
-                match r {
-                    Ok(s) => {
-                        let _ = s.set_nodelay(true);
-                        ctx.shared.health(target.0).connected(target.1);
-                        upstream = Some((target, s));
-                        last_target = Some(target);
-                        conn.upstream_connected(now, false);
-                    }
-                    Err(_) => {
-                        ctx.shared.health(target.0).connect_failed(target.1);
-                        conn.upstream_connect_failed(now);
+                // The future ran, so `connecting` held it and its target.
+                if let Some((target, _)) = connecting.take() {
+                    match r {
+                        Ok(s) => {
+                            let _ = s.set_nodelay(true);
+                            ctx.upstreams.borrow().connected(target);
+                            upstream = Some((target, s));
+                            last_target = Some(target);
+                            conn.upstream_connected(now, false);
+                        }
+                        Err(_) => {
+                            ctx.upstreams.borrow().connect_failed(target);
+                            conn.upstream_connect_failed(now);
+                        }
                     }
                 }
             }

@@ -15,16 +15,15 @@ pub mod uring;
 
 use crate::admin::AdminService;
 use crate::cache::Cache;
-use crate::proxy::EngineConfig;
+use crate::live::Live;
 use crate::stats::{Completion, CoreStats};
 use crate::status::{Backend, DataplaneStatus};
-use crate::upstream::health::GroupHealth;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use upstreams::Group;
+use upstreams::{Target, Upstreams};
 
 /// Where and how the kernel data plane serves.
 #[derive(Debug, Clone)]
@@ -33,15 +32,6 @@ pub struct DriverConfig {
     pub listen: SocketAddr,
     /// Cores to run one data thread each on (ids as `core_affinity` counts).
     pub cores: Vec<usize>,
-    /// The primary upstream servers, used round robin.
-    pub upstreams: Vec<SocketAddr>,
-    /// The fallback servers (the Node.js service), used when the route says
-    /// so and as the last attempt of a request the primaries failed.
-    pub fallback: Vec<SocketAddr>,
-    /// How long an idle upstream keep-alive connection is kept.
-    pub upstream_idle_timeout: Duration,
-    /// Most idle upstream connections kept per server and core.
-    pub upstream_max_idle: usize,
     /// How long in-flight requests may take to finish after a shutdown.
     pub drain_timeout: Duration,
     /// How often each core hands its statistics to the control plane.
@@ -110,39 +100,26 @@ pub struct Shared {
     pub admin: Arc<dyn AdminService>,
     /// Runs admin calls for drivers that have no async runtime (io_uring).
     pub spawner: tokio::runtime::Handle,
-    /// Health of the primary servers.
-    pub primary: Arc<GroupHealth>,
-    /// Health of the fallback servers.
-    pub fallback: Arc<GroupHealth>,
+    /// The engine settings and upstream pools a reload replaces.
+    pub live: Arc<Live>,
     /// Where each core sends its statistics.
     pub stats: std::sync::mpsc::Sender<CoreStats>,
 }
 
 impl Shared {
-    fn health(&self, g: Group) -> &GroupHealth {
-        match g {
-            Group::Primary => &self.primary,
-            Group::Fallback => &self.fallback,
-        }
-    }
-
     /// Books an answered request: the core's statistics, the server's
     /// passive health, and the access log while isolation asks for it.
-    fn record(
+    fn record<T>(
         &self,
         stats: &mut CoreStats,
         done: &Completion,
-        target: Option<(Group, usize)>,
+        upstreams: &Upstreams<T>,
+        target: Option<Target>,
         peer: SocketAddr,
     ) {
         stats.record(done);
-        if let (true, Some((group, server))) = (done.proxied, target) {
-            self.health(group).responded(
-                server,
-                done.status,
-                done.transport_error,
-                done.latency.as_micros() as u64,
-            );
+        if let (true, Some(target)) = (done.proxied, target) {
+            upstreams.responded(target, done);
         }
         if self.status.log_requests() {
             tracing::info!(
@@ -171,22 +148,19 @@ impl Dataplane {
     pub fn start(
         backend: IoBackend,
         cfg: DriverConfig,
-        engine: Arc<EngineConfig>,
         shared: Shared,
     ) -> Result<Self, DriverError> {
         let running = match backend {
-            IoBackend::Epoll => Self::Epoll(epoll::EpollDataplane::start(cfg, engine, shared)?),
-            IoBackend::Uring => Self::Uring(uring::UringDataplane::start(cfg, engine, shared)?),
-            IoBackend::Auto => {
-                match uring::UringDataplane::start(cfg.clone(), engine.clone(), shared.clone()) {
-                    Ok(d) => Self::Uring(d),
-                    Err(DriverError::Uring(why)) => {
-                        tracing::warn!(reason = %why, "io_uring refused; serving on epoll");
-                        Self::Epoll(epoll::EpollDataplane::start(cfg, engine, shared)?)
-                    }
-                    Err(e) => return Err(e),
+            IoBackend::Epoll => Self::Epoll(epoll::EpollDataplane::start(cfg, shared)?),
+            IoBackend::Uring => Self::Uring(uring::UringDataplane::start(cfg, shared)?),
+            IoBackend::Auto => match uring::UringDataplane::start(cfg.clone(), shared.clone()) {
+                Ok(d) => Self::Uring(d),
+                Err(DriverError::Uring(why)) => {
+                    tracing::warn!(reason = %why, "io_uring refused; serving on epoll");
+                    Self::Epoll(epoll::EpollDataplane::start(cfg, shared)?)
                 }
-            }
+                Err(e) => return Err(e),
+            },
         };
         Ok(running)
     }

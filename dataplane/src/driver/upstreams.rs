@@ -1,9 +1,14 @@
-//! A core's upstream connections: the primary and fallback pools and the
-//! choice between them, the same for every driver.
+//! A core's upstream connections: the primary and fallback pools, the
+//! choice between them and the servers' passive health, the same for
+//! every driver, over the settings a reload published last.
 
-use super::DriverConfig;
+use crate::live::{Live, PoolSpec, Settings};
+use crate::proxy::EngineConfig;
+use crate::stats::Completion;
 use crate::status::Route;
-use crate::upstream::pool::Pool;
+use crate::upstream::health::GroupHealth;
+use crate::upstream::pool::{Checkout, Pool};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Which upstream group a connection belongs to.
@@ -15,51 +20,151 @@ pub(super) enum Group {
     Fallback,
 }
 
+/// The server an upstream connection goes to, under the settings of one
+/// generation: after a reload, a connection of an older generation is
+/// neither pooled nor credited to a server (its index may name another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Target {
+    group: Group,
+    server: usize,
+    generation: u64,
+}
+
 /// The pools of one core, over the driver's socket type `T`.
 pub(super) struct Upstreams<T> {
+    settings: Arc<Settings>,
     primary: Pool<T>,
     fallback: Pool<T>,
-    has_fallback: bool,
+}
+
+fn pool<T>(spec: &PoolSpec) -> Pool<T> {
+    Pool::new(spec.servers.clone(), spec.idle_timeout, spec.max_idle)
 }
 
 impl<T> Upstreams<T> {
-    /// Empty pools over the configured servers; without fallback servers
-    /// the fallback pool is the primaries.
-    pub(super) fn new(cfg: &DriverConfig) -> Self {
-        let pool = |servers: &[std::net::SocketAddr]| {
-            Pool::new(
-                servers.to_vec(),
-                cfg.upstream_idle_timeout,
-                cfg.upstream_max_idle,
-            )
-        };
-        let fallback = if cfg.fallback.is_empty() {
-            &cfg.upstreams
+    /// Empty pools over the published settings.
+    pub(super) fn new(live: &Live) -> Self {
+        Self::over(live.load())
+    }
+
+    fn over(settings: Arc<Settings>) -> Self {
+        // Without fallback servers the fallback pool is the primaries.
+        let fallback = if settings.fallback.servers.is_empty() {
+            &settings.primary
         } else {
-            &cfg.fallback
+            &settings.fallback
         };
         Self {
-            primary: pool(&cfg.upstreams),
+            primary: pool(&settings.primary),
             fallback: pool(fallback),
-            has_fallback: !cfg.fallback.is_empty(),
+            settings,
         }
     }
 
-    /// The pool of group `g`.
-    pub(super) fn pool(&mut self, g: Group) -> &mut Pool<T> {
+    /// Takes newer settings when a reload published them (one atomic load
+    /// otherwise). Idle connections of the old pools are closed.
+    pub(super) fn refresh(&mut self, live: &Live) {
+        if live.generation() != self.settings.generation {
+            *self = Self::over(live.load());
+        }
+    }
+
+    /// The engine settings for a new client connection.
+    pub(super) fn engine(&self) -> &Arc<EngineConfig> {
+        &self.settings.engine
+    }
+
+    fn health(&self, g: Group) -> &GroupHealth {
         match g {
-            Group::Primary => &mut self.primary,
-            Group::Fallback => &mut self.fallback,
+            Group::Fallback if !self.settings.fallback.servers.is_empty() => {
+                &self.settings.fallback.health
+            }
+            _ => &self.settings.primary.health,
         }
     }
 
-    /// The group for a request's `attempt`-th connect: the fallback when the
-    /// route says so, or when every primary attempt is used up.
-    pub(super) fn group(&self, attempt: usize, route: Route) -> Group {
-        if self.has_fallback && (route == Route::Fallback || attempt >= self.primary.len()) {
+    /// The health of `target`'s server, unless the target is of an older
+    /// generation.
+    fn health_of(&self, target: Target) -> Option<&GroupHealth> {
+        (target.generation == self.settings.generation).then(|| self.health(target.group))
+    }
+
+    /// Picks the server for a request's `attempt`-th connect (the fallback
+    /// when the route says so, or when every primary attempt is used up),
+    /// passing over unhealthy servers, and an idle connection to it unless
+    /// `fresh`; `alive` checks an idle connection before it is reused.
+    pub(super) fn checkout(
+        &mut self,
+        live: &Live,
+        route: Route,
+        attempt: usize,
+        fresh: bool,
+        now: Instant,
+        alive: impl FnMut(&T) -> bool,
+    ) -> (Target, Checkout<T>) {
+        self.refresh(live);
+        let has_fallback = !self.settings.fallback.servers.is_empty();
+        let group = if has_fallback && (route == Route::Fallback || attempt >= self.primary.len()) {
             Group::Fallback
         } else {
             Group::Primary
+        };
+        let health = match group {
+            Group::Primary => &self.settings.primary.health,
+            Group::Fallback => &self.settings.fallback.health,
+        };
+        let pool = match group {
+            Group::Primary => &mut self.primary,
+            Group::Fallback => &mut self.fallback,
+        };
+        let checkout = pool.checkout(now, fresh, alive, |i| health.is_healthy(i));
+        let server = match &checkout {
+            Checkout::Reused { server, .. } | Checkout::Connect { server, .. } => *server,
+        };
+        let target = Target {
+            group,
+            server,
+            generation: self.settings.generation,
+        };
+        (target, checkout)
+    }
+
+    /// Returns a clean connection for reuse; one of an older generation is
+    /// closed instead.
+    pub(super) fn checkin(&mut self, target: Target, conn: T, now: Instant) {
+        if target.generation != self.settings.generation {
+            return;
+        }
+        match target.group {
+            Group::Primary => self.primary.checkin(target.server, conn, now),
+            Group::Fallback => self.fallback.checkin(target.server, conn, now),
+        }
+    }
+
+    /// A connect to `target` succeeded.
+    pub(super) fn connected(&self, target: Target) {
+        if let Some(h) = self.health_of(target) {
+            h.connected(target.server);
+        }
+    }
+
+    /// A connect to `target` failed.
+    pub(super) fn connect_failed(&self, target: Target) {
+        if let Some(h) = self.health_of(target) {
+            h.connect_failed(target.server);
+        }
+    }
+
+    /// Credits a proxied answer to the server that gave it (passive
+    /// health).
+    pub(super) fn responded(&self, target: Target, done: &Completion) {
+        if let Some(h) = self.health_of(target) {
+            h.responded(
+                target.server,
+                done.status,
+                done.transport_error,
+                done.latency.as_micros() as u64,
+            );
         }
     }
 

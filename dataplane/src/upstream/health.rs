@@ -36,6 +36,11 @@ pub const ERROR_MIN_VOLUME: u32 = 20;
 pub const ERROR_EJECT_PERCENT: u32 = 50;
 
 impl GroupHealth {
+    /// Failures in a row that eject a server.
+    pub fn eject_after(&self) -> u32 {
+        self.eject_after
+    }
+
     /// `n` servers, all healthy; a server is ejected after `eject_after`
     /// consecutive transport failures.
     pub fn new(n: usize, eject_after: u32) -> Self {

@@ -5,9 +5,9 @@
 use super::device::{ArpShare, PortQueue};
 use super::eal::Mempool;
 use super::DpdkConfig;
-use crate::driver::upstreams::{Group, Upstreams};
+use crate::driver::upstreams::{Target, Upstreams};
 use crate::driver::{DriverConfig, Shared};
-use crate::proxy::{Action, Conn, EngineConfig};
+use crate::proxy::{Action, Conn};
 use crate::stats::CoreStats;
 use crate::upstream::pool::Checkout;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -45,7 +45,6 @@ pub(super) struct Setup {
     pub(super) mac: [u8; 6],
     pub(super) pool: Mempool,
     pub(super) cfg: DriverConfig,
-    pub(super) engine: Arc<EngineConfig>,
     pub(super) shared: Shared,
     pub(super) stop: Arc<AtomicBool>,
 }
@@ -53,7 +52,7 @@ pub(super) struct Setup {
 /// An upstream kernel socket of a client connection.
 struct Upstream {
     stream: TcpStream,
-    target: (Group, usize),
+    target: Target,
     connected: bool,
     readable: bool,
     writable: bool,
@@ -65,7 +64,7 @@ struct Slot {
     conn: Conn,
     peer: SocketAddr,
     up: Option<Upstream>,
-    last_target: Option<(Group, usize)>,
+    last_target: Option<Target>,
     eof_seen: bool,
     /// When the gateway closed its side.
     closing: Option<Instant>,
@@ -166,7 +165,6 @@ fn idle_conn_alive(s: &TcpStream) -> bool {
 struct Core {
     listen_port: u16,
     max_connections: usize,
-    engine: Arc<EngineConfig>,
     shared: Shared,
     sockets: SocketSet<'static>,
     listeners: Vec<SocketHandle>,
@@ -193,7 +191,6 @@ pub(super) fn run(setup: Setup) {
         mac,
         pool,
         cfg,
-        engine,
         shared,
         stop,
     } = setup;
@@ -230,8 +227,7 @@ pub(super) fn run(setup: Setup) {
     let mut core = Core {
         listen_port: dpdk.listen_port,
         max_connections: cfg.max_connections_per_core,
-        engine,
-        upstreams: Upstreams::new(&cfg),
+        upstreams: Upstreams::new(&shared.live),
         shared,
         sockets: SocketSet::new(Vec::new()),
         listeners: Vec::new(),
@@ -342,10 +338,11 @@ impl Core {
                     IpAddress::Ipv4(v4) => SocketAddr::new(IpAddr::V4(v4), e.port),
                 })
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            self.upstreams.refresh(&self.shared.live);
             let slot = Slot {
                 handle: h,
                 conn: Conn::new(
-                    self.engine.clone(),
+                    self.upstreams.engine().clone(),
                     self.shared.status.clone(),
                     self.shared.cache.clone(),
                     peer.ip(),
@@ -458,9 +455,7 @@ impl Core {
                     if let Some(up) = s.up.take() {
                         poller.remove(&up.stream);
                         if reuse && up.connected {
-                            upstreams
-                                .pool(up.target.0)
-                                .checkin(up.target.1, up.stream, now);
+                            upstreams.checkin(up.target, up.stream, now);
                         }
                     }
                 }
@@ -469,7 +464,7 @@ impl Core {
                 Action::Admin(_) => {}
             }
         }
-        busy |= upstream_io(s, poller, shared, buf, now);
+        busy |= upstream_io(s, poller, upstreams, buf, now);
         // Engine → client.
         while s.conn.client_pending() > 0 && sock.can_send() {
             match sock.send_slice(s.conn.client_output()) {
@@ -481,7 +476,7 @@ impl Core {
             }
         }
         while let Some(done) = s.conn.poll_completion() {
-            shared.record(stats, &done, s.last_target, s.peer);
+            shared.record(stats, &done, upstreams, s.last_target, s.peer);
         }
         // Close and free.
         if s.closing.is_none() && s.conn.is_finished() {
@@ -531,17 +526,20 @@ fn connect_upstream(
     if let Some(old) = s.up.take() {
         poller.remove(&old.stream);
     }
-    let group = upstreams.group(attempt, shared.status.route());
-    let health = shared.health(group);
-    let checkout = upstreams
-        .pool(group)
-        .checkout(now, fresh, idle_conn_alive, |i| health.is_healthy(i));
-    let (server, stream, connected) = match checkout {
-        Checkout::Reused { server, conn } => (server, conn, true),
-        Checkout::Connect { server, addr } => match connect(addr) {
-            Ok(stream) => (server, stream, false),
+    let (target, checkout) = upstreams.checkout(
+        &shared.live,
+        shared.status.route(),
+        attempt,
+        fresh,
+        now,
+        idle_conn_alive,
+    );
+    let (stream, connected) = match checkout {
+        Checkout::Reused { conn, .. } => (conn, true),
+        Checkout::Connect { addr, .. } => match connect(addr) {
+            Ok(stream) => (stream, false),
             Err(_) => {
-                health.connect_failed(server);
+                upstreams.connect_failed(target);
                 s.conn.upstream_connect_failed(now);
                 return;
             }
@@ -550,13 +548,13 @@ fn connect_upstream(
     poller.add(&stream, key as u64);
     s.up = Some(Upstream {
         stream,
-        target: (group, server),
+        target,
         connected,
         readable: connected,
         writable: connected,
     });
     if connected {
-        s.last_target = Some((group, server));
+        s.last_target = Some(target);
         s.conn.upstream_connected(now, true);
     }
 }
@@ -566,7 +564,7 @@ fn connect_upstream(
 fn upstream_io(
     s: &mut Slot,
     poller: &mut Poller,
-    shared: &Shared,
+    upstreams: &Upstreams<TcpStream>,
     buf: &mut [u8],
     now: Instant,
 ) -> bool {
@@ -575,11 +573,11 @@ fn upstream_io(
         let target = up.target;
         if matches!(up.stream.take_error(), Ok(None)) {
             up.connected = true;
-            shared.health(target.0).connected(target.1);
+            upstreams.connected(target);
             s.last_target = Some(target);
             s.conn.upstream_connected(now, false);
         } else {
-            shared.health(target.0).connect_failed(target.1);
+            upstreams.connect_failed(target);
             if let Some(up) = s.up.take() {
                 poller.remove(&up.stream);
             }

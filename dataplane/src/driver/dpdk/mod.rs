@@ -19,7 +19,6 @@ pub mod ring;
 
 pub use super::DpdkConfig;
 use super::{DriverConfig, Shared};
-use crate::proxy::EngineConfig;
 use crate::status::{Backend, PortHealth};
 use dpdk_sys as sys;
 use eal::Mempool;
@@ -79,12 +78,7 @@ impl DpdkDataplane {
     /// Initialises the EAL (once per process), creates the mbuf pool,
     /// starts the port with a queue pair per data core (as many as the
     /// device has) and a polling thread on each core.
-    pub fn start(
-        dpdk: &DpdkConfig,
-        cfg: DriverConfig,
-        engine: Arc<EngineConfig>,
-        shared: Shared,
-    ) -> Result<Self, DpdkError> {
+    pub fn start(dpdk: &DpdkConfig, cfg: DriverConfig, shared: Shared) -> Result<Self, DpdkError> {
         eal::init(&dpdk.eal_args)?;
         let wanted = cfg.cores.len().clamp(1, 64) as u16;
         // Room for every queue's RX and TX rings and what is in flight.
@@ -124,7 +118,6 @@ impl DpdkDataplane {
                 mac,
                 pool,
                 cfg: cfg.clone(),
-                engine: engine.clone(),
                 shared: shared.clone(),
                 stop: stop.clone(),
             };

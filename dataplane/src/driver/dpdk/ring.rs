@@ -9,9 +9,9 @@ use crate::admin::{AdminRequest, AdminResponse, AdminService};
 use crate::cache::{Cache, CacheConfig};
 use crate::driver::{DriverConfig, Shared};
 use crate::http::request::RequestLimits;
+use crate::live::{Live, PoolSpec};
 use crate::proxy::EngineConfig;
 use crate::status::DataplaneStatus;
-use crate::upstream::health::GroupHealth;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -69,18 +69,6 @@ pub fn start(
         .map_err(DpdkError::Thread)?;
     let status = Arc::new(DataplaneStatus::default());
     let (stats, _) = std::sync::mpsc::channel();
-    let shared = Shared {
-        status: status.clone(),
-        cache: Some(Arc::new(Cache::new(CacheConfig {
-            max_bytes: 256 << 20,
-            max_object_bytes: 8 << 20,
-        }))),
-        admin: Arc::new(NoAdmin),
-        spawner: runtime.handle().clone(),
-        primary: Arc::new(GroupHealth::new(1, 3)),
-        fallback: Arc::new(GroupHealth::new(1, 3)),
-        stats,
-    };
     let engine = Arc::new(EngineConfig {
         limits: RequestLimits {
             max_header_bytes: 16384,
@@ -97,13 +85,24 @@ pub fn start(
         coalesce_wait: Duration::from_secs(2),
         epoch: (Instant::now(), SystemTime::now()),
     });
+    let shared = Shared {
+        status: status.clone(),
+        cache: Some(Arc::new(Cache::new(CacheConfig {
+            max_bytes: 256 << 20,
+            max_object_bytes: 8 << 20,
+        }))),
+        admin: Arc::new(NoAdmin),
+        spawner: runtime.handle().clone(),
+        live: Arc::new(Live::new(
+            engine,
+            PoolSpec::new(vec![origin], Duration::from_secs(30), 64, 3),
+            PoolSpec::new(Vec::new(), Duration::from_secs(30), 64, 3),
+        )),
+        stats,
+    };
     let driver = DriverConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         cores: gateway_core.into_iter().collect(),
-        upstreams: vec![origin],
-        fallback: vec![],
-        upstream_idle_timeout: Duration::from_secs(30),
-        upstream_max_idle: 64,
         drain_timeout: Duration::from_secs(2),
         stats_interval: Duration::from_millis(250),
         max_connections_per_core: 4096,
@@ -116,7 +115,7 @@ pub fn start(
         gateway: None,
         listen_port: PORT,
     };
-    let gateway = DpdkDataplane::start(&dpdk, driver, engine, shared)?;
+    let gateway = DpdkDataplane::start(&dpdk, driver, shared)?;
     let pool = eal::Mempool::create(&format!("{name}_client"), 16383, client_port)?;
     let (mac, _) = eal::start_port(client_port, 1, pool)?;
     let client = RingClient::new(client_port, pool, mac, Ipv4Addr::new(10, 99, 0, 1), 24);

@@ -16,9 +16,9 @@ use super::bufring::BufRing;
 use super::op::{Kind, Op};
 use super::{new_ring, refused, Refused, Waker};
 use crate::admin::{AdminRequest, AdminResponse};
-use crate::driver::upstreams::{Group, Upstreams};
+use crate::driver::upstreams::{Target, Upstreams};
 use crate::driver::{refuse, DriverConfig, Shared};
-use crate::proxy::{Action, Conn, EngineConfig};
+use crate::proxy::{Action, Conn};
 use crate::stats::CoreStats;
 use crate::upstream::pool::Checkout;
 use bytes::{Buf, Bytes};
@@ -55,7 +55,6 @@ const MAX_WAIT: Duration = Duration::from_millis(500);
 /// What a core is given at start.
 pub(super) struct Setup {
     pub(super) cfg: DriverConfig,
-    pub(super) engine: Arc<EngineConfig>,
     pub(super) shared: Shared,
     pub(super) listener: TcpListener,
     pub(super) stop: Arc<AtomicBool>,
@@ -66,7 +65,7 @@ pub(super) struct Setup {
 struct Upstream {
     /// Generation of the operations on this socket.
     gen: u32,
-    target: (Group, usize),
+    target: Target,
     stream: TcpStream,
     /// The address a connect in flight points to.
     addr: Option<Box<SockAddr>>,
@@ -98,7 +97,7 @@ struct Slot {
     msg: libc::msghdr,
     up: Option<Upstream>,
     /// The server of the latest exchange, to credit its answer to.
-    last_target: Option<(Group, usize)>,
+    last_target: Option<Target>,
     /// The earliest timer queued for this slot.
     timer_at: Option<Instant>,
 }
@@ -116,7 +115,6 @@ struct Core {
     live: usize,
     next_gen: u32,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
-    engine: Arc<EngineConfig>,
     shared: Shared,
     upstreams: Upstreams<TcpStream>,
     stats: CoreStats,
@@ -198,8 +196,7 @@ impl Core {
             live: 0,
             next_gen: 1,
             timers: BinaryHeap::new(),
-            upstreams: Upstreams::new(&setup.cfg),
-            engine: setup.engine,
+            upstreams: Upstreams::new(&setup.shared.live),
             shared: setup.shared,
             stats: CoreStats::default(),
             cfg: setup.cfg,
@@ -468,8 +465,9 @@ impl Core {
         let peer = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        self.upstreams.refresh(&self.shared.live);
         let conn = Conn::new(
-            self.engine.clone(),
+            self.upstreams.engine().clone(),
             self.shared.status.clone(),
             self.shared.cache.clone(),
             peer.ip(),
@@ -576,7 +574,6 @@ impl Core {
     }
 
     fn up_connected(&mut self, op: Op, res: i32, now: Instant) {
-        let shared = self.shared.clone();
         let Some(s) = self
             .slots
             .get_mut(op.slot as usize)
@@ -587,15 +584,14 @@ impl Core {
         let Some(up) = s.up.as_mut().filter(|u| u.gen == op.gen) else {
             return;
         };
-        let (group, server) = up.target;
         up.addr = None;
         if res == 0 {
             up.connected = true;
-            shared.health(group).connected(server);
+            self.upstreams.connected(up.target);
             s.last_target = Some(up.target);
             s.conn.upstream_connected(now, false);
         } else {
-            shared.health(group).connect_failed(server);
+            self.upstreams.connect_failed(up.target);
             s.up = None;
             s.conn.upstream_connect_failed(now);
         }
@@ -671,19 +667,21 @@ impl Core {
             match action {
                 Action::Connect { fresh, attempt } => {
                     retire(&mut self.retired, s.up.take());
-                    let group = self.upstreams.group(attempt, self.shared.status.route());
-                    let health = self.shared.health(group);
-                    let checkout =
-                        self.upstreams
-                            .pool(group)
-                            .checkout(now, fresh, idle_conn_alive, |i| health.is_healthy(i));
+                    let (target, checkout) = self.upstreams.checkout(
+                        &self.shared.live,
+                        self.shared.status.route(),
+                        attempt,
+                        fresh,
+                        now,
+                        idle_conn_alive,
+                    );
                     self.next_gen = self.next_gen.wrapping_add(1).max(1);
                     let gen = self.next_gen;
                     match checkout {
-                        Checkout::Reused { server, conn } => {
+                        Checkout::Reused { conn, .. } => {
                             s.up = Some(Upstream {
                                 gen,
-                                target: (group, server),
+                                target,
                                 stream: conn,
                                 addr: None,
                                 connected: true,
@@ -691,15 +689,15 @@ impl Core {
                                 sending: None,
                                 send_inflight: false,
                             });
-                            s.last_target = Some((group, server));
+                            s.last_target = Some(target);
                             s.conn.upstream_connected(now, true);
                         }
-                        Checkout::Connect { server, addr } => {
+                        Checkout::Connect { addr, .. } => {
                             match start_connect(&mut self.ring, addr, idx, gen) {
                                 Ok((stream, addr)) => {
                                     s.up = Some(Upstream {
                                         gen,
-                                        target: (group, server),
+                                        target,
                                         stream,
                                         addr: Some(addr),
                                         connected: false,
@@ -710,7 +708,7 @@ impl Core {
                                 }
                                 Err(e) => {
                                     tracing::warn!(error = %e, %addr, "cannot open an upstream socket");
-                                    health.connect_failed(server);
+                                    self.upstreams.connect_failed(target);
                                     s.conn.upstream_connect_failed(now);
                                 }
                             }
@@ -720,8 +718,7 @@ impl Core {
                 Action::Release { reuse } => {
                     if let Some(up) = s.up.take() {
                         if reuse && up.connected && up.sending.is_none() && !up.recv_armed {
-                            let (group, server) = up.target;
-                            self.upstreams.pool(group).checkin(server, up.stream, now);
+                            self.upstreams.checkin(up.target, up.stream, now);
                         } else {
                             retire(&mut self.retired, Some(up));
                         }
@@ -733,8 +730,13 @@ impl Core {
             }
         }
         while let Some(done) = s.conn.poll_completion() {
-            self.shared
-                .record(&mut self.stats, &done, s.last_target, s.peer);
+            self.shared.record(
+                &mut self.stats,
+                &done,
+                &self.upstreams,
+                s.last_target,
+                s.peer,
+            );
         }
 
         if let Some(up) = s.up.as_mut().filter(|u| u.connected) {

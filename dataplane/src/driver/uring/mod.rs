@@ -17,7 +17,6 @@ mod core;
 mod op;
 
 use super::{listen, DriverConfig, DriverError, Shared};
-use crate::proxy::EngineConfig;
 use crate::status::Backend;
 use io_uring::{opcode, IoUring};
 use std::io;
@@ -128,11 +127,7 @@ pub struct UringDataplane {
 impl UringDataplane {
     /// Sets up a ring per core (each checked before any serves) and starts
     /// the data threads; [`DriverError::Uring`] when io_uring is refused.
-    pub fn start(
-        cfg: DriverConfig,
-        engine: Arc<EngineConfig>,
-        shared: Shared,
-    ) -> Result<Self, DriverError> {
+    pub fn start(cfg: DriverConfig, shared: Shared) -> Result<Self, DriverError> {
         // Refused early and cheaply, before a listener is bound.
         probe(&new_ring(8)?)?;
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -153,7 +148,6 @@ impl UringDataplane {
             let waker = Arc::new(Waker::new().map_err(DriverError::Thread)?);
             let setup = core::Setup {
                 cfg: cfg.clone(),
-                engine: engine.clone(),
                 shared: shared.clone(),
                 listener,
                 stop: stop.clone(),

@@ -1,0 +1,484 @@
+//! Live configuration: the settings built from the config file, and their
+//! reload (SIGHUP, `POST /admin/config/reload`, or the file changing on
+//! disk, as a ConfigMap update does). A reload applies every key that can
+//! change while the gateway runs — upstream pools and their servers,
+//! timeouts and limits, the cache budget, the runbook thresholds, the
+//! admin token, the audit log, the log level — and names the changed keys
+//! that need a restart (listeners, cores, the DPDK EAL, ...), which keep
+//! their running values. A file that fails to load changes nothing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use toml::Value;
+use ultragate::config::{ms, Config, ConfigError, ControlSection, UpstreamGroup};
+use ultragate_control::admin::{AdminSettings, ReloadReport};
+use ultragate_control::checks::{self, CheckConfig};
+use ultragate_control::metrics::ReloadResult;
+use ultragate_control::policy::Thresholds;
+use ultragate_control::supervisor::Supervisor;
+use ultragate_control::timeline::{Audit, Timeline};
+use ultragate_dataplane::cache::{Cache, CacheConfig};
+use ultragate_dataplane::http::request::RequestLimits;
+use ultragate_dataplane::live::{Live, PoolSpec, Settings};
+use ultragate_dataplane::proxy::EngineConfig;
+
+/// Changed keys under these prefixes take effect only after a restart.
+const RESTART_KEYS: &[&str] = &[
+    "api_gateway.listen",
+    "api_gateway.cores",
+    "api_gateway.enable_dpdk",
+    "api_gateway.io_backend",
+    "api_gateway.max_connections_per_core",
+    "api_gateway.drain_timeout_ms",
+    "admin.listen",
+    "cache.enabled",
+    "cache.snapshot_dir",
+    "cache.restore_on_start",
+    "cache.test_hooks",
+    "cache.targeted_fields",
+    "control.interval_ms",
+    "control.verify_interval_ms",
+    "dpdk.",
+];
+
+/// Whether a change of `key` needs a restart.
+pub fn needs_restart(key: &str) -> bool {
+    RESTART_KEYS
+        .iter()
+        .any(|k| key == *k || (k.ends_with('.') && key.starts_with(k)))
+}
+
+/// The engine's settings from the config.
+pub fn engine_config(cfg: &Config, primaries: usize, epoch: (Instant, SystemTime)) -> EngineConfig {
+    let primary = &cfg.upstream.primary;
+    EngineConfig {
+        limits: RequestLimits {
+            max_header_bytes: cfg.api_gateway.max_header_bytes,
+            max_body_bytes: cfg.api_gateway.max_body_bytes,
+        },
+        max_response_head_bytes: 64 * 1024,
+        client_timeout: ms(cfg.api_gateway.client_timeout_ms),
+        keepalive_timeout: ms(cfg.api_gateway.keepalive_timeout_ms),
+        send_timeout: ms(cfg.api_gateway.send_timeout_ms),
+        connect_timeout: ms(primary.connect_timeout_ms),
+        response_timeout: ms(primary.response_timeout_ms),
+        // Every primary server once, then the fallback as the last resort.
+        connect_attempts: primaries + 1,
+        default_host: primary.servers[0].as_str().to_owned(),
+        coalesce_wait: ms(cfg.cache.coalesce_wait_ms),
+        epoch,
+    }
+}
+
+/// The pools from the config, servers resolved; a pool whose servers and
+/// ejection rule did not change keeps its health from `previous`.
+pub fn pool_specs(
+    cfg: &Config,
+    previous: Option<&Settings>,
+) -> Result<(PoolSpec, PoolSpec), ConfigError> {
+    let spec = |g: &UpstreamGroup, key, old: Option<&PoolSpec>| -> Result<PoolSpec, ConfigError> {
+        let servers = Config::resolve(g, key)?;
+        let mut spec = PoolSpec::new(
+            servers,
+            ms(g.idle_timeout_ms),
+            g.max_idle_per_core,
+            g.eject_after_failures,
+        );
+        if let Some(old) = old.filter(|o| {
+            o.servers == spec.servers && o.health.eject_after() == g.eject_after_failures.max(1)
+        }) {
+            spec.health = old.health.clone();
+            spec.fast = old.fast.clone();
+        }
+        Ok(spec)
+    };
+    Ok((
+        spec(
+            &cfg.upstream.primary,
+            "upstream.primary.servers",
+            previous.map(|p| &p.primary),
+        )?,
+        spec(
+            &cfg.upstream.fallback,
+            "upstream.fallback.servers",
+            previous.map(|p| &p.fallback),
+        )?,
+    ))
+}
+
+/// The runbook thresholds of `[control]`.
+pub fn thresholds(c: &ControlSection) -> Thresholds {
+    Thresholds {
+        p99: ms(c.p99_threshold_ms),
+        p99_window: ms(c.p99_window_ms),
+        error_rate: c.error_rate_threshold,
+        error_window: ms(c.error_window_ms),
+        min_requests: c.min_requests,
+        failback_hold: ms(c.failback_hold_ms),
+    }
+}
+
+/// The config as `key → value`, one entry per leaf (arrays are leaves).
+fn flatten(cfg: &Config) -> BTreeMap<String, Value> {
+    fn walk(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+        match v {
+            Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            leaf => {
+                out.insert(prefix.to_owned(), leaf.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if let Ok(v) = Value::try_from(cfg) {
+        walk("", &v, &mut out);
+    }
+    out
+}
+
+/// The keys whose values differ between two configs.
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let (a, b) = (flatten(old), flatten(new));
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// `new` with the values of `keep` taken from `old`: the config in effect
+/// after a reload that cannot apply those keys.
+fn keep_running(old: &Config, new: &Config, keep: &[String]) -> Result<Config, String> {
+    let old_v = Value::try_from(old).map_err(|e| e.to_string())?;
+    let mut new_v = Value::try_from(new).map_err(|e| e.to_string())?;
+    for key in keep {
+        let path: Vec<&str> = key.split('.').collect();
+        let Some((last, parents)) = path.split_last() else {
+            continue;
+        };
+        let old_leaf = parents
+            .iter()
+            .try_fold(&old_v, |v, p| v.get(p))
+            .and_then(|t| t.get(last))
+            .cloned();
+        let Some(table) = parents
+            .iter()
+            .try_fold(&mut new_v, |v, p| v.get_mut(p))
+            .and_then(Value::as_table_mut)
+        else {
+            continue;
+        };
+        match old_leaf {
+            Some(v) => {
+                table.insert((*last).to_owned(), v);
+            }
+            None => {
+                table.remove(*last);
+            }
+        }
+    }
+    new_v.try_into().map_err(|e: toml::de::Error| e.to_string())
+}
+
+/// Sets the process log's filter (the binary's reloadable subscriber).
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the reloaded config is applied to.
+pub struct Targets {
+    /// The data plane's engine settings and pools.
+    pub live: Arc<Live>,
+    /// The shared cache, when enabled.
+    pub cache: Option<Arc<Cache>>,
+    /// Thresholds, memory limit, events and metrics.
+    pub supervisor: Arc<Supervisor>,
+    /// Admin token, shown config and origins.
+    pub admin: Arc<AdminSettings>,
+    /// The audit log.
+    pub audit: Arc<Audit>,
+    /// The event timeline the checks write to.
+    pub timeline: Arc<Timeline>,
+    /// The process log's level.
+    pub set_log_level: SetLogLevel,
+    /// Runs the active health checks.
+    pub runtime: tokio::runtime::Handle,
+}
+
+struct Running {
+    config: Config,
+    /// The file's bytes when last read, for the watch.
+    file: Vec<u8>,
+}
+
+/// Reloads the config file and applies it.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    running: Mutex<Running>,
+    epoch: (Instant, SystemTime),
+    to: Targets,
+    checks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Reloader {
+    /// Over the config the gateway started with.
+    pub fn new(
+        path: Option<PathBuf>,
+        config: Config,
+        epoch: (Instant, SystemTime),
+        to: Targets,
+    ) -> Reloader {
+        let file = path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .unwrap_or_default();
+        Reloader {
+            path,
+            running: Mutex::new(Running { config, file }),
+            epoch,
+            to,
+            checks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The config in effect now.
+    pub fn config(&self) -> Config {
+        self.running().config.clone()
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// (Re)starts the active health checks of both pools.
+    pub fn start_checks(&self) {
+        let cfg = self.running().config.clone();
+        let pools = self.to.live.load();
+        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        for old in checks.drain(..) {
+            old.abort();
+        }
+        for (name, g, spec) in [
+            ("primary", &cfg.upstream.primary, &pools.primary),
+            ("fallback", &cfg.upstream.fallback, &pools.fallback),
+        ] {
+            let check = CheckConfig {
+                group: name,
+                servers: spec.servers.clone(),
+                path: g.health_path.clone(),
+                interval: ms(g.health_interval_ms),
+                timeout: ms(g.health_timeout_ms),
+                rise: g.rise,
+                fall: g.fall,
+                slow: ms(cfg.control.p99_threshold_ms),
+            };
+            checks.push(self.to.runtime.spawn(checks::run(
+                check,
+                spec.health.clone(),
+                spec.fast.clone(),
+                self.to.timeline.clone(),
+            )));
+        }
+    }
+
+    /// Reads the file again and applies it; `trigger` names what asked
+    /// (SIGHUP, admin call, file change) in the event it writes.
+    pub fn reload(&self, trigger: &str) -> Result<ReloadReport, String> {
+        let sup = &self.to.supervisor;
+        let result = self.apply();
+        let (outcome, action, event) = match &result {
+            Ok(r) if r.applied.is_empty() && r.needs_restart.is_empty() => (
+                ReloadResult::Unchanged,
+                "keep running config",
+                "no change".to_owned(),
+            ),
+            Ok(r) if r.needs_restart.is_empty() => (
+                ReloadResult::Applied,
+                "apply new config",
+                format!("applied {}", r.applied.join(", ")),
+            ),
+            Ok(r) => (
+                ReloadResult::Partial,
+                "apply new config",
+                format!(
+                    "applied {}; needs a restart: {}",
+                    if r.applied.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        r.applied.join(", ")
+                    },
+                    r.needs_restart.join(", ")
+                ),
+            ),
+            Err(e) => (ReloadResult::Rejected, "keep running config", e.clone()),
+        };
+        sup.metrics.reload(outcome);
+        sup.metrics.decision(match outcome {
+            ReloadResult::Rejected => "reject config",
+            _ => "reload config",
+        });
+        sup.timeline.push("config_reload", trigger, action, &event);
+        result
+    }
+
+    fn apply(&self) -> Result<ReloadReport, String> {
+        let path = self
+            .path
+            .as_deref()
+            .ok_or("started without a config file: nothing to reload")?;
+        let mut running = self.running();
+        running.file = std::fs::read(path).unwrap_or_default();
+        let new = Config::load(path).map_err(|e| e.to_string())?;
+        let old = running.config.clone();
+        let changed = changed_keys(&old, &new);
+        let (restart, live): (Vec<String>, Vec<String>) =
+            changed.into_iter().partition(|k| needs_restart(k));
+        if live.is_empty() {
+            return Ok(ReloadReport {
+                applied: Vec::new(),
+                needs_restart: restart,
+            });
+        }
+        let cfg = keep_running(&old, &new, &restart)?;
+        let touched = |prefix: &str| live.iter().any(|k| k.starts_with(prefix));
+
+        // Everything that can fail, before anything is applied.
+        let token = cfg.admin.resolve_token().map_err(|e| e.to_string())?;
+        let (primary, fallback) =
+            pool_specs(&cfg, Some(&self.to.live.load())).map_err(|e| e.to_string())?;
+        if touched("security.audit_log") {
+            let audit = &cfg.security.audit_log;
+            let path = (!audit.is_empty()).then(|| std::path::Path::new(audit));
+            self.to
+                .audit
+                .reopen(path)
+                .map_err(|e| format!("config key `security.audit_log`: {audit:?}: {e}"))?;
+        }
+        if touched("log.level") {
+            (self.to.set_log_level)(&cfg.log.level)
+                .map_err(|e| format!("config key `log.level`: {e}"))?;
+        }
+
+        if touched("api_gateway.") || touched("upstream.") || touched("cache.coalesce_wait_ms") {
+            let engine = engine_config(&cfg, primary.servers.len(), self.epoch);
+            self.to
+                .live
+                .publish(Arc::new(engine), primary.clone(), fallback);
+        }
+        if let Some(cache) = &self.to.cache {
+            if touched("cache.max_bytes") || touched("cache.max_object_bytes") {
+                cache.set_config(CacheConfig {
+                    max_bytes: cfg.cache.max_bytes,
+                    max_object_bytes: cfg.cache.max_object_bytes,
+                });
+            }
+        }
+        if touched("control.") {
+            self.to
+                .supervisor
+                .reload(thresholds(&cfg.control), cfg.control.memory_limit_bytes);
+        }
+        let admin = &self.to.admin;
+        *admin.token.lock().unwrap_or_else(|e| e.into_inner()) = token;
+        *admin.origins.lock().unwrap_or_else(|e| e.into_inner()) = primary.servers;
+        *admin.config_toml.lock().unwrap_or_else(|e| e.into_inner()) =
+            toml::to_string_pretty(&cfg.redacted()).unwrap_or_default();
+        running.config = cfg;
+        drop(running);
+        if touched("upstream.") || touched("control.p99_threshold_ms") {
+            self.start_checks();
+        }
+        Ok(ReloadReport {
+            applied: live,
+            needs_restart: restart,
+        })
+    }
+
+    /// Reloads whenever the file's bytes change (a ConfigMap update swaps
+    /// the `..data` symlink; the path stays), every `[control]
+    /// config_watch_ms`.
+    pub async fn watch(self: Arc<Self>) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        loop {
+            let every = self.running().config.control.config_watch_ms;
+            if every == 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            tokio::time::sleep(ms(every)).await;
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            if bytes == self.running().file {
+                continue;
+            }
+            let me = self.clone();
+            let done = tokio::task::spawn_blocking(move || me.reload("config file changed")).await;
+            match done {
+                Ok(Ok(r)) => {
+                    tracing::info!(applied = ?r.applied, needs_restart = ?r.needs_restart, "config file changed: reloaded")
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(
+                        error,
+                        "config file changed: not reloaded; the running config stays"
+                    )
+                }
+                Err(e) => tracing::error!(error = %e, "config reload did not finish"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text).unwrap()
+    }
+
+    #[test]
+    fn changed_keys_are_leaves_and_split_by_restart() {
+        let old = parse("[upstream.primary]\nservers = [\"127.0.0.1:1\"]\n");
+        let new = parse(
+            "[api_gateway]\nlisten = \"127.0.0.1:9\"\nsend_timeout_ms = 5\n[upstream.primary]\nservers = [\"127.0.0.1:2\"]\n[cache]\nmax_bytes = 134217728\n[dpdk]\nport = 1\n",
+        );
+        let keys = changed_keys(&old, &new);
+        assert_eq!(
+            keys,
+            [
+                "api_gateway.listen",
+                "api_gateway.send_timeout_ms",
+                "cache.max_bytes",
+                "dpdk.port",
+                "upstream.primary.servers"
+            ]
+        );
+        let restart: Vec<&String> = keys.iter().filter(|k| needs_restart(k)).collect();
+        assert_eq!(restart, ["api_gateway.listen", "dpdk.port"]);
+    }
+
+    #[test]
+    fn keys_that_need_a_restart_keep_their_running_values() {
+        let old = parse("[api_gateway]\nlisten = \"127.0.0.1:8\"\n");
+        let new = parse("[api_gateway]\nlisten = \"127.0.0.1:9\"\nsend_timeout_ms = 5\n");
+        let kept = keep_running(&old, &new, &["api_gateway.listen".to_owned()]).unwrap();
+        assert_eq!(kept.api_gateway.listen, old.api_gateway.listen);
+        assert_eq!(kept.api_gateway.send_timeout_ms, 5);
+    }
+}
