@@ -484,3 +484,24 @@ fn snapshot_with_extreme_ages_loads_without_overflow() {
     let e = get(&restored, "/old").unwrap();
     assert_eq!(e.age(now + std::time::Duration::from_secs(5)), u64::MAX);
 }
+
+/// A reload's smaller budget evicts down to it at once, and a smaller
+/// object limit refuses larger bodies from then on.
+#[test]
+fn set_config_shrinks_to_the_new_budget() {
+    let c = cache(1 << 20);
+    for i in 0..64 {
+        put(&c, &format!("/{i}"), &[b'x'; 8 << 10]);
+    }
+    let before = c.bytes();
+    assert!(before > 256 << 10);
+    let freed = c.set_config(CacheConfig {
+        max_bytes: 256 << 10,
+        max_object_bytes: 1 << 10,
+    });
+    assert!(c.bytes() <= 256 << 10 && freed == before - c.bytes());
+    assert_eq!(c.config().max_bytes, 256 << 10);
+    let mut key = Vec::new();
+    url_key(&mut key, b"example.com", b"/big");
+    assert!(!c.insert(&key, None, &[], stored(&[b'y'; 2 << 10]), Instant::now()));
+}

@@ -174,3 +174,74 @@ impl<T> Upstreams<T> {
         self.fallback.evict_expired(now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::RequestLimits;
+    use std::net::SocketAddr;
+    use std::time::{Duration, SystemTime};
+
+    fn engine() -> Arc<EngineConfig> {
+        Arc::new(EngineConfig {
+            limits: RequestLimits {
+                max_header_bytes: 16384,
+                max_body_bytes: 1 << 20,
+            },
+            max_response_head_bytes: 65536,
+            client_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(5),
+            connect_attempts: 2,
+            default_host: "a".into(),
+            coalesce_wait: Duration::from_secs(1),
+            epoch: (Instant::now(), SystemTime::now()),
+        })
+    }
+
+    fn spec(ports: &[u16]) -> PoolSpec {
+        let servers = ports
+            .iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect();
+        PoolSpec::new(servers, Duration::from_secs(60), 4, 3)
+    }
+
+    fn pick(u: &mut Upstreams<u32>, live: &Live) -> (Target, Checkout<u32>) {
+        u.checkout(live, Route::Primary, 0, false, Instant::now(), |_| true)
+    }
+
+    #[test]
+    fn a_reload_reaches_the_next_pick_and_old_connections_are_not_reused() {
+        let live = Live::new(engine(), spec(&[1, 2]), spec(&[]));
+        let mut u: Upstreams<u32> = Upstreams::new(&live);
+        let (old, c) = pick(&mut u, &live);
+        assert!(matches!(c, Checkout::Connect { addr, .. } if addr.port() == 1));
+
+        // The reload swaps the servers while `old` is in flight.
+        let next = spec(&[3]);
+        let health = next.health.clone();
+        live.publish(engine(), next, spec(&[]));
+        let (new, c) = pick(&mut u, &live);
+        assert!(matches!(c, Checkout::Connect { addr, .. } if addr.port() == 3));
+
+        // The old connection comes back: closed, not pooled under the new
+        // server's index; nor is its answer credited there.
+        u.checkin(old, 7, Instant::now());
+        for _ in 0..5 {
+            u.connect_failed(old);
+        }
+        assert!(
+            health.is_healthy(0),
+            "old failures are not the new server's"
+        );
+        assert!(matches!(pick(&mut u, &live).1, Checkout::Connect { .. }));
+        u.checkin(new, 8, Instant::now());
+        assert!(matches!(
+            pick(&mut u, &live).1,
+            Checkout::Reused { conn: 8, .. }
+        ));
+    }
+}
