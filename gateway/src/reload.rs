@@ -343,8 +343,25 @@ impl Reloader {
         let new = Config::load(path).map_err(|e| e.to_string())?;
         let old = running.config.clone();
         let changed = changed_keys(&old, &new);
-        let (restart, live): (Vec<String>, Vec<String>) =
+        let (restart, mut live): (Vec<String>, Vec<String>) =
             changed.into_iter().partition(|k| needs_restart(k));
+        // A rotated token (the Secret's file rewritten under the same
+        // name) is a change too.
+        let token = new.admin.resolve_token().map_err(|e| e.to_string())?;
+        let rotated = *self
+            .to
+            .admin
+            .token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            != token;
+        if rotated && !live.iter().any(|k| k.starts_with("admin.token")) {
+            live.push(if new.admin.token_file.is_empty() {
+                "admin.token".to_owned()
+            } else {
+                "admin.token_file".to_owned()
+            });
+        }
         if live.is_empty() {
             return Ok(ReloadReport {
                 applied: Vec::new(),
@@ -355,7 +372,6 @@ impl Reloader {
         let touched = |prefix: &str| live.iter().any(|k| k.starts_with(prefix));
 
         // Everything that can fail, before anything is applied.
-        let token = cfg.admin.resolve_token().map_err(|e| e.to_string())?;
         let (primary, fallback) =
             pool_specs(&cfg, Some(&self.to.live.load())).map_err(|e| e.to_string())?;
         if touched("security.audit_log") {

@@ -229,6 +229,29 @@ fn admin_reads_need_the_token_off_loopback_and_the_token_is_never_shown() {
     );
     let metrics = curl(&[&format!("http://127.0.0.1:{}/metrics", gw.admin.port())]);
     assert!(!String::from_utf8_lossy(&metrics.stdout).contains("fr0m-a-f1le"));
+
+    // The Secret is rotated (same file name, new token): a reload takes
+    // it, the old token stops working, and nothing shows either.
+    std::fs::write(&token_file, "r0tat3d-t0ken\n").unwrap();
+    gw.proc.signal(libc::SIGHUP);
+    let rotated = ["-H", "Authorization: Bearer r0tat3d-t0ken"];
+    assert!(
+        wait_for(std::time::Duration::from_secs(5), || ns
+            .curl(&[rotated[0], rotated[1], &format!("{admin}/admin/config")])
+            .ends_with(" 200")),
+        "the rotated token works after the reload"
+    );
+    let old = ns.curl(&[bearer[0], bearer[1], &format!("{admin}/admin/config")]);
+    assert!(old.ends_with(" 403"), "the old token is refused: {old}");
+    let events = curl(&[&format!(
+        "http://127.0.0.1:{}/admin/events",
+        gw.admin.port()
+    )]);
+    let events = String::from_utf8_lossy(&events.stdout).into_owned();
+    assert!(
+        events.contains("admin.token_file") && !events.contains("r0tat3d"),
+        "{events}"
+    );
     drop(gw);
     let _ = std::fs::remove_file(token_file);
 }
