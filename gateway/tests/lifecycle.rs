@@ -104,6 +104,7 @@ fn pre_stop_then_sigterm_refuses_no_connection() {
     gw.proc.signal(libc::SIGTERM);
     assert_eq!(gw.proc.wait_exit(Duration::from_secs(10)), Some(0));
     let (answered, refused) = lb.finish();
+    eprintln!("preStop then SIGTERM: {answered} answered, {refused} refused");
     assert!(answered > 20, "load ran: {answered}");
     assert_eq!(refused, 0, "{answered} answered, {refused} refused");
 }
