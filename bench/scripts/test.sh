@@ -14,10 +14,15 @@ command -v shellcheck >/dev/null || missing+=(shellcheck)
 # DPDK 22.11 for the DPDK data plane (dpdk-sys finds it with pkg-config).
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 pkg-config --exists libdpdk 2>/dev/null || missing+=(libdpdk-dev dpdk)
+# promtool (Debian's prometheus package) checks /metrics and the alert rules.
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  # Only promtool is wanted: the Prometheus server the package may start
+  # is stopped.
+  as_root systemctl stop prometheus >/dev/null 2>&1 || true
 fi
 
 # The deploy tree: scripts linted, manifests validated against a stated

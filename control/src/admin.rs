@@ -3,7 +3,7 @@
 //! runbook's cache commands live here: clear, verify, snapshot, restore,
 //! purge, and data verify against the origin.
 
-use crate::policy::Mode;
+use crate::policy::{DecisionKind, Mode};
 use crate::revalidate;
 use crate::supervisor::Supervisor;
 use crate::timeline::Audit;
@@ -266,6 +266,8 @@ impl Admin {
             ("POST", "/admin/security/isolate") => {
                 st.isolated.store(true, Ordering::Relaxed);
                 sup.status.set_log_requests(true);
+                sup.metrics.decision(DecisionKind::Isolation);
+                sup.metrics.set_isolated(true);
                 sup.timeline.push(
                     "admin_call",
                     "security incident",
@@ -277,6 +279,8 @@ impl Admin {
             ("POST", "/admin/security/normal") => {
                 st.isolated.store(false, Ordering::Relaxed);
                 sup.status.set_log_requests(false);
+                sup.metrics.decision(DecisionKind::Isolation);
+                sup.metrics.set_isolated(false);
                 sup.timeline
                     .push("admin_call", "security normal", "end isolation", "ok");
                 json_response(200, &json!({ "isolated": false }))

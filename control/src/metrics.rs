@@ -1,12 +1,29 @@
 //! `/metrics` in the Prometheus text format, with the conventional names
 //! and units (`_total`, `_seconds`, `_bytes`).
 
+use crate::histograms::HistogramFamily;
+use crate::policy::DecisionKind;
 use crate::supervisor::{Supervisor, View};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+use std::sync::Arc;
 use ultragate_dataplane::stats::{CacheResult, CoreStats};
 use ultragate_dataplane::status::{Backend, Route};
+
+/// Registers a shared histogram family (the registry takes a box).
+struct ArcCollector(Arc<HistogramFamily>);
+
+impl prometheus::core::Collector for ArcCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        prometheus::core::Collector::desc(&*self.0)
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        prometheus::core::Collector::collect(&*self.0)
+    }
+}
 
 /// How a config reload ended, for `ultragate_config_reloads_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +66,16 @@ pub struct Metrics {
     panics: IntCounter,
     decisions: IntCounterVec,
     reloads: IntCounterVec,
+    build_info: GaugeVec,
+    duration: Arc<HistogramFamily>,
+    upstream_duration: Arc<HistogramFamily>,
+    upstream_requests: IntCounterVec,
+    upstream_server_errors: IntCounterVec,
+    probes: IntCounter,
+    bytes_in: IntCounter,
+    bytes_out: IntCounter,
+    open_connections: IntGaugeVec,
+    isolated: IntGauge,
     latency: GaugeVec,
     error_ratio: Gauge,
     route: GaugeVec,
@@ -109,13 +136,75 @@ impl Metrics {
             .register(Box::new(panics.clone()))
             .expect("unique metric");
         let error_ratio = Gauge::with_opts(opts(
-            "ultragate_error_ratio",
-            "Share of 5xx and upstream failures in the last second.",
+            "ultragate_window_error_ratio",
+            "Share of 5xx and upstream failures in the control plane's last one-second window; for alerts use rate() of ultragate_requests_total.",
         ))
         .expect("valid metric");
         registry
             .register(Box::new(error_ratio.clone()))
             .expect("unique metric");
+        let int_counter = |name: &str, help: &str| {
+            let c = IntCounter::with_opts(opts(name, help)).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = Arc::new(HistogramFamily::new(name, help, labels));
+            registry
+                .register(Box::new(ArcCollector(h.clone())))
+                .expect("unique metric");
+            h
+        };
+        let duration = histogram(
+            "ultragate_request_duration_seconds",
+            "Request latency, first request byte to response complete; probes not included.",
+            &["route", "cache"],
+        );
+        for r in CacheResult::ALL {
+            duration.touch(&["default", r.label()]);
+        }
+        let upstream_duration = histogram(
+            "ultragate_upstream_duration_seconds",
+            "Latency of proxied requests by upstream server.",
+            &["pool", "server"],
+        );
+        let build_info = gauge_vec(
+            "ultragate_build_info",
+            "1, labelled with the gateway's version and whether it has the DPDK data plane.",
+            &["version", "dpdk"],
+        );
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+        let requests = counter_vec(
+            "ultragate_requests_total",
+            "Responses by status class; probes not included.",
+            &["class"],
+        );
+        for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+            requests.with_label_values(&[class]);
+        }
+        let cache_results = counter_vec(
+            "ultragate_cache_responses_total",
+            "Responses by cache result.",
+            &["result"],
+        );
+        for r in CacheResult::ALL {
+            cache_results.with_label_values(&[r.label()]);
+        }
+        let decisions = counter_vec(
+            "ultragate_decisions_total",
+            "Decisions taken by the control plane, by kind.",
+            &["decision"],
+        );
+        for d in DecisionKind::ALL {
+            decisions.with_label_values(&[d.label()]);
+        }
         let reloads = counter_vec(
             "ultragate_config_reloads_total",
             "Config reloads by result: applied (every change took effect), partial (some changes need a restart), unchanged, rejected (the running config stays).",
@@ -125,26 +214,57 @@ impl Metrics {
             reloads.with_label_values(&[r.label()]);
         }
         Self {
+            build_info,
             reloads,
-            requests: counter_vec(
-                "ultragate_requests_total",
-                "Responses by status class.",
-                &["class"],
+            requests,
+            cache_results,
+            decisions,
+            duration,
+            upstream_duration,
+            upstream_requests: counter_vec(
+                "ultragate_upstream_requests_total",
+                "Proxied requests by upstream server.",
+                &["pool", "server"],
             ),
-            cache_results: counter_vec(
-                "ultragate_cache_responses_total",
-                "Responses by cache result.",
-                &["result"],
+            upstream_server_errors: counter_vec(
+                "ultragate_upstream_server_errors_total",
+                "Proxied requests an upstream server answered with a 5xx or failed.",
+                &["pool", "server"],
             ),
-            decisions: counter_vec(
-                "ultragate_decisions_total",
-                "Runbook actions taken by the control plane.",
-                &["action"],
+            probes: int_counter(
+                "ultragate_probes_total",
+                "Probes (/health/live, /health/ready) answered on the data port.",
+            ),
+            bytes_in: int_counter(
+                "ultragate_client_received_bytes_total",
+                "Bytes received from clients on the data port.",
+            ),
+            bytes_out: int_counter(
+                "ultragate_client_sent_bytes_total",
+                "Bytes sent to clients on the data port.",
+            ),
+            open_connections: {
+                let g = IntGaugeVec::new(
+                    opts(
+                        "ultragate_open_connections",
+                        "Client connections open, by data core.",
+                    ),
+                    &["core"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
+            isolated: int_gauge(
+                "ultragate_security_isolated",
+                "1 while security isolation is on (every request logged, admin from loopback only).",
             ),
             latency: gauge_vec(
-                "ultragate_request_duration_seconds",
-                "Request latency quantiles over the last second.",
-                &["quantile"],
+                "ultragate_window_request_duration_seconds",
+                "Request latency percentiles over the control plane's last one-second window (what the runbook policies act on).",
+                &["percentile"],
             ),
             route: gauge_vec(
                 "ultragate_route",
@@ -209,6 +329,41 @@ impl Metrics {
             }
         }
         self.upstream_errors.inc_by(s.upstream_errors);
+        for (r, b) in CacheResult::ALL.iter().zip(&s.duration) {
+            if b.count() > 0 {
+                self.duration.add(&["default", r.label()], b);
+            }
+        }
+        for srv in &s.servers {
+            let addr = srv.addr.to_string();
+            let labels = [srv.pool, addr.as_str()];
+            self.upstream_requests
+                .with_label_values(&labels)
+                .inc_by(srv.requests);
+            self.upstream_server_errors
+                .with_label_values(&labels)
+                .inc_by(srv.errors);
+            self.upstream_duration.add(&labels, &srv.duration);
+        }
+        self.probes.inc_by(s.probes);
+        self.bytes_in.inc_by(s.bytes_in);
+        self.bytes_out.inc_by(s.bytes_out);
+        self.open_connections
+            .with_label_values(&[&s.core.to_string()])
+            .set(s.open_connections as i64);
+    }
+
+    /// Names the build in `ultragate_build_info`.
+    pub fn set_build_info(&self, version: &str, dpdk: bool) {
+        self.build_info.reset();
+        self.build_info
+            .with_label_values(&[version, if dpdk { "yes" } else { "no" }])
+            .set(1.0);
+    }
+
+    /// Says whether security isolation is on.
+    pub fn set_isolated(&self, on: bool) {
+        self.isolated.set(i64::from(on));
     }
 
     /// Counts a config reload.
@@ -216,14 +371,14 @@ impl Metrics {
         self.reloads.with_label_values(&[result.label()]).inc();
     }
 
-    /// Counts a runbook action.
-    pub fn decision(&self, action: &str) {
-        self.decisions.with_label_values(&[action]).inc();
+    /// Counts a decision.
+    pub fn decision(&self, kind: DecisionKind) {
+        self.decisions.with_label_values(&[kind.label()]).inc();
     }
 
     /// Refreshes the gauges from the supervisor's state.
     pub(crate) fn refresh(&self, sup: &Supervisor, v: &View) {
-        for (q, d) in [("0.5", v.p50), ("0.99", v.p99), ("0.999", v.p999)] {
+        for (q, d) in [("50", v.p50), ("99", v.p99), ("99.9", v.p999)] {
             self.latency.with_label_values(&[q]).set(d.as_secs_f64());
         }
         self.error_ratio.set(v.error_rate);
@@ -265,9 +420,15 @@ impl Metrics {
         let pools = sup.live.load();
         for (name, g) in [("primary", &pools.primary), ("fallback", &pools.fallback)] {
             for (i, a) in g.servers.iter().enumerate() {
+                let addr = a.to_string();
+                let labels = [name, addr.as_str()];
                 self.server_up
-                    .with_label_values(&[name, &a.to_string()])
+                    .with_label_values(&labels)
                     .set(f64::from(u8::from(g.health.is_healthy(i))));
+                // Present from the start, at 0.
+                self.upstream_requests.with_label_values(&labels);
+                self.upstream_server_errors.with_label_values(&labels);
+                self.upstream_duration.touch(&labels);
             }
         }
         if let Some(c) = &sup.cache {

@@ -14,12 +14,85 @@ use ultragate_dataplane::status::Route;
 /// A decision worth a line in the event timeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
+    /// Which decision, for the metrics.
+    pub kind: DecisionKind,
     /// What set it off.
     pub trigger: &'static str,
     /// The measured value, readable.
     pub value: String,
     /// What was done.
     pub action: &'static str,
+}
+
+/// The kinds of decision the control plane takes, with short stable
+/// names for `ultragate_decisions_total{decision}` (prose goes to the
+/// event timeline only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionKind {
+    /// Traffic diverted to the fallback pool.
+    Divert,
+    /// Traffic back on the primary pool.
+    FailBack,
+    /// A divert was due but the fallback is unhealthy too.
+    StayOnPrimary,
+    /// Serving on kernel networking after a DPDK port fault.
+    KernelFallback,
+    /// A primary server far slower than its peers ejected.
+    EjectSlowServer,
+    /// Memory pressure: the cache shrunk.
+    CacheShrink,
+    /// Memory pressure: the cache cleared, inserts stopped.
+    CacheClear,
+    /// Memory recovered: inserts resumed.
+    CacheResumeInserts,
+    /// Corrupt entries: the cache bypassed, restored from a snapshot.
+    CacheBypass,
+    /// A clean verify: served from the cache again.
+    CacheServeAgain,
+    /// A config reload applied.
+    ConfigReload,
+    /// A config reload refused.
+    ConfigRejected,
+    /// Security isolation turned on or off.
+    Isolation,
+}
+
+impl DecisionKind {
+    /// Every kind, for metrics present from the start.
+    pub const ALL: [DecisionKind; 13] = [
+        Self::Divert,
+        Self::FailBack,
+        Self::StayOnPrimary,
+        Self::KernelFallback,
+        Self::EjectSlowServer,
+        Self::CacheShrink,
+        Self::CacheClear,
+        Self::CacheResumeInserts,
+        Self::CacheBypass,
+        Self::CacheServeAgain,
+        Self::ConfigReload,
+        Self::ConfigRejected,
+        Self::Isolation,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Divert => "divert",
+            Self::FailBack => "fail_back",
+            Self::StayOnPrimary => "stay_on_primary",
+            Self::KernelFallback => "kernel_fallback",
+            Self::EjectSlowServer => "eject_slow_server",
+            Self::CacheShrink => "cache_shrink",
+            Self::CacheClear => "cache_clear",
+            Self::CacheResumeInserts => "cache_resume_inserts",
+            Self::CacheBypass => "cache_bypass",
+            Self::CacheServeAgain => "cache_serve_again",
+            Self::ConfigReload => "config_reload",
+            Self::ConfigRejected => "config_rejected",
+            Self::Isolation => "isolation",
+        }
+    }
 }
 
 /// Thresholds of the critical-failure policy (runbook defaults in
@@ -192,6 +265,7 @@ impl RoutePolicy {
                     }
                     self.blocked_reported = true;
                     return Some(Decision {
+                        kind: DecisionKind::StayOnPrimary,
                         trigger,
                         value,
                         action: "stay on primary: the fallback is unhealthy too",
@@ -203,6 +277,7 @@ impl RoutePolicy {
                 self.good_since = None;
                 self.blocked_reported = false;
                 Some(Decision {
+                    kind: DecisionKind::Divert,
                     trigger,
                     value,
                     action: "divert to fallback",
@@ -220,6 +295,7 @@ impl RoutePolicy {
                 self.route = Route::Primary;
                 self.good_since = None;
                 Some(Decision {
+                    kind: DecisionKind::FailBack,
                     trigger: "primary_recovered",
                     value: format!("primary healthy for {:?}", t.failback_hold),
                     action: "fail back to primary",
@@ -326,6 +402,7 @@ impl PortPolicy {
         }
         self.demoted = true;
         Some(Decision {
+            kind: DecisionKind::KernelFallback,
             trigger: "dpdk_link_down",
             value: format!("link down for {:?}", now.duration_since(since)),
             action: "demote to kernel networking",

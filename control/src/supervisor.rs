@@ -5,7 +5,9 @@
 
 use crate::memory;
 use crate::metrics::Metrics;
-use crate::policy::{self, MemoryAction, MemoryPolicy, Mode, Observation, RoutePolicy, Thresholds};
+use crate::policy::{
+    self, DecisionKind, MemoryAction, MemoryPolicy, Mode, Observation, RoutePolicy, Thresholds,
+};
 use crate::timeline::Timeline;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -188,7 +190,7 @@ impl Supervisor {
         if let Some(d) = decision {
             let route = lock(&self.route).route();
             self.status.set_route(route);
-            self.metrics.decision(d.action);
+            self.metrics.decision(d.kind);
             self.timeline.push(
                 d.trigger,
                 &d.value,
@@ -237,7 +239,7 @@ impl Supervisor {
                     g.servers[i],
                     g.health.latency_us(i)
                 );
-                self.metrics.decision("eject slow primary server");
+                self.metrics.decision(DecisionKind::EjectSlowServer);
                 self.timeline.push(
                     "latency_outlier",
                     &value,
@@ -250,10 +252,14 @@ impl Supervisor {
 
     fn memory_action(&self, action: MemoryAction, cache: &Cache, ratio: f64) {
         let value = format!("memory at {:.1}% of the limit", ratio * 100.0);
-        let (name, result) = match action {
+        let (kind, name, result) = match action {
             MemoryAction::Shrink => {
                 let freed = cache.shrink_to(cache.bytes() / 2);
-                ("shrink cache", format!("freed {freed} bytes"))
+                (
+                    DecisionKind::CacheShrink,
+                    "shrink cache",
+                    format!("freed {freed} bytes"),
+                )
             }
             MemoryAction::ClearAndStopInserts => {
                 let n = cache.clear();
@@ -261,14 +267,22 @@ impl Supervisor {
                 // SAFETY: asks mimalloc (the global allocator) to return
                 // freed memory to the OS; no other effect.
                 unsafe { libmimalloc_sys::mi_collect(true) };
-                ("clear cache, stop inserts", format!("cleared {n} entries"))
+                (
+                    DecisionKind::CacheClear,
+                    "clear cache, stop inserts",
+                    format!("cleared {n} entries"),
+                )
             }
             MemoryAction::ResumeInserts => {
                 cache.set_inserts(true);
-                ("resume cache inserts", "ok".to_owned())
+                (
+                    DecisionKind::CacheResumeInserts,
+                    "resume cache inserts",
+                    "ok".to_owned(),
+                )
             }
         };
-        self.metrics.decision(name);
+        self.metrics.decision(kind);
         self.timeline.push("memory_pressure", &value, name, &result);
     }
 
@@ -288,7 +302,7 @@ impl Supervisor {
             "{} of {} entries failed their checksum",
             report.corrupt, report.checked
         );
-        self.metrics.decision("bypass cache");
+        self.metrics.decision(DecisionKind::CacheBypass);
         self.timeline.push(
             "cache_checksum_failure",
             &value,
@@ -314,6 +328,7 @@ impl Supervisor {
     /// Ends a bypass after a clean verify.
     fn serve_again(&self, cache: &Cache) {
         cache.set_bypass(false);
+        self.metrics.decision(DecisionKind::CacheServeAgain);
         self.timeline.push(
             "cache_verify_clean",
             "0 corrupt entries",

@@ -3,7 +3,69 @@
 //! control plane every interval, which merges them into a sliding window.
 
 use hdrhistogram::Histogram;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+/// Upper bounds of the exported latency histograms' buckets, in
+/// microseconds: 50 µs to 10 s (`+Inf` is the count).
+pub const DURATION_BUCKETS_US: [u64; 17] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// A Prometheus-style histogram's counts: one per bucket (not
+/// cumulative), what is above the last bound, and the sum. Recording is a
+/// short search and two additions: no allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Buckets {
+    /// Observations up to each bound of [`DURATION_BUCKETS_US`] (and above
+    /// the previous one).
+    pub counts: [u64; DURATION_BUCKETS_US.len()],
+    /// Observations above the last bound.
+    pub over: u64,
+    /// Sum of the observations, in microseconds.
+    pub sum_us: u64,
+}
+
+impl Buckets {
+    /// Counts one observation.
+    pub fn record(&mut self, us: u64) {
+        match DURATION_BUCKETS_US.iter().position(|&b| us <= b) {
+            Some(i) => self.counts[i] += 1,
+            None => self.over += 1,
+        }
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// Adds another histogram's counts.
+    pub fn merge(&mut self, other: &Buckets) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.over += other.over;
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
+
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum::<u64>() + self.over
+    }
+}
+
+/// One upstream server's part of a core's interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerStats {
+    /// `primary` or `fallback`.
+    pub pool: &'static str,
+    /// The server.
+    pub addr: SocketAddr,
+    /// Answers it gave (or failed to give).
+    pub requests: u64,
+    /// Those that were 5xx or transport failures.
+    pub errors: u64,
+    /// Their latency.
+    pub duration: Buckets,
+}
 
 /// How the cache took part in a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +117,13 @@ pub struct Completion {
     /// The answer came from (or failed at) the upstream, not the cache or
     /// the gateway itself.
     pub proxied: bool,
+    /// A kubelet or load-balancer probe (`/health/live`, `/health/ready`)
+    /// answered on the data port: counted apart from traffic.
+    pub probe: bool,
+    /// Bytes received from the client since the previous completion.
+    pub bytes_in: u64,
+    /// Bytes queued to the client since the previous completion.
+    pub bytes_out: u64,
 }
 
 /// Counters and a latency histogram for one core and one interval.
@@ -70,6 +139,21 @@ pub struct CoreStats {
     pub cache: [u64; 5],
     /// Upstream failures.
     pub upstream_errors: u64,
+    /// Latency of the responses, by [`CacheResult`] in
+    /// [`CacheResult::ALL`] order, for the exported histogram.
+    pub duration: [Buckets; 5],
+    /// Probes answered on the data port (not in `requests`).
+    pub probes: u64,
+    /// Bytes received from clients.
+    pub bytes_in: u64,
+    /// Bytes queued to clients.
+    pub bytes_out: u64,
+    /// Upstream servers that answered in this interval.
+    pub servers: Vec<ServerStats>,
+    /// The data core these numbers come from (its index).
+    pub core: usize,
+    /// Client connections the core had open when it handed these over.
+    pub open_connections: u64,
 }
 
 impl Default for CoreStats {
@@ -81,15 +165,37 @@ impl Default for CoreStats {
             status_classes: [0; 5],
             cache: [0; 5],
             upstream_errors: 0,
+            duration: [Buckets::default(); 5],
+            probes: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            servers: Vec::new(),
+            core: 0,
+            open_connections: 0,
         }
     }
 }
 
 impl CoreStats {
+    /// Empty numbers of data core `core` (its CPU id, or thread index
+    /// when unpinned).
+    pub fn for_core(core: usize) -> CoreStats {
+        CoreStats {
+            core,
+            ..CoreStats::default()
+        }
+    }
+
     /// Records one response.
     pub fn record(&mut self, c: &Completion) {
-        self.latency_us
-            .saturating_record((c.latency.as_micros() as u64).max(1));
+        self.bytes_in += c.bytes_in;
+        self.bytes_out += c.bytes_out;
+        if c.probe {
+            self.probes += 1;
+            return;
+        }
+        let us = (c.latency.as_micros() as u64).max(1);
+        self.latency_us.saturating_record(us);
         self.requests += 1;
         if (100..600).contains(&c.status) {
             self.status_classes[usize::from(c.status / 100 - 1)] += 1;
@@ -99,7 +205,33 @@ impl CoreStats {
             .position(|r| *r == c.cache)
             .unwrap_or(4);
         self.cache[i] += 1;
+        self.duration[i].record(us);
         self.upstream_errors += u64::from(c.upstream_error);
+    }
+
+    /// Credits a proxied answer to the upstream server `addr` of `pool`.
+    pub fn record_server(&mut self, pool: &'static str, addr: SocketAddr, c: &Completion) {
+        let i = match self
+            .servers
+            .iter()
+            .position(|s| s.addr == addr && s.pool == pool)
+        {
+            Some(i) => i,
+            None => {
+                self.servers.push(ServerStats {
+                    pool,
+                    addr,
+                    requests: 0,
+                    errors: 0,
+                    duration: Buckets::default(),
+                });
+                self.servers.len() - 1
+            }
+        };
+        let s = &mut self.servers[i];
+        s.requests += 1;
+        s.errors += u64::from(c.upstream_error || c.status >= 500);
+        s.duration.record((c.latency.as_micros() as u64).max(1));
     }
 
     /// Adds another core's (or interval's) numbers to these.
@@ -113,12 +245,34 @@ impl CoreStats {
             *a += b;
         }
         self.upstream_errors += other.upstream_errors;
+        for (a, b) in self.duration.iter_mut().zip(&other.duration) {
+            a.merge(b);
+        }
+        self.probes += other.probes;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.open_connections += other.open_connections;
+        for s in &other.servers {
+            match self
+                .servers
+                .iter_mut()
+                .find(|m| m.addr == s.addr && m.pool == s.pool)
+            {
+                Some(m) => {
+                    m.requests += s.requests;
+                    m.errors += s.errors;
+                    m.duration.merge(&s.duration);
+                }
+                None => self.servers.push(s.clone()),
+            }
+        }
     }
 
     /// Hands the numbers so far over and starts afresh (the swap).
     pub fn take(&mut self) -> CoreStats {
         let fresh = CoreStats {
             latency_us: Histogram::new_from(&self.latency_us),
+            core: self.core,
             ..CoreStats::default()
         };
         std::mem::replace(self, fresh)
@@ -150,6 +304,9 @@ mod tests {
             upstream_error: false,
             transport_error: false,
             proxied: true,
+            probe: false,
+            bytes_in: 0,
+            bytes_out: 0,
         }
     }
 

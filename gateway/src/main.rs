@@ -188,6 +188,9 @@ fn run(cli: &Cli, log: Log) -> anyhow::Result<()> {
         live.clone(),
         timeline.clone(),
     ));
+    supervisor
+        .metrics
+        .set_build_info(env!("CARGO_PKG_VERSION"), cfg!(feature = "dpdk"));
     let serving = Serving::new(
         status.clone(),
         timeline.clone(),

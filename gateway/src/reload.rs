@@ -16,7 +16,7 @@ use ultragate::config::{ms, Config, ConfigError, ControlSection, UpstreamGroup};
 use ultragate_control::admin::{AdminSettings, ReloadReport};
 use ultragate_control::checks::{self, CheckConfig};
 use ultragate_control::metrics::ReloadResult;
-use ultragate_control::policy::Thresholds;
+use ultragate_control::policy::{DecisionKind, Thresholds};
 use ultragate_control::supervisor::Supervisor;
 use ultragate_control::timeline::{Audit, Timeline};
 use ultragate_dataplane::cache::{Cache, CacheConfig};
@@ -326,8 +326,8 @@ impl Reloader {
         };
         sup.metrics.reload(outcome);
         sup.metrics.decision(match outcome {
-            ReloadResult::Rejected => "reject config",
-            _ => "reload config",
+            ReloadResult::Rejected => DecisionKind::ConfigRejected,
+            _ => DecisionKind::ConfigReload,
         });
         sup.timeline.push("config_reload", trigger, action, &event);
         result

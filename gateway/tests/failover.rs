@@ -184,6 +184,10 @@ fn health_json_and_metrics() {
     for _ in 0..20 {
         get_status(gw.data, "/m?size=10&cache=max-age%3D60");
     }
+    // Probes on the data port are counted apart from traffic.
+    for _ in 0..7 {
+        assert_eq!(get_status(gw.data, "/health/ready"), 200);
+    }
     std::thread::sleep(Duration::from_millis(400));
     let h = admin_json(&gw, "/health");
     assert_eq!(h["overall_status"], "healthy", "{h}");
@@ -259,15 +263,90 @@ fn health_json_and_metrics() {
         let serving = f64::from(u8::from(backend == expected_backend()));
         assert_eq!(samples[&series], serving, "{series}");
     }
-    assert!(samples.contains_key("ultragate_request_duration_seconds{quantile=\"0.99\"}"));
+    assert_eq!(samples["ultragate_probes_total"], 7.0);
+    assert_eq!(
+        samples["ultragate_requests_total{class=\"2xx\"}"], 20.0,
+        "probes do not move the request counters"
+    );
+    assert_eq!(
+        samples["ultragate_request_duration_seconds_count{route=\"default\",cache=\"hit\"}"],
+        samples["ultragate_cache_responses_total{result=\"hit\"}"],
+        "a histogram per cache result"
+    );
+    assert_eq!(
+        samples["ultragate_request_duration_seconds_bucket{route=\"default\",cache=\"miss\",le=\"+Inf\"}"],
+        1.0
+    );
+    let upstream =
+        format!("ultragate_upstream_requests_total{{pool=\"primary\",server=\"{origin}\"}}");
+    assert_eq!(samples[&upstream], 1.0, "{upstream}");
+    assert!(samples["ultragate_client_received_bytes_total"] > 0.0);
+    assert!(samples["ultragate_client_sent_bytes_total"] > 0.0);
+    assert!(samples.contains_key("ultragate_window_request_duration_seconds{percentile=\"99\"}"));
+    assert!(samples
+        .keys()
+        .any(|k| k.starts_with("ultragate_open_connections{core=")));
+    assert!(samples
+        .keys()
+        .any(|k| k.starts_with("ultragate_build_info{")));
+    assert!(samples.contains_key("process_resident_memory_bytes"));
+    assert_eq!(
+        samples["ultragate_decisions_total{decision=\"divert\"}"], 0.0,
+        "present from start"
+    );
+    assert_eq!(
+        samples["ultragate_config_reloads_total{result=\"rejected\"}"],
+        0.0
+    );
     assert!(samples["ultragate_memory_rss_bytes"] > 0.0);
     for help in [
         "# HELP ultragate_requests_total",
         "# TYPE ultragate_requests_total counter",
         "# TYPE ultragate_cache_bytes gauge",
+        "# TYPE ultragate_request_duration_seconds histogram",
     ] {
         assert!(text.contains(help), "{help}");
     }
+    // Clean by Prometheus' own linter (the test command installs it).
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package)");
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every metric the Grafana dashboard queries is exported.
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/k8s/monitoring/grafana-dashboard.json"),
+    )
+    .unwrap();
+    let mut queried = 0;
+    for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("ultragate_") {
+            queried += 1;
+            assert!(
+                samples.keys().any(|k| k.split('{').next() == Some(word)),
+                "the dashboard queries {word}, which /metrics does not export"
+            );
+        }
+    }
+    assert!(queried >= 10, "{queried}");
 }
 
 #[test]

@@ -49,6 +49,7 @@ impl EpollDataplane {
                 .get(i)
                 .and_then(|id| cores.iter().find(|c| c.id == *id).copied());
             let setup = CoreSetup {
+                core: cfg.cores.get(i).copied().unwrap_or(i),
                 cfg: cfg.clone(),
                 shared: shared.clone(),
                 shutdown: shutdown_rx.clone(),
@@ -77,6 +78,8 @@ impl EpollDataplane {
 
 /// What a data thread is given at start.
 struct CoreSetup {
+    /// The core's id in the statistics.
+    core: usize,
     cfg: DriverConfig,
     shared: Shared,
     shutdown: watch::Receiver<bool>,
@@ -121,6 +124,7 @@ fn run_core(
             }
         };
         let CoreSetup {
+            core,
             cfg,
             shared,
             mut shutdown,
@@ -128,7 +132,7 @@ fn run_core(
         let ctx = Rc::new(CoreCtx {
             upstreams: RefCell::new(Upstreams::new(&shared.live)),
             shared,
-            stats: RefCell::new(CoreStats::default()),
+            stats: RefCell::new(CoreStats::for_core(core)),
             active: Cell::new(0),
             max_active: cfg.max_connections_per_core,
         });
@@ -140,8 +144,8 @@ fn run_core(
                 loop {
                     tick.tick().await;
                     ctx.upstreams.borrow_mut().evict_expired(Instant::now());
-                    let taken = ctx.stats.borrow_mut().take();
-                    let _ = ctx.shared.stats.send(taken);
+                    ctx.shared
+                        .hand_over(&mut ctx.stats.borrow_mut(), ctx.active.get());
                 }
             })
         };

@@ -107,6 +107,13 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Hands the core's numbers of the interval to the control plane,
+    /// with the client connections it has open now.
+    fn hand_over(&self, stats: &mut CoreStats, open_connections: usize) {
+        stats.open_connections = open_connections as u64;
+        let _ = self.stats.send(stats.take());
+    }
+
     /// Books an answered request: the core's statistics, the server's
     /// passive health, and the access log while isolation asks for it.
     fn record<T>(
@@ -120,6 +127,9 @@ impl Shared {
         stats.record(done);
         if let (true, Some(target)) = (done.proxied, target) {
             upstreams.responded(target, done);
+            if let Some((pool, addr)) = upstreams.server(target) {
+                stats.record_server(pool, addr, done);
+            }
         }
         if self.status.log_requests() {
             tracing::info!(

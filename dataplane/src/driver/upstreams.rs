@@ -141,6 +141,21 @@ impl<T> Upstreams<T> {
         }
     }
 
+    /// The pool name and address of `target`'s server, unless the target
+    /// is of an older generation.
+    pub(super) fn server(&self, target: Target) -> Option<(&'static str, std::net::SocketAddr)> {
+        if target.generation != self.settings.generation {
+            return None;
+        }
+        let (name, pool) = match target.group {
+            Group::Fallback if !self.settings.fallback.servers.is_empty() => {
+                ("fallback", &self.settings.fallback)
+            }
+            _ => ("primary", &self.settings.primary),
+        };
+        pool.servers.get(target.server).map(|a| (name, *a))
+    }
+
     /// A connect to `target` succeeded.
     pub(super) fn connected(&self, target: Target) {
         if let Some(h) = self.health_of(target) {

@@ -58,6 +58,28 @@ const WAIT_POLL: Duration = Duration::from_millis(1);
 #[cfg(feature = "test-hooks")]
 pub const TEST_PANIC_PATH: &str = "/__ultragate_test/panic";
 
+/// A connection's client bytes: received, written, and what the last
+/// completion reported of them.
+#[derive(Debug, Default)]
+struct Traffic {
+    received: u64,
+    written: u64,
+    reported: (u64, u64),
+}
+
+impl Traffic {
+    /// Bytes received and queued (written, plus `queued` still in the
+    /// output) since the last call.
+    fn take(&mut self, queued: usize) -> (u64, u64) {
+        let out = self.written + queued as u64;
+        let (seen_in, seen_out) = std::mem::replace(&mut self.reported, (self.received, out));
+        (
+            self.received.saturating_sub(seen_in),
+            out.saturating_sub(seen_out),
+        )
+    }
+}
+
 /// Settings of the engine, shared by every connection of a process.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -207,6 +229,8 @@ pub struct Conn {
     coalesce_until: Option<Instant>,
     /// When the request being answered started (its first byte).
     req_started: Instant,
+    /// Client bytes in and out, for the byte counters.
+    traffic: Traffic,
     /// Answered requests not yet collected by the driver.
     completions: VecDeque<Completion>,
     peer: IpAddr,
@@ -252,6 +276,7 @@ impl Conn {
             key_buf: Vec::new(),
             coalesce_until: None,
             req_started: now,
+            traffic: Traffic::default(),
             completions: VecDeque::new(),
             peer,
             local_admin: peer.is_loopback(),
@@ -281,6 +306,7 @@ impl Conn {
 
     /// Feeds bytes received from the client.
     pub fn recv_client(&mut self, now: Instant, data: &[u8]) {
+        self.traffic.received += data.len() as u64;
         self.send_clock(now);
         if self.finished {
             return;
@@ -334,6 +360,7 @@ impl Conn {
 
     /// `n` queued client bytes were written at `now`.
     pub fn client_written(&mut self, n: usize, now: Instant) {
+        self.traffic.written += n as u64;
         self.output.advance(n);
         if n > 0 {
             self.send_since = now;
@@ -393,15 +420,31 @@ impl Conn {
         upstream_error: bool,
         proxied: bool,
     ) {
-        let latency = now.saturating_duration_since(self.req_started);
-        self.completions.push_back(Completion {
-            latency,
+        let done = self.completion(now, status, cache, upstream_error, proxied);
+        self.completions.push_back(done);
+    }
+
+    /// The record of an answered request.
+    fn completion(
+        &mut self,
+        now: Instant,
+        status: u16,
+        cache: CacheResult,
+        upstream_error: bool,
+        proxied: bool,
+    ) -> Completion {
+        let (bytes_in, bytes_out) = self.traffic.take(self.output.len());
+        Completion {
+            latency: now.saturating_duration_since(self.req_started),
             status,
             cache,
             upstream_error,
             transport_error: false,
             proxied,
-        });
+            probe: false,
+            bytes_in,
+            bytes_out,
+        }
     }
 
     /// The next action for the driver.
@@ -1106,7 +1149,9 @@ impl Conn {
             };
             self.output.tail().put_slice(resp);
             self.input.advance(head_len);
-            self.complete(now, status, CacheResult::None, false, false);
+            let mut probe = self.completion(now, status, CacheResult::None, false, false);
+            probe.probe = true;
+            self.completions.push_back(probe);
             return self.skip_local_body(now, body_framing, close);
         }
         if path == "/admin" || path.starts_with("/admin/") {
@@ -1208,6 +1253,7 @@ impl Conn {
                         Served::StaleWhileRevalidate,
                         connection,
                     );
+                    let (bytes_in, bytes_out) = self.traffic.take(self.output.len());
                     let served = Completion {
                         latency: now.saturating_duration_since(self.req_started),
                         status,
@@ -1215,6 +1261,9 @@ impl Conn {
                         upstream_error: false,
                         transport_error: false,
                         proxied: false,
+                        probe: false,
+                        bytes_in,
+                        bytes_out,
                     };
                     self.completions.push_back(served);
                     if !refresh || close {

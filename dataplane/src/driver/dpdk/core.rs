@@ -37,6 +37,8 @@ const NAP: Duration = Duration::from_micros(50);
 
 /// What the DPDK core is given at start.
 pub(super) struct Setup {
+    /// The core's id in the statistics.
+    pub(super) core: usize,
     pub(super) dpdk: DpdkConfig,
     /// The queue pair this core polls.
     pub(super) queue: u16,
@@ -185,6 +187,7 @@ struct Core {
 /// Runs the core until stopped and drained.
 pub(super) fn run(setup: Setup) {
     let Setup {
+        core: core_id,
         dpdk,
         queue,
         arp,
@@ -236,7 +239,7 @@ pub(super) fn run(setup: Setup) {
         live: 0,
         poller,
         events: vec![libc::epoll_event { events: 0, u64: 0 }; 64],
-        stats: CoreStats::default(),
+        stats: CoreStats::for_core(core_id),
         buf: vec![0u8; 16 * 1024],
         draining: false,
     };
@@ -280,7 +283,7 @@ pub(super) fn run(setup: Setup) {
 
         if now >= next_stats {
             core.upstreams.evict_expired(now);
-            let _ = core.shared.stats.send(core.stats.take());
+            core.shared.hand_over(&mut core.stats, core.live);
             next_stats = now + cfg.stats_interval;
         }
         if busy {
@@ -292,7 +295,7 @@ pub(super) fn run(setup: Setup) {
             }
         }
     }
-    let _ = core.shared.stats.send(core.stats.take());
+    core.shared.hand_over(&mut core.stats, core.live);
 }
 
 impl Core {

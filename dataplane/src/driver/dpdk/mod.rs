@@ -112,6 +112,11 @@ impl DpdkDataplane {
                     .collect(),
             });
             let setup = core::Setup {
+                core: cfg
+                    .cores
+                    .get(usize::from(q))
+                    .copied()
+                    .unwrap_or(usize::from(q)),
                 dpdk: dpdk.clone(),
                 queue: q,
                 arp,

@@ -54,6 +54,8 @@ const MAX_WAIT: Duration = Duration::from_millis(500);
 
 /// What a core is given at start.
 pub(super) struct Setup {
+    /// The core's id in the statistics.
+    pub(super) core: usize,
     pub(super) cfg: DriverConfig,
     pub(super) shared: Shared,
     pub(super) listener: TcpListener,
@@ -198,7 +200,7 @@ impl Core {
             timers: BinaryHeap::new(),
             upstreams: Upstreams::new(&setup.shared.live),
             shared: setup.shared,
-            stats: CoreStats::default(),
+            stats: CoreStats::for_core(setup.core),
             cfg: setup.cfg,
             waker: setup.waker,
             wake_buf: Box::new(0),
@@ -270,7 +272,7 @@ impl Core {
             self.fire_timers(now);
             if now >= next_stats {
                 self.upstreams.evict_expired(now);
-                let _ = self.shared.stats.send(self.stats.take());
+                self.shared.hand_over(&mut self.stats, self.live);
                 next_stats = now + interval;
             }
             self.arm_accept();
@@ -307,7 +309,7 @@ impl Core {
             }
         }
         // Dropping the ring cancels what is still in flight.
-        let _ = self.shared.stats.send(self.stats.take());
+        self.shared.hand_over(&mut self.stats, self.live);
     }
 
     fn begin_drain(&mut self, now: Instant) {

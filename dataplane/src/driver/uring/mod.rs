@@ -147,6 +147,7 @@ impl UringDataplane {
                 .and_then(|id| cores.iter().find(|c| c.id == *id).copied());
             let waker = Arc::new(Waker::new().map_err(DriverError::Thread)?);
             let setup = core::Setup {
+                core: cfg.cores.get(i).copied().unwrap_or(i),
                 cfg: cfg.clone(),
                 shared: shared.clone(),
                 listener,
