@@ -33,9 +33,20 @@ if ! command -v kubernetes-validate >/dev/null; then
     || python3 -m pip install -q --break-system-packages kubernetes-validate
 fi
 k8s_version=1.31.0
-echo "skipped (need CRDs): deploy/k8s/dpdk/sriov-network.yaml (NetworkAttachmentDefinition), deploy/k8s/monitoring/servicemonitor.yaml (ServiceMonitor)"
+echo "skipped (need CRDs): deploy/k8s/dpdk/sriov-network.yaml (NetworkAttachmentDefinition), deploy/k8s/monitoring/podmonitor.yaml (PodMonitor), deploy/k8s/monitoring/prometheusrule.yaml (PrometheusRule, checked below)"
 kubernetes-validate --quiet --strict -k "$k8s_version" deploy/k8s/*.yaml deploy/k8s/dpdk/gateway-dpdk.yaml deploy/k8s/monitoring/prometheus-adapter.yaml
 echo "manifests valid for Kubernetes $k8s_version"
+# Alert rules: checked and unit-tested by promtool; the PrometheusRule
+# carries exactly the groups of the plain rules file.
+promtool check rules deploy/k8s/monitoring/alerts.rules.yml
+(cd deploy/k8s/monitoring && promtool test rules alerts.test.yml)
+python3 - <<'PY'
+import yaml
+rules = yaml.safe_load(open("deploy/k8s/monitoring/alerts.rules.yml"))
+crd = yaml.safe_load(open("deploy/k8s/monitoring/prometheusrule.yaml"))
+assert crd["spec"]["groups"] == rules["groups"], "prometheusrule.yaml and alerts.rules.yml differ"
+print("prometheusrule.yaml matches alerts.rules.yml")
+PY
 
 # Fuzzing (dataplane/fuzz): every target for a bounded time, starting from
 # the committed seeds; new inputs go to a scratch directory, a crash fails
