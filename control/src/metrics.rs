@@ -76,6 +76,8 @@ pub struct Metrics {
     bytes_out: IntCounter,
     open_connections: IntGaugeVec,
     isolated: IntGauge,
+    access_dropped: IntCounter,
+    access_written: IntCounter,
     latency: GaugeVec,
     error_ratio: Gauge,
     route: GaugeVec,
@@ -257,6 +259,14 @@ impl Metrics {
                     .expect("unique metric");
                 g
             },
+            access_dropped: int_counter(
+                "ultragate_access_log_dropped_total",
+                "Access-log records dropped because a core's queue was full (the writer could not keep up).",
+            ),
+            access_written: int_counter(
+                "ultragate_access_log_records_total",
+                "Access-log records written.",
+            ),
             isolated: int_gauge(
                 "ultragate_security_isolated",
                 "1 while security isolation is on (every request logged, admin from loopback only).",
@@ -382,6 +392,12 @@ impl Metrics {
             self.latency.with_label_values(&[q]).set(d.as_secs_f64());
         }
         self.error_ratio.set(v.error_rate);
+        if let Some(log) = sup.access_log() {
+            self.access_dropped
+                .inc_by(log.dropped().saturating_sub(self.access_dropped.get()));
+            self.access_written
+                .inc_by(log.written().saturating_sub(self.access_written.get()));
+        }
         let panics = sup.status.panics();
         self.panics.inc_by(panics.saturating_sub(self.panics.get()));
         let route = sup.status.route();

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use ultragate_dataplane::access::AccessLog;
 use ultragate_dataplane::cache::{snapshot, Cache};
 use ultragate_dataplane::live::{Live, PoolSpec};
 use ultragate_dataplane::stats::CoreStats;
@@ -87,6 +88,8 @@ pub struct Supervisor {
     pub timeline: Arc<Timeline>,
     /// Prometheus registry and series.
     pub metrics: Metrics,
+    /// The access log, for its counters.
+    access: std::sync::OnceLock<Arc<AccessLog>>,
     route: Mutex<RoutePolicy>,
     memory: Mutex<MemoryPolicy>,
     view: Mutex<View>,
@@ -109,12 +112,23 @@ impl Supervisor {
             live,
             timeline,
             metrics: Metrics::new(),
+            access: std::sync::OnceLock::new(),
             route: Mutex::new(RoutePolicy::new(cfg.thresholds)),
             memory: Mutex::new(MemoryPolicy::default()),
             view: Mutex::new(View::default()),
             memory_limit: AtomicU64::new(cfg.memory_limit_bytes),
             cfg,
         }
+    }
+
+    /// Exports the access log's counters from now on.
+    pub fn watch_access_log(&self, log: Arc<AccessLog>) {
+        let _ = self.access.set(log);
+    }
+
+    /// The access log, once watched.
+    pub(crate) fn access_log(&self) -> Option<&Arc<AccessLog>> {
+        self.access.get()
     }
 
     /// Applies reloadable settings: thresholds and the memory limit.

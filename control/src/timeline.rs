@@ -54,45 +54,75 @@ impl Timeline {
     }
 }
 
-/// The audit log: one JSON line per mutating admin call and per refusal.
-pub struct Audit {
-    file: Mutex<Option<std::fs::File>>,
+/// Where the audit log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    /// Nowhere (`[security] enable_audit_logging = false`).
+    Off,
+    /// JSON lines on stdout, for the cluster's log pipeline.
+    Stdout,
+    /// JSON lines appended to a file.
+    File(std::path::PathBuf),
 }
 
-fn append(path: Option<&std::path::Path>) -> std::io::Result<Option<std::fs::File>> {
-    path.map(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
+enum Out {
+    Off,
+    Stdout,
+    File(std::fs::File),
+}
+
+/// The audit log: admin calls and refusals, and every request while
+/// `[security] log_all_requests` asks for it. JSON lines.
+pub struct Audit {
+    out: Mutex<Out>,
+}
+
+fn open(sink: &AuditSink) -> std::io::Result<Out> {
+    Ok(match sink {
+        AuditSink::Off => Out::Off,
+        AuditSink::Stdout => Out::Stdout,
+        AuditSink::File(p) => Out::File(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        ),
     })
-    .transpose()
 }
 
 impl Audit {
-    /// Appends to `path`, or logs through `tracing` without one.
-    pub fn open(path: Option<&std::path::Path>) -> std::io::Result<Self> {
+    /// An audit log writing to `sink`.
+    pub fn open(sink: &AuditSink) -> std::io::Result<Self> {
         Ok(Self {
-            file: Mutex::new(append(path)?),
+            out: Mutex::new(open(sink)?),
         })
     }
 
-    /// Switches to `path` (a config reload); on an error the current
-    /// file stays.
-    pub fn reopen(&self, path: Option<&std::path::Path>) -> std::io::Result<()> {
-        let file = append(path)?;
-        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = file;
+    /// Switches to `sink` (a config reload); on an error the current one
+    /// stays.
+    pub fn reopen(&self, sink: &AuditSink) -> std::io::Result<()> {
+        let out = open(sink)?;
+        *self.out.lock().unwrap_or_else(|e| e.into_inner()) = out;
         Ok(())
+    }
+
+    /// Writes one JSON line.
+    pub fn write_line(&self, line: &str) {
+        match &mut *self.out.lock().unwrap_or_else(|e| e.into_inner()) {
+            Out::Off => {}
+            Out::Stdout => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+            }
+            Out::File(f) => {
+                let _ = writeln!(f, "{line}");
+            }
+        }
     }
 
     /// Records an admin call and its outcome.
     pub fn record(&self, peer: IpAddr, method: &str, target: &str, outcome: &str) {
-        let line = json!({ "time_unix_ms": unix_ms(), "peer": peer.to_string(), "method": method, "target": target, "outcome": outcome });
-        match &mut *self.file.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(f) => {
-                let _ = writeln!(f, "{line}");
-            }
-            None => tracing::info!(target: "ultragate::audit", "{line}"),
-        }
+        let line = json!({ "audit": "admin_call", "time_unix_ms": unix_ms(), "peer": peer.to_string(), "method": method, "target": target, "outcome": outcome });
+        self.write_line(&line.to_string());
     }
 }

@@ -12,6 +12,7 @@
 //! default kernel driver), [`driver::epoll`] (its fallback), or the DPDK
 //! driver (`driver::dpdk`, with the `dpdk` feature; FFI in `dpdk-sys`).
 
+pub mod access;
 pub mod admin;
 pub mod cache;
 pub mod driver;

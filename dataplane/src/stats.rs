@@ -100,7 +100,7 @@ impl CacheResult {
 }
 
 /// One answered request, as the engine reports it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Completion {
     /// First request byte in to response complete.
     pub latency: Duration,
@@ -124,6 +124,8 @@ pub struct Completion {
     pub bytes_in: u64,
     /// Bytes queued to the client since the previous completion.
     pub bytes_out: u64,
+    /// The access-log record, while the access log wants this request.
+    pub access: Option<Box<crate::access::AccessRecord>>,
 }
 
 /// Counters and a latency histogram for one core and one interval.
@@ -307,6 +309,7 @@ mod tests {
             probe: false,
             bytes_in: 0,
             bytes_out: 0,
+            access: None,
         }
     }
 

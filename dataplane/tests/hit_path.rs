@@ -79,6 +79,7 @@ fn a_warm_cache_hit_allocates_nothing() {
         default_host: "origin:80".into(),
         coalesce_wait: Duration::from_secs(1),
         epoch: (t0, SystemTime::now()),
+        access: None,
     });
     let status = Arc::new(DataplaneStatus::default());
     status.set_serving(true);

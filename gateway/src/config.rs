@@ -187,23 +187,65 @@ pub struct LogSection {
     /// `ULTRAGATE_LOG` wins at start, a reload applies this. Default
     /// `info`.
     pub level: String,
+    /// The process log's lines (on stderr): `json` (one object per line,
+    /// for a log collector), `text`, or `auto`: text on a terminal, JSON
+    /// otherwise. Never ANSI colours off a terminal. Default `auto`.
+    pub format: LogFormat,
+    /// The access log, one JSON line per request: `stdout`, a file path
+    /// (reopened on SIGUSR1, for logrotate), or `off`. Default `off`.
+    pub access: String,
+    /// Share of requests written to the access log, 0.0 to 1.0. Default 1.0.
+    pub access_sample: f64,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
 }
 
 impl Default for LogSection {
     fn default() -> Self {
         Self {
             level: "info".into(),
+            format: LogFormat::Auto,
+            access: "off".into(),
+            access_sample: 1.0,
         }
     }
 }
 
-/// `[security]`: the audit trail.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+/// `[security]`: the audit trail, with the runbook's own keys
+/// (`enable_audit_logging`, `log_all_requests`) accepted as it writes them.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecuritySection {
-    /// File the audit log (JSON lines) is appended to; empty logs it to
-    /// stderr. Default empty.
+    /// Where the audit log (JSON lines) goes: a file appended to, or
+    /// `stdout` (also when empty) so the cluster's log pipeline keeps it.
+    /// Default empty (stdout).
     pub audit_log: String,
+    /// Records admin calls and refusals in the audit log. Default true.
+    pub enable_audit_logging: bool,
+    /// Also writes every request (as an access-log record) to the audit
+    /// log, as the runbook's security step asks. Default false.
+    pub log_all_requests: bool,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        Self {
+            audit_log: String::new(),
+            enable_audit_logging: true,
+            log_all_requests: false,
+        }
+    }
 }
 
 /// `[cache]`: the shared response cache.
@@ -553,6 +595,12 @@ impl Config {
         };
         self.dpdk.cidr()?;
         self.dpdk.next_hop()?;
+        if !(0.0..=1.0).contains(&self.log.access_sample) {
+            return invalid("log.access_sample", "must be between 0.0 and 1.0");
+        }
+        if self.log.access.is_empty() {
+            return invalid("log.access", "give stdout, a file path or off");
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid(
                 "log.level",

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use ultragate::config::{ms, Config, IoBackendName};
+use ultragate::config::{ms, Config, IoBackendName, LogFormat, LogSection};
 use ultragate::cpus::CpuBudget;
 use ultragate_control::admin::{Admin, AdminSettings, AdminState, DataplaneSwitch};
 use ultragate_control::api::AdminServer;
 use ultragate_control::supervisor::{Supervisor, SupervisorConfig};
 use ultragate_control::timeline::{Audit, Timeline};
+use ultragate_dataplane::access::AccessLog;
 use ultragate_dataplane::cache::{snapshot, Cache, CacheConfig};
 use ultragate_dataplane::driver::{DriverConfig, IoBackend, Shared};
 use ultragate_dataplane::live::Live;
@@ -83,26 +84,19 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    // The filter is reloadable: `[log] level` applies at start unless
-    // ULTRAGATE_LOG is set, and on every reload.
-    let from_env = std::env::var("ULTRAGATE_LOG").ok();
-    let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(
-        tracing_subscriber::EnvFilter::try_new(from_env.as_deref().unwrap_or("info"))
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-    );
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .init();
-    let set_log_level: reload::SetLogLevel = Box::new(move |level: &str| {
-        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-        filter_handle.reload(filter).map_err(|e| e.to_string())
-    });
-    let log = Log {
-        set_level: set_log_level,
-        from_env: from_env.is_some(),
+    // The config first, so that the log takes its format from it.
+    let cfg = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        None => Config::default(),
     };
-    match run(&cli, log) {
+    let log = init_log(&cfg.log);
+    match run(&cli, cfg, log) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -114,22 +108,54 @@ fn main() -> std::process::ExitCode {
 /// The process log's reloadable level.
 struct Log {
     set_level: reload::SetLogLevel,
-    /// `ULTRAGATE_LOG` set the level at start.
-    from_env: bool,
 }
 
-fn run(cli: &Cli, log: Log) -> anyhow::Result<()> {
-    let cfg = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+/// The process log on stderr: the filter reloadable (`[log] level`, which
+/// `ULTRAGATE_LOG` overrides at start), JSON or text lines as `[log]
+/// format` says, ANSI colours only on a terminal.
+fn init_log(cfg: &LogSection) -> Log {
+    use std::io::IsTerminal;
+    let from_env = std::env::var("ULTRAGATE_LOG").ok();
+    let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(
+        tracing_subscriber::EnvFilter::try_new(from_env.as_deref().unwrap_or(&cfg.level))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    );
+    let terminal = std::io::stderr().is_terminal();
+    let json = match cfg.format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !terminal,
     };
-    if !log.from_env {
-        (log.set_level)(&cfg.log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(terminal);
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry.with(lines.json().flatten_event(true)).init();
+    } else {
+        registry.with(lines).init();
     }
+    Log {
+        set_level: Box::new(move |level: &str| {
+            let filter =
+                tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+            filter_handle.reload(filter).map_err(|e| e.to_string())
+        }),
+    }
+}
+
+fn run(cli: &Cli, cfg: Config, log: Log) -> anyhow::Result<()> {
     let epoch = (std::time::Instant::now(), std::time::SystemTime::now());
     let (primary_pool, fallback_pool) = reload::pool_specs(&cfg, None)?;
     let primary_addrs = primary_pool.servers.clone();
-    let engine = Arc::new(reload::engine_config(&cfg, primary_addrs.len(), epoch));
+    let access = Arc::new(AccessLog::new());
+    reload::configure_access(&access, &cfg);
+    let engine = Arc::new(reload::engine_config(
+        &cfg,
+        primary_addrs.len(),
+        epoch,
+        &access,
+    ));
     let live = Arc::new(Live::new(engine, primary_pool, fallback_pool));
     let budget = CpuBudget::detect();
     let cores = cfg.data_cores(&budget);
@@ -191,6 +217,7 @@ fn run(cli: &Cli, log: Log) -> anyhow::Result<()> {
     supervisor
         .metrics
         .set_build_info(env!("CARGO_PKG_VERSION"), cfg!(feature = "dpdk"));
+    supervisor.watch_access_log(access.clone());
     let serving = Serving::new(
         status.clone(),
         timeline.clone(),
@@ -210,10 +237,8 @@ fn run(cli: &Cli, log: Log) -> anyhow::Result<()> {
     } else {
         None
     };
-    let audit_path =
-        (!cfg.security.audit_log.is_empty()).then(|| PathBuf::from(&cfg.security.audit_log));
     let audit = Arc::new(
-        Audit::open(audit_path.as_deref())
+        Audit::open(&reload::audit_sink(&cfg.security))
             .with_context(|| format!("security.audit_log {:?}", cfg.security.audit_log))?,
     );
     let admin_settings = Arc::new(AdminSettings::new(
@@ -239,12 +264,13 @@ fn run(cli: &Cli, log: Log) -> anyhow::Result<()> {
             audit: audit.clone(),
             timeline: timeline.clone(),
             set_log_level: log.set_level,
+            access: access.clone(),
             runtime: control.handle().clone(),
         },
     ));
     let admin = Arc::new(Admin::new(AdminState {
         supervisor: supervisor.clone(),
-        audit,
+        audit: audit.clone(),
         settings: admin_settings,
         isolated: AtomicBool::new(false),
         reload: Box::new({
@@ -278,7 +304,19 @@ fn run(cli: &Cli, log: Log) -> anyhow::Result<()> {
             spawner: control.handle().clone(),
             live,
             stats: stats_tx,
+            access: access.clone(),
         },
+    )?;
+    // The access log's writer: the file (or stdout), and the audit log
+    // for every request while `[security] log_all_requests` or isolation
+    // asks for it.
+    let writer_stop = Arc::new(AtomicBool::new(false));
+    let access_writer = access.spawn_writer(
+        Box::new({
+            let audit = audit.clone();
+            move |line: &str| audit.write_line(line)
+        }),
+        writer_stop.clone(),
     )?;
 
     let sweeper = cache.clone();
@@ -298,7 +336,7 @@ fn run(cli: &Cli, log: Log) -> anyhow::Result<()> {
                 }
             });
         }
-        wait_for_shutdown(&reloader).await
+        wait_for_shutdown(&reloader, &access).await
     })?;
     let running = reloader.config();
     tracing::info!(
@@ -307,6 +345,8 @@ fn run(cli: &Cli, log: Log) -> anyhow::Result<()> {
     );
     status.set_draining();
     serving.shutdown();
+    writer_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = access_writer.join();
     if let (Some(cache), true) = (&cache, running.cache.snapshot_on_shutdown) {
         match snapshot::write(cache, &running.cache.snapshot_dir) {
             Ok(w) => {
@@ -319,16 +359,25 @@ fn run(cli: &Cli, log: Log) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT; SIGHUP reloads the config.
-async fn wait_for_shutdown(reloader: &Arc<reload::Reloader>) -> anyhow::Result<()> {
+/// Resolves on SIGTERM or SIGINT; SIGHUP reloads the config, SIGUSR1
+/// reopens the access log (after logrotate moved it).
+async fn wait_for_shutdown(
+    reloader: &Arc<reload::Reloader>,
+    access: &AccessLog,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }
             _ = int.recv() => { tracing::info!("SIGINT received"); return Ok(()); }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: reopening the access log");
+                access.reopen();
+            }
             _ = hup.recv() => match reloader.reload("SIGHUP") {
                 Ok(r) => tracing::info!(applied = ?r.applied, needs_restart = ?r.needs_restart, "SIGHUP: config reloaded"),
                 Err(error) => tracing::error!(error, "SIGHUP: config not reloaded; the running config stays"),

@@ -12,13 +12,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use toml::Value;
-use ultragate::config::{ms, Config, ConfigError, ControlSection, UpstreamGroup};
+use ultragate::config::{ms, Config, ConfigError, ControlSection, SecuritySection, UpstreamGroup};
 use ultragate_control::admin::{AdminSettings, ReloadReport};
 use ultragate_control::checks::{self, CheckConfig};
 use ultragate_control::metrics::ReloadResult;
 use ultragate_control::policy::{DecisionKind, Thresholds};
 use ultragate_control::supervisor::Supervisor;
-use ultragate_control::timeline::{Audit, Timeline};
+use ultragate_control::timeline::{Audit, AuditSink, Timeline};
+use ultragate_dataplane::access::{AccessLog, AccessSink};
 use ultragate_dataplane::cache::{Cache, CacheConfig};
 use ultragate_dataplane::http::request::RequestLimits;
 use ultragate_dataplane::live::{Live, PoolSpec, Settings};
@@ -40,6 +41,7 @@ const RESTART_KEYS: &[&str] = &[
     "cache.targeted_fields",
     "control.interval_ms",
     "control.verify_interval_ms",
+    "log.format",
     "dpdk.",
 ];
 
@@ -50,8 +52,28 @@ pub fn needs_restart(key: &str) -> bool {
         .any(|k| key == *k || (k.ends_with('.') && key.starts_with(k)))
 }
 
+/// Where `[log] access` sends the access log.
+pub fn access_sink(access: &str) -> AccessSink {
+    match access {
+        "off" => AccessSink::Off,
+        "stdout" => AccessSink::Stdout,
+        path => AccessSink::File(path.into()),
+    }
+}
+
+/// Points the access log where the config says.
+pub fn configure_access(log: &AccessLog, cfg: &Config) {
+    log.configure(access_sink(&cfg.log.access), cfg.log.access_sample);
+    log.set_audit(cfg.security.log_all_requests);
+}
+
 /// The engine's settings from the config.
-pub fn engine_config(cfg: &Config, primaries: usize, epoch: (Instant, SystemTime)) -> EngineConfig {
+pub fn engine_config(
+    cfg: &Config,
+    primaries: usize,
+    epoch: (Instant, SystemTime),
+    access: &Arc<AccessLog>,
+) -> EngineConfig {
     let primary = &cfg.upstream.primary;
     EngineConfig {
         limits: RequestLimits {
@@ -69,6 +91,7 @@ pub fn engine_config(cfg: &Config, primaries: usize, epoch: (Instant, SystemTime
         default_host: primary.servers[0].as_str().to_owned(),
         coalesce_wait: ms(cfg.cache.coalesce_wait_ms),
         epoch,
+        access: Some(access.clone()),
     }
 }
 
@@ -106,6 +129,15 @@ pub fn pool_specs(
             previous.map(|p| &p.fallback),
         )?,
     ))
+}
+
+/// Where `[security]` sends the audit log.
+pub fn audit_sink(s: &SecuritySection) -> AuditSink {
+    match (s.enable_audit_logging, s.audit_log.as_str()) {
+        (false, _) => AuditSink::Off,
+        (true, "" | "stdout") => AuditSink::Stdout,
+        (true, path) => AuditSink::File(path.into()),
+    }
 }
 
 /// The runbook thresholds of `[control]`.
@@ -213,6 +245,8 @@ pub struct Targets {
     pub timeline: Arc<Timeline>,
     /// The process log's level.
     pub set_log_level: SetLogLevel,
+    /// The access log.
+    pub access: Arc<AccessLog>,
     /// Runs the active health checks.
     pub runtime: tokio::runtime::Handle,
 }
@@ -374,12 +408,11 @@ impl Reloader {
         // Everything that can fail, before anything is applied.
         let (primary, fallback) =
             pool_specs(&cfg, Some(&self.to.live.load())).map_err(|e| e.to_string())?;
-        if touched("security.audit_log") {
+        if touched("security.audit_log") || touched("security.enable_audit_logging") {
             let audit = &cfg.security.audit_log;
-            let path = (!audit.is_empty()).then(|| std::path::Path::new(audit));
             self.to
                 .audit
-                .reopen(path)
+                .reopen(&audit_sink(&cfg.security))
                 .map_err(|e| format!("config key `security.audit_log`: {audit:?}: {e}"))?;
         }
         if touched("log.level") {
@@ -388,7 +421,7 @@ impl Reloader {
         }
 
         if touched("api_gateway.") || touched("upstream.") || touched("cache.coalesce_wait_ms") {
-            let engine = engine_config(&cfg, primary.servers.len(), self.epoch);
+            let engine = engine_config(&cfg, primary.servers.len(), self.epoch, &self.to.access);
             self.to
                 .live
                 .publish(Arc::new(engine), primary.clone(), fallback);
@@ -400,6 +433,9 @@ impl Reloader {
                     max_object_bytes: cfg.cache.max_object_bytes,
                 });
             }
+        }
+        if touched("log.access") || touched("security.log_all_requests") {
+            configure_access(&self.to.access, &cfg);
         }
         if touched("control.") {
             self.to

@@ -130,6 +130,7 @@ impl Harness {
             default_host: "origin:80".into(),
             coalesce_wait: Duration::from_secs(2),
             epoch: (now, SystemTime::now()),
+            access: None,
         });
         let status = Arc::new(DataplaneStatus::default());
         status.set_serving(true);

@@ -352,7 +352,7 @@ async fn serve(
         while let Some(done) = conn.poll_completion() {
             ctx.shared.record(
                 &mut ctx.stats.borrow_mut(),
-                &done,
+                done,
                 &ctx.upstreams.borrow(),
                 last_target,
                 peer,

@@ -13,6 +13,7 @@ mod listen;
 mod upstreams;
 pub mod uring;
 
+use crate::access::AccessLog;
 use crate::admin::AdminService;
 use crate::cache::Cache;
 use crate::live::Live;
@@ -102,6 +103,8 @@ pub struct Shared {
     pub spawner: tokio::runtime::Handle,
     /// The engine settings and upstream pools a reload replaces.
     pub live: Arc<Live>,
+    /// Where each core queues its access-log records.
+    pub access: Arc<AccessLog>,
     /// Where each core sends its statistics.
     pub stats: std::sync::mpsc::Sender<CoreStats>,
 }
@@ -115,31 +118,32 @@ impl Shared {
     }
 
     /// Books an answered request: the core's statistics, the server's
-    /// passive health, and the access log while isolation asks for it.
+    /// passive health, and its access-log record (the client's address and
+    /// the upstream server filled in here, where they are known).
     fn record<T>(
         &self,
         stats: &mut CoreStats,
-        done: &Completion,
+        mut done: Completion,
         upstreams: &Upstreams<T>,
         target: Option<Target>,
         peer: SocketAddr,
     ) {
-        stats.record(done);
-        if let (true, Some(target)) = (done.proxied, target) {
-            upstreams.responded(target, done);
-            if let Some((pool, addr)) = upstreams.server(target) {
-                stats.record_server(pool, addr, done);
+        stats.record(&done);
+        let server = match (done.proxied, target) {
+            (true, Some(target)) => {
+                upstreams.responded(target, &done);
+                upstreams.server(target)
             }
+            _ => None,
+        };
+        if let Some((pool, addr)) = server {
+            stats.record_server(pool, addr, &done);
         }
-        if self.status.log_requests() {
-            tracing::info!(
-                target: "ultragate::access",
-                %peer,
-                status = done.status,
-                latency_us = done.latency.as_micros() as u64,
-                cache = done.cache.label(),
-                "request"
-            );
+        if let Some(mut rec) = done.access.take() {
+            rec.client = Some(peer);
+            rec.upstream = server.map(|(_, addr)| addr);
+            rec.audit = self.status.log_requests();
+            self.access.push(*rec);
         }
     }
 }

@@ -213,6 +213,7 @@ mod tests {
             default_host: "a".into(),
             coalesce_wait: Duration::from_secs(1),
             epoch: (Instant::now(), SystemTime::now()),
+            access: None,
         })
     }
 

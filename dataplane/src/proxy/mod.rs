@@ -12,6 +12,7 @@ pub mod local;
 pub mod output;
 mod rewrite;
 
+use crate::access::{self, AccessLog, AccessRecord};
 use crate::admin::{AdminRequest, AdminResponse};
 use crate::cache::entry::Entry;
 use crate::cache::range::{self, Ranges};
@@ -110,6 +111,9 @@ pub struct EngineConfig {
     /// monotonic `now` into wall time (for `Date` and `Age`) without
     /// asking the operating system.
     pub epoch: (Instant, SystemTime),
+    /// The access log, when the process has one: requests it wants are
+    /// recorded, with an `X-Request-Id` and a `traceparent`.
+    pub access: Option<Arc<AccessLog>>,
 }
 
 impl EngineConfig {
@@ -218,6 +222,144 @@ enum ResponseReader {
     Done,
 }
 
+/// The access-log record of the request being answered, while it fills.
+#[derive(Debug)]
+struct AccessDraft {
+    record: AccessRecord,
+    head_done: Instant,
+    cache_done: Option<Instant>,
+    first_byte: Option<Instant>,
+    /// Fields added to the upstream request (a made-up id or trace).
+    upstream_fields: BytesMut,
+    /// The client's fields of those names, replaced instead of forwarded.
+    replaced: &'static [&'static str],
+    /// `X-Request-Id: …` for the response.
+    response_field: BytesMut,
+}
+
+impl AccessDraft {
+    fn new(head: &RequestHead<'_, '_>, started: Instant, now: Instant, wall: SystemTime) -> Self {
+        let field = |name| rules::field(head.headers, name);
+        let mut upstream_fields = BytesMut::new();
+        let mut replaced: &'static [&'static str] = &[];
+        let request_id = match field("x-request-id").and_then(access::valid_request_id) {
+            Some(id) => id.to_owned(),
+            None => {
+                let id = access::new_request_id();
+                upstream_fields.put_slice(b"X-Request-Id: ");
+                upstream_fields.put_slice(id.as_bytes());
+                upstream_fields.put_slice(b"\r\n");
+                replaced = &["x-request-id"];
+                id
+            }
+        };
+        let traceparent = match field("traceparent").and_then(access::valid_traceparent) {
+            Some(t) => t.to_owned(),
+            None => {
+                let t = access::new_traceparent();
+                upstream_fields.put_slice(b"traceparent: ");
+                upstream_fields.put_slice(t.as_bytes());
+                upstream_fields.put_slice(b"\r\n");
+                replaced = if replaced.is_empty() {
+                    &["traceparent"]
+                } else {
+                    &["x-request-id", "traceparent"]
+                };
+                t
+            }
+        };
+        let mut response_field = BytesMut::new();
+        response_field.put_slice(b"X-Request-Id: ");
+        response_field.put_slice(request_id.as_bytes());
+        response_field.put_slice(b"\r\n");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned().into_boxed_str();
+        let host = field("host").map_or_else(|| authority(head.target).into(), text);
+        AccessDraft {
+            record: AccessRecord {
+                time: wall,
+                client: None,
+                method: head.method_name.into(),
+                host,
+                target: head.target.into(),
+                protocol: match head.version {
+                    Version::Http10 => "HTTP/1.0",
+                    Version::Http11 => "HTTP/1.1",
+                },
+                status: 0,
+                request_bytes: 0,
+                response_bytes: 0,
+                cache: "none",
+                route: "default",
+                upstream: None,
+                attempts: 0,
+                head_us: micros(now.saturating_duration_since(started)),
+                cache_us: None,
+                connect_us: None,
+                upstream_first_byte_us: None,
+                total_us: 0,
+                request_id: request_id.into(),
+                traceparent: traceparent.into(),
+                audit: false,
+            },
+            head_done: now,
+            cache_done: None,
+            first_byte: None,
+            upstream_fields,
+            replaced,
+            response_field,
+        }
+    }
+
+    /// The finished record.
+    fn finish(
+        mut self,
+        started: Instant,
+        now: Instant,
+        status: u16,
+        cache: CacheResult,
+        bytes: (u64, u64),
+    ) -> AccessRecord {
+        let r = &mut self.record;
+        r.status = status;
+        r.cache = cache.label();
+        (r.request_bytes, r.response_bytes) = bytes;
+        r.cache_us = self
+            .cache_done
+            .map(|t| micros(t.saturating_duration_since(self.head_done)));
+        r.upstream_first_byte_us = self
+            .first_byte
+            .map(|t| micros(t.saturating_duration_since(started)));
+        r.total_us = micros(now.saturating_duration_since(started));
+        self.record
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+/// The authority of an absolute-form target (`http://host/…`), or empty.
+fn authority(target: &str) -> &str {
+    target
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""))
+}
+
+/// The connection field of a response, and the request's `X-Request-Id`
+/// while the access log records it.
+fn client_fields(access: &Option<Box<AccessDraft>>, close: bool, version: Version) -> Bytes {
+    let connection = connection_field(close, version);
+    match access {
+        Some(d) => {
+            let mut b = BytesMut::with_capacity(connection.len() + d.response_field.len());
+            b.put_slice(connection);
+            b.put_slice(&d.response_field);
+            b.freeze()
+        }
+        None => Bytes::from_static(connection),
+    }
+}
+
 /// The state of one client connection.
 pub struct Conn {
     cfg: Arc<EngineConfig>,
@@ -231,6 +373,8 @@ pub struct Conn {
     req_started: Instant,
     /// Client bytes in and out, for the byte counters.
     traffic: Traffic,
+    /// The access-log record of the request being answered.
+    access: Option<Box<AccessDraft>>,
     /// Answered requests not yet collected by the driver.
     completions: VecDeque<Completion>,
     peer: IpAddr,
@@ -277,6 +421,7 @@ impl Conn {
             coalesce_until: None,
             req_started: now,
             traffic: Traffic::default(),
+            access: None,
             completions: VecDeque::new(),
             peer,
             local_admin: peer.is_loopback(),
@@ -434,6 +579,9 @@ impl Conn {
         proxied: bool,
     ) -> Completion {
         let (bytes_in, bytes_out) = self.traffic.take(self.output.len());
+        let access = self.access.take().map(|d| {
+            Box::new(d.finish(self.req_started, now, status, cache, (bytes_in, bytes_out)))
+        });
         Completion {
             latency: now.saturating_duration_since(self.req_started),
             status,
@@ -444,6 +592,7 @@ impl Conn {
             probe: false,
             bytes_in,
             bytes_out,
+            access,
         }
     }
 
@@ -593,6 +742,11 @@ impl Conn {
             ex.upstream = UpstreamState::Connected;
             ex.reused = reused;
             ex.upstream_progress = now;
+            if let Some(d) = &mut self.access {
+                d.record.attempts += 1;
+                d.record.connect_us =
+                    Some(micros(now.saturating_duration_since(ex.connect_started)));
+            }
         }
     }
 
@@ -604,6 +758,9 @@ impl Conn {
         };
         ex.connects += 1;
         ex.upstream = UpstreamState::Connecting;
+        if let Some(d) = &mut self.access {
+            d.record.attempts += 1;
+        }
         if ex.connects < self.cfg.connect_attempts {
             ex.connect_started = now;
             self.actions.push_back(Action::Connect {
@@ -627,6 +784,9 @@ impl Conn {
         };
         ex.upstream_progress = now;
         ex.response_bytes_seen = true;
+        if let Some(d) = &mut self.access {
+            d.first_byte.get_or_insert(now);
+        }
         let result = if ex.response.is_some() {
             relay_body(ex, self.output.tail(), data)
         } else {
@@ -790,7 +950,8 @@ impl Conn {
                     || framing != ClientFraming::Relay
                     || !ex.request.is_done());
             self.close_after |= close;
-            let connection = connection_field(close, ex.client_version);
+            let connection = client_fields(&self.access, close, ex.client_version);
+            let connection = &connection[..];
             let head_only = ex.method == Method::Head;
             if let Some(fetch) = &mut ex.cache {
                 let wall = self.cfg.wall(now);
@@ -844,6 +1005,10 @@ impl Conn {
                     .cache
                     .as_ref()
                     .map(|f| (f.fwd, f.store.is_some(), f.not_stored));
+                let extra = self
+                    .access
+                    .as_ref()
+                    .map_or(&[][..], |d| &d.response_field[..]);
                 rewrite::client_response(
                     self.output.tail(),
                     &head,
@@ -851,6 +1016,7 @@ impl Conn {
                     ex.client_version,
                     close,
                     verdict,
+                    extra,
                 );
             }
             let reader = match head.framing {
@@ -894,7 +1060,8 @@ impl Conn {
                 // The client asked for a range of what just arrived whole.
                 let close = self.close_after || !ex.client_keep_alive || self.draining;
                 self.close_after |= close;
-                let connection = connection_field(close, ex.client_version);
+                let connection = client_fields(&self.access, close, ex.client_version);
+                let connection = &connection[..];
                 let ranges = fetch.with_request(|h| range::requested(h, &whole));
                 let status = write_stored(
                     &mut self.output,
@@ -977,7 +1144,8 @@ impl Conn {
             Some(fetch) if !fetch.relay => {}
             Some(fetch) if fetch.stale_for_error(now).is_some() => {
                 if let Some(stale) = fetch.stale_for_error(now) {
-                    let connection = connection_field(close, ex.client_version);
+                    let connection = client_fields(&self.access, close, ex.client_version);
+                    let connection = &connection[..];
                     stale.write_response(
                         &mut self.output,
                         now,
@@ -1195,6 +1363,21 @@ impl Conn {
             return true;
         }
 
+        if self.access.is_none()
+            && self
+                .cfg
+                .access
+                .as_ref()
+                .is_some_and(|log| log.wanted() || self.status.log_requests())
+        {
+            let wall = self.cfg.wall(self.req_started);
+            self.access = Some(Box::new(AccessDraft::new(
+                &head,
+                self.req_started,
+                now,
+                wall,
+            )));
+        }
         let framing = head.framing;
         let may_wait = self.coalesce_until.is_none_or(|t| now < t);
         let wait = self.cfg.coalesce_wait;
@@ -1204,7 +1387,11 @@ impl Conn {
             .map(|c| cached::decide(c, &mut self.key_buf, &head, now, wait, may_wait));
         let mut fetch = None;
         if let (Some(cache), Some((decision, facts))) = (&self.cache, decided) {
-            let connection = connection_field(close, head.version);
+            if let Some(d) = &mut self.access {
+                d.cache_done = Some(now);
+            }
+            let connection = client_fields(&self.access, close, head.version);
+            let connection = &connection[..];
             let mut range_wanted = false;
             let (stale, relay, claimed, fwd) = match decision {
                 Decision::Hit(e) => {
@@ -1254,8 +1441,13 @@ impl Conn {
                         connection,
                     );
                     let (bytes_in, bytes_out) = self.traffic.take(self.output.len());
+                    let started = self.req_started;
+                    let access = self.access.take().map(|d| {
+                        let bytes = (bytes_in, bytes_out);
+                        Box::new(d.finish(started, now, status, CacheResult::Stale, bytes))
+                    });
                     let served = Completion {
-                        latency: now.saturating_duration_since(self.req_started),
+                        latency: now.saturating_duration_since(started),
                         status,
                         cache: CacheResult::Stale,
                         upstream_error: false,
@@ -1264,6 +1456,7 @@ impl Conn {
                         probe: false,
                         bytes_in,
                         bytes_out,
+                        access,
                     };
                     self.completions.push_back(served);
                     if !refresh || close {
@@ -1313,6 +1506,10 @@ impl Conn {
             .and_then(|f| f.stale.as_ref())
             .map(|e| &e.meta);
         let whole = fetch.as_ref().is_some_and(|f| f.range_wanted);
+        let (extra, replaced) = self
+            .access
+            .as_ref()
+            .map_or((&[][..], &[][..]), |d| (&d.upstream_fields[..], d.replaced));
         rewrite::upstream_request(
             &mut self.upstream_output,
             &head,
@@ -1320,6 +1517,7 @@ impl Conn {
             &self.cfg.default_host,
             validators,
             whole,
+            (extra, replaced),
         );
         let request = BodyReader::new(head.framing);
         if head.expect_continue && !request.is_done() {

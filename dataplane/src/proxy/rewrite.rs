@@ -65,6 +65,7 @@ pub fn upstream_request(
     default_host: &str,
     validators: Option<&Meta>,
     whole: bool,
+    (extra, replaced): (&[u8], &[&str]),
 ) {
     out.put_slice(head.method_name.as_bytes());
     out.put_u8(b' ');
@@ -83,6 +84,7 @@ pub fn upstream_request(
                     || name.eq_ignore_ascii_case("if-modified-since")))
             || (whole
                 && (name.eq_ignore_ascii_case("range") || name.eq_ignore_ascii_case("if-range")))
+            || replaced.iter().any(|r| name.eq_ignore_ascii_case(r))
         {
             continue;
         }
@@ -107,6 +109,7 @@ pub fn upstream_request(
         format_args!("{} {VIA_NAME}", via_version(head.version)),
     );
     put_appended(out, head.headers, "X-Forwarded-For", format_args!("{peer}"));
+    out.put_slice(extra);
     match head.framing {
         Framing::Length(n) => {
             let _ = write!(out, "Content-Length: {n}\r\n");
@@ -204,6 +207,7 @@ pub fn client_response(
     client_version: Version,
     close: bool,
     verdict: Option<(Forwarded, bool, Option<&str>)>,
+    extra: &[u8],
 ) {
     response_fields(out, resp, resp.framing == Framing::Empty);
     if let Some(age) = resp
@@ -230,5 +234,6 @@ pub fn client_response(
     } else if client_version == Version::Http10 {
         out.put_slice(b"Connection: keep-alive\r\n");
     }
+    out.put_slice(extra);
     out.put_slice(b"\r\n");
 }

@@ -25,6 +25,7 @@ pub(super) fn cfg(max_body_bytes: u64) -> Arc<EngineConfig> {
         default_host: "origin:80".into(),
         coalesce_wait: Duration::from_secs(2),
         epoch: (Instant::now(), std::time::SystemTime::now()),
+        access: None,
     })
 }
 

@@ -479,7 +479,7 @@ impl Core {
             }
         }
         while let Some(done) = s.conn.poll_completion() {
-            shared.record(stats, &done, upstreams, s.last_target, s.peer);
+            shared.record(stats, done, upstreams, s.last_target, s.peer);
         }
         // Close and free.
         if s.closing.is_none() && s.conn.is_finished() {

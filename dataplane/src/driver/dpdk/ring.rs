@@ -84,6 +84,7 @@ pub fn start(
         default_host: origin.to_string(),
         coalesce_wait: Duration::from_secs(2),
         epoch: (Instant::now(), SystemTime::now()),
+        access: None,
     });
     let shared = Shared {
         status: status.clone(),
@@ -99,6 +100,7 @@ pub fn start(
             PoolSpec::new(Vec::new(), Duration::from_secs(30), 64, 3),
         )),
         stats,
+        access: Arc::new(crate::access::AccessLog::new()),
     };
     let driver = DriverConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -734,7 +734,7 @@ impl Core {
         while let Some(done) = s.conn.poll_completion() {
             self.shared.record(
                 &mut self.stats,
-                &done,
+                done,
                 &self.upstreams,
                 s.last_target,
                 s.peer,
