@@ -92,5 +92,5 @@ cargo build --workspace --all-targets --locked "${dpdk_features[@]}"
 ULTRAGATE_IO_BACKEND=uring cargo test --workspace --locked "${dpdk_features[@]}" \
   -- --test-threads "${TEST_THREADS:-4}"
 ULTRAGATE_IO_BACKEND=epoll cargo test -p ultragate --locked \
-  --test e2e --test cache --test failover --test security --test backends --test lifecycle \
+  --test e2e --test cache --test failover --test security --test backends --test lifecycle --test observability \
   -- --test-threads "${TEST_THREADS:-4}"

@@ -16,6 +16,7 @@ pub mod client;
 mod histograms;
 pub mod memory;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod revalidate;
 pub mod supervisor;

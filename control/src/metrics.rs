@@ -76,6 +76,7 @@ pub struct Metrics {
     bytes_out: IntCounter,
     open_connections: IntGaugeVec,
     isolated: IntGauge,
+    webhooks: IntCounterVec,
     access_dropped: IntCounter,
     access_written: IntCounter,
     latency: GaugeVec,
@@ -215,7 +216,16 @@ impl Metrics {
         for r in ReloadResult::ALL {
             reloads.with_label_values(&[r.label()]);
         }
+        let webhooks = counter_vec(
+            "ultragate_webhook_notifications_total",
+            "Decision webhook messages: sent, failed (after retries), dropped (queue full), suppressed (repeated within min_interval_ms).",
+            &["result"],
+        );
+        for r in ["sent", "failed", "dropped", "suppressed"] {
+            webhooks.with_label_values(&[r]);
+        }
         Self {
+            webhooks,
             build_info,
             reloads,
             requests,
@@ -361,6 +371,11 @@ impl Metrics {
         self.open_connections
             .with_label_values(&[&s.core.to_string()])
             .set(s.open_connections as i64);
+    }
+
+    /// The webhook counters, for the notifier.
+    pub fn webhook_counts(&self) -> IntCounterVec {
+        self.webhooks.clone()
     }
 
     /// Names the build in `ultragate_build_info`.

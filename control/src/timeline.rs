@@ -2,6 +2,7 @@
 //! a bounded event timeline (`GET /admin/events`) and the audit log of
 //! admin calls (JSON lines).
 
+use crate::notify::{Event, Notifier};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::io::Write;
@@ -18,19 +19,45 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The bounded timeline of decisions.
+/// The bounded timeline of decisions; each one also goes to the decision
+/// webhook when one is configured.
 #[derive(Default)]
 pub struct Timeline {
     events: Mutex<VecDeque<Value>>,
+    notifier: std::sync::OnceLock<std::sync::Arc<Notifier>>,
 }
 
 impl Timeline {
     /// Records a decision: what set it off (with its measured value), what
     /// was done, and how it went.
     pub fn push(&self, trigger: &str, value: &str, action: &str, result: &str) {
+        let time_unix_ms = self.record(trigger, value, action, result);
+        if let Some(n) = self.notifier.get() {
+            n.send(Event {
+                trigger: trigger.to_owned(),
+                value: value.to_owned(),
+                action: action.to_owned(),
+                result: result.to_owned(),
+                time_unix_ms,
+            });
+        }
+    }
+
+    /// Records an event without notifying (a failed notification itself).
+    pub fn push_quiet(&self, trigger: &str, value: &str, action: &str, result: &str) {
+        self.record(trigger, value, action, result);
+    }
+
+    /// Sends every event from now on to `notifier` as well.
+    pub fn notify_to(&self, notifier: std::sync::Arc<Notifier>) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    fn record(&self, trigger: &str, value: &str, action: &str, result: &str) -> u64 {
         tracing::info!(trigger, value, action, result, "decision");
+        let time = unix_ms();
         let event = json!({
-            "time_unix_ms": unix_ms(),
+            "time_unix_ms": time,
             "trigger": trigger,
             "value": value,
             "action": action,
@@ -41,6 +68,7 @@ impl Timeline {
             events.pop_front();
         }
         events.push_back(event);
+        time
     }
 
     /// Every event kept, oldest first.

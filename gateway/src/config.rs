@@ -59,6 +59,8 @@ pub struct Config {
     pub security: SecuritySection,
     /// The process log.
     pub log: LogSection,
+    /// Decision webhooks.
+    pub notify: NotifySection,
     /// The DPDK port, used when `api_gateway.enable_dpdk` is true.
     pub dpdk: DpdkSection,
 }
@@ -175,6 +177,88 @@ impl Default for ControlSection {
             verify_interval_ms: 60_000,
             config_watch_ms: 2_000,
         }
+    }
+}
+
+/// `[notify]`: a webhook told of every control-plane decision.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySection {
+    /// `http://HOST:PORT/PATH` to POST each decision to; empty: none.
+    /// (HTTPS receivers such as Slack need an HTTP relay: the gateway has
+    /// no TLS client.) Default empty.
+    pub webhook_url: String,
+    /// `json` (the event as an object) or `slack` (`{"text": ...}`).
+    /// Default `json`.
+    pub format: NotifyFormat,
+    /// Longest time for one POST, in milliseconds. Default 2000.
+    pub timeout_ms: u64,
+    /// The same decision (trigger and action) within this time is sent
+    /// once, in milliseconds. Default 60000.
+    pub min_interval_ms: u64,
+}
+
+/// `[notify] format`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyFormat {
+    /// The event as a JSON object.
+    #[default]
+    Json,
+    /// Slack-compatible `{"text": ...}`.
+    Slack,
+}
+
+impl Default for NotifySection {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            format: NotifyFormat::Json,
+            timeout_ms: 2000,
+            min_interval_ms: 60_000,
+        }
+    }
+}
+
+impl NotifySection {
+    /// `(host:port, host, path)` of the webhook URL, when one is set.
+    pub fn target(&self) -> Result<Option<(String, String, String)>, ConfigError> {
+        if self.webhook_url.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |message: &str| ConfigError::Invalid {
+            key: "notify.webhook_url",
+            message: message.to_owned(),
+        };
+        if self.webhook_url.starts_with("https://") {
+            return Err(invalid(
+                "https needs a TLS client, which ultragate does not have: point it at an HTTP relay",
+            ));
+        }
+        let rest = self
+            .webhook_url
+            .strip_prefix("http://")
+            .ok_or_else(|| invalid("give http://HOST:PORT/PATH"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, "/"),
+        };
+        let valid = |c: char| c.is_ascii_alphanumeric() || "-._:[]".contains(c);
+        if authority.is_empty()
+            || !authority.chars().all(valid)
+            || path.contains(char::is_whitespace)
+        {
+            return Err(invalid("give http://HOST:PORT/PATH"));
+        }
+        let addr = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Some((addr, authority.to_owned(), path.to_owned())))
     }
 }
 
@@ -595,6 +679,10 @@ impl Config {
         };
         self.dpdk.cidr()?;
         self.dpdk.next_hop()?;
+        self.notify.target()?;
+        if self.notify.timeout_ms == 0 {
+            return invalid("notify.timeout_ms", "must be above 0");
+        }
         if !(0.0..=1.0).contains(&self.log.access_sample) {
             return invalid("log.access_sample", "must be between 0.0 and 1.0");
         }

@@ -18,6 +18,7 @@ use ultragate::config::{ms, Config, IoBackendName, LogFormat, LogSection};
 use ultragate::cpus::CpuBudget;
 use ultragate_control::admin::{Admin, AdminSettings, AdminState, DataplaneSwitch};
 use ultragate_control::api::AdminServer;
+use ultragate_control::notify::Notifier;
 use ultragate_control::supervisor::{Supervisor, SupervisorConfig};
 use ultragate_control::timeline::{Audit, Timeline};
 use ultragate_dataplane::access::AccessLog;
@@ -218,6 +219,19 @@ fn run(cli: &Cli, cfg: Config, log: Log) -> anyhow::Result<()> {
         .metrics
         .set_build_info(env!("CARGO_PKG_VERSION"), cfg!(feature = "dpdk"));
     supervisor.watch_access_log(access.clone());
+    // Decisions to the webhook: queued by the timeline, sent by a task of
+    // the control runtime (started below).
+    let (notifier, notify_task) = Notifier::new(
+        supervisor.metrics.webhook_counts(),
+        Box::new({
+            let timeline = timeline.clone();
+            move |action: &str, why: &str| {
+                timeline.push_quiet("notify_failed", why, action, "not delivered")
+            }
+        }),
+    );
+    notifier.configure(reload::notify_config(&cfg)?);
+    timeline.notify_to(notifier.clone());
     let serving = Serving::new(
         status.clone(),
         timeline.clone(),
@@ -265,6 +279,7 @@ fn run(cli: &Cli, cfg: Config, log: Log) -> anyhow::Result<()> {
             timeline: timeline.clone(),
             set_log_level: log.set_level,
             access: access.clone(),
+            notifier,
             runtime: control.handle().clone(),
         },
     ));
@@ -322,6 +337,7 @@ fn run(cli: &Cli, cfg: Config, log: Log) -> anyhow::Result<()> {
     let sweeper = cache.clone();
     control.block_on(async {
         tokio::spawn(server.run());
+        tokio::spawn(notify_task);
         tokio::spawn(supervisor.run(stats_rx));
         reloader.start_checks();
         tokio::spawn(reloader.clone().watch());

@@ -12,10 +12,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use toml::Value;
-use ultragate::config::{ms, Config, ConfigError, ControlSection, SecuritySection, UpstreamGroup};
+use ultragate::config::{
+    ms, Config, ConfigError, ControlSection, NotifyFormat, SecuritySection, UpstreamGroup,
+};
 use ultragate_control::admin::{AdminSettings, ReloadReport};
 use ultragate_control::checks::{self, CheckConfig};
 use ultragate_control::metrics::ReloadResult;
+use ultragate_control::notify::{Format, Notifier, NotifyConfig};
 use ultragate_control::policy::{DecisionKind, Thresholds};
 use ultragate_control::supervisor::Supervisor;
 use ultragate_control::timeline::{Audit, AuditSink, Timeline};
@@ -59,6 +62,34 @@ pub fn access_sink(access: &str) -> AccessSink {
         "stdout" => AccessSink::Stdout,
         path => AccessSink::File(path.into()),
     }
+}
+
+/// The webhook from `[notify]`, resolved; `None` when none is set.
+pub fn notify_config(cfg: &Config) -> Result<Option<NotifyConfig>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let Some((addr, host, path)) = cfg.notify.target()? else {
+        return Ok(None);
+    };
+    let server = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| ConfigError::Invalid {
+            key: "notify.webhook_url",
+            message: format!("cannot resolve {addr}"),
+        })?;
+    Ok(Some(NotifyConfig {
+        server,
+        host,
+        path,
+        format: match cfg.notify.format {
+            NotifyFormat::Json => Format::Json,
+            NotifyFormat::Slack => Format::Slack,
+        },
+        timeout: ms(cfg.notify.timeout_ms),
+        min_interval: ms(cfg.notify.min_interval_ms),
+        pod: std::env::var("HOSTNAME").unwrap_or_default(),
+    }))
 }
 
 /// Points the access log where the config says.
@@ -247,6 +278,8 @@ pub struct Targets {
     pub set_log_level: SetLogLevel,
     /// The access log.
     pub access: Arc<AccessLog>,
+    /// The decision webhook.
+    pub notifier: Arc<Notifier>,
     /// Runs the active health checks.
     pub runtime: tokio::runtime::Handle,
 }
@@ -408,6 +441,7 @@ impl Reloader {
         // Everything that can fail, before anything is applied.
         let (primary, fallback) =
             pool_specs(&cfg, Some(&self.to.live.load())).map_err(|e| e.to_string())?;
+        let notify = notify_config(&cfg).map_err(|e| e.to_string())?;
         if touched("security.audit_log") || touched("security.enable_audit_logging") {
             let audit = &cfg.security.audit_log;
             self.to
@@ -433,6 +467,9 @@ impl Reloader {
                     max_object_bytes: cfg.cache.max_object_bytes,
                 });
             }
+        }
+        if touched("notify.") {
+            self.to.notifier.configure(notify);
         }
         if touched("log.access") || touched("security.log_all_requests") {
             configure_access(&self.to.access, &cfg);
