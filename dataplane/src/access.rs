@@ -16,6 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Records one core may hold before the writer takes them.
 const QUEUE: usize = 16 * 1024;
+/// The writer's buffer: large writes, few system calls.
+const WRITE_BUFFER: usize = 1 << 20;
 /// How often the writer looks at the queues.
 const WRITER_TICK: Duration = Duration::from_millis(20);
 /// Longest `X-Request-Id` taken from a client.
@@ -28,12 +30,6 @@ pub struct AccessRecord {
     pub time: SystemTime,
     /// The client's address and port (filled by the driver).
     pub client: Option<SocketAddr>,
-    /// Request method, host and target as sent.
-    pub method: Box<str>,
-    /// The `Host` field (or the absolute target's authority).
-    pub host: Box<str>,
-    /// The request target.
-    pub target: Box<str>,
     /// `HTTP/1.1` or `HTTP/1.0`.
     pub protocol: &'static str,
     /// The status sent.
@@ -52,7 +48,8 @@ pub struct AccessRecord {
     pub attempts: u32,
     /// Microseconds: first byte to head parsed.
     pub head_us: u64,
-    /// Microseconds: head parsed to the cache's decision.
+    /// Microseconds: head parsed to the cache's decision (waiting for
+    /// another connection's fetch included).
     pub cache_us: Option<u64>,
     /// Microseconds: the last upstream connect.
     pub connect_us: Option<u64>,
@@ -60,77 +57,219 @@ pub struct AccessRecord {
     pub upstream_first_byte_us: Option<u64>,
     /// Microseconds: first byte to response complete.
     pub total_us: u64,
-    /// `X-Request-Id`, as sent or made up.
-    pub request_id: Box<str>,
-    /// W3C `traceparent`, as sent or made up.
-    pub traceparent: Box<str>,
     /// Also for the audit log (security isolation is on).
     pub audit: bool,
+    /// Method, host, target, request id and traceparent, one after the
+    /// other: one allocation per record.
+    text: String,
+    ends: [u32; 5],
 }
 
 impl AccessRecord {
-    /// The record as one JSON line (without the newline).
-    pub fn json(&self, out: &mut String) {
-        let time = rfc3339_micros(self.time);
-        let _ = write!(out, "{{\"time\":\"{time}\"");
-        let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
-        let client = addr(self.client);
-        let _ = write!(
-            out,
-            ",\"client\":{},\"method\":{},\"host\":{},\"target\":{},\"protocol\":\"{}\",\"status\":{},\"request_bytes\":{},\"response_bytes\":{},\"cache\":\"{}\",\"route\":\"{}\",\"upstream\":{},\"attempts\":{}",
-            Json(client.as_deref()),
-            Json(Some(&self.method)),
-            Json(Some(&self.host)),
-            Json(Some(&self.target)),
-            self.protocol,
-            self.status,
-            self.request_bytes,
-            self.response_bytes,
-            self.cache,
-            self.route,
-            Json(addr(self.upstream).as_deref()),
-            self.attempts,
-        );
-        let opt = |v: Option<u64>| v.map_or("null".to_owned(), |v| v.to_string());
-        let _ = write!(
-            out,
-            ",\"head_us\":{},\"cache_us\":{},\"connect_us\":{},\"upstream_first_byte_us\":{},\"total_us\":{},\"request_id\":{},\"traceparent\":{}}}",
-            self.head_us,
-            opt(self.cache_us),
-            opt(self.connect_us),
-            opt(self.upstream_first_byte_us),
-            self.total_us,
-            Json(Some(&self.request_id)),
-            Json(Some(&self.traceparent)),
-        );
+    /// A record of a request: its method, host, target, `X-Request-Id`
+    /// and `traceparent` (bytes that are not UTF-8 are replaced).
+    pub fn new(time: SystemTime, protocol: &'static str, parts: [&[u8]; 5]) -> AccessRecord {
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 5];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            text.push_str(&String::from_utf8_lossy(part));
+            *end = text.len() as u32;
+        }
+        AccessRecord {
+            time,
+            client: None,
+            protocol,
+            status: 0,
+            request_bytes: 0,
+            response_bytes: 0,
+            cache: "none",
+            route: "default",
+            upstream: None,
+            attempts: 0,
+            head_us: 0,
+            cache_us: None,
+            connect_us: None,
+            upstream_first_byte_us: None,
+            total_us: 0,
+            audit: false,
+            text,
+            ends,
+        }
     }
-}
 
-/// A JSON string (escaped) or `null`.
-struct Json<'a>(Option<&'a str>);
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..self.ends[i] as usize).unwrap_or("")
+    }
 
-impl std::fmt::Display for Json<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Some(s) = self.0 else {
-            return f.write_str("null");
-        };
-        f.write_char('"')?;
-        for c in s.chars() {
-            match c {
-                '"' => f.write_str("\\\"")?,
-                '\\' => f.write_str("\\\\")?,
-                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
-                c => f.write_char(c)?,
+    /// The request method.
+    pub fn method(&self) -> &str {
+        self.part(0)
+    }
+
+    /// The `Host` field (or the absolute target's authority).
+    pub fn host(&self) -> &str {
+        self.part(1)
+    }
+
+    /// The request target.
+    pub fn target(&self) -> &str {
+        self.part(2)
+    }
+
+    /// `X-Request-Id`, as sent or made up.
+    pub fn request_id(&self) -> &str {
+        self.part(3)
+    }
+
+    /// W3C `traceparent`, as sent or made up.
+    pub fn traceparent(&self) -> &str {
+        self.part(4)
+    }
+
+    /// The record as one JSON line (without the newline), appended to
+    /// `out` without other allocations.
+    pub fn json(&self, out: &mut String) {
+        out.push_str("{\"time\":\"");
+        rfc3339_micros(self.time, out);
+        out.push_str("\",\"client\":");
+        addr(out, self.client);
+        for (name, v) in [
+            (",\"method\":", self.method()),
+            (",\"host\":", self.host()),
+            (",\"target\":", self.target()),
+        ] {
+            out.push_str(name);
+            escaped(out, v);
+        }
+        out.push_str(",\"protocol\":\"");
+        out.push_str(self.protocol);
+        out.push_str("\",\"status\":");
+        num(out, u64::from(self.status));
+        out.push_str(",\"request_bytes\":");
+        num(out, self.request_bytes);
+        out.push_str(",\"response_bytes\":");
+        num(out, self.response_bytes);
+        out.push_str(",\"cache\":\"");
+        out.push_str(self.cache);
+        out.push_str("\",\"route\":\"");
+        out.push_str(self.route);
+        out.push_str("\",\"upstream\":");
+        addr(out, self.upstream);
+        out.push_str(",\"attempts\":");
+        num(out, u64::from(self.attempts));
+        out.push_str(",\"head_us\":");
+        num(out, self.head_us);
+        for (name, v) in [
+            (",\"cache_us\":", self.cache_us),
+            (",\"connect_us\":", self.connect_us),
+            (",\"upstream_first_byte_us\":", self.upstream_first_byte_us),
+        ] {
+            out.push_str(name);
+            match v {
+                Some(v) => num(out, v),
+                None => out.push_str("null"),
             }
         }
-        f.write_char('"')
+        out.push_str(",\"total_us\":");
+        num(out, self.total_us);
+        out.push_str(",\"request_id\":");
+        escaped(out, self.request_id());
+        out.push_str(",\"traceparent\":");
+        escaped(out, self.traceparent());
+        out.push('}');
     }
 }
 
-/// `2026-11-30T23:27:02.960317Z`.
-fn rfc3339_micros(t: SystemTime) -> String {
+/// A decimal number, appended without the formatting machinery.
+fn num(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // ASCII digits only.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
+fn addr(out: &mut String, a: Option<SocketAddr>) {
+    match a {
+        Some(SocketAddr::V4(a)) => {
+            out.push('"');
+            for (i, o) in a.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                num(out, u64::from(*o));
+            }
+            out.push(':');
+            num(out, u64::from(a.port()));
+            out.push('"');
+        }
+        Some(a) => {
+            let _ = write!(out, "\"{a}\"");
+        }
+        None => out.push_str("null"),
+    }
+}
+
+/// A JSON string: the text whole when nothing needs escaping.
+fn escaped(out: &mut String, s: &str) {
+    out.push('"');
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s);
+    } else {
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+    }
+    out.push('"');
+}
+
+thread_local! {
+    /// The writer's last second and its `YYYY-MM-DDTHH:MM:SS` text.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// `2026-11-30T23:27:02.960317Z`, appended; the date and time of day are
+/// worked out once per second.
+fn rfc3339_micros(t: SystemTime, out: &mut String) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
+    SECOND.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.0 != d.as_secs() {
+            s.1.clear();
+            civil(d.as_secs(), &mut s.1);
+            s.0 = d.as_secs();
+        }
+        out.push_str(&s.1);
+    });
+    let micros = d.subsec_micros();
+    out.push('.');
+    let mut digits = [b'0'; 6];
+    let mut v = micros;
+    for b in digits.iter_mut().rev() {
+        *b = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+    out.push('Z');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix second.
+fn civil(secs: u64, out: &mut String) {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -142,13 +281,13 @@ fn rfc3339_micros(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem / 60 % 60,
         rem % 60,
-        d.subsec_micros()
-    )
+    );
 }
 
 /// Where the access log goes.
@@ -358,13 +497,16 @@ impl AccessLog {
         let sink = self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match sink {
             AccessSink::Off => None,
-            AccessSink::Stdout => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+            AccessSink::Stdout => Some(Box::new(std::io::BufWriter::with_capacity(
+                WRITE_BUFFER,
+                std::io::stdout(),
+            ))),
             AccessSink::File(p) => match std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&p)
             {
-                Ok(f) => Some(Box::new(std::io::BufWriter::new(f))),
+                Ok(f) => Some(Box::new(std::io::BufWriter::with_capacity(WRITE_BUFFER, f))),
                 Err(e) => {
                     tracing::error!(path = %p.display(), error = %e, "cannot open the access log");
                     None
@@ -388,9 +530,20 @@ pub fn valid_request_id(v: &[u8]) -> Option<&str> {
         .flatten()
 }
 
+fn hex(out: &mut [u8], mut v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 15) as usize];
+        v >>= 4;
+    }
+}
+
 /// A new request id: 32 hex digits.
-pub fn new_request_id() -> String {
-    format!("{:016x}{:016x}", random_u64(), random_u64())
+pub fn new_request_id() -> [u8; 32] {
+    let mut id = [0u8; 32];
+    hex(&mut id[..16], random_u64());
+    hex(&mut id[16..], random_u64());
+    id
 }
 
 /// A `traceparent` a client sent, if valid (W3C Trace Context, version
@@ -417,13 +570,12 @@ pub fn valid_traceparent(v: &[u8]) -> Option<&str> {
 }
 
 /// A new `traceparent` (a new trace, not sampled).
-pub fn new_traceparent() -> String {
-    format!(
-        "00-{:016x}{:016x}-{:016x}-00",
-        random_u64(),
-        random_u64() | 1,
-        random_u64() | 1
-    )
+pub fn new_traceparent() -> [u8; 55] {
+    let mut t = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex(&mut t[3..19], random_u64());
+    hex(&mut t[19..35], random_u64() | 1);
+    hex(&mut t[36..52], random_u64() | 1);
+    t
 }
 
 #[cfg(test)]
@@ -431,29 +583,22 @@ mod tests {
     use super::*;
 
     fn record() -> AccessRecord {
-        AccessRecord {
-            time: UNIX_EPOCH + Duration::from_micros(1_764_545_222_960_317),
-            client: Some("127.0.0.1:5000".parse().unwrap()),
-            method: "GET".into(),
-            host: "a\"b".into(),
-            target: "/x?q=\u{1}".into(),
-            protocol: "HTTP/1.1",
-            status: 200,
-            request_bytes: 40,
-            response_bytes: 100,
-            cache: "hit",
-            route: "default",
-            upstream: None,
-            attempts: 0,
-            head_us: 3,
-            cache_us: Some(1),
-            connect_us: None,
-            upstream_first_byte_us: None,
-            total_us: 9,
-            request_id: "abc".into(),
-            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
-            audit: false,
-        }
+        let mut r = AccessRecord::new(
+            UNIX_EPOCH + Duration::from_micros(1_764_545_222_960_317),
+            "HTTP/1.1",
+            [
+                b"GET",
+                b"a\"b",
+                b"/x?q=\x01",
+                b"abc",
+                b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ],
+        );
+        r.client = Some("127.0.0.1:5000".parse().unwrap());
+        r.status = 200;
+        r.cache = "hit";
+        r.cache_us = Some(1);
+        r
     }
 
     #[test]
@@ -474,7 +619,7 @@ mod tests {
         assert_eq!(valid_request_id(b"req-1"), Some("req-1"));
         assert_eq!(valid_request_id(b"a b"), None);
         assert_eq!(valid_request_id(&[b'x'; 129]), None);
-        assert_eq!(new_request_id().len(), 32);
+        assert!(valid_request_id(&new_request_id()).is_some());
         let t = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         assert_eq!(valid_traceparent(t.as_bytes()), Some(t));
         for bad in [
@@ -485,7 +630,7 @@ mod tests {
         ] {
             assert_eq!(valid_traceparent(bad.as_bytes()), None, "{bad}");
         }
-        assert!(valid_traceparent(new_traceparent().as_bytes()).is_some());
+        assert!(valid_traceparent(&new_traceparent()).is_some());
     }
 
     #[test]

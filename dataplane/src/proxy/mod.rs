@@ -229,85 +229,70 @@ struct AccessDraft {
     head_done: Instant,
     cache_done: Option<Instant>,
     first_byte: Option<Instant>,
-    /// Fields added to the upstream request (a made-up id or trace).
-    upstream_fields: BytesMut,
-    /// The client's fields of those names, replaced instead of forwarded.
-    replaced: &'static [&'static str],
-    /// `X-Request-Id: …` for the response.
-    response_field: BytesMut,
+    /// The id was made up here: sent upstream (instead of the client's).
+    made_id: bool,
+    /// The trace was made up here: sent upstream (instead of the client's).
+    made_trace: bool,
 }
 
 impl AccessDraft {
     fn new(head: &RequestHead<'_, '_>, started: Instant, now: Instant, wall: SystemTime) -> Self {
         let field = |name| rules::field(head.headers, name);
-        let mut upstream_fields = BytesMut::new();
-        let mut replaced: &'static [&'static str] = &[];
-        let request_id = match field("x-request-id").and_then(access::valid_request_id) {
-            Some(id) => id.to_owned(),
-            None => {
-                let id = access::new_request_id();
-                upstream_fields.put_slice(b"X-Request-Id: ");
-                upstream_fields.put_slice(id.as_bytes());
-                upstream_fields.put_slice(b"\r\n");
-                replaced = &["x-request-id"];
-                id
-            }
-        };
-        let traceparent = match field("traceparent").and_then(access::valid_traceparent) {
-            Some(t) => t.to_owned(),
-            None => {
-                let t = access::new_traceparent();
-                upstream_fields.put_slice(b"traceparent: ");
-                upstream_fields.put_slice(t.as_bytes());
-                upstream_fields.put_slice(b"\r\n");
-                replaced = if replaced.is_empty() {
-                    &["traceparent"]
-                } else {
-                    &["x-request-id", "traceparent"]
-                };
-                t
-            }
-        };
-        let mut response_field = BytesMut::new();
-        response_field.put_slice(b"X-Request-Id: ");
-        response_field.put_slice(request_id.as_bytes());
-        response_field.put_slice(b"\r\n");
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned().into_boxed_str();
-        let host = field("host").map_or_else(|| authority(head.target).into(), text);
-        AccessDraft {
-            record: AccessRecord {
-                time: wall,
-                client: None,
-                method: head.method_name.into(),
-                host,
-                target: head.target.into(),
-                protocol: match head.version {
-                    Version::Http10 => "HTTP/1.0",
-                    Version::Http11 => "HTTP/1.1",
-                },
-                status: 0,
-                request_bytes: 0,
-                response_bytes: 0,
-                cache: "none",
-                route: "default",
-                upstream: None,
-                attempts: 0,
-                head_us: micros(now.saturating_duration_since(started)),
-                cache_us: None,
-                connect_us: None,
-                upstream_first_byte_us: None,
-                total_us: 0,
-                request_id: request_id.into(),
-                traceparent: traceparent.into(),
-                audit: false,
+        let sent_id = field("x-request-id").and_then(access::valid_request_id);
+        let made_id = access::new_request_id();
+        let sent_trace = field("traceparent").and_then(access::valid_traceparent);
+        let made_trace = access::new_traceparent();
+        let host = field("host").unwrap_or_else(|| authority(head.target).as_bytes());
+        let mut record = AccessRecord::new(
+            wall,
+            match head.version {
+                Version::Http10 => "HTTP/1.0",
+                Version::Http11 => "HTTP/1.1",
             },
+            [
+                head.method_name.as_bytes(),
+                host,
+                head.target.as_bytes(),
+                sent_id.map_or(&made_id[..], str::as_bytes),
+                sent_trace.map_or(&made_trace[..], str::as_bytes),
+            ],
+        );
+        record.head_us = micros(now.saturating_duration_since(started));
+        AccessDraft {
+            record,
             head_done: now,
             cache_done: None,
             first_byte: None,
-            upstream_fields,
-            replaced,
-            response_field,
+            made_id: sent_id.is_none(),
+            made_trace: sent_trace.is_none(),
         }
+    }
+
+    /// Fields for the upstream request (what was made up here), and the
+    /// names of the client's fields they replace.
+    fn upstream_fields(&self) -> (Fields, &'static [&'static str]) {
+        let mut f = Fields::default();
+        if self.made_id {
+            f.push(&[
+                b"X-Request-Id: ",
+                self.record.request_id().as_bytes(),
+                b"\r\n",
+            ]);
+        }
+        if self.made_trace {
+            f.push(&[
+                b"traceparent: ",
+                self.record.traceparent().as_bytes(),
+                b"\r\n",
+            ]);
+        }
+        let replaced: &'static [&'static str] = match (self.made_id, self.made_trace) {
+            (true, true) => &["x-request-id", "traceparent"],
+            (true, false) => &["x-request-id"],
+            (false, true) => &["traceparent"],
+            (false, false) => &[],
+        };
+        (f, replaced)
     }
 
     /// The finished record.
@@ -334,6 +319,43 @@ impl AccessDraft {
     }
 }
 
+/// A few header lines assembled on the stack (no allocation): the
+/// connection field, `X-Request-Id` and `traceparent` at most.
+struct Fields {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields {
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+}
+
+impl Fields {
+    /// Appends one line's parts; a line that does not fit is left out
+    /// (ids are bounded well below the room).
+    fn push(&mut self, parts: &[&[u8]]) {
+        let n: usize = parts.iter().map(|p| p.len()).sum();
+        let Some(dst) = self.buf.get_mut(self.len..self.len + n) else {
+            return;
+        };
+        let mut at = 0;
+        for p in parts {
+            dst[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        self.len += n;
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 fn micros(d: Duration) -> u64 {
     d.as_micros() as u64
 }
@@ -345,18 +367,37 @@ fn authority(target: &str) -> &str {
         .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""))
 }
 
-/// The connection field of a response, and the request's `X-Request-Id`
-/// while the access log records it.
-fn client_fields(access: &Option<Box<AccessDraft>>, close: bool, version: Version) -> Bytes {
+/// The fields a response gets besides its own: the connection field, and
+/// the request's `X-Request-Id` while the access log records it.
+// Lives on the stack for one call: boxing the large variant would
+// allocate on every hit while the access log is on.
+#[allow(clippy::large_enum_variant)]
+enum ClientFields {
+    /// The connection field alone (the log is off: nothing to build).
+    Connection(&'static [u8]),
+    /// With the request id.
+    WithId(Fields),
+}
+
+impl ClientFields {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Connection(c) => c,
+            Self::WithId(f) => f.as_slice(),
+        }
+    }
+}
+
+fn client_fields(access: &Option<AccessDraft>, close: bool, version: Version) -> ClientFields {
     let connection = connection_field(close, version);
     match access {
+        None => ClientFields::Connection(connection),
         Some(d) => {
-            let mut b = BytesMut::with_capacity(connection.len() + d.response_field.len());
-            b.put_slice(connection);
-            b.put_slice(&d.response_field);
-            b.freeze()
+            let mut f = Fields::default();
+            f.push(&[connection]);
+            f.push(&[b"X-Request-Id: ", d.record.request_id().as_bytes(), b"\r\n"]);
+            ClientFields::WithId(f)
         }
-        None => Bytes::from_static(connection),
     }
 }
 
@@ -374,7 +415,7 @@ pub struct Conn {
     /// Client bytes in and out, for the byte counters.
     traffic: Traffic,
     /// The access-log record of the request being answered.
-    access: Option<Box<AccessDraft>>,
+    access: Option<AccessDraft>,
     /// Answered requests not yet collected by the driver.
     completions: VecDeque<Completion>,
     peer: IpAddr,
@@ -951,7 +992,7 @@ impl Conn {
                     || !ex.request.is_done());
             self.close_after |= close;
             let connection = client_fields(&self.access, close, ex.client_version);
-            let connection = &connection[..];
+            let connection = connection.as_slice();
             let head_only = ex.method == Method::Head;
             if let Some(fetch) = &mut ex.cache {
                 let wall = self.cfg.wall(now);
@@ -1005,10 +1046,12 @@ impl Conn {
                     .cache
                     .as_ref()
                     .map(|f| (f.fwd, f.store.is_some(), f.not_stored));
-                let extra = self
-                    .access
-                    .as_ref()
-                    .map_or(&[][..], |d| &d.response_field[..]);
+                let id = self.access.as_ref().map(|d| {
+                    let mut f = Fields::default();
+                    f.push(&[b"X-Request-Id: ", d.record.request_id().as_bytes(), b"\r\n"]);
+                    f
+                });
+                let extra = id.as_ref().map_or(&[][..], Fields::as_slice);
                 rewrite::client_response(
                     self.output.tail(),
                     &head,
@@ -1061,7 +1104,7 @@ impl Conn {
                 let close = self.close_after || !ex.client_keep_alive || self.draining;
                 self.close_after |= close;
                 let connection = client_fields(&self.access, close, ex.client_version);
-                let connection = &connection[..];
+                let connection = connection.as_slice();
                 let ranges = fetch.with_request(|h| range::requested(h, &whole));
                 let status = write_stored(
                     &mut self.output,
@@ -1145,7 +1188,7 @@ impl Conn {
             Some(fetch) if fetch.stale_for_error(now).is_some() => {
                 if let Some(stale) = fetch.stale_for_error(now) {
                     let connection = client_fields(&self.access, close, ex.client_version);
-                    let connection = &connection[..];
+                    let connection = connection.as_slice();
                     stale.write_response(
                         &mut self.output,
                         now,
@@ -1371,12 +1414,7 @@ impl Conn {
                 .is_some_and(|log| log.wanted() || self.status.log_requests())
         {
             let wall = self.cfg.wall(self.req_started);
-            self.access = Some(Box::new(AccessDraft::new(
-                &head,
-                self.req_started,
-                now,
-                wall,
-            )));
+            self.access = Some(AccessDraft::new(&head, self.req_started, now, wall));
         }
         let framing = head.framing;
         let may_wait = self.coalesce_until.is_none_or(|t| now < t);
@@ -1391,7 +1429,7 @@ impl Conn {
                 d.cache_done = Some(now);
             }
             let connection = client_fields(&self.access, close, head.version);
-            let connection = &connection[..];
+            let connection = connection.as_slice();
             let mut range_wanted = false;
             let (stale, relay, claimed, fwd) = match decision {
                 Decision::Hit(e) => {
@@ -1506,10 +1544,10 @@ impl Conn {
             .and_then(|f| f.stale.as_ref())
             .map(|e| &e.meta);
         let whole = fetch.as_ref().is_some_and(|f| f.range_wanted);
-        let (extra, replaced) = self
-            .access
+        let fields = self.access.as_ref().map(AccessDraft::upstream_fields);
+        let (extra, replaced) = fields
             .as_ref()
-            .map_or((&[][..], &[][..]), |d| (&d.upstream_fields[..], d.replaced));
+            .map_or((&[][..], &[][..]), |(f, r)| (f.as_slice(), *r));
         rewrite::upstream_request(
             &mut self.upstream_output,
             &head,
