@@ -96,8 +96,8 @@ fn main() -> std::process::ExitCode {
         },
         None => Config::default(),
     };
-    let log = init_log(&cfg.log);
-    match run(&cli, cfg, log) {
+    let set_log_level = init_log(&cfg.log);
+    match run(&cli, cfg, set_log_level) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -106,15 +106,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The process log's reloadable level.
-struct Log {
-    set_level: reload::SetLogLevel,
-}
-
 /// The process log on stderr: the filter reloadable (`[log] level`, which
 /// `ULTRAGATE_LOG` overrides at start), JSON or text lines as `[log]
-/// format` says, ANSI colours only on a terminal.
-fn init_log(cfg: &LogSection) -> Log {
+/// format` says, ANSI colours only on a terminal. Returns what sets the
+/// level on a reload.
+fn init_log(cfg: &LogSection) -> reload::SetLogLevel {
     use std::io::IsTerminal;
     let from_env = std::env::var("ULTRAGATE_LOG").ok();
     let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(
@@ -136,16 +132,13 @@ fn init_log(cfg: &LogSection) -> Log {
     } else {
         registry.with(lines).init();
     }
-    Log {
-        set_level: Box::new(move |level: &str| {
-            let filter =
-                tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-            filter_handle.reload(filter).map_err(|e| e.to_string())
-        }),
-    }
+    Box::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        filter_handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
-fn run(cli: &Cli, cfg: Config, log: Log) -> anyhow::Result<()> {
+fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Result<()> {
     let epoch = (std::time::Instant::now(), std::time::SystemTime::now());
     let (primary_pool, fallback_pool) = reload::pool_specs(&cfg, None)?;
     let primary_addrs = primary_pool.servers.clone();
@@ -277,7 +270,7 @@ fn run(cli: &Cli, cfg: Config, log: Log) -> anyhow::Result<()> {
             admin: admin_settings.clone(),
             audit: audit.clone(),
             timeline: timeline.clone(),
-            set_log_level: log.set_level,
+            set_log_level,
             access: access.clone(),
             notifier,
             runtime: control.handle().clone(),
