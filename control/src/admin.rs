@@ -436,6 +436,22 @@ impl Admin {
             ),
         };
         ms(&mut v);
+        // An operator's cache operation is a decision too: in the timeline
+        // (and so to the webhook).
+        if method == "POST" && status != 404 {
+            if let Some(op) = path.strip_prefix("/admin/") {
+                let result = v["error"].as_str().map_or_else(
+                    || format!("status {status}"),
+                    |e| format!("status {status}: {e}"),
+                );
+                self.state.supervisor.timeline.push(
+                    "admin_call",
+                    op,
+                    &op.replace('/', " "),
+                    &result,
+                );
+            }
+        }
         json_response(status, &v)
     }
 }

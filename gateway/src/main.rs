@@ -293,6 +293,10 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
             .is_some()
             .then(|| serving.clone() as Arc<dyn DataplaneSwitch>),
     }));
+    let signals = {
+        let _in_runtime = control.enter();
+        Signals::install()?
+    };
     let server = AdminServer::bind(cfg.admin.listen, status.clone(), admin.clone())?;
     tracing::info!(addr = %cfg.admin.listen, "admin API listening");
     let (stats_tx, stats_rx) = std::sync::mpsc::channel();
@@ -345,7 +349,7 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
                 }
             });
         }
-        wait_for_shutdown(&reloader, &access).await
+        wait_for_shutdown(signals, &reloader, &access).await
     })?;
     let running = reloader.config();
     tracing::info!(
@@ -368,17 +372,41 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
     Ok(())
 }
 
+/// The signals the gateway acts on, watched from before the data plane
+/// starts (a SIGTERM right after the listeners open still drains).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; inside the control runtime's context.
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot watch SIGHUP")?,
+            usr1: signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?,
+        })
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT; SIGHUP reloads the config, SIGUSR1
 /// reopens the access log (after logrotate moved it).
 async fn wait_for_shutdown(
+    signals: Signals,
     reloader: &Arc<reload::Reloader>,
     access: &AccessLog,
 ) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-    let mut usr1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+        mut usr1,
+    } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }

@@ -383,3 +383,64 @@ fn a_dead_webhook_receiver_does_not_slow_the_divert() {
         "{metrics}"
     );
 }
+
+#[test]
+fn sigusr1_reopens_the_access_log_after_a_rotation() {
+    let (_o, origin) = origin(&[]);
+    let log = temp("rotate");
+    let rotated = temp("rotate.1");
+    let _ = std::fs::remove_file(&log);
+    let gw = Gateway::start(
+        &[origin],
+        "",
+        &format!("\n[log]\naccess = \"{}\"\n", log.display()),
+    );
+    assert_eq!(status(&[&gw.url("/before?size=1")]), 200);
+    assert_eq!(lines(&log, 1).len(), 1);
+    // logrotate: move the file, then tell the gateway.
+    std::fs::rename(&log, &rotated).unwrap();
+    gw.proc.signal(libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(status(&[&gw.url("/after?size=1")]), 200);
+    let after = lines(&log, 1);
+    assert_eq!(after.len(), 1, "a new file after the signal");
+    assert_eq!(after[0]["target"], "/after?size=1");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("/before") && !old.contains("/after"), "{old}");
+    let _ = std::fs::remove_file(log);
+    let _ = std::fs::remove_file(rotated);
+}
+
+#[test]
+fn the_process_log_is_json_lines_without_colours_off_a_terminal() {
+    let (_o, origin) = origin(&[]);
+    let config = temp("json-log.toml");
+    let (data, admin) = (free_port(), free_port());
+    std::fs::write(
+        &config,
+        format!("[api_gateway]\nlisten = \"127.0.0.1:{data}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[upstream.primary]\nservers = [\"{origin}\"]\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ultragate"))
+        .args(["--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .env_remove("ULTRAGATE_LOG")
+        .spawn()
+        .unwrap();
+    wait_listening(
+        std::net::SocketAddr::from(([127, 0, 0, 1], admin)),
+        "ultragate",
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!text.contains('\x1b'), "no ANSI escapes: {text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 3, "{text}");
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{l}");
+    }
+    let _ = std::fs::remove_file(config);
+}
