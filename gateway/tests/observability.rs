@@ -421,7 +421,7 @@ fn the_process_log_is_json_lines_without_colours_off_a_terminal() {
         format!("[api_gateway]\nlisten = \"127.0.0.1:{data}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[upstream.primary]\nservers = [\"{origin}\"]\n"),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ultragate"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ultragate"))
         .args(["--config", config.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
