@@ -67,12 +67,12 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     /// A record of a request: its method, host, target, `X-Request-Id`
-    /// and `traceparent` (bytes that are not UTF-8 are replaced).
-    pub fn new(time: SystemTime, protocol: &'static str, parts: [&[u8]; 5]) -> AccessRecord {
+    /// and `traceparent`.
+    pub fn new(time: SystemTime, protocol: &'static str, parts: [&str; 5]) -> AccessRecord {
         let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
         let mut ends = [0u32; 5];
         for (end, part) in ends.iter_mut().zip(parts) {
-            text.push_str(&String::from_utf8_lossy(part));
+            text.push_str(part);
             *end = text.len() as u32;
         }
         AccessRecord {
@@ -134,14 +134,14 @@ impl AccessRecord {
         rfc3339_micros(self.time, out);
         out.push_str("\",\"client\":");
         addr(out, self.client);
-        for (name, v) in [
-            (",\"method\":", self.method()),
-            (",\"host\":", self.host()),
-            (",\"target\":", self.target()),
-        ] {
-            out.push_str(name);
-            escaped(out, v);
-        }
+        // The method is a token, the id and the trace are checked to hold
+        // no character JSON escapes; host and target are escaped.
+        out.push_str(",\"method\":\"");
+        out.push_str(self.method());
+        out.push_str("\",\"host\":");
+        escaped(out, self.host());
+        out.push_str(",\"target\":");
+        escaped(out, self.target());
         out.push_str(",\"protocol\":\"");
         out.push_str(self.protocol);
         out.push_str("\",\"status\":");
@@ -173,11 +173,11 @@ impl AccessRecord {
         }
         out.push_str(",\"total_us\":");
         num(out, self.total_us);
-        out.push_str(",\"request_id\":");
-        escaped(out, self.request_id());
-        out.push_str(",\"traceparent\":");
-        escaped(out, self.traceparent());
-        out.push('}');
+        out.push_str(",\"request_id\":\"");
+        out.push_str(self.request_id());
+        out.push_str("\",\"traceparent\":\"");
+        out.push_str(self.traceparent());
+        out.push_str("\"}");
     }
 }
 
@@ -193,8 +193,9 @@ fn num(out: &mut String, mut v: u64) {
             break;
         }
     }
-    // ASCII digits only.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+    for &d in &buf[i..] {
+        out.push(char::from(d));
+    }
 }
 
 fn addr(out: &mut String, a: Option<SocketAddr>) {
@@ -219,9 +220,22 @@ fn addr(out: &mut String, a: Option<SocketAddr>) {
 }
 
 /// A JSON string: the text whole when nothing needs escaping.
+/// Bytes a JSON string cannot hold as they are.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 fn escaped(out: &mut String, s: &str) {
     out.push('"');
-    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    if !s.as_bytes().iter().any(|&b| NEEDS_ESCAPE[b as usize]) {
         out.push_str(s);
     } else {
         for c in s.chars() {
@@ -264,7 +278,9 @@ fn rfc3339_micros(t: SystemTime, out: &mut String) {
         *b = b'0' + (v % 10) as u8;
         v /= 10;
     }
-    out.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+    for d in digits {
+        out.push(char::from(d));
+    }
     out.push('Z');
 }
 
@@ -523,18 +539,25 @@ impl Default for AccessLog {
 }
 
 /// An `X-Request-Id` a client sent, if usable: 1 to 128 visible ASCII
-/// characters (it is echoed in a header and a log line).
+/// characters other than `"` and `\` (it is echoed in a header and in a
+/// log line as it is).
 pub fn valid_request_id(v: &[u8]) -> Option<&str> {
-    (!v.is_empty() && v.len() <= MAX_REQUEST_ID && v.iter().all(|b| b.is_ascii_graphic()))
-        .then(|| std::str::from_utf8(v).ok())
-        .flatten()
+    (!v.is_empty()
+        && v.len() <= MAX_REQUEST_ID
+        && v.iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\'))
+    .then(|| std::str::from_utf8(v).ok())
+    .flatten()
 }
 
-fn hex(out: &mut [u8], mut v: u64) {
+/// The 16 hex digits of `v` into `out` (16 bytes).
+fn hex(out: &mut [u8], v: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in out.iter_mut().rev() {
-        *b = DIGITS[(v & 15) as usize];
-        v >>= 4;
+    for (i, byte) in v.to_be_bytes().iter().enumerate() {
+        if let Some(pair) = out.get_mut(2 * i..2 * i + 2) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 15)];
+        }
     }
 }
 
@@ -587,11 +610,11 @@ mod tests {
             UNIX_EPOCH + Duration::from_micros(1_764_545_222_960_317),
             "HTTP/1.1",
             [
-                b"GET",
-                b"a\"b",
-                b"/x?q=\x01",
-                b"abc",
-                b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "GET",
+                "a\"b",
+                "/x?q=\u{1}",
+                "abc",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             ],
         );
         r.client = Some("127.0.0.1:5000".parse().unwrap());
@@ -618,6 +641,7 @@ mod tests {
     fn ids_and_trace_context() {
         assert_eq!(valid_request_id(b"req-1"), Some("req-1"));
         assert_eq!(valid_request_id(b"a b"), None);
+        assert_eq!(valid_request_id(b"a\"b"), None);
         assert_eq!(valid_request_id(&[b'x'; 129]), None);
         assert!(valid_request_id(&new_request_id()).is_some());
         let t = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";

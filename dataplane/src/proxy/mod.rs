@@ -239,23 +239,29 @@ impl AccessDraft {
     fn new(head: &RequestHead<'_, '_>, started: Instant, now: Instant, wall: SystemTime) -> Self {
         let field = |name| rules::field(head.headers, name);
         let sent_id = field("x-request-id").and_then(access::valid_request_id);
-        let made_id = access::new_request_id();
         let sent_trace = field("traceparent").and_then(access::valid_traceparent);
-        let made_trace = access::new_traceparent();
-        let host = field("host").unwrap_or_else(|| authority(head.target).as_bytes());
+        // Made up only when not sent; hex digits, so valid text.
+        let made_id = sent_id.is_none().then(access::new_request_id);
+        let made_trace = sent_trace.is_none().then(access::new_traceparent);
+        let id = sent_id
+            .or_else(|| made_id.as_ref().and_then(|b| std::str::from_utf8(b).ok()))
+            .unwrap_or("");
+        let trace = sent_trace
+            .or_else(|| {
+                made_trace
+                    .as_ref()
+                    .and_then(|b| std::str::from_utf8(b).ok())
+            })
+            .unwrap_or("");
+        let host_bytes = field("host").unwrap_or_else(|| authority(head.target).as_bytes());
+        let host = String::from_utf8_lossy(host_bytes);
         let mut record = AccessRecord::new(
             wall,
             match head.version {
                 Version::Http10 => "HTTP/1.0",
                 Version::Http11 => "HTTP/1.1",
             },
-            [
-                head.method_name.as_bytes(),
-                host,
-                head.target.as_bytes(),
-                sent_id.map_or(&made_id[..], str::as_bytes),
-                sent_trace.map_or(&made_trace[..], str::as_bytes),
-            ],
+            [head.method_name, &host, head.target, id, trace],
         );
         record.head_us = micros(now.saturating_duration_since(started));
         AccessDraft {
@@ -263,8 +269,8 @@ impl AccessDraft {
             head_done: now,
             cache_done: None,
             first_byte: None,
-            made_id: sent_id.is_none(),
-            made_trace: sent_trace.is_none(),
+            made_id: made_id.is_some(),
+            made_trace: made_trace.is_some(),
         }
     }
 
