@@ -274,16 +274,21 @@ impl AccessDraft {
         }
     }
 
+    /// Appends `X-Request-Id: <id>`.
+    fn push_id(&self, f: &mut Fields) {
+        f.push(&[
+            b"X-Request-Id: ",
+            self.record.request_id().as_bytes(),
+            b"\r\n",
+        ]);
+    }
+
     /// Fields for the upstream request (what was made up here), and the
     /// names of the client's fields they replace.
     fn upstream_fields(&self) -> (Fields, &'static [&'static str]) {
         let mut f = Fields::default();
         if self.made_id {
-            f.push(&[
-                b"X-Request-Id: ",
-                self.record.request_id().as_bytes(),
-                b"\r\n",
-            ]);
+            self.push_id(&mut f);
         }
         if self.made_trace {
             f.push(&[
@@ -401,7 +406,7 @@ fn client_fields(access: &Option<AccessDraft>, close: bool, version: Version) ->
         Some(d) => {
             let mut f = Fields::default();
             f.push(&[connection]);
-            f.push(&[b"X-Request-Id: ", d.record.request_id().as_bytes(), b"\r\n"]);
+            d.push_id(&mut f);
             ClientFields::WithId(f)
         }
     }
@@ -1054,7 +1059,7 @@ impl Conn {
                     .map(|f| (f.fwd, f.store.is_some(), f.not_stored));
                 let id = self.access.as_ref().map(|d| {
                     let mut f = Fields::default();
-                    f.push(&[b"X-Request-Id: ", d.record.request_id().as_bytes(), b"\r\n"]);
+                    d.push_id(&mut f);
                     f
                 });
                 let extra = id.as_ref().map_or(&[][..], Fields::as_slice);
