@@ -16,6 +16,7 @@ pub mod access;
 pub mod admin;
 pub mod cache;
 pub mod driver;
+pub mod endpoint;
 pub mod http;
 pub mod live;
 pub mod proxy;

@@ -1,30 +1,24 @@
 //! The epoll driver: one tokio current-thread runtime per data core, each
 //! thread pinned with `core_affinity`, each with its own `SO_REUSEPORT`
-//! listener and upstream pool, so cores share nothing on the request path.
+//! listener and [`Endpoint`], so cores share nothing on the request path.
 //!
-//! The driver only moves bytes: every decision is the engine's
-//! ([`crate::proxy::Conn`]).
+//! The driver only moves bytes: one task per socket reads and writes what
+//! the endpoint's interest says and reports what happened; every decision
+//! is the endpoint's.
 
 use super::listen;
-use super::upstreams::{Target, Upstreams};
 use super::{DriverConfig, DriverError, Shared};
-use crate::admin::AdminResponse;
-use crate::proxy::{Action, Conn};
-use crate::stats::CoreStats;
+use crate::endpoint::{ClientId, Command, Endpoint, Event, UpstreamId};
 use crate::status::Backend;
-use crate::upstream::pool::Checkout;
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// Size of the read buffer of each connection, in bytes.
 const READ_BUF: usize = 16 * 1024;
@@ -44,19 +38,15 @@ impl EpollDataplane {
         let local_addr = listeners[0].local_addr().ok();
         let mut threads = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
-            let core = cfg
+            let pin = cfg
                 .cores
                 .get(i)
                 .and_then(|id| cores.iter().find(|c| c.id == *id).copied());
-            let setup = CoreSetup {
-                core: cfg.cores.get(i).copied().unwrap_or(i),
-                cfg: cfg.clone(),
-                shared: shared.clone(),
-                shutdown: shutdown_rx.clone(),
-            };
+            let core = cfg.cores.get(i).copied().unwrap_or(i);
+            let (cfg, shared, shutdown) = (cfg.clone(), shared.clone(), shutdown_rx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("ug-data-{i}"))
-                .spawn(move || run_core(core, listener, setup))
+                .spawn(move || run_core(pin, core, listener, cfg, shared, shutdown))
                 .map_err(DriverError::Thread)?;
             threads.push(thread);
         }
@@ -76,32 +66,112 @@ impl EpollDataplane {
     }
 }
 
-/// What a data thread is given at start.
-struct CoreSetup {
-    /// The core's id in the statistics.
-    core: usize,
-    cfg: DriverConfig,
-    shared: Shared,
-    shutdown: watch::Receiver<bool>,
+/// A socket task's mailbox: woken when the endpoint has something for it.
+#[derive(Default)]
+struct Mailbox {
+    wake: Notify,
+    /// The endpoint asked for a close: with a reset when `Some(true)`.
+    close: Cell<Option<bool>>,
 }
 
-/// Per-core state shared by the connection tasks of one thread.
-struct CoreCtx {
+impl Mailbox {
+    fn close(&self, reset: bool) {
+        self.close.set(Some(reset));
+        self.wake.notify_one();
+    }
+}
+
+/// One core: its endpoint and the mailboxes of its socket tasks.
+struct Core {
+    ep: RefCell<Endpoint>,
     shared: Shared,
-    upstreams: RefCell<Upstreams<TcpStream>>,
-    stats: RefCell<CoreStats>,
-    active: Cell<usize>,
-    max_active: usize,
+    clients: RefCell<Vec<Option<Rc<Mailbox>>>>,
+    ups: RefCell<Vec<Option<Rc<Mailbox>>>>,
+    /// Wakes the timer task when an earlier timer was queued.
+    timer: Notify,
+    /// What the timer task sleeps until.
+    timer_at: Cell<Instant>,
+}
+
+/// Stores `mb` at `index`, growing the table.
+fn put(table: &RefCell<Vec<Option<Rc<Mailbox>>>>, index: usize, mb: Option<Rc<Mailbox>>) {
+    let mut t = table.borrow_mut();
+    if t.len() <= index {
+        t.resize(index + 1, None);
+    }
+    t[index] = mb;
+}
+
+fn get(table: &RefCell<Vec<Option<Rc<Mailbox>>>>, index: usize) -> Option<Rc<Mailbox>> {
+    table.borrow().get(index).cloned().flatten()
+}
+
+impl Core {
+    /// Reports `event` and carries out what follows.
+    fn handle(self: &Rc<Self>, event: Event<'_>) {
+        self.ep.borrow_mut().handle(Instant::now(), event);
+        self.pump();
+    }
+
+    /// Carries out the endpoint's commands.
+    fn pump(self: &Rc<Self>) {
+        loop {
+            let Some(cmd) = self.ep.borrow_mut().poll_command() else {
+                break;
+            };
+            match cmd {
+                Command::Client(id) => {
+                    if let Some(mb) = get(&self.clients, id.index()) {
+                        mb.wake.notify_one();
+                    }
+                }
+                Command::Upstream(u) => {
+                    if let Some(mb) = get(&self.ups, u.index()) {
+                        mb.wake.notify_one();
+                    }
+                }
+                Command::Connect { up, addr } => {
+                    let mb = Rc::new(Mailbox::default());
+                    put(&self.ups, up.index(), Some(mb.clone()));
+                    tokio::task::spawn_local(upstream(self.clone(), up, addr, mb));
+                }
+                Command::Admin { client, request } => {
+                    let call = self.shared.admin.call(request);
+                    let core = self.clone();
+                    tokio::task::spawn_local(async move {
+                        let resp = call.await;
+                        core.handle(Event::AdminAnswer(client, resp));
+                    });
+                }
+                Command::CloseClient { client, reset } => {
+                    if let Some(mb) = get(&self.clients, client.index()) {
+                        mb.close(reset);
+                    }
+                }
+                Command::CloseUpstream(u) => {
+                    if let Some(mb) = get(&self.ups, u.index()) {
+                        mb.close(true);
+                    }
+                }
+            }
+        }
+        if self.ep.borrow().poll_timeout() < self.timer_at.get() {
+            self.timer.notify_one();
+        }
+    }
 }
 
 fn run_core(
-    core: Option<core_affinity::CoreId>,
+    pin: Option<core_affinity::CoreId>,
+    core: usize,
     listener: std::net::TcpListener,
-    setup: CoreSetup,
+    cfg: DriverConfig,
+    shared: Shared,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    if let Some(core) = core {
-        if !core_affinity::set_for_current(core) {
-            tracing::warn!(core = core.id, "could not pin data thread");
+    if let Some(pin) = pin {
+        if !core_affinity::set_for_current(pin) {
+            tracing::warn!(core = pin.id, "could not pin data thread");
         }
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -123,44 +193,19 @@ fn run_core(
                 return;
             }
         };
-        let CoreSetup {
-            core,
-            cfg,
+        let core = Rc::new(Core {
+            ep: RefCell::new(shared.endpoint(core, &cfg, true)),
             shared,
-            mut shutdown,
-        } = setup;
-        let ctx = Rc::new(CoreCtx {
-            upstreams: RefCell::new(Upstreams::new(&shared.live)),
-            shared,
-            stats: RefCell::new(CoreStats::for_core(core)),
-            active: Cell::new(0),
-            max_active: cfg.max_connections_per_core,
+            clients: RefCell::new(Vec::new()),
+            ups: RefCell::new(Vec::new()),
+            timer: Notify::new(),
+            timer_at: Cell::new(Instant::now()),
         });
-        let housekeeping = {
-            let ctx = ctx.clone();
-            let interval = cfg.stats_interval;
-            tokio::task::spawn_local(async move {
-                let mut tick = tokio::time::interval(interval);
-                loop {
-                    tick.tick().await;
-                    ctx.upstreams.borrow_mut().evict_expired(Instant::now());
-                    ctx.shared
-                        .hand_over(&mut ctx.stats.borrow_mut(), ctx.active.get());
-                }
-            })
-        };
+        let timers = tokio::task::spawn_local(timer(core.clone()));
         while !*shutdown.borrow() {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) if ctx.active.get() >= ctx.max_active => {
-                        use std::os::fd::AsFd;
-                        super::refuse(stream.as_fd());
-                    }
-                    Ok((stream, peer)) => {
-                        let status = ctx.shared.status.clone();
-                        let task = serve(stream, peer, ctx.clone(), shutdown.clone());
-                        tokio::task::spawn_local(Contained { task: Box::pin(task), status, peer });
-                    }
+                    Ok((stream, peer)) => accept(&core, stream, peer),
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -170,61 +215,41 @@ fn run_core(
             }
         }
         drop(listener);
-        let deadline = tokio::time::Instant::now() + cfg.drain_timeout;
-        while ctx.active.get() > 0 && tokio::time::Instant::now() < deadline {
+        core.handle(Event::Drain);
+        // The endpoint resets what is still open at the drain timeout; the
+        // bound here only guards against a socket task that never ends.
+        let limit = Instant::now() + cfg.drain_timeout + Duration::from_secs(1);
+        while !core.ep.borrow().is_drained() && Instant::now() < limit {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if ctx.active.get() > 0 {
-            tracing::warn!(
-                connections = ctx.active.get(),
-                "drain timeout: closing connections still busy"
-            );
-        }
-        housekeeping.abort();
+        timers.abort();
+        core.ep.borrow_mut().hand_over();
     });
 }
 
-/// A connection's task polled inside a panic boundary: a panic in the
-/// engine ends this task (dropping its sockets closes the connection), is
-/// logged with the peer and counted, and the core goes on.
-struct Contained<F> {
-    task: Pin<Box<F>>,
-    status: Arc<crate::status::DataplaneStatus>,
-    peer: SocketAddr,
+fn accept(core: &Rc<Core>, stream: TcpStream, peer: SocketAddr) {
+    let id = core.ep.borrow_mut().accept(Instant::now(), peer);
+    let Some(id) = id else {
+        use std::os::fd::AsFd;
+        super::refuse(stream.as_fd());
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let mb = Rc::new(Mailbox::default());
+    put(&core.clients, id.index(), Some(mb.clone()));
+    tokio::task::spawn_local(client(core.clone(), id, stream, mb));
+    core.pump();
 }
 
-impl<F: Future<Output = ()>> Future for Contained<F> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        let task = self.task.as_mut();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.poll(cx))) {
-            Ok(poll) => poll,
-            Err(payload) => {
-                super::contained_panic(&self.status, Some(self.peer), &*payload);
-                std::task::Poll::Ready(())
-            }
+/// Sleeps until the endpoint's next timer and reports it.
+async fn timer(core: Rc<Core>) {
+    loop {
+        let at = core.ep.borrow().poll_timeout();
+        core.timer_at.set(at);
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => core.handle(Event::Timer),
+            _ = core.timer.notified() => {}
         }
-    }
-}
-
-/// Counts a connection task as active for as long as it lives.
-struct ActiveGuard(Rc<CoreCtx>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active.set(self.0.active.get() - 1);
-    }
-}
-
-type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>>>>;
-type AdminCall = Pin<Box<dyn Future<Output = AdminResponse> + Send>>;
-
-/// Awaits an optional future; pending forever when there is none.
-async fn maybe<F: Future + Unpin>(f: &mut Option<F>) -> F::Output {
-    match f {
-        Some(f) => f.await,
-        None => std::future::pending().await,
     }
 }
 
@@ -250,214 +275,114 @@ fn read_drained(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Writes what the engine queued for the client while the socket takes
-/// it; stops at `WouldBlock` (the select's writable branch goes on).
-fn flush_client(stream: &TcpStream, conn: &mut Conn) -> io::Result<()> {
-    while conn.client_pending() > 0 {
-        match write_client(stream, conn) {
-            Ok(n) => conn.client_written(n, Instant::now()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// One vectored write of the queued client bytes: a cache hit's head and
-/// shared body go out in one `writev`.
-fn write_client(stream: &TcpStream, conn: &Conn) -> io::Result<usize> {
-    let mut slices = [io::IoSlice::new(&[]); 8];
-    let n = conn.client_slices(&mut slices);
-    stream.try_write_vectored(&slices[..n])
-}
-
-/// Whether a pooled connection is still open and clean: a peek must find
-/// nothing to read. Asked of the socket, not of tokio's cached readiness,
-/// which lags behind bytes the reactor has not polled yet.
-fn idle_conn_alive(s: &TcpStream) -> bool {
-    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    matches!(socket2::SockRef::from(s).peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-}
-
-async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    ctx: Rc<CoreCtx>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    ctx.active.set(ctx.active.get() + 1);
-    let _guard = ActiveGuard(ctx.clone());
-    let _ = stream.set_nodelay(true);
-    let engine = {
-        let mut upstreams = ctx.upstreams.borrow_mut();
-        upstreams.refresh(&ctx.shared.live);
-        upstreams.engine().clone()
+/// One vectored write of the client's queued bytes (a cache hit's head
+/// and shared body in one `writev`), reported to the endpoint.
+fn write_client(core: &Rc<Core>, id: ClientId, stream: &TcpStream) {
+    let written = {
+        let ep = core.ep.borrow();
+        let mut slices = [io::IoSlice::new(&[]); 8];
+        let n = ep.client_slices(id, &mut slices);
+        stream.try_write_vectored(&slices[..n])
     };
-    let mut conn = Conn::new(
-        engine,
-        ctx.shared.status.clone(),
-        ctx.shared.cache.clone(),
-        peer.ip(),
-        Instant::now(),
-    );
-    let mut upstream: Option<(Target, TcpStream)> = None;
-    let mut connecting: Option<(Target, Connecting)> = None;
-    // The server of the latest exchange, to credit its answer to.
-    let mut last_target: Option<Target> = None;
-    let mut admin_call: Option<AdminCall> = None;
-    let mut buf = vec![0u8; READ_BUF];
-    let mut draining = *shutdown.borrow();
-    if draining {
-        conn.drain(Instant::now());
+    match written {
+        Ok(n) => core.handle(Event::ClientWritten(id, n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(_) => core.handle(Event::ClientError(id)),
     }
-    loop {
-        while let Some(action) = conn.poll_action() {
-            match action {
-                Action::Connect { fresh, attempt } => {
-                    upstream = None;
-                    connecting = None;
-                    let now = Instant::now();
-                    let (target, checkout) = ctx.upstreams.borrow_mut().checkout(
-                        &ctx.shared.live,
-                        ctx.shared.status.route(),
-                        attempt,
-                        fresh,
-                        now,
-                        idle_conn_alive,
-                    );
-                    match checkout {
-                        Checkout::Reused { conn: s, .. } => {
-                            upstream = Some((target, s));
-                            last_target = Some(target);
-                            conn.upstream_connected(now, true);
-                        }
-                        Checkout::Connect { addr, .. } => {
-                            connecting = Some((target, Box::pin(TcpStream::connect(addr))));
-                        }
-                    }
-                }
-                Action::Release { reuse } => {
-                    connecting = None;
-                    if let Some((target, s)) = upstream.take() {
-                        if reuse {
-                            ctx.upstreams
-                                .borrow_mut()
-                                .checkin(target, s, Instant::now());
-                        }
-                    }
-                }
-                Action::Admin(req) => admin_call = Some(ctx.shared.admin.call(req)),
-            }
+}
+
+/// A client connection's task.
+async fn client(core: Rc<Core>, id: ClientId, stream: TcpStream, mb: Rc<Mailbox>) {
+    let mut buf = vec![0u8; READ_BUF];
+    let reset = loop {
+        if let Some(reset) = mb.close.get() {
+            break reset;
         }
-        while let Some(done) = conn.poll_completion() {
-            ctx.shared.record(
-                &mut ctx.stats.borrow_mut(),
-                done,
-                &ctx.upstreams.borrow(),
-                last_target,
-                peer,
-            );
-        }
-        if conn.is_finished() {
-            break;
-        }
-        let client_write = conn.client_pending() > 0;
-        let client_read = conn.wants_client_bytes();
-        let up_write =
-            upstream.is_some() && conn.upstream_attached() && !conn.upstream_output().is_empty();
-        let up_read = upstream.is_some() && conn.wants_upstream_bytes();
-        let deadline = conn.timeout();
-        let up = upstream.as_ref().map(|(_, s)| s);
-        let sleep_until = deadline.map(tokio::time::Instant::from_std);
-        let mut connect_fut = connecting.as_mut().map(|(_, f)| f);
+        let want = core.ep.borrow().client_interest(id);
         tokio::select! {
             biased;
-            r = stream.writable(), if client_write => {
-                if r.is_err() { break; }
-                match write_client(&stream, &conn) {
-                    Ok(n) => conn.client_written(n, Instant::now()),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
-                }
-            }
-            r = async { up.expect("guarded").writable().await }, if up_write => {
-                let now = Instant::now();
-                let s = up.expect("guarded");
-                match r.and_then(|()| s.try_write(conn.upstream_output())) {
-                    Ok(n) => conn.upstream_written(n, now),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => conn.upstream_reset(now),
-                }
-            }
-            r = async { up.expect("guarded").readable().await }, if up_read => {
-                let now = Instant::now();
-                let s = up.expect("guarded");
-                match r.and_then(|()| read_drained(s, &mut buf)) {
-                    Ok(0) => conn.upstream_eof(now),
-                    Ok(n) => {
-                        conn.recv_upstream(now, &buf[..n]);
-                        if flush_client(&stream, &mut conn).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => conn.upstream_reset(now),
-                }
-            }
-            r = stream.readable(), if client_read => {
-                let now = Instant::now();
+            r = stream.writable(), if want.write => match r {
+                Ok(()) => write_client(&core, id, &stream),
+                Err(_) => core.handle(Event::ClientError(id)),
+            },
+            r = stream.readable(), if want.read => {
                 match r.and_then(|()| read_drained(&stream, &mut buf)) {
-                    Ok(0) => conn.client_eof(now),
+                    Ok(0) => core.handle(Event::ClientEof(id)),
                     Ok(n) => {
-                        conn.recv_client(now, &buf[..n]);
+                        core.handle(Event::ClientBytes(id, &buf[..n]));
                         // A cache hit or local answer goes out at once,
                         // without another trip through the select.
-                        if flush_client(&stream, &mut conn).is_err() {
-                            break;
+                        if mb.close.get().is_none() && core.ep.borrow().client_interest(id).write {
+                            write_client(&core, id, &stream);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
+                    Err(_) => core.handle(Event::ClientError(id)),
                 }
             }
-            r = maybe(&mut connect_fut) => {
-                let now = Instant::now();
-                // The future ran, so `connecting` held it and its target.
-                if let Some((target, _)) = connecting.take() {
-                    match r {
-                        Ok(s) => {
-                            let _ = s.set_nodelay(true);
-                            ctx.upstreams.borrow().connected(target);
-                            upstream = Some((target, s));
-                            last_target = Some(target);
-                            conn.upstream_connected(now, false);
-                        }
-                        Err(_) => {
-                            ctx.upstreams.borrow().connect_failed(target);
-                            conn.upstream_connect_failed(now);
-                        }
-                    }
+            _ = mb.wake.notified() => {}
+        }
+    };
+    if reset {
+        // The kernel drops what it still holds for this client instead of
+        // trickling it out after the close.
+        super::reset_on_close(&stream);
+    } else {
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+    }
+    put(&core.clients, id.index(), None);
+    core.handle(Event::ClientClosed(id));
+}
+
+/// An upstream connection's task: connects, then moves bytes until the
+/// endpoint closes it (it may serve many requests from the pool).
+async fn upstream(core: Rc<Core>, up: UpstreamId, addr: SocketAddr, mb: Rc<Mailbox>) {
+    let stream = tokio::select! {
+        r = TcpStream::connect(addr) => r.ok(),
+        () = closed(&mb) => None,
+    };
+    match &stream {
+        Some(s) => {
+            let _ = s.set_nodelay(true);
+            core.handle(Event::Connected(up));
+        }
+        None if mb.close.get().is_none() => core.handle(Event::ConnectFailed(up)),
+        None => {}
+    }
+    let mut buf = vec![0u8; READ_BUF];
+    while let (Some(s), None) = (&stream, mb.close.get()) {
+        let want = core.ep.borrow().upstream_interest(up);
+        tokio::select! {
+            biased;
+            r = s.writable(), if want.write => {
+                let written = r.and_then(|()| s.try_write(core.ep.borrow().upstream_output(up)));
+                match written {
+                    Ok(n) => core.handle(Event::UpstreamWritten(up, n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => core.handle(Event::UpstreamError(up)),
                 }
             }
-            resp = maybe(&mut admin_call) => {
-                admin_call = None;
-                conn.admin_response(Instant::now(), resp);
+            r = s.readable(), if want.read => {
+                match r.and_then(|()| read_drained(s, &mut buf)) {
+                    Ok(0) => core.handle(Event::UpstreamEof(up)),
+                    Ok(n) => core.handle(Event::UpstreamBytes(up, &buf[..n])),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => core.handle(Event::UpstreamError(up)),
+                }
             }
-            _ = async { tokio::time::sleep_until(sleep_until.expect("guarded")).await }, if sleep_until.is_some() => {
-                conn.handle_timeout(Instant::now());
-            }
-            _ = shutdown.changed(), if !draining => {
-                draining = true;
-                conn.drain(Instant::now());
-            }
+            _ = mb.wake.notified() => {}
         }
     }
-    if conn.is_aborted() {
-        // Reset: the kernel drops what it still holds for this client
-        // instead of trickling it out after the close.
-        super::reset_on_close(&stream);
-        return;
+    closed(&mb).await;
+    drop(stream);
+    put(&core.ups, up.index(), None);
+    core.handle(Event::UpstreamClosed(up));
+}
+
+/// Waits until the endpoint asks the mailbox's socket to close.
+async fn closed(mb: &Mailbox) {
+    while mb.close.get().is_none() {
+        mb.wake.notified().await;
     }
-    let mut stream = stream;
-    let _ = stream.shutdown().await;
 }

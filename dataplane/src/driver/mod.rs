@@ -10,21 +10,20 @@
 pub mod dpdk;
 pub mod epoll;
 mod listen;
-mod upstreams;
 pub mod uring;
 
 use crate::access::AccessLog;
 use crate::admin::AdminService;
 use crate::cache::Cache;
+use crate::endpoint::{Endpoint, EndpointConfig, Parts};
 use crate::live::Live;
-use crate::stats::{Completion, CoreStats};
+use crate::stats::CoreStats;
 use crate::status::{Backend, DataplaneStatus};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use upstreams::{Target, Upstreams};
 
 /// Where and how the kernel data plane serves.
 #[derive(Debug, Clone)]
@@ -110,41 +109,23 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Hands the core's numbers of the interval to the control plane,
-    /// with the client connections it has open now.
-    fn hand_over(&self, stats: &mut CoreStats, open_connections: usize) {
-        stats.open_connections = open_connections as u64;
-        let _ = self.stats.send(stats.take());
-    }
-
-    /// Books an answered request: the core's statistics, the server's
-    /// passive health, and its access-log record (the client's address and
-    /// the upstream server filled in here, where they are known).
-    fn record<T>(
-        &self,
-        stats: &mut CoreStats,
-        mut done: Completion,
-        upstreams: &Upstreams<T>,
-        target: Option<Target>,
-        peer: SocketAddr,
-    ) {
-        stats.record(&done);
-        let server = match (done.proxied, target) {
-            (true, Some(target)) => {
-                upstreams.responded(target, &done);
-                upstreams.server(target)
-            }
-            _ => None,
+    /// What a core's [`Endpoint`] is built with.
+    fn endpoint(&self, core: usize, cfg: &DriverConfig, local_admin: bool) -> Endpoint {
+        let parts = Parts {
+            status: self.status.clone(),
+            cache: self.cache.clone(),
+            live: self.live.clone(),
+            access: self.access.clone(),
+            stats: self.stats.clone(),
         };
-        if let Some((pool, addr)) = server {
-            stats.record_server(pool, addr, &done);
-        }
-        if let Some(mut rec) = done.access.take() {
-            rec.client = Some(peer);
-            rec.upstream = server.map(|(_, addr)| addr);
-            rec.audit = self.status.log_requests();
-            self.access.push(*rec);
-        }
+        let ecfg = EndpointConfig {
+            core,
+            max_connections: cfg.max_connections_per_core,
+            drain_timeout: cfg.drain_timeout,
+            stats_interval: cfg.stats_interval.max(Duration::from_millis(10)),
+            local_admin,
+        };
+        Endpoint::new(ecfg, parts, std::time::Instant::now())
     }
 }
 

@@ -104,15 +104,22 @@ impl<T> Pool<T> {
         }
     }
 
-    /// Returns a clean connection to `server` for reuse.
-    pub fn checkin(&mut self, server: usize, conn: T, now: Instant) {
+    /// Returns a clean connection to `server` for reuse; gives back the
+    /// one it displaces (the oldest, when the server's idle list is full,
+    /// or `conn` itself for a server the pool does not have) for the
+    /// caller to close.
+    pub fn checkin(&mut self, server: usize, conn: T, now: Instant) -> Option<T> {
         let Some(list) = self.idle.get_mut(server) else {
-            return;
+            return Some(conn);
         };
-        if list.len() >= self.max_idle_per_server {
-            list.remove(0);
-        }
+        let displaced = (list.len() >= self.max_idle_per_server).then(|| list.remove(0).conn);
         list.push(Idle { conn, since: now });
+        displaced
+    }
+
+    /// How long an idle connection may wait for reuse.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 
     /// Drops idle connections older than the idle timeout.

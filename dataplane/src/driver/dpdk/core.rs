@@ -1,15 +1,12 @@
 //! The DPDK core's poll loop: the port through smoltcp for clients, a
 //! non-blocking epoll set (polled with a zero timeout) for the kernel
-//! sockets to the upstreams, and the engine between them.
+//! sockets to the upstreams, and the [`Endpoint`] deciding everything.
 
 use super::device::{ArpShare, PortQueue};
 use super::eal::Mempool;
 use super::DpdkConfig;
-use crate::driver::upstreams::{Target, Upstreams};
 use crate::driver::{DriverConfig, Shared};
-use crate::proxy::{Action, Conn};
-use crate::stats::CoreStats;
-use crate::upstream::pool::Checkout;
+use crate::endpoint::{ClientId, Command, Endpoint, Event, UpstreamId};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, Ipv4Address};
@@ -17,7 +14,6 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,24 +47,21 @@ pub(super) struct Setup {
     pub(super) stop: Arc<AtomicBool>,
 }
 
-/// An upstream kernel socket of a client connection.
-struct Upstream {
+/// An upstream kernel socket.
+struct UpSock {
+    id: UpstreamId,
     stream: TcpStream,
-    target: Target,
     connected: bool,
     readable: bool,
     writable: bool,
 }
 
 /// A client connection on the stack.
-struct Slot {
+struct ClientSock {
+    id: ClientId,
     handle: SocketHandle,
-    conn: Conn,
-    peer: SocketAddr,
-    up: Option<Upstream>,
-    last_target: Option<Target>,
     eof_seen: bool,
-    /// When the gateway closed its side.
+    /// When the endpoint closed it.
     closing: Option<Instant>,
 }
 
@@ -87,7 +80,7 @@ impl Poller {
         Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }, 0))
     }
 
-    /// Watches `s` (edge-triggered) for slot `key`.
+    /// Watches `s` (edge-triggered) under `key`.
     fn add(&mut self, s: &TcpStream, key: u64) {
         self.1 += 1;
         let mut ev = libc::epoll_event {
@@ -157,31 +150,28 @@ fn random_seed() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn idle_conn_alive(s: &TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    matches!(s.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-}
-
-/// A core's connections and everything they use, apart from the port and
-/// the interface (which `run` owns, as smoltcp borrows them together).
+/// A core's sockets and its endpoint, apart from the port and the
+/// interface (which `run` owns, as smoltcp borrows them together).
 struct Core {
     listen_port: u16,
     max_connections: usize,
-    shared: Shared,
+    ep: Endpoint,
     sockets: SocketSet<'static>,
     listeners: Vec<SocketHandle>,
-    /// Sockets reset after a contained panic: removed once the interface
-    /// has sent their RST.
-    aborted: Vec<SocketHandle>,
-    slots: Vec<Option<Slot>>,
-    /// Slots in use.
-    live: usize,
-    upstreams: Upstreams<TcpStream>,
+    clients: Vec<Option<ClientSock>>,
+    ups: Vec<Option<UpSock>>,
     poller: Poller,
     events: Vec<libc::epoll_event>,
-    stats: CoreStats,
     buf: Vec<u8>,
     draining: bool,
+}
+
+/// Stores `v` at `index`, growing the table.
+fn put<T>(table: &mut Vec<Option<T>>, index: usize, v: T) {
+    if table.len() <= index {
+        table.resize_with(index + 1, || None);
+    }
+    table[index] = Some(v);
 }
 
 /// Runs the core until stopped and drained.
@@ -230,62 +220,49 @@ pub(super) fn run(setup: Setup) {
     let mut core = Core {
         listen_port: dpdk.listen_port,
         max_connections: cfg.max_connections_per_core,
-        upstreams: Upstreams::new(&shared.live),
-        shared,
+        // A peer on the port is never local, whatever its address.
+        ep: shared.endpoint(core_id, &cfg, false),
         sockets: SocketSet::new(Vec::new()),
         listeners: Vec::new(),
-        aborted: Vec::new(),
-        slots: Vec::new(),
-        live: 0,
+        clients: Vec::new(),
+        ups: Vec::new(),
         poller,
         events: vec![libc::epoll_event { events: 0, u64: 0 }; 64],
-        stats: CoreStats::for_core(core_id),
         buf: vec![0u8; 16 * 1024],
         draining: false,
     };
     core.fill_backlog();
-    let mut next_stats = Instant::now() + cfg.stats_interval;
-    let mut drain_until: Option<Instant> = None;
+    let mut drain_limit: Option<Instant> = None;
     let mut idle = 0u32;
     loop {
         let now = Instant::now();
-        if stop.load(Ordering::Acquire) && drain_until.is_none() {
-            drain_until = Some(now + cfg.drain_timeout);
+        if stop.load(Ordering::Acquire) && drain_limit.is_none() {
+            // The endpoint resets what is still open at the drain timeout;
+            // this bound only guards against a socket that never closes.
+            drain_limit = Some(now + cfg.drain_timeout + CLOSE_LIMIT);
             core.begin_drain(now);
         }
-        if let Some(until) = drain_until {
-            if core.live == 0 || now >= until {
-                if core.live > 0 {
-                    tracing::warn!(
-                        connections = core.live,
-                        "drain timeout: closing connections still busy"
-                    );
-                }
-                break;
-            }
+        if core.ep.is_drained() || drain_limit.is_some_and(|l| now >= l) {
+            break;
         }
         let mut busy = dev.has_rx();
         iface.poll(clock(now), &mut dev, &mut core.sockets);
         busy |= core.accept(now);
         busy |= core.upstream_events();
-        for key in 0..core.slots.len() {
-            match catch_unwind(AssertUnwindSafe(|| core.service(key, now))) {
-                Ok(b) => busy |= b,
-                Err(payload) => core.contain_panic(key, &*payload),
-            }
+        if now >= core.ep.poll_timeout() {
+            core.ep.handle(now, Event::Timer);
         }
-        // Send what the engine queued in this pass.
+        busy |= core.pump(now);
+        for i in 0..core.clients.len() {
+            busy |= core.service_client(i, now);
+        }
+        for i in 0..core.ups.len() {
+            busy |= core.service_up(i, now);
+        }
+        busy |= core.pump(now);
+        // Send what the endpoint queued in this pass.
         iface.poll(clock(Instant::now()), &mut dev, &mut core.sockets);
-        for h in core.aborted.drain(..) {
-            core.sockets.remove(h);
-        }
         dev.flush();
-
-        if now >= next_stats {
-            core.upstreams.evict_expired(now);
-            core.shared.hand_over(&mut core.stats, core.live);
-            next_stats = now + cfg.stats_interval;
-        }
         if busy {
             idle = 0;
         } else {
@@ -295,7 +272,7 @@ pub(super) fn run(setup: Setup) {
             }
         }
     }
-    core.shared.hand_over(&mut core.stats, core.live);
+    core.ep.hand_over();
 }
 
 impl Core {
@@ -304,7 +281,7 @@ impl Core {
     fn fill_backlog(&mut self) {
         while !self.draining
             && self.listeners.len() < BACKLOG
-            && self.live + self.listeners.len() < self.max_connections
+            && self.ep.open_connections() + self.listeners.len() < self.max_connections
         {
             let h = self.sockets.add(listener(self.listen_port));
             self.listeners.push(h);
@@ -317,9 +294,7 @@ impl Core {
         for h in self.listeners.drain(..) {
             self.sockets.remove(h);
         }
-        for s in self.slots.iter_mut().flatten() {
-            s.conn.drain(now);
-        }
+        self.ep.handle(now, Event::Drain);
     }
 
     /// Turns listeners that left `Listen` into connections.
@@ -341,29 +316,22 @@ impl Core {
                     IpAddress::Ipv4(v4) => SocketAddr::new(IpAddr::V4(v4), e.port),
                 })
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-            self.upstreams.refresh(&self.shared.live);
-            let slot = Slot {
-                handle: h,
-                conn: Conn::new(
-                    self.upstreams.engine().clone(),
-                    self.shared.status.clone(),
-                    self.shared.cache.clone(),
-                    peer.ip(),
-                    now,
-                )
-                // A peer on the port is never local, whatever its address.
-                .without_local_admin(),
-                peer,
-                up: None,
-                last_target: None,
-                eof_seen: false,
-                closing: None,
-            };
-            match self.slots.iter().position(Option::is_none) {
-                Some(free) => self.slots[free] = Some(slot),
-                None => self.slots.push(Some(slot)),
+            match self.ep.accept(now, peer) {
+                Some(id) => put(
+                    &mut self.clients,
+                    id.index(),
+                    ClientSock {
+                        id,
+                        handle: h,
+                        eof_seen: false,
+                        closing: None,
+                    },
+                ),
+                None => {
+                    sock.abort();
+                    self.sockets.remove(h);
+                }
             }
-            self.live += 1;
         }
         self.fill_backlog();
         accepted
@@ -374,12 +342,7 @@ impl Core {
         let n = self.poller.ready(&mut self.events);
         for ev in &self.events[..n] {
             let (key, bits) = (ev.u64 as usize, ev.events);
-            if let Some(up) = self
-                .slots
-                .get_mut(key)
-                .and_then(|s| s.as_mut())
-                .and_then(|s| s.up.as_mut())
-            {
+            if let Some(up) = self.ups.get_mut(key).and_then(|s| s.as_mut()) {
                 let (read, write) = (
                     (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32,
                     (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32,
@@ -391,48 +354,93 @@ impl Core {
         n > 0
     }
 
-    /// The engine panicked on connection `key`: it is reset and freed,
-    /// the panic logged with its peer and counted; the core goes on.
-    fn contain_panic(&mut self, key: usize, payload: &(dyn std::any::Any + Send)) {
-        let Some(s) = self.slots.get_mut(key).and_then(Option::take) else {
-            crate::driver::contained_panic(&self.shared.status, None, payload);
-            return;
-        };
-        crate::driver::contained_panic(&self.shared.status, Some(s.peer), payload);
-        if let Some(up) = &s.up {
-            self.poller.remove(&up.stream);
+    /// Carries out the endpoint's commands; whether there were any.
+    fn pump(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(cmd) = self.ep.poll_command() {
+            any = true;
+            match cmd {
+                // Every socket is looked at on every pass.
+                Command::Client(_) | Command::Upstream(_) => {}
+                Command::Connect { up, addr } => match connect(addr) {
+                    Ok(stream) => {
+                        self.poller.add(&stream, up.index() as u64);
+                        let sock = UpSock {
+                            id: up,
+                            stream,
+                            connected: false,
+                            readable: false,
+                            writable: false,
+                        };
+                        put(&mut self.ups, up.index(), sock);
+                    }
+                    Err(_) => self.ep.handle(now, Event::ConnectFailed(up)),
+                },
+                // Never: a DPDK peer has no local admin, and the admin API
+                // answers on its own port.
+                Command::Admin { .. } => {}
+                Command::CloseClient { client, reset } => {
+                    let Some(c) = self
+                        .clients
+                        .get_mut(client.index())
+                        .and_then(|c| c.as_mut())
+                    else {
+                        self.ep.handle(now, Event::ClientClosed(client));
+                        continue;
+                    };
+                    c.closing = Some(now);
+                    let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+                    if reset {
+                        // A client given up on: reset, do not wait on it.
+                        sock.abort();
+                    } else {
+                        sock.close();
+                    }
+                }
+                Command::CloseUpstream(u) => {
+                    if let Some(up) = self.ups.get_mut(u.index()).and_then(Option::take) {
+                        self.poller.remove(&up.stream);
+                    }
+                    self.ep.handle(now, Event::UpstreamClosed(u));
+                }
+            }
         }
-        self.sockets.get_mut::<tcp::Socket>(s.handle).abort();
-        // The aborted socket sends its RST on the next poll, then goes.
-        self.aborted.push(s.handle);
-        self.live -= 1;
-        self.fill_backlog();
+        any
     }
 
-    /// Moves one connection's bytes between its socket, the engine and its
-    /// upstream; frees it once closed. Whether anything happened.
-    fn service(&mut self, key: usize, now: Instant) -> bool {
+    /// Moves client `i`'s bytes between its socket and the endpoint; frees
+    /// it once closed. Whether anything happened.
+    fn service_client(&mut self, i: usize, now: Instant) -> bool {
         let Core {
             sockets,
-            slots,
-            live,
-            upstreams,
-            poller,
-            shared,
-            stats,
-            buf,
+            clients,
+            ep,
             ..
         } = self;
-        let Some(s) = slots.get_mut(key).and_then(|s| s.as_mut()) else {
+        let Some(c) = clients.get_mut(i).and_then(|c| c.as_mut()) else {
             return false;
         };
-        let mut busy = false;
-        let sock = sockets.get_mut::<tcp::Socket>(s.handle);
-        // Client → engine.
-        while s.conn.wants_client_bytes() && sock.can_recv() {
-            let conn = &mut s.conn;
+        let (id, mut busy) = (c.id, false);
+        let sock = sockets.get_mut::<tcp::Socket>(c.handle);
+        if let Some(since) = c.closing {
+            let mut gone = matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait);
+            if !gone && now.duration_since(since) > CLOSE_LIMIT {
+                // The peer never finished the close (FIN-WAIT-2 for ever).
+                sock.abort();
+                gone = true;
+            }
+            if gone {
+                sockets.remove(c.handle);
+                clients[i] = None;
+                ep.handle(now, Event::ClientClosed(id));
+                self.fill_backlog();
+                return true;
+            }
+            return false;
+        }
+        while ep.client_interest(id).read && sock.can_recv() {
             let got = sock.recv(|data| {
-                conn.recv_client(now, data);
+                ep.handle(now, Event::ClientBytes(id, data));
                 (data.len(), data.len())
             });
             busy = true;
@@ -440,184 +448,76 @@ impl Core {
                 break;
             }
         }
-        if !s.eof_seen && !sock.may_recv() && sock.state() != tcp::State::SynReceived {
-            s.eof_seen = true;
-            s.conn.client_eof(now);
+        if !c.eof_seen && !sock.may_recv() && sock.state() != tcp::State::SynReceived {
+            c.eof_seen = true;
+            ep.handle(now, Event::ClientEof(id));
         }
-        if s.conn.timeout().is_some_and(|t| t <= now) {
-            s.conn.handle_timeout(now);
-        }
-        // Engine actions.
-        while let Some(action) = s.conn.poll_action() {
-            busy = true;
-            match action {
-                Action::Connect { fresh, attempt } => {
-                    connect_upstream(s, key, fresh, attempt, poller, upstreams, shared, now)
-                }
-                Action::Release { reuse } => {
-                    if let Some(up) = s.up.take() {
-                        poller.remove(&up.stream);
-                        if reuse && up.connected {
-                            upstreams.checkin(up.target, up.stream, now);
-                        }
-                    }
-                }
-                // Never: a DPDK peer has no local admin, and the admin
-                // API answers on its own port.
-                Action::Admin(_) => {}
-            }
-        }
-        busy |= upstream_io(s, poller, upstreams, buf, now);
-        // Engine → client.
-        while s.conn.client_pending() > 0 && sock.can_send() {
-            match sock.send_slice(s.conn.client_output()) {
+        while ep.client_interest(id).write && sock.can_send() {
+            let mut slices = [std::io::IoSlice::new(&[]); 1];
+            ep.client_slices(id, &mut slices);
+            match sock.send_slice(&slices[0]) {
                 Ok(n) if n > 0 => {
                     busy = true;
-                    s.conn.client_written(n, now);
+                    ep.handle(now, Event::ClientWritten(id, n));
                 }
                 _ => break,
             }
         }
-        while let Some(done) = s.conn.poll_completion() {
-            shared.record(stats, done, upstreams, s.last_target, s.peer);
-        }
-        // Close and free.
-        if s.closing.is_none() && s.conn.is_finished() {
-            s.closing = Some(now);
-            if s.conn.is_aborted() {
-                // A client that stopped reading: reset, do not wait on it.
-                sock.abort();
+        busy
+    }
+
+    /// Finishes a connect in progress, writes what is queued, reads while
+    /// the endpoint wants it. Whether any bytes came in.
+    fn service_up(&mut self, i: usize, now: Instant) -> bool {
+        let Core { ups, ep, buf, .. } = self;
+        let Some(up) = ups.get_mut(i).and_then(|u| u.as_mut()) else {
+            return false;
+        };
+        let id = up.id;
+        if !up.connected {
+            if !up.writable {
+                return false;
+            }
+            up.writable = false;
+            if matches!(up.stream.take_error(), Ok(None)) {
+                up.connected = true;
+                up.writable = true;
+                ep.handle(now, Event::Connected(id));
             } else {
-                sock.close();
+                ep.handle(now, Event::ConnectFailed(id));
+                return true;
             }
         }
-        let mut gone = matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait);
-        if !gone
-            && s.closing
-                .is_some_and(|t| now.duration_since(t) > CLOSE_LIMIT)
-        {
-            // The peer never finished the close (FIN-WAIT-2 for ever).
-            sock.abort();
-            gone = true;
-        }
-        if (s.closing.is_some() || s.eof_seen) && gone {
-            if let Some(up) = s.up.take() {
-                poller.remove(&up.stream);
+        let mut busy = false;
+        while up.writable && ep.upstream_interest(id).write {
+            match up.stream.write(ep.upstream_output(id)) {
+                Ok(n) => ep.handle(now, Event::UpstreamWritten(id, n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.writable = false,
+                Err(_) => {
+                    up.writable = false;
+                    ep.handle(now, Event::UpstreamError(id));
+                }
             }
-            sockets.remove(s.handle);
-            slots[key] = None;
-            *live -= 1;
-            self.fill_backlog();
+        }
+        while up.readable && ep.upstream_interest(id).read {
+            match up.stream.read(buf) {
+                Ok(0) => {
+                    up.readable = false;
+                    ep.handle(now, Event::UpstreamEof(id));
+                }
+                Ok(n) => {
+                    busy = true;
+                    ep.handle(now, Event::UpstreamBytes(id, &buf[..n]));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.readable = false,
+                Err(_) => {
+                    up.readable = false;
+                    ep.handle(now, Event::UpstreamError(id));
+                }
+            }
         }
         busy
     }
-}
-
-/// Carries out the engine's `Connect`: a pooled connection or a new
-/// non-blocking connect, watched by the core's epoll set.
-#[allow(clippy::too_many_arguments)]
-fn connect_upstream(
-    s: &mut Slot,
-    key: usize,
-    fresh: bool,
-    attempt: usize,
-    poller: &mut Poller,
-    upstreams: &mut Upstreams<TcpStream>,
-    shared: &Shared,
-    now: Instant,
-) {
-    if let Some(old) = s.up.take() {
-        poller.remove(&old.stream);
-    }
-    let (target, checkout) = upstreams.checkout(
-        &shared.live,
-        shared.status.route(),
-        attempt,
-        fresh,
-        now,
-        idle_conn_alive,
-    );
-    let (stream, connected) = match checkout {
-        Checkout::Reused { conn, .. } => (conn, true),
-        Checkout::Connect { addr, .. } => match connect(addr) {
-            Ok(stream) => (stream, false),
-            Err(_) => {
-                upstreams.connect_failed(target);
-                s.conn.upstream_connect_failed(now);
-                return;
-            }
-        },
-    };
-    poller.add(&stream, key as u64);
-    s.up = Some(Upstream {
-        stream,
-        target,
-        connected,
-        readable: connected,
-        writable: connected,
-    });
-    if connected {
-        s.last_target = Some(target);
-        s.conn.upstream_connected(now, true);
-    }
-}
-
-/// Finishes a connect in progress, writes the request, reads the answer
-/// while the engine wants it. Whether any bytes came in.
-fn upstream_io(
-    s: &mut Slot,
-    poller: &mut Poller,
-    upstreams: &Upstreams<TcpStream>,
-    buf: &mut [u8],
-    now: Instant,
-) -> bool {
-    let mut busy = false;
-    if let Some(up) = s.up.as_mut().filter(|u| !u.connected && u.writable) {
-        let target = up.target;
-        if matches!(up.stream.take_error(), Ok(None)) {
-            up.connected = true;
-            upstreams.connected(target);
-            s.last_target = Some(target);
-            s.conn.upstream_connected(now, false);
-        } else {
-            upstreams.connect_failed(target);
-            if let Some(up) = s.up.take() {
-                poller.remove(&up.stream);
-            }
-            s.conn.upstream_connect_failed(now);
-        }
-    }
-    let Some(up) = s.up.as_mut().filter(|u| u.connected) else {
-        return busy;
-    };
-    while up.writable && s.conn.upstream_attached() && !s.conn.upstream_output().is_empty() {
-        match up.stream.write(s.conn.upstream_output()) {
-            Ok(n) => s.conn.upstream_written(n, now),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.writable = false,
-            Err(_) => {
-                up.writable = false;
-                s.conn.upstream_reset(now);
-            }
-        }
-    }
-    while up.readable && s.conn.wants_upstream_bytes() {
-        match up.stream.read(buf) {
-            Ok(0) => {
-                up.readable = false;
-                s.conn.upstream_eof(now);
-            }
-            Ok(n) => {
-                busy = true;
-                s.conn.recv_upstream(now, &buf[..n]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.readable = false,
-            Err(_) => {
-                up.readable = false;
-                s.conn.upstream_reset(now);
-            }
-        }
-    }
-    busy
 }
 
 /// Starts a non-blocking connect to `addr`.

@@ -1,36 +1,32 @@
-//! One data core's event loop on its ring.
+//! One data core's event loop on its ring: it executes the [`Endpoint`]'s
+//! commands and reports completions back to it.
 //!
-//! Each client connection has a slot; every operation carries the slot and
-//! a generation in its `user_data` ([`Op`]). A slot is freed only when no
-//! client operation is in flight, so the kernel never writes into or reads
-//! from memory that is gone. An abandoned upstream socket is shut down and
-//! closed at once: its late completions are recognised by their generation
-//! and dropped (a send's bytes stay alive in `retired` until then).
+//! Every operation carries its socket's table index and a generation in
+//! its `user_data` ([`Op`]). A socket is closed, and its handle given back
+//! to the endpoint, only once no operation on it is in flight, so the
+//! kernel never writes into or reads from memory that is gone and an fd
+//! number is never reused while an operation for the old socket is still
+//! queued. A failed submission is an error for the socket it was for (the
+//! endpoint closes it), never a silently dropped operation.
 //!
 //! Back-pressure: a client's multishot receive is cancelled while the
-//! engine does not want bytes (its queues are full) and armed again after;
-//! the upstream is read one buffer at a time, only while the engine wants
-//! more, so a slow reader stops the upstream instead of filling memory.
+//! endpoint does not want its bytes and armed again after; an upstream is
+//! read one buffer at a time, only while its bytes are wanted, so a slow
+//! reader stops the upstream instead of filling memory.
 
 use super::bufring::BufRing;
 use super::op::{Kind, Op};
 use super::{new_ring, refused, Refused, Waker};
 use crate::admin::{AdminRequest, AdminResponse};
-use crate::driver::upstreams::{Target, Upstreams};
 use crate::driver::{refuse, DriverConfig, Shared};
-use crate::proxy::{Action, Conn};
-use crate::stats::CoreStats;
-use crate::upstream::pool::Checkout;
+use crate::endpoint::{ClientId, Command, Endpoint, Event, UpstreamId};
 use bytes::{Buf, Bytes};
 use io_uring::types::{Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::IoSlice;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -63,71 +59,60 @@ pub(super) struct Setup {
     pub(super) waker: Arc<Waker>,
 }
 
-/// An upstream connection of a slot.
-struct Upstream {
-    /// Generation of the operations on this socket.
+/// A client socket.
+struct ClientSock {
     gen: u32,
-    target: Target,
+    id: ClientId,
     stream: TcpStream,
-    /// The address a connect in flight points to.
-    addr: Option<Box<SockAddr>>,
-    connected: bool,
-    recv_armed: bool,
-    /// Bytes taken from the engine and not yet all written.
-    sending: Option<Bytes>,
-    /// A send of `sending` is in flight.
-    send_inflight: bool,
-}
-
-/// A client connection.
-struct Slot {
-    gen: u32,
-    stream: TcpStream,
-    peer: SocketAddr,
-    conn: Conn,
-    /// Client operations in flight (receive, send, cancel).
+    /// Operations in flight (receive, send, cancel).
     inflight: u32,
     recv_armed: bool,
     cancel_sent: bool,
     sending: bool,
     /// Closing: no more reads or sends; freed when `inflight` is zero.
     closing: bool,
-    /// The engine panicked on this connection: it is never called again,
-    /// and the slot only waits for its operations to end.
-    poisoned: bool,
     iov: [libc::iovec; MAX_IOV],
     msg: libc::msghdr,
-    up: Option<Upstream>,
-    /// The server of the latest exchange, to credit its answer to.
-    last_target: Option<Target>,
-    /// The earliest timer queued for this slot.
-    timer_at: Option<Instant>,
 }
 
-/// A core: its ring, buffers, connections and upstream pools. The ring is
-/// the first field so it is dropped (and the kernel lets go of every
-/// buffer) before the memory it points to.
+/// An upstream socket.
+struct UpSock {
+    gen: u32,
+    id: UpstreamId,
+    stream: TcpStream,
+    /// The address a connect in flight points to.
+    _connect_addr: Box<SockAddr>,
+    /// Operations in flight (connect, send, receive, cancel).
+    inflight: u32,
+    connecting: bool,
+    connected: bool,
+    recv_armed: bool,
+    /// Bytes taken from the endpoint and not yet all written.
+    sending: Option<Bytes>,
+    send_inflight: bool,
+    /// Closing: shut down; freed when `inflight` is zero.
+    closing: bool,
+}
+
+/// A core: its ring, buffers, sockets and endpoint. The ring is the first
+/// field so it is dropped (and the kernel lets go of every buffer) before
+/// the memory it points to.
 struct Core {
     ring: IoUring,
     bufs: BufRing,
     listener: Option<TcpListener>,
     accepting: bool,
-    slots: Vec<Option<Box<Slot>>>,
-    free: Vec<u32>,
-    live: usize,
+    clients: Vec<Option<Box<ClientSock>>>,
+    ups: Vec<Option<Box<UpSock>>>,
     next_gen: u32,
-    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    ep: Endpoint,
     shared: Shared,
-    upstreams: Upstreams<TcpStream>,
-    stats: CoreStats,
     cfg: DriverConfig,
     waker: Arc<Waker>,
     wake_buf: Box<u64>,
     wake_armed: bool,
-    admin_tx: mpsc::Sender<(u32, u32, AdminResponse)>,
-    admin_rx: mpsc::Receiver<(u32, u32, AdminResponse)>,
-    /// Sends in flight on abandoned upstream sockets, by generation.
-    retired: Vec<(u32, Bytes)>,
+    admin_tx: mpsc::Sender<(ClientId, AdminResponse)>,
+    admin_rx: mpsc::Receiver<(ClientId, AdminResponse)>,
     draining: bool,
 }
 
@@ -146,40 +131,36 @@ pub(super) fn run(setup: Setup, ready: mpsc::Sender<Result<(), Refused>>) {
     core.serve(&stop);
 }
 
-/// Queues a submission, flushing the queue to the kernel when it is full.
+/// Queues a submission, flushing the queue to the kernel when it is full;
+/// an error when the kernel takes none (the operation was not queued).
 ///
 /// # Safety
 /// Every buffer `e` points to must stay valid until its completion.
-unsafe fn push(ring: &mut IoUring, e: squeue::Entry) {
+unsafe fn push(ring: &mut IoUring, e: squeue::Entry) -> std::io::Result<()> {
     // SAFETY: the caller's promise.
     while unsafe { ring.submission().push(&e) }.is_err() {
-        if ring.submit().is_err() {
-            break;
+        match ring.submit() {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(e),
         }
     }
-}
-
-/// Whether a pooled connection is still open and clean: a peek finds
-/// nothing to read.
-fn idle_conn_alive(s: &TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    // SAFETY: reads at most one byte into `b`.
-    let n = unsafe {
-        libc::recv(
-            s.as_raw_fd(),
-            b.as_mut_ptr().cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+    Ok(())
 }
 
 /// Shuts a socket down both ways, which ends the operations in flight on
-/// it, so it can be closed at once.
+/// it.
 fn shut(fd: RawFd) {
     // SAFETY: plain syscall on a socket we own.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// Stores `v` at `index`, growing the table.
+fn put<T>(table: &mut Vec<Option<T>>, index: usize, v: T) {
+    if table.len() <= index {
+        table.resize_with(index + 1, || None);
+    }
+    table[index] = Some(v);
 }
 
 impl Core {
@@ -193,21 +174,17 @@ impl Core {
             bufs,
             listener: Some(setup.listener),
             accepting: false,
-            slots: Vec::new(),
-            free: Vec::new(),
-            live: 0,
+            clients: Vec::new(),
+            ups: Vec::new(),
             next_gen: 1,
-            timers: BinaryHeap::new(),
-            upstreams: Upstreams::new(&setup.shared.live),
+            ep: setup.shared.endpoint(setup.core, &setup.cfg, true),
             shared: setup.shared,
-            stats: CoreStats::for_core(setup.core),
             cfg: setup.cfg,
             waker: setup.waker,
             wake_buf: Box::new(0),
             wake_armed: false,
             admin_tx,
             admin_rx,
-            retired: Vec::new(),
             draining: false,
         };
         core.arm_accept();
@@ -230,8 +207,10 @@ impl Core {
             .build()
             .user_data(Op::new(Kind::Accept, NO_SLOT, 0).encode());
         // SAFETY: accept points to no memory.
-        unsafe { push(&mut self.ring, e) };
-        self.accepting = true;
+        match unsafe { push(&mut self.ring, e) } {
+            Ok(()) => self.accepting = true,
+            Err(e) => tracing::warn!(error = %e, "cannot queue the accept; trying again"),
+        }
     }
 
     fn arm_wake(&mut self) {
@@ -243,47 +222,32 @@ impl Core {
             .build()
             .user_data(Op::new(Kind::Wake, NO_SLOT, 0).encode());
         // SAFETY: `wake_buf` is boxed and lives as long as the ring.
-        unsafe { push(&mut self.ring, e) };
-        self.wake_armed = true;
+        match unsafe { push(&mut self.ring, e) } {
+            Ok(()) => self.wake_armed = true,
+            Err(e) => tracing::warn!(error = %e, "cannot queue the wake read; trying again"),
+        }
     }
 
     fn serve(&mut self, stop: &AtomicBool) {
-        let interval = self.cfg.stats_interval.max(Duration::from_millis(10));
-        let mut next_stats = Instant::now() + interval;
-        let mut drain_until = None;
+        let mut drain_limit = None;
         loop {
             let now = Instant::now();
             if stop.load(Ordering::Acquire) && !self.draining {
                 self.begin_drain(now);
-                drain_until = Some(now + self.cfg.drain_timeout);
+                // The endpoint resets what is still open at the drain
+                // timeout; this bound only guards against a lost completion.
+                drain_limit = Some(now + self.cfg.drain_timeout + Duration::from_secs(1));
             }
-            if let Some(until) = drain_until {
-                if self.live == 0 {
-                    break;
-                }
-                if now >= until {
-                    tracing::warn!(
-                        connections = self.live,
-                        "drain timeout: closing connections still busy"
-                    );
-                    break;
-                }
+            if self.ep.is_drained() || drain_limit.is_some_and(|l| now >= l) {
+                break;
             }
-            self.fire_timers(now);
-            if now >= next_stats {
-                self.upstreams.evict_expired(now);
-                self.shared.hand_over(&mut self.stats, self.live);
-                next_stats = now + interval;
+            if now >= self.ep.poll_timeout() {
+                self.ep.handle(now, Event::Timer);
             }
+            self.pump(now);
             self.arm_accept();
             self.arm_wake();
-            let mut wake_at = next_stats.min(now + MAX_WAIT);
-            if let Some(Reverse((t, _, _))) = self.timers.peek() {
-                wake_at = wake_at.min(*t);
-            }
-            if let Some(until) = drain_until {
-                wake_at = wake_at.min(until);
-            }
+            let wake_at = self.ep.poll_timeout().min(now + MAX_WAIT);
             let wait = wake_at.saturating_duration_since(now);
             let ts = Timespec::new()
                 .sec(wait.as_secs())
@@ -301,15 +265,16 @@ impl Core {
                     break;
                 }
             }
+            let now = Instant::now();
             loop {
                 let next = self.ring.completion().next();
                 let Some(cqe) = next else { break };
-                let slot = Op::decode(cqe.user_data()).map_or(NO_SLOT, |op| op.slot);
-                self.contained(slot, |core| core.complete(cqe));
+                self.complete(cqe, now);
             }
+            self.pump(now);
         }
         // Dropping the ring cancels what is still in flight.
-        self.shared.hand_over(&mut self.stats, self.live);
+        self.ep.hand_over();
     }
 
     fn begin_drain(&mut self, now: Instant) {
@@ -318,129 +283,71 @@ impl Core {
             let e = opcode::AsyncCancel::new(Op::new(Kind::Accept, NO_SLOT, 0).encode())
                 .build()
                 .user_data(Op::new(Kind::Cancel, NO_SLOT, 0).encode());
-            // SAFETY: cancel points to no memory.
-            unsafe { push(&mut self.ring, e) };
+            // SAFETY: cancel points to no memory. Not queued: the listener
+            // closes below anyway.
+            let _ = unsafe { push(&mut self.ring, e) };
         }
         self.listener = None;
-        for i in 0..self.slots.len() {
-            let idx = i as u32;
-            self.contained(idx, |core| {
-                if let Some(s) = core.slots[i].as_deref_mut().filter(|s| !s.poisoned) {
-                    s.conn.drain(now);
-                    core.update(idx, now);
+        self.ep.handle(now, Event::Drain);
+    }
+
+    /// Carries out the endpoint's commands.
+    fn pump(&mut self, now: Instant) {
+        while let Some(cmd) = self.ep.poll_command() {
+            match cmd {
+                Command::Client(id) => self.update_client(id, now),
+                Command::Upstream(u) => self.update_up(u, now),
+                Command::Connect { up, addr } => self.connect(up, addr, now),
+                Command::Admin { client, request } => {
+                    spawn_admin(&self.shared, &self.admin_tx, &self.waker, client, request)
                 }
-            });
-        }
-    }
-
-    fn fire_timers(&mut self, now: Instant) {
-        while let Some(&Reverse((t, idx, gen))) = self.timers.peek() {
-            if t > now {
-                break;
+                Command::CloseClient { client, reset } => self.close_client(client, reset, now),
+                Command::CloseUpstream(u) => self.close_up(u, now),
             }
-            self.timers.pop();
-            let Some(s) = self.slot(idx, gen) else {
-                continue;
-            };
-            if s.timer_at != Some(t) {
-                continue;
-            }
-            s.timer_at = None;
-            self.contained(idx, |core| {
-                if let Some(s) = core.slot(idx, gen).filter(|s| !s.poisoned) {
-                    if s.conn.timeout().is_some_and(|d| d <= now) {
-                        s.conn.handle_timeout(now);
-                    }
-                }
-                core.update(idx, now);
-            });
         }
     }
 
-    /// Runs `f`, which works on slot `idx`'s connection, inside a panic
-    /// boundary: a panic closes that connection only (its slot is poisoned
-    /// and freed once its operations end), is logged with the peer and
-    /// counted, and the core goes on with every other connection.
-    fn contained(&mut self, idx: u32, f: impl FnOnce(&mut Self)) {
-        let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(self))) else {
-            return;
-        };
-        let status = self.shared.status.clone();
-        let Some(s) = self
-            .slots
-            .get_mut(idx as usize)
-            .and_then(|s| s.as_deref_mut())
-        else {
-            crate::driver::contained_panic(&status, None, &*payload);
-            return;
-        };
-        crate::driver::contained_panic(&status, Some(s.peer), &*payload);
-        s.poisoned = true;
-        s.closing = true;
-        shut(s.stream.as_raw_fd());
-        retire(&mut self.retired, s.up.take());
-        self.free_if_idle(idx);
-    }
-
-    /// Frees a closing slot once no operation on it is in flight.
-    fn free_if_idle(&mut self, idx: u32) {
-        let idle = self
-            .slots
-            .get(idx as usize)
-            .and_then(|s| s.as_deref())
-            .is_some_and(|s| s.closing && s.inflight == 0);
-        if idle {
-            self.slots[idx as usize] = None;
-            self.free.push(idx);
-            self.live -= 1;
-        }
-    }
-
-    fn slot(&mut self, idx: u32, gen: u32) -> Option<&mut Slot> {
-        self.slots
+    fn client(&mut self, idx: u32, gen: u32) -> Option<&mut ClientSock> {
+        self.clients
             .get_mut(idx as usize)?
             .as_deref_mut()
             .filter(|s| s.gen == gen)
     }
 
-    fn complete(&mut self, cqe: cqueue::Entry) {
+    fn up(&mut self, idx: u32, gen: u32) -> Option<&mut UpSock> {
+        self.ups
+            .get_mut(idx as usize)?
+            .as_deref_mut()
+            .filter(|s| s.gen == gen)
+    }
+
+    fn complete(&mut self, cqe: cqueue::Entry, now: Instant) {
         let Some(op) = Op::decode(cqe.user_data()) else {
             return;
         };
         let (res, flags) = (cqe.result(), cqe.flags());
-        let now = Instant::now();
-        if matches!(op.kind, Kind::Recv | Kind::Send | Kind::Cancel) {
-            let poisoned = self
-                .slot(op.slot, op.gen)
-                .filter(|s| s.poisoned)
-                .map(|s| {
-                    if !cqueue::more(flags) {
-                        s.inflight -= 1;
-                    }
-                })
-                .is_some();
-            if poisoned {
-                if let Some(b) = cqueue::buffer_select(flags) {
-                    self.bufs.recycle(b);
-                }
-                self.free_if_idle(op.slot);
-                return;
-            }
-        }
         match op.kind {
             Kind::Accept => self.accepted(res, flags, now),
             Kind::Wake => self.woken(now),
             Kind::Recv => self.received(op, res, flags, now),
             Kind::Send => self.sent(op, res, now),
             Kind::Cancel => {
-                if let Some(s) = self.slot(op.slot, op.gen) {
+                if let Some(s) = self.client(op.slot, op.gen) {
                     s.inflight -= 1;
-                    self.update(op.slot, now);
+                    let id = s.id;
+                    self.settle_client(id, now);
                 }
             }
             Kind::UpConnect => self.up_connected(op, res, now),
             Kind::UpSend => self.up_sent(op, res, now),
             Kind::UpRecv => self.up_received(op, res, flags, now),
+            Kind::UpCancel => {
+                if let Some(u) = self.up(op.slot, op.gen) {
+                    u.inflight -= 1;
+                    let id = u.id;
+                    self.settle_up(id, now);
+                }
+            }
         }
     }
 
@@ -459,72 +366,43 @@ impl Core {
         if self.draining {
             return;
         }
-        if self.live >= self.cfg.max_connections_per_core {
-            refuse(stream.as_fd());
-            return;
-        }
-        let _ = stream.set_nodelay(true);
         let peer = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        self.upstreams.refresh(&self.shared.live);
-        let conn = Conn::new(
-            self.upstreams.engine().clone(),
-            self.shared.status.clone(),
-            self.shared.cache.clone(),
-            peer.ip(),
-            now,
-        );
+        let Some(id) = self.ep.accept(now, peer) else {
+            refuse(stream.as_fd());
+            return;
+        };
+        let _ = stream.set_nodelay(true);
         let gen = self.gen();
         // SAFETY: an all-zero msghdr and iovec are valid empty values.
         let (msg, iov) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-        let slot = Box::new(Slot {
+        let sock = Box::new(ClientSock {
             gen,
+            id,
             stream,
-            peer,
-            conn,
             inflight: 0,
             recv_armed: false,
             cancel_sent: false,
             sending: false,
             closing: false,
-            poisoned: false,
             iov,
             msg,
-            up: None,
-            last_target: None,
-            timer_at: None,
         });
-        let idx = match self.free.pop() {
-            Some(i) => {
-                self.slots[i as usize] = Some(slot);
-                i
-            }
-            None => {
-                self.slots.push(Some(slot));
-                (self.slots.len() - 1) as u32
-            }
-        };
-        self.live += 1;
-        self.update(idx, now);
+        put(&mut self.clients, id.index(), sock);
     }
 
     fn woken(&mut self, now: Instant) {
         self.wake_armed = false;
-        while let Ok((idx, gen, resp)) = self.admin_rx.try_recv() {
-            self.contained(idx, |core| {
-                if let Some(s) = core.slot(idx, gen).filter(|s| !s.poisoned) {
-                    s.conn.admin_response(now, resp);
-                    core.update(idx, now);
-                }
-            });
+        while let Ok((id, resp)) = self.admin_rx.try_recv() {
+            self.ep.handle(now, Event::AdminAnswer(id, resp));
         }
     }
 
     fn received(&mut self, op: Op, res: i32, flags: u32, now: Instant) {
         let bid = cqueue::buffer_select(flags);
         let Some(s) = self
-            .slots
+            .clients
             .get_mut(op.slot as usize)
             .and_then(|s| s.as_deref_mut())
             .filter(|s| s.gen == op.gen)
@@ -538,262 +416,82 @@ impl Core {
             s.recv_armed = false;
             s.inflight -= 1;
         }
+        let (id, closing) = (s.id, s.closing);
         match res {
             n if n > 0 => {
                 if let Some(b) = bid {
-                    if !s.closing {
-                        s.conn.recv_client(now, self.bufs.get(b, n as usize));
+                    if !closing {
+                        let data = self.bufs.get(b, n as usize);
+                        self.ep.handle(now, Event::ClientBytes(id, data));
                     }
                     self.bufs.recycle(b);
                 }
             }
-            0 => s.conn.client_eof(now),
+            _ if closing => {}
+            0 => self.ep.handle(now, Event::ClientEof(id)),
             e if e == -libc::ENOBUFS || e == -libc::ECANCELED => {}
-            _ => s.closing = true,
+            _ => self.ep.handle(now, Event::ClientError(id)),
         }
-        self.update(op.slot, now);
+        self.settle_client(id, now);
     }
 
     fn sent(&mut self, op: Op, res: i32, now: Instant) {
-        let Some(s) = self.slot(op.slot, op.gen) else {
+        let Some(s) = self.client(op.slot, op.gen) else {
             return;
         };
         s.inflight -= 1;
         s.sending = false;
-        if res < 0 {
-            s.closing = true;
-        } else {
-            s.conn.client_written(res as usize, now);
+        let (id, closing) = (s.id, s.closing);
+        if !closing {
+            let event = match usize::try_from(res) {
+                Ok(n) => Event::ClientWritten(id, n),
+                Err(_) => Event::ClientError(id),
+            };
+            self.ep.handle(now, event);
         }
-        self.update(op.slot, now);
+        self.settle_client(id, now);
     }
 
-    /// The slot whose current upstream has generation `gen`.
-    fn up_slot(&mut self, op: Op) -> Option<(&mut Conn, &mut Upstream)> {
-        let s = self.slots.get_mut(op.slot as usize)?.as_deref_mut()?;
-        let up = s.up.as_mut().filter(|u| u.gen == op.gen)?;
-        Some((&mut s.conn, up))
+    /// Re-arms what the client still needs after a completion, or frees its
+    /// socket once it is closing and idle.
+    fn settle_client(&mut self, id: ClientId, now: Instant) {
+        let Some(s) = self.clients.get(id.index()).and_then(|s| s.as_deref()) else {
+            return;
+        };
+        if !s.closing {
+            return self.update_client(id, now);
+        }
+        if s.inflight == 0 {
+            // Dropping the socket closes it.
+            self.clients[id.index()] = None;
+            self.ep.handle(now, Event::ClientClosed(id));
+        }
     }
 
-    fn up_connected(&mut self, op: Op, res: i32, now: Instant) {
+    /// Arms the reads and writes the endpoint wants for client `id`.
+    fn update_client(&mut self, id: ClientId, now: Instant) {
         let Some(s) = self
-            .slots
-            .get_mut(op.slot as usize)
+            .clients
+            .get_mut(id.index())
             .and_then(|s| s.as_deref_mut())
+            .filter(|s| s.id == id && !s.closing)
         else {
             return;
         };
-        let Some(up) = s.up.as_mut().filter(|u| u.gen == op.gen) else {
-            return;
-        };
-        up.addr = None;
-        if res == 0 {
-            up.connected = true;
-            self.upstreams.connected(up.target);
-            s.last_target = Some(up.target);
-            s.conn.upstream_connected(now, false);
-        } else {
-            self.upstreams.connect_failed(up.target);
-            s.up = None;
-            s.conn.upstream_connect_failed(now);
-        }
-        self.update(op.slot, now);
-    }
-
-    fn up_sent(&mut self, op: Op, res: i32, now: Instant) {
-        let Some((conn, up)) = self.up_slot(op) else {
-            self.retired.retain(|(g, _)| *g != op.gen);
-            return;
-        };
-        up.send_inflight = false;
-        let Some(mut b) = up.sending.take() else {
-            return;
-        };
-        if res < 0 {
-            conn.upstream_reset(now);
-        } else if (res as usize) < b.len() {
-            b.advance(res as usize);
-            up.sending = Some(b);
-        } else {
-            conn.upstream_sent(now);
-        }
-        self.update(op.slot, now);
-    }
-
-    fn up_received(&mut self, op: Op, res: i32, flags: u32, now: Instant) {
-        let bid = cqueue::buffer_select(flags);
-        let bufs = &mut self.bufs;
-        let Some(s) = self
-            .slots
-            .get_mut(op.slot as usize)
-            .and_then(|s| s.as_deref_mut())
-        else {
-            if let Some(b) = bid {
-                bufs.recycle(b);
-            }
-            return;
-        };
-        let Some(up) = s.up.as_mut().filter(|u| u.gen == op.gen) else {
-            if let Some(b) = bid {
-                bufs.recycle(b);
-            }
-            return;
-        };
-        up.recv_armed = false;
-        match res {
-            n if n > 0 => {
-                if let Some(b) = bid {
-                    s.conn.recv_upstream(now, bufs.get(b, n as usize));
-                    bufs.recycle(b);
-                }
-            }
-            e if e == -libc::ENOBUFS => {}
-            0 => s.conn.upstream_eof(now),
-            _ => s.conn.upstream_reset(now),
-        }
-        self.update(op.slot, now);
-    }
-
-    /// Carries out what the engine asks for and arms the operations the
-    /// connection needs now; frees the slot once it is closed and idle.
-    fn update(&mut self, idx: u32, now: Instant) {
-        let Some(s) = self
-            .slots
-            .get_mut(idx as usize)
-            .and_then(|s| s.as_deref_mut())
-            .filter(|s| !s.poisoned)
-        else {
-            return self.free_if_idle(idx);
-        };
-        while let Some(action) = s.conn.poll_action() {
-            match action {
-                Action::Connect { fresh, attempt } => {
-                    retire(&mut self.retired, s.up.take());
-                    let (target, checkout) = self.upstreams.checkout(
-                        &self.shared.live,
-                        self.shared.status.route(),
-                        attempt,
-                        fresh,
-                        now,
-                        idle_conn_alive,
-                    );
-                    self.next_gen = self.next_gen.wrapping_add(1).max(1);
-                    let gen = self.next_gen;
-                    match checkout {
-                        Checkout::Reused { conn, .. } => {
-                            s.up = Some(Upstream {
-                                gen,
-                                target,
-                                stream: conn,
-                                addr: None,
-                                connected: true,
-                                recv_armed: false,
-                                sending: None,
-                                send_inflight: false,
-                            });
-                            s.last_target = Some(target);
-                            s.conn.upstream_connected(now, true);
-                        }
-                        Checkout::Connect { addr, .. } => {
-                            match start_connect(&mut self.ring, addr, idx, gen) {
-                                Ok((stream, addr)) => {
-                                    s.up = Some(Upstream {
-                                        gen,
-                                        target,
-                                        stream,
-                                        addr: Some(addr),
-                                        connected: false,
-                                        recv_armed: false,
-                                        sending: None,
-                                        send_inflight: false,
-                                    });
-                                }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, %addr, "cannot open an upstream socket");
-                                    self.upstreams.connect_failed(target);
-                                    s.conn.upstream_connect_failed(now);
-                                }
-                            }
-                        }
-                    }
-                }
-                Action::Release { reuse } => {
-                    if let Some(up) = s.up.take() {
-                        if reuse && up.connected && up.sending.is_none() && !up.recv_armed {
-                            self.upstreams.checkin(up.target, up.stream, now);
-                        } else {
-                            retire(&mut self.retired, Some(up));
-                        }
-                    }
-                }
-                Action::Admin(req) => {
-                    spawn_admin(&self.shared, &self.admin_tx, &self.waker, idx, s.gen, req)
-                }
-            }
-        }
-        while let Some(done) = s.conn.poll_completion() {
-            self.shared.record(
-                &mut self.stats,
-                done,
-                &self.upstreams,
-                s.last_target,
-                s.peer,
-            );
-        }
-
-        if let Some(up) = s.up.as_mut().filter(|u| u.connected) {
-            let fd = Fd(up.stream.as_raw_fd());
-            if up.sending.is_none()
-                && s.conn.upstream_attached()
-                && !s.conn.upstream_output().is_empty()
-            {
-                up.sending = Some(s.conn.take_upstream_output());
-            }
-            if let (Some(b), false) = (&up.sending, up.send_inflight) {
-                let e = opcode::Send::new(fd, b.as_ptr(), b.len() as u32)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-                    .user_data(Op::new(Kind::UpSend, idx, up.gen).encode());
-                // SAFETY: the bytes stay in `up.sending` (or `retired`)
-                // until the send completes.
-                unsafe { push(&mut self.ring, e) };
-                up.send_inflight = true;
-            }
-            if !up.recv_armed && s.conn.wants_upstream_bytes() {
-                // The answer cannot be there before the request went out:
-                // wait for readiness instead of trying first.
-                let e = opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
-                    .buf_group(BGID)
-                    .ioprio(RECVSEND_POLL_FIRST)
-                    .build()
-                    .flags(squeue::Flags::BUFFER_SELECT)
-                    .user_data(Op::new(Kind::UpRecv, idx, up.gen).encode());
-                // SAFETY: the buffer comes from the registered buffer ring.
-                unsafe { push(&mut self.ring, e) };
-                up.recv_armed = true;
-            }
-        }
-
-        if !s.closing && s.conn.is_aborted() {
-            // A client that stopped reading: shutting the socket ends the
-            // send still in flight; the slot (and the bytes that send
-            // points to) goes once it has completed.
-            s.closing = true;
-            crate::driver::reset_on_close(&s.stream);
-            shut(s.stream.as_raw_fd());
-        }
+        let want = self.ep.client_interest(id);
         let fd = Fd(s.stream.as_raw_fd());
-        if !s.closing && !s.sending && s.conn.client_pending() > 0 {
-            s.conn.pin_client_output();
+        let mut failed = false;
+        if want.write && !s.sending {
+            self.ep.pin_client_output(id);
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = s.conn.client_slices(&mut slices);
+            let n = self.ep.client_slices(id, &mut slices);
             for (iov, sl) in s.iov.iter_mut().zip(&slices[..n]) {
                 *iov = libc::iovec {
                     iov_base: sl.as_ptr() as *mut _,
                     iov_len: sl.len(),
                 };
             }
-            let data = Op::new(Kind::Send, idx, s.gen).encode();
+            let data = Op::new(Kind::Send, id.index() as u32, s.gen).encode();
             let e = if n == 1 {
                 opcode::Send::new(fd, s.iov[0].iov_base.cast(), s.iov[0].iov_len as u32)
                     .flags(libc::MSG_NOSIGNAL)
@@ -805,52 +503,277 @@ impl Core {
                     .flags(libc::MSG_NOSIGNAL as u32)
                     .build()
             };
-            // SAFETY: the chunks are pinned in the engine until
-            // `client_written`; `iov` and `msg` live in the boxed slot,
-            // which is not freed while a send is in flight.
-            unsafe { push(&mut self.ring, e.user_data(data)) };
-            s.sending = true;
-            s.inflight += 1;
-        }
-        if !s.closing && !s.sending && s.conn.is_finished() {
-            s.closing = true;
-            // SAFETY: plain syscall: a FIN after the last response.
-            unsafe { libc::shutdown(s.stream.as_raw_fd(), libc::SHUT_WR) };
-        }
-        if s.closing {
-            retire(&mut self.retired, s.up.take());
-        }
-
-        let want = !s.closing && s.conn.wants_client_bytes();
-        if want && !s.recv_armed {
-            let e = opcode::RecvMulti::new(fd, BGID)
-                .build()
-                .user_data(Op::new(Kind::Recv, idx, s.gen).encode());
-            // SAFETY: buffers come from the registered buffer ring.
-            unsafe { push(&mut self.ring, e) };
-            s.recv_armed = true;
-            s.cancel_sent = false;
-            s.inflight += 1;
-        } else if !want && s.recv_armed && !s.cancel_sent {
-            let e = opcode::AsyncCancel::new(Op::new(Kind::Recv, idx, s.gen).encode())
-                .build()
-                .user_data(Op::new(Kind::Cancel, idx, s.gen).encode());
-            // SAFETY: cancel points to no memory.
-            unsafe { push(&mut self.ring, e) };
-            s.cancel_sent = true;
-            s.inflight += 1;
-        }
-
-        if s.closing && s.inflight == 0 {
-            self.free_if_idle(idx);
-            return;
-        }
-        if let Some(t) = s.conn.timeout() {
-            if s.timer_at.is_none_or(|at| t < at) {
-                s.timer_at = Some(t);
-                self.timers.push(Reverse((t, idx, s.gen)));
+            // SAFETY: the chunks are pinned in the endpoint until written
+            // (its connection lives until `ClientClosed`, which waits for
+            // this send); `iov` and `msg` live in the boxed socket.
+            match unsafe { push(&mut self.ring, e.user_data(data)) } {
+                Ok(()) => {
+                    s.sending = true;
+                    s.inflight += 1;
+                }
+                Err(_) => failed = true,
             }
         }
+        if want.read && !s.recv_armed {
+            let e = opcode::RecvMulti::new(fd, BGID)
+                .build()
+                .user_data(Op::new(Kind::Recv, id.index() as u32, s.gen).encode());
+            // SAFETY: buffers come from the registered buffer ring.
+            match unsafe { push(&mut self.ring, e) } {
+                Ok(()) => {
+                    s.recv_armed = true;
+                    s.cancel_sent = false;
+                    s.inflight += 1;
+                }
+                Err(_) => failed = true,
+            }
+        } else if !want.read && s.recv_armed && !s.cancel_sent {
+            cancel_recv(&mut self.ring, s);
+        }
+        if failed {
+            tracing::warn!("io_uring refused an operation; closing the client connection");
+            self.ep.handle(now, Event::ClientError(id));
+        }
+    }
+
+    /// Closes client `id`: a FIN, or a reset that drops what is unsent;
+    /// the socket goes once its operations have ended.
+    fn close_client(&mut self, id: ClientId, reset: bool, now: Instant) {
+        let Some(s) = self
+            .clients
+            .get_mut(id.index())
+            .and_then(|s| s.as_deref_mut())
+            .filter(|s| s.id == id)
+        else {
+            return self.ep.handle(now, Event::ClientClosed(id));
+        };
+        s.closing = true;
+        if reset {
+            crate::driver::reset_on_close(&s.stream);
+            shut(s.stream.as_raw_fd());
+        } else {
+            // SAFETY: plain syscall: a FIN after the last response.
+            unsafe { libc::shutdown(s.stream.as_raw_fd(), libc::SHUT_WR) };
+            if s.recv_armed && !s.cancel_sent {
+                cancel_recv(&mut self.ring, s);
+            }
+        }
+        self.settle_client(id, now);
+    }
+
+    fn connect(&mut self, up: UpstreamId, addr: SocketAddr, now: Instant) {
+        let gen = self.gen();
+        match start_connect(&mut self.ring, addr, up.index() as u32, gen) {
+            Ok((stream, addr)) => {
+                let sock = Box::new(UpSock {
+                    gen,
+                    id: up,
+                    stream,
+                    _connect_addr: addr,
+                    inflight: 1,
+                    connecting: true,
+                    connected: false,
+                    recv_armed: false,
+                    sending: None,
+                    send_inflight: false,
+                    closing: false,
+                });
+                put(&mut self.ups, up.index(), sock);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %addr, "cannot open an upstream socket");
+                self.ep.handle(now, Event::ConnectFailed(up));
+            }
+        }
+    }
+
+    fn up_connected(&mut self, op: Op, res: i32, now: Instant) {
+        let Some(u) = self.up(op.slot, op.gen) else {
+            return;
+        };
+        u.inflight -= 1;
+        u.connecting = false;
+        let (id, closing) = (u.id, u.closing);
+        if !closing {
+            if res == 0 {
+                u.connected = true;
+                self.ep.handle(now, Event::Connected(id));
+            } else {
+                self.ep.handle(now, Event::ConnectFailed(id));
+            }
+        }
+        self.settle_up(id, now);
+    }
+
+    fn up_sent(&mut self, op: Op, res: i32, now: Instant) {
+        let Some(u) = self.up(op.slot, op.gen) else {
+            return;
+        };
+        u.inflight -= 1;
+        u.send_inflight = false;
+        let id = u.id;
+        let sending = u.sending.take();
+        if !u.closing {
+            match (usize::try_from(res), sending) {
+                (Err(_), _) => self.ep.handle(now, Event::UpstreamError(id)),
+                (Ok(n), Some(mut b)) if n < b.len() => {
+                    b.advance(n);
+                    u.sending = Some(b);
+                }
+                (Ok(_), _) => self.ep.handle(now, Event::UpstreamSent(id)),
+            }
+        }
+        self.settle_up(id, now);
+    }
+
+    fn up_received(&mut self, op: Op, res: i32, flags: u32, now: Instant) {
+        let bid = cqueue::buffer_select(flags);
+        let Some(u) = self
+            .ups
+            .get_mut(op.slot as usize)
+            .and_then(|s| s.as_deref_mut())
+            .filter(|s| s.gen == op.gen)
+        else {
+            if let Some(b) = bid {
+                self.bufs.recycle(b);
+            }
+            return;
+        };
+        u.inflight -= 1;
+        u.recv_armed = false;
+        let (id, closing) = (u.id, u.closing);
+        match res {
+            n if n > 0 => {
+                if let Some(b) = bid {
+                    if !closing {
+                        let data = self.bufs.get(b, n as usize);
+                        self.ep.handle(now, Event::UpstreamBytes(id, data));
+                    }
+                    self.bufs.recycle(b);
+                }
+            }
+            _ if closing => {}
+            e if e == -libc::ENOBUFS => {}
+            0 => self.ep.handle(now, Event::UpstreamEof(id)),
+            _ => self.ep.handle(now, Event::UpstreamError(id)),
+        }
+        self.settle_up(id, now);
+    }
+
+    /// Re-arms what the upstream still needs after a completion, or frees
+    /// its socket once it is closing and idle.
+    fn settle_up(&mut self, id: UpstreamId, now: Instant) {
+        let Some(u) = self.ups.get(id.index()).and_then(|s| s.as_deref()) else {
+            return;
+        };
+        if !u.closing {
+            return self.update_up(id, now);
+        }
+        if u.inflight == 0 {
+            // Dropping the socket closes it: no operation on it is left,
+            // so its fd number cannot be reused under one.
+            self.ups[id.index()] = None;
+            self.ep.handle(now, Event::UpstreamClosed(id));
+        }
+    }
+
+    /// Arms the reads and writes the endpoint wants for upstream `id`.
+    fn update_up(&mut self, id: UpstreamId, now: Instant) {
+        let Some(u) = self
+            .ups
+            .get_mut(id.index())
+            .and_then(|s| s.as_deref_mut())
+            .filter(|s| s.id == id && s.connected && !s.closing)
+        else {
+            return;
+        };
+        let want = self.ep.upstream_interest(id);
+        if want.write && u.sending.is_none() {
+            let b = self.ep.take_upstream_output(id);
+            u.sending = (!b.is_empty()).then_some(b);
+        }
+        let fd = Fd(u.stream.as_raw_fd());
+        let mut failed = false;
+        if let (Some(b), false) = (&u.sending, u.send_inflight) {
+            let e = opcode::Send::new(fd, b.as_ptr(), b.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(Op::new(Kind::UpSend, id.index() as u32, u.gen).encode());
+            // SAFETY: the bytes stay in `u.sending` until the send
+            // completes; the socket is not freed while it is in flight.
+            match unsafe { push(&mut self.ring, e) } {
+                Ok(()) => {
+                    u.send_inflight = true;
+                    u.inflight += 1;
+                }
+                Err(_) => failed = true,
+            }
+        }
+        if want.read && !u.recv_armed {
+            // The answer cannot be there before the request went out:
+            // wait for readiness instead of trying first.
+            let e = opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
+                .buf_group(BGID)
+                .ioprio(RECVSEND_POLL_FIRST)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+                .user_data(Op::new(Kind::UpRecv, id.index() as u32, u.gen).encode());
+            // SAFETY: the buffer comes from the registered buffer ring.
+            match unsafe { push(&mut self.ring, e) } {
+                Ok(()) => {
+                    u.recv_armed = true;
+                    u.inflight += 1;
+                }
+                Err(_) => failed = true,
+            }
+        }
+        if failed {
+            tracing::warn!("io_uring refused an operation; closing the upstream connection");
+            self.ep.handle(now, Event::UpstreamError(id));
+        }
+    }
+
+    /// Closes upstream `id`: shut down (ending its receive and send) and a
+    /// connect in flight cancelled; the socket goes once they have ended.
+    fn close_up(&mut self, id: UpstreamId, now: Instant) {
+        let Some(u) = self
+            .ups
+            .get_mut(id.index())
+            .and_then(|s| s.as_deref_mut())
+            .filter(|s| s.id == id)
+        else {
+            return self.ep.handle(now, Event::UpstreamClosed(id));
+        };
+        u.closing = true;
+        if u.inflight > 0 {
+            shut(u.stream.as_raw_fd());
+        }
+        if u.connecting {
+            let target = Op::new(Kind::UpConnect, id.index() as u32, u.gen).encode();
+            let e = opcode::AsyncCancel::new(target)
+                .build()
+                .user_data(Op::new(Kind::UpCancel, id.index() as u32, u.gen).encode());
+            // SAFETY: cancel points to no memory. When it cannot be queued
+            // the connect still ends by itself (refused or timed out).
+            if unsafe { push(&mut self.ring, e) }.is_ok() {
+                u.inflight += 1;
+            }
+        }
+        self.settle_up(id, now);
+    }
+}
+
+/// Cancels a client's multishot receive.
+fn cancel_recv(ring: &mut IoUring, s: &mut ClientSock) {
+    let idx = s.id.index() as u32;
+    let e = opcode::AsyncCancel::new(Op::new(Kind::Recv, idx, s.gen).encode())
+        .build()
+        .user_data(Op::new(Kind::Cancel, idx, s.gen).encode());
+    // SAFETY: cancel points to no memory. When it cannot be queued the
+    // receive ends with the socket's shutdown instead.
+    if unsafe { push(ring, e) }.is_ok() {
+        s.cancel_sent = true;
+        s.inflight += 1;
     }
 }
 
@@ -867,40 +790,26 @@ fn start_connect(
     let e = opcode::Connect::new(Fd(sock.as_raw_fd()), sa.as_ptr().cast(), sa.len())
         .build()
         .user_data(Op::new(Kind::UpConnect, idx, gen).encode());
-    // SAFETY: the address is boxed in the upstream until the connect
+    // SAFETY: the address is boxed in the socket's entry until the connect
     // completes (the kernel copies it at submission anyway).
-    unsafe { push(ring, e) };
+    unsafe { push(ring, e) }?;
     Ok((sock.into(), sa))
-}
-
-/// Lets go of an upstream socket: shut down (ending its operations in
-/// flight) and closed; bytes the kernel may still be sending are kept in
-/// `retired` until their completion arrives.
-fn retire(retired: &mut Vec<(u32, Bytes)>, up: Option<Upstream>) {
-    let Some(up) = up else { return };
-    if !up.connected || up.recv_armed || up.send_inflight {
-        shut(up.stream.as_raw_fd());
-    }
-    if let (Some(b), true) = (up.sending, up.send_inflight) {
-        retired.push((up.gen, b));
-    }
 }
 
 /// Runs an admin call on the control runtime; its answer comes back
 /// through the core's channel and eventfd.
 fn spawn_admin(
     shared: &Shared,
-    tx: &mpsc::Sender<(u32, u32, AdminResponse)>,
+    tx: &mpsc::Sender<(ClientId, AdminResponse)>,
     waker: &Arc<Waker>,
-    idx: u32,
-    gen: u32,
+    id: ClientId,
     req: AdminRequest,
 ) {
     let call = shared.admin.call(req);
     let (tx, waker) = (tx.clone(), waker.clone());
     shared.spawner.spawn(async move {
         let resp = call.await;
-        if tx.send((idx, gen, resp)).is_ok() {
+        if tx.send((id, resp)).is_ok() {
             waker.wake();
         }
     });

@@ -22,6 +22,8 @@ pub(super) enum Kind {
     UpRecv,
     /// A read of the core's eventfd (admin answers, shutdown).
     Wake,
+    /// A cancel of an upstream connect in flight.
+    UpCancel,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
             6 => Self::UpSend,
             7 => Self::UpRecv,
             8 => Self::Wake,
+            9 => Self::UpCancel,
             _ => return None,
         })
     }

@@ -1,6 +1,6 @@
-//! A core's upstream connections: the primary and fallback pools, the
-//! choice between them and the servers' passive health, the same for
-//! every driver, over the settings a reload published last.
+//! The peer selector: a core's primary and fallback pools, the choice
+//! between them (route, attempt) and the servers' passive health, over the
+//! settings a reload published last.
 
 use crate::live::{Live, PoolSpec, Settings};
 use crate::proxy::EngineConfig;
@@ -13,7 +13,7 @@ use std::time::Instant;
 
 /// Which upstream group a connection belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Group {
+pub(crate) enum Group {
     /// `[upstream.primary]`.
     Primary,
     /// `[upstream.fallback]`.
@@ -24,14 +24,14 @@ pub(super) enum Group {
 /// generation: after a reload, a connection of an older generation is
 /// neither pooled nor credited to a server (its index may name another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Target {
+pub(crate) struct Target {
     group: Group,
     server: usize,
     generation: u64,
 }
 
 /// The pools of one core, over the driver's socket type `T`.
-pub(super) struct Upstreams<T> {
+pub(crate) struct Upstreams<T> {
     settings: Arc<Settings>,
     primary: Pool<T>,
     fallback: Pool<T>,
@@ -43,7 +43,7 @@ fn pool<T>(spec: &PoolSpec) -> Pool<T> {
 
 impl<T> Upstreams<T> {
     /// Empty pools over the published settings.
-    pub(super) fn new(live: &Live) -> Self {
+    pub(crate) fn new(live: &Live) -> Self {
         Self::over(live.load())
     }
 
@@ -63,14 +63,14 @@ impl<T> Upstreams<T> {
 
     /// Takes newer settings when a reload published them (one atomic load
     /// otherwise). Idle connections of the old pools are closed.
-    pub(super) fn refresh(&mut self, live: &Live) {
+    pub(crate) fn refresh(&mut self, live: &Live) {
         if live.generation() != self.settings.generation {
             *self = Self::over(live.load());
         }
     }
 
     /// The engine settings for a new client connection.
-    pub(super) fn engine(&self) -> &Arc<EngineConfig> {
+    pub(crate) fn engine(&self) -> &Arc<EngineConfig> {
         &self.settings.engine
     }
 
@@ -93,7 +93,7 @@ impl<T> Upstreams<T> {
     /// when the route says so, or when every primary attempt is used up),
     /// passing over unhealthy servers, and an idle connection to it unless
     /// `fresh`; `alive` checks an idle connection before it is reused.
-    pub(super) fn checkout(
+    pub(crate) fn checkout(
         &mut self,
         live: &Live,
         route: Route,
@@ -129,11 +129,12 @@ impl<T> Upstreams<T> {
         (target, checkout)
     }
 
-    /// Returns a clean connection for reuse; one of an older generation is
-    /// closed instead.
-    pub(super) fn checkin(&mut self, target: Target, conn: T, now: Instant) {
+    /// Returns a clean connection for reuse; gives back the one to close
+    /// instead: `conn` itself when it is of an older generation, or the
+    /// idle one it displaces.
+    pub(crate) fn checkin(&mut self, target: Target, conn: T, now: Instant) -> Option<T> {
         if target.generation != self.settings.generation {
-            return;
+            return Some(conn);
         }
         match target.group {
             Group::Primary => self.primary.checkin(target.server, conn, now),
@@ -141,9 +142,21 @@ impl<T> Upstreams<T> {
         }
     }
 
+    /// How long an idle connection to `target` may wait for reuse; none
+    /// for a target of an older generation, which is not kept.
+    pub(crate) fn idle_timeout(&self, target: Target) -> Option<std::time::Duration> {
+        if target.generation != self.settings.generation {
+            return None;
+        }
+        Some(match target.group {
+            Group::Primary => self.primary.idle_timeout(),
+            Group::Fallback => self.fallback.idle_timeout(),
+        })
+    }
+
     /// The pool name and address of `target`'s server, unless the target
     /// is of an older generation.
-    pub(super) fn server(&self, target: Target) -> Option<(&'static str, std::net::SocketAddr)> {
+    pub(crate) fn server(&self, target: Target) -> Option<(&'static str, std::net::SocketAddr)> {
         if target.generation != self.settings.generation {
             return None;
         }
@@ -157,14 +170,14 @@ impl<T> Upstreams<T> {
     }
 
     /// A connect to `target` succeeded.
-    pub(super) fn connected(&self, target: Target) {
+    pub(crate) fn connected(&self, target: Target) {
         if let Some(h) = self.health_of(target) {
             h.connected(target.server);
         }
     }
 
     /// A connect to `target` failed.
-    pub(super) fn connect_failed(&self, target: Target) {
+    pub(crate) fn connect_failed(&self, target: Target) {
         if let Some(h) = self.health_of(target) {
             h.connect_failed(target.server);
         }
@@ -172,7 +185,7 @@ impl<T> Upstreams<T> {
 
     /// Credits a proxied answer to the server that gave it (passive
     /// health).
-    pub(super) fn responded(&self, target: Target, done: &Completion) {
+    pub(crate) fn responded(&self, target: Target, done: &Completion) {
         if let Some(h) = self.health_of(target) {
             h.responded(
                 target.server,
@@ -183,8 +196,8 @@ impl<T> Upstreams<T> {
         }
     }
 
-    /// Drops idle connections past the idle timeout.
-    pub(super) fn evict_expired(&mut self, now: Instant) {
+    /// Forgets idle connections past the idle timeout.
+    pub(crate) fn evict_expired(&mut self, now: Instant) {
         self.primary.evict_expired(now);
         self.fallback.evict_expired(now);
     }
@@ -245,7 +258,7 @@ mod tests {
 
         // The old connection comes back: closed, not pooled under the new
         // server's index; nor is its answer credited there.
-        u.checkin(old, 7, Instant::now());
+        assert_eq!(u.checkin(old, 7, Instant::now()), Some(7), "closed");
         for _ in 0..5 {
             u.connect_failed(old);
         }
@@ -254,7 +267,7 @@ mod tests {
             "old failures are not the new server's"
         );
         assert!(matches!(pick(&mut u, &live).1, Checkout::Connect { .. }));
-        u.checkin(new, 8, Instant::now());
+        assert_eq!(u.checkin(new, 8, Instant::now()), None);
         assert!(matches!(
             pick(&mut u, &live).1,
             Checkout::Reused { conn: 8, .. }

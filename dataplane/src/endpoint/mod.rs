@@ -1,0 +1,797 @@
+//! The per-core layer: everything a data core decides, once for every
+//! driver.
+//!
+//! An [`Endpoint`] owns one core's client connections (each a sans-IO
+//! [`Conn`]), their timers, the upstream connections and their pools, the
+//! peer selector (route → pool → server, retries, divert to the fallback),
+//! drain, the panic boundary and the per-core statistics. A driver
+//! (io_uring, epoll, DPDK) only moves bytes: it reports what happened on
+//! its transport with [`Endpoint::handle`], carries out what
+//! [`Endpoint::poll_command`] asks for, and calls [`Endpoint::handle`] with
+//! [`Event::Timer`] at [`Endpoint::poll_timeout`]. Nothing in here reads a
+//! clock, opens a socket or starts a thread, so the simulation test drives
+//! it with an in-memory transport and a virtual clock.
+//!
+//! Handles ([`ClientId`], [`UpstreamId`]) stay valid until the driver
+//! reports the socket gone ([`Event::ClientClosed`],
+//! [`Event::UpstreamClosed`]), so a driver may index its own socket tables
+//! by [`ClientId::index`] and close a socket only once its operations in
+//! flight have ended.
+
+mod peers;
+mod slab;
+
+use crate::access::AccessLog;
+use crate::admin::{AdminRequest, AdminResponse};
+use crate::cache::Cache;
+use crate::live::Live;
+use crate::proxy::{Action, Conn};
+use crate::stats::{Completion, CoreStats};
+use crate::status::DataplaneStatus;
+use crate::upstream::pool::Checkout;
+use bytes::Bytes;
+use peers::{Target, Upstreams};
+use slab::Slab;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// A client connection of one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientId {
+    idx: u32,
+    gen: u32,
+}
+
+impl ClientId {
+    /// A small index, unique among the endpoint's client connections
+    /// until [`Event::ClientClosed`]: for the driver's own tables.
+    pub fn index(self) -> usize {
+        self.idx as usize
+    }
+}
+
+/// An upstream connection of one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UpstreamId {
+    idx: u32,
+    gen: u32,
+}
+
+impl UpstreamId {
+    /// A small index, unique among the endpoint's upstream connections
+    /// until [`Event::UpstreamClosed`]: for the driver's own tables.
+    pub fn index(self) -> usize {
+        self.idx as usize
+    }
+}
+
+/// What happened on the transport, as a driver reports it.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Bytes arrived from the client.
+    ClientBytes(ClientId, &'a [u8]),
+    /// The client closed its sending side.
+    ClientEof(ClientId),
+    /// `n` bytes of the client's output were written.
+    ClientWritten(ClientId, usize),
+    /// The client's socket failed (reset, broken pipe): it is gone.
+    ClientError(ClientId),
+    /// The client's socket is closed and no operation on it is in flight
+    /// (after [`Command::CloseClient`]); its handle is free.
+    ClientClosed(ClientId),
+    /// A [`Command::Connect`] succeeded.
+    Connected(UpstreamId),
+    /// A [`Command::Connect`] failed.
+    ConnectFailed(UpstreamId),
+    /// Bytes arrived from an upstream.
+    UpstreamBytes(UpstreamId, &'a [u8]),
+    /// `n` bytes of [`Endpoint::upstream_output`] were written.
+    UpstreamWritten(UpstreamId, usize),
+    /// All of what [`Endpoint::take_upstream_output`] took was written.
+    UpstreamSent(UpstreamId),
+    /// The upstream closed its sending side.
+    UpstreamEof(UpstreamId),
+    /// The upstream socket failed.
+    UpstreamError(UpstreamId),
+    /// The upstream socket is closed and no operation on it is in flight
+    /// (after [`Command::CloseUpstream`]); its handle is free.
+    UpstreamClosed(UpstreamId),
+    /// The answer to a [`Command::Admin`].
+    AdminAnswer(ClientId, AdminResponse),
+    /// The time [`Endpoint::poll_timeout`] named has come (early calls are
+    /// harmless).
+    Timer,
+    /// Stop taking new requests: answer what is in flight, then close;
+    /// whatever is still open after the drain timeout is reset.
+    Drain,
+}
+
+/// What the driver must do, in the order given.
+#[derive(Debug)]
+pub enum Command {
+    /// What the client connection wants may have changed: read
+    /// [`Endpoint::client_interest`] and arm reads and writes to match.
+    Client(ClientId),
+    /// The same for an upstream connection
+    /// ([`Endpoint::upstream_interest`]).
+    Upstream(UpstreamId),
+    /// Open a connection to `addr`; report [`Event::Connected`] or
+    /// [`Event::ConnectFailed`].
+    Connect {
+        /// The connection's handle.
+        up: UpstreamId,
+        /// The server.
+        addr: SocketAddr,
+    },
+    /// Call the admin service; report [`Event::AdminAnswer`].
+    Admin {
+        /// Whose call it is.
+        client: ClientId,
+        /// The call.
+        request: AdminRequest,
+    },
+    /// Close the client connection — with a reset (unsent bytes dropped)
+    /// when `reset`, else after a FIN — then report
+    /// [`Event::ClientClosed`] once no operation on it is in flight.
+    CloseClient {
+        /// The connection.
+        client: ClientId,
+        /// Reset instead of a clean close.
+        reset: bool,
+    },
+    /// Close the upstream connection, then report
+    /// [`Event::UpstreamClosed`] once no operation on it is in flight.
+    CloseUpstream(UpstreamId),
+}
+
+/// What a connection wants from the transport now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Interest {
+    /// Read from it.
+    pub read: bool,
+    /// Write to it (bytes are queued).
+    pub write: bool,
+}
+
+/// The limits and intervals of one core.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// The core's id in the statistics.
+    pub core: usize,
+    /// Most client connections at once; [`Endpoint::accept`] refuses more.
+    pub max_connections: usize,
+    /// How long in-flight requests may take to finish after a drain.
+    pub drain_timeout: Duration,
+    /// How often the core's statistics go to the control plane.
+    pub stats_interval: Duration,
+    /// Whether loopback peers may call `/admin/*` on the data port (not on
+    /// a DPDK port, whose peers are never local).
+    pub local_admin: bool,
+}
+
+/// What the endpoint shares with the rest of the process.
+#[derive(Clone)]
+pub struct Parts {
+    /// Readiness, route and backend.
+    pub status: Arc<DataplaneStatus>,
+    /// The response cache, when enabled.
+    pub cache: Option<Arc<Cache>>,
+    /// The engine settings and upstream pools a reload replaces.
+    pub live: Arc<Live>,
+    /// Where access-log records go.
+    pub access: Arc<AccessLog>,
+    /// Where the core's statistics go every interval.
+    pub stats: mpsc::Sender<CoreStats>,
+}
+
+/// One client connection.
+struct Client {
+    conn: Conn,
+    peer: SocketAddr,
+    /// The upstream connection attached or being connected.
+    up: Option<UpstreamId>,
+    /// The server of the latest exchange, to credit its answer to.
+    last_target: Option<Target>,
+    /// The earliest timer queued for it.
+    timer_at: Option<Instant>,
+    /// A [`Command::Client`] for it is queued.
+    queued: bool,
+    /// A [`Command::CloseClient`] was given: no more events reach it.
+    closed: bool,
+}
+
+/// Where an upstream connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpState {
+    /// Connecting for a client.
+    Connecting(ClientId),
+    /// Serving a client's exchange.
+    Attached(ClientId),
+    /// In the pool since then; read, so a close or stray bytes retire it.
+    Idle(Instant),
+    /// Closing: waits for [`Event::UpstreamClosed`].
+    Closed,
+}
+
+/// One upstream connection.
+struct Upstream {
+    target: Target,
+    state: UpState,
+    /// A [`Command::Upstream`] for it is queued.
+    queued: bool,
+}
+
+/// One data core's connections, pools, timers and statistics; see the
+/// module documentation.
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    parts: Parts,
+    clients: Slab<Client>,
+    ups: Slab<Upstream>,
+    peers: Upstreams<UpstreamId>,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    commands: VecDeque<Command>,
+    stats: CoreStats,
+    next_stats: Instant,
+    /// Set by [`Event::Drain`]: when whatever is still open is reset.
+    drain_deadline: Option<Instant>,
+    /// Reused list of handles for sweeps.
+    scratch: Vec<(u32, u32)>,
+}
+
+impl Endpoint {
+    /// A core's endpoint, started at `now`.
+    pub fn new(cfg: EndpointConfig, parts: Parts, now: Instant) -> Self {
+        Self {
+            peers: Upstreams::new(&parts.live),
+            stats: CoreStats::for_core(cfg.core),
+            next_stats: now + cfg.stats_interval,
+            cfg,
+            parts,
+            clients: Slab::default(),
+            ups: Slab::default(),
+            timers: BinaryHeap::new(),
+            commands: VecDeque::new(),
+            drain_deadline: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// A new client connection from `peer`; `None` when the core is at its
+    /// connection limit (the driver answers `503` and closes).
+    pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Option<ClientId> {
+        if self.clients.len() >= self.cfg.max_connections {
+            return None;
+        }
+        self.peers.refresh(&self.parts.live);
+        let mut conn = Conn::new(
+            self.peers.engine().clone(),
+            self.parts.status.clone(),
+            self.parts.cache.clone(),
+            peer.ip(),
+            now,
+        );
+        if !self.cfg.local_admin {
+            conn = conn.without_local_admin();
+        }
+        let (idx, gen) = self.clients.insert(Client {
+            conn,
+            peer,
+            up: None,
+            last_target: None,
+            timer_at: None,
+            queued: false,
+            closed: false,
+        });
+        let id = ClientId { idx, gen };
+        let draining = self.drain_deadline.is_some();
+        self.on_client(id, now, |conn| {
+            if draining {
+                conn.drain(now);
+            }
+        });
+        Some(id)
+    }
+
+    /// Takes what happened on the transport at `now`.
+    pub fn handle(&mut self, now: Instant, event: Event<'_>) {
+        match event {
+            Event::ClientBytes(id, data) => self.on_client(id, now, |c| c.recv_client(now, data)),
+            Event::ClientEof(id) => self.on_client(id, now, |c| c.client_eof(now)),
+            Event::ClientWritten(id, n) => self.on_client(id, now, |c| c.client_written(n, now)),
+            Event::ClientError(id) => self.close_client(id, false),
+            Event::ClientClosed(id) => {
+                if let Some(c) = self.clients.remove(id.idx, id.gen) {
+                    if let Some(u) = c.up {
+                        self.close_upstream(u);
+                    }
+                }
+            }
+            Event::Connected(u) => self.connected(now, u),
+            Event::ConnectFailed(u) => self.connect_failed(now, u),
+            Event::UpstreamBytes(u, data) => {
+                self.on_upstream(u, now, |c| c.recv_upstream(now, data))
+            }
+            Event::UpstreamWritten(u, n) => {
+                self.on_upstream(u, now, |c| c.upstream_written(n, now))
+            }
+            Event::UpstreamSent(u) => self.on_upstream(u, now, |c| c.upstream_sent(now)),
+            Event::UpstreamEof(u) => self.on_upstream(u, now, |c| c.upstream_eof(now)),
+            Event::UpstreamError(u) => match self.up_state(u) {
+                Some(UpState::Connecting(_)) => self.connect_failed(now, u),
+                _ => self.on_upstream(u, now, |c| c.upstream_reset(now)),
+            },
+            Event::UpstreamClosed(u) => {
+                self.ups.remove(u.idx, u.gen);
+            }
+            Event::AdminAnswer(id, resp) => {
+                self.on_client(id, now, |c| c.admin_response(now, resp))
+            }
+            Event::Timer => self.on_timer(now),
+            Event::Drain => self.drain(now),
+        }
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        let cmd = self.commands.pop_front()?;
+        match &cmd {
+            Command::Client(id) => {
+                if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
+                    c.queued = false;
+                }
+            }
+            Command::Upstream(u) => {
+                if let Some(up) = self.ups.get_mut(u.idx, u.gen) {
+                    up.queued = false;
+                }
+            }
+            _ => {}
+        }
+        Some(cmd)
+    }
+
+    /// When [`Event::Timer`] is due next.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut at = self.next_stats;
+        if let Some(Reverse((t, _, _))) = self.timers.peek() {
+            at = at.min(*t);
+        }
+        if let Some(d) = self.drain_deadline {
+            at = at.min(d);
+        }
+        at
+    }
+
+    /// Whether a drain has ended: every client connection is closed.
+    pub fn is_drained(&self) -> bool {
+        self.drain_deadline.is_some() && self.clients.len() == 0
+    }
+
+    /// How many client connections are open (closing ones included).
+    pub fn open_connections(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// What the client connection wants from the transport now.
+    pub fn client_interest(&self, id: ClientId) -> Interest {
+        match self.clients.get(id.idx, id.gen) {
+            Some(c) if !c.closed => Interest {
+                read: c.conn.wants_client_bytes(),
+                write: c.conn.client_pending() > 0,
+            },
+            _ => Interest::default(),
+        }
+    }
+
+    /// The client's queued output as slices for a vectored write; returns
+    /// how many of `dst` it filled.
+    pub fn client_slices<'a>(&'a self, id: ClientId, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        match self.clients.get(id.idx, id.gen) {
+            Some(c) if !c.closed => c.conn.client_slices(dst),
+            _ => 0,
+        }
+    }
+
+    /// Keeps the client's queued output at its addresses until written,
+    /// for a kernel that reads it after the call returns (io_uring). The
+    /// bytes live until [`Event::ClientClosed`] at the latest.
+    pub fn pin_client_output(&mut self, id: ClientId) {
+        if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
+            c.conn.pin_client_output();
+        }
+    }
+
+    /// What the upstream connection wants from the transport now: an idle
+    /// pooled connection is read, so its close (or stray bytes, which
+    /// make it unusable) retires it at once.
+    pub fn upstream_interest(&self, u: UpstreamId) -> Interest {
+        match self.up_state(u) {
+            Some(UpState::Idle(_)) => Interest {
+                read: true,
+                write: false,
+            },
+            Some(UpState::Attached(id)) => match self.clients.get(id.idx, id.gen) {
+                Some(c) if !c.closed => Interest {
+                    read: c.conn.wants_upstream_bytes(),
+                    write: c.conn.upstream_attached() && !c.conn.upstream_output().is_empty(),
+                },
+                _ => Interest::default(),
+            },
+            _ => Interest::default(),
+        }
+    }
+
+    /// The bytes queued for the upstream connection.
+    pub fn upstream_output(&self, u: UpstreamId) -> &[u8] {
+        match self.attached_client(u) {
+            Some(c) if c.conn.upstream_attached() => c.conn.upstream_output(),
+            _ => &[],
+        }
+    }
+
+    /// Takes the bytes queued for the upstream connection, for a kernel
+    /// that reads them after the call returns (io_uring); report
+    /// [`Event::UpstreamSent`] once all are written.
+    pub fn take_upstream_output(&mut self, u: UpstreamId) -> Bytes {
+        let Some(UpState::Attached(id)) = self.up_state(u) else {
+            return Bytes::new();
+        };
+        match self.clients.get_mut(id.idx, id.gen) {
+            Some(c) if !c.closed && c.conn.upstream_attached() => c.conn.take_upstream_output(),
+            _ => Bytes::new(),
+        }
+    }
+
+    /// Hands the core's numbers to the control plane now (at the end of a
+    /// driver's run; otherwise every stats interval).
+    pub fn hand_over(&mut self) {
+        self.stats.open_connections = self.clients.len() as u64;
+        let _ = self.parts.stats.send(self.stats.take());
+    }
+
+    fn up_state(&self, u: UpstreamId) -> Option<UpState> {
+        self.ups.get(u.idx, u.gen).map(|up| up.state)
+    }
+
+    fn attached_client(&self, u: UpstreamId) -> Option<&Client> {
+        let Some(UpState::Attached(id)) = self.up_state(u) else {
+            return None;
+        };
+        self.clients.get(id.idx, id.gen).filter(|c| !c.closed)
+    }
+
+    /// Runs an event on upstream `u`'s client; an idle pooled connection
+    /// that reports anything (bytes, a close, an error) is retired.
+    fn on_upstream(&mut self, u: UpstreamId, now: Instant, f: impl FnOnce(&mut Conn)) {
+        match self.up_state(u) {
+            Some(UpState::Attached(id)) => self.on_client(id, now, f),
+            Some(UpState::Idle(_)) => self.close_upstream(u),
+            _ => {}
+        }
+    }
+
+    fn connected(&mut self, now: Instant, u: UpstreamId) {
+        let Some(up) = self.ups.get_mut(u.idx, u.gen) else {
+            return;
+        };
+        let UpState::Connecting(id) = up.state else {
+            return;
+        };
+        up.state = UpState::Attached(id);
+        let target = up.target;
+        self.peers.connected(target);
+        if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
+            c.last_target = Some(target);
+        }
+        self.on_client(id, now, |c| c.upstream_connected(now, false));
+    }
+
+    fn connect_failed(&mut self, now: Instant, u: UpstreamId) {
+        let Some(UpState::Connecting(id)) = self.up_state(u) else {
+            return;
+        };
+        if let Some(up) = self.ups.get(u.idx, u.gen) {
+            self.peers.connect_failed(up.target);
+        }
+        self.close_upstream(u);
+        if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
+            if c.up == Some(u) {
+                c.up = None;
+            }
+        }
+        self.on_client(id, now, |c| c.upstream_connect_failed(now));
+    }
+
+    /// Runs `f` on client `id`'s engine, then carries out what the engine
+    /// asks for, inside a panic boundary: a panic closes that connection
+    /// only (reset), is logged with the peer and counted, and the core goes
+    /// on with every other connection.
+    fn on_client(&mut self, id: ClientId, now: Instant, f: impl FnOnce(&mut Conn)) {
+        match self.clients.get_mut(id.idx, id.gen) {
+            Some(c) if !c.closed => {}
+            _ => return,
+        }
+        let run = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
+                f(&mut c.conn);
+            }
+            self.settle(id, now);
+        }));
+        if let Err(payload) = run {
+            let peer = self.clients.get(id.idx, id.gen).map(|c| c.peer);
+            crate::driver::contained_panic(&self.parts.status, peer, &*payload);
+            self.close_client(id, true);
+        }
+    }
+
+    /// Carries out the engine's actions for client `id`, books its answered
+    /// requests, queues its timer and tells the driver what it wants.
+    fn settle(&mut self, id: ClientId, now: Instant) {
+        while let Some(action) = self
+            .clients
+            .get_mut(id.idx, id.gen)
+            .and_then(|c| c.conn.poll_action())
+        {
+            match action {
+                Action::Connect { fresh, attempt } => self.checkout(id, now, fresh, attempt),
+                Action::Release { reuse } => self.release(id, now, reuse),
+                Action::Admin(request) => self.commands.push_back(Command::Admin {
+                    client: id,
+                    request,
+                }),
+            }
+        }
+        let Self {
+            clients,
+            peers,
+            stats,
+            parts,
+            timers,
+            commands,
+            ..
+        } = self;
+        let Some(c) = clients.get_mut(id.idx, id.gen) else {
+            return;
+        };
+        while let Some(done) = c.conn.poll_completion() {
+            record(parts, stats, peers, done, c.last_target, c.peer);
+        }
+        if c.conn.is_aborted() {
+            return self.close_client(id, true);
+        }
+        if c.conn.is_finished() {
+            return self.close_client(id, false);
+        }
+        if let Some(t) = c.conn.timeout() {
+            if c.timer_at.is_none_or(|at| t < at) {
+                c.timer_at = Some(t);
+                timers.push(Reverse((t, id.idx, id.gen)));
+            }
+        }
+        if !c.queued {
+            c.queued = true;
+            commands.push_back(Command::Client(id));
+        }
+        if let Some(u) = c.up {
+            self.touch_upstream(u);
+        }
+    }
+
+    /// Attaches an upstream connection to client `id` for its request's
+    /// `attempt`-th try: an idle pooled one to the chosen server unless
+    /// `fresh`, else a new one.
+    fn checkout(&mut self, id: ClientId, now: Instant, fresh: bool, attempt: usize) {
+        if let Some(old) = self
+            .clients
+            .get_mut(id.idx, id.gen)
+            .and_then(|c| c.up.take())
+        {
+            self.close_upstream(old);
+        }
+        let ups = &self.ups;
+        let (target, checkout) = self.peers.checkout(
+            &self.parts.live,
+            self.parts.status.route(),
+            attempt,
+            fresh,
+            now,
+            |u| matches!(ups.get(u.idx, u.gen), Some(up) if matches!(up.state, UpState::Idle(_))),
+        );
+        let Some(c) = self.clients.get_mut(id.idx, id.gen) else {
+            return;
+        };
+        match checkout {
+            Checkout::Reused { conn: u, .. } => {
+                if let Some(up) = self.ups.get_mut(u.idx, u.gen) {
+                    up.state = UpState::Attached(id);
+                }
+                c.up = Some(u);
+                c.last_target = Some(target);
+                c.conn.upstream_connected(now, true);
+                self.touch_upstream(u);
+            }
+            Checkout::Connect { addr, .. } => {
+                let (idx, gen) = self.ups.insert(Upstream {
+                    target,
+                    state: UpState::Connecting(id),
+                    queued: false,
+                });
+                let up = UpstreamId { idx, gen };
+                c.up = Some(up);
+                self.commands.push_back(Command::Connect { up, addr });
+            }
+        }
+    }
+
+    /// Detaches client `id`'s upstream connection: into the pool when the
+    /// engine calls it clean, closed otherwise.
+    fn release(&mut self, id: ClientId, now: Instant, reuse: bool) {
+        let Some(u) = self
+            .clients
+            .get_mut(id.idx, id.gen)
+            .and_then(|c| c.up.take())
+        else {
+            return;
+        };
+        let Some(up) = self.ups.get_mut(u.idx, u.gen) else {
+            return;
+        };
+        if !(reuse && up.state == UpState::Attached(id)) {
+            return self.close_upstream(u);
+        }
+        up.state = UpState::Idle(now);
+        let target = up.target;
+        if let Some(displaced) = self.peers.checkin(target, u, now) {
+            self.close_upstream(displaced);
+        }
+        self.touch_upstream(u);
+    }
+
+    /// Tells the driver to look at upstream `u` again.
+    fn touch_upstream(&mut self, u: UpstreamId) {
+        if let Some(up) = self.ups.get_mut(u.idx, u.gen) {
+            if !up.queued && up.state != UpState::Closed {
+                up.queued = true;
+                self.commands.push_back(Command::Upstream(u));
+            }
+        }
+    }
+
+    fn close_upstream(&mut self, u: UpstreamId) {
+        if let Some(up) = self.ups.get_mut(u.idx, u.gen) {
+            if up.state != UpState::Closed {
+                up.state = UpState::Closed;
+                self.commands.push_back(Command::CloseUpstream(u));
+            }
+        }
+    }
+
+    fn close_client(&mut self, id: ClientId, reset: bool) {
+        let Some(c) = self.clients.get_mut(id.idx, id.gen) else {
+            return;
+        };
+        if c.closed {
+            return;
+        }
+        c.closed = true;
+        let up = c.up.take();
+        self.commands
+            .push_back(Command::CloseClient { client: id, reset });
+        if let Some(u) = up {
+            self.close_upstream(u);
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        while let Some(&Reverse((t, idx, gen))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let id = ClientId { idx, gen };
+            match self.clients.get_mut(idx, gen) {
+                Some(c) if !c.closed && c.timer_at == Some(t) => c.timer_at = None,
+                _ => continue,
+            }
+            self.on_client(id, now, |c| {
+                if c.timeout().is_some_and(|d| d <= now) {
+                    c.handle_timeout(now);
+                }
+            });
+        }
+        if now >= self.next_stats {
+            self.sweep_idle(now);
+            self.hand_over();
+            self.next_stats = now + self.cfg.stats_interval;
+        }
+        if self.drain_deadline.is_some_and(|d| now >= d) {
+            self.scratch.clear();
+            self.scratch.extend(self.clients.handles());
+            let open: Vec<_> = self.scratch.drain(..).collect();
+            if !open.is_empty() {
+                tracing::warn!(
+                    connections = open.len(),
+                    "drain timeout: closing connections still busy"
+                );
+            }
+            for (idx, gen) in open {
+                self.close_client(ClientId { idx, gen }, true);
+            }
+        }
+    }
+
+    /// Closes pooled connections past their idle timeout, and those of
+    /// pools a reload replaced.
+    fn sweep_idle(&mut self, now: Instant) {
+        self.peers.refresh(&self.parts.live);
+        self.peers.evict_expired(now);
+        self.scratch.clear();
+        self.scratch.extend(self.ups.handles());
+        let handles = std::mem::take(&mut self.scratch);
+        for &(idx, gen) in &handles {
+            let Some(up) = self.ups.get(idx, gen) else {
+                continue;
+            };
+            let UpState::Idle(since) = up.state else {
+                continue;
+            };
+            let keep = self
+                .peers
+                .idle_timeout(up.target)
+                .is_some_and(|t| now.saturating_duration_since(since) < t);
+            if !keep {
+                self.close_upstream(UpstreamId { idx, gen });
+            }
+        }
+        self.scratch = handles;
+    }
+
+    fn drain(&mut self, now: Instant) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        self.drain_deadline = Some(now + self.cfg.drain_timeout);
+        self.scratch.clear();
+        self.scratch.extend(self.clients.handles());
+        let open = std::mem::take(&mut self.scratch);
+        for &(idx, gen) in &open {
+            self.on_client(ClientId { idx, gen }, now, |c| c.drain(now));
+        }
+        self.scratch = open;
+    }
+}
+
+/// Books an answered request: the core's statistics, the server's passive
+/// health, and its access-log record (the client's address and the
+/// upstream server filled in here, where they are known).
+fn record(
+    parts: &Parts,
+    stats: &mut CoreStats,
+    peers: &Upstreams<UpstreamId>,
+    mut done: Completion,
+    target: Option<Target>,
+    peer: SocketAddr,
+) {
+    stats.record(&done);
+    let server = match (done.proxied, target) {
+        (true, Some(target)) => {
+            peers.responded(target, &done);
+            peers.server(target)
+        }
+        _ => None,
+    };
+    if let Some((pool, addr)) = server {
+        stats.record_server(pool, addr, &done);
+    }
+    if let Some(mut rec) = done.access.take() {
+        rec.client = Some(peer);
+        rec.upstream = server.map(|(_, addr)| addr);
+        rec.audit = parts.status.log_requests();
+        parts.access.push(*rec);
+    }
+}
