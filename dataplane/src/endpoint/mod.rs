@@ -795,3 +795,6 @@ fn record(
         parts.access.push(*rec);
     }
 }
+
+#[cfg(test)]
+mod sim;
