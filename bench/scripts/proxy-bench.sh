@@ -9,6 +9,9 @@
 #      open loop corrected for coordinated omission, at RATE_SHARE % of
 #      nginx's median throughput from step 1.
 #   bash bench/scripts/proxy-bench.sh [ROUNDS] [SECONDS]
+# BASELINE=/path/to/an/older/ultragate adds that binary on both backends
+# (targets baseline-io_uring and baseline-epoll), for before/after figures
+# from the same run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
@@ -28,14 +31,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for backend in uring:28080 epoll:28082; do
-  cat >"$work/gw-${backend%%:*}.toml" <<TOML
+# name:backend:port:binary of every gateway under test.
+gateways=(ultragate-io_uring:uring:28080:./target/release/ultragate ultragate-epoll:epoll:28082:./target/release/ultragate)
+if [ -n "${BASELINE:-}" ]; then
+  gateways+=(baseline-io_uring:uring:28084:"$BASELINE" baseline-epoll:epoll:28086:"$BASELINE")
+fi
+for gw in "${gateways[@]}"; do
+  IFS=: read -r _ backend port _ <<<"$gw"
+  cat >"$work/gw-$port.toml" <<TOML
 [api_gateway]
-listen = "127.0.0.1:${backend##*:}"
+listen = "127.0.0.1:$port"
 cores = [1]
-io_backend = "${backend%%:*}"
+io_backend = "$backend"
 [admin]
-listen = "127.0.0.1:$((${backend##*:} + 1))"
+listen = "127.0.0.1:$((port + 1))"
 [upstream.primary]
 servers = ["127.0.0.1:28000"]
 TOML
@@ -60,10 +69,11 @@ NGX
 taskset -c 1 ./target/release/bench origin --listen 127.0.0.1:28000 >/dev/null &
 pids+=($!)
 declare -A server_pid
-for backend in uring epoll; do
-  ULTRAGATE_LOG=warn taskset -c 1 ./target/release/ultragate --config "$work/gw-$backend.toml" &
+for gw in "${gateways[@]}"; do
+  IFS=: read -r name _ port bin <<<"$gw"
+  ULTRAGATE_LOG=warn taskset -c 1 "$bin" --config "$work/gw-$port.toml" &
   pids+=($!)
-  server_pid[ultragate-${backend/uring/io_uring}]=$!
+  server_pid[$name]=$!
 done
 taskset -c 1 nginx -c "$work/nginx.conf" &
 pids+=($!)
@@ -73,11 +83,13 @@ server_pid[origin]=${pids[0]}
 # CPU time a server used, in clock ticks (user + system).
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
-for port in 28081 28083; do
-  curl -fsS "127.0.0.1:$port/health" | grep -o '"backend":"[a-z_]*"' >&2
+targets=(origin:28000)
+for gw in "${gateways[@]}"; do
+  IFS=: read -r name _ port _ <<<"$gw"
+  curl -fsS "127.0.0.1:$((port + 1))/health" | grep -o '"backend":"[a-z_]*"' >&2
+  targets+=("$name:$port")
 done
-
-targets=(origin:28000 ultragate-io_uring:28080 ultragate-epoll:28082 nginx:28090)
+targets+=(nginx:28090)
 path="/x?size=1024"
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 to_us() { awk '{v=$1; if (v ~ /ms$/) {sub(/ms/,"",v); v*=1000} else if (v ~ /us$/) {sub(/us/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1e6}; print v}'; }

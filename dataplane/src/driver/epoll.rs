@@ -136,7 +136,7 @@ impl Core {
                     tokio::task::spawn_local(upstream(self.clone(), up, addr, mb));
                 }
                 Command::Admin { client, request } => {
-                    let call = self.shared.admin.call(request);
+                    let call = self.shared.admin.call(*request);
                     let core = self.clone();
                     tokio::task::spawn_local(async move {
                         let resp = call.await;

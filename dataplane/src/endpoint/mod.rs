@@ -131,8 +131,8 @@ pub enum Command {
     Admin {
         /// Whose call it is.
         client: ClientId,
-        /// The call.
-        request: AdminRequest,
+        /// The call (boxed: it is rare, and commands stay small).
+        request: Box<AdminRequest>,
     },
     /// Close the client connection — with a reset (unsent bytes dropped)
     /// when `reset`, else after a FIN — then report
@@ -542,7 +542,7 @@ impl Endpoint {
                 Action::Release { reuse } => self.release(id, now, reuse),
                 Action::Admin(request) => self.commands.push_back(Command::Admin {
                     client: id,
-                    request,
+                    request: Box::new(request),
                 }),
             }
         }

@@ -299,7 +299,7 @@ impl Core {
                 Command::Upstream(u) => self.update_up(u, now),
                 Command::Connect { up, addr } => self.connect(up, addr, now),
                 Command::Admin { client, request } => {
-                    spawn_admin(&self.shared, &self.admin_tx, &self.waker, client, request)
+                    spawn_admin(&self.shared, &self.admin_tx, &self.waker, client, *request)
                 }
                 Command::CloseClient { client, reset } => self.close_client(client, reset, now),
                 Command::CloseUpstream(u) => self.close_up(u, now),
