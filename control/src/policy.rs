@@ -329,45 +329,65 @@ pub fn slow_outliers(latencies: &[(usize, u64)], floor_us: u64) -> Vec<usize> {
 /// What the memory policy asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryAction {
-    /// Evict part of the cache.
+    /// Halve the cache's effective budget (evicting down to it) and keep
+    /// it lowered until memory is back under 70 %.
     Shrink,
     /// Empty the cache, stop inserting, return memory to the OS.
     ClearAndStopInserts,
-    /// Insert again.
-    ResumeInserts,
+    /// Memory is under 70 % again: the configured budget back, inserts on.
+    Restore,
 }
 
-/// The memory-exhaustion policy: 85 % shrink, 95 % clear, resume below 70 %.
+/// Where the memory policy stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum MemoryState {
+    /// Under the thresholds.
+    #[default]
+    Normal,
+    /// Shrunk; `rearmed` once memory fell under 85 % since, so that a new
+    /// crossing shrinks again (once).
+    Shrunk { rearmed: bool },
+    /// Cleared, inserts stopped.
+    Cleared,
+}
+
+/// The memory-exhaustion policy: at 85 % shrink once per crossing (not
+/// on every tick while memory stays high), at 95 % clear and stop
+/// inserts, under 70 % restore.
 #[derive(Debug, Default)]
 pub struct MemoryPolicy {
-    pressured: bool,
-    cleared: bool,
+    state: MemoryState,
 }
 
 impl MemoryPolicy {
     /// Takes the used share of the memory limit (0.0–1.0).
     pub fn observe(&mut self, ratio: f64) -> Option<MemoryAction> {
-        if ratio >= 0.95 && !self.cleared {
-            self.cleared = true;
-            self.pressured = true;
-            return Some(MemoryAction::ClearAndStopInserts);
-        }
-        if ratio >= 0.85 && !self.cleared {
-            self.pressured = true;
-            return Some(MemoryAction::Shrink);
-        }
-        if ratio < 0.70 && self.pressured {
-            self.pressured = false;
-            self.cleared = false;
-            return Some(MemoryAction::ResumeInserts);
-        }
-        None
+        use MemoryState::*;
+        let (next, action) = match self.state {
+            Cleared if ratio < 0.70 => (Normal, Some(MemoryAction::Restore)),
+            Cleared => (Cleared, None),
+            _ if ratio >= 0.95 => (Cleared, Some(MemoryAction::ClearAndStopInserts)),
+            Normal if ratio >= 0.85 => (Shrunk { rearmed: false }, Some(MemoryAction::Shrink)),
+            Shrunk { .. } if ratio < 0.70 => (Normal, Some(MemoryAction::Restore)),
+            Shrunk { rearmed: true } if ratio >= 0.85 => {
+                (Shrunk { rearmed: false }, Some(MemoryAction::Shrink))
+            }
+            Shrunk { rearmed } => (
+                Shrunk {
+                    rearmed: rearmed || ratio < 0.85,
+                },
+                None,
+            ),
+            Normal => (Normal, None),
+        };
+        self.state = next;
+        action
     }
 }
 
 /// The DPDK port policy: demote to kernel networking when the port stays
-/// down past the grace time. The DPDK driver reports the link; until it
-/// exists, tests drive this with a synthetic port.
+/// down past the grace time; back to DPDK only by an operator's call. The
+/// gateway's port monitor feeds it the link state it samples.
 #[derive(Debug)]
 pub struct PortPolicy {
     grace: Duration,
@@ -404,9 +424,17 @@ impl PortPolicy {
         Some(Decision {
             kind: DecisionKind::KernelFallback,
             trigger: "dpdk_link_down",
-            value: format!("link down for {:?}", now.duration_since(since)),
-            action: "demote to kernel networking",
+            value: format!("link down for {} ms", now.duration_since(since).as_millis()),
+            action: "serve on kernel networking",
         })
+    }
+
+    /// An operator moves serving to kernel networking (`POST
+    /// /admin/dataplane kernel`): the link no longer matters until a
+    /// promotion.
+    pub fn demote(&mut self) {
+        self.demoted = true;
+        self.down_since = None;
     }
 
     /// An operator asks to go back to DPDK (`POST /admin/dataplane dpdk`);
@@ -582,8 +610,23 @@ mod tests {
         assert_eq!(m.observe(0.96), Some(MemoryAction::ClearAndStopInserts));
         assert_eq!(m.observe(0.97), None, "cleared once");
         assert_eq!(m.observe(0.75), None);
-        assert_eq!(m.observe(0.69), Some(MemoryAction::ResumeInserts));
+        assert_eq!(m.observe(0.69), Some(MemoryAction::Restore));
         assert_eq!(m.observe(0.69), None);
+    }
+
+    #[test]
+    fn memory_that_stays_high_shrinks_once_per_crossing() {
+        let mut m = MemoryPolicy::default();
+        let shrinks = |m: &mut MemoryPolicy, ratio: f64, ticks: usize| {
+            (0..ticks)
+                .filter(|_| m.observe(ratio) == Some(MemoryAction::Shrink))
+                .count()
+        };
+        assert_eq!(shrinks(&mut m, 0.90, 60), 1, "a minute at 90 %: once");
+        assert_eq!(shrinks(&mut m, 0.80, 5), 0);
+        assert_eq!(shrinks(&mut m, 0.88, 60), 1, "a new crossing: once more");
+        assert_eq!(m.observe(0.60), Some(MemoryAction::Restore));
+        assert_eq!(shrinks(&mut m, 0.86, 3), 1);
     }
 
     #[test]
@@ -599,7 +642,7 @@ mod tests {
             "grace restarted"
         );
         let d = p.observe(t0 + Duration::from_millis(900), false).unwrap();
-        assert_eq!(d.action, "demote to kernel networking");
+        assert_eq!(d.action, "serve on kernel networking");
         assert!(p.demoted() && p.observe(t0 + s(5), false).is_none());
         assert!(
             !p.promote(false) && p.demoted(),

@@ -94,6 +94,8 @@ pub struct Supervisor {
     memory: Mutex<MemoryPolicy>,
     view: Mutex<View>,
     memory_limit: AtomicU64,
+    /// The configured cache budget while memory relief has lowered it.
+    cache_budget: AtomicU64,
     cfg: SupervisorConfig,
 }
 
@@ -117,6 +119,7 @@ impl Supervisor {
             memory: Mutex::new(MemoryPolicy::default()),
             view: Mutex::new(View::default()),
             memory_limit: AtomicU64::new(cfg.memory_limit_bytes),
+            cache_budget: AtomicU64::new(0),
             cfg,
         }
     }
@@ -215,12 +218,8 @@ impl Supervisor {
         self.eject_slow_primaries();
         let rss = memory::rss_bytes().unwrap_or(0);
         let limit = memory::limit_bytes(self.memory_limit.load(Ordering::Relaxed));
-        if let (Some(limit), Some(cache)) = (limit, &self.cache) {
-            let ratio = rss as f64 / limit as f64;
-            let action = lock(&self.memory).observe(ratio);
-            if let Some(a) = action {
-                self.memory_action(a, cache, ratio);
-            }
+        if let Some(limit) = limit {
+            self.memory_round(rss, limit);
         }
         let view = View {
             p50: merged.latency(0.5),
@@ -264,15 +263,39 @@ impl Supervisor {
         }
     }
 
+    /// The memory row of the runbook: the policy sees the used share of
+    /// the limit, this applies what it asks for.
+    fn memory_round(&self, rss: u64, limit: u64) {
+        let Some(cache) = &self.cache else { return };
+        let ratio = rss as f64 / limit as f64;
+        let action = lock(&self.memory).observe(ratio);
+        if let Some(a) = action {
+            self.memory_action(a, cache, ratio);
+        }
+    }
+
     fn memory_action(&self, action: MemoryAction, cache: &Cache, ratio: f64) {
         let value = format!("memory at {:.1}% of the limit", ratio * 100.0);
+        let mut cfg = cache.config();
         let (kind, name, result) = match action {
             MemoryAction::Shrink => {
-                let freed = cache.shrink_to(cache.bytes() / 2);
+                // The configured budget is kept to come back to; the
+                // effective one is half of what the cache holds now.
+                let _ = self.cache_budget.compare_exchange(
+                    0,
+                    cfg.max_bytes,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                cfg.max_bytes = cache.bytes().min(cfg.max_bytes) / 2;
+                let freed = cache.set_config(cfg);
                 (
                     DecisionKind::CacheShrink,
                     "shrink cache",
-                    format!("freed {freed} bytes"),
+                    format!(
+                        "freed {freed} bytes; budget {} bytes until memory is under 70%",
+                        cfg.max_bytes
+                    ),
                 )
             }
             MemoryAction::ClearAndStopInserts => {
@@ -287,12 +310,17 @@ impl Supervisor {
                     format!("cleared {n} entries"),
                 )
             }
-            MemoryAction::ResumeInserts => {
+            MemoryAction::Restore => {
                 cache.set_inserts(true);
+                let budget = self.cache_budget.swap(0, Ordering::Relaxed);
+                if budget > 0 {
+                    cfg.max_bytes = budget;
+                    cache.set_config(cfg);
+                }
                 (
                     DecisionKind::CacheResumeInserts,
                     "resume cache inserts",
-                    "ok".to_owned(),
+                    format!("budget {} bytes", cfg.max_bytes),
                 )
             }
         };
@@ -444,4 +472,115 @@ fn ms(d: Duration) -> f64 {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::time::SystemTime;
+    use ultragate_dataplane::cache::entry::Meta;
+    use ultragate_dataplane::cache::{url_key, CacheConfig, Stored};
+    use ultragate_dataplane::proxy::EngineConfig;
+
+    fn supervisor(cache: Arc<Cache>) -> Supervisor {
+        let engine = Arc::new(EngineConfig {
+            limits: ultragate_dataplane::http::request::RequestLimits {
+                max_header_bytes: 8192,
+                max_body_bytes: 1 << 20,
+            },
+            max_response_head_bytes: 8192,
+            client_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(5),
+            connect_attempts: 2,
+            default_host: "a".into(),
+            coalesce_wait: Duration::from_secs(1),
+            epoch: (Instant::now(), SystemTime::now()),
+            access: None,
+        });
+        let pool = |p: u16| {
+            PoolSpec::new(
+                vec![std::net::SocketAddr::from(([127, 0, 0, 1], p))],
+                Duration::from_secs(60),
+                4,
+                3,
+            )
+        };
+        let cfg = SupervisorConfig {
+            interval: Duration::from_secs(1),
+            thresholds: Thresholds::default(),
+            memory_limit_bytes: 0,
+            verify_interval: Duration::from_secs(3600),
+            snapshot_dir: std::env::temp_dir(),
+            cores: vec![0],
+            cores_from: "test".into(),
+        };
+        Supervisor::new(
+            cfg,
+            Arc::new(DataplaneStatus::default()),
+            Some(cache),
+            Arc::new(Live::new(engine, pool(1), pool(2))),
+            Arc::new(Timeline::default()),
+        )
+    }
+
+    #[test]
+    fn memory_high_for_a_minute_shrinks_the_cache_once_not_to_nothing() {
+        let cache = Arc::new(Cache::new(CacheConfig {
+            max_bytes: 64 << 20,
+            max_object_bytes: 1 << 20,
+        }));
+        let meta = || Meta {
+            status: 200,
+            stored_wall: SystemTime::now(),
+            initial_age: 0,
+            lifetime: 600,
+            must_revalidate: false,
+            no_cache: false,
+            auth_ok: false,
+            stale_while_revalidate: 0,
+            stale_if_error: 0,
+            etag: None,
+            last_modified: None,
+            vary_id: 0,
+        };
+        for i in 0..256 {
+            let mut key = Vec::new();
+            url_key(&mut key, b"example.com", format!("/{i}").as_bytes());
+            let stored = Stored {
+                head: Bytes::from_static(b"HTTP/1.1 200 OK\r\n"),
+                body: Bytes::from(vec![b'x'; 16 * 1024]),
+                meta: meta(),
+            };
+            assert!(cache.insert(&key, None, &[], stored, Instant::now()));
+        }
+        let full = cache.bytes();
+        let sup = supervisor(cache.clone());
+        let limit = 1 << 30;
+        // A minute of one-second rounds with RSS at 90 % of the limit (it
+        // does not fall: the pressure is not the cache's).
+        for _ in 0..60 {
+            sup.memory_round(limit / 10 * 9, limit);
+        }
+        let shrinks = sup
+            .timeline
+            .list()
+            .iter()
+            .filter(|e| e["action"] == "shrink cache")
+            .count();
+        assert_eq!(shrinks, 1, "{:?}", sup.timeline.list());
+        let left = cache.bytes();
+        assert!(
+            left > full / 4 && left <= full / 2,
+            "{left} of {full} bytes"
+        );
+        assert_eq!(cache.config().max_bytes, full / 2, "lowered budget");
+        // Under 70 %: the configured budget is back.
+        sup.memory_round(limit / 2, limit);
+        assert_eq!(cache.config().max_bytes, 64 << 20);
+        assert!(cache.inserts_enabled());
+    }
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use ultragate_control::admin::DataplaneSwitch;
+use ultragate_control::policy::PortPolicy;
 use ultragate_control::timeline::Timeline;
 pub use ultragate_dataplane::driver::DpdkConfig;
 use ultragate_dataplane::driver::{Dataplane, DriverConfig, IoBackend, Shared};
@@ -66,7 +67,9 @@ struct State {
     port: Option<port::Port>,
     kernel: Option<Dataplane>,
     args: Option<KernelArgs>,
-    on_port: bool,
+    /// Whether DPDK serves: demoted when its link stays down, promoted
+    /// only by an operator.
+    policy: PortPolicy,
 }
 
 /// The data planes of the process and the choice between them.
@@ -75,7 +78,6 @@ pub struct Serving {
     status: Arc<DataplaneStatus>,
     timeline: Arc<Timeline>,
     listen: SocketAddr,
-    grace: Duration,
     stop: AtomicBool,
     monitor: Mutex<Option<JoinHandle<()>>>,
 }
@@ -94,12 +96,15 @@ impl Serving {
                 port: None,
                 kernel: None,
                 args: None,
-                on_port: false,
+                policy: {
+                    let mut p = PortPolicy::new(grace);
+                    p.demote();
+                    p
+                },
             }),
             status,
             timeline,
             listen,
-            grace,
             stop: AtomicBool::new(false),
             monitor: Mutex::new(None),
         })
@@ -132,7 +137,7 @@ impl Serving {
         match port::start(dpdk, cfg, shared) {
             Ok(p) => {
                 st.port = Some(p);
-                st.on_port = true;
+                st.policy.promote(true);
             }
             Err(why) => {
                 tracing::warn!(reason = %why, listen = %self.listen, "DPDK unavailable; serving on kernel networking");
@@ -167,9 +172,9 @@ impl Serving {
         )?)
     }
 
-    /// Samples the port; moves to the kernel when the link stays down.
+    /// Samples the port and feeds the port policy; moves to the kernel
+    /// when it says so.
     fn watch(&self) {
-        let mut down_since: Option<Instant> = None;
         while !self.stop.load(Ordering::Acquire) {
             std::thread::sleep(SAMPLE);
             let mut st = self.lock();
@@ -177,26 +182,15 @@ impl Serving {
                 return;
             };
             self.status.set_port(Some(h));
-            if h.link_up || !st.on_port {
-                down_since = None;
+            let Some(d) = st.policy.observe(Instant::now(), h.link_up) else {
                 continue;
-            }
-            let since = *down_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < self.grace {
-                continue;
-            }
-            down_since = None;
-            let value = format!(
-                "port {} link down for {} ms",
-                h.port,
-                since.elapsed().as_millis()
-            );
+            };
             tracing::warn!(port = h.port, listen = %self.listen, "DPDK link down past the grace period; serving on kernel networking");
             let result = self.to_kernel(&mut st);
             self.timeline.push(
-                "dpdk_link_down",
-                &value,
-                &format!("serve on kernel networking at {}", self.listen),
+                d.trigger,
+                &format!("port {} {}", h.port, d.value),
+                &format!("{} at {}", d.action, self.listen),
                 &result.unwrap_or_else(|e| format!("failed: {e}")),
             );
         }
@@ -206,7 +200,7 @@ impl Serving {
         if st.kernel.is_none() {
             st.kernel = Some(self.start_kernel(st).map_err(|e| e.to_string())?);
         }
-        st.on_port = false;
+        st.policy.demote();
         let backend = st
             .kernel
             .as_ref()
@@ -261,7 +255,7 @@ impl DataplaneSwitch for Serving {
             self.to_kernel(&mut st)?;
             return Ok(self.status.backend().as_str());
         }
-        st.on_port = true;
+        st.policy.promote(true);
         self.status.set_backend(Backend::Dpdk);
         if let Some(k) = st.kernel.take() {
             // The kernel listener drains in the background.
