@@ -14,11 +14,14 @@ if [ "${1:-}" = "--seconds" ]; then seconds=${2:?--seconds needs a value}; fi
 command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs; }
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
 # The gateway is built with its DPDK data plane, which the drill's DPDK
-# fault uses (on a tap in a network namespace, without hugepages).
+# fault uses (on a tap in a network namespace, without hugepages), and
+# with the test hooks the drill's cache-corruption fault uses (a
+# production build has neither `POST /admin/cache/corrupt` nor the
+# `[cache] test_hooks` key).
 command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2; }
 pkg-config --exists libdpdk 2>/dev/null \
   || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config libdpdk-dev dpdk; }
-cargo build --release --workspace --locked --features ultragate/dpdk
+cargo build --release --workspace --locked --features ultragate/dpdk --features ultragate/test-hooks
 
 logs=$(mktemp -d)
 pids=()

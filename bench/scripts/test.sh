@@ -94,3 +94,13 @@ ULTRAGATE_IO_BACKEND=uring cargo test --workspace --locked "${dpdk_features[@]}"
 ULTRAGATE_IO_BACKEND=epoll cargo test -p ultragate --locked \
   --test e2e --test cache --test failover --test security --test backends --test lifecycle --test observability \
   -- --test-threads "${TEST_THREADS:-4}"
+# A release build has no test hooks: no `/admin/cache/corrupt`, and the
+# config key that enables it is refused as unknown.
+cargo build --release --locked -p ultragate
+hooks=$(mktemp)
+printf '[cache]\ntest_hooks = true\n' >"$hooks"
+if ./target/release/ultragate --check-config "$hooks"; then
+  echo "the release build accepted [cache] test_hooks" >&2
+  exit 1
+fi
+rm -f "$hooks"

@@ -405,6 +405,7 @@ impl Admin {
                     json!({ "error": format!("purge body: {e}"), "example": {"prefix": "/images/", "host": "example.com"} }),
                 ),
             },
+            #[cfg(feature = "test-hooks")]
             ("POST", "/admin/cache/corrupt") if self.state.test_hooks => {
                 let target = String::from_utf8_lossy(body).trim().to_owned();
                 let victim = cache

@@ -23,3 +23,8 @@ pub mod proxy;
 pub mod stats;
 pub mod status;
 pub mod upstream;
+
+/// Whether this build has the test hooks (the `test-hooks` feature, which
+/// only test builds enable): the config refuses `[cache] test_hooks`
+/// without them.
+pub const TEST_HOOKS: bool = cfg!(feature = "test-hooks");

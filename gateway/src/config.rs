@@ -351,9 +351,11 @@ pub struct CacheSection {
     /// Longest wait for another connection's fetch of the same missing
     /// key, in milliseconds. Default 2000.
     pub coalesce_wait_ms: u64,
-    /// For tests only: enables `POST /admin/cache/corrupt`, which flips a
-    /// bit in a stored entry as memory corruption would. Default `false`.
-    pub test_hooks: bool,
+    /// Test builds only (a release build refuses the key): enables `POST
+    /// /admin/cache/corrupt`, which flips a bit in a stored entry as memory
+    /// corruption would. Absent by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_hooks: Option<bool>,
     /// Targeted cache-control fields this cache follows (RFC 9213), first
     /// valid one wins over `Cache-Control` and `Expires`; put a
     /// gateway-specific field (e.g. `Ultragate-Cache-Control`) ahead of
@@ -372,7 +374,7 @@ impl Default for CacheSection {
             snapshot_on_shutdown: false,
             restore_on_start: false,
             coalesce_wait_ms: 2000,
-            test_hooks: false,
+            test_hooks: None,
             targeted_fields: ultragate_dataplane::cache::targeted::DEFAULT
                 .iter()
                 .map(|&n| n.to_owned())
@@ -662,7 +664,20 @@ impl Config {
             }
         })?;
         cfg.validate()?;
+        cfg.test_hooks_built(ultragate_dataplane::TEST_HOOKS)?;
         Ok(cfg)
+    }
+
+    /// `[cache] test_hooks` is a key of test builds only: a build without
+    /// the hooks refuses it as unknown.
+    fn test_hooks_built(&self, built: bool) -> Result<(), ConfigError> {
+        if self.cache.test_hooks.is_some() && !built {
+            return Err(ConfigError::Syntax {
+                key: "cache.test_hooks".into(),
+                message: "unknown field `test_hooks` (test builds only)".into(),
+            });
+        }
+        Ok(())
     }
 
     /// The defaults, as TOML text.
@@ -849,6 +864,19 @@ mod tests {
     #[test]
     fn empty_file_is_all_defaults() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn test_hooks_are_an_unknown_key_without_the_hooks() {
+        let cfg = Config::parse("[cache]\ntest_hooks = true\n").unwrap();
+        assert_eq!(cfg.cache.test_hooks, Some(true), "a test build has them");
+        let err = cfg.test_hooks_built(false).unwrap_err().to_string();
+        assert!(
+            err.contains("cache.test_hooks") && err.contains("unknown"),
+            "{err}"
+        );
+        assert!(Config::default().test_hooks_built(false).is_ok());
+        assert!(!Config::default_toml().contains("test_hooks"));
     }
 
     #[test]

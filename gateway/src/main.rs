@@ -288,7 +288,7 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
         status: status.clone(),
         cache: cache.clone(),
         snapshot_dir: cfg.cache.snapshot_dir.clone(),
-        test_hooks: cfg.cache.test_hooks,
+        test_hooks: cfg.cache.test_hooks == Some(true),
         dataplane: dpdk
             .is_some()
             .then(|| serving.clone() as Arc<dyn DataplaneSwitch>),

@@ -757,7 +757,7 @@ impl Cache {
     /// Test hook: replaces the entry under `key` with a copy whose body has
     /// one bit flipped but whose checksum is the original's, as memory
     /// corruption would leave it. Returns false when there is no entry.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn corrupt_for_test(&self, key: &[u8]) -> bool {
         let map = self.map.pin();
         let Some(Slot::Object(e)) = map.get(key) else {
