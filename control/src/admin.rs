@@ -359,10 +359,13 @@ impl Admin {
                 )
             }
             ("POST", "/admin/cache/verify") => {
-                let r = blocking(move || cache.verify()).await;
+                // The same runbook as the background verify: bypass, evict,
+                // restore, serve again after a clean verify.
+                let sup = self.state.supervisor.clone();
+                let r = blocking(move || sup.verify_and_recover(&cache)).await;
                 (
                     200,
-                    json!({ "action": "verify", "checked": r.checked, "corrupt": r.corrupt, "evicted": r.corrupt }),
+                    json!({ "action": "verify", "checked": r.checked, "corrupt": r.corrupt, "evicted": r.corrupt, "restored": r.restored, "bypassed": r.bypassed }),
                 )
             }
             ("POST", "/admin/cache/snapshot") => {

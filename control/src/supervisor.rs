@@ -64,6 +64,20 @@ pub struct SupervisorConfig {
     pub cores_from: String,
 }
 
+/// What one pass of the data-corruption runbook found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// Entries checked.
+    pub checked: u64,
+    /// Entries whose checksum failed (evicted).
+    pub corrupt: u64,
+    /// Entries restored from the last good snapshot, when one was loaded.
+    pub restored: Option<u64>,
+    /// Whether the cache is still bypassed (a verify after the restore
+    /// was not clean).
+    pub bypassed: bool,
+}
+
 /// Numbers of the last round, for `/health` and `/metrics`.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct View {
@@ -328,16 +342,24 @@ impl Supervisor {
         self.timeline.push("memory_pressure", &value, name, &result);
     }
 
-    /// The data-corruption runbook: verify; on a checksum failure bypass
+    /// The data-corruption runbook, for the background verify and `POST
+    /// /admin/cache/verify` alike: verify; on a checksum failure bypass
     /// the cache, evict the bad entries, restore the last good snapshot,
     /// verify again, and serve from the cache after a clean verify.
-    pub fn verify_and_recover(&self, cache: &Cache) {
+    pub fn verify_and_recover(&self, cache: &Cache) -> Recovery {
         let report = cache.verify();
+        let mut out = Recovery {
+            checked: report.checked,
+            corrupt: report.corrupt,
+            restored: None,
+            bypassed: cache.bypassed(),
+        };
         if report.corrupt == 0 {
             if cache.bypassed() {
                 self.serve_again(cache);
+                out.bypassed = false;
             }
-            return;
+            return out;
         }
         cache.set_bypass(true);
         let value = format!(
@@ -352,7 +374,10 @@ impl Supervisor {
             "evicted",
         );
         let restored = match snapshot::restore(cache, &self.cfg.snapshot_dir) {
-            Ok(r) => format!("restored {} entries from {}", r.restored, r.file.display()),
+            Ok(r) => {
+                out.restored = Some(r.restored);
+                format!("restored {} entries from {}", r.restored, r.file.display())
+            }
             Err(e) => format!("no restore: {e}"),
         };
         self.timeline.push(
@@ -362,9 +387,11 @@ impl Supervisor {
             &restored,
         );
         let again = cache.verify();
+        out.bypassed = again.corrupt > 0;
         if again.corrupt == 0 {
             self.serve_again(cache);
         }
+        out
     }
 
     /// Ends a bypass after a clean verify.

@@ -177,6 +177,57 @@ fn corrupted_entry_is_caught_bypassed_and_cache_serves_again() {
 }
 
 #[test]
+fn on_demand_verify_runs_the_whole_corruption_runbook() {
+    let (_o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let dir = std::env::temp_dir().join(format!("ug-verify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // No background verify during the test: the operator's call does it.
+    let extra = format!(
+        "{}\n[cache]\ntest_hooks = true\nsnapshot_dir = \"{}\"\n",
+        runbook_config(node, "verify_interval_ms = 3600000"),
+        dir.display()
+    );
+    let gw = Gateway::start(&[origin], "", &extra);
+    let path = "/kept?size=100&cache=max-age%3D600";
+    curl(&[&gw.url(path)]);
+    let admin = |what: &str, body: &str| {
+        let out = curl(&[
+            "-X",
+            "POST",
+            "-d",
+            body,
+            &format!("http://{}/admin/cache/{what}", gw.admin),
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(admin("snapshot", "").contains("\"entries\":1"));
+    assert!(admin("corrupt", path).contains("corrupt"));
+    let verify: serde_json::Value = serde_json::from_str(&admin("verify", "")).unwrap();
+    assert_eq!(verify["corrupt"], 1, "{verify}");
+    assert_eq!(verify["restored"], 1, "{verify}");
+    assert_eq!(verify["bypassed"], false, "{verify}");
+    for action in [
+        "bypass cache, evict bad entries",
+        "restore last good snapshot",
+        "serve from cache again",
+    ] {
+        assert!(
+            has_event(&gw, action),
+            "{action}: {}",
+            admin_json(&gw, "/admin/events")
+        );
+    }
+    // The good copy came back from the snapshot: a hit, not a refetch.
+    let again = String::from_utf8_lossy(&curl(&["-i", &gw.url(path)]).stdout).into_owned();
+    assert!(
+        again.contains("X-Cache: HIT") && again.ends_with(&"x".repeat(100)),
+        "{again}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn health_json_and_metrics() {
     let (_o, origin) = origin(&[]);
     let (_n, node) = nodejs();
