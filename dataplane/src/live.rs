@@ -26,9 +26,18 @@ pub struct PoolSpec {
     pub health: Arc<GroupHealth>,
     /// Set by the active checks while some server answers fast.
     pub fast: Arc<AtomicBool>,
+    /// This pool's connect and response timeouts, when they differ from
+    /// the engine's defaults (the fallback's own keys).
+    pub timeouts: Option<(Duration, Duration)>,
 }
 
 impl PoolSpec {
+    /// The same pool with its own connect and response timeouts.
+    pub fn with_timeouts(mut self, connect: Duration, response: Duration) -> PoolSpec {
+        self.timeouts = Some((connect, response));
+        self
+    }
+
     /// A pool over `servers` with fresh health (every server up).
     pub fn new(
         servers: Vec<SocketAddr>,
@@ -42,6 +51,7 @@ impl PoolSpec {
             servers,
             idle_timeout,
             max_idle,
+            timeouts: None,
         }
     }
 }

@@ -139,7 +139,8 @@ pub fn pool_specs(
             ms(g.idle_timeout_ms),
             g.max_idle_per_core,
             g.eject_after_failures,
-        );
+        )
+        .with_timeouts(ms(g.connect_timeout_ms), ms(g.response_timeout_ms));
         if let Some(old) = old.filter(|o| {
             o.servers == spec.servers && o.health.eject_after() == g.eject_after_failures.max(1)
         }) {

@@ -605,6 +605,9 @@ impl Endpoint {
         let Some(c) = self.clients.get_mut(id.idx, id.gen) else {
             return;
         };
+        if let Some((connect, response)) = self.peers.timeouts(target) {
+            c.conn.upstream_timeouts(connect, response);
+        }
         match checkout {
             Checkout::Reused { conn: u, .. } => {
                 if let Some(up) = self.ups.get_mut(u.idx, u.gen) {
@@ -798,3 +801,6 @@ fn record(
 
 #[cfg(test)]
 mod sim;
+
+#[cfg(test)]
+mod tests;

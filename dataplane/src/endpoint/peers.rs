@@ -169,6 +169,23 @@ impl<T> Upstreams<T> {
         pool.servers.get(target.server).map(|a| (name, *a))
     }
 
+    /// The connect and response timeouts of `target`'s pool, when it has
+    /// its own.
+    pub(crate) fn timeouts(
+        &self,
+        target: Target,
+    ) -> Option<(std::time::Duration, std::time::Duration)> {
+        if target.generation != self.settings.generation {
+            return None;
+        }
+        match target.group {
+            Group::Fallback if !self.settings.fallback.servers.is_empty() => {
+                self.settings.fallback.timeouts
+            }
+            _ => self.settings.primary.timeouts,
+        }
+    }
+
     /// A connect to `target` succeeded.
     pub(crate) fn connected(&self, target: Target) {
         if let Some(h) = self.health_of(target) {

@@ -188,6 +188,9 @@ struct Exchange {
     reused: bool,
     connects: usize,
     connect_started: Instant,
+    /// The chosen pool's connect and response timeouts, when it has its
+    /// own (else the engine's).
+    timeouts: Option<(Duration, Duration)>,
     upstream_progress: Instant,
     client_progress: Instant,
     head_buf: BytesMut,
@@ -713,11 +716,16 @@ impl Conn {
                 None => *started + ADMIN_CALL_TIMEOUT,
             }),
             Phase::Wait { poll_at } => Some(*poll_at),
-            Phase::Proxy(ex) => Some(match ex.upstream {
-                UpstreamState::Connecting => ex.connect_started + cfg.connect_timeout,
-                _ if !ex.request.is_done() => ex.client_progress + cfg.client_timeout,
-                _ => ex.upstream_progress + cfg.response_timeout,
-            }),
+            Phase::Proxy(ex) => {
+                let (connect, response) = ex
+                    .timeouts
+                    .unwrap_or((cfg.connect_timeout, cfg.response_timeout));
+                Some(match ex.upstream {
+                    UpstreamState::Connecting => ex.connect_started + connect,
+                    _ if !ex.request.is_done() => ex.client_progress + cfg.client_timeout,
+                    _ => ex.upstream_progress + response,
+                })
+            }
         }
     }
 
@@ -799,6 +807,14 @@ impl Conn {
                 d.record.connect_us =
                     Some(micros(now.saturating_duration_since(ex.connect_started)));
             }
+        }
+    }
+
+    /// The peer selector chose a pool with its own connect and response
+    /// timeouts for the exchange in flight (the fallback's keys).
+    pub fn upstream_timeouts(&mut self, connect: Duration, response: Duration) {
+        if let Phase::Proxy(ex) = &mut self.phase {
+            ex.timeouts = Some((connect, response));
         }
     }
 
@@ -1584,6 +1600,7 @@ impl Conn {
             reused: false,
             connects: 0,
             connect_started: now,
+            timeouts: None,
             upstream_progress: now,
             client_progress: now,
             head_buf: BytesMut::new(),

@@ -1,0 +1,114 @@
+//! The per-core layer driven by hand: cases the simulation does not aim at.
+
+use super::*;
+use crate::http::request::RequestLimits;
+use crate::live::PoolSpec;
+use crate::proxy::EngineConfig;
+use crate::status::Route;
+use std::time::SystemTime;
+
+fn endpoint(t0: Instant, fallback: PoolSpec) -> (Endpoint, Arc<DataplaneStatus>) {
+    let engine = Arc::new(EngineConfig {
+        limits: RequestLimits {
+            max_header_bytes: 8192,
+            max_body_bytes: 1 << 20,
+        },
+        max_response_head_bytes: 8192,
+        client_timeout: Duration::from_secs(10),
+        keepalive_timeout: Duration::from_secs(60),
+        send_timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(1),
+        response_timeout: Duration::from_secs(5),
+        connect_attempts: 2,
+        default_host: "a".into(),
+        coalesce_wait: Duration::from_secs(1),
+        epoch: (t0, SystemTime::UNIX_EPOCH),
+        access: None,
+    });
+    let primary = PoolSpec::new(
+        vec![SocketAddr::from(([127, 0, 0, 1], 1))],
+        Duration::from_secs(60),
+        4,
+        3,
+    );
+    let status = Arc::new(DataplaneStatus::default());
+    let (stats, _) = mpsc::channel();
+    let parts = Parts {
+        status: status.clone(),
+        cache: None,
+        live: Arc::new(Live::new(engine, primary, fallback)),
+        access: Arc::new(AccessLog::new()),
+        stats,
+    };
+    let cfg = EndpointConfig {
+        core: 0,
+        max_connections: 8,
+        drain_timeout: Duration::from_secs(1),
+        stats_interval: Duration::from_secs(3600),
+        local_admin: false,
+    };
+    (Endpoint::new(cfg, parts, t0), status)
+}
+
+/// Carries out commands; returns the connects asked for.
+fn connects(ep: &mut Endpoint) -> Vec<(UpstreamId, SocketAddr)> {
+    let mut out = Vec::new();
+    while let Some(cmd) = ep.poll_command() {
+        if let Command::Connect { up, addr } = cmd {
+            out.push((up, addr));
+        }
+    }
+    out
+}
+
+fn client_output(ep: &Endpoint, id: ClientId) -> String {
+    let mut slices = [std::io::IoSlice::new(&[]); 8];
+    let n = ep.client_slices(id, &mut slices);
+    slices[..n]
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+#[test]
+fn the_fallback_pools_own_timeouts_apply_to_requests_sent_there() {
+    let t0 = Instant::now();
+    let fallback = PoolSpec::new(
+        vec![SocketAddr::from(([127, 0, 0, 1], 2))],
+        Duration::from_secs(60),
+        4,
+        3,
+    )
+    .with_timeouts(Duration::from_millis(200), Duration::from_millis(300));
+    let (mut ep, status) = endpoint(t0, fallback);
+    status.set_route(Route::Fallback);
+    let id = ep
+        .accept(t0, SocketAddr::from(([10, 0, 0, 1], 5000)))
+        .unwrap();
+    ep.handle(
+        t0,
+        Event::ClientBytes(id, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"),
+    );
+    let [(up, addr)] = connects(&mut ep)[..] else {
+        panic!("one connect")
+    };
+    assert_eq!(addr.port(), 2, "routed to the fallback");
+    assert!(
+        ep.poll_timeout() <= t0 + Duration::from_millis(200),
+        "its connect timeout"
+    );
+    ep.handle(t0, Event::Connected(up));
+    let n = ep.upstream_output(up).len();
+    ep.handle(t0, Event::UpstreamWritten(up, n));
+    connects(&mut ep);
+    // Timers fire (an early one is harmless) until the client has its
+    // answer: at the fallback's 300 ms, not the engine's 5 s.
+    let mut at = t0;
+    while client_output(&ep, id).is_empty() && at < t0 + Duration::from_secs(10) {
+        at = ep.poll_timeout();
+        ep.handle(at, Event::Timer);
+    }
+    assert_eq!(at, t0 + Duration::from_millis(300), "its response timeout");
+    let out = client_output(&ep, id);
+    assert!(out.starts_with("HTTP/1.1 504"), "{out}");
+}
