@@ -68,8 +68,9 @@ fuzz_target!(|input: Input| {
         input.status,
         &response,
         &resp_cc,
+        SystemTime::now(),
     );
-    let lifetime = rules::freshness_lifetime(&response, &resp_cc);
+    let lifetime = rules::freshness_lifetime(&response, &resp_cc, SystemTime::now());
     assert!(lifetime <= Duration::from_secs(1 << 31));
     let age = rules::initial_age(&response, SystemTime::now(), Duration::from_secs(1));
     assert!(age <= Duration::from_secs(1 << 32));

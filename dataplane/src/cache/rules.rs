@@ -184,7 +184,8 @@ impl NotStored {
     }
 }
 
-/// Whether a shared cache may store a response (RFC 9111 §3, §3.5).
+/// Whether a shared cache may store a response (RFC 9111 §3, §3.5);
+/// `now` is the wall time a response without a `Date` is judged at.
 pub fn storable(
     get: bool,
     request: &CacheControl,
@@ -192,6 +193,7 @@ pub fn storable(
     status: u16,
     resp_headers: &[httparse::Header<'_>],
     resp: &CacheControl,
+    now: SystemTime,
 ) -> Result<(), NotStored> {
     if !get {
         return Err(NotStored::Method);
@@ -229,7 +231,7 @@ pub fn storable(
     }
     let validators =
         field(resp_headers, "etag").is_some() || field(resp_headers, "last-modified").is_some();
-    if freshness_lifetime(resp_headers, resp).is_zero() && !validators {
+    if freshness_lifetime(resp_headers, resp, now).is_zero() && !validators {
         return Err(NotStored::NoFreshness);
     }
     Ok(())
@@ -241,8 +243,13 @@ const MAX_HEURISTIC: Duration = Duration::from_secs(24 * 3600);
 /// The freshness lifetime of a response for a shared cache (RFC 9111
 /// §4.2.1): `s-maxage`, else `max-age`, else `Expires` − `Date` (unless
 /// the directives are targeted), else 10% of the time since
-/// `Last-Modified` (at most a day).
-pub fn freshness_lifetime(headers: &[httparse::Header<'_>], cc: &CacheControl) -> Duration {
+/// `Last-Modified` (at most a day). `now` stands in for a missing `Date`
+/// (the caller's clock: the engine reads none).
+pub fn freshness_lifetime(
+    headers: &[httparse::Header<'_>],
+    cc: &CacheControl,
+    now: SystemTime,
+) -> Duration {
     if let Some(s) = cc.s_maxage.or(cc.max_age) {
         return Duration::from_secs(s);
     }
@@ -252,11 +259,11 @@ pub fn freshness_lifetime(headers: &[httparse::Header<'_>], cc: &CacheControl) -
         let Some(expires) = http_date(expires) else {
             return Duration::ZERO;
         };
-        let base = date.unwrap_or_else(SystemTime::now);
+        let base = date.unwrap_or(now);
         return expires.duration_since(base).unwrap_or(Duration::ZERO);
     }
     if let Some(lm) = field(headers, "last-modified").and_then(http_date) {
-        let base = date.unwrap_or_else(SystemTime::now);
+        let base = date.unwrap_or(now);
         let since = base.duration_since(lm).unwrap_or(Duration::ZERO);
         return (since / 10).min(MAX_HEURISTIC);
     }
@@ -315,6 +322,7 @@ mod tests {
             status,
             &headers,
             &CacheControl::parse(&headers),
+            SystemTime::now(),
         )
     }
 
@@ -343,7 +351,7 @@ mod tests {
     fn s_maxage_wins_over_max_age() {
         let headers = h(&[("Cache-Control", "max-age=10, s-maxage=100")]);
         assert_eq!(
-            freshness_lifetime(&headers, &CacheControl::parse(&headers)),
+            freshness_lifetime(&headers, &CacheControl::parse(&headers), SystemTime::now()),
             Duration::from_secs(100)
         );
     }
@@ -352,7 +360,7 @@ mod tests {
     fn max_age_gives_lifetime() {
         let headers = h(&[("Cache-Control", "max-age=10")]);
         assert_eq!(
-            freshness_lifetime(&headers, &CacheControl::parse(&headers)),
+            freshness_lifetime(&headers, &CacheControl::parse(&headers), SystemTime::now()),
             Duration::from_secs(10)
         );
     }
@@ -364,12 +372,12 @@ mod tests {
             ("Expires", "Sun, 06 Nov 1994 08:50:37 GMT"),
         ]);
         assert_eq!(
-            freshness_lifetime(&headers, &CacheControl::default()),
+            freshness_lifetime(&headers, &CacheControl::default(), SystemTime::now()),
             Duration::from_secs(60)
         );
         let bad = h(&[("Expires", "0")]);
         assert_eq!(
-            freshness_lifetime(&bad, &CacheControl::default()),
+            freshness_lifetime(&bad, &CacheControl::default(), SystemTime::now()),
             Duration::ZERO
         );
     }
@@ -381,7 +389,7 @@ mod tests {
             ("Last-Modified", "Sun, 06 Nov 1994 07:49:37 GMT"),
         ]);
         assert_eq!(
-            freshness_lifetime(&headers, &CacheControl::default()),
+            freshness_lifetime(&headers, &CacheControl::default(), SystemTime::now()),
             Duration::from_secs(360)
         );
         assert_eq!(
@@ -433,7 +441,8 @@ mod tests {
                 false,
                 200,
                 &headers,
-                &CacheControl::parse(&headers)
+                &CacheControl::parse(&headers),
+                SystemTime::now(),
             ),
             Err(NotStored::NoStore)
         );
@@ -444,7 +453,8 @@ mod tests {
                 false,
                 200,
                 &headers,
-                &CacheControl::parse(&headers)
+                &CacheControl::parse(&headers),
+                SystemTime::now(),
             ),
             Err(NotStored::Method)
         );
@@ -462,6 +472,7 @@ mod tests {
                 200,
                 &headers,
                 &CacheControl::parse(&headers),
+                SystemTime::now(),
             )
         };
         assert_eq!(check("max-age=60"), Err(NotStored::Authorization));

@@ -258,6 +258,7 @@ impl CacheFetch {
             resp.status,
             resp.headers,
             &cc,
+            now_wall,
         ) {
             self.not_stored = Some(why.detail());
             if self.claimed {
@@ -449,6 +450,7 @@ impl CacheFetch {
             meta.status,
             &merged,
             &cc,
+            now_wall,
         )
         .is_ok();
         if !storable || self.cache.bypassed() {
@@ -500,7 +502,7 @@ fn meta_of(
         status: resp.status,
         stored_wall: now_wall,
         initial_age: rules::initial_age(resp.headers, now_wall, delay).as_secs(),
-        lifetime: rules::freshness_lifetime(resp.headers, cc).as_secs(),
+        lifetime: rules::freshness_lifetime(resp.headers, cc, now_wall).as_secs(),
         must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
         no_cache: cc.no_cache,
         auth_ok: cc.public || cc.must_revalidate || cc.s_maxage.is_some(),
