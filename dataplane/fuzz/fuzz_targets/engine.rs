@@ -37,6 +37,9 @@ enum Upstream {
 
 struct Harness {
     conn: Conn,
+    /// The cache, to release the claim of a background refresh as the
+    /// per-core layer does.
+    cache: Option<Arc<Cache>>,
     now: Instant,
     upstream: Upstream,
     admin_pending: bool,
@@ -142,7 +145,8 @@ impl Harness {
         });
         let peer = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
         Self {
-            conn: Conn::new(cfg, status, cache, peer, now),
+            conn: Conn::new(cfg, status, cache.clone(), peer, now),
+            cache,
             now,
             upstream: Upstream::None,
             admin_pending: false,
@@ -178,6 +182,18 @@ impl Harness {
                     self.upstream = Upstream::None;
                 }
                 Action::Admin(_) => self.admin_pending = true,
+                Action::Refresh { request, key } => {
+                    // The per-core layer sends it as a fetch of its own.
+                    let sent = scan_requests(&request, true);
+                    assert!(
+                        sent.readable && !sent.partial,
+                        "a background refresh that is not one whole request: {:?}",
+                        String::from_utf8_lossy(&request)
+                    );
+                    if let Some(cache) = &self.cache {
+                        cache.release_fetch(&key);
+                    }
+                }
             }
         }
         while self.conn.poll_completion().is_some() {}

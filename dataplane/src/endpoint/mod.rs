@@ -69,6 +69,9 @@ impl UpstreamId {
     }
 }
 
+/// Most background refreshes one core runs at once.
+const MAX_BACKGROUND: usize = 64;
+
 /// What happened on the transport, as a driver reports it.
 #[derive(Debug)]
 pub enum Event<'a> {
@@ -202,6 +205,9 @@ struct Client {
     queued: bool,
     /// A [`Command::CloseClient`] was given: no more events reach it.
     closed: bool,
+    /// A background refresh (no socket: its answer goes into the cache
+    /// only) holding the fetch claim on this key.
+    background: Option<Bytes>,
 }
 
 /// Where an upstream connection is in its life.
@@ -241,6 +247,8 @@ pub struct Endpoint {
     drain_deadline: Option<Instant>,
     /// Reused list of handles for sweeps.
     scratch: Vec<(u32, u32)>,
+    /// Background refreshes running.
+    background: usize,
 }
 
 impl Endpoint {
@@ -258,6 +266,7 @@ impl Endpoint {
             commands: VecDeque::new(),
             drain_deadline: None,
             scratch: Vec::new(),
+            background: 0,
         }
     }
 
@@ -286,6 +295,7 @@ impl Endpoint {
             timer_at: None,
             queued: false,
             closed: false,
+            background: None,
         });
         let id = ClientId { idx, gen };
         let draining = self.drain_deadline.is_some();
@@ -380,7 +390,7 @@ impl Endpoint {
     /// What the client connection wants from the transport now.
     pub fn client_interest(&self, id: ClientId) -> Interest {
         match self.clients.get(id.idx, id.gen) {
-            Some(c) if !c.closed => Interest {
+            Some(c) if !c.closed && c.background.is_none() => Interest {
                 read: c.conn.wants_client_bytes(),
                 write: c.conn.client_pending() > 0,
             },
@@ -544,6 +554,7 @@ impl Endpoint {
                     client: id,
                     request: Box::new(request),
                 }),
+                Action::Refresh { request, key } => self.start_refresh(now, &request, key),
             }
         }
         let Self {
@@ -558,6 +569,9 @@ impl Endpoint {
         let Some(c) = clients.get_mut(id.idx, id.gen) else {
             return;
         };
+        if c.background.is_some() {
+            return self.settle_background(id, now);
+        }
         while let Some(done) = c.conn.poll_completion() {
             record(parts, stats, peers, done, c.last_target, c.peer);
         }
@@ -579,6 +593,87 @@ impl Endpoint {
         }
         if let Some(u) = c.up {
             self.touch_upstream(u);
+        }
+    }
+
+    /// Starts a background refresh (stale-while-revalidate): a connection
+    /// of its own, with no socket, whose request revalidates the entry and
+    /// whose answer only goes into the cache; the client that asked for it
+    /// was answered and goes on. At most [`MAX_BACKGROUND`] at once per
+    /// core (past it, or while draining, the refresh is left to a later
+    /// request).
+    fn start_refresh(&mut self, now: Instant, request: &[u8], key: Bytes) {
+        let Some(cache) = self.parts.cache.clone() else {
+            return;
+        };
+        if self.background >= MAX_BACKGROUND || self.drain_deadline.is_some() {
+            cache.release_fetch(&key);
+            return;
+        }
+        let conn = Conn::new(
+            self.peers.engine().clone(),
+            self.parts.status.clone(),
+            Some(cache),
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+            now,
+        )
+        .without_local_admin();
+        let (idx, gen) = self.clients.insert(Client {
+            conn,
+            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+            up: None,
+            last_target: None,
+            timer_at: None,
+            queued: false,
+            closed: false,
+            background: Some(key),
+        });
+        self.background += 1;
+        self.on_client(ClientId { idx, gen }, now, |c| c.recv_client(now, request));
+    }
+
+    /// A background refresh after an event: its answer is dropped (it is
+    /// in the cache), its result counts for the server's passive health
+    /// only (not as client traffic), and it ends with its exchange.
+    fn settle_background(&mut self, id: ClientId, now: Instant) {
+        let Some(c) = self.clients.get_mut(id.idx, id.gen) else {
+            return;
+        };
+        let pending = c.conn.client_pending();
+        if pending > 0 {
+            c.conn.client_written(pending, now);
+        }
+        while let Some(done) = c.conn.poll_completion() {
+            if let (true, Some(target)) = (done.proxied, c.last_target) {
+                self.peers.responded(target, &done);
+            }
+        }
+        if c.conn.is_finished() || c.conn.is_aborted() {
+            return self.end_background(id);
+        }
+        if let Some(t) = c.conn.timeout() {
+            if c.timer_at.is_none_or(|at| t < at) {
+                c.timer_at = Some(t);
+                self.timers.push(Reverse((t, id.idx, id.gen)));
+            }
+        }
+        if let Some(u) = c.up {
+            self.touch_upstream(u);
+        }
+    }
+
+    /// Ends a background refresh: its upstream closed unless pooled, its
+    /// fetch claim released.
+    fn end_background(&mut self, id: ClientId) {
+        let Some(c) = self.clients.remove(id.idx, id.gen) else {
+            return;
+        };
+        self.background -= 1;
+        if let Some(u) = c.up {
+            self.close_upstream(u);
+        }
+        if let (Some(cache), Some(key)) = (&self.parts.cache, &c.background) {
+            cache.release_fetch(key);
         }
     }
 
@@ -678,6 +773,9 @@ impl Endpoint {
         let Some(c) = self.clients.get_mut(id.idx, id.gen) else {
             return;
         };
+        if c.background.is_some() {
+            return self.end_background(id);
+        }
         if c.closed {
             return;
         }

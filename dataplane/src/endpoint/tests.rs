@@ -112,3 +112,82 @@ fn the_fallback_pools_own_timeouts_apply_to_requests_sent_there() {
     let out = client_output(&ep, id);
     assert!(out.starts_with("HTTP/1.1 504"), "{out}");
 }
+
+#[test]
+fn a_stale_while_revalidate_refresh_runs_beside_the_client_not_in_its_slot() {
+    use crate::cache::{Cache, CacheConfig};
+    let t0 = Instant::now();
+    let fallback = PoolSpec::new(Vec::new(), Duration::from_secs(60), 4, 3);
+    let (mut ep, _) = endpoint(t0, fallback);
+    let cache = Arc::new(Cache::new(CacheConfig {
+        max_bytes: 1 << 20,
+        max_object_bytes: 1 << 16,
+    }));
+    ep.parts.cache = Some(cache);
+    let get = b"GET /s HTTP/1.1\r\nHost: a\r\n\r\n";
+    let id = ep
+        .accept(t0, SocketAddr::from(([10, 0, 0, 1], 5000)))
+        .unwrap();
+    // The first request fills the cache: max-age=1, stale-while-revalidate=60.
+    ep.handle(t0, Event::ClientBytes(id, get));
+    let [(up, _)] = connects(&mut ep)[..] else {
+        panic!("one connect")
+    };
+    ep.handle(t0, Event::Connected(up));
+    let n = ep.upstream_output(up).len();
+    ep.handle(t0, Event::UpstreamWritten(up, n));
+    ep.handle(
+        t0,
+        Event::UpstreamBytes(
+            up,
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=1, stale-while-revalidate=60\r\nContent-Length: 2\r\n\r\nv1",
+        ),
+    );
+    let written = |ep: &mut Endpoint, at: Instant| {
+        let out = client_output(ep, id);
+        ep.handle(at, Event::ClientWritten(id, out.len()));
+        out
+    };
+    assert!(written(&mut ep, t0).ends_with("v1"));
+
+    // Two seconds later: stale. The answer is immediate, and the refresh
+    // is a fetch of its own on the pooled connection.
+    let t1 = t0 + Duration::from_secs(2);
+    ep.handle(t1, Event::ClientBytes(id, get));
+    let out = written(&mut ep, t1);
+    assert!(
+        out.contains("X-Cache: STALE") && out.ends_with("v1"),
+        "{out}"
+    );
+    assert!(
+        connects(&mut ep).is_empty(),
+        "the refresh reuses the pooled connection"
+    );
+    let refresh = ep.upstream_output(up).to_vec();
+    assert!(refresh.starts_with(b"GET /s HTTP/1.1\r\n"), "{refresh:?}");
+    ep.handle(t1, Event::UpstreamWritten(up, refresh.len()));
+    // The origin is slow on the refresh; the client's next request on the
+    // same connection does not wait for it.
+    ep.handle(t1, Event::ClientBytes(id, get));
+    let out = written(&mut ep, t1);
+    assert!(
+        out.contains("X-Cache: STALE") && out.ends_with("v1"),
+        "{out}"
+    );
+    assert_eq!(ep.clients.len(), 2, "the client and the refresh");
+    // The refresh completes: the cache has the new body, the refresh's
+    // slot is gone, the client's next answer is the new one.
+    let t2 = t1 + Duration::from_secs(1);
+    ep.handle(
+        t2,
+        Event::UpstreamBytes(
+            up,
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\nv2",
+        ),
+    );
+    connects(&mut ep);
+    assert_eq!(ep.clients.len(), 1, "the refresh ended");
+    ep.handle(t2, Event::ClientBytes(id, get));
+    let out = written(&mut ep, t2);
+    assert!(out.contains("X-Cache: HIT") && out.ends_with("v2"), "{out}");
+}

@@ -144,6 +144,18 @@ pub enum Action {
     },
     /// Call the admin service and report [`Conn::admin_response`].
     Admin(AdminRequest),
+    /// Refresh a stale entry in the background (stale-while-revalidate):
+    /// the client was answered from the cache and goes on; `request` is
+    /// the revalidation to send as a fetch of its own, and the fetch claim
+    /// on `key` (taken by this connection) is the caller's to release when
+    /// it is done.
+    Refresh {
+        /// A request head that revalidates the entry (`Cache-Control:
+        /// max-age=0`, the client's varied fields kept).
+        request: Bytes,
+        /// The cache key whose fetch claim the refresh holds.
+        key: Bytes,
+    },
 }
 
 /// How a request in flight is being handled.
@@ -1524,13 +1536,13 @@ impl Conn {
                         access,
                     };
                     self.completions.push_back(served);
-                    if !refresh || close {
-                        if refresh {
-                            cache.release_fetch(&self.key_buf[..facts.url_len]);
-                        }
-                        return self.answered_locally(now, head_len, framing, close);
+                    if refresh {
+                        self.actions.push_back(Action::Refresh {
+                            request: refresh_request(&head),
+                            key: Bytes::copy_from_slice(&self.key_buf[..facts.url_len]),
+                        });
                     }
-                    (Some(entry), false, true, Forwarded::Stale)
+                    return self.answered_locally(now, head_len, framing, close);
                 }
                 Decision::Revalidate(e, why) => (Some(e), true, false, why),
                 Decision::Miss {
@@ -1690,6 +1702,41 @@ fn ex_released(actions: &mut VecDeque<Action>, ex: &Exchange) {
     if ex.upstream != UpstreamState::Released {
         actions.push_back(Action::Release { reuse: false });
     }
+}
+
+/// The request of a background refresh: the client's head with its
+/// method, target and fields (a varied response is stored under the same
+/// variant), minus what would make it partial, conditional on the
+/// client's validators or tied to the client's connection, plus
+/// `Cache-Control: max-age=0` so the cache revalidates instead of serving.
+fn refresh_request(head: &RequestHead<'_, '_>) -> Bytes {
+    const DROPPED: [&str; 10] = [
+        "cache-control",
+        "pragma",
+        "range",
+        "if-range",
+        "if-none-match",
+        "if-modified-since",
+        "connection",
+        "keep-alive",
+        "expect",
+        "te",
+    ];
+    let mut out = BytesMut::with_capacity(head.head_len + 32);
+    out.extend_from_slice(b"GET ");
+    out.extend_from_slice(head.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in head.headers {
+        if DROPPED.iter().any(|d| h.name.eq_ignore_ascii_case(d)) {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Cache-Control: max-age=0\r\nConnection: close\r\n\r\n");
+    out.freeze()
 }
 
 /// Relays response body bytes to the client. `Ok(true)` when the body is
