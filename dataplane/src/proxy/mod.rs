@@ -1704,13 +1704,16 @@ fn ex_released(actions: &mut VecDeque<Action>, ex: &Exchange) {
     }
 }
 
-/// The request of a background refresh: the client's head with its
-/// method, target and fields (a varied response is stored under the same
-/// variant), minus what would make it partial, conditional on the
-/// client's validators or tied to the client's connection, plus
-/// `Cache-Control: max-age=0` so the cache revalidates instead of serving.
+/// The request of a background refresh: a bodiless GET of the client's
+/// target with the client's fields (a varied response is stored under the
+/// same variant), minus what would make it partial, give it a body,
+/// make it conditional on the client's validators or tie it to the
+/// client's connection, plus `Cache-Control: max-age=0` so the cache
+/// revalidates instead of serving.
 fn refresh_request(head: &RequestHead<'_, '_>) -> Bytes {
-    const DROPPED: [&str; 10] = [
+    const DROPPED: [&str; 12] = [
+        "content-length",
+        "transfer-encoding",
         "cache-control",
         "pragma",
         "range",
