@@ -367,7 +367,10 @@ fn a_background_refresh_of_a_get_with_a_body_sends_none() {
     roundtrip(&cache, t0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", swr);
     let t1 = t0 + Duration::from_secs(5);
     let mut c = conn(&cache, t1);
-    c.recv_client(t1, b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\n123456789");
+    c.recv_client(
+        t1,
+        b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\n123456789",
+    );
     let Some(super::Action::Refresh { request, .. }) = c.poll_action() else {
         panic!("a background refresh")
     };
