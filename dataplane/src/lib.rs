@@ -1,14 +1,17 @@
 //! The request path of ultragate.
 //!
 //! What lives here: the HTTP/1.1 codec ([`http`]), the sans-IO proxy engine
-//! ([`proxy`]), the per-core upstream pool ([`upstream`]) and the drivers that
-//! move bytes between sockets and the engine ([`driver`]). The engine is
-//! deterministic: it contains no networking code and takes the time from its
-//! caller, so it is tested with plain byte slices and behaves the same on
-//! every driver. What does not live here: configuration files, the admin
+//! of one connection ([`proxy`]), the per-core layer above it that owns a
+//! core's connections, timers, pools and peer selection ([`endpoint`]), the
+//! upstream pool ([`upstream`]) and the drivers that execute the layer's
+//! commands on their sockets ([`driver`]). The engine and the layer are
+//! deterministic: they contain no networking code and take the time from
+//! their caller, so they are tested with plain byte slices and a simulated
+//! transport, and behave the same on every driver. What does not live here: configuration files, the admin
 //! API and policy (the `ultragate-control` crate), the binary (`ultragate`).
 //!
-//! Start reading at [`proxy::Conn`], then a driver: [`driver::uring`] (the
+//! Start reading at [`proxy::Conn`], then [`endpoint::Endpoint`], then a
+//! driver: [`driver::uring`] (the
 //! default kernel driver), [`driver::epoll`] (its fallback), or the DPDK
 //! driver (`driver::dpdk`, with the `dpdk` feature; FFI in `dpdk-sys`).
 

@@ -1,5 +1,6 @@
-//! Data-plane drivers: each moves bytes between its transport and the
-//! engine, one thread per pinned core.
+//! Data-plane drivers: each executes the per-core layer's commands
+//! ([`crate::endpoint::Endpoint`]) on its transport and reports what
+//! happened, one thread per pinned core.
 //!
 //! [`Dataplane::start`] picks the kernel backend as `[api_gateway]
 //! io_backend` says: io_uring ([`uring`]) when the kernel and the sandbox
