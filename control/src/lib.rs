@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod revalidate;
+mod snapshot;
 pub mod supervisor;
 pub mod timeline;

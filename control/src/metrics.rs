@@ -3,7 +3,7 @@
 
 use crate::histograms::HistogramFamily;
 use crate::policy::DecisionKind;
-use crate::supervisor::{Supervisor, View};
+use crate::snapshot::Snapshot;
 use prometheus::{
     Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -401,27 +401,27 @@ impl Metrics {
         self.decisions.with_label_values(&[kind.label()]).inc();
     }
 
-    /// Refreshes the gauges from the supervisor's state.
-    pub(crate) fn refresh(&self, sup: &Supervisor, v: &View) {
+    /// Refreshes the gauges from one round's snapshot.
+    pub(crate) fn refresh(&self, s: &Snapshot) {
+        let v = &s.view;
         for (q, d) in [("50", v.p50), ("99", v.p99), ("99.9", v.p999)] {
             self.latency.with_label_values(&[q]).set(d.as_secs_f64());
         }
         self.error_ratio.set(v.error_rate);
-        if let Some(log) = sup.access_log() {
+        if let Some((dropped, written)) = s.access {
             self.access_dropped
-                .inc_by(log.dropped().saturating_sub(self.access_dropped.get()));
+                .inc_by(dropped.saturating_sub(self.access_dropped.get()));
             self.access_written
-                .inc_by(log.written().saturating_sub(self.access_written.get()));
+                .inc_by(written.saturating_sub(self.access_written.get()));
         }
-        let panics = sup.status.panics();
-        self.panics.inc_by(panics.saturating_sub(self.panics.get()));
-        let route = sup.status.route();
+        self.panics
+            .inc_by(s.panics.saturating_sub(self.panics.get()));
         for r in [Route::Primary, Route::Fallback] {
             self.route
                 .with_label_values(&[r.as_str()])
-                .set(f64::from(u8::from(r == route)));
+                .set(f64::from(u8::from(r == s.route)));
         }
-        if let Some(p) = sup.status.port() {
+        if let Some(p) = &s.port {
             let id = p.port.to_string();
             for (stat, v) in [
                 ("link_up", u64::from(p.link_up)),
@@ -440,16 +440,17 @@ impl Metrics {
                 self.port.with_label_values(&[&id, stat]).set(v as f64);
             }
         }
-        let backend = sup.status.backend();
         for b in Backend::ALL {
             self.backend
                 .with_label_values(&[b.as_str()])
-                .set(f64::from(u8::from(b == backend)));
+                .set(f64::from(u8::from(b == s.backend)));
         }
         // Reset first: a reload may have removed servers.
         self.server_up.reset();
-        let pools = sup.live.load();
-        for (name, g) in [("primary", &pools.primary), ("fallback", &pools.fallback)] {
+        for (name, g) in [
+            ("primary", &s.pools.primary),
+            ("fallback", &s.pools.fallback),
+        ] {
             for (i, a) in g.servers.iter().enumerate() {
                 let addr = a.to_string();
                 let labels = [name, addr.as_str()];
@@ -462,11 +463,11 @@ impl Metrics {
                 self.upstream_duration.touch(&labels);
             }
         }
-        if let Some(c) = &sup.cache {
-            self.cache_bytes.set(c.bytes() as i64);
-            self.cache_entries.set(c.len() as i64);
-            self.cache_bypassed.set(i64::from(c.bypassed()));
-            self.cache_inserts.set(i64::from(c.inserts_enabled()));
+        if let Some(c) = &s.cache {
+            self.cache_bytes.set(c.bytes as i64);
+            self.cache_entries.set(c.entries as i64);
+            self.cache_bypassed.set(i64::from(c.bypassed));
+            self.cache_inserts.set(i64::from(c.inserts));
         }
         self.rss.set(v.rss as i64);
         self.limit.set(v.limit.unwrap_or(0) as i64);

@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use crate::policy::{
     self, DecisionKind, MemoryAction, MemoryPolicy, Mode, Observation, RoutePolicy, Thresholds,
 };
+use crate::snapshot::{CacheNumbers, Snapshot, View};
 use crate::timeline::Timeline;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -76,18 +77,6 @@ pub struct Recovery {
     /// Whether the cache is still bypassed (a verify after the restore
     /// was not clean).
     pub bypassed: bool,
-}
-
-/// Numbers of the last round, for `/health` and `/metrics`.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct View {
-    pub p50: Duration,
-    pub p99: Duration,
-    pub p999: Duration,
-    pub error_rate: f64,
-    pub rps: f64,
-    pub rss: u64,
-    pub limit: Option<u64>,
 }
 
 /// The control plane's state and loop.
@@ -245,7 +234,26 @@ impl Supervisor {
             limit,
         };
         *lock(&self.view) = view;
-        self.metrics.refresh(self, &view);
+        self.metrics.refresh(&self.snapshot(view));
+    }
+
+    /// What the gauges show after this round.
+    fn snapshot(&self, view: View) -> Snapshot {
+        Snapshot {
+            view,
+            access: self.access_log().map(|l| (l.dropped(), l.written())),
+            panics: self.status.panics(),
+            route: self.status.route(),
+            port: self.status.port(),
+            backend: self.status.backend(),
+            pools: self.live.load(),
+            cache: self.cache.as_ref().map(|c| CacheNumbers {
+                bytes: c.bytes(),
+                entries: c.len(),
+                bypassed: c.bypassed(),
+                inserts: c.inserts_enabled(),
+            }),
+        }
     }
 
     /// Ejects primary servers far slower than their peers; the active
