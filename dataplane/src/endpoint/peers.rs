@@ -223,28 +223,11 @@ impl<T> Upstreams<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::request::RequestLimits;
     use std::net::SocketAddr;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     fn engine() -> Arc<EngineConfig> {
-        Arc::new(EngineConfig {
-            limits: RequestLimits {
-                max_header_bytes: 16384,
-                max_body_bytes: 1 << 20,
-            },
-            max_response_head_bytes: 65536,
-            client_timeout: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(60),
-            send_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(5),
-            connect_attempts: 2,
-            default_host: "a".into(),
-            coalesce_wait: Duration::from_secs(1),
-            epoch: (Instant::now(), SystemTime::now()),
-            access: None,
-        })
+        crate::endpoint::tests::engine(Instant::now())
     }
 
     fn spec(ports: &[u16]) -> PoolSpec {

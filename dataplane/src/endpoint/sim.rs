@@ -18,11 +18,8 @@
 //! `SIM_SEEDS=N` runs N scenarios (default 2000); `SIM_SEED=S` replays one.
 
 use super::*;
-use crate::http::request::RequestLimits;
 use crate::live::PoolSpec;
-use crate::proxy::EngineConfig;
 use std::collections::HashMap;
-use std::time::SystemTime;
 
 /// splitmix64: small, seedable, the same everywhere.
 struct Rng(u64);
@@ -118,26 +115,6 @@ struct Sim {
     receipts: HashMap<String, u32>,
 }
 
-fn engine() -> Arc<EngineConfig> {
-    Arc::new(EngineConfig {
-        limits: RequestLimits {
-            max_header_bytes: 8192,
-            max_body_bytes: 1 << 20,
-        },
-        max_response_head_bytes: 8192,
-        client_timeout: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(60),
-        send_timeout: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(1),
-        response_timeout: Duration::from_secs(5),
-        connect_attempts: 2,
-        default_host: "sim".into(),
-        coalesce_wait: Duration::from_secs(1),
-        epoch: (Instant::now(), SystemTime::UNIX_EPOCH),
-        access: None,
-    })
-}
-
 /// Where a response ends in `b`: (status, body, `Connection: close`, length).
 fn parse_response(b: &[u8]) -> Option<(u16, Vec<u8>, bool, usize)> {
     let end = b.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
@@ -203,7 +180,7 @@ impl Sim {
             .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
             .collect();
         let live = Arc::new(Live::new(
-            engine(),
+            super::tests::engine(now),
             PoolSpec::new(servers, Duration::from_secs(30), 4, 1000),
             PoolSpec::new(Vec::new(), Duration::from_secs(30), 4, 1000),
         ));

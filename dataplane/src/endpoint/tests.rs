@@ -7,8 +7,11 @@ use crate::proxy::EngineConfig;
 use crate::status::Route;
 use std::time::SystemTime;
 
-fn endpoint(t0: Instant, fallback: PoolSpec) -> (Endpoint, Arc<DataplaneStatus>) {
-    let engine = Arc::new(EngineConfig {
+/// Engine settings for the layer's tests (the simulation's too), with
+/// `epoch` as the start of the monotonic clock and the wall clock at the
+/// Unix epoch, so nothing depends on the real time.
+pub(super) fn engine(epoch: Instant) -> Arc<EngineConfig> {
+    Arc::new(EngineConfig {
         limits: RequestLimits {
             max_header_bytes: 8192,
             max_body_bytes: 1 << 20,
@@ -22,9 +25,13 @@ fn endpoint(t0: Instant, fallback: PoolSpec) -> (Endpoint, Arc<DataplaneStatus>)
         connect_attempts: 2,
         default_host: "a".into(),
         coalesce_wait: Duration::from_secs(1),
-        epoch: (t0, SystemTime::UNIX_EPOCH),
+        epoch: (epoch, SystemTime::UNIX_EPOCH),
         access: None,
-    });
+    })
+}
+
+fn endpoint(t0: Instant, fallback: PoolSpec) -> (Endpoint, Arc<DataplaneStatus>) {
+    let engine = engine(t0);
     let primary = PoolSpec::new(
         vec![SocketAddr::from(([127, 0, 0, 1], 1))],
         Duration::from_secs(60),
