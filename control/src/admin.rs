@@ -3,7 +3,7 @@
 //! runbook's cache commands live here: clear, verify, snapshot, restore,
 //! purge, and data verify against the origin.
 
-use crate::policy::{DecisionKind, Mode};
+use crate::policy::Mode;
 use crate::revalidate;
 use crate::supervisor::Supervisor;
 use crate::timeline::Audit;
@@ -14,7 +14,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use ultragate_dataplane::admin::{AdminRequest, AdminResponse, AdminService};
@@ -79,9 +78,6 @@ pub struct AdminState {
     pub audit: Arc<Audit>,
     /// Token, running config and origins, replaced by a reload.
     pub settings: Arc<AdminSettings>,
-    /// Security isolation: mutating calls from loopback only, every
-    /// request logged.
-    pub isolated: AtomicBool,
     /// Config reload (`POST /admin/config/reload`, SIGHUP).
     pub reload: Reload,
     /// The data plane's readiness.
@@ -122,7 +118,7 @@ impl Admin {
         let st = &self.state;
         let token = lock(&st.settings.token);
         match (&*token, &req.authorization) {
-            (Some(token), Some(given)) if !st.isolated.load(Ordering::Relaxed) => given
+            (Some(token), Some(given)) if !st.supervisor.isolated() => given
                 .strip_prefix(b"Bearer ")
                 .is_some_and(|g| constant_time_eq(g, token.as_bytes())),
             _ => false,
@@ -264,25 +260,11 @@ impl Admin {
                 )
             }
             ("POST", "/admin/security/isolate") => {
-                st.isolated.store(true, Ordering::Relaxed);
-                sup.status.set_log_requests(true);
-                sup.metrics.decision(DecisionKind::Isolation);
-                sup.metrics.set_isolated(true);
-                sup.timeline.push(
-                    "admin_call",
-                    "security incident",
-                    "isolate: log every request, admin from loopback only",
-                    "ok",
-                );
+                sup.isolate(true);
                 json_response(200, &json!({ "isolated": true }))
             }
             ("POST", "/admin/security/normal") => {
-                st.isolated.store(false, Ordering::Relaxed);
-                sup.status.set_log_requests(false);
-                sup.metrics.decision(DecisionKind::Isolation);
-                sup.metrics.set_isolated(false);
-                sup.timeline
-                    .push("admin_call", "security normal", "end isolation", "ok");
+                sup.isolate(false);
                 json_response(200, &json!({ "isolated": false }))
             }
             _ => {

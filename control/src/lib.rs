@@ -13,6 +13,7 @@ pub mod admin;
 pub mod api;
 pub mod checks;
 pub mod client;
+pub mod executor;
 mod histograms;
 pub mod memory;
 pub mod metrics;

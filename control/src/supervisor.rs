@@ -3,22 +3,24 @@
 //! decisions (route, cache shrink/clear, bypass and restore after a failed
 //! verify), and refreshes `/metrics` and `/health`.
 
+use crate::executor::KernelSwitch;
 use crate::memory;
 use crate::metrics::Metrics;
 use crate::policy::{
-    self, DecisionKind, MemoryAction, MemoryPolicy, Mode, Observation, RoutePolicy, Thresholds,
+    self, CorruptionPolicy, MemoryPolicy, Mode, Observation, RoutePolicy, SecurityPolicy,
+    Thresholds,
 };
 use crate::snapshot::{CacheNumbers, Snapshot, View};
 use crate::timeline::Timeline;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ultragate_dataplane::access::AccessLog;
-use ultragate_dataplane::cache::{snapshot, Cache};
+use ultragate_dataplane::cache::Cache;
 use ultragate_dataplane::live::{Live, PoolSpec};
 use ultragate_dataplane::stats::CoreStats;
 use ultragate_dataplane::status::{DataplaneStatus, Route};
@@ -95,11 +97,17 @@ pub struct Supervisor {
     access: std::sync::OnceLock<Arc<AccessLog>>,
     route: Mutex<RoutePolicy>,
     memory: Mutex<MemoryPolicy>,
+    pub(crate) corruption: Mutex<CorruptionPolicy>,
+    security: Mutex<SecurityPolicy>,
+    /// Security isolation: mutating admin calls from loopback only.
+    pub(crate) isolated: AtomicBool,
+    /// The DPDK port's move to kernel networking, when a port serves.
+    pub(crate) kernel_switch: std::sync::OnceLock<KernelSwitch>,
     view: Mutex<View>,
     memory_limit: AtomicU64,
     /// The configured cache budget while memory relief has lowered it.
-    cache_budget: AtomicU64,
-    cfg: SupervisorConfig,
+    pub(crate) cache_budget: AtomicU64,
+    pub(crate) cfg: SupervisorConfig,
 }
 
 impl Supervisor {
@@ -120,6 +128,10 @@ impl Supervisor {
             access: std::sync::OnceLock::new(),
             route: Mutex::new(RoutePolicy::new(cfg.thresholds)),
             memory: Mutex::new(MemoryPolicy::default()),
+            corruption: Mutex::new(CorruptionPolicy::default()),
+            security: Mutex::new(SecurityPolicy::default()),
+            isolated: AtomicBool::new(false),
+            kernel_switch: std::sync::OnceLock::new(),
             view: Mutex::new(View::default()),
             memory_limit: AtomicU64::new(cfg.memory_limit_bytes),
             cache_budget: AtomicU64::new(0),
@@ -151,6 +163,25 @@ impl Supervisor {
         let route = p.route();
         self.status.set_route(route);
         route
+    }
+
+    /// The security row: an operator's isolate (`true`) or normal call.
+    pub fn isolate(&self, on: bool) {
+        let decision = lock(&self.security).observe(on);
+        if let Some(d) = decision {
+            self.execute(&d);
+        }
+    }
+
+    /// Whether security isolation is on.
+    pub fn isolated(&self) -> bool {
+        self.isolated.load(Ordering::Relaxed)
+    }
+
+    /// Registers the move from the DPDK port to kernel networking that
+    /// the port row's decision runs (once, by the owner of the port).
+    pub fn set_kernel_switch(&self, switch: KernelSwitch) {
+        let _ = self.kernel_switch.set(switch);
     }
 
     /// The route and who decides it.
@@ -208,15 +239,7 @@ impl Supervisor {
         };
         let decision = lock(&self.route).observe(&observation);
         if let Some(d) = decision {
-            let route = lock(&self.route).route();
-            self.status.set_route(route);
-            self.metrics.decision(d.kind);
-            self.timeline.push(
-                d.trigger,
-                &d.value,
-                d.action,
-                &format!("route {}", route.as_str()),
-            );
+            self.execute(&d);
         }
         self.eject_slow_primaries();
         let rss = memory::rss_bytes().unwrap_or(0);
@@ -267,151 +290,22 @@ impl Supervisor {
             .map(|i| (i, g.health.latency_us(i)))
             .filter(|&(_, l)| l > 0)
             .collect();
-        for i in policy::slow_outliers(&averages, floor) {
-            if g.health.set(i, false) {
-                let value = format!(
-                    "{} averages {} µs; peers: {averages:?}",
-                    g.servers[i],
-                    g.health.latency_us(i)
-                );
-                self.metrics.decision(DecisionKind::EjectSlowServer);
-                self.timeline.push(
-                    "latency_outlier",
-                    &value,
-                    "eject slow primary server",
-                    &format!("ejected {}", g.servers[i]),
-                );
-            }
+        for d in policy::outliers(&averages, floor) {
+            self.execute(&d);
         }
     }
 
     /// The memory row of the runbook: the policy sees the used share of
     /// the limit, this applies what it asks for.
     fn memory_round(&self, rss: u64, limit: u64) {
-        let Some(cache) = &self.cache else { return };
+        if self.cache.is_none() {
+            return;
+        }
         let ratio = rss as f64 / limit as f64;
-        let action = lock(&self.memory).observe(ratio);
-        if let Some(a) = action {
-            self.memory_action(a, cache, ratio);
+        let decision = lock(&self.memory).observe(ratio);
+        if let Some(d) = decision {
+            self.execute(&d);
         }
-    }
-
-    fn memory_action(&self, action: MemoryAction, cache: &Cache, ratio: f64) {
-        let value = format!("memory at {:.1}% of the limit", ratio * 100.0);
-        let mut cfg = cache.config();
-        let (kind, name, result) = match action {
-            MemoryAction::Shrink => {
-                // The configured budget is kept to come back to; the
-                // effective one is half of what the cache holds now.
-                let _ = self.cache_budget.compare_exchange(
-                    0,
-                    cfg.max_bytes,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-                cfg.max_bytes = cache.bytes().min(cfg.max_bytes) / 2;
-                let freed = cache.set_config(cfg);
-                (
-                    DecisionKind::CacheShrink,
-                    "shrink cache",
-                    format!(
-                        "freed {freed} bytes; budget {} bytes until memory is under 70%",
-                        cfg.max_bytes
-                    ),
-                )
-            }
-            MemoryAction::ClearAndStopInserts => {
-                let n = cache.clear();
-                cache.set_inserts(false);
-                // SAFETY: asks mimalloc (the global allocator) to return
-                // freed memory to the OS; no other effect.
-                unsafe { libmimalloc_sys::mi_collect(true) };
-                (
-                    DecisionKind::CacheClear,
-                    "clear cache, stop inserts",
-                    format!("cleared {n} entries"),
-                )
-            }
-            MemoryAction::Restore => {
-                cache.set_inserts(true);
-                let budget = self.cache_budget.swap(0, Ordering::Relaxed);
-                if budget > 0 {
-                    cfg.max_bytes = budget;
-                    cache.set_config(cfg);
-                }
-                (
-                    DecisionKind::CacheResumeInserts,
-                    "resume cache inserts",
-                    format!("budget {} bytes", cfg.max_bytes),
-                )
-            }
-        };
-        self.metrics.decision(kind);
-        self.timeline.push("memory_pressure", &value, name, &result);
-    }
-
-    /// The data-corruption runbook, for the background verify and `POST
-    /// /admin/cache/verify` alike: verify; on a checksum failure bypass
-    /// the cache, evict the bad entries, restore the last good snapshot,
-    /// verify again, and serve from the cache after a clean verify.
-    pub fn verify_and_recover(&self, cache: &Cache) -> Recovery {
-        let report = cache.verify();
-        let mut out = Recovery {
-            checked: report.checked,
-            corrupt: report.corrupt,
-            restored: None,
-            bypassed: cache.bypassed(),
-        };
-        if report.corrupt == 0 {
-            if cache.bypassed() {
-                self.serve_again(cache);
-                out.bypassed = false;
-            }
-            return out;
-        }
-        cache.set_bypass(true);
-        let value = format!(
-            "{} of {} entries failed their checksum",
-            report.corrupt, report.checked
-        );
-        self.metrics.decision(DecisionKind::CacheBypass);
-        self.timeline.push(
-            "cache_checksum_failure",
-            &value,
-            "bypass cache, evict bad entries",
-            "evicted",
-        );
-        let restored = match snapshot::restore(cache, &self.cfg.snapshot_dir) {
-            Ok(r) => {
-                out.restored = Some(r.restored);
-                format!("restored {} entries from {}", r.restored, r.file.display())
-            }
-            Err(e) => format!("no restore: {e}"),
-        };
-        self.timeline.push(
-            "cache_checksum_failure",
-            &value,
-            "restore last good snapshot",
-            &restored,
-        );
-        let again = cache.verify();
-        out.bypassed = again.corrupt > 0;
-        if again.corrupt == 0 {
-            self.serve_again(cache);
-        }
-        out
-    }
-
-    /// Ends a bypass after a clean verify.
-    fn serve_again(&self, cache: &Cache) {
-        cache.set_bypass(false);
-        self.metrics.decision(DecisionKind::CacheServeAgain);
-        self.timeline.push(
-            "cache_verify_clean",
-            "0 corrupt entries",
-            "serve from cache again",
-            "ok",
-        );
     }
 
     /// `GET /health`: the components and an overall status.
@@ -505,7 +399,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use ultragate_control::admin::DataplaneSwitch;
 use ultragate_control::policy::PortPolicy;
+use ultragate_control::supervisor::Supervisor;
 use ultragate_control::timeline::Timeline;
 pub use ultragate_dataplane::driver::DpdkConfig;
 use ultragate_dataplane::driver::{Dataplane, DriverConfig, IoBackend, Shared};
@@ -77,6 +78,8 @@ pub struct Serving {
     state: Mutex<State>,
     status: Arc<DataplaneStatus>,
     timeline: Arc<Timeline>,
+    /// Carries out the port row's decision.
+    supervisor: Arc<Supervisor>,
     listen: SocketAddr,
     stop: AtomicBool,
     monitor: Mutex<Option<JoinHandle<()>>>,
@@ -84,14 +87,10 @@ pub struct Serving {
 
 impl Serving {
     /// Nothing serves yet; `listen` is the kernel address used after a
-    /// fallback, `grace` how long the link may stay down.
-    pub fn new(
-        status: Arc<DataplaneStatus>,
-        timeline: Arc<Timeline>,
-        listen: SocketAddr,
-        grace: Duration,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+    /// fallback, `grace` how long the link may stay down. The port row's
+    /// move to kernel networking is registered with `supervisor`.
+    pub fn new(supervisor: Arc<Supervisor>, listen: SocketAddr, grace: Duration) -> Arc<Self> {
+        let serving = Arc::new(Self {
             state: Mutex::new(State {
                 port: None,
                 kernel: None,
@@ -102,12 +101,21 @@ impl Serving {
                     p
                 },
             }),
-            status,
-            timeline,
+            status: supervisor.status.clone(),
+            timeline: supervisor.timeline.clone(),
+            supervisor: supervisor.clone(),
             listen,
             stop: AtomicBool::new(false),
             monitor: Mutex::new(None),
-        })
+        });
+        let weak = Arc::downgrade(&serving);
+        supervisor.set_kernel_switch(Box::new(move || {
+            let me = weak.upgrade().ok_or("shutting down")?;
+            let mut st = me.lock();
+            let on = me.to_kernel(&mut st)?;
+            Ok(format!("{on} at {}", me.listen))
+        }));
+        serving
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -172,8 +180,8 @@ impl Serving {
         )?)
     }
 
-    /// Samples the port and feeds the port policy; moves to the kernel
-    /// when it says so.
+    /// Samples the port and feeds the port row; its decision goes to the
+    /// runbook's executor (which calls back the registered switch).
     fn watch(&self) {
         while !self.stop.load(Ordering::Acquire) {
             std::thread::sleep(SAMPLE);
@@ -182,17 +190,12 @@ impl Serving {
                 return;
             };
             self.status.set_port(Some(h));
-            let Some(d) = st.policy.observe(Instant::now(), h.link_up) else {
+            let Some(d) = st.policy.observe(Instant::now(), h.port, h.link_up) else {
                 continue;
             };
+            drop(st);
             tracing::warn!(port = h.port, listen = %self.listen, "DPDK link down past the grace period; serving on kernel networking");
-            let result = self.to_kernel(&mut st);
-            self.timeline.push(
-                d.trigger,
-                &format!("port {} {}", h.port, d.value),
-                &format!("{} at {}", d.action, self.listen),
-                &result.unwrap_or_else(|e| format!("failed: {e}")),
-            );
+            self.supervisor.execute(&d);
         }
     }
 

@@ -226,8 +226,7 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
     notifier.configure(reload::notify_config(&cfg)?);
     timeline.notify_to(notifier.clone());
     let serving = Serving::new(
-        status.clone(),
-        timeline.clone(),
+        supervisor.clone(),
         cfg.api_gateway.listen,
         ms(cfg.dpdk.link_down_grace_ms),
     );
@@ -280,7 +279,6 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
         supervisor: supervisor.clone(),
         audit: audit.clone(),
         settings: admin_settings,
-        isolated: AtomicBool::new(false),
         reload: Box::new({
             let reloader = reloader.clone();
             move || reloader.reload("admin call")

@@ -206,7 +206,7 @@ fn serves_through_dpdk_falls_back_to_the_kernel_and_returns() {
     let events = ns.curl(&[&format!("http://{admin}/admin/events")]);
     assert!(events.contains("dpdk_link_down"), "{events}");
     assert!(
-        events.contains("serve on kernel networking at 127.0.0.1:18080"),
+        events.contains("serve on kernel networking") && events.contains(" at 127.0.0.1:18080"),
         "{events}"
     );
 
