@@ -18,7 +18,6 @@ use crate::cache::entry::Entry;
 use crate::cache::range::{self, Ranges};
 use crate::cache::verdict::{Forwarded, Served};
 use crate::cache::{rules, Cache};
-use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::{Method, RequestHead, RequestLimits};
 use crate::http::response::ResponseHead;
 use crate::http::{Framing, Version, MAX_HEADERS};
@@ -48,8 +47,6 @@ const MAX_ADMIN_BODY: u64 = 64 * 1024;
 /// Longest wait for the control plane's answer to a data-port admin call
 /// (a data verify re-fetches every entry): then 504 and close.
 pub const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
-/// Most bytes of chunk extensions and trailers accepted from an upstream.
-const MAX_RESPONSE_CHUNK_OVERHEAD: usize = 64 * 1024;
 /// How often a request waiting for another connection's fetch of the same
 /// key looks at the cache again.
 const WAIT_POLL: Duration = Duration::from_millis(1);
@@ -224,17 +221,9 @@ impl std::fmt::Debug for CacheFetch {
 
 #[derive(Debug)]
 struct ResponseBody {
-    reader: ResponseReader,
+    reader: BodyReader,
     framing: ClientFraming,
     reusable: bool,
-}
-
-#[derive(Debug)]
-enum ResponseReader {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
-    Done,
 }
 
 /// The access-log record of the request being answered, while it fills.
@@ -933,8 +922,8 @@ impl Conn {
                     );
                 }
             }
-            Some(body) if clean && matches!(body.reader, ResponseReader::UntilClose) => {
-                body.reader = ResponseReader::Done;
+            Some(body) if clean && body.reader.until_close() => {
+                body.reader.closed();
                 self.finish_exchange(now);
             }
             Some(_) => {
@@ -1101,14 +1090,7 @@ impl Conn {
                     extra,
                 );
             }
-            let reader = match head.framing {
-                Framing::Empty => ResponseReader::Done,
-                Framing::Length(n) => ResponseReader::Length(n),
-                Framing::Chunked => {
-                    ResponseReader::Chunked(ChunkedDecoder::new(MAX_RESPONSE_CHUNK_OVERHEAD))
-                }
-                Framing::UntilClose => ResponseReader::UntilClose,
-            };
+            let reader = BodyReader::response(head.framing);
             let reusable = head.reusable;
             let n = head.head_len;
             ex.response = Some(ResponseBody {
@@ -1303,7 +1285,7 @@ impl Conn {
                     let queued = self.upstream_output.len();
                     match ex
                         .request
-                        .forward(&self.input, max, &mut self.upstream_output)
+                        .forward(&self.input, max, &mut self.upstream_output, |_| {})
                     {
                         Ok(0) => return,
                         Ok(n) => {
@@ -1428,7 +1410,7 @@ impl Conn {
                     .map(Bytes::copy_from_slice),
                 body: Bytes::new(),
             };
-            let reader = BodyReader::new(head.framing);
+            let reader = BodyReader::request(head.framing);
             if head.expect_continue && !reader.is_done() {
                 local::write_continue(self.output.tail());
             }
@@ -1596,7 +1578,7 @@ impl Conn {
             whole,
             (extra, replaced),
         );
-        let request = BodyReader::new(head.framing);
+        let request = BodyReader::request(head.framing);
         if head.expect_continue && !request.is_done() {
             local::write_continue(self.output.tail());
         }
@@ -1648,7 +1630,7 @@ impl Conn {
     /// A locally answered request may still carry a body: skip it before
     /// the next request, or close when it is not all here.
     fn skip_local_body(&mut self, now: Instant, framing: Framing, close: bool) -> bool {
-        let mut reader = BodyReader::new(framing);
+        let mut reader = BodyReader::request(framing);
         match reader.read(&self.input, self.cfg.limits.max_body_bytes, |_| {}) {
             Ok(n) => self.input.advance(n),
             Err(_) => {
@@ -1754,54 +1736,29 @@ fn relay_body(ex: &mut Exchange, out: &mut BytesMut, data: &[u8]) -> Result<bool
         return Ok(false);
     };
     let relay = cache.as_ref().is_none_or(|f| f.relay);
-    let mut take = |d: &[u8], to_client: bool| {
-        if to_client && relay {
-            out.extend_from_slice(d);
-        }
+    let mut store = |d: &[u8]| {
         if let Some(f) = cache.as_mut() {
             f.store_body(d);
         }
     };
-    match &mut body.reader {
-        ResponseReader::Done => {
-            if !data.is_empty() {
-                body.reusable = false;
+    // A chunked body goes to the client as it came unless it is dechunked
+    // for an HTTP/1.0 client; anything else is its payload either way.
+    let used = if relay && body.framing != ClientFraming::Dechunk {
+        body.reader.forward(data, u64::MAX, out, store)
+    } else {
+        body.reader.read(data, u64::MAX, |d| {
+            if relay {
+                out.extend_from_slice(d);
             }
-        }
-        ResponseReader::UntilClose => take(data, true),
-        ResponseReader::Length(remaining) => {
-            let n = data
-                .len()
-                .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
-            take(&data[..n], true);
-            *remaining -= n as u64;
-            if n < data.len() {
-                body.reusable = false;
-            }
-            if *remaining == 0 {
-                body.reader = ResponseReader::Done;
-            }
-        }
-        ResponseReader::Chunked(decoder) => {
-            let dechunk = body.framing == ClientFraming::Dechunk;
-            let n = decoder
-                .feed(data, |d| take(d, dechunk))
-                .map_err(|_| "upstream sent an invalid chunked body")?;
-            if !dechunk && relay {
-                out.extend_from_slice(&data[..decoder.relayed_len(n)]);
-                decoder
-                    .trailer_section()
-                    .for_each(|s| out.extend_from_slice(s));
-            }
-            if decoder.is_done() {
-                if n < data.len() {
-                    body.reusable = false;
-                }
-                body.reader = ResponseReader::Done;
-            }
-        }
+            store(d);
+        })
     }
-    Ok(matches!(body.reader, ResponseReader::Done))
+    .map_err(|_| "upstream sent an invalid chunked body")?;
+    if used < data.len() {
+        // Bytes after the end of the response: the connection is not clean.
+        body.reusable = false;
+    }
+    Ok(body.reader.is_done())
 }
 
 /// The connection field of a response: `close`, or `keep-alive` for an
