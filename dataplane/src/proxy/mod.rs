@@ -447,16 +447,27 @@ pub struct Conn {
     /// Since when queued client output has made no progress (queued on an
     /// empty queue, or last written): none for `send_timeout` closes.
     send_since: Instant,
-    /// Close once the current response is written.
-    close_after: bool,
     /// The request being answered is a HEAD.
     head_request: bool,
-    /// Given up on a client that stopped reading (send timeout).
-    aborted: bool,
-    /// Stop: write what is queued, then close.
-    finished: bool,
+    /// How far the connection is on its way to a close.
+    closing: Closing,
+    /// The client closed its sending side: nothing more to read.
     client_eof: bool,
-    draining: bool,
+}
+
+/// How far a connection is on its way to a close; it only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Closing {
+    /// Keep-alive: more requests may follow.
+    Open,
+    /// Close once the current response is written (the request asked, the
+    /// client half-closed, or the process drains).
+    AfterResponse,
+    /// Stop: write what is queued, then close.
+    Finished,
+    /// Given up on a client that stopped reading (send timeout): reset
+    /// without writing the rest.
+    Aborted,
 }
 
 impl Conn {
@@ -489,12 +500,9 @@ impl Conn {
             idle_since: now,
             head_started: None,
             send_since: now,
-            close_after: false,
             head_request: false,
-            aborted: false,
-            finished: false,
+            closing: Closing::Open,
             client_eof: false,
-            draining: false,
         }
     }
 
@@ -509,7 +517,7 @@ impl Conn {
     pub fn recv_client(&mut self, now: Instant, data: &[u8]) {
         self.traffic.received += data.len() as u64;
         self.send_clock(now);
-        if self.finished {
+        if self.finished() {
             return;
         }
         if matches!(self.phase, Phase::Idle) && self.input.is_empty() {
@@ -527,11 +535,11 @@ impl Conn {
         self.send_clock(now);
         self.client_eof = true;
         match &self.phase {
-            Phase::Idle if self.input.is_empty() => self.finished = true,
-            Phase::Idle | Phase::Wait { .. } => self.close_after = true,
+            Phase::Idle if self.input.is_empty() => self.close(Closing::Finished),
+            Phase::Idle | Phase::Wait { .. } => self.close(Closing::AfterResponse),
             Phase::Proxy(ex) if !ex.request.is_done() => self.abort_exchange(),
-            Phase::Admin { reader, .. } if !reader.is_done() => self.finished = true,
-            _ => self.close_after = true,
+            Phase::Admin { reader, .. } if !reader.is_done() => self.close(Closing::Finished),
+            _ => self.close(Closing::AfterResponse),
         }
         self.advance(now);
     }
@@ -659,7 +667,7 @@ impl Conn {
 
     /// Whether the driver should read from the client now.
     pub fn wants_client_bytes(&self) -> bool {
-        !self.finished
+        !self.finished()
             && !self.client_eof
             && self.input.len() < self.cfg.limits.max_header_bytes + 1
             && self.upstream_output.len() < MAX_UPSTREAM_QUEUE
@@ -680,7 +688,7 @@ impl Conn {
     /// The connection is done: its output is written (or abandoned, see
     /// [`Self::is_aborted`]) and it should close.
     pub fn is_finished(&self) -> bool {
-        self.finished && (self.output.is_empty() || self.aborted)
+        self.finished() && (self.output.is_empty() || self.is_aborted())
     }
 
     /// The client took none of the queued output for the send timeout:
@@ -688,13 +696,29 @@ impl Conn {
     /// queued bytes stay owned by the engine (a kernel may still read
     /// them) until the connection is dropped.
     pub fn is_aborted(&self) -> bool {
-        self.aborted
+        self.closing == Closing::Aborted
+    }
+
+    /// Moves the connection towards its close (never back).
+    fn close(&mut self, to: Closing) {
+        self.closing = self.closing.max(to);
+    }
+
+    /// No request starts or continues: what is queued is written, then
+    /// the connection closes.
+    fn finished(&self) -> bool {
+        self.closing >= Closing::Finished
+    }
+
+    /// The response being written (or the next one) is the last.
+    fn closes(&self) -> bool {
+        self.closing >= Closing::AfterResponse
     }
 
     /// When [`Self::handle_timeout`] must be called next.
     pub fn timeout(&self) -> Option<Instant> {
-        let send = self.send_deadline().filter(|_| !self.aborted);
-        if self.finished {
+        let send = self.send_deadline().filter(|_| !self.is_aborted());
+        if self.finished() {
             return send;
         }
         let phase = self.phase_timeout();
@@ -734,17 +758,17 @@ impl Conn {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.send_deadline().is_some_and(|t| t <= now) {
             // The client stopped reading: give up on it.
-            self.aborted = true;
             self.abort_exchange();
+            self.close(Closing::Aborted);
             return;
         }
         self.send_clock(now);
-        if self.finished || self.phase_timeout().is_none_or(|t| t > now) {
+        if self.finished() || self.phase_timeout().is_none_or(|t| t > now) {
             return;
         }
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
         match phase {
-            Phase::Idle if self.input.is_empty() => self.finished = true,
+            Phase::Idle if self.input.is_empty() => self.close(Closing::Finished),
             Phase::Idle => self.fail(now, 408, "request head not received in time"),
             Phase::Admin { req: Some(_), .. } => {
                 self.fail(now, 408, "admin request body not received in time")
@@ -789,9 +813,9 @@ impl Conn {
     /// connection closes.
     pub fn drain(&mut self, now: Instant) {
         self.send_clock(now);
-        self.draining = true;
+        self.close(Closing::AfterResponse);
         if matches!(self.phase, Phase::Idle) && self.input.is_empty() {
-            self.finished = true;
+            self.close(Closing::Finished);
         }
         self.advance(now);
     }
@@ -1014,11 +1038,12 @@ impl Conn {
             let relay = ex.cache.as_ref().is_none_or(|f| f.relay);
             let close = relay
                 && (!ex.client_keep_alive
-                    || self.draining
-                    || self.close_after
+                    || self.closing >= Closing::AfterResponse
                     || framing != ClientFraming::Relay
                     || !ex.request.is_done());
-            self.close_after |= close;
+            if close {
+                self.closing = self.closing.max(Closing::AfterResponse);
+            }
             let connection = client_fields(&self.access, close, ex.client_version);
             let connection = connection.as_slice();
             let head_only = ex.method == Method::Head;
@@ -1122,8 +1147,10 @@ impl Conn {
         if let Some(mut fetch) = ex.cache {
             if let Some(whole) = fetch.finish_store(now) {
                 // The client asked for a range of what just arrived whole.
-                let close = self.close_after || !ex.client_keep_alive || self.draining;
-                self.close_after |= close;
+                if !ex.client_keep_alive {
+                    self.close(Closing::AfterResponse);
+                }
+                let close = self.closes();
                 let connection = client_fields(&self.access, close, ex.client_version);
                 let connection = connection.as_slice();
                 let ranges = fetch.with_request(|h| range::requested(h, &whole));
@@ -1148,7 +1175,7 @@ impl Conn {
                 !matches!(part, CacheResult::Hit | CacheResult::Stale),
             );
         }
-        let close = self.close_after;
+        let close = self.closes();
         self.end_of_response(now, close);
     }
 
@@ -1159,8 +1186,8 @@ impl Conn {
         } else {
             Some(now)
         };
-        if close || self.draining || (self.client_eof && self.input.is_empty()) {
-            self.finished = true;
+        if close || self.closes() || (self.client_eof && self.input.is_empty()) {
+            self.close(Closing::Finished);
         }
     }
 
@@ -1183,13 +1210,13 @@ impl Conn {
                 "",
             );
             self.complete(now, 502, CacheResult::Miss, true, true);
-            self.finished = true;
+            self.close(Closing::Finished);
             return;
         }
         if ex.cache.as_ref().is_none_or(|f| f.relay) {
-            self.finished = true;
+            self.close(Closing::Finished);
         } else {
-            self.end_of_response(now, self.close_after);
+            self.end_of_response(now, self.closes());
         }
     }
 
@@ -1199,8 +1226,7 @@ impl Conn {
         if ex.response.is_some() {
             return self.response_cut(now, ex);
         }
-        let close =
-            !ex.client_keep_alive || !ex.request.is_done() || self.draining || self.close_after;
+        let close = !ex.client_keep_alive || !ex.request.is_done() || self.closes();
         let head_only = ex.method == Method::Head;
         let answered = self.completions.len();
         match &ex.cache {
@@ -1248,29 +1274,23 @@ impl Conn {
         let head_only = self.head_request;
         local::write_error(self.output.tail(), status, message, true, head_only, "");
         self.complete(now, status, CacheResult::None, false, false);
-        self.finished = true;
+        self.close(Closing::Finished);
     }
 
     fn abort_exchange(&mut self) {
         if let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) {
             ex_released(&mut self.actions, &ex);
         }
-        self.finished = true;
+        self.close(Closing::Finished);
     }
 
     /// Makes all the progress possible with the bytes at hand.
     fn advance(&mut self, now: Instant) {
-        while !self.finished {
+        while !self.finished() {
             match &mut self.phase {
                 Phase::Wait { .. } => return,
                 Phase::Idle => {
                     if self.input.is_empty() {
-                        return;
-                    }
-                    // Draining: no new request starts; one waiting for another
-                    // connection's fetch (coalesce_until set) is still answered.
-                    if self.draining && self.coalesce_until.is_none() {
-                        self.finished = true;
                         return;
                     }
                     if !self.start_request(now) {
@@ -1304,7 +1324,7 @@ impl Conn {
                             self.actions.push_back(Action::Release { reuse: false });
                             if started {
                                 self.phase = Phase::Idle;
-                                self.finished = true;
+                                self.close(Closing::Finished);
                             } else {
                                 self.fail(now, e.status(), &e.to_string());
                             }
@@ -1351,8 +1371,8 @@ impl Conn {
         };
         self.req_started = self.head_started.unwrap_or(now);
         let head_only = head.method == Method::Head;
-        let keep_alive = head.keep_alive() && !self.close_after;
-        let close = !keep_alive || self.draining;
+        let keep_alive = head.keep_alive() && !self.closes();
+        let close = !keep_alive;
         let path = head.target.split('?').next().unwrap_or("");
         let head_len = head.head_len;
 
@@ -1415,7 +1435,9 @@ impl Conn {
                 local::write_continue(self.output.tail());
             }
             self.input.advance(head_len);
-            self.close_after |= close;
+            if close {
+            self.close(Closing::AfterResponse);
+        }
             self.phase = Phase::Admin {
                 started: now,
                 req: Some(Box::new(req)),
@@ -1604,7 +1626,9 @@ impl Conn {
             outcome: None,
         };
         self.input.advance(head_len);
-        self.close_after |= close;
+        if close {
+            self.close(Closing::AfterResponse);
+        }
         self.phase = Phase::Proxy(Box::new(ex));
         self.actions.push_back(Action::Connect {
             fresh: false,
@@ -1634,13 +1658,13 @@ impl Conn {
         match reader.read(&self.input, self.cfg.limits.max_body_bytes, |_| {}) {
             Ok(n) => self.input.advance(n),
             Err(_) => {
-                self.finished = true;
+                self.close(Closing::Finished);
                 return false;
             }
         }
         let close = close || !reader.is_done();
         self.end_of_response(now, close);
-        !self.finished
+        !self.finished()
     }
 }
 
