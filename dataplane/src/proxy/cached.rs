@@ -203,6 +203,35 @@ impl Drop for CacheFetch {
 }
 
 impl CacheFetch {
+    /// A fetch of the key `url` for a request whose head is `request_head`,
+    /// sent at `sent_wall`: relayed to the client, holding no claim,
+    /// revalidating nothing, until the caller says otherwise.
+    pub fn new(
+        cache: Arc<Cache>,
+        url: &[u8],
+        request_head: &[u8],
+        method: Method,
+        facts: RequestFacts,
+        sent_wall: SystemTime,
+    ) -> Self {
+        Self {
+            cache,
+            url: Bytes::copy_from_slice(url),
+            request_head: Bytes::copy_from_slice(request_head),
+            facts,
+            method,
+            claimed: false,
+            stale: None,
+            relay: true,
+            fwd: Forwarded::UriMiss,
+            not_stored: None,
+            range_wanted: false,
+            answer_range: false,
+            store: None,
+            sent_wall,
+        }
+    }
+
     /// Whether a stale stored response may answer instead of an upstream
     /// error (`stale-if-error`).
     pub fn stale_for_error(&self, now: Instant) -> Option<&Arc<Entry>> {
@@ -374,56 +403,7 @@ impl CacheFetch {
         let mut head_with_end = stale.head.to_vec();
         head_with_end.extend_from_slice(b"\r\n");
         let _ = parsed.parse(&head_with_end);
-        let skip = |name: &str| {
-            [
-                "content-length",
-                "transfer-encoding",
-                "connection",
-                "keep-alive",
-                "age",
-                "x-cache",
-                "via",
-            ]
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case(name))
-        };
-        let replaced = |name: &str| {
-            resp.headers
-                .iter()
-                .any(|h| h.name.eq_ignore_ascii_case(name))
-        };
-        let mut merged: Vec<httparse::Header<'_>> = parsed
-            .headers
-            .iter()
-            .filter(|h| !replaced(h.name) || skip(h.name))
-            .copied()
-            .collect();
-        merged.extend(resp.headers.iter().filter(|h| !skip(h.name)).copied());
-        let mut head = BytesMut::new();
-        let status_line_end = stale
-            .head
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(0, |p| p + 1);
-        head.extend_from_slice(&stale.head[..status_line_end]);
-        for h in merged
-            .iter()
-            .filter(|h| !h.name.eq_ignore_ascii_case("via"))
-        {
-            head.extend_from_slice(h.name.as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(h.value);
-            head.extend_from_slice(b"\r\n");
-        }
-        for h in parsed
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("via"))
-        {
-            head.extend_from_slice(b"Via: ");
-            head.extend_from_slice(h.value);
-            head.extend_from_slice(b"\r\n");
-        }
+        let (merged, head) = merged_head(&stale.head, parsed.headers, resp.headers);
         let cc = CacheControl::of_response(&merged, self.cache.targeted_fields());
         let view = ResponseHead {
             headers: &merged,
@@ -476,6 +456,59 @@ impl CacheFetch {
             now,
         ))
     }
+}
+
+/// The head of a stored response refreshed by a 304 (RFC 9111 §4.3.4):
+/// its status line, its `stored` fields with those the 304 carries
+/// replaced by the 304's (framing, connection and cache-status fields kept
+/// from neither side but the stored one), `Via` last. Returns the merged
+/// fields and the head's bytes.
+fn merged_head<'h>(
+    stored_head: &[u8],
+    stored: &[httparse::Header<'h>],
+    resp: &[httparse::Header<'h>],
+) -> (Vec<httparse::Header<'h>>, BytesMut) {
+    let skip = |name: &str| {
+        [
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "age",
+            "x-cache",
+            "via",
+        ]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(name))
+    };
+    let replaced = |name: &str| resp.iter().any(|h| h.name.eq_ignore_ascii_case(name));
+    let mut merged: Vec<httparse::Header<'_>> = stored
+        .iter()
+        .filter(|h| !replaced(h.name) || skip(h.name))
+        .copied()
+        .collect();
+    merged.extend(resp.iter().filter(|h| !skip(h.name)).copied());
+    let mut head = BytesMut::new();
+    let status_line_end = stored_head
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    head.extend_from_slice(&stored_head[..status_line_end]);
+    for h in merged
+        .iter()
+        .filter(|h| !h.name.eq_ignore_ascii_case("via"))
+    {
+        head.extend_from_slice(h.name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(h.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    for h in stored.iter().filter(|h| h.name.eq_ignore_ascii_case("via")) {
+        head.extend_from_slice(b"Via: ");
+        head.extend_from_slice(h.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    (merged, head)
 }
 
 fn vary_names_of(headers: &[httparse::Header<'_>]) -> Vec<Box<str>> {

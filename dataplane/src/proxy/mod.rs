@@ -416,6 +416,31 @@ fn client_fields(access: &Option<AccessDraft>, close: bool, version: Version) ->
     }
 }
 
+/// Where a parsed request head leaves the connection.
+enum Next {
+    /// Nothing more now (more bytes needed, a wait, or an error answered).
+    Stop,
+    /// Its handling started (an admin call, an exchange): the head is
+    /// consumed.
+    Started { head_len: usize },
+    /// Answered here: the head and any body are consumed.
+    Answered {
+        head_len: usize,
+        framing: Framing,
+        close: bool,
+    },
+}
+
+/// What the cache lookup decided.
+enum Lookup {
+    /// Answered from the store.
+    Answered,
+    /// Not now: waiting for another connection's fetch, or refused.
+    Wait,
+    /// Goes upstream, with what the exchange carries for the cache.
+    Forward(Option<Box<CacheFetch>>),
+}
+
 /// The state of one client connection.
 pub struct Conn {
     cfg: Arc<EngineConfig>,
@@ -1004,17 +1029,30 @@ impl Conn {
     /// client head and relays the bytes after it. `Ok(true)` when the whole
     /// response is complete.
     fn response_head(&mut self, now: Instant) -> Result<bool, &'static str> {
-        let Phase::Proxy(ex) = &mut self.phase else {
+        // The exchange is lent out while the head is read; nothing below
+        // looks at the phase.
+        let Phase::Proxy(mut ex) = std::mem::replace(&mut self.phase, Phase::Idle) else {
             return Ok(false);
         };
+        let result = self.read_response_head(now, &mut ex);
+        self.phase = Phase::Proxy(ex);
+        result
+    }
+
+    /// The response filter: interim responses, then the final head through
+    /// the cache and to the client.
+    fn read_response_head(
+        &mut self,
+        now: Instant,
+        ex: &mut Exchange,
+    ) -> Result<bool, &'static str> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let head_request = ex.method == Method::Head;
             let parsed = ResponseHead::parse(
                 &ex.head_buf,
                 &mut headers,
                 self.cfg.max_response_head_bytes,
-                head_request,
+                ex.method == Method::Head,
             )
             .map_err(|_| "upstream sent an invalid response")?;
             let Some(head) = parsed else { return Ok(false) };
@@ -1035,98 +1073,121 @@ impl Conn {
                 continue;
             }
             let framing = rewrite::client_framing(&head, ex.client_version);
-            let relay = ex.cache.as_ref().is_none_or(|f| f.relay);
-            let close = relay
+            let close = ex.cache.as_ref().is_none_or(|f| f.relay)
                 && (!ex.client_keep_alive
-                    || self.closing >= Closing::AfterResponse
+                    || self.closes()
                     || framing != ClientFraming::Relay
                     || !ex.request.is_done());
             if close {
-                self.closing = self.closing.max(Closing::AfterResponse);
+                self.close(Closing::AfterResponse);
             }
             let connection = client_fields(&self.access, close, ex.client_version);
-            let connection = connection.as_slice();
-            let head_only = ex.method == Method::Head;
             if let Some(fetch) = &mut ex.cache {
-                let wall = self.cfg.wall(now);
-                fetch.invalidate_after(&head);
-                // A 304 refreshes the stored response, a 5xx may be answered
-                // by it (stale-if-error): either way the client gets it.
-                let from_store = if head.status == 304 {
-                    fetch
-                        .stale
-                        .clone()
-                        .map(|stale| (fetch.refresh(&stale, &head, now, wall), Served::Revalidated))
-                } else if head.status >= 500 {
-                    fetch
-                        .stale_for_error(now)
-                        .cloned()
-                        .map(|stale| (stale, Served::StaleIfError))
-                } else {
-                    None
-                };
-                if let Some((entry, served)) = from_store {
-                    if fetch.relay {
-                        entry.write_response(&mut self.output, now, served, connection, head_only);
-                        ex.outcome = Some((entry.meta.status, served.result()));
-                    }
-                    fetch.relay = false;
-                } else if head.status != 304 {
-                    // (A 304 with nothing stored to refresh is relayed as it
-                    // came.) Any status may be stored with explicit
-                    // freshness, 5xx included (RFC 9111 §3); the rules say
-                    // which may.
-                    fetch.begin_store(&head, now, wall);
-                    // The whole object, known to fit: the client's range is
-                    // cut from it once complete, so nothing is relayed now.
-                    if fetch.range_wanted
-                        && fetch.store.is_some()
-                        && head.status == 200
-                        && matches!(head.framing, Framing::Length(_))
-                    {
-                        fetch.answer_range = true;
-                        fetch.relay = false;
-                    }
+                let to_client = (connection.as_slice(), ex.method == Method::Head);
+                if let Some(outcome) = self.cache_response(now, fetch, &head, to_client) {
+                    ex.outcome = Some(outcome);
                 }
             }
             if ex.cache.as_ref().is_none_or(|f| f.relay) {
-                let part = ex
-                    .cache
-                    .as_ref()
-                    .map_or(CacheResult::None, |f| f.fwd.result());
+                let version = ex.client_version;
+                let part = self.relay_head(ex.cache.as_deref(), version, &head, framing, close);
                 ex.outcome = Some((head.status, part));
-                let verdict = ex
-                    .cache
-                    .as_ref()
-                    .map(|f| (f.fwd, f.store.is_some(), f.not_stored));
-                let id = self.access.as_ref().map(|d| {
-                    let mut f = Fields::default();
-                    d.push_id(&mut f);
-                    f
-                });
-                let extra = id.as_ref().map_or(&[][..], Fields::as_slice);
-                rewrite::client_response(
-                    self.output.tail(),
-                    &head,
-                    framing,
-                    ex.client_version,
-                    close,
-                    verdict,
-                    extra,
-                );
             }
-            let reader = BodyReader::response(head.framing);
-            let reusable = head.reusable;
-            let n = head.head_len;
             ex.response = Some(ResponseBody {
-                reader,
+                reader: BodyReader::response(head.framing),
                 framing,
-                reusable,
+                reusable: head.reusable,
             });
+            let n = head.head_len;
             let rest = ex.head_buf.split_off(n);
             ex.head_buf.clear();
             return relay_body(ex, self.output.tail(), &rest);
         }
+    }
+
+    /// The cache's part of a final response head: a 304 refreshes the
+    /// stored response and a 5xx may be answered by it (stale-if-error),
+    /// either way written to the client here (the outcome returned); else
+    /// the response may be stored. `to_client` is the connection fields
+    /// and whether the request was a HEAD.
+    fn cache_response(
+        &mut self,
+        now: Instant,
+        fetch: &mut CacheFetch,
+        head: &ResponseHead<'_, '_>,
+        to_client: (&[u8], bool),
+    ) -> Option<(u16, CacheResult)> {
+        let wall = self.cfg.wall(now);
+        fetch.invalidate_after(head);
+        let from_store = if head.status == 304 {
+            fetch
+                .stale
+                .clone()
+                .map(|stale| (fetch.refresh(&stale, head, now, wall), Served::Revalidated))
+        } else if head.status >= 500 {
+            fetch
+                .stale_for_error(now)
+                .cloned()
+                .map(|stale| (stale, Served::StaleIfError))
+        } else {
+            None
+        };
+        if let Some((entry, served)) = from_store {
+            let relay = std::mem::replace(&mut fetch.relay, false);
+            if relay {
+                let (connection, head_only) = to_client;
+                entry.write_response(&mut self.output, now, served, connection, head_only);
+                return Some((entry.meta.status, served.result()));
+            }
+            return None;
+        }
+        if head.status == 304 {
+            // Nothing stored to refresh: relayed as it came.
+            return None;
+        }
+        // Any status may be stored with explicit freshness, 5xx included
+        // (RFC 9111 §3); the rules say which may.
+        fetch.begin_store(head, now, wall);
+        // The whole object, known to fit: the client's range is cut from
+        // it once complete, so nothing is relayed now.
+        if fetch.range_wanted
+            && fetch.store.is_some()
+            && head.status == 200
+            && matches!(head.framing, Framing::Length(_))
+        {
+            fetch.answer_range = true;
+            fetch.relay = false;
+        }
+        None
+    }
+
+    /// Writes the client's response head for an upstream head; returns the
+    /// cache's part in the answer.
+    fn relay_head(
+        &mut self,
+        fetch: Option<&CacheFetch>,
+        version: Version,
+        head: &ResponseHead<'_, '_>,
+        framing: ClientFraming,
+        close: bool,
+    ) -> CacheResult {
+        let verdict = fetch.map(|f| (f.fwd, f.store.is_some(), f.not_stored));
+        let id = self.access.as_ref().map(|d| {
+            let mut f = Fields::default();
+            d.push_id(&mut f);
+            f
+        });
+        let extra = id.as_ref().map_or(&[][..], Fields::as_slice);
+        rewrite::client_response(
+            self.output.tail(),
+            head,
+            framing,
+            version,
+            close,
+            verdict,
+            extra,
+        );
+        fetch.map_or(CacheResult::None, |f| f.fwd.result())
     }
 
     /// The response is complete: release the upstream and get ready for the
@@ -1354,27 +1415,46 @@ impl Conn {
         }
     }
 
-    /// Parses the next request head and starts handling it. Returns false
-    /// when more bytes are needed.
+    /// Parses the next request head and takes it through the phases:
+    /// request filter, probe or admin call, cache lookup, upstream request.
+    /// Returns false when the connection cannot go on now (more bytes
+    /// needed, a wait, or an error answered).
     fn start_request(&mut self, now: Instant) -> bool {
         // Known before the head parses: an error answer to a HEAD (even a
         // malformed one) carries no body, or the client misreads the stream.
         self.head_request = self.input.starts_with(b"HEAD ");
+        // The input is lent out while its head is borrowed: the phases
+        // below never read it.
+        let input = std::mem::take(&mut self.input);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let head = match RequestHead::parse(&self.input, &mut headers, &self.cfg.limits) {
-            Ok(Some(head)) => head,
-            Ok(None) => return false,
+        let next = match RequestHead::parse(&input, &mut headers, &self.cfg.limits) {
+            Ok(Some(head)) => self.route_request(now, &head, &input[..head.head_len]),
+            Ok(None) => Next::Stop,
             Err(e) => {
                 self.fail(now, e.status(), &e.to_string());
-                return false;
+                Next::Stop
             }
         };
+        self.input = input;
+        match next {
+            Next::Stop => false,
+            Next::Started { head_len } => {
+                self.input.advance(head_len);
+                true
+            }
+            Next::Answered {
+                head_len,
+                framing,
+                close,
+            } => self.answered_locally(now, head_len, framing, close),
+        }
+    }
+
+    /// The phases of a parsed request, up to the upstream request.
+    fn route_request(&mut self, now: Instant, head: &RequestHead<'_, '_>, raw: &[u8]) -> Next {
         self.req_started = self.head_started.unwrap_or(now);
-        let head_only = head.method == Method::Head;
-        let keep_alive = head.keep_alive() && !self.closes();
-        let close = !keep_alive;
+        let close = !head.keep_alive() || self.closes();
         let path = head.target.split('?').next().unwrap_or("");
-        let head_len = head.head_len;
 
         #[cfg(feature = "test-hooks")]
         if path == TEST_PANIC_PATH {
@@ -1383,204 +1463,231 @@ impl Conn {
         if matches!(path, "/health/live" | "/health/ready")
             && matches!(head.method, Method::Get | Method::Head)
         {
-            let resp = match path {
-                "/health/live" => local::probe::LIVE,
-                _ if self.status.is_ready() => local::probe::READY,
-                _ => local::probe::NOT_READY,
-            };
-            let resp = if head_only {
-                &resp[..local::probe::head_len(resp)]
-            } else {
-                resp
-            };
-            let body_framing = head.framing;
-            let status = if resp.starts_with(b"HTTP/1.1 200") {
-                200
-            } else {
-                503
-            };
-            self.output.tail().put_slice(resp);
-            self.input.advance(head_len);
-            let mut probe = self.completion(now, status, CacheResult::None, false, false);
-            probe.probe = true;
-            self.completions.push_back(probe);
-            return self.skip_local_body(now, body_framing, close);
+            return self.answer_probe(now, head, path, close);
         }
         if path == "/admin" || path.starts_with("/admin/") {
-            if !self.local_admin {
-                self.input.advance(head_len);
-                self.fail(
-                    now,
-                    403,
-                    "admin endpoints on the data port answer loopback peers only",
-                );
-                return false;
-            }
-            if let Framing::Length(n) = head.framing {
-                if n > MAX_ADMIN_BODY {
-                    self.fail(now, 413, "admin request body too large");
-                    return false;
+            return self.start_admin(now, head, close);
+        }
+        self.open_access(now, head);
+        let fetch = match self.lookup(now, head, raw, close) {
+            Lookup::Forward(fetch) => fetch,
+            Lookup::Answered => {
+                return Next::Answered {
+                    head_len: head.head_len,
+                    framing: head.framing,
+                    close,
                 }
             }
-            let req = AdminRequest {
-                method: head.method.as_str(),
-                target: head.target.to_owned(),
-                peer: self.peer,
-                authorization: rules::field(head.headers, "authorization")
-                    .map(Bytes::copy_from_slice),
-                body: Bytes::new(),
-            };
-            let reader = BodyReader::request(head.framing);
-            if head.expect_continue && !reader.is_done() {
-                local::write_continue(self.output.tail());
-            }
-            self.input.advance(head_len);
-            if close {
+            Lookup::Wait => return Next::Stop,
+        };
+        self.coalesce_until = None;
+        self.forward(now, head, fetch, close);
+        Next::Started {
+            head_len: head.head_len,
+        }
+    }
+
+    /// `/health/live` and `/health/ready`, answered on the data port.
+    fn answer_probe(
+        &mut self,
+        now: Instant,
+        head: &RequestHead<'_, '_>,
+        path: &str,
+        close: bool,
+    ) -> Next {
+        let resp = match path {
+            "/health/live" => local::probe::LIVE,
+            _ if self.status.is_ready() => local::probe::READY,
+            _ => local::probe::NOT_READY,
+        };
+        let resp = if head.method == Method::Head {
+            &resp[..local::probe::head_len(resp)]
+        } else {
+            resp
+        };
+        let status = if resp.starts_with(b"HTTP/1.1 200") {
+            200
+        } else {
+            503
+        };
+        self.output.tail().put_slice(resp);
+        let mut probe = self.completion(now, status, CacheResult::None, false, false);
+        probe.probe = true;
+        self.completions.push_back(probe);
+        Next::Answered {
+            head_len: head.head_len,
+            framing: head.framing,
+            close,
+        }
+    }
+
+    /// An `/admin/*` call on the data port: loopback peers only; its body
+    /// is read, then it goes to the control plane as an action.
+    fn start_admin(&mut self, now: Instant, head: &RequestHead<'_, '_>, close: bool) -> Next {
+        if !self.local_admin {
+            self.fail(
+                now,
+                403,
+                "admin endpoints on the data port answer loopback peers only",
+            );
+            return Next::Stop;
+        }
+        if matches!(head.framing, Framing::Length(n) if n > MAX_ADMIN_BODY) {
+            self.fail(now, 413, "admin request body too large");
+            return Next::Stop;
+        }
+        let req = AdminRequest {
+            method: head.method.as_str(),
+            target: head.target.to_owned(),
+            peer: self.peer,
+            authorization: rules::field(head.headers, "authorization").map(Bytes::copy_from_slice),
+            body: Bytes::new(),
+        };
+        let reader = BodyReader::request(head.framing);
+        if head.expect_continue && !reader.is_done() {
+            local::write_continue(self.output.tail());
+        }
+        if close {
             self.close(Closing::AfterResponse);
         }
-            self.phase = Phase::Admin {
-                started: now,
-                req: Some(Box::new(req)),
-                body: BytesMut::new(),
-                reader,
-                head_only,
-                close,
-            };
-            return true;
+        self.phase = Phase::Admin {
+            started: now,
+            req: Some(Box::new(req)),
+            body: BytesMut::new(),
+            reader,
+            head_only: head.method == Method::Head,
+            close,
+        };
+        Next::Started {
+            head_len: head.head_len,
         }
+    }
 
-        if self.access.is_none()
-            && self
-                .cfg
-                .access
-                .as_ref()
-                .is_some_and(|log| log.wanted() || self.status.log_requests())
-        {
+    /// Starts the access-log record when the log wants this request.
+    fn open_access(&mut self, now: Instant, head: &RequestHead<'_, '_>) {
+        let wanted = |log: &Arc<AccessLog>| log.wanted() || self.status.log_requests();
+        if self.access.is_none() && self.cfg.access.as_ref().is_some_and(wanted) {
             let wall = self.cfg.wall(self.req_started);
-            self.access = Some(AccessDraft::new(&head, self.req_started, now, wall));
+            self.access = Some(AccessDraft::new(head, self.req_started, now, wall));
         }
-        let framing = head.framing;
+    }
+
+    /// The cache lookup: answers from the store, waits for another
+    /// connection's fetch, or says what the upstream request carries for
+    /// the cache.
+    fn lookup(
+        &mut self,
+        now: Instant,
+        head: &RequestHead<'_, '_>,
+        raw: &[u8],
+        close: bool,
+    ) -> Lookup {
         let may_wait = self.coalesce_until.is_none_or(|t| now < t);
         let wait = self.cfg.coalesce_wait;
-        let decided = self
-            .cache
-            .as_ref()
-            .map(|c| cached::decide(c, &mut self.key_buf, &head, now, wait, may_wait));
-        let mut fetch = None;
-        if let (Some(cache), Some((decision, facts))) = (&self.cache, decided) {
-            if let Some(d) = &mut self.access {
-                d.cache_done = Some(now);
-            }
-            let connection = client_fields(&self.access, close, head.version);
-            let connection = connection.as_slice();
-            let mut range_wanted = false;
-            let (stale, relay, claimed, fwd) = match decision {
-                Decision::Hit(e) => {
-                    // A hit after waiting for another connection's fetch
-                    // was collapsed into it.
-                    let served = match self.coalesce_until {
-                        Some(_) => Served::Collapsed,
-                        None => Served::Hit,
-                    };
-                    let ranges = ranges_of(&head, &e);
-                    let status = write_stored(
-                        &mut self.output,
-                        &e,
-                        ranges,
-                        head_only,
-                        now,
-                        served,
-                        connection,
-                    );
-                    self.complete(now, status, CacheResult::Hit, false, false);
-                    return self.answered_locally(now, head_len, framing, close);
-                }
-                Decision::NotModified(e) => {
-                    e.write_not_modified(self.output.tail(), now, connection);
-                    self.complete(now, 304, CacheResult::Hit, false, false);
-                    return self.answered_locally(now, head_len, framing, close);
-                }
-                Decision::ConnectionNamesVary => {
-                    self.fail(now, 400, "Connection names a field the response varies on");
-                    return false;
-                }
-                Decision::Wait => {
-                    let until = *self.coalesce_until.get_or_insert(now + wait);
-                    self.phase = Phase::Wait {
-                        poll_at: (now + WAIT_POLL).min(until),
-                    };
-                    return false;
-                }
-                Decision::Stale { entry, refresh } => {
-                    let status = write_stored(
-                        &mut self.output,
-                        &entry,
-                        ranges_of(&head, &entry),
-                        head_only,
-                        now,
-                        Served::StaleWhileRevalidate,
-                        connection,
-                    );
-                    let (bytes_in, bytes_out) = self.traffic.take(self.output.len());
-                    let started = self.req_started;
-                    let access = self.access.take().map(|d| {
-                        let bytes = (bytes_in, bytes_out);
-                        Box::new(d.finish(started, now, status, CacheResult::Stale, bytes))
-                    });
-                    let served = Completion {
-                        latency: now.saturating_duration_since(started),
-                        status,
-                        cache: CacheResult::Stale,
-                        upstream_error: false,
-                        transport_error: false,
-                        proxied: false,
-                        probe: false,
-                        bytes_in,
-                        bytes_out,
-                        access,
-                    };
-                    self.completions.push_back(served);
-                    if refresh {
-                        self.actions.push_back(Action::Refresh {
-                            request: refresh_request(&head),
-                            key: Bytes::copy_from_slice(&self.key_buf[..facts.url_len]),
-                        });
-                    }
-                    return self.answered_locally(now, head_len, framing, close);
-                }
-                Decision::Revalidate(e, why) => (Some(e), true, false, why),
-                Decision::Miss {
-                    claimed,
-                    uncacheable,
-                } => {
-                    // A range of an object that may be stored: fetch it whole.
-                    range_wanted = head.method == Method::Get
-                        && !uncacheable
-                        && rules::field(head.headers, "range").is_some();
-                    (None, true, claimed, Forwarded::UriMiss)
-                }
-                Decision::Bypass(why) => (None, true, false, why),
-            };
-            fetch = Some(Box::new(CacheFetch {
-                cache: cache.clone(),
-                url: Bytes::copy_from_slice(&self.key_buf[..facts.url_len]),
-                request_head: Bytes::copy_from_slice(&self.input[..head_len]),
-                facts,
-                method: head.method,
-                claimed,
-                stale,
-                relay,
-                fwd,
-                not_stored: None,
-                range_wanted,
-                answer_range: false,
-                store: None,
-                sent_wall: self.cfg.wall(now),
-            }));
+        let Some(cache) = &self.cache else {
+            return Lookup::Forward(None);
+        };
+        let (decision, facts) = cached::decide(cache, &mut self.key_buf, head, now, wait, may_wait);
+        if let Some(d) = &mut self.access {
+            d.cache_done = Some(now);
         }
-        self.coalesce_until = None;
+        let connection = client_fields(&self.access, close, head.version);
+        let connection = connection.as_slice();
+        let mut range_wanted = false;
+        let (stale, claimed, fwd) = match decision {
+            Decision::Hit(e) => {
+                // A hit after waiting for another connection's fetch was
+                // collapsed into it.
+                let served = match self.coalesce_until {
+                    Some(_) => Served::Collapsed,
+                    None => Served::Hit,
+                };
+                self.serve_stored(now, head, &e, served, connection);
+                return Lookup::Answered;
+            }
+            Decision::NotModified(e) => {
+                e.write_not_modified(self.output.tail(), now, connection);
+                self.complete(now, 304, CacheResult::Hit, false, false);
+                return Lookup::Answered;
+            }
+            Decision::ConnectionNamesVary => {
+                self.fail(now, 400, "Connection names a field the response varies on");
+                return Lookup::Wait;
+            }
+            Decision::Wait => {
+                let until = *self.coalesce_until.get_or_insert(now + wait);
+                self.phase = Phase::Wait {
+                    poll_at: (now + WAIT_POLL).min(until),
+                };
+                return Lookup::Wait;
+            }
+            Decision::Stale { entry, refresh } => {
+                let served = Served::StaleWhileRevalidate;
+                self.serve_stored(now, head, &entry, served, connection);
+                if refresh {
+                    self.actions.push_back(Action::Refresh {
+                        request: refresh_request(head),
+                        key: Bytes::copy_from_slice(&self.key_buf[..facts.url_len]),
+                    });
+                }
+                return Lookup::Answered;
+            }
+            Decision::Revalidate(e, why) => (Some(e), false, why),
+            Decision::Miss {
+                claimed,
+                uncacheable,
+            } => {
+                // A range of an object that may be stored: fetch it whole.
+                range_wanted = head.method == Method::Get
+                    && !uncacheable
+                    && rules::field(head.headers, "range").is_some();
+                (None, claimed, Forwarded::UriMiss)
+            }
+            Decision::Bypass(why) => (None, false, why),
+        };
+        let Some(cache) = self.cache.clone() else {
+            return Lookup::Forward(None);
+        };
+        let url = &self.key_buf[..facts.url_len];
+        let mut fetch = CacheFetch::new(cache, url, raw, head.method, facts, self.cfg.wall(now));
+        fetch.claimed = claimed;
+        fetch.stale = stale;
+        fetch.fwd = fwd;
+        fetch.range_wanted = range_wanted;
+        Lookup::Forward(Some(Box::new(fetch)))
+    }
 
-        // Forward upstream.
+    /// Answers from a stored entry: a hit, or a stale one
+    /// (stale-while-revalidate).
+    fn serve_stored(
+        &mut self,
+        now: Instant,
+        head: &RequestHead<'_, '_>,
+        entry: &Entry,
+        served: Served,
+        connection: &[u8],
+    ) {
+        let status = write_stored(
+            &mut self.output,
+            entry,
+            ranges_of(head, entry),
+            head.method == Method::Head,
+            now,
+            served,
+            connection,
+        );
+        self.complete(now, status, served.result(), false, false);
+    }
+
+    /// The upstream request: rewritten head queued, the exchange started,
+    /// a connect asked for.
+    fn forward(
+        &mut self,
+        now: Instant,
+        head: &RequestHead<'_, '_>,
+        fetch: Option<Box<CacheFetch>>,
+        close: bool,
+    ) {
         self.upstream_output.clear();
         let validators = fetch
             .as_ref()
@@ -1593,7 +1700,7 @@ impl Conn {
             .map_or((&[][..], &[][..]), |(f, r)| (f.as_slice(), *r));
         rewrite::upstream_request(
             &mut self.upstream_output,
-            &head,
+            head,
             self.peer,
             &self.cfg.default_host,
             validators,
@@ -1606,10 +1713,13 @@ impl Conn {
         }
         let replay =
             (self.upstream_output.len() <= MAX_REPLAY_BYTES).then(|| self.upstream_output.clone());
-        let ex = Exchange {
+        if close {
+            self.close(Closing::AfterResponse);
+        }
+        self.phase = Phase::Proxy(Box::new(Exchange {
             method: head.method,
             client_version: head.version,
-            client_keep_alive: keep_alive,
+            client_keep_alive: !close,
             request,
             replay,
             upstream: UpstreamState::Connecting,
@@ -1624,17 +1734,11 @@ impl Conn {
             response: None,
             cache: fetch,
             outcome: None,
-        };
-        self.input.advance(head_len);
-        if close {
-            self.close(Closing::AfterResponse);
-        }
-        self.phase = Phase::Proxy(Box::new(ex));
+        }));
         self.actions.push_back(Action::Connect {
             fresh: false,
             attempt: 0,
         });
-        true
     }
 
     /// The request was answered without the upstream: consume its head and
