@@ -16,6 +16,7 @@ pub mod rules;
 pub mod snapshot;
 pub mod targeted;
 pub mod verdict;
+mod waiters;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -25,6 +26,8 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use waiters::Waiters;
+pub use waiters::{Bell, Waiting};
 
 /// Entries retired from the map per reclamation batch (the epoch-based
 /// reclamation frees them in batches; seize's default is 32).
@@ -148,12 +151,13 @@ struct Queues {
 }
 
 /// What [`Cache::claim_fetch`] tells a missing request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Claim {
     /// Fetch it; others wait for this fetch.
     Claimed,
-    /// Another connection fetches it: wait, then look again.
-    Wait,
+    /// Another connection fetches it: wait, counted among the waiters
+    /// until dropped, and look again when the core's [`Bell`] rings.
+    Wait(Waiting),
     /// Its responses are uncacheable: fetch it without holding others.
     Pass,
 }
@@ -185,6 +189,8 @@ pub struct Cache {
     bytes: AtomicU64,
     seq: AtomicU64,
     inflight: papaya::HashMap<Bytes, Fetch>,
+    /// Requests waiting for a running fetch, and their cores' bells.
+    waiters: Arc<Waiters>,
     /// Queue items whose entry was replaced or removed; they hold their
     /// key's memory until the queues are compacted.
     stale_items: AtomicUsize,
@@ -217,6 +223,7 @@ impl Cache {
             bytes: AtomicU64::new(0),
             seq: AtomicU64::new(1),
             inflight: papaya::HashMap::new(),
+            waiters: Arc::default(),
             inflight_bytes: AtomicU64::new(0),
             stale_items: AtomicUsize::new(0),
             swept: Mutex::new(None),
@@ -665,10 +672,19 @@ impl Cache {
     /// connection fetches it (since less than `wait` ago) or the key's
     /// responses were found uncacheable lately.
     pub fn claim_fetch(&self, key: &[u8], now: Instant, wait: Duration) -> Claim {
+        let running = |c: &Self| {
+            matches!(c.inflight.pin().get(key),
+                Some(Fetch::Running(since)) if now.saturating_duration_since(*since) < wait)
+        };
         match self.inflight.pin().get(key) {
             Some(Fetch::Pass(until)) if now < *until => return Claim::Pass,
-            Some(Fetch::Running(since)) if now.saturating_duration_since(*since) < wait => {
-                return Claim::Wait
+            Some(Fetch::Running(_)) if running(self) => {
+                // Counted, then looked at again: a fetch that ended in
+                // between is seen here, one that ends later rings.
+                let waiting = self.waiters.enter();
+                if running(self) {
+                    return Claim::Wait(waiting);
+                }
             }
             _ => {}
         }
@@ -703,6 +719,7 @@ impl Cache {
         }
         if fits(self) {
             self.set_fetch_state(key, Fetch::Pass(now + ttl));
+            self.waiters.fetch_ended();
         } else {
             self.release_fetch(key);
         }
@@ -714,7 +731,13 @@ impl Cache {
         if let Ok(Some((k, _))) = inflight.remove_if(key, |_, v| matches!(v, Fetch::Running(_))) {
             self.inflight_bytes
                 .fetch_sub(k.len() as u64, Ordering::Relaxed);
+            self.waiters.fetch_ended();
         }
+    }
+
+    /// A bell for a data core, rung when a fetch ends while requests wait.
+    pub fn bell(&self) -> Arc<Bell> {
+        self.waiters.bell()
     }
 
     /// Forgets that `key` was uncacheable (it just stored a response).
@@ -723,6 +746,7 @@ impl Cache {
         if let Some((k, _)) = inflight.remove_entry(key) {
             self.inflight_bytes
                 .fetch_sub(k.len() as u64, Ordering::Relaxed);
+            self.waiters.fetch_ended();
         }
     }
 

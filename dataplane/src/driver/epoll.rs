@@ -14,6 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -87,8 +88,9 @@ struct Core {
     shared: Shared,
     clients: RefCell<Vec<Option<Rc<Mailbox>>>>,
     ups: RefCell<Vec<Option<Rc<Mailbox>>>>,
-    /// Wakes the timer task when an earlier timer was queued.
-    timer: Notify,
+    /// Wakes the timer task when an earlier timer was queued, or (from
+    /// another thread) when the endpoint's bell rang.
+    timer: Arc<Notify>,
     /// What the timer task sleeps until.
     timer_at: Cell<Instant>,
 }
@@ -198,9 +200,13 @@ fn run_core(
             shared,
             clients: RefCell::new(Vec::new()),
             ups: RefCell::new(Vec::new()),
-            timer: Notify::new(),
+            timer: Arc::new(Notify::new()),
             timer_at: Cell::new(Instant::now()),
         });
+        let bell = core.timer.clone();
+        core.ep
+            .borrow()
+            .on_wake(Box::new(move || bell.notify_one()));
         let timers = tokio::task::spawn_local(timer(core.clone()));
         while !*shutdown.borrow() {
             tokio::select! {

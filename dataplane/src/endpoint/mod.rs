@@ -23,7 +23,7 @@ mod slab;
 
 use crate::access::AccessLog;
 use crate::admin::{AdminRequest, AdminResponse};
-use crate::cache::Cache;
+use crate::cache::{Bell, Cache};
 use crate::live::Live;
 use crate::proxy::{Action, Conn};
 use crate::stats::{Completion, CoreStats};
@@ -208,6 +208,24 @@ struct Client {
     /// A background refresh (no socket: its answer goes into the cache
     /// only) holding the fetch claim on this key.
     background: Option<Bytes>,
+    /// In the endpoint's list of requests waiting for a fetch.
+    listed: bool,
+}
+
+impl Client {
+    fn new(conn: Conn, peer: SocketAddr, background: Option<Bytes>) -> Self {
+        Self {
+            conn,
+            peer,
+            up: None,
+            last_target: None,
+            timer_at: None,
+            queued: false,
+            closed: false,
+            background,
+            listed: false,
+        }
+    }
 }
 
 /// Where an upstream connection is in its life.
@@ -249,6 +267,12 @@ pub struct Endpoint {
     scratch: Vec<(u32, u32)>,
     /// Background refreshes running.
     background: usize,
+    /// Rung by the cache when a fetch ends while requests wait.
+    bell: Option<Arc<Bell>>,
+    /// Clients whose request waits for another connection's fetch.
+    waiting: Vec<ClientId>,
+    /// The time of the latest event.
+    last_now: Instant,
 }
 
 impl Endpoint {
@@ -258,8 +282,6 @@ impl Endpoint {
             peers: Upstreams::new(&parts.live),
             stats: CoreStats::for_core(cfg.core),
             next_stats: now + cfg.stats_interval,
-            cfg,
-            parts,
             clients: Slab::default(),
             ups: Slab::default(),
             timers: BinaryHeap::new(),
@@ -267,6 +289,20 @@ impl Endpoint {
             drain_deadline: None,
             scratch: Vec::new(),
             background: 0,
+            bell: parts.cache.as_ref().map(|c| c.bell()),
+            waiting: Vec::new(),
+            last_now: now,
+            cfg,
+            parts,
+        }
+    }
+
+    /// What wakes the driver from another thread when the core's bell
+    /// rings (a fetch ended while requests wait): then [`Self::poll_timeout`]
+    /// is due at once.
+    pub fn on_wake(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        if let Some(bell) = &self.bell {
+            bell.on_ring(wake);
         }
     }
 
@@ -287,16 +323,7 @@ impl Endpoint {
         if !self.cfg.local_admin {
             conn = conn.without_local_admin();
         }
-        let (idx, gen) = self.clients.insert(Client {
-            conn,
-            peer,
-            up: None,
-            last_target: None,
-            timer_at: None,
-            queued: false,
-            closed: false,
-            background: None,
-        });
+        let (idx, gen) = self.clients.insert(Client::new(conn, peer, None));
         let id = ClientId { idx, gen };
         let draining = self.drain_deadline.is_some();
         self.on_client(id, now, |conn| {
@@ -309,6 +336,7 @@ impl Endpoint {
 
     /// Takes what happened on the transport at `now`.
     pub fn handle(&mut self, now: Instant, event: Event<'_>) {
+        self.last_now = now;
         match event {
             Event::ClientBytes(id, data) => self.on_client(id, now, |c| c.recv_client(now, data)),
             Event::ClientEof(id) => self.on_client(id, now, |c| c.client_eof(now)),
@@ -367,6 +395,9 @@ impl Endpoint {
 
     /// When [`Event::Timer`] is due next.
     pub fn poll_timeout(&self) -> Instant {
+        if self.bell.as_ref().is_some_and(|b| b.is_rung()) {
+            return self.last_now;
+        }
         let mut at = self.next_stats;
         if let Some(Reverse((t, _, _))) = self.timers.peek() {
             at = at.min(*t);
@@ -564,6 +595,7 @@ impl Endpoint {
             parts,
             timers,
             commands,
+            waiting,
             ..
         } = self;
         let Some(c) = clients.get_mut(id.idx, id.gen) else {
@@ -586,6 +618,10 @@ impl Endpoint {
                 c.timer_at = Some(t);
                 timers.push(Reverse((t, id.idx, id.gen)));
             }
+        }
+        if c.conn.is_waiting() && !c.listed {
+            c.listed = true;
+            waiting.push(id);
         }
         if !c.queued {
             c.queued = true;
@@ -618,16 +654,8 @@ impl Endpoint {
             now,
         )
         .without_local_admin();
-        let (idx, gen) = self.clients.insert(Client {
-            conn,
-            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
-            up: None,
-            last_target: None,
-            timer_at: None,
-            queued: false,
-            closed: false,
-            background: Some(key),
-        });
+        let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+        let (idx, gen) = self.clients.insert(Client::new(conn, peer, Some(key)));
         self.background += 1;
         self.on_client(ClientId { idx, gen }, now, |c| c.recv_client(now, request));
     }
@@ -789,6 +817,9 @@ impl Endpoint {
     }
 
     fn on_timer(&mut self, now: Instant) {
+        if self.bell.as_ref().is_some_and(|b| b.answer()) {
+            self.wake_waiters(now);
+        }
         while let Some(&Reverse((t, idx, gen))) = self.timers.peek() {
             if t > now {
                 break;
@@ -824,6 +855,20 @@ impl Endpoint {
                 self.close_client(ClientId { idx, gen }, true);
             }
         }
+    }
+
+    /// A fetch ended: every waiting request looks at the cache again (and
+    /// is listed again if its key's fetch still runs).
+    fn wake_waiters(&mut self, now: Instant) {
+        let mut list = std::mem::take(&mut self.waiting);
+        for id in list.drain(..) {
+            if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
+                c.listed = false;
+                self.on_client(id, now, |c| c.retry_wait(now));
+            }
+        }
+        list.append(&mut self.waiting);
+        self.waiting = list;
     }
 
     /// Closes pooled connections past their idle timeout, and those of

@@ -31,6 +31,14 @@ pub(super) fn engine(epoch: Instant) -> Arc<EngineConfig> {
 }
 
 fn endpoint(t0: Instant, fallback: PoolSpec) -> (Endpoint, Arc<DataplaneStatus>) {
+    endpoint_with(t0, fallback, None)
+}
+
+fn endpoint_with(
+    t0: Instant,
+    fallback: PoolSpec,
+    cache: Option<Arc<crate::cache::Cache>>,
+) -> (Endpoint, Arc<DataplaneStatus>) {
     let engine = engine(t0);
     let primary = PoolSpec::new(
         vec![SocketAddr::from(([127, 0, 0, 1], 1))],
@@ -42,7 +50,7 @@ fn endpoint(t0: Instant, fallback: PoolSpec) -> (Endpoint, Arc<DataplaneStatus>)
     let (stats, _) = mpsc::channel();
     let parts = Parts {
         status: status.clone(),
-        cache: None,
+        cache,
         live: Arc::new(Live::new(engine, primary, fallback)),
         access: Arc::new(AccessLog::new()),
         stats,
@@ -125,12 +133,11 @@ fn a_stale_while_revalidate_refresh_runs_beside_the_client_not_in_its_slot() {
     use crate::cache::{Cache, CacheConfig};
     let t0 = Instant::now();
     let fallback = PoolSpec::new(Vec::new(), Duration::from_secs(60), 4, 3);
-    let (mut ep, _) = endpoint(t0, fallback);
     let cache = Arc::new(Cache::new(CacheConfig {
         max_bytes: 1 << 20,
         max_object_bytes: 1 << 16,
     }));
-    ep.parts.cache = Some(cache);
+    let (mut ep, _) = endpoint_with(t0, fallback, Some(cache));
     let get = b"GET /s HTTP/1.1\r\nHost: a\r\n\r\n";
     let id = ep
         .accept(t0, SocketAddr::from(([10, 0, 0, 1], 5000)))
@@ -197,4 +204,59 @@ fn a_stale_while_revalidate_refresh_runs_beside_the_client_not_in_its_slot() {
     ep.handle(t2, Event::ClientBytes(id, get));
     let out = written(&mut ep, t2);
     assert!(out.contains("X-Cache: HIT") && out.ends_with("v2"), "{out}");
+}
+
+#[test]
+fn a_request_waiting_for_another_cores_fetch_is_woken_when_it_ends() {
+    use crate::cache::{Cache, CacheConfig};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let t0 = Instant::now();
+    let cache = Arc::new(Cache::new(CacheConfig {
+        max_bytes: 1 << 20,
+        max_object_bytes: 1 << 16,
+    }));
+    let none = || PoolSpec::new(Vec::new(), Duration::from_secs(60), 4, 3);
+    // Two cores sharing the cache; the second's driver counts its wakes.
+    let (mut one, _) = endpoint_with(t0, none(), Some(cache.clone()));
+    let (mut two, _) = endpoint_with(t0, none(), Some(cache));
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let counted = wakes.clone();
+    two.on_wake(Box::new(move || {
+        counted.fetch_add(1, Ordering::Relaxed);
+    }));
+    let get = b"GET /c HTTP/1.1\r\nHost: a\r\n\r\n";
+    let peer = SocketAddr::from(([10, 0, 0, 1], 5000));
+    let a = one.accept(t0, peer).unwrap();
+    let b = two.accept(t0, peer).unwrap();
+    one.handle(t0, Event::ClientBytes(a, get));
+    let [(up, _)] = connects(&mut one)[..] else {
+        panic!("the first miss fetches")
+    };
+    two.handle(t0, Event::ClientBytes(b, get));
+    assert!(connects(&mut two).is_empty(), "the second waits");
+    assert!(
+        two.poll_timeout() >= t0 + Duration::from_secs(1),
+        "no poll while it waits: only its coalescing deadline"
+    );
+    // The fetch on core one ends 40 ms later: core two is woken at once
+    // and answers from the cache without going upstream.
+    let t1 = t0 + Duration::from_millis(40);
+    one.handle(t1, Event::Connected(up));
+    one.handle(
+        t1,
+        Event::UpstreamBytes(
+            up,
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\nok",
+        ),
+    );
+    assert_eq!(wakes.load(Ordering::Relaxed), 1, "one wake");
+    assert_eq!(two.poll_timeout(), t0, "due at once");
+    two.handle(t1, Event::Timer);
+    assert!(connects(&mut two).is_empty(), "no fetch of its own");
+    let out = client_output(&two, b);
+    assert!(out.contains("X-Cache: HIT") && out.ends_with("ok"), "{out}");
+    assert!(
+        two.poll_timeout() > t1,
+        "nothing due: the bell was answered"
+    );
 }

@@ -325,17 +325,22 @@ fn concurrent_misses_cause_one_fetch() {
         ["Connect { fresh: false, attempt: 0 }"]
     );
     assert!(actions(&mut second).is_empty(), "the second miss waits");
-    let poll = second.timeout().unwrap();
-    assert!(poll <= t0 + Duration::from_millis(1));
-    second.handle_timeout(poll);
+    assert!(second.is_waiting());
+    assert_eq!(
+        second.timeout(),
+        Some(t0 + Duration::from_secs(2)),
+        "no poll: only its coalescing deadline"
+    );
+    // A bell rings for some other fetch: it looks again and waits on.
+    second.retry_wait(t0);
     assert!(
-        actions(&mut second).is_empty(),
+        actions(&mut second).is_empty() && second.is_waiting(),
         "still waiting while the fetch runs"
     );
     first.upstream_connected(t0, false);
     first.recv_upstream(t0, FRESH.as_bytes());
     let t1 = t0 + Duration::from_millis(3);
-    second.handle_timeout(t1);
+    second.retry_wait(t1);
     assert!(actions(&mut second).is_empty());
     let out = take_client(&mut second);
     assert!(
@@ -403,7 +408,7 @@ fn uncacheable_responses_stop_later_misses_from_queueing() {
     actions(&mut first);
     first.upstream_connected(t0, false);
     first.recv_upstream(t0, uncacheable.as_bytes());
-    second.handle_timeout(t0 + Duration::from_millis(1));
+    second.retry_wait(t0 + Duration::from_millis(1));
     assert_eq!(
         actions(&mut second),
         ["Connect { fresh: false, attempt: 0 }"],
@@ -431,7 +436,7 @@ fn a_waiting_request_is_still_answered_when_draining() {
     assert!(!second.is_finished());
     first.upstream_connected(t0, false);
     first.recv_upstream(t0, FRESH.as_bytes());
-    second.handle_timeout(t0 + Duration::from_millis(1));
+    second.retry_wait(t0 + Duration::from_millis(1));
     let out = take_client(&mut second);
     assert!(
         out.contains("X-Cache: HIT") && out.contains("Connection: close"),

@@ -6,7 +6,7 @@
 use crate::cache::entry::{Entry, Meta};
 use crate::cache::rules::{self, CacheControl};
 use crate::cache::verdict::Forwarded;
-use crate::cache::{url_key, Cache, Claim, Stored};
+use crate::cache::{url_key, Cache, Claim, Stored, Waiting};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::http::{list_members, trim, Framing};
@@ -35,8 +35,9 @@ pub(super) enum Decision {
     /// holds the key's fetch, so others wait for it; `uncacheable`: the
     /// key's responses were found uncacheable lately).
     Miss { claimed: bool, uncacheable: bool },
-    /// Another connection fetches this key: wait for it.
-    Wait,
+    /// Another connection fetches this key: wait for it (counted among
+    /// the waiters while this is held).
+    Wait(Waiting),
     /// The request's `Connection` names a field the stored responses vary
     /// on: the origin would not see what the cache keys on. 400.
     ConnectionNamesVary,
@@ -104,7 +105,10 @@ pub(super) fn decide(
                         .saturating_add(e.meta.stale_while_revalidate)
             {
                 let refresh = head.method == Method::Get
-                    && cache.claim_fetch(&key[..url_len], now, wait) == Claim::Claimed;
+                    && matches!(
+                        cache.claim_fetch(&key[..url_len], now, wait),
+                        Claim::Claimed
+                    );
                 Decision::Stale { entry: e, refresh }
             } else {
                 let asked = fresh && (e.meta.no_cache || cc.no_cache || cc.max_age.is_some());
@@ -130,7 +134,7 @@ pub(super) fn decide(
                 claimed: false,
                 uncacheable: true,
             },
-            Claim::Wait => Decision::Wait,
+            Claim::Wait(waiting) => Decision::Wait(waiting),
         },
     };
     (decision, facts)

@@ -17,7 +17,7 @@ use crate::admin::{AdminRequest, AdminResponse};
 use crate::cache::entry::Entry;
 use crate::cache::range::{self, Ranges};
 use crate::cache::verdict::{Forwarded, Served};
-use crate::cache::{rules, Cache};
+use crate::cache::{rules, Cache, Waiting};
 use crate::http::request::{Method, RequestHead, RequestLimits};
 use crate::http::response::ResponseHead;
 use crate::http::{Framing, Version, MAX_HEADERS};
@@ -47,9 +47,6 @@ const MAX_ADMIN_BODY: u64 = 64 * 1024;
 /// Longest wait for the control plane's answer to a data-port admin call
 /// (a data verify re-fetches every entry): then 504 and close.
 pub const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often a request waiting for another connection's fetch of the same
-/// key looks at the cache again.
-const WAIT_POLL: Duration = Duration::from_millis(1);
 
 /// With the `test-hooks` feature (test builds only), a request for this
 /// path panics in the engine, to show that a driver contains it.
@@ -161,8 +158,13 @@ enum Phase {
     /// Waiting for the next request head.
     Idle,
     /// The request (still in the input) waits for another connection's
-    /// fetch of the same key; looked at again at `poll_at`.
-    Wait { poll_at: Instant },
+    /// fetch of the same key: looked at again when a fetch ends
+    /// ([`Conn::retry_wait`]), or at `until` to go upstream itself.
+    Wait {
+        until: Instant,
+        /// Counted among the cache's waiters while held.
+        _waiting: Waiting,
+    },
     /// Reading an admin call's body, then waiting for its answer.
     Admin {
         /// When the call's head arrived: its body must arrive within the
@@ -765,7 +767,7 @@ impl Conn {
                 Some(_) => *started + cfg.client_timeout,
                 None => *started + ADMIN_CALL_TIMEOUT,
             }),
-            Phase::Wait { poll_at } => Some(*poll_at),
+            Phase::Wait { until, .. } => Some(*until),
             Phase::Proxy(ex) => {
                 let (connect, response) = ex
                     .timeouts
@@ -832,6 +834,22 @@ impl Conn {
             },
         }
         self.advance(now);
+    }
+
+    /// Whether the request waits for another connection's fetch of the
+    /// same key: [`Self::retry_wait`] once a fetch ended.
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.phase, Phase::Wait { .. })
+    }
+
+    /// A fetch ended somewhere: a waiting request looks at the cache
+    /// again (and waits on when its key's fetch still runs).
+    pub fn retry_wait(&mut self, now: Instant) {
+        if self.is_waiting() {
+            self.send_clock(now);
+            self.phase = Phase::Idle;
+            self.advance(now);
+        }
     }
 
     /// Stops taking new requests: the one in flight completes, then the
@@ -1614,10 +1632,11 @@ impl Conn {
                 self.fail(now, 400, "Connection names a field the response varies on");
                 return Lookup::Wait;
             }
-            Decision::Wait => {
+            Decision::Wait(waiting) => {
                 let until = *self.coalesce_until.get_or_insert(now + wait);
                 self.phase = Phase::Wait {
-                    poll_at: (now + WAIT_POLL).min(until),
+                    until,
+                    _waiting: waiting,
                 };
                 return Lookup::Wait;
             }

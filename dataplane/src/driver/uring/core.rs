@@ -187,6 +187,8 @@ impl Core {
             admin_rx,
             draining: false,
         };
+        let waker = core.waker.clone();
+        core.ep.on_wake(Box::new(move || waker.wake()));
         core.arm_accept();
         core.arm_wake();
         Ok(core)
