@@ -15,6 +15,13 @@
 //! - at the end no client connection, upstream connection or timer-held
 //!   slot is left, and no panic was contained.
 //!
+//! The cache is on: besides their own paths, clients ask for a few shared
+//! cacheable ones (`/shared/0` fresh for a minute, `/shared/1` stale at
+//! once with `stale-while-revalidate`; never faulted), so concurrent misses coalesce (the waiters woken by the
+//! cache's bell), hits and stale answers interleave with proxied requests,
+//! and background refreshes run beside the clients; their answers must
+//! echo their path too.
+//!
 //! `SIM_SEEDS=N` runs N scenarios (default 2000); `SIM_SEED=S` replays one.
 
 use super::*;
@@ -113,6 +120,14 @@ struct Sim {
     connects: Vec<UpstreamId>,
     faults: HashMap<String, Fault>,
     receipts: HashMap<String, u32>,
+    /// Answers by what the cache did: hit, collapsed (waited for another
+    /// fetch, then a hit), stale.
+    cached: HashMap<&'static str, usize>,
+}
+
+/// A shared cacheable path: never faulted.
+fn is_shared(path: &str) -> bool {
+    path.starts_with("/shared/")
 }
 
 /// Where a response ends in `b`: (status, body, `Connection: close`, length).
@@ -186,9 +201,13 @@ impl Sim {
         ));
         let status = Arc::new(DataplaneStatus::default());
         let (stats, _) = mpsc::channel();
+        let cache = crate::cache::Cache::new(crate::cache::CacheConfig {
+            max_bytes: 1 << 20,
+            max_object_bytes: 1 << 16,
+        });
         let parts = Parts {
             status: status.clone(),
-            cache: None,
+            cache: Some(Arc::new(cache)),
             live,
             access: Arc::new(AccessLog::new()),
             stats,
@@ -209,8 +228,13 @@ impl Sim {
             };
             let reqs = (0..1 + rng.below(5))
                 .map(|r| {
-                    let path = format!("/c{c}/r{r}");
-                    let post = rng.chance(25);
+                    let shared = rng.chance(30);
+                    let path = if shared {
+                        format!("/shared/{}", rng.below(2))
+                    } else {
+                        format!("/c{c}/r{r}")
+                    };
+                    let post = !shared && rng.chance(25);
                     let bytes = if post {
                         let body = "b".repeat(rng.below(300));
                         format!(
@@ -248,6 +272,7 @@ impl Sim {
             connects: Vec::new(),
             faults: HashMap::new(),
             receipts: HashMap::new(),
+            cached: HashMap::new(),
         }
     }
 
@@ -289,7 +314,7 @@ impl Sim {
         let Some(path) = self.clients[ci].current().map(|r| r.path.clone()) else {
             return false;
         };
-        if self.faults.contains_key(&path) {
+        if self.faults.contains_key(&path) || is_shared(&path) {
             return false;
         }
         self.faults.insert(path, fault);
@@ -456,21 +481,31 @@ impl Sim {
             if method == "POST" && *seen > 1 {
                 return Err(format!("POST {path} reached an origin twice"));
             }
-            let fault = if !self.faults.contains_key(&path) && self.rng.chance(12) {
-                let f = [
-                    Fault::Drop,
-                    Fault::Garbage,
-                    Fault::Cut,
-                    Fault::Extra,
-                    Fault::Stall,
-                ][self.rng.below(5)];
-                self.faults.insert(path.clone(), f);
-                Some(f)
-            } else {
-                None
+            let fault =
+                if !self.faults.contains_key(&path) && !is_shared(&path) && self.rng.chance(12) {
+                    let f = [
+                        Fault::Drop,
+                        Fault::Garbage,
+                        Fault::Cut,
+                        Fault::Extra,
+                        Fault::Stall,
+                    ][self.rng.below(5)];
+                    self.faults.insert(path.clone(), f);
+                    Some(f)
+                } else {
+                    None
+                };
+            // `/shared/0` stays fresh; `/shared/1` is stale at once and
+            // answered stale while a background fetch refreshes it.
+            let cache = match path.as_str() {
+                "/shared/0" => "Cache-Control: max-age=60\r\n",
+                "/shared/1" => {
+                    "Cache-Control: max-age=0, stale-while-revalidate=30\r\nETag: \"v\"\r\n"
+                }
+                _ => "",
             };
             let ok = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}",
+                "HTTP/1.1 200 OK\r\n{cache}Content-Length: {}\r\n\r\n{path}",
                 path.len()
             );
             let o = &mut self.origins[i];
@@ -498,6 +533,16 @@ impl Sim {
     fn read_responses(&mut self, i: usize) -> Result<(), String> {
         let c = &mut self.clients[i];
         while let Some((status, body, close, len)) = parse_response(&c.received) {
+            let head = String::from_utf8_lossy(&c.received[..len - body.len()]).into_owned();
+            for (mark, name) in [
+                ("collapsed", "collapsed"),
+                ("X-Cache: HIT", "hit"),
+                ("X-Cache: STALE", "stale"),
+            ] {
+                if head.contains(mark) {
+                    *self.cached.entry(name).or_default() += 1;
+                }
+            }
             c.received.drain(..len);
             if c.close_announced || c.responses.len() >= c.reqs.len() {
                 return Err(format!(
@@ -618,6 +663,7 @@ fn seeded_scenarios_keep_every_invariant() {
         }
     };
     let mut faults = HashMap::<&str, usize>::new();
+    let mut cached = HashMap::<&str, usize>::new();
     for &seed in &seeds {
         let mut sim = Sim::new(seed);
         if let Err(why) = sim.run() {
@@ -627,6 +673,9 @@ fn seeded_scenarios_keep_every_invariant() {
             panic!(
                 "seed {seed}: {why}\nreplay: SIM_SEED={seed} cargo test -p ultragate-dataplane --lib endpoint::sim"
             );
+        }
+        for (k, n) in &sim.cached {
+            *cached.entry(k).or_default() += n;
         }
         for f in sim.faults.values() {
             *faults
@@ -642,5 +691,8 @@ fn seeded_scenarios_keep_every_invariant() {
                 .or_default() += 1;
         }
     }
-    eprintln!("{} scenarios, faults injected: {faults:?}", seeds.len());
+    eprintln!(
+        "{} scenarios, faults injected: {faults:?}; cache answers: {cached:?}",
+        seeds.len()
+    );
 }
