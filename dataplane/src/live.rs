@@ -6,6 +6,7 @@
 //! finish under the settings they started with.
 
 use crate::proxy::EngineConfig;
+use crate::upstream::balance::Balance;
 use crate::upstream::health::GroupHealth;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,8 +16,10 @@ use std::time::Duration;
 /// One upstream pool as configured: servers, keep-alive pool and health.
 #[derive(Debug, Clone)]
 pub struct PoolSpec {
-    /// The servers, used round robin.
+    /// The servers.
     pub servers: Vec<SocketAddr>,
+    /// How a server is picked among them.
+    pub balance: Balance,
     /// How long an idle keep-alive connection is kept.
     pub idle_timeout: Duration,
     /// Most idle connections kept per server and core.
@@ -32,6 +35,12 @@ pub struct PoolSpec {
 }
 
 impl PoolSpec {
+    /// The same pool, balanced by `balance`.
+    pub fn with_balance(mut self, balance: Balance) -> PoolSpec {
+        self.balance = balance;
+        self
+    }
+
     /// The same pool with its own connect and response timeouts.
     pub fn with_timeouts(mut self, connect: Duration, response: Duration) -> PoolSpec {
         self.timeouts = Some((connect, response));
@@ -49,6 +58,7 @@ impl PoolSpec {
             health: Arc::new(GroupHealth::new(servers.len(), eject_after_failures)),
             fast: Arc::new(AtomicBool::new(true)),
             servers,
+            balance: Balance::RoundRobin,
             idle_timeout,
             max_idle,
             timeouts: None,

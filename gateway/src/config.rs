@@ -607,6 +607,30 @@ pub struct UpstreamGroup {
     /// Connect failures in a row after which the data plane ejects a
     /// server until its checks pass again. Default 2.
     pub eject_after_failures: u32,
+    /// How a server is picked: `round_robin` (the default) or `p2c_ewma`
+    /// (the power of two choices over each server's peak-EWMA latency
+    /// times its outstanding requests).
+    pub balance: BalanceKey,
+}
+
+/// `balance` as written in the config.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceKey {
+    /// Each server in turn.
+    #[default]
+    RoundRobin,
+    /// Power of two choices over peak-EWMA latency.
+    P2cEwma,
+}
+
+impl From<BalanceKey> for ultragate_dataplane::upstream::balance::Balance {
+    fn from(k: BalanceKey) -> Self {
+        match k {
+            BalanceKey::RoundRobin => Self::RoundRobin,
+            BalanceKey::P2cEwma => Self::P2cEwma,
+        }
+    }
 }
 
 impl UpstreamGroup {
@@ -623,6 +647,7 @@ impl UpstreamGroup {
             rise: 2,
             fall: 2,
             eject_after_failures: 2,
+            balance: BalanceKey::RoundRobin,
         }
     }
 }
@@ -912,6 +937,13 @@ mod tests {
     }
 
     #[test]
+    fn balance_is_round_robin_unless_asked() {
+        let cfg = Config::parse("[upstream.fallback]\nbalance = \"p2c_ewma\"\n").unwrap();
+        assert_eq!(cfg.upstream.primary.balance, BalanceKey::RoundRobin);
+        assert_eq!(cfg.upstream.fallback.balance, BalanceKey::P2cEwma);
+    }
+
+    #[test]
     fn runbook_fix_enable_dpdk_false_is_accepted() {
         let cfg = Config::parse("[api_gateway]\nenable_dpdk = false\n").unwrap();
         assert!(!cfg.api_gateway.enable_dpdk);
@@ -959,6 +991,10 @@ mod tests {
                 "upstream.primary.response_timeout_ms",
             ),
             ("[upstream.canary]\nservers = []\n", "canary"),
+            (
+                "[upstream.primary]\nbalance = \"random\"\n",
+                "upstream.primary.balance",
+            ),
             ("[nonsense]\n", "nonsense"),
             ("[cache]\nmax_bytes = 10\n", "cache.max_bytes"),
             (

@@ -140,7 +140,8 @@ pub fn pool_specs(
             g.max_idle_per_core,
             g.eject_after_failures,
         )
-        .with_timeouts(ms(g.connect_timeout_ms), ms(g.response_timeout_ms));
+        .with_timeouts(ms(g.connect_timeout_ms), ms(g.response_timeout_ms))
+        .with_balance(g.balance.into());
         if let Some(old) = old.filter(|o| {
             o.servers == spec.servers && o.health.eject_after() == g.eject_after_failures.max(1)
         }) {

@@ -605,7 +605,7 @@ impl Endpoint {
             return self.settle_background(id, now);
         }
         while let Some(done) = c.conn.poll_completion() {
-            record(parts, stats, peers, done, c.last_target, c.peer);
+            record(parts, stats, peers, done, c.last_target, c.peer, now);
         }
         if c.conn.is_aborted() {
             return self.close_client(id, true);
@@ -673,7 +673,7 @@ impl Endpoint {
         }
         while let Some(done) = c.conn.poll_completion() {
             if let (true, Some(target)) = (done.proxied, c.last_target) {
-                self.peers.responded(target, &done);
+                self.peers.responded(target, &done, now);
             }
         }
         if c.conn.is_finished() || c.conn.is_aborted() {
@@ -772,6 +772,7 @@ impl Endpoint {
         }
         up.state = UpState::Idle(now);
         let target = up.target;
+        self.peers.end(target);
         if let Some(displaced) = self.peers.checkin(target, u, now) {
             self.close_upstream(displaced);
         }
@@ -790,6 +791,9 @@ impl Endpoint {
 
     fn close_upstream(&mut self, u: UpstreamId) {
         if let Some(up) = self.ups.get_mut(u.idx, u.gen) {
+            if matches!(up.state, UpState::Connecting(_) | UpState::Attached(_)) {
+                self.peers.end(up.target);
+            }
             if up.state != UpState::Closed {
                 up.state = UpState::Closed;
                 self.commands.push_back(Command::CloseUpstream(u));
@@ -918,15 +922,16 @@ impl Endpoint {
 fn record(
     parts: &Parts,
     stats: &mut CoreStats,
-    peers: &Upstreams<UpstreamId>,
+    peers: &mut Upstreams<UpstreamId>,
     mut done: Completion,
     target: Option<Target>,
     peer: SocketAddr,
+    now: Instant,
 ) {
     stats.record(&done);
     let server = match (done.proxied, target) {
         (true, Some(target)) => {
-            peers.responded(target, &done);
+            peers.responded(target, &done, now);
             peers.server(target)
         }
         _ => None,

@@ -38,7 +38,7 @@ pub(crate) struct Upstreams<T> {
 }
 
 fn pool<T>(spec: &PoolSpec) -> Pool<T> {
-    Pool::new(spec.servers.clone(), spec.idle_timeout, spec.max_idle)
+    Pool::new(spec.servers.clone(), spec.idle_timeout, spec.max_idle).balanced(spec.balance)
 }
 
 impl<T> Upstreams<T> {
@@ -201,8 +201,8 @@ impl<T> Upstreams<T> {
     }
 
     /// Credits a proxied answer to the server that gave it (passive
-    /// health).
-    pub(crate) fn responded(&self, target: Target, done: &Completion) {
+    /// health, and the balancer's latency estimate).
+    pub(crate) fn responded(&mut self, target: Target, done: &Completion, now: Instant) {
         if let Some(h) = self.health_of(target) {
             h.responded(
                 target.server,
@@ -211,6 +211,27 @@ impl<T> Upstreams<T> {
                 done.latency.as_micros() as u64,
             );
         }
+        if let Some(pool) = self.pool_of(target) {
+            pool.observe(target.server, done.latency, now);
+        }
+    }
+
+    /// A request to `target` that [`Self::checkout`] started has ended.
+    pub(crate) fn end(&mut self, target: Target) {
+        if let Some(pool) = self.pool_of(target) {
+            pool.end(target.server);
+        }
+    }
+
+    /// `target`'s pool, unless the target is of an older generation.
+    fn pool_of(&mut self, target: Target) -> Option<&mut Pool<T>> {
+        if target.generation != self.settings.generation {
+            return None;
+        }
+        Some(match target.group {
+            Group::Primary => &mut self.primary,
+            Group::Fallback => &mut self.fallback,
+        })
     }
 
     /// Forgets idle connections past the idle timeout.

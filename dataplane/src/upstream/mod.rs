@@ -1,5 +1,7 @@
-//! Upstream servers as the data plane sees them: round-robin choice and a
+//! Upstream servers as the data plane sees them: the choice of a server
+//! (round robin or power of two choices over peak-EWMA latency), a
 //! per-core pool of idle keep-alive connections, and the servers' health.
 
+pub mod balance;
 pub mod health;
 pub mod pool;

@@ -1,8 +1,10 @@
-//! A per-core pool of upstream connections: round robin over the servers,
-//! and idle keep-alive connections reused most-recent-first. Generic over
+//! A per-core pool of upstream connections: the choice of a server (by
+//! its [`Balance`]), and idle keep-alive connections reused
+//! most-recent-first. Generic over
 //! the connection type, so every driver keeps its own sockets in it; one
 //! pool per core, so it needs no lock.
 
+use super::balance::{Balance, Loads};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -29,9 +31,12 @@ pub enum Checkout<T> {
     },
 }
 
-/// Round robin and idle connections for one group of upstream servers.
+/// The choice of a server and idle connections for one group of upstream
+/// servers.
 pub struct Pool<T> {
     servers: Vec<SocketAddr>,
+    balance: Balance,
+    loads: Loads,
     next: usize,
     idle: Vec<Vec<Idle<T>>>,
     idle_timeout: Duration,
@@ -49,12 +54,20 @@ impl<T> Pool<T> {
     ) -> Self {
         let idle = servers.iter().map(|_| Vec::new()).collect();
         Self {
+            loads: Loads::new(servers.len()),
             servers,
+            balance: Balance::RoundRobin,
             next: 0,
             idle,
             idle_timeout,
             max_idle_per_server,
         }
+    }
+
+    /// The same pool, balanced by `balance`.
+    pub fn balanced(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
     }
 
     /// How many servers the pool spreads over.
@@ -67,9 +80,11 @@ impl<T> Pool<T> {
         self.servers.is_empty()
     }
 
-    /// Picks the next server in turn and returns an idle connection to it,
-    /// unless `fresh` or none is idle. Servers for which `usable` says no
-    /// are passed over while another is usable. `alive` checks every idle
+    /// Picks a server (the next in turn, or the cheaper of two by
+    /// [`Balance::P2cEwma`]), counts a request to it as started, and
+    /// returns an idle connection to it, unless `fresh` or none is idle.
+    /// Servers for which `usable` says no are passed over while another is
+    /// usable. `alive` checks every idle
     /// connection before it is handed out: one that became readable while
     /// idle (a close by the upstream, or late bytes such as a body after a
     /// HEAD or 304) is dropped, or those bytes would become the next
@@ -82,11 +97,18 @@ impl<T> Pool<T> {
         usable: impl Fn(usize) -> bool,
     ) -> Checkout<T> {
         let n = self.servers.len();
-        let server = (0..n)
-            .map(|step| (self.next + step) % n)
-            .find(|&i| usable(i))
-            .unwrap_or(self.next % n);
+        let p2c = match self.balance {
+            Balance::P2cEwma => self.loads.pick(now, &usable),
+            Balance::RoundRobin => None,
+        };
+        let server = p2c.unwrap_or_else(|| {
+            (0..n)
+                .map(|step| (self.next + step) % n)
+                .find(|&i| usable(i))
+                .unwrap_or(self.next % n)
+        });
         self.next = server.wrapping_add(1);
+        self.loads.begin(server);
         if !fresh {
             while let Some(idle) = self.idle[server].pop() {
                 let idle_for = now.saturating_duration_since(idle.since);
@@ -115,6 +137,16 @@ impl<T> Pool<T> {
         let displaced = (list.len() >= self.max_idle_per_server).then(|| list.remove(0).conn);
         list.push(Idle { conn, since: now });
         displaced
+    }
+
+    /// A request to `server` that [`Self::checkout`] started has ended.
+    pub fn end(&mut self, server: usize) {
+        self.loads.end(server);
+    }
+
+    /// `server` answered after `latency`, for the balancer's estimate.
+    pub fn observe(&mut self, server: usize, latency: Duration, now: Instant) {
+        self.loads.observe(server, latency, now);
     }
 
     /// How long an idle connection may wait for reuse.
