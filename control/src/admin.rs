@@ -181,32 +181,17 @@ impl Admin {
             }
             ("GET", "/admin/route") => {
                 let (route, mode) = sup.route();
+                let pools: Vec<_> = sup
+                    .pool_routes()
+                    .into_iter()
+                    .map(|(pool, r, m)| json!({ "pool": &*pool, "route": r.as_str(), "mode": format!("{m:?}") }))
+                    .collect();
                 json_response(
                     200,
-                    &json!({ "route": route.as_str(), "mode": format!("{mode:?}") }),
+                    &json!({ "route": route.as_str(), "mode": format!("{mode:?}"), "pools": pools }),
                 )
             }
-            ("POST", "/admin/route") => {
-                let mode = match word.as_str() {
-                    "primary" => Mode::Forced(Route::Primary),
-                    "fallback" => Mode::Forced(Route::Fallback),
-                    "auto" => Mode::Auto,
-                    other => {
-                        return json_response(
-                            400,
-                            &json!({ "error": format!("route {other:?}: give primary, fallback or auto") }),
-                        )
-                    }
-                };
-                let route = sup.set_route_mode(mode);
-                sup.timeline.push(
-                    "admin_call",
-                    &word,
-                    &format!("route {word}"),
-                    &format!("route {}", route.as_str()),
-                );
-                json_response(200, &json!({ "route": route.as_str(), "mode": word }))
-            }
+            ("POST", "/admin/route") => route_call(sup, &req.body, &word),
             ("POST", "/admin/dataplane") => match (word.as_str(), &st.dataplane) {
                 ("kernel" | "dpdk" | "auto", Some(switch)) => match switch.switch(&word) {
                     Ok(serving) => {
@@ -516,4 +501,75 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
         diff |= e ^ given.get(i).copied().unwrap_or(!e);
     }
     diff == 0
+}
+
+/// `POST /admin/route`: `{"route": "NAME", "to": "primary" | "fallback" |
+/// "auto"}` moves the pool of route NAME (the default route when no
+/// `route` is given); the bare body `fallback` (or `{"mode": ...}`) moves
+/// the default route, as before.
+fn route_call(sup: &Supervisor, body: &[u8], word: &str) -> AdminResponse {
+    let object = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .filter(|v| v.get("to").is_some());
+    let (route, to) = match &object {
+        Some(v) => (
+            v.get("route").and_then(|r| r.as_str()),
+            v.get("to").and_then(|t| t.as_str()).unwrap_or(""),
+        ),
+        None => (None, word),
+    };
+    let mode = match to {
+        "primary" => Mode::Forced(Route::Primary),
+        "fallback" => Mode::Forced(Route::Fallback),
+        "auto" => Mode::Auto,
+        other => {
+            return json_response(
+                400,
+                &json!({ "error": format!("route {other:?}: give primary, fallback or auto") }),
+            )
+        }
+    };
+    let pools = sup.live.load();
+    let pool = match route {
+        None => Some(0),
+        Some(name) => pools
+            .engine
+            .routes
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.pool),
+    };
+    let Some(pool) = pool else {
+        return json_response(
+            404,
+            &json!({ "error": format!("no route named {:?}", route.unwrap_or_default()) }),
+        );
+    };
+    let name = route.unwrap_or("default");
+    let moved = match pool {
+        0 => Some(sup.set_route_mode(mode)),
+        i => pools
+            .pool(i)
+            .and_then(|p| sup.set_pool_route_mode(&p.name, mode)),
+    };
+    let Some(now) = moved else {
+        return json_response(
+            409,
+            &json!({ "error": format!("route {name:?}: its pool has no fallback") }),
+        );
+    };
+    let action = match route {
+        None => format!("route {to}"),
+        Some(name) => format!("route {name} {to}"),
+    };
+    sup.timeline.push(
+        "admin_call",
+        to,
+        &action,
+        &format!("route {}", now.as_str()),
+    );
+    json_response(
+        200,
+        &json!({ "route": now.as_str(), "mode": to, "name": name }),
+    )
 }

@@ -13,8 +13,8 @@ use ultragate_dataplane::upstream::health::GroupHealth;
 /// How one group is checked.
 #[derive(Debug, Clone)]
 pub struct CheckConfig {
-    /// The group's name in events (`primary`, `fallback`).
-    pub group: &'static str,
+    /// The pool's name in events.
+    pub group: String,
     /// The servers.
     pub servers: Vec<SocketAddr>,
     /// Path requested, e.g. `/health`.

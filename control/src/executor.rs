@@ -46,14 +46,11 @@ impl Supervisor {
 
     fn apply(&self, command: Command) -> Applied {
         match command {
-            Command::Route(route) => {
-                self.status.set_route(route);
-                format!("route {}", route.as_str()).into()
-            }
+            Command::Route { pool, to } => self.apply_route(pool, to).into(),
             Command::Report => String::from("nothing changed").into(),
             Command::Eject(i) => {
                 let pools = self.live.load();
-                let g = &pools.primary;
+                let g = &pools.primary();
                 match g.servers.get(i) {
                     Some(addr) if g.health.set(i, false) => format!("ejected {addr}"),
                     Some(addr) => format!("{addr} was out already"),

@@ -356,7 +356,7 @@ impl Metrics {
         }
         for srv in &s.servers {
             let addr = srv.addr.to_string();
-            let labels = [srv.pool, addr.as_str()];
+            let labels = [&*srv.pool, addr.as_str()];
             self.upstream_requests
                 .with_label_values(&labels)
                 .inc_by(srv.requests);
@@ -447,13 +447,10 @@ impl Metrics {
         }
         // Reset first: a reload may have removed servers.
         self.server_up.reset();
-        for (name, g) in [
-            ("primary", &s.pools.primary),
-            ("fallback", &s.pools.fallback),
-        ] {
+        for g in s.pools.pools() {
             for (i, a) in g.servers.iter().enumerate() {
                 let addr = a.to_string();
-                let labels = [name, addr.as_str()];
+                let labels = [&*g.name, addr.as_str()];
                 self.server_up
                     .with_label_values(&labels)
                     .set(f64::from(u8::from(g.health.is_healthy(i))));

@@ -13,7 +13,7 @@ use crate::policy::{
 use crate::snapshot::{CacheNumbers, Snapshot, View};
 use crate::timeline::Timeline;
 use serde_json::{json, Value};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
@@ -96,6 +96,9 @@ pub struct Supervisor {
     /// The access log, for its counters.
     access: std::sync::OnceLock<Arc<AccessLog>>,
     route: Mutex<RoutePolicy>,
+    /// The critical-failure rows of the named pools with a fallback, by
+    /// pool name.
+    pool_routes: Mutex<BTreeMap<Arc<str>, RoutePolicy>>,
     memory: Mutex<MemoryPolicy>,
     pub(crate) corruption: Mutex<CorruptionPolicy>,
     security: Mutex<SecurityPolicy>,
@@ -127,6 +130,7 @@ impl Supervisor {
             metrics: Metrics::new(),
             access: std::sync::OnceLock::new(),
             route: Mutex::new(RoutePolicy::new(cfg.thresholds)),
+            pool_routes: Mutex::new(BTreeMap::new()),
             memory: Mutex::new(MemoryPolicy::default()),
             corruption: Mutex::new(CorruptionPolicy::default()),
             security: Mutex::new(SecurityPolicy::default()),
@@ -152,17 +156,61 @@ impl Supervisor {
     /// Applies reloadable settings: thresholds and the memory limit.
     pub fn reload(&self, thresholds: Thresholds, memory_limit_bytes: u64) {
         lock(&self.route).set_thresholds(thresholds);
+        for p in lock(&self.pool_routes).values_mut() {
+            p.set_thresholds(thresholds);
+        }
         self.memory_limit
             .store(memory_limit_bytes, Ordering::Relaxed);
     }
 
-    /// An operator's route: `primary`, `fallback` or `auto`.
+    /// An operator's route for the default pool: `primary`, `fallback`
+    /// or `auto`.
     pub fn set_route_mode(&self, mode: Mode) -> Route {
-        let mut p = lock(&self.route);
-        p.set_mode(mode);
-        let route = p.route();
-        self.status.set_route(route);
+        let route = {
+            let mut p = lock(&self.route);
+            p.set_mode(mode);
+            p.route()
+        };
+        self.apply_route(0, route);
         route
+    }
+
+    /// An operator's route for the named pool `pool`; `None` when no
+    /// named pool of that name has a fallback.
+    pub fn set_pool_route_mode(&self, pool: &str, mode: Mode) -> Option<Route> {
+        let pools = self.live.load();
+        let i = pools.index_of(pool)?;
+        if i < 2 || pools.pool(i)?.fallback.is_none() {
+            return None;
+        }
+        let route = {
+            let mut routes = lock(&self.pool_routes);
+            let p = routes
+                .entry(pools.pool(i)?.name.clone())
+                .or_insert_with(|| RoutePolicy::for_pool(lock(&self.route).thresholds(), i));
+            p.set_pool(i);
+            p.set_mode(mode);
+            p.route()
+        };
+        self.apply_route(i, route);
+        Some(route)
+    }
+
+    /// Sends pool `pool`'s requests to it or to its fallback: the data
+    /// cores read the pool's flag; the default pool's route is also the
+    /// one `/health` and the metrics show.
+    pub(crate) fn apply_route(&self, pool: usize, to: Route) -> String {
+        let pools = self.live.load();
+        let Some(spec) = pools.pool(pool) else {
+            return "the pool left the config".into();
+        };
+        spec.diverted
+            .store(to == Route::Fallback, Ordering::Relaxed);
+        if pool == 0 {
+            self.status.set_route(to);
+            return format!("route {}", to.as_str());
+        }
+        format!("pool {}: route {}", spec.name, to.as_str())
     }
 
     /// The security row: an operator's isolate (`true`) or normal call.
@@ -233,14 +281,15 @@ impl Supervisor {
             requests: merged.requests,
             p99,
             error_rate: merged.error_rate(),
-            primary_healthy: pools.primary.health.any_healthy(),
-            primary_fast: pools.primary.fast.load(Ordering::Relaxed),
-            fallback_healthy: pools.fallback.health.any_healthy(),
+            primary_healthy: pools.primary().health.any_healthy(),
+            primary_fast: pools.primary().fast.load(Ordering::Relaxed),
+            fallback_healthy: pools.fallback().health.any_healthy(),
         };
         let decision = lock(&self.route).observe(&observation);
         if let Some(d) = decision {
             self.execute(&d);
         }
+        self.named_pool_rounds(now, merged);
         self.eject_slow_primaries();
         let rss = memory::rss_bytes().unwrap_or(0);
         let limit = memory::limit_bytes(self.memory_limit.load(Ordering::Relaxed));
@@ -258,6 +307,68 @@ impl Supervisor {
         };
         *lock(&self.view) = view;
         self.metrics.refresh(&self.snapshot(view));
+    }
+
+    /// The critical-failure row of every named pool with a fallback, on
+    /// its own servers' numbers; a decision's value names the pool and the
+    /// routes that use it.
+    fn named_pool_rounds(&self, now: Instant, merged: &CoreStats) {
+        let pools = self.live.load();
+        let t = lock(&self.route).thresholds();
+        let mut decisions = Vec::new();
+        {
+            let mut routes = lock(&self.pool_routes);
+            routes.retain(|name, _| pools.index_of(name).is_some_and(|i| i >= 2));
+            for (i, spec) in pools.pools().iter().enumerate().skip(2) {
+                let Some(fallback) = spec.fallback.and_then(|f| pools.pool(f)) else {
+                    continue;
+                };
+                let mut duration = ultragate_dataplane::stats::Buckets::default();
+                let (mut requests, mut errors) = (0, 0);
+                for srv in merged.servers.iter().filter(|s| s.pool == spec.name) {
+                    requests += srv.requests;
+                    errors += srv.errors;
+                    duration.merge(&srv.duration);
+                }
+                let observation = Observation {
+                    now,
+                    requests,
+                    p99: duration.quantile(0.99),
+                    error_rate: if requests == 0 {
+                        0.0
+                    } else {
+                        errors as f64 / requests as f64
+                    },
+                    primary_healthy: spec.health.any_healthy(),
+                    primary_fast: spec.fast.load(Ordering::Relaxed),
+                    fallback_healthy: fallback.health.any_healthy(),
+                };
+                let policy = routes
+                    .entry(spec.name.clone())
+                    .or_insert_with(|| RoutePolicy::for_pool(t, i));
+                policy.set_pool(i);
+                if let Some(mut d) = policy.observe(&observation) {
+                    d.value = format!(
+                        "pool {} (routes {}): {}",
+                        spec.name,
+                        route_names(&pools, i),
+                        d.value
+                    );
+                    decisions.push(d);
+                }
+            }
+        }
+        for d in decisions {
+            self.execute(&d);
+        }
+    }
+
+    /// Each named pool with a fallback: its route now and who decides.
+    pub fn pool_routes(&self) -> Vec<(Arc<str>, Route, Mode)> {
+        lock(&self.pool_routes)
+            .iter()
+            .map(|(name, p)| (name.clone(), p.route(), p.mode()))
+            .collect()
     }
 
     /// What the gauges show after this round.
@@ -283,7 +394,7 @@ impl Supervisor {
     /// checks re-admit them with a fresh average.
     fn eject_slow_primaries(&self) {
         let pools = self.live.load();
-        let g = &pools.primary;
+        let g = &pools.primary();
         let floor = lock(&self.route).thresholds().p99.as_micros() as u64;
         let averages: Vec<(usize, u64)> = (0..g.servers.len())
             .filter(|&i| g.health.is_healthy(i))
@@ -374,11 +485,29 @@ impl Supervisor {
             None => json!({ "name": "cache", "status": "disabled" }),
         };
         let pools = self.live.load();
-        let mut primary = pool_json(&pools.primary, "upstream_primary");
+        let mut primary = pool_json(pools.primary(), "upstream_primary");
         primary["routed"] = json!(route == Route::Primary);
-        let mut fallback = pool_json(&pools.fallback, "upstream_fallback");
+        let mut fallback = pool_json(pools.fallback(), "upstream_fallback");
         fallback["routed"] = json!(route == Route::Fallback);
-        let components = vec![memory, dataplane, cache, primary, fallback];
+        let mut components = vec![memory, dataplane, cache, primary, fallback];
+        let routes: BTreeMap<Arc<str>, (Route, Mode)> = self
+            .pool_routes()
+            .into_iter()
+            .map(|(name, r, m)| (name, (r, m)))
+            .collect();
+        for (i, spec) in pools.pools().iter().enumerate().skip(2) {
+            let mut c = pool_json(spec, &format!("upstream_{}", spec.name));
+            c["routes"] = json!(route_names(&pools, i));
+            c["fallback"] = json!(spec.fallback.and_then(|f| pools.pool(f)).map(|p| &*p.name));
+            if let Some((r, m)) = routes.get(&spec.name) {
+                c["route"] = json!(r.as_str());
+                c["route_mode"] = json!(match m {
+                    Mode::Auto => "auto",
+                    Mode::Forced(_) => "forced",
+                });
+            }
+            components.push(c);
+        }
         let down = |c: &Value| c["status"] == "down" || c["status"] == "critical";
         let overall = if !ready || (down(&components[3]) && down(&components[4])) {
             "unhealthy"
@@ -392,6 +521,22 @@ impl Supervisor {
             Mode::Forced(_) => "forced",
         };
         json!({ "overall_status": overall, "route": route.as_str(), "route_mode": mode, "components": components })
+    }
+}
+
+/// The names of the routes that use pool `pool`, comma-separated.
+fn route_names(pools: &ultragate_dataplane::live::Settings, pool: usize) -> String {
+    let names: Vec<&str> = pools
+        .engine
+        .routes
+        .iter()
+        .filter(|r| r.pool == pool)
+        .map(|r| r.name.as_str())
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -429,6 +574,7 @@ mod tests {
             coalesce_wait: Duration::from_secs(1),
             epoch: (Instant::now(), SystemTime::now()),
             access: None,
+            routes: Default::default(),
         });
         let pool = |p: u16| {
             PoolSpec::new(

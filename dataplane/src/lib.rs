@@ -23,6 +23,7 @@ pub mod endpoint;
 pub mod http;
 pub mod live;
 pub mod proxy;
+pub mod route;
 pub mod stats;
 pub mod status;
 pub mod upstream;

@@ -16,6 +16,13 @@ use std::time::Duration;
 /// One upstream pool as configured: servers, keep-alive pool and health.
 #[derive(Debug, Clone)]
 pub struct PoolSpec {
+    /// Its name: `[upstream.NAME]`.
+    pub name: Arc<str>,
+    /// The pool its requests divert to (`fallback = "NAME"`), by index.
+    pub fallback: Option<usize>,
+    /// Set while the runbook (or an operator) diverts its requests to its
+    /// fallback; kept across a reload like the health.
+    pub diverted: Arc<AtomicBool>,
     /// The servers.
     pub servers: Vec<SocketAddr>,
     /// How a server is picked among them.
@@ -35,6 +42,13 @@ pub struct PoolSpec {
 }
 
 impl PoolSpec {
+    /// The same pool named `name`, diverting to pool `fallback`.
+    pub fn named(mut self, name: &str, fallback: Option<usize>) -> PoolSpec {
+        self.name = Arc::from(name);
+        self.fallback = fallback;
+        self
+    }
+
     /// The same pool, balanced by `balance`.
     pub fn with_balance(mut self, balance: Balance) -> PoolSpec {
         self.balance = balance;
@@ -55,6 +69,9 @@ impl PoolSpec {
         eject_after_failures: u32,
     ) -> PoolSpec {
         PoolSpec {
+            name: Arc::from(""),
+            fallback: None,
+            diverted: Arc::new(AtomicBool::new(false)),
             health: Arc::new(GroupHealth::new(servers.len(), eject_after_failures)),
             fast: Arc::new(AtomicBool::new(true)),
             servers,
@@ -73,10 +90,37 @@ pub struct Settings {
     pub generation: u64,
     /// The engine's settings for new connections.
     pub engine: Arc<EngineConfig>,
+    /// The pools: `[upstream.primary]` first, `[upstream.fallback]`
+    /// second (empty servers there mean "the primaries"), then the other
+    /// named pools.
+    pools: Vec<PoolSpec>,
+}
+
+impl Settings {
     /// `[upstream.primary]`.
-    pub primary: PoolSpec,
-    /// `[upstream.fallback]`; empty servers mean "the primaries".
-    pub fallback: PoolSpec,
+    pub fn primary(&self) -> &PoolSpec {
+        &self.pools[0]
+    }
+
+    /// `[upstream.fallback]`.
+    pub fn fallback(&self) -> &PoolSpec {
+        &self.pools[1]
+    }
+
+    /// Pool `i`.
+    pub fn pool(&self, i: usize) -> Option<&PoolSpec> {
+        self.pools.get(i)
+    }
+
+    /// Every pool, primary and fallback first.
+    pub fn pools(&self) -> &[PoolSpec] {
+        &self.pools
+    }
+
+    /// The index of the pool named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.pools.iter().position(|p| &*p.name == name)
+    }
 }
 
 /// The published settings and their generation.
@@ -87,14 +131,21 @@ pub struct Live {
 }
 
 impl Live {
-    /// Settings at generation 0.
+    /// Settings at generation 0 with the primary and fallback pools only
+    /// (the primary diverting to the fallback).
     pub fn new(engine: Arc<EngineConfig>, primary: PoolSpec, fallback: PoolSpec) -> Live {
+        Live::with_pools(engine, vec![primary, fallback])
+    }
+
+    /// Settings at generation 0 over `pools`: primary and fallback first
+    /// (named so, and the primary diverting to the fallback, unless they
+    /// say otherwise; missing ones are empty), then the others.
+    pub fn with_pools(engine: Arc<EngineConfig>, pools: Vec<PoolSpec>) -> Live {
         Live {
             current: Mutex::new(Arc::new(Settings {
                 generation: 0,
                 engine,
-                primary,
-                fallback,
+                pools: standard(pools),
             })),
             generation: AtomicU64::new(0),
         }
@@ -116,16 +167,32 @@ impl Live {
 
     /// Publishes new settings; the cores take them at their next accept or
     /// connect. Returns the new generation.
-    pub fn publish(&self, engine: Arc<EngineConfig>, primary: PoolSpec, fallback: PoolSpec) -> u64 {
+    pub fn publish(&self, engine: Arc<EngineConfig>, pools: Vec<PoolSpec>) -> u64 {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let generation = current.generation + 1;
         *current = Arc::new(Settings {
             generation,
             engine,
-            primary,
-            fallback,
+            pools: standard(pools),
         });
         self.generation.store(generation, Ordering::Release);
         generation
     }
+}
+
+/// `pools` with a primary and a fallback first, named so when unnamed, the
+/// primary diverting to the fallback unless it names its own.
+fn standard(mut pools: Vec<PoolSpec>) -> Vec<PoolSpec> {
+    while pools.len() < 2 {
+        pools.push(PoolSpec::new(Vec::new(), Duration::from_secs(60), 1, 1));
+    }
+    for (i, name) in ["primary", "fallback"].into_iter().enumerate() {
+        if pools[i].name.is_empty() {
+            pools[i].name = Arc::from(name);
+        }
+    }
+    if pools[0].fallback.is_none() {
+        pools[0].fallback = Some(1);
+    }
+    pools
 }

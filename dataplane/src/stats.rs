@@ -4,6 +4,7 @@
 
 use hdrhistogram::Histogram;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Upper bounds of the exported latency histograms' buckets, in
@@ -50,13 +51,32 @@ impl Buckets {
     pub fn count(&self) -> u64 {
         self.counts.iter().sum::<u64>() + self.over
     }
+
+    /// The upper bound of the bucket holding the `q` quantile (0.0–1.0):
+    /// coarse, and never below the true value; zero without
+    /// observations, the last bound for those above it.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let total = self.count();
+        if total == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (n, bound) in self.counts.iter().zip(DURATION_BUCKETS_US) {
+            seen += n;
+            if seen >= rank {
+                return Duration::from_micros(bound);
+            }
+        }
+        Duration::from_micros(DURATION_BUCKETS_US[DURATION_BUCKETS_US.len() - 1])
+    }
 }
 
 /// One upstream server's part of a core's interval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerStats {
-    /// `primary` or `fallback`.
-    pub pool: &'static str,
+    /// Its pool's name.
+    pub pool: Arc<str>,
     /// The server.
     pub addr: SocketAddr,
     /// Answers it gave (or failed to give).
@@ -212,16 +232,16 @@ impl CoreStats {
     }
 
     /// Credits a proxied answer to the upstream server `addr` of `pool`.
-    pub fn record_server(&mut self, pool: &'static str, addr: SocketAddr, c: &Completion) {
+    pub fn record_server(&mut self, pool: &Arc<str>, addr: SocketAddr, c: &Completion) {
         let i = match self
             .servers
             .iter()
-            .position(|s| s.addr == addr && s.pool == pool)
+            .position(|s| s.addr == addr && s.pool == *pool)
         {
             Some(i) => i,
             None => {
                 self.servers.push(ServerStats {
-                    pool,
+                    pool: pool.clone(),
                     addr,
                     requests: 0,
                     errors: 0,
@@ -311,6 +331,24 @@ mod tests {
             bytes_out: 0,
             access: None,
         }
+    }
+
+    #[test]
+    fn a_bucket_quantile_is_the_bound_that_holds_it() {
+        let mut b = Buckets::default();
+        assert_eq!(b.quantile(0.99), Duration::ZERO);
+        for _ in 0..98 {
+            b.record(80);
+        }
+        b.record(20_000);
+        b.record(20_000_000);
+        assert_eq!(b.quantile(0.5), Duration::from_micros(100));
+        assert_eq!(b.quantile(0.99), Duration::from_micros(25_000));
+        assert_eq!(
+            b.quantile(1.0),
+            Duration::from_secs(10),
+            "above: the last bound"
+        );
     }
 
     #[test]

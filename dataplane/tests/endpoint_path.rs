@@ -83,6 +83,7 @@ fn endpoint(cache: bool, t0: Instant) -> Endpoint {
         coalesce_wait: Duration::from_secs(1),
         epoch: (t0, SystemTime::now()),
         access: None,
+        routes: Default::default(),
     });
     let origin = vec![SocketAddr::from(([127, 0, 0, 1], 9))];
     let live = Arc::new(Live::new(

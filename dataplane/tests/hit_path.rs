@@ -80,6 +80,7 @@ fn a_warm_cache_hit_allocates_nothing() {
         coalesce_wait: Duration::from_secs(1),
         epoch: (t0, SystemTime::now()),
         access: None,
+        routes: Default::default(),
     });
     let status = Arc::new(DataplaneStatus::default());
     status.set_serving(true);

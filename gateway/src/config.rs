@@ -4,6 +4,7 @@
 
 use crate::cpus::CpuBudget;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,8 +35,8 @@ pub enum ConfigError {
     /// A value parses but is not acceptable.
     #[error("config key `{key}`: {message}")]
     Invalid {
-        /// The dotted key.
-        key: &'static str,
+        /// The dotted key, e.g. `route[2].upstream`.
+        key: String,
         /// What is wrong with it.
         message: String,
     },
@@ -63,6 +64,39 @@ pub struct Config {
     pub notify: NotifySection,
     /// The DPDK port, used when `api_gateway.enable_dpdk` is true.
     pub dpdk: DpdkSection,
+    /// `[[route]]`: which pool takes which requests. None: every request
+    /// goes to `primary`.
+    pub route: Vec<RouteConfig>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Its name, unique: `POST /admin/route` and events use it.
+    pub name: String,
+    /// `NAME` or `*.SUFFIX`; absent: any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The path prefix it takes. Default `/`.
+    #[serde(default = "slash")]
+    pub path_prefix: String,
+    /// The methods it takes; absent: every method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// The `[upstream.NAME]` its requests go to.
+    pub upstream: String,
+    /// Whether its responses are cached. Default `true`.
+    #[serde(default = "yes")]
+    pub cache: bool,
+}
+
+fn slash() -> String {
+    "/".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[dpdk]`: the DPDK port and the userspace stack's address on it.
@@ -104,7 +138,7 @@ impl DpdkSection {
     /// The address and prefix length.
     pub fn cidr(&self) -> Result<(Ipv4Addr, u8), ConfigError> {
         let bad = || ConfigError::Invalid {
-            key: "dpdk.address",
+            key: "dpdk.address".into(),
             message: format!("{:?} is not IPV4/PREFIX, e.g. 10.213.0.2/24", self.address),
         };
         let (ip, len) = self.address.split_once('/').ok_or_else(bad)?;
@@ -126,7 +160,7 @@ impl DpdkSection {
             .parse()
             .map(Some)
             .map_err(|_| ConfigError::Invalid {
-                key: "dpdk.gateway",
+                key: "dpdk.gateway".into(),
                 message: format!("{:?} is not an IPv4 address", self.gateway),
             })
     }
@@ -227,7 +261,7 @@ impl NotifySection {
             return Ok(None);
         }
         let invalid = |message: &str| ConfigError::Invalid {
-            key: "notify.webhook_url",
+            key: "notify.webhook_url".into(),
             message: message.to_owned(),
         };
         if self.webhook_url.starts_with("https://") {
@@ -475,7 +509,7 @@ impl AdminSection {
     /// when neither is set.
     pub fn resolve_token(&self) -> Result<Option<String>, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
-            key: "admin.token_file",
+            key: "admin.token_file".into(),
             message,
         };
         if self.token_file.is_empty() {
@@ -516,23 +550,121 @@ impl Default for AdminSection {
     }
 }
 
-/// `[upstream.*]`: the server groups.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+/// `[upstream.*]`: the server groups. `primary` and `fallback` always
+/// exist (with their defaults when not written); any other name is a
+/// named pool that routes send requests to.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstreams {
-    /// `[upstream.primary]`: where requests go. Default `127.0.0.1:8000`.
+    /// `[upstream.primary]`: where requests go. Default `127.0.0.1:8000`,
+    /// diverting to `fallback`.
     pub primary: UpstreamGroup,
     /// `[upstream.fallback]`: the Node.js fallback service. Default
     /// `127.0.0.1:3005`.
     pub fallback: UpstreamGroup,
+    /// `[upstream.NAME]` for every other NAME, by name.
+    pub named: BTreeMap<String, UpstreamGroup>,
 }
 
 impl Default for Upstreams {
     fn default() -> Self {
+        let mut primary = UpstreamGroup::with_server(SocketAddr::from(([127, 0, 0, 1], 8000)));
+        primary.fallback = Some("fallback".into());
         Self {
-            primary: UpstreamGroup::with_server(SocketAddr::from(([127, 0, 0, 1], 8000))),
+            primary,
             fallback: UpstreamGroup::with_server(SocketAddr::from(([127, 0, 0, 1], 3005))),
+            named: BTreeMap::new(),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Upstreams {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut map = BTreeMap::<String, UpstreamGroupFile>::deserialize(d)?;
+        let mut out = Upstreams::default();
+        if let Some(p) = map.remove("primary") {
+            out.primary = p.over(out.primary);
+        }
+        if let Some(f) = map.remove("fallback") {
+            out.fallback = f.over(out.fallback);
+        }
+        // A named pool has no server unless it says which.
+        let named = UpstreamGroup {
+            servers: Vec::new(),
+            ..UpstreamGroup::default()
+        };
+        out.named = map
+            .into_iter()
+            .map(|(name, g)| (name, g.over(named.clone())))
+            .collect();
+        Ok(out)
+    }
+}
+
+impl Serialize for Upstreams {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut all: BTreeMap<&str, &UpstreamGroup> =
+            self.named.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        all.insert("primary", &self.primary);
+        all.insert("fallback", &self.fallback);
+        all.serialize(s)
+    }
+}
+
+impl Upstreams {
+    /// Every pool with its config key prefix: primary, fallback, then the
+    /// named ones in name order (the order the data plane indexes them).
+    pub fn all(&self) -> Vec<(&str, &UpstreamGroup)> {
+        let mut out = vec![("primary", &self.primary), ("fallback", &self.fallback)];
+        out.extend(self.named.iter().map(|(k, v)| (k.as_str(), v)));
+        out
+    }
+}
+
+/// An `[upstream.NAME]` section as written: every key optional, so that
+/// a key not written takes the pool's default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamGroupFile {
+    servers: Option<Vec<ServerAddr>>,
+    connect_timeout_ms: Option<u64>,
+    response_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_idle_per_core: Option<usize>,
+    health_path: Option<String>,
+    health_interval_ms: Option<u64>,
+    health_timeout_ms: Option<u64>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    eject_after_failures: Option<u32>,
+    balance: Option<BalanceKey>,
+    fallback: Option<String>,
+}
+
+impl UpstreamGroupFile {
+    /// The section over `base` (the pool's defaults).
+    fn over(self, mut base: UpstreamGroup) -> UpstreamGroup {
+        macro_rules! take {
+            ($($k:ident),*) => { $( if let Some(v) = self.$k { base.$k = v; } )* };
+        }
+        take!(
+            servers,
+            connect_timeout_ms,
+            response_timeout_ms,
+            idle_timeout_ms,
+            max_idle_per_core,
+            health_path,
+            health_interval_ms,
+            health_timeout_ms,
+            rise,
+            fall,
+            eject_after_failures,
+            balance
+        );
+        if let Some(f) = self.fallback {
+            // `fallback = ""`: none.
+            base.fallback = (!f.is_empty()).then_some(f);
+        }
+        base
     }
 }
 
@@ -578,8 +710,7 @@ impl ServerAddr {
 }
 
 /// One group of interchangeable upstream servers.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct UpstreamGroup {
     /// Server addresses, used round robin. At least one.
     pub servers: Vec<ServerAddr>,
@@ -611,6 +742,11 @@ pub struct UpstreamGroup {
     /// (the power of two choices over each server's peak-EWMA latency
     /// times its outstanding requests).
     pub balance: BalanceKey,
+    /// The pool its requests divert to when the runbook (or an operator)
+    /// says so, and after every server of it was tried: `fallback` for
+    /// `primary`, none for the others unless written (`""`: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// `balance` as written in the config.
@@ -648,6 +784,7 @@ impl UpstreamGroup {
             fall: 2,
             eject_after_failures: 2,
             balance: BalanceKey::RoundRobin,
+            fallback: None,
         }
     }
 }
@@ -711,9 +848,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| {
+        let invalid = |key: &str, message: &str| {
             Err(ConfigError::Invalid {
-                key,
+                key: key.into(),
                 message: message.to_owned(),
             })
         };
@@ -761,22 +898,6 @@ impl Config {
             ("api_gateway.client_timeout_ms", g.client_timeout_ms),
             ("api_gateway.keepalive_timeout_ms", g.keepalive_timeout_ms),
             ("api_gateway.send_timeout_ms", g.send_timeout_ms),
-            (
-                "upstream.primary.connect_timeout_ms",
-                self.upstream.primary.connect_timeout_ms,
-            ),
-            (
-                "upstream.primary.response_timeout_ms",
-                self.upstream.primary.response_timeout_ms,
-            ),
-            (
-                "upstream.fallback.connect_timeout_ms",
-                self.upstream.fallback.connect_timeout_ms,
-            ),
-            (
-                "upstream.fallback.response_timeout_ms",
-                self.upstream.fallback.response_timeout_ms,
-            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return invalid(key, "must be above 0");
@@ -784,7 +905,7 @@ impl Config {
         let available = available_cores();
         if let Some(core) = g.cores.iter().find(|c| !available.contains(c)) {
             return Err(ConfigError::Invalid {
-                key: "api_gateway.cores",
+                key: "api_gateway.cores".into(),
                 message: format!("core {core} does not exist here (cores: {available:?})"),
             });
         }
@@ -803,41 +924,121 @@ impl Config {
         if self.control.interval_ms == 0 || self.control.verify_interval_ms == 0 {
             return invalid("control.interval_ms", "intervals must be above 0");
         }
-        for (key, path) in [
-            (
-                "upstream.primary.health_path",
-                &self.upstream.primary.health_path,
-            ),
-            (
-                "upstream.fallback.health_path",
-                &self.upstream.fallback.health_path,
-            ),
-        ] {
-            if !path.starts_with('/') {
-                return invalid(key, "must start with /");
+        self.validate_upstreams()?;
+        self.validate_routes()
+    }
+
+    /// Every pool: servers, timeouts, health path, and a fallback that
+    /// exists and leads to no cycle.
+    fn validate_upstreams(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        for (name, u) in self.upstream.all() {
+            if u.servers.is_empty() {
+                return invalid(
+                    format!("upstream.{name}.servers"),
+                    "at least one server is required",
+                );
+            }
+            for (key, v) in [
+                ("connect_timeout_ms", u.connect_timeout_ms),
+                ("response_timeout_ms", u.response_timeout_ms),
+            ] {
+                if v == 0 {
+                    return invalid(format!("upstream.{name}.{key}"), "must be above 0");
+                }
+            }
+            if !u.health_path.starts_with('/') {
+                return invalid(format!("upstream.{name}.health_path"), "must start with /");
+            }
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return invalid(
+                    format!("upstream.{name}"),
+                    "a pool name is letters, digits, `_` and `-`",
+                );
             }
         }
-        if self.upstream.primary.servers.is_empty() {
-            return invalid(
-                "upstream.primary.servers",
-                "at least one server is required",
-            );
-        }
-        if self.upstream.fallback.servers.is_empty() {
-            return invalid(
-                "upstream.fallback.servers",
-                "at least one server is required",
-            );
+        let pools = self.upstream.all();
+        let fallback_of = |name: &str| {
+            pools
+                .iter()
+                .find(|(n, _)| *n == name)
+                .and_then(|(_, u)| u.fallback.as_deref())
+        };
+        for (name, u) in &pools {
+            let Some(f) = u.fallback.as_deref() else {
+                continue;
+            };
+            let key = format!("upstream.{name}.fallback");
+            if !pools.iter().any(|(n, _)| *n == f) {
+                return invalid(key, &format!("no [upstream.{f}]"));
+            }
+            // Follow the chain: back to `name` is a cycle.
+            let mut at = Some(f);
+            for _ in 0..pools.len() {
+                match at {
+                    Some(n) if n == *name => {
+                        return invalid(key, &format!("{name} → {f} → … leads back to {name}"))
+                    }
+                    Some(n) => at = fallback_of(n),
+                    None => break,
+                }
+            }
         }
         Ok(())
     }
 
-    /// Resolves the servers of `group` (`upstream.primary` or
-    /// `upstream.fallback`), each to its first address.
-    pub fn resolve(
-        group: &UpstreamGroup,
-        key: &'static str,
-    ) -> Result<Vec<SocketAddr>, ConfigError> {
+    /// Every route: a unique name, an existing pool, a host, a prefix and
+    /// methods that can match.
+    fn validate_routes(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| Err(ConfigError::Invalid { key, message });
+        let pools = self.upstream.all();
+        for (i, r) in self.route.iter().enumerate() {
+            let at = |k: &str| format!("route[{i}].{k}");
+            if r.name.is_empty() {
+                return invalid(at("name"), "must not be empty".into());
+            }
+            if self.route[..i].iter().any(|o| o.name == r.name) {
+                return invalid(at("name"), format!("{:?} names another route too", r.name));
+            }
+            if !pools.iter().any(|(n, _)| *n == r.upstream) {
+                return invalid(at("upstream"), format!("no [upstream.{}]", r.upstream));
+            }
+            if let Some(h) = &r.host {
+                let name = h.strip_prefix("*.").unwrap_or(h);
+                let ok = !name.is_empty()
+                    && name.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                    });
+                if !ok {
+                    return invalid(at("host"), format!("{h:?}: give NAME or *.SUFFIX"));
+                }
+            }
+            if !r.path_prefix.starts_with('/') {
+                return invalid(at("path_prefix"), "must start with /".into());
+            }
+            if let Some(m) = r
+                .methods
+                .iter()
+                .find(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-'))
+            {
+                return invalid(at("methods"), format!("{m:?} is not a method (uppercase)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves the servers of `group` (whose servers' key is `key`), each
+    /// to its first address.
+    pub fn resolve(group: &UpstreamGroup, key: &str) -> Result<Vec<SocketAddr>, ConfigError> {
         use std::net::ToSocketAddrs;
         group
             .servers
@@ -848,7 +1049,7 @@ impl Config {
                     .ok()
                     .and_then(|mut a| a.next())
                     .ok_or_else(|| ConfigError::Invalid {
-                        key,
+                        key: key.into(),
                         message: format!("cannot resolve {}", s.as_str()),
                     })
             })
@@ -937,6 +1138,31 @@ mod tests {
     }
 
     #[test]
+    fn named_pools_and_routes() {
+        let cfg = Config::parse(
+            "[upstream.api]\nservers = [\"127.0.0.1:9001\"]\nfallback = \"fallback\"\nbalance = \"p2c_ewma\"\n\
+             [upstream.assets]\nservers = [\"127.0.0.1:9002\"]\n\
+             [[route]]\nname = \"api\"\nhost = \"*.example.com\"\npath_prefix = \"/v1/\"\nupstream = \"api\"\n\
+             [[route]]\nname = \"assets\"\nupstream = \"assets\"\ncache = false\nmethods = [\"GET\", \"HEAD\"]\n",
+        )
+        .unwrap();
+        let names: Vec<_> = cfg.upstream.all().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["primary", "fallback", "api", "assets"]);
+        assert_eq!(cfg.upstream.primary.fallback.as_deref(), Some("fallback"));
+        assert_eq!(
+            cfg.upstream.named["api"].fallback.as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(cfg.upstream.named["assets"].fallback, None);
+        assert_eq!(cfg.route[0].path_prefix, "/v1/");
+        assert_eq!(cfg.route[1].path_prefix, "/", "the default");
+        assert!(cfg.route[0].cache && !cfg.route[1].cache);
+        // Written out and read back: the same config.
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(Config::parse(&text).unwrap(), cfg);
+    }
+
+    #[test]
     fn balance_is_round_robin_unless_asked() {
         let cfg = Config::parse("[upstream.fallback]\nbalance = \"p2c_ewma\"\n").unwrap();
         assert_eq!(cfg.upstream.primary.balance, BalanceKey::RoundRobin);
@@ -991,6 +1217,42 @@ mod tests {
                 "upstream.primary.response_timeout_ms",
             ),
             ("[upstream.canary]\nservers = []\n", "canary"),
+            (
+                "[upstream.api]\nfallback = \"legacy\"\n",
+                "upstream.api.servers",
+            ),
+            (
+                "[upstream.api]\nservers = [\"127.0.0.1:1\"]\nfallback = \"legacy\"\n",
+                "upstream.api.fallback",
+            ),
+            (
+                "[upstream.a]\nservers = [\"127.0.0.1:1\"]\nfallback = \"b\"\n[upstream.b]\nservers = [\"127.0.0.1:2\"]\nfallback = \"a\"\n",
+                "upstream.a.fallback",
+            ),
+            (
+                "[[route]]\nname = \"api\"\nupstream = \"nowhere\"\n",
+                "route[0].upstream",
+            ),
+            (
+                "[[route]]\nname = \"x\"\nupstream = \"primary\"\n[[route]]\nname = \"x\"\nupstream = \"fallback\"\n",
+                "route[1].name",
+            ),
+            (
+                "[[route]]\nname = \"x\"\nupstream = \"primary\"\nhost = \"a b\"\n",
+                "route[0].host",
+            ),
+            (
+                "[[route]]\nname = \"x\"\nupstream = \"primary\"\npath_prefix = \"v1\"\n",
+                "route[0].path_prefix",
+            ),
+            (
+                "[[route]]\nname = \"x\"\nupstream = \"primary\"\nmethods = [\"get\"]\n",
+                "route[0].methods",
+            ),
+            (
+                "[[route]]\nname = \"x\"\nupstream = \"primary\"\ncache_ttl = 5\n",
+                "cache_ttl",
+            ),
             (
                 "[upstream.primary]\nbalance = \"random\"\n",
                 "upstream.primary.balance",

@@ -140,17 +140,12 @@ fn init_log(cfg: &LogSection) -> reload::SetLogLevel {
 
 fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Result<()> {
     let epoch = (std::time::Instant::now(), std::time::SystemTime::now());
-    let (primary_pool, fallback_pool) = reload::pool_specs(&cfg, None)?;
-    let primary_addrs = primary_pool.servers.clone();
+    let pools = reload::pool_specs(&cfg, None)?;
+    let primary_addrs = pools[0].servers.clone();
     let access = Arc::new(AccessLog::new());
     reload::configure_access(&access, &cfg);
-    let engine = Arc::new(reload::engine_config(
-        &cfg,
-        primary_addrs.len(),
-        epoch,
-        &access,
-    ));
-    let live = Arc::new(Live::new(engine, primary_pool, fallback_pool));
+    let engine = Arc::new(reload::engine_config(&cfg, &pools, epoch, &access));
+    let live = Arc::new(Live::with_pools(engine, pools));
     let budget = CpuBudget::detect();
     let cores = cfg.data_cores(&budget);
     let cores_from = if cfg.api_gateway.cores.is_empty() {

@@ -12,9 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use toml::Value;
-use ultragate::config::{
-    ms, Config, ConfigError, ControlSection, NotifyFormat, SecuritySection, UpstreamGroup,
-};
+use ultragate::config::{ms, Config, ConfigError, ControlSection, NotifyFormat, SecuritySection};
 use ultragate_control::admin::{AdminSettings, ReloadReport};
 use ultragate_control::checks::{self, CheckConfig};
 use ultragate_control::metrics::ReloadResult;
@@ -27,6 +25,7 @@ use ultragate_dataplane::cache::{Cache, CacheConfig};
 use ultragate_dataplane::http::request::RequestLimits;
 use ultragate_dataplane::live::{Live, PoolSpec, Settings};
 use ultragate_dataplane::proxy::EngineConfig;
+use ultragate_dataplane::route::{HostMatch, RouteSpec, Routes};
 
 /// Changed keys under these prefixes take effect only after a restart.
 const RESTART_KEYS: &[&str] = &[
@@ -75,7 +74,7 @@ pub fn notify_config(cfg: &Config) -> Result<Option<NotifyConfig>, ConfigError> 
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| ConfigError::Invalid {
-            key: "notify.webhook_url",
+            key: "notify.webhook_url".into(),
             message: format!("cannot resolve {addr}"),
         })?;
     Ok(Some(NotifyConfig {
@@ -98,14 +97,17 @@ pub fn configure_access(log: &AccessLog, cfg: &Config) {
     log.set_audit(cfg.security.log_all_requests);
 }
 
-/// The engine's settings from the config.
+/// The engine's settings from the config; `pools` are the pools
+/// [`pool_specs`] made of it.
 pub fn engine_config(
     cfg: &Config,
-    primaries: usize,
+    pools: &[PoolSpec],
     epoch: (Instant, SystemTime),
     access: &Arc<AccessLog>,
 ) -> EngineConfig {
     let primary = &cfg.upstream.primary;
+    // Every server of the largest pool once, then its fallback.
+    let most = pools.iter().map(|p| p.servers.len()).max().unwrap_or(1);
     EngineConfig {
         limits: RequestLimits {
             max_header_bytes: cfg.api_gateway.max_header_bytes,
@@ -117,51 +119,67 @@ pub fn engine_config(
         send_timeout: ms(cfg.api_gateway.send_timeout_ms),
         connect_timeout: ms(primary.connect_timeout_ms),
         response_timeout: ms(primary.response_timeout_ms),
-        // Every primary server once, then the fallback as the last resort.
-        connect_attempts: primaries + 1,
+        connect_attempts: most + 1,
         default_host: primary.servers[0].as_str().to_owned(),
         coalesce_wait: ms(cfg.cache.coalesce_wait_ms),
         epoch,
         access: Some(access.clone()),
+        routes: Arc::new(routes(cfg)),
     }
 }
 
-/// The pools from the config, servers resolved; a pool whose servers and
-/// ejection rule did not change keeps its health from `previous`.
-pub fn pool_specs(
-    cfg: &Config,
-    previous: Option<&Settings>,
-) -> Result<(PoolSpec, PoolSpec), ConfigError> {
-    let spec = |g: &UpstreamGroup, key, old: Option<&PoolSpec>| -> Result<PoolSpec, ConfigError> {
-        let servers = Config::resolve(g, key)?;
-        let mut spec = PoolSpec::new(
-            servers,
-            ms(g.idle_timeout_ms),
-            g.max_idle_per_core,
-            g.eject_after_failures,
-        )
-        .with_timeouts(ms(g.connect_timeout_ms), ms(g.response_timeout_ms))
-        .with_balance(g.balance.into());
-        if let Some(old) = old.filter(|o| {
-            o.servers == spec.servers && o.health.eject_after() == g.eject_after_failures.max(1)
-        }) {
-            spec.health = old.health.clone();
-            spec.fast = old.fast.clone();
-        }
-        Ok(spec)
-    };
-    Ok((
-        spec(
-            &cfg.upstream.primary,
-            "upstream.primary.servers",
-            previous.map(|p| &p.primary),
-        )?,
-        spec(
-            &cfg.upstream.fallback,
-            "upstream.fallback.servers",
-            previous.map(|p| &p.fallback),
-        )?,
-    ))
+/// The routes of the config, their pools by index in the order of
+/// [`crate::config::Upstreams::all`] (the order [`pool_specs`] gives).
+pub fn routes(cfg: &Config) -> Routes {
+    let names: Vec<&str> = cfg.upstream.all().into_iter().map(|(n, _)| n).collect();
+    Routes::new(
+        cfg.route
+            .iter()
+            .map(|r| RouteSpec {
+                name: r.name.clone(),
+                host: r.host.as_deref().map_or(HostMatch::Any, HostMatch::parse),
+                path_prefix: r.path_prefix.clone(),
+                methods: r.methods.clone(),
+                upstream: Arc::from(r.upstream.as_str()),
+                pool: names.iter().position(|n| *n == r.upstream).unwrap_or(0),
+                cache: r.cache,
+            })
+            .collect(),
+    )
+}
+
+/// The pools from the config, servers resolved: primary, fallback, then
+/// the named ones. A pool keeps its route (diverted or not) from
+/// `previous`, and its health too when its servers and ejection rule did
+/// not change.
+pub fn pool_specs(cfg: &Config, previous: Option<&Settings>) -> Result<Vec<PoolSpec>, ConfigError> {
+    let all = cfg.upstream.all();
+    let index = |name: &str| all.iter().position(|(n, _)| *n == name);
+    all.iter()
+        .map(|&(name, g)| {
+            let servers = Config::resolve(g, &format!("upstream.{name}.servers"))?;
+            let mut spec = PoolSpec::new(
+                servers,
+                ms(g.idle_timeout_ms),
+                g.max_idle_per_core,
+                g.eject_after_failures,
+            )
+            .with_timeouts(ms(g.connect_timeout_ms), ms(g.response_timeout_ms))
+            .with_balance(g.balance.into())
+            .named(name, g.fallback.as_deref().and_then(index));
+            let old = previous.and_then(|p| p.index_of(name).and_then(|i| p.pool(i)));
+            if let Some(old) = old {
+                spec.diverted = old.diverted.clone();
+                if old.servers == spec.servers
+                    && old.health.eject_after() == g.eject_after_failures.max(1)
+                {
+                    spec.health = old.health.clone();
+                    spec.fast = old.fast.clone();
+                }
+            }
+            Ok(spec)
+        })
+        .collect()
 }
 
 /// Where `[security]` sends the audit log.
@@ -339,12 +357,9 @@ impl Reloader {
         for old in checks.drain(..) {
             old.abort();
         }
-        for (name, g, spec) in [
-            ("primary", &cfg.upstream.primary, &pools.primary),
-            ("fallback", &cfg.upstream.fallback, &pools.fallback),
-        ] {
+        for ((name, g), spec) in cfg.upstream.all().into_iter().zip(pools.pools()) {
             let check = CheckConfig {
-                group: name,
+                group: name.to_owned(),
                 servers: spec.servers.clone(),
                 path: g.health_path.clone(),
                 interval: ms(g.health_interval_ms),
@@ -441,8 +456,8 @@ impl Reloader {
         let touched = |prefix: &str| live.iter().any(|k| k.starts_with(prefix));
 
         // Everything that can fail, before anything is applied.
-        let (primary, fallback) =
-            pool_specs(&cfg, Some(&self.to.live.load())).map_err(|e| e.to_string())?;
+        let pools = pool_specs(&cfg, Some(&self.to.live.load())).map_err(|e| e.to_string())?;
+        let origins = pools[0].servers.clone();
         let notify = notify_config(&cfg).map_err(|e| e.to_string())?;
         if touched("security.audit_log") || touched("security.enable_audit_logging") {
             let audit = &cfg.security.audit_log;
@@ -456,11 +471,13 @@ impl Reloader {
                 .map_err(|e| format!("config key `log.level`: {e}"))?;
         }
 
-        if touched("api_gateway.") || touched("upstream.") || touched("cache.coalesce_wait_ms") {
-            let engine = engine_config(&cfg, primary.servers.len(), self.epoch, &self.to.access);
-            self.to
-                .live
-                .publish(Arc::new(engine), primary.clone(), fallback);
+        if touched("api_gateway.")
+            || touched("upstream.")
+            || touched("route")
+            || touched("cache.coalesce_wait_ms")
+        {
+            let engine = engine_config(&cfg, &pools, self.epoch, &self.to.access);
+            self.to.live.publish(Arc::new(engine), pools);
         }
         if let Some(cache) = &self.to.cache {
             if touched("cache.max_bytes") || touched("cache.max_object_bytes") {
@@ -483,7 +500,7 @@ impl Reloader {
         }
         let admin = &self.to.admin;
         *admin.token.lock().unwrap_or_else(|e| e.into_inner()) = token;
-        *admin.origins.lock().unwrap_or_else(|e| e.into_inner()) = primary.servers;
+        *admin.origins.lock().unwrap_or_else(|e| e.into_inner()) = origins;
         *admin.config_toml.lock().unwrap_or_else(|e| e.into_inner()) =
             toml::to_string_pretty(&cfg.redacted()).unwrap_or_default();
         running.config = cfg;

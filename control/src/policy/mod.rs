@@ -48,8 +48,14 @@ impl Decision {
 /// What a row asks the executor to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
-    /// Serve from this pool.
-    Route(Route),
+    /// Send the requests of pool `pool` (an index into the published
+    /// pools) to it (`Route::Primary`) or to its fallback.
+    Route {
+        /// The pool whose requests move.
+        pool: usize,
+        /// Where they go.
+        to: Route,
+    },
     /// Nothing to change: the decision is told, not applied (a divert due
     /// while the fallback is down too; a restore that left the cache
     /// corrupt).

@@ -70,6 +70,8 @@ pub enum Mode {
 /// The critical-failure policy: divert and fail back.
 #[derive(Debug)]
 pub struct RoutePolicy {
+    /// The pool it diverts (0: the primary).
+    pool: usize,
     t: Thresholds,
     route: Route,
     mode: Mode,
@@ -82,7 +84,14 @@ pub struct RoutePolicy {
 impl RoutePolicy {
     /// Starts on the primary, in auto mode.
     pub fn new(t: Thresholds) -> Self {
+        Self::for_pool(t, 0)
+    }
+
+    /// The policy of pool `pool` (an index into the published pools):
+    /// starts on the pool itself, in auto mode.
+    pub fn for_pool(t: Thresholds, pool: usize) -> Self {
         Self {
+            pool,
             t,
             route: Route::Primary,
             mode: Mode::Auto,
@@ -106,6 +115,11 @@ impl RoutePolicy {
     /// The thresholds in force.
     pub fn thresholds(&self) -> Thresholds {
         self.t
+    }
+
+    /// The pool's index after a reload moved it.
+    pub fn set_pool(&mut self, pool: usize) {
+        self.pool = pool;
     }
 
     /// Replaces the thresholds (config reload).
@@ -191,7 +205,10 @@ impl RoutePolicy {
                     kind: DecisionKind::Divert,
                     trigger,
                     value,
-                    command: Command::Route(Route::Fallback),
+                    command: Command::Route {
+                        pool: self.pool,
+                        to: Route::Fallback,
+                    },
                 })
             }
             Route::Fallback => {
@@ -209,7 +226,10 @@ impl RoutePolicy {
                     kind: DecisionKind::FailBack,
                     trigger: "primary_recovered",
                     value: format!("primary healthy for {:?}", t.failback_hold),
-                    command: Command::Route(Route::Primary),
+                    command: Command::Route {
+                        pool: self.pool,
+                        to: Route::Primary,
+                    },
                 })
             }
         }

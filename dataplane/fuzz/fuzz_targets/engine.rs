@@ -134,6 +134,7 @@ impl Harness {
             coalesce_wait: Duration::from_secs(2),
             epoch: (now, SystemTime::now()),
             access: None,
+            routes: Default::default(),
         });
         let status = Arc::new(DataplaneStatus::default());
         status.set_serving(true);

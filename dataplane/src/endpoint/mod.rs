@@ -716,10 +716,14 @@ impl Endpoint {
         {
             self.close_upstream(old);
         }
+        let home = match self.clients.get(id.idx, id.gen) {
+            Some(c) => self.peers.route_pool(c.conn.engine(), c.conn.route()),
+            None => return,
+        };
         let ups = &self.ups;
         let (target, checkout) = self.peers.checkout(
             &self.parts.live,
-            self.parts.status.route(),
+            home,
             attempt,
             fresh,
             now,

@@ -1,31 +1,22 @@
-//! The peer selector: a core's primary and fallback pools, the choice
-//! between them (route, attempt) and the servers' passive health, over the
+//! The peer selector: a core's upstream pools, the choice among them
+//! (route → pool, diverted or out of servers → the pool's fallback) and
+//! of a server in the pool, and the servers' passive health, over the
 //! settings a reload published last.
 
 use crate::live::{Live, PoolSpec, Settings};
 use crate::proxy::EngineConfig;
 use crate::stats::Completion;
-use crate::status::Route;
-use crate::upstream::health::GroupHealth;
 use crate::upstream::pool::{Checkout, Pool};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Which upstream group a connection belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Group {
-    /// `[upstream.primary]`.
-    Primary,
-    /// `[upstream.fallback]`.
-    Fallback,
-}
 
 /// The server an upstream connection goes to, under the settings of one
 /// generation: after a reload, a connection of an older generation is
 /// neither pooled nor credited to a server (its index may name another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Target {
-    group: Group,
+    pool: usize,
     server: usize,
     generation: u64,
 }
@@ -33,8 +24,7 @@ pub(crate) struct Target {
 /// The pools of one core, over the driver's socket type `T`.
 pub(crate) struct Upstreams<T> {
     settings: Arc<Settings>,
-    primary: Pool<T>,
-    fallback: Pool<T>,
+    pools: Vec<Pool<T>>,
 }
 
 fn pool<T>(spec: &PoolSpec) -> Pool<T> {
@@ -48,15 +38,8 @@ impl<T> Upstreams<T> {
     }
 
     fn over(settings: Arc<Settings>) -> Self {
-        // Without fallback servers the fallback pool is the primaries.
-        let fallback = if settings.fallback.servers.is_empty() {
-            &settings.primary
-        } else {
-            &settings.fallback
-        };
         Self {
-            primary: pool(&settings.primary),
-            fallback: pool(fallback),
+            pools: settings.pools().iter().map(pool).collect(),
             settings,
         }
     }
@@ -74,57 +57,81 @@ impl<T> Upstreams<T> {
         &self.settings.engine
     }
 
-    fn health(&self, g: Group) -> &GroupHealth {
-        match g {
-            Group::Fallback if !self.settings.fallback.servers.is_empty() => {
-                &self.settings.fallback.health
+    /// The pool of `route`, a route of a connection made under `engine`
+    /// (by name when a reload published other routes since).
+    pub(crate) fn route_pool(&self, engine: &Arc<EngineConfig>, route: usize) -> usize {
+        let spec = engine.routes.get(route);
+        if Arc::ptr_eq(engine, &self.settings.engine) {
+            return spec.map_or(0, |r| r.pool);
+        }
+        spec.and_then(|r| self.settings.index_of(&r.upstream))
+            .unwrap_or(0)
+    }
+
+    /// Where the `attempt`-th connect of a request for pool `home` goes:
+    /// its fallback while the pool is diverted or once every server of it
+    /// was tried, else the pool itself. A fallback without servers is
+    /// no fallback.
+    fn choose(&self, home: usize, attempt: usize) -> usize {
+        let Some(spec) = self.settings.pool(home) else {
+            return 0;
+        };
+        let fallback = spec
+            .fallback
+            .filter(|&f| self.settings.pool(f).is_some_and(|p| !p.servers.is_empty()));
+        match fallback {
+            Some(f)
+                if spec.diverted.load(Ordering::Relaxed)
+                    || attempt >= self.pools.get(home).map_or(0, Pool::len) =>
+            {
+                f
             }
-            _ => &self.settings.primary.health,
+            _ if spec.servers.is_empty() => 0,
+            _ => home,
         }
     }
 
-    /// The health of `target`'s server, unless the target is of an older
+    /// The spec of `target`'s pool, unless the target is of an older
     /// generation.
-    fn health_of(&self, target: Target) -> Option<&GroupHealth> {
-        (target.generation == self.settings.generation).then(|| self.health(target.group))
+    fn spec_of(&self, target: Target) -> Option<&PoolSpec> {
+        (target.generation == self.settings.generation)
+            .then(|| self.settings.pool(target.pool))
+            .flatten()
     }
 
-    /// Picks the server for a request's `attempt`-th connect (the fallback
-    /// when the route says so, or when every primary attempt is used up),
-    /// passing over unhealthy servers, and an idle connection to it unless
-    /// `fresh`; `alive` checks an idle connection before it is reused.
+    /// `target`'s pool, unless the target is of an older generation.
+    fn pool_of(&mut self, target: Target) -> Option<&mut Pool<T>> {
+        if target.generation != self.settings.generation {
+            return None;
+        }
+        self.pools.get_mut(target.pool)
+    }
+
+    /// Picks the server for the `attempt`-th connect of a request for pool
+    /// `home` (see [`Self::choose`]), passing over unhealthy servers, and
+    /// an idle connection to it unless `fresh`; `alive` checks an idle
+    /// connection before it is reused.
     pub(crate) fn checkout(
         &mut self,
         live: &Live,
-        route: Route,
+        home: usize,
         attempt: usize,
         fresh: bool,
         now: Instant,
         alive: impl FnMut(&T) -> bool,
     ) -> (Target, Checkout<T>) {
         self.refresh(live);
-        let has_fallback = !self.settings.fallback.servers.is_empty();
-        let group = if has_fallback && (route == Route::Fallback || attempt >= self.primary.len()) {
-            Group::Fallback
-        } else {
-            Group::Primary
-        };
-        let health = match group {
-            Group::Primary => &self.settings.primary.health,
-            Group::Fallback => &self.settings.fallback.health,
-        };
-        let pool = match group {
-            Group::Primary => &mut self.primary,
-            Group::Fallback => &mut self.fallback,
-        };
-        let checkout = pool.checkout(now, fresh, alive, |i| health.is_healthy(i));
+        let chosen = self.choose(home, attempt);
+        let settings = &self.settings;
+        let health = &settings.pools()[chosen].health;
+        let checkout = self.pools[chosen].checkout(now, fresh, alive, |i| health.is_healthy(i));
         let server = match &checkout {
             Checkout::Reused { server, .. } | Checkout::Connect { server, .. } => *server,
         };
         let target = Target {
-            group,
+            pool: chosen,
             server,
-            generation: self.settings.generation,
+            generation: settings.generation,
         };
         (target, checkout)
     }
@@ -133,40 +140,23 @@ impl<T> Upstreams<T> {
     /// instead: `conn` itself when it is of an older generation, or the
     /// idle one it displaces.
     pub(crate) fn checkin(&mut self, target: Target, conn: T, now: Instant) -> Option<T> {
-        if target.generation != self.settings.generation {
-            return Some(conn);
-        }
-        match target.group {
-            Group::Primary => self.primary.checkin(target.server, conn, now),
-            Group::Fallback => self.fallback.checkin(target.server, conn, now),
+        match self.pool_of(target) {
+            Some(pool) => pool.checkin(target.server, conn, now),
+            None => Some(conn),
         }
     }
 
     /// How long an idle connection to `target` may wait for reuse; none
     /// for a target of an older generation, which is not kept.
     pub(crate) fn idle_timeout(&self, target: Target) -> Option<std::time::Duration> {
-        if target.generation != self.settings.generation {
-            return None;
-        }
-        Some(match target.group {
-            Group::Primary => self.primary.idle_timeout(),
-            Group::Fallback => self.fallback.idle_timeout(),
-        })
+        self.spec_of(target).map(|p| p.idle_timeout)
     }
 
     /// The pool name and address of `target`'s server, unless the target
     /// is of an older generation.
-    pub(crate) fn server(&self, target: Target) -> Option<(&'static str, std::net::SocketAddr)> {
-        if target.generation != self.settings.generation {
-            return None;
-        }
-        let (name, pool) = match target.group {
-            Group::Fallback if !self.settings.fallback.servers.is_empty() => {
-                ("fallback", &self.settings.fallback)
-            }
-            _ => ("primary", &self.settings.primary),
-        };
-        pool.servers.get(target.server).map(|a| (name, *a))
+    pub(crate) fn server(&self, target: Target) -> Option<(&Arc<str>, std::net::SocketAddr)> {
+        let spec = self.spec_of(target)?;
+        spec.servers.get(target.server).map(|a| (&spec.name, *a))
     }
 
     /// The connect and response timeouts of `target`'s pool, when it has
@@ -175,36 +165,28 @@ impl<T> Upstreams<T> {
         &self,
         target: Target,
     ) -> Option<(std::time::Duration, std::time::Duration)> {
-        if target.generation != self.settings.generation {
-            return None;
-        }
-        match target.group {
-            Group::Fallback if !self.settings.fallback.servers.is_empty() => {
-                self.settings.fallback.timeouts
-            }
-            _ => self.settings.primary.timeouts,
-        }
+        self.spec_of(target).and_then(|p| p.timeouts)
     }
 
     /// A connect to `target` succeeded.
     pub(crate) fn connected(&self, target: Target) {
-        if let Some(h) = self.health_of(target) {
-            h.connected(target.server);
+        if let Some(p) = self.spec_of(target) {
+            p.health.connected(target.server);
         }
     }
 
     /// A connect to `target` failed.
     pub(crate) fn connect_failed(&self, target: Target) {
-        if let Some(h) = self.health_of(target) {
-            h.connect_failed(target.server);
+        if let Some(p) = self.spec_of(target) {
+            p.health.connect_failed(target.server);
         }
     }
 
     /// Credits a proxied answer to the server that gave it (passive
     /// health, and the balancer's latency estimate).
     pub(crate) fn responded(&mut self, target: Target, done: &Completion, now: Instant) {
-        if let Some(h) = self.health_of(target) {
-            h.responded(
+        if let Some(p) = self.spec_of(target) {
+            p.health.responded(
                 target.server,
                 done.status,
                 done.transport_error,
@@ -223,21 +205,11 @@ impl<T> Upstreams<T> {
         }
     }
 
-    /// `target`'s pool, unless the target is of an older generation.
-    fn pool_of(&mut self, target: Target) -> Option<&mut Pool<T>> {
-        if target.generation != self.settings.generation {
-            return None;
-        }
-        Some(match target.group {
-            Group::Primary => &mut self.primary,
-            Group::Fallback => &mut self.fallback,
-        })
-    }
-
     /// Forgets idle connections past the idle timeout.
     pub(crate) fn evict_expired(&mut self, now: Instant) {
-        self.primary.evict_expired(now);
-        self.fallback.evict_expired(now);
+        for pool in &mut self.pools {
+            pool.evict_expired(now);
+        }
     }
 }
 
@@ -260,7 +232,7 @@ mod tests {
     }
 
     fn pick(u: &mut Upstreams<u32>, live: &Live) -> (Target, Checkout<u32>) {
-        u.checkout(live, Route::Primary, 0, false, Instant::now(), |_| true)
+        u.checkout(live, 0, 0, false, Instant::now(), |_| true)
     }
 
     #[test]
@@ -273,7 +245,7 @@ mod tests {
         // The reload swaps the servers while `old` is in flight.
         let next = spec(&[3]);
         let health = next.health.clone();
-        live.publish(engine(), next, spec(&[]));
+        live.publish(engine(), vec![next, spec(&[])]);
         let (new, c) = pick(&mut u, &live);
         assert!(matches!(c, Checkout::Connect { addr, .. } if addr.port() == 3));
 
@@ -293,5 +265,83 @@ mod tests {
             pick(&mut u, &live).1,
             Checkout::Reused { conn: 8, .. }
         ));
+    }
+
+    fn port(c: &Checkout<u32>) -> u16 {
+        match c {
+            Checkout::Connect { addr, .. } => addr.port(),
+            Checkout::Reused { .. } => 0,
+        }
+    }
+
+    #[test]
+    fn each_pool_diverts_to_its_own_fallback_alone() {
+        // primary → fallback; api (2) → legacy (3); assets (4) without one.
+        let live = Live::with_pools(
+            engine(),
+            vec![
+                spec(&[1]),
+                spec(&[2]),
+                spec(&[10, 11]).named("api", Some(3)),
+                spec(&[30]).named("legacy", None),
+                spec(&[40]).named("assets", None),
+            ],
+        );
+        let mut u: Upstreams<u32> = Upstreams::new(&live);
+        let at = |u: &mut Upstreams<u32>, home, attempt| {
+            port(
+                &u.checkout(&live, home, attempt, true, Instant::now(), |_| true)
+                    .1,
+            )
+        };
+        assert_eq!(at(&mut u, 2, 0), 10);
+        assert_eq!(at(&mut u, 2, 1), 11, "the next server of its pool");
+        assert_eq!(at(&mut u, 2, 2), 30, "then its fallback");
+        assert_eq!(at(&mut u, 4, 5), 40, "no fallback: its own pool");
+        live.load().pools()[2]
+            .diverted
+            .store(true, Ordering::Relaxed);
+        assert_eq!(at(&mut u, 2, 0), 30, "api diverted");
+        assert_eq!(at(&mut u, 0, 0), 1, "the primary is not");
+        assert_eq!(at(&mut u, 4, 0), 40, "nor assets");
+        assert_eq!(at(&mut u, 0, 1), 2, "primary: out of servers → fallback");
+    }
+
+    #[test]
+    fn a_route_of_an_older_engine_finds_its_pool_by_name() {
+        use crate::route::{HostMatch, RouteSpec, Routes};
+        let with_route = |pool: usize| {
+            let mut e = (*engine()).clone();
+            e.routes = Arc::new(Routes::new(vec![RouteSpec {
+                name: "api".into(),
+                host: HostMatch::Any,
+                path_prefix: "/".into(),
+                methods: Vec::new(),
+                upstream: Arc::from("api"),
+                pool,
+                cache: true,
+            }]));
+            Arc::new(e)
+        };
+        let old = with_route(2);
+        let live = Live::with_pools(
+            old.clone(),
+            vec![spec(&[1]), spec(&[2]), spec(&[10]).named("api", None)],
+        );
+        let mut u: Upstreams<u32> = Upstreams::new(&live);
+        assert_eq!(u.route_pool(&old, 0), 2);
+        // A reload puts another pool before "api".
+        live.publish(
+            with_route(3),
+            vec![
+                spec(&[1]),
+                spec(&[2]),
+                spec(&[20]).named("other", None),
+                spec(&[10]).named("api", None),
+            ],
+        );
+        u.refresh(&live);
+        assert_eq!(u.route_pool(&old, 0), 3, "by name, not by the old index");
+        assert_eq!(u.route_pool(&old, 9), 0, "an unknown route: the primary");
     }
 }

@@ -4,7 +4,6 @@ use super::*;
 use crate::http::request::RequestLimits;
 use crate::live::PoolSpec;
 use crate::proxy::EngineConfig;
-use crate::status::Route;
 use std::time::SystemTime;
 
 /// Engine settings for the layer's tests (the simulation's too), with
@@ -27,6 +26,7 @@ pub(super) fn engine(epoch: Instant) -> Arc<EngineConfig> {
         coalesce_wait: Duration::from_secs(1),
         epoch: (epoch, SystemTime::UNIX_EPOCH),
         access: None,
+        routes: Default::default(),
     })
 }
 
@@ -95,8 +95,13 @@ fn the_fallback_pools_own_timeouts_apply_to_requests_sent_there() {
         3,
     )
     .with_timeouts(Duration::from_millis(200), Duration::from_millis(300));
-    let (mut ep, status) = endpoint(t0, fallback);
-    status.set_route(Route::Fallback);
+    let (mut ep, _) = endpoint(t0, fallback);
+    ep.parts
+        .live
+        .load()
+        .primary()
+        .diverted
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let id = ep
         .accept(t0, SocketAddr::from(([10, 0, 0, 1], 5000)))
         .unwrap();

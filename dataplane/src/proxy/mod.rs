@@ -21,6 +21,7 @@ use crate::cache::{rules, Cache, Waiting};
 use crate::http::request::{Method, RequestHead, RequestLimits};
 use crate::http::response::ResponseHead;
 use crate::http::{Framing, Version, MAX_HEADERS};
+use crate::route::Routes;
 use crate::stats::{CacheResult, Completion};
 use crate::status::DataplaneStatus;
 use body::BodyReader;
@@ -108,6 +109,8 @@ pub struct EngineConfig {
     /// The access log, when the process has one: requests it wants are
     /// recorded, with an `X-Request-Id` and a `traceparent`.
     pub access: Option<Arc<AccessLog>>,
+    /// Which route (and so which upstream pool) takes a request.
+    pub routes: Arc<Routes>,
 }
 
 impl EngineConfig {
@@ -476,6 +479,9 @@ pub struct Conn {
     send_since: Instant,
     /// The request being answered is a HEAD.
     head_request: bool,
+    /// The route of the request being answered (an index into the
+    /// engine's routes).
+    route: usize,
     /// How far the connection is on its way to a close.
     closing: Closing,
     /// The client closed its sending side: nothing more to read.
@@ -528,6 +534,7 @@ impl Conn {
             head_started: None,
             send_since: now,
             head_request: false,
+            route: 0,
             closing: Closing::Open,
             client_eof: false,
         }
@@ -834,6 +841,18 @@ impl Conn {
             },
         }
         self.advance(now);
+    }
+
+    /// The engine settings the connection runs under (its routes among
+    /// them).
+    pub fn engine(&self) -> &Arc<EngineConfig> {
+        &self.cfg
+    }
+
+    /// The route of the request being answered (or the last one), an
+    /// index into the engine's routes: the peer selector's input.
+    pub fn route(&self) -> usize {
+        self.route
     }
 
     /// Whether the request waits for another connection's fetch of the
@@ -1487,7 +1506,39 @@ impl Conn {
             return self.start_admin(now, head, close);
         }
         self.open_access(now, head);
-        let fetch = match self.lookup(now, head, raw, close) {
+        let routes = &self.cfg.routes;
+        let route = if routes.is_implicit() {
+            Some(0)
+        } else {
+            let host = rules::field(head.headers, "host")
+                .unwrap_or_else(|| authority(head.target).as_bytes());
+            routes.find(host, path, head.method_name)
+        };
+        let Some(route) = route else {
+            let msg = "no route takes this request (host, path and method)";
+            local::write_error(
+                self.output.tail(),
+                404,
+                msg,
+                close,
+                head.method == Method::Head,
+                "",
+            );
+            self.complete(now, 404, CacheResult::None, false, false);
+            return Next::Answered {
+                head_len: head.head_len,
+                framing: head.framing,
+                close,
+            };
+        };
+        self.route = route;
+        let cached = self.cfg.routes.get(route).is_none_or(|r| r.cache);
+        let lookup = if cached {
+            self.lookup(now, head, raw, close)
+        } else {
+            Lookup::Forward(None)
+        };
+        let fetch = match lookup {
             Lookup::Forward(fetch) => fetch,
             Lookup::Answered => {
                 return Next::Answered {

@@ -26,6 +26,7 @@ pub(super) fn cfg(max_body_bytes: u64) -> Arc<EngineConfig> {
         coalesce_wait: Duration::from_secs(2),
         epoch: (Instant::now(), std::time::SystemTime::now()),
         access: None,
+        routes: Default::default(),
     })
 }
 

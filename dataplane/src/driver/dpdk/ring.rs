@@ -85,6 +85,7 @@ pub fn start(
         coalesce_wait: Duration::from_secs(2),
         epoch: (Instant::now(), SystemTime::now()),
         access: None,
+        routes: Default::default(),
     });
     let shared = Shared {
         status: status.clone(),
