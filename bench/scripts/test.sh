@@ -92,7 +92,7 @@ cargo build --workspace --all-targets --locked "${dpdk_features[@]}"
 ULTRAGATE_IO_BACKEND=uring cargo test --workspace --locked "${dpdk_features[@]}" \
   -- --test-threads "${TEST_THREADS:-4}"
 ULTRAGATE_IO_BACKEND=epoll cargo test -p ultragate --locked \
-  --test e2e --test cache --test failover --test security --test backends --test lifecycle --test observability \
+  --test e2e --test cache --test failover --test security --test backends --test lifecycle --test observability --test routes \
   -- --test-threads "${TEST_THREADS:-4}"
 # A release build has no test hooks: no `/admin/cache/corrupt`, and the
 # config key that enables it is refused as unknown.

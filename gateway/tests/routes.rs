@@ -1,0 +1,168 @@
+//! Routes to named pools, each with its own fallback and runbook row:
+//! real gateway, three test origins behind two routes, and the Node.js
+//! fallback service.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::*;
+
+/// Who answered `path`: the origin's `X-Origin` name, or `node` for the
+/// Node.js fallback.
+fn answered_by(gw: &Gateway, path: &str) -> String {
+    let out = curl(&["-i", &gw.url(path)]);
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    if text.contains("x-served-by: nodejs-api") {
+        return "node".into();
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("x-origin: "))
+        .map_or_else(|| format!("? {text}"), |v| v.trim().to_owned())
+}
+
+/// The `[upstream.*]` and `[[route]]` sections: `/api/` to pool `api`
+/// (diverting to the Node.js `fallback`), everything else to `primary`.
+fn routed(api: SocketAddr, node: SocketAddr) -> String {
+    format!(
+        "health_interval_ms = 100\nhealth_timeout_ms = 300\neject_after_failures = 1\n\n\
+         [upstream.fallback]\nservers = [\"{node}\"]\nhealth_interval_ms = 100\n\n\
+         [upstream.api]\nservers = [\"{api}\"]\nfallback = \"fallback\"\n\
+         health_interval_ms = 100\nhealth_timeout_ms = 300\neject_after_failures = 1\n\n\
+         [[route]]\nname = \"api\"\npath_prefix = \"/api/\"\nupstream = \"api\"\ncache = false\n\n\
+         [[route]]\nname = \"web\"\nupstream = \"primary\"\ncache = false\n\n\
+         [control]\ninterval_ms = 100\nfailback_hold_ms = 1000\np99_threshold_ms = 200\n"
+    )
+}
+
+#[test]
+fn killing_one_routes_pool_diverts_that_route_alone() {
+    let (_w1, web1) = origin(&["--name", "web1"]);
+    let (_w2, web2) = origin(&["--name", "web2"]);
+    let (api_proc, api) = origin(&["--name", "api"]);
+    let (_n, node) = nodejs();
+    let gw = Gateway::start(&[web1, web2], "", &routed(api, node));
+    assert_eq!(answered_by(&gw, "/api/items"), "api");
+    assert!(answered_by(&gw, "/page").starts_with("web"));
+
+    let api_load = Load::start(gw.data, "/api/items", Duration::from_millis(5));
+    let web_load = Load::start(gw.data, "/page?size=64", Duration::from_millis(5));
+    std::thread::sleep(Duration::from_millis(500));
+    drop(api_proc);
+    assert!(
+        wait_for(Duration::from_secs(2), || has_event(
+            &gw,
+            "divert to fallback"
+        )),
+        "diverted: {}",
+        admin_json(&gw, "/admin/events")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        answered_by(&gw, "/api/items"),
+        "node",
+        "the api route diverted"
+    );
+    assert!(
+        answered_by(&gw, "/page").starts_with("web"),
+        "the web route untouched"
+    );
+    let (api_sent, api_failed) = api_load.finish();
+    let (web_sent, web_failed) = web_load.finish();
+    assert!(api_sent > 50 && web_sent > 50, "{api_sent} {web_sent}");
+    assert!(api_failed.is_empty(), "api: {api_failed:?} of {api_sent}");
+    assert!(web_failed.is_empty(), "web: {web_failed:?} of {web_sent}");
+
+    let route = admin_json(&gw, "/admin/route");
+    assert_eq!(
+        route["route"], "primary",
+        "the default route stays: {route}"
+    );
+    assert_eq!(route["pools"][0]["pool"], "api", "{route}");
+    assert_eq!(route["pools"][0]["route"], "fallback", "{route}");
+    let events = admin_json(&gw, "/admin/events").to_string();
+    assert!(
+        events.contains("pool api (routes api)"),
+        "the decision names the route: {events}"
+    );
+    let health = admin_json(&gw, "/health");
+    let api_health = health["components"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "upstream_api"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(api_health["status"], "down", "{health}");
+    assert_eq!(api_health["route"], "fallback", "{health}");
+    assert_eq!(api_health["routes"], "api", "{health}");
+
+    // The operator takes the api route back by name; `auto` returns it
+    // to the runbook, which keeps it diverted while its pool is down.
+    let post = |body: &str| {
+        curl(&[
+            "-X",
+            "POST",
+            "-d",
+            body,
+            &format!("http://{}/admin/route", gw.admin),
+        ])
+    };
+    let out = post(r#"{"route": "api", "to": "primary"}"#);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(r#""route":"primary""#),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = post(r#"{"route": "nope", "to": "primary"}"#);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no route named"));
+    post(r#"{"route": "api", "to": "auto"}"#);
+}
+
+#[test]
+fn a_request_no_route_takes_gets_404_and_a_reload_adds_a_route_under_load() {
+    let (_w, web) = origin(&["--name", "web"]);
+    let (_x, extra) = origin(&["--name", "extra"]);
+    let (_n, node) = nodejs();
+    let only_api = format!(
+        "[upstream.fallback]\nservers = [\"{node}\"]\n\n\
+         [[route]]\nname = \"web\"\npath_prefix = \"/web/\"\nupstream = \"primary\"\ncache = false\n"
+    );
+    let gw = Gateway::start(&[web], "", &only_api);
+    let out = curl(&["-i", &gw.url("/elsewhere")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("HTTP/1.1 404") && text.contains("no route"),
+        "{text}"
+    );
+    assert_eq!(answered_by(&gw, "/web/a"), "web");
+
+    let load = Load::start(gw.data, "/web/a?size=64", Duration::from_millis(5));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut text = std::fs::read_to_string(&gw.config).unwrap();
+    text.push_str(&format!(
+        "\n[upstream.extra]\nservers = [\"{extra}\"]\n\n\
+         [[route]]\nname = \"extra\"\npath_prefix = \"/extra/\"\nupstream = \"extra\"\n"
+    ));
+    std::fs::write(&gw.config, text).unwrap();
+    let out = curl(&[
+        "-X",
+        "POST",
+        &format!("http://{}/admin/config/reload", gw.admin),
+    ]);
+    assert!(
+        out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("error"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        wait_for(Duration::from_secs(3), || answered_by(&gw, "/extra/b")
+            == "extra"),
+        "the new route serves"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (sent, failed) = load.finish();
+    assert!(sent > 50, "{sent}");
+    assert!(
+        failed.is_empty(),
+        "{failed:?} of {sent} failed across the reload"
+    );
+}
