@@ -55,6 +55,8 @@ pub struct SupervisorConfig {
     pub interval: Duration,
     /// The critical-failure thresholds.
     pub thresholds: Thresholds,
+    /// Those of the named pools that have their own, by pool name.
+    pub pool_thresholds: BTreeMap<String, Thresholds>,
     /// Memory limit in bytes; 0 reads the cgroup's.
     pub memory_limit_bytes: u64,
     /// Time between background cache verifies.
@@ -99,6 +101,8 @@ pub struct Supervisor {
     /// The critical-failure rows of the named pools with a fallback, by
     /// pool name.
     pool_routes: Mutex<BTreeMap<Arc<str>, RoutePolicy>>,
+    /// The named pools' thresholds (`[control]`'s unless their own).
+    pool_thresholds: Mutex<BTreeMap<String, Thresholds>>,
     memory: Mutex<MemoryPolicy>,
     pub(crate) corruption: Mutex<CorruptionPolicy>,
     security: Mutex<SecurityPolicy>,
@@ -131,6 +135,7 @@ impl Supervisor {
             access: std::sync::OnceLock::new(),
             route: Mutex::new(RoutePolicy::new(cfg.thresholds)),
             pool_routes: Mutex::new(BTreeMap::new()),
+            pool_thresholds: Mutex::new(cfg.pool_thresholds.clone()),
             memory: Mutex::new(MemoryPolicy::default()),
             corruption: Mutex::new(CorruptionPolicy::default()),
             security: Mutex::new(SecurityPolicy::default()),
@@ -156,11 +161,14 @@ impl Supervisor {
     /// Applies reloadable settings: thresholds and the memory limit.
     pub fn reload(&self, thresholds: Thresholds, memory_limit_bytes: u64) {
         lock(&self.route).set_thresholds(thresholds);
-        for p in lock(&self.pool_routes).values_mut() {
-            p.set_thresholds(thresholds);
-        }
         self.memory_limit
             .store(memory_limit_bytes, Ordering::Relaxed);
+    }
+
+    /// Replaces the named pools' thresholds (config reload); the next
+    /// round applies them.
+    pub fn set_pool_thresholds(&self, t: BTreeMap<String, Thresholds>) {
+        *lock(&self.pool_thresholds) = t;
     }
 
     /// An operator's route for the default pool: `primary`, `fallback`
@@ -314,7 +322,8 @@ impl Supervisor {
     /// routes that use it.
     fn named_pool_rounds(&self, now: Instant, merged: &CoreStats) {
         let pools = self.live.load();
-        let t = lock(&self.route).thresholds();
+        let default = lock(&self.route).thresholds();
+        let own = lock(&self.pool_thresholds).clone();
         let mut decisions = Vec::new();
         {
             let mut routes = lock(&self.pool_routes);
@@ -343,10 +352,12 @@ impl Supervisor {
                     primary_fast: spec.fast.load(Ordering::Relaxed),
                     fallback_healthy: fallback.health.any_healthy(),
                 };
+                let t = own.get(&*spec.name).copied().unwrap_or(default);
                 let policy = routes
                     .entry(spec.name.clone())
                     .or_insert_with(|| RoutePolicy::for_pool(t, i));
                 policy.set_pool(i);
+                policy.set_thresholds(t);
                 if let Some(mut d) = policy.observe(&observation) {
                     d.value = format!(
                         "pool {} (routes {}): {}",
@@ -587,6 +598,7 @@ mod tests {
         let cfg = SupervisorConfig {
             interval: Duration::from_secs(1),
             thresholds: Thresholds::default(),
+            pool_thresholds: BTreeMap::new(),
             memory_limit_bytes: 0,
             verify_interval: Duration::from_secs(3600),
             snapshot_dir: std::env::temp_dir(),

@@ -587,9 +587,11 @@ impl<'de> Deserialize<'de> for Upstreams {
         if let Some(f) = map.remove("fallback") {
             out.fallback = f.over(out.fallback);
         }
-        // A named pool has no server unless it says which.
+        // A named pool has no server unless it says which, and balances
+        // by latency unless it says otherwise.
         let named = UpstreamGroup {
             servers: Vec::new(),
+            balance: BalanceKey::P2cEwma,
             ..UpstreamGroup::default()
         };
         out.named = map
@@ -638,6 +640,10 @@ struct UpstreamGroupFile {
     eject_after_failures: Option<u32>,
     balance: Option<BalanceKey>,
     fallback: Option<String>,
+    p99_threshold_ms: Option<u64>,
+    p99_window_ms: Option<u64>,
+    error_rate_threshold: Option<f64>,
+    error_window_ms: Option<u64>,
 }
 
 impl UpstreamGroupFile {
@@ -659,6 +665,15 @@ impl UpstreamGroupFile {
             fall,
             eject_after_failures,
             balance
+        );
+        macro_rules! keep {
+            ($($k:ident),*) => { $( if self.$k.is_some() { base.$k = self.$k; } )* };
+        }
+        keep!(
+            p99_threshold_ms,
+            p99_window_ms,
+            error_rate_threshold,
+            error_window_ms
         );
         if let Some(f) = self.fallback {
             // `fallback = ""`: none.
@@ -738,15 +753,30 @@ pub struct UpstreamGroup {
     /// Connect failures in a row after which the data plane ejects a
     /// server until its checks pass again. Default 2.
     pub eject_after_failures: u32,
-    /// How a server is picked: `round_robin` (the default) or `p2c_ewma`
-    /// (the power of two choices over each server's peak-EWMA latency
-    /// times its outstanding requests).
+    /// How a server is picked: `round_robin` or `p2c_ewma` (the power of
+    /// two choices over each server's peak-EWMA latency times its
+    /// outstanding requests). Default `round_robin` for `primary` and
+    /// `fallback` (their meaning unchanged), `p2c_ewma` for named pools.
     pub balance: BalanceKey,
     /// The pool its requests divert to when the runbook (or an operator)
     /// says so, and after every server of it was tried: `fallback` for
     /// `primary`, none for the others unless written (`""`: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// The pool's own `[control]` P99 threshold for diverting it, in
+    /// milliseconds; default `[control] p99_threshold_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_threshold_ms: Option<u64>,
+    /// Its own P99 window; default `[control] p99_window_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_window_ms: Option<u64>,
+    /// Its own error-rate threshold (0.0–1.0); default `[control]
+    /// error_rate_threshold`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_rate_threshold: Option<f64>,
+    /// Its own error-rate window; default `[control] error_window_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_window_ms: Option<u64>,
 }
 
 /// `balance` as written in the config.
@@ -785,6 +815,10 @@ impl UpstreamGroup {
             eject_after_failures: 2,
             balance: BalanceKey::RoundRobin,
             fallback: None,
+            p99_threshold_ms: None,
+            p99_window_ms: None,
+            error_rate_threshold: None,
+            error_window_ms: None,
         }
     }
 }
@@ -951,6 +985,14 @@ impl Config {
                 if v == 0 {
                     return invalid(format!("upstream.{name}.{key}"), "must be above 0");
                 }
+            }
+            if u.error_rate_threshold
+                .is_some_and(|r| !(0.0..=1.0).contains(&r))
+            {
+                return invalid(
+                    format!("upstream.{name}.error_rate_threshold"),
+                    "must be between 0.0 and 1.0",
+                );
             }
             if !u.health_path.starts_with('/') {
                 return invalid(format!("upstream.{name}.health_path"), "must start with /");
@@ -1154,6 +1196,7 @@ mod tests {
             Some("fallback")
         );
         assert_eq!(cfg.upstream.named["assets"].fallback, None);
+        assert_eq!(cfg.upstream.named["assets"].balance, BalanceKey::P2cEwma);
         assert_eq!(cfg.route[0].path_prefix, "/v1/");
         assert_eq!(cfg.route[1].path_prefix, "/", "the default");
         assert!(cfg.route[0].cache && !cfg.route[1].cache);
@@ -1228,6 +1271,10 @@ mod tests {
             (
                 "[upstream.a]\nservers = [\"127.0.0.1:1\"]\nfallback = \"b\"\n[upstream.b]\nservers = [\"127.0.0.1:2\"]\nfallback = \"a\"\n",
                 "upstream.a.fallback",
+            ),
+            (
+                "[upstream.api]\nservers = [\"127.0.0.1:1\"]\nerror_rate_threshold = 2.0\n",
+                "upstream.api.error_rate_threshold",
             ),
             (
                 "[[route]]\nname = \"api\"\nupstream = \"nowhere\"\n",

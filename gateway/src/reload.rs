@@ -203,6 +203,26 @@ pub fn thresholds(c: &ControlSection) -> Thresholds {
     }
 }
 
+/// Each named pool's runbook thresholds: `[control]`'s, with the keys the
+/// pool writes itself.
+pub fn pool_thresholds(cfg: &Config) -> BTreeMap<String, Thresholds> {
+    let base = thresholds(&cfg.control);
+    cfg.upstream
+        .named
+        .iter()
+        .map(|(name, u)| {
+            let t = Thresholds {
+                p99: u.p99_threshold_ms.map_or(base.p99, ms),
+                p99_window: u.p99_window_ms.map_or(base.p99_window, ms),
+                error_rate: u.error_rate_threshold.unwrap_or(base.error_rate),
+                error_window: u.error_window_ms.map_or(base.error_window, ms),
+                ..base
+            };
+            (name.clone(), t)
+        })
+        .collect()
+}
+
 /// The config as `key → value`, one entry per leaf (arrays are leaves).
 fn flatten(cfg: &Config) -> BTreeMap<String, Value> {
     fn walk(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
@@ -498,6 +518,11 @@ impl Reloader {
                 .supervisor
                 .reload(thresholds(&cfg.control), cfg.control.memory_limit_bytes);
         }
+        if touched("control.") || touched("upstream.") {
+            self.to
+                .supervisor
+                .set_pool_thresholds(pool_thresholds(&cfg));
+        }
         let admin = &self.to.admin;
         *admin.token.lock().unwrap_or_else(|e| e.into_inner()) = token;
         *admin.origins.lock().unwrap_or_else(|e| e.into_inner()) = origins;
@@ -558,6 +583,37 @@ mod tests {
 
     fn parse(text: &str) -> Config {
         Config::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_named_pools_thresholds_default_to_control_key_by_key() {
+        let cfg = parse(
+            "[control]\np99_threshold_ms = 50\nerror_rate_threshold = 0.2\n\
+             [upstream.api]\nservers = [\"127.0.0.1:1\"]\np99_threshold_ms = 5\n\
+             [upstream.assets]\nservers = [\"127.0.0.1:2\"]\n",
+        );
+        let t = pool_thresholds(&cfg);
+        assert_eq!(t["api"].p99, Duration::from_millis(5), "its own");
+        assert_eq!(t["api"].error_rate, 0.2, "[control]'s");
+        assert_eq!(t["assets"].p99, Duration::from_millis(50));
+        assert!(!t.contains_key("primary"), "the default pool: [control]");
+    }
+
+    #[test]
+    fn routes_point_at_pools_in_the_data_planes_order() {
+        let cfg = parse(
+            "[upstream.zeta]\nservers = [\"127.0.0.1:1\"]\n[upstream.alpha]\nservers = [\"127.0.0.1:2\"]\n\
+             [[route]]\nname = \"z\"\nupstream = \"zeta\"\n[[route]]\nname = \"f\"\nupstream = \"fallback\"\n",
+        );
+        let pools = pool_specs(&cfg, None).unwrap();
+        let names: Vec<&str> = pools.iter().map(|p| &*p.name).collect();
+        assert_eq!(names, ["primary", "fallback", "alpha", "zeta"]);
+        let routes = routes(&cfg);
+        let pool_of = |i: usize| routes.get(i).map(|r| &*pools[r.pool].name);
+        assert_eq!(pool_of(0), Some("zeta"));
+        assert_eq!(pool_of(1), Some("fallback"));
+        assert_eq!(pools[0].fallback, Some(1), "primary → fallback");
+        assert_eq!(pools[3].fallback, None);
     }
 
     #[test]
