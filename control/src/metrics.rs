@@ -71,6 +71,8 @@ pub struct Metrics {
     upstream_duration: Arc<HistogramFamily>,
     upstream_requests: IntCounterVec,
     upstream_server_errors: IntCounterVec,
+    route_requests: IntCounterVec,
+    route_errors: IntCounterVec,
     probes: IntCounter,
     bytes_in: IntCounter,
     bytes_out: IntCounter,
@@ -243,6 +245,16 @@ impl Metrics {
                 "Proxied requests an upstream server answered with a 5xx or failed.",
                 &["pool", "server"],
             ),
+            route_requests: counter_vec(
+                "ultragate_route_requests_total",
+                "Requests by the route that took them and its pool (cache hits included).",
+                &["route", "pool"],
+            ),
+            route_errors: counter_vec(
+                "ultragate_route_errors_total",
+                "Requests of a route answered with a 5xx or an upstream failure.",
+                &["route", "pool"],
+            ),
             probes: int_counter(
                 "ultragate_probes_total",
                 "Probes (/health/live, /health/ready) answered on the data port.",
@@ -334,8 +346,9 @@ impl Metrics {
         }
     }
 
-    /// Adds a core's interval to the counters.
-    pub fn count(&self, s: &CoreStats) {
+    /// Adds a core's interval to the counters; `routes` names each route
+    /// index and its pool.
+    pub fn count(&self, s: &CoreStats, routes: &[(String, String)]) {
         for (i, n) in s.status_classes.iter().enumerate() {
             if *n > 0 {
                 self.requests
@@ -351,7 +364,24 @@ impl Metrics {
         self.upstream_errors.inc_by(s.upstream_errors);
         for (r, b) in CacheResult::ALL.iter().zip(&s.duration) {
             if b.count() > 0 {
-                self.duration.add(&["default", r.label()], b);
+                self.duration.add(&["none", r.label()], b);
+            }
+        }
+        for (stats, (route, pool)) in s.routes.iter().zip(routes) {
+            if stats.requests == 0 {
+                continue;
+            }
+            let labels = [route.as_str(), pool.as_str()];
+            self.route_requests
+                .with_label_values(&labels)
+                .inc_by(stats.requests);
+            self.route_errors
+                .with_label_values(&labels)
+                .inc_by(stats.errors);
+            for (r, b) in CacheResult::ALL.iter().zip(&stats.duration) {
+                if b.count() > 0 {
+                    self.duration.add(&[route, r.label()], b);
+                }
             }
         }
         for srv in &s.servers {
@@ -447,6 +477,15 @@ impl Metrics {
         }
         // Reset first: a reload may have removed servers.
         self.server_up.reset();
+        for r in s.pools.engine.routes.iter() {
+            // Present from the start, at 0.
+            let labels = [r.name.as_str(), &*r.upstream];
+            self.route_requests.with_label_values(&labels);
+            self.route_errors.with_label_values(&labels);
+            for c in CacheResult::ALL {
+                self.duration.touch(&[r.name.as_str(), c.label()]);
+            }
+        }
         for g in s.pools.pools() {
             for (i, a) in g.servers.iter().enumerate() {
                 let addr = a.to_string();

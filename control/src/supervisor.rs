@@ -255,8 +255,9 @@ impl Supervisor {
         loop {
             tick.tick().await;
             let now = Instant::now();
+            let routes = route_labels(&self.live.load());
             while let Ok(s) = stats.try_recv() {
-                self.metrics.count(&s);
+                self.metrics.count(&s, &routes);
                 window.push_back((now, s));
             }
             while window
@@ -533,6 +534,17 @@ impl Supervisor {
         };
         json!({ "overall_status": overall, "route": route.as_str(), "route_mode": mode, "components": components })
     }
+}
+
+/// Each route's name and its pool's, by route index: the metrics' labels
+/// (configured names only, so the label values stay few).
+fn route_labels(pools: &ultragate_dataplane::live::Settings) -> Vec<(String, String)> {
+    pools
+        .engine
+        .routes
+        .iter()
+        .map(|r| (r.name.clone(), r.upstream.to_string()))
+        .collect()
 }
 
 /// The names of the routes that use pool `pool`, comma-separated.

@@ -72,6 +72,17 @@ impl Buckets {
     }
 }
 
+/// One route's part of a core's interval.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteStats {
+    /// Responses.
+    pub requests: u64,
+    /// Those that were 5xx or upstream failures.
+    pub errors: u64,
+    /// Their latency, by [`CacheResult`] in [`CacheResult::ALL`] order.
+    pub duration: [Buckets; 5],
+}
+
 /// One upstream server's part of a core's interval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerStats {
@@ -140,6 +151,9 @@ pub struct Completion {
     /// A kubelet or load-balancer probe (`/health/live`, `/health/ready`)
     /// answered on the data port: counted apart from traffic.
     pub probe: bool,
+    /// The route that took the request (an index into the engine's
+    /// routes); none for admin calls, probes and requests no route took.
+    pub route: Option<u16>,
     /// Bytes received from the client since the previous completion.
     pub bytes_in: u64,
     /// Bytes queued to the client since the previous completion.
@@ -161,9 +175,12 @@ pub struct CoreStats {
     pub cache: [u64; 5],
     /// Upstream failures.
     pub upstream_errors: u64,
-    /// Latency of the responses, by [`CacheResult`] in
-    /// [`CacheResult::ALL`] order, for the exported histogram.
+    /// Latency of the responses no route took (admin calls, no route),
+    /// by [`CacheResult`] in [`CacheResult::ALL`] order, for the exported
+    /// histogram.
     pub duration: [Buckets; 5],
+    /// The routed responses, by route index.
+    pub routes: Vec<RouteStats>,
     /// Probes answered on the data port (not in `requests`).
     pub probes: u64,
     /// Bytes received from clients.
@@ -188,6 +205,7 @@ impl Default for CoreStats {
             cache: [0; 5],
             upstream_errors: 0,
             duration: [Buckets::default(); 5],
+            routes: Vec::new(),
             probes: 0,
             bytes_in: 0,
             bytes_out: 0,
@@ -227,8 +245,19 @@ impl CoreStats {
             .position(|r| *r == c.cache)
             .unwrap_or(4);
         self.cache[i] += 1;
-        self.duration[i].record(us);
         self.upstream_errors += u64::from(c.upstream_error);
+        let Some(route) = c.route.map(usize::from) else {
+            self.duration[i].record(us);
+            return;
+        };
+        if self.routes.len() <= route {
+            self.routes.resize(route + 1, RouteStats::default());
+        }
+        if let Some(r) = self.routes.get_mut(route) {
+            r.requests += 1;
+            r.errors += u64::from(c.upstream_error || c.status >= 500);
+            r.duration[i].record(us);
+        }
     }
 
     /// Credits a proxied answer to the upstream server `addr` of `pool`.
@@ -270,6 +299,17 @@ impl CoreStats {
         for (a, b) in self.duration.iter_mut().zip(&other.duration) {
             a.merge(b);
         }
+        if self.routes.len() < other.routes.len() {
+            self.routes
+                .resize(other.routes.len(), RouteStats::default());
+        }
+        for (a, b) in self.routes.iter_mut().zip(&other.routes) {
+            a.requests += b.requests;
+            a.errors += b.errors;
+            for (x, y) in a.duration.iter_mut().zip(&b.duration) {
+                x.merge(y);
+            }
+        }
         self.probes += other.probes;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
@@ -292,9 +332,11 @@ impl CoreStats {
 
     /// Hands the numbers so far over and starts afresh (the swap).
     pub fn take(&mut self) -> CoreStats {
+        // The routes seen stay allocated: no request pays for it.
         let fresh = CoreStats {
             latency_us: Histogram::new_from(&self.latency_us),
             core: self.core,
+            routes: vec![RouteStats::default(); self.routes.len()],
             ..CoreStats::default()
         };
         std::mem::replace(self, fresh)
@@ -327,6 +369,7 @@ mod tests {
             transport_error: false,
             proxied: true,
             probe: false,
+            route: None,
             bytes_in: 0,
             bytes_out: 0,
             access: None,

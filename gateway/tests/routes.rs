@@ -85,6 +85,21 @@ fn killing_one_routes_pool_diverts_that_route_alone() {
         events.contains("pool api (routes api)"),
         "the decision names the route: {events}"
     );
+    let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", gw.admin)]).stdout)
+        .into_owned();
+    let count = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        count("ultragate_route_requests_total{pool=\"api\",route=\"api\"}") > 50.0
+            && count("ultragate_route_requests_total{pool=\"primary\",route=\"web\"}") > 50.0,
+        "requests by route and pool: {metrics}"
+    );
+    assert!(metrics.contains("ultragate_upstream_server_up{group=\"api\""));
     let health = admin_json(&gw, "/health");
     let api_health = health["components"]
         .as_array()

@@ -480,8 +480,9 @@ pub struct Conn {
     /// The request being answered is a HEAD.
     head_request: bool,
     /// The route of the request being answered (an index into the
-    /// engine's routes).
-    route: usize,
+    /// engine's routes); none for admin calls, probes and requests no
+    /// route takes.
+    route: Option<usize>,
     /// How far the connection is on its way to a close.
     closing: Closing,
     /// The client closed its sending side: nothing more to read.
@@ -534,7 +535,7 @@ impl Conn {
             head_started: None,
             send_since: now,
             head_request: false,
-            route: 0,
+            route: None,
             closing: Closing::Open,
             client_eof: false,
         }
@@ -688,6 +689,7 @@ impl Conn {
             transport_error: false,
             proxied,
             probe: false,
+            route: self.route.and_then(|r| u16::try_from(r).ok()),
             bytes_in,
             bytes_out,
             access,
@@ -852,7 +854,7 @@ impl Conn {
     /// The route of the request being answered (or the last one), an
     /// index into the engine's routes: the peer selector's input.
     pub fn route(&self) -> usize {
-        self.route
+        self.route.unwrap_or(0)
     }
 
     /// Whether the request waits for another connection's fetch of the
@@ -1490,6 +1492,7 @@ impl Conn {
     /// The phases of a parsed request, up to the upstream request.
     fn route_request(&mut self, now: Instant, head: &RequestHead<'_, '_>, raw: &[u8]) -> Next {
         self.req_started = self.head_started.unwrap_or(now);
+        self.route = None;
         let close = !head.keep_alive() || self.closes();
         let path = head.target.split('?').next().unwrap_or("");
 
@@ -1531,7 +1534,7 @@ impl Conn {
                 close,
             };
         };
-        self.route = route;
+        self.route = Some(route);
         let cached = self.cfg.routes.get(route).is_none_or(|r| r.cache);
         let lookup = if cached {
             self.lookup(now, head, raw, close)
