@@ -45,7 +45,12 @@ fn pool_json(pool: &PoolSpec, name: &str) -> Value {
         n if n < pool.servers.len() => "degraded",
         _ => "ok",
     };
-    json!({ "name": name, "status": status, "servers": servers, "healthy_servers": healthy })
+    let mut c =
+        json!({ "name": name, "status": status, "servers": servers, "healthy_servers": healthy });
+    if let Some(why) = &pool.unresolved {
+        c["unresolved"] = json!(why);
+    }
+    c
 }
 
 /// Settings of the control loop.

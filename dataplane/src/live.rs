@@ -39,6 +39,9 @@ pub struct PoolSpec {
     /// This pool's connect and response timeouts, when they differ from
     /// the engine's defaults (the fallback's own keys).
     pub timeouts: Option<(Duration, Duration)>,
+    /// Server names that did not resolve, and why (for `/health`); they
+    /// are tried again at the next resolution.
+    pub unresolved: Option<String>,
 }
 
 impl PoolSpec {
@@ -79,6 +82,7 @@ impl PoolSpec {
             idle_timeout,
             max_idle,
             timeouts: None,
+            unresolved: None,
         }
     }
 }

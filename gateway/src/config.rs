@@ -67,6 +67,33 @@ pub struct Config {
     /// `[[route]]`: which pool takes which requests. None: every request
     /// goes to `primary`.
     pub route: Vec<RouteConfig>,
+    /// How server names are resolved.
+    pub resolver: ResolverSection,
+}
+
+/// `[resolver]`: how `HOST:PORT` server names become addresses. Names are
+/// resolved off the data path at start and every pool's
+/// `resolve_interval_ms`; a name resolves to every address it has (a
+/// headless Service: one per pod).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResolverSection {
+    /// An `/etc/hosts`-style file read first at every resolution (`ADDRESS
+    /// NAME...` per line). Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts_file: Option<PathBuf>,
+    /// Ask the system resolver (`/etc/hosts`, then DNS) for names not in
+    /// `hosts_file`. Default `true`.
+    pub system: bool,
+}
+
+impl Default for ResolverSection {
+    fn default() -> Self {
+        Self {
+            hosts_file: None,
+            system: true,
+        }
+    }
 }
 
 /// One `[[route]]`.
@@ -640,6 +667,7 @@ struct UpstreamGroupFile {
     eject_after_failures: Option<u32>,
     balance: Option<BalanceKey>,
     fallback: Option<String>,
+    resolve_interval_ms: Option<u64>,
     p99_threshold_ms: Option<u64>,
     p99_window_ms: Option<u64>,
     error_rate_threshold: Option<f64>,
@@ -664,7 +692,8 @@ impl UpstreamGroupFile {
             rise,
             fall,
             eject_after_failures,
-            balance
+            balance,
+            resolve_interval_ms
         );
         macro_rules! keep {
             ($($k:ident),*) => { $( if self.$k.is_some() { base.$k = self.$k; } )* };
@@ -763,6 +792,9 @@ pub struct UpstreamGroup {
     /// `primary`, none for the others unless written (`""`: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// How often the servers' names are resolved again, in milliseconds
+    /// (addresses added and removed live). Default 5000.
+    pub resolve_interval_ms: u64,
     /// The pool's own `[control]` P99 threshold for diverting it, in
     /// milliseconds; default `[control] p99_threshold_ms`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -815,6 +847,7 @@ impl UpstreamGroup {
             eject_after_failures: 2,
             balance: BalanceKey::RoundRobin,
             fallback: None,
+            resolve_interval_ms: 5000,
             p99_threshold_ms: None,
             p99_window_ms: None,
             error_rate_threshold: None,
@@ -981,6 +1014,7 @@ impl Config {
             for (key, v) in [
                 ("connect_timeout_ms", u.connect_timeout_ms),
                 ("response_timeout_ms", u.response_timeout_ms),
+                ("resolve_interval_ms", u.resolve_interval_ms),
             ] {
                 if v == 0 {
                     return invalid(format!("upstream.{name}.{key}"), "must be above 0");
@@ -1078,26 +1112,6 @@ impl Config {
         Ok(())
     }
 
-    /// Resolves the servers of `group` (whose servers' key is `key`), each
-    /// to its first address.
-    pub fn resolve(group: &UpstreamGroup, key: &str) -> Result<Vec<SocketAddr>, ConfigError> {
-        use std::net::ToSocketAddrs;
-        group
-            .servers
-            .iter()
-            .map(|s| {
-                s.as_str()
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or_else(|| ConfigError::Invalid {
-                        key: key.into(),
-                        message: format!("cannot resolve {}", s.as_str()),
-                    })
-            })
-            .collect()
-    }
-
     /// The data cores: as configured, else the container's CPUs as
     /// [`CpuBudget::default_cores`] chooses them; never more than the CPU
     /// quota's whole CPUs.
@@ -1171,11 +1185,6 @@ mod tests {
         assert!(
             err.contains("upstream.fallback.servers[0]") && err.contains("HOST:PORT"),
             "{err}"
-        );
-        let local = Config::parse("[upstream.primary]\nservers = [\"localhost:8000\"]\n").unwrap();
-        assert_eq!(
-            Config::resolve(&local.upstream.primary, "upstream.primary.servers").unwrap()[0].port(),
-            8000
         );
     }
 

@@ -1,7 +1,9 @@
 //! The `ultragate` binary's library part: the configuration file
-//! ([`config`]) and the CPUs the container gives ([`cpus`]), shared by the binary and by the fuzzer that feeds the
-//! loader arbitrary TOML. Start-up, signals and driver selection live in
+//! ([`config`]), the CPUs the container gives ([`cpus`]) and server names
+//! to addresses ([`resolve`]), shared by the binary and by the fuzzer that
+//! feeds the loader arbitrary TOML. Start-up, signals and driver selection live in
 //! the binary (`main.rs`).
 
 pub mod config;
 pub mod cpus;
+pub mod resolve;

@@ -140,7 +140,7 @@ fn init_log(cfg: &LogSection) -> reload::SetLogLevel {
 
 fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Result<()> {
     let epoch = (std::time::Instant::now(), std::time::SystemTime::now());
-    let pools = reload::pool_specs(&cfg, None)?;
+    let pools = reload::pool_specs(&cfg, None);
     let primary_addrs = pools[0].servers.clone();
     let access = Arc::new(AccessLog::new());
     reload::configure_access(&access, &cfg);
@@ -221,6 +221,17 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
     );
     notifier.configure(reload::notify_config(&cfg)?);
     timeline.notify_to(notifier.clone());
+    for pool in live.load().pools() {
+        if let Some(why) = &pool.unresolved {
+            tracing::warn!(pool = %pool.name, reason = %why, "server names did not resolve; retrying");
+            timeline.push(
+                "dns_unresolved",
+                &format!("pool {}: {why}", pool.name),
+                "keep the addresses that resolved; retry",
+                &format!("{} servers", pool.servers.len()),
+            );
+        }
+    }
     let serving = Serving::new(
         supervisor.clone(),
         cfg.api_gateway.listen,
@@ -332,6 +343,7 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
         tokio::spawn(supervisor.run(stats_rx));
         reloader.start_checks();
         tokio::spawn(reloader.clone().watch());
+        tokio::spawn(reloader.clone().resolve_names());
         if let Some(cache) = sweeper {
             // Apply lazy purges in the background.
             tokio::spawn(async move {

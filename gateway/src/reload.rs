@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use toml::Value;
 use ultragate::config::{ms, Config, ConfigError, ControlSection, NotifyFormat, SecuritySection};
+use ultragate::resolve;
 use ultragate_control::admin::{AdminSettings, ReloadReport};
 use ultragate_control::checks::{self, CheckConfig};
 use ultragate_control::metrics::ReloadResult;
@@ -148,18 +149,19 @@ pub fn routes(cfg: &Config) -> Routes {
     )
 }
 
-/// The pools from the config, servers resolved: primary, fallback, then
-/// the named ones. A pool keeps its route (diverted or not) from
-/// `previous`, and its health too when its servers and ejection rule did
-/// not change.
-pub fn pool_specs(cfg: &Config, previous: Option<&Settings>) -> Result<Vec<PoolSpec>, ConfigError> {
+/// The pools from the config, servers resolved (see [`resolve`]):
+/// primary, fallback, then the named ones. A name that does not resolve
+/// leaves its pool with the other servers' addresses (none, maybe) and the
+/// reason. A pool keeps its route (diverted or not) from `previous`, and
+/// its health too when its servers and ejection rule did not change.
+pub fn pool_specs(cfg: &Config, previous: Option<&Settings>) -> Vec<PoolSpec> {
     let all = cfg.upstream.all();
     let index = |name: &str| all.iter().position(|(n, _)| *n == name);
     all.iter()
         .map(|&(name, g)| {
-            let servers = Config::resolve(g, &format!("upstream.{name}.servers"))?;
+            let resolved = resolve::resolve(&g.servers, &cfg.resolver);
             let mut spec = PoolSpec::new(
-                servers,
+                resolved.addrs,
                 ms(g.idle_timeout_ms),
                 g.max_idle_per_core,
                 g.eject_after_failures,
@@ -167,6 +169,7 @@ pub fn pool_specs(cfg: &Config, previous: Option<&Settings>) -> Result<Vec<PoolS
             .with_timeouts(ms(g.connect_timeout_ms), ms(g.response_timeout_ms))
             .with_balance(g.balance.into())
             .named(name, g.fallback.as_deref().and_then(index));
+            spec.unresolved = resolved.failed;
             let old = previous.and_then(|p| p.index_of(name).and_then(|i| p.pool(i)));
             if let Some(old) = old {
                 spec.diverted = old.diverted.clone();
@@ -177,7 +180,7 @@ pub fn pool_specs(cfg: &Config, previous: Option<&Settings>) -> Result<Vec<PoolS
                     spec.fast = old.fast.clone();
                 }
             }
-            Ok(spec)
+            spec
         })
         .collect()
 }
@@ -369,7 +372,86 @@ impl Reloader {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// (Re)starts the active health checks of both pools.
+    /// Resolves the running config's server names again; when a pool's
+    /// addresses (or its unresolved names) changed, publishes the new
+    /// pools (an address gone: its idle connections close, requests on it
+    /// finish), restarts the checks and says so in the timeline. Blocking:
+    /// run it off the async runtime.
+    pub fn re_resolve(&self) {
+        let running = self.running();
+        let cfg = &running.config;
+        if !cfg
+            .upstream
+            .all()
+            .iter()
+            .any(|(_, g)| resolve::has_names(&g.servers))
+        {
+            return;
+        }
+        let live = self.to.live.load();
+        let pools = pool_specs(cfg, Some(&live));
+        let mut changed = false;
+        for new in &pools {
+            let old = live.index_of(&new.name).and_then(|i| live.pool(i));
+            let (servers, unresolved) =
+                old.map_or((None, None), |o| (Some(&o.servers), o.unresolved.as_ref()));
+            if servers != Some(&new.servers) {
+                changed = true;
+                let list: Vec<String> = new.servers.iter().map(|a| a.to_string()).collect();
+                self.to.timeline.push(
+                    "dns_change",
+                    &format!("pool {}: {}", new.name, list.join(", ")),
+                    "update pool servers",
+                    &format!("{} servers", new.servers.len()),
+                );
+            }
+            if unresolved != new.unresolved.as_ref() {
+                changed = true;
+                if let Some(why) = &new.unresolved {
+                    self.to.timeline.push(
+                        "dns_unresolved",
+                        &format!("pool {}: {why}", new.name),
+                        "keep the addresses that resolved; retry",
+                        &format!("{} servers", new.servers.len()),
+                    );
+                }
+            }
+        }
+        if !changed {
+            return;
+        }
+        let engine = engine_config(cfg, &pools, self.epoch, &self.to.access);
+        *self
+            .to
+            .admin
+            .origins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = pools[0].servers.clone();
+        self.to.live.publish(Arc::new(engine), pools);
+        drop(running);
+        self.start_checks();
+    }
+
+    /// Resolves names again every pool's `resolve_interval_ms` (the
+    /// shortest), until the task is dropped.
+    pub async fn resolve_names(self: Arc<Self>) {
+        loop {
+            let every = self
+                .config()
+                .upstream
+                .all()
+                .iter()
+                .map(|(_, g)| g.resolve_interval_ms)
+                .min()
+                .unwrap_or(5000)
+                .max(100);
+            tokio::time::sleep(ms(every)).await;
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.re_resolve()).await;
+        }
+    }
+
+    /// (Re)starts the active health checks of every pool.
     pub fn start_checks(&self) {
         let cfg = self.running().config.clone();
         let pools = self.to.live.load();
@@ -476,7 +558,7 @@ impl Reloader {
         let touched = |prefix: &str| live.iter().any(|k| k.starts_with(prefix));
 
         // Everything that can fail, before anything is applied.
-        let pools = pool_specs(&cfg, Some(&self.to.live.load())).map_err(|e| e.to_string())?;
+        let pools = pool_specs(&cfg, Some(&self.to.live.load()));
         let origins = pools[0].servers.clone();
         let notify = notify_config(&cfg).map_err(|e| e.to_string())?;
         if touched("security.audit_log") || touched("security.enable_audit_logging") {
@@ -605,7 +687,7 @@ mod tests {
             "[upstream.zeta]\nservers = [\"127.0.0.1:1\"]\n[upstream.alpha]\nservers = [\"127.0.0.1:2\"]\n\
              [[route]]\nname = \"z\"\nupstream = \"zeta\"\n[[route]]\nname = \"f\"\nupstream = \"fallback\"\n",
         );
-        let pools = pool_specs(&cfg, None).unwrap();
+        let pools = pool_specs(&cfg, None);
         let names: Vec<&str> = pools.iter().map(|p| &*p.name).collect();
         assert_eq!(names, ["primary", "fallback", "alpha", "zeta"]);
         let routes = routes(&cfg);

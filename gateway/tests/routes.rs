@@ -181,3 +181,84 @@ fn a_request_no_route_takes_gets_404_and_a_reload_adds_a_route_under_load() {
         "{failed:?} of {sent} failed across the reload"
     );
 }
+
+#[test]
+fn a_pool_by_name_starts_unresolved_then_follows_its_addresses_live() {
+    // The name's addresses come from a hosts file the test writes: no
+    // lookup leaves the machine.
+    let port = free_port();
+    let a2: SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+    let a3: SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
+    let _o2 = origin_at(a2, &["--name", "a2"]);
+    let _o3 = origin_at(a3, &["--name", "a3"]);
+    let (_w, web) = origin(&["--name", "web"]);
+    let (_n, node) = nodejs();
+    let hosts = std::env::temp_dir().join(format!("ug-test-hosts-{}-{port}", std::process::id()));
+    std::fs::write(&hosts, "# nothing yet\n").unwrap();
+    let extra = format!(
+        "[upstream.fallback]\nservers = [\"{node}\"]\n\n\
+         [upstream.api]\nservers = [\"api.test:{port}\"]\nfallback = \"fallback\"\n\
+         resolve_interval_ms = 100\nhealth_interval_ms = 100\n\n\
+         [[route]]\nname = \"api\"\npath_prefix = \"/api/\"\nupstream = \"api\"\ncache = false\n\n\
+         [[route]]\nname = \"web\"\nupstream = \"primary\"\n\n\
+         [resolver]\nhosts_file = \"{}\"\nsystem = false\n\n\
+         [control]\ninterval_ms = 100\nfailback_hold_ms = 300\np99_threshold_ms = 200\n",
+        hosts.display()
+    );
+    // Unresolvable at start: the gateway starts (no CrashLoop), says why,
+    // and the route is served by its fallback meanwhile.
+    let gw = Gateway::start(&[web], "", &extra);
+    let api_health = || {
+        admin_json(&gw, "/health")["components"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == "upstream_api").cloned())
+            .unwrap_or_default()
+    };
+    let h = api_health();
+    assert_eq!(h["status"], "down", "{h}");
+    assert!(
+        h["unresolved"]
+            .as_str()
+            .is_some_and(|u| u.contains("api.test")),
+        "{h}"
+    );
+    assert!(admin_json(&gw, "/admin/events")
+        .to_string()
+        .contains("dns_unresolved"));
+    assert_eq!(answered_by(&gw, "/api/items"), "node");
+
+    // The name appears: its address is used (the pool, diverted while it
+    // had none, fails back after the hold).
+    std::fs::write(&hosts, format!("{} api.test\n", a2.ip())).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || answered_by(&gw, "/api/items")
+            == "a2"),
+        "resolved: {}",
+        admin_json(&gw, "/admin/events")
+    );
+    assert!(api_health()["unresolved"].is_null());
+
+    // Under load, the name moves to another address: the old one is
+    // dropped, the new one serves, nothing fails.
+    let load = Load::start(gw.data, "/api/items", Duration::from_millis(5));
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&hosts, format!("{} api.test\n", a3.ip())).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || answered_by(&gw, "/api/items")
+            == "a3"),
+        "moved"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (sent, failed) = load.finish();
+    assert!(sent > 50, "{sent}");
+    assert!(failed.is_empty(), "{failed:?} of {sent}");
+    let servers = api_health()["servers"].to_string();
+    assert!(
+        servers.contains(&a3.to_string()) && !servers.contains(&a2.to_string()),
+        "{servers}"
+    );
+    assert!(admin_json(&gw, "/admin/events")
+        .to_string()
+        .contains("dns_change"));
+    let _ = std::fs::remove_file(&hosts);
+}

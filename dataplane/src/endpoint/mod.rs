@@ -721,7 +721,7 @@ impl Endpoint {
             None => return,
         };
         let ups = &self.ups;
-        let (target, checkout) = self.peers.checkout(
+        let picked = self.peers.checkout(
             &self.parts.live,
             home,
             attempt,
@@ -731,6 +731,10 @@ impl Endpoint {
         );
         let Some(c) = self.clients.get_mut(id.idx, id.gen) else {
             return;
+        };
+        let Some((target, checkout)) = picked else {
+            // No server to try (the pool's names did not resolve).
+            return c.conn.upstream_connect_failed(now);
         };
         if let Some((connect, response)) = self.peers.timeouts(target) {
             c.conn.upstream_timeouts(connect, response);

@@ -86,7 +86,6 @@ impl<T> Upstreams<T> {
             {
                 f
             }
-            _ if spec.servers.is_empty() => 0,
             _ => home,
         }
     }
@@ -110,7 +109,8 @@ impl<T> Upstreams<T> {
     /// Picks the server for the `attempt`-th connect of a request for pool
     /// `home` (see [`Self::choose`]), passing over unhealthy servers, and
     /// an idle connection to it unless `fresh`; `alive` checks an idle
-    /// connection before it is reused.
+    /// connection before it is reused. `None` when the pool has no server
+    /// (its names did not resolve): the connect fails at once.
     pub(crate) fn checkout(
         &mut self,
         live: &Live,
@@ -119,12 +119,13 @@ impl<T> Upstreams<T> {
         fresh: bool,
         now: Instant,
         alive: impl FnMut(&T) -> bool,
-    ) -> (Target, Checkout<T>) {
+    ) -> Option<(Target, Checkout<T>)> {
         self.refresh(live);
         let chosen = self.choose(home, attempt);
         let settings = &self.settings;
-        let health = &settings.pools()[chosen].health;
-        let checkout = self.pools[chosen].checkout(now, fresh, alive, |i| health.is_healthy(i));
+        let health = &settings.pool(chosen)?.health;
+        let pool = self.pools.get_mut(chosen).filter(|p| !p.is_empty())?;
+        let checkout = pool.checkout(now, fresh, alive, |i| health.is_healthy(i));
         let server = match &checkout {
             Checkout::Reused { server, .. } | Checkout::Connect { server, .. } => *server,
         };
@@ -133,7 +134,7 @@ impl<T> Upstreams<T> {
             server,
             generation: settings.generation,
         };
-        (target, checkout)
+        Some((target, checkout))
     }
 
     /// Returns a clean connection for reuse; gives back the one to close
@@ -233,6 +234,7 @@ mod tests {
 
     fn pick(u: &mut Upstreams<u32>, live: &Live) -> (Target, Checkout<u32>) {
         u.checkout(live, 0, 0, false, Instant::now(), |_| true)
+            .expect("servers")
     }
 
     #[test]
@@ -289,10 +291,8 @@ mod tests {
         );
         let mut u: Upstreams<u32> = Upstreams::new(&live);
         let at = |u: &mut Upstreams<u32>, home, attempt| {
-            port(
-                &u.checkout(&live, home, attempt, true, Instant::now(), |_| true)
-                    .1,
-            )
+            u.checkout(&live, home, attempt, true, Instant::now(), |_| true)
+                .map_or(0, |(_, c)| port(&c))
         };
         assert_eq!(at(&mut u, 2, 0), 10);
         assert_eq!(at(&mut u, 2, 1), 11, "the next server of its pool");
@@ -305,6 +305,18 @@ mod tests {
         assert_eq!(at(&mut u, 0, 0), 1, "the primary is not");
         assert_eq!(at(&mut u, 4, 0), 40, "nor assets");
         assert_eq!(at(&mut u, 0, 1), 2, "primary: out of servers → fallback");
+        // A pool whose names did not resolve: its fallback, or no server.
+        let live = Live::with_pools(
+            engine(),
+            vec![spec(&[1]), spec(&[2]), spec(&[]).named("dark", None)],
+        );
+        let mut u: Upstreams<u32> = Upstreams::new(&live);
+        assert!(u
+            .checkout(&live, 2, 0, true, Instant::now(), |_| true)
+            .is_none());
+        assert!(u
+            .checkout(&live, 0, 0, true, Instant::now(), |_| true)
+            .is_some());
     }
 
     #[test]
