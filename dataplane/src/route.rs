@@ -6,6 +6,7 @@
 //! request takes the default route to the primary pool.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Which hosts a route takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,10 @@ pub struct RouteSpec {
     pub pool: usize,
     /// Whether its responses are looked up in and stored to the cache.
     pub cache: bool,
+    /// The freshness its stored responses get, whatever they say (a
+    /// response without any becomes storable; `no-store`, `private`,
+    /// `Set-Cookie` and the like still keep one out).
+    pub cache_ttl: Option<Duration>,
 }
 
 /// The routes of one configuration.
@@ -79,6 +84,7 @@ impl Default for Routes {
                 upstream: Arc::from("primary"),
                 pool: 0,
                 cache: true,
+                cache_ttl: None,
             }],
             implicit: true,
         }
@@ -170,6 +176,7 @@ mod tests {
             upstream: Arc::from("primary"),
             pool: 0,
             cache: true,
+            cache_ttl: None,
         }
     }
 

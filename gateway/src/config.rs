@@ -116,6 +116,12 @@ pub struct RouteConfig {
     /// Whether its responses are cached. Default `true`.
     #[serde(default = "yes")]
     pub cache: bool,
+    /// The freshness, in seconds, of what it stores, whatever the
+    /// responses say (one without any becomes storable; `no-store`,
+    /// `private` and `Set-Cookie` still keep a response out). Default
+    /// none: the responses' own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ttl_override_s: Option<u64>,
 }
 
 fn slash() -> String {
@@ -1308,6 +1314,10 @@ mod tests {
             (
                 "[[route]]\nname = \"x\"\nupstream = \"primary\"\ncache_ttl = 5\n",
                 "cache_ttl",
+            ),
+            (
+                "[[route]]\nname = \"x\"\nupstream = \"primary\"\ncache_ttl_override_s = -1\n",
+                "cache_ttl_override_s",
             ),
             (
                 "[upstream.primary]\nbalance = \"random\"\n",

@@ -144,6 +144,7 @@ pub fn routes(cfg: &Config) -> Routes {
                 upstream: Arc::from(r.upstream.as_str()),
                 pool: names.iter().position(|n| *n == r.upstream).unwrap_or(0),
                 cache: r.cache,
+                cache_ttl: r.cache_ttl_override_s.map(Duration::from_secs),
             })
             .collect(),
     )

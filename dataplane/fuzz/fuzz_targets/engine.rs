@@ -25,6 +25,7 @@ use ultragate_dataplane::admin::AdminResponse;
 use ultragate_dataplane::cache::{Cache, CacheConfig};
 use ultragate_dataplane::http::request::RequestLimits;
 use ultragate_dataplane::proxy::{Action, Conn, EngineConfig};
+use ultragate_dataplane::route::{HostMatch, RouteSpec, Routes};
 use ultragate_dataplane::status::DataplaneStatus;
 use ultragate_fuzz::{scan_requests, scan_responses};
 
@@ -84,6 +85,21 @@ const PATHS: &[&str] = &[
     "/b/é",
     "*",
     "http://h/a",
+    "/n/1",
+    "/x",
+    "http://a.example.com/a",
+];
+/// `Host` values: plain, with ports, wildcard matches, odd ones.
+const HOSTS: &[&str] = &[
+    "h",
+    "origin",
+    "ORIGIN:80",
+    "www.example.com",
+    "example.com.",
+    "[::1]:8080",
+    "[",
+    ":",
+    "\u{e9}.example.com",
 ];
 const EXTRA: &[&str] = &[
     "",
@@ -115,8 +131,38 @@ const CACHING: &[&str] = &[
     "Cache-Control: no-cache\r\nETag: \"v1\"\r\n",
 ];
 
+/// Routes for half the runs: by exact and wildcard host, prefix and
+/// method, one without the cache, one with a TTL of its own, and no
+/// catch-all (so some requests get the 404 of no route).
+fn routes() -> Routes {
+    let route =
+        |name: &str, host: Option<&str>, prefix: &str, methods: &[&str], cache, ttl| RouteSpec {
+            name: name.into(),
+            host: host.map_or(HostMatch::Any, HostMatch::parse),
+            path_prefix: prefix.into(),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            upstream: Arc::from("primary"),
+            pool: 0,
+            cache,
+            cache_ttl: ttl,
+        };
+    Routes::new(vec![
+        route("exact", Some("origin"), "/", &[], true, None),
+        route(
+            "wild",
+            Some("*.example.com"),
+            "/a",
+            &["GET", "HEAD"],
+            true,
+            Some(Duration::from_secs(30)),
+        ),
+        route("nocache", None, "/n", &[], false, None),
+        route("any", None, "/x", &["POST"], true, None),
+    ])
+}
+
 impl Harness {
-    fn new(cache: bool) -> Self {
+    fn new(cache: bool, routed: bool) -> Self {
         let now = Instant::now();
         let cfg = Arc::new(EngineConfig {
             limits: RequestLimits {
@@ -134,7 +180,7 @@ impl Harness {
             coalesce_wait: Duration::from_secs(2),
             epoch: (now, SystemTime::now()),
             access: None,
-            routes: Default::default(),
+            routes: Arc::new(if routed { routes() } else { Routes::default() }),
         });
         let status = Arc::new(DataplaneStatus::default());
         status.set_serving(true);
@@ -309,7 +355,8 @@ fn request(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
         "HTTP/1.1"
     };
     let body_len = usize::from(u.arbitrary::<u8>()? % 16);
-    let mut r = format!("{method} {path} {version}\r\nHost: h\r\n{extra}");
+    let host = *u.choose(HOSTS)?;
+    let mut r = format!("{method} {path} {version}\r\nHost: {host}\r\n{extra}");
     match u.arbitrary::<u8>()? % 3 {
         0 => r.push_str("\r\n"),
         1 => {
@@ -355,7 +402,8 @@ fn response(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
 
 fn run(data: &[u8]) -> arbitrary::Result<()> {
     let mut u = Unstructured::new(data);
-    let mut h = Harness::new(u.arbitrary::<u8>()? & 1 == 1);
+    let flags = u.arbitrary::<u8>()?;
+    let mut h = Harness::new(flags & 1 == 1, flags & 2 == 2);
     let mut steps = 0;
     while !u.is_empty() && steps < 256 {
         steps += 1;

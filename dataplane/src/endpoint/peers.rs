@@ -332,6 +332,7 @@ mod tests {
                 upstream: Arc::from("api"),
                 pool,
                 cache: true,
+                cache_ttl: None,
             }]));
             Arc::new(e)
         };

@@ -1003,3 +1003,91 @@ fn rfc9111_4_1_vary_on_accept_encoding_and_language_is_normalised() {
         assert!(roundtrip(&cache, t0, &with(other), vary).0, "{other}");
     }
 }
+
+/// A connection whose engine has `routes`.
+fn routed_conn(cache: &Arc<Cache>, t: Instant, routes: crate::route::Routes) -> Conn {
+    let mut cfg = (*cfg(1 << 20)).clone();
+    cfg.routes = Arc::new(routes);
+    Conn::new(Arc::new(cfg), ready(), Some(cache.clone()), CLIENT, t)
+}
+
+fn route(name: &str, prefix: &str, cache: bool, ttl: Option<u64>) -> crate::route::RouteSpec {
+    crate::route::RouteSpec {
+        name: name.into(),
+        host: crate::route::HostMatch::Any,
+        path_prefix: prefix.into(),
+        methods: Vec::new(),
+        upstream: Arc::from("primary"),
+        pool: 0,
+        cache,
+        cache_ttl: ttl.map(Duration::from_secs),
+    }
+}
+
+#[test]
+fn a_routes_ttl_stores_what_says_nothing_and_no_cache_route_never_stores() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let routes = || {
+        crate::route::Routes::new(vec![
+            route("ttl", "/ttl/", true, Some(60)),
+            route("live", "/live/", false, None),
+            route("plain", "/", true, None),
+        ])
+    };
+    // Sends `req` on a fresh connection; answers `resp` if it went
+    // upstream. Returns (went upstream, client output).
+    let ask = |t: Instant, req: &str, resp: &str| {
+        let mut c = routed_conn(&cache, t, routes());
+        c.recv_client(t, req.as_bytes());
+        if actions(&mut c).is_empty() {
+            return (false, take_client(&mut c));
+        }
+        c.upstream_connected(t, false);
+        take_upstream(&mut c, t);
+        c.recv_upstream(t, resp.as_bytes());
+        (true, take_client(&mut c))
+    };
+    let bare = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let get = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: h\r\n\r\n");
+    // Says nothing about freshness: stored for the route's 60 s.
+    assert!(ask(t0, &get("/ttl/a"), bare).0);
+    let (up, out) = ask(t0 + Duration::from_secs(30), &get("/ttl/a"), bare);
+    assert!(!up && out.contains("X-Cache: HIT"), "{out}");
+    assert!(
+        ask(t0 + Duration::from_secs(61), &get("/ttl/a"), bare).0,
+        "then stale"
+    );
+    // The same response elsewhere is not stored (no freshness).
+    assert!(ask(t0, &get("/x"), bare).0);
+    assert!(ask(t0, &get("/x"), bare).0);
+    // A TTL does not store what must never be shared.
+    let cookie = "HTTP/1.1 200 OK\r\nSet-Cookie: s=1\r\nContent-Length: 2\r\n\r\nok";
+    assert!(ask(t0, &get("/ttl/c"), cookie).0);
+    assert!(ask(t0, &get("/ttl/c"), cookie).0);
+    // A route without the cache neither stores nor answers from it.
+    let fresh = "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\nok";
+    let (_, out) = ask(t0, &get("/live/a"), fresh);
+    assert!(!out.contains("X-Cache"), "{out}");
+    assert!(ask(t0, &get("/live/a"), fresh).0);
+}
+
+#[test]
+fn a_request_no_route_takes_is_answered_404_and_the_connection_goes_on() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let mut c = routed_conn(
+        &cache,
+        t0,
+        crate::route::Routes::new(vec![route("api", "/api/", true, None)]),
+    );
+    c.recv_client(
+        t0,
+        b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\nHEAD /nope HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    let out = take_client(&mut c);
+    assert_eq!(out.matches("HTTP/1.1 404").count(), 2, "{out}");
+    assert!(out.contains("no route"), "{out}");
+    assert!(actions(&mut c).is_empty(), "nothing upstream");
+    assert!(!c.is_finished(), "keep-alive");
+}

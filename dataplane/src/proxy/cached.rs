@@ -4,7 +4,7 @@
 //! entry or a refresh of one.
 
 use crate::cache::entry::{Entry, Meta};
-use crate::cache::rules::{self, CacheControl};
+use crate::cache::rules::{self, CacheControl, NotStored};
 use crate::cache::verdict::Forwarded;
 use crate::cache::{url_key, Cache, Claim, Stored, Waiting};
 use crate::http::request::{Method, RequestHead};
@@ -196,6 +196,9 @@ pub(super) struct CacheFetch {
     pub store: Option<StoreBuf>,
     /// When the request left, for the age of the response.
     pub sent_wall: SystemTime,
+    /// The route's freshness for what it stores, whatever the response
+    /// says (`cache_ttl_override_s`).
+    pub ttl_override: Option<Duration>,
 }
 
 impl Drop for CacheFetch {
@@ -233,6 +236,7 @@ impl CacheFetch {
             answer_range: false,
             store: None,
             sent_wall,
+            ttl_override: None,
         }
     }
 
@@ -284,7 +288,7 @@ impl CacheFetch {
         }
         let cc = CacheControl::of_response(resp.headers, self.cache.targeted_fields());
         let get = self.method == Method::Get;
-        if let Err(why) = rules::storable(
+        let verdict = rules::storable(
             get,
             &self.facts.cc,
             self.facts.authorization,
@@ -292,7 +296,13 @@ impl CacheFetch {
             resp.headers,
             &cc,
             now_wall,
-        ) {
+        );
+        // The route's TTL gives freshness to a response without any.
+        let verdict = match verdict {
+            Err(NotStored::NoFreshness) if self.ttl_override.is_some() => Ok(()),
+            v => v,
+        };
+        if let Err(why) = verdict {
             self.not_stored = Some(why.detail());
             if self.claimed {
                 self.cache.mark_uncacheable(&self.url, now, UNCACHEABLE_FOR);
@@ -315,7 +325,10 @@ impl CacheFetch {
         let delay = now_wall
             .duration_since(self.sent_wall)
             .unwrap_or(Duration::ZERO);
-        let meta = meta_of(resp, &cc, now_wall, delay);
+        let mut meta = meta_of(resp, &cc, now_wall, delay);
+        if let Some(ttl) = self.ttl_override {
+            meta.lifetime = ttl.as_secs();
+        }
         let vary = vary_names_of(resp.headers);
         if !vary.is_empty() && self.facts.connection_names_fields {
             self.not_stored = Some("vary-on-dropped-field");

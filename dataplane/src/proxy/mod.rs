@@ -1724,6 +1724,10 @@ impl Conn {
         let url = &self.key_buf[..facts.url_len];
         let mut fetch = CacheFetch::new(cache, url, raw, head.method, facts, self.cfg.wall(now));
         fetch.claimed = claimed;
+        fetch.ttl_override = self
+            .route
+            .and_then(|r| self.cfg.routes.get(r))
+            .and_then(|r| r.cache_ttl);
         fetch.stale = stale;
         fetch.fwd = fwd;
         fetch.range_wanted = range_wanted;
