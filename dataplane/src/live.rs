@@ -42,7 +42,14 @@ pub struct PoolSpec {
     /// Server names that did not resolve, and why (for `/health`); they
     /// are tried again at the next resolution.
     pub unresolved: Option<String>,
+    /// Which pool this is across reloads: kept while its servers and
+    /// keep-alive settings stay the same, so the cores keep its idle
+    /// connections and balancer state; new otherwise.
+    pub key: u64,
 }
+
+/// Keys of pools, unique in the process.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 impl PoolSpec {
     /// The same pool named `name`, diverting to pool `fallback`.
@@ -83,7 +90,17 @@ impl PoolSpec {
             max_idle,
             timeouts: None,
             unresolved: None,
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// Whether `other` is the same pool for its connections: the same
+    /// servers, balancing and keep-alive settings.
+    pub fn same_connections(&self, other: &PoolSpec) -> bool {
+        self.servers == other.servers
+            && self.balance == other.balance
+            && self.idle_timeout == other.idle_timeout
+            && self.max_idle == other.max_idle
     }
 }
 

@@ -174,6 +174,9 @@ pub fn pool_specs(cfg: &Config, previous: Option<&Settings>) -> Vec<PoolSpec> {
             let old = previous.and_then(|p| p.index_of(name).and_then(|i| p.pool(i)));
             if let Some(old) = old {
                 spec.diverted = old.diverted.clone();
+                if old.same_connections(&spec) {
+                    spec.key = old.key;
+                }
                 if old.servers == spec.servers
                     && old.health.eject_after() == g.eject_after_failures.max(1)
                 {

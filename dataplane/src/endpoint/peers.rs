@@ -11,14 +11,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The server an upstream connection goes to, under the settings of one
-/// generation: after a reload, a connection of an older generation is
-/// neither pooled nor credited to a server (its index may name another).
+/// The server an upstream connection goes to: its pool (by index, and by
+/// key across reloads) and the server's index in it. After a reload that
+/// changed the pool (another key), the connection is neither pooled nor
+/// credited to a server (its index may name another); a pool a reload
+/// left alone keeps its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Target {
     pool: usize,
     server: usize,
-    generation: u64,
+    key: u64,
 }
 
 /// The pools of one core, over the driver's socket type `T`.
@@ -45,11 +47,39 @@ impl<T> Upstreams<T> {
     }
 
     /// Takes newer settings when a reload published them (one atomic load
-    /// otherwise). Idle connections of the old pools are closed.
+    /// otherwise). A pool the reload left alone (the same key) keeps its
+    /// idle connections and balancer state; those of the others are
+    /// closed by the next sweep.
     pub(crate) fn refresh(&mut self, live: &Live) {
-        if live.generation() != self.settings.generation {
-            *self = Self::over(live.load());
+        if live.generation() == self.settings.generation {
+            return;
         }
+        let settings = live.load();
+        let mut old: Vec<(u64, Pool<T>)> = self
+            .settings
+            .pools()
+            .iter()
+            .map(|s| s.key)
+            .zip(std::mem::take(&mut self.pools))
+            .collect();
+        self.pools = settings
+            .pools()
+            .iter()
+            .map(|spec| match old.iter().position(|(k, _)| *k == spec.key) {
+                Some(i) => old.swap_remove(i).1,
+                None => pool(spec),
+            })
+            .collect();
+        self.settings = settings;
+    }
+
+    /// The index now of `target`'s pool, unless a reload changed it.
+    fn locate(&self, target: Target) -> Option<usize> {
+        let pools = self.settings.pools();
+        if pools.get(target.pool).is_some_and(|p| p.key == target.key) {
+            return Some(target.pool);
+        }
+        pools.iter().position(|p| p.key == target.key)
     }
 
     /// The engine settings for a new client connection.
@@ -90,20 +120,15 @@ impl<T> Upstreams<T> {
         }
     }
 
-    /// The spec of `target`'s pool, unless the target is of an older
-    /// generation.
+    /// The spec of `target`'s pool, unless a reload changed the pool.
     fn spec_of(&self, target: Target) -> Option<&PoolSpec> {
-        (target.generation == self.settings.generation)
-            .then(|| self.settings.pool(target.pool))
-            .flatten()
+        self.locate(target).and_then(|i| self.settings.pool(i))
     }
 
-    /// `target`'s pool, unless the target is of an older generation.
+    /// `target`'s pool, unless a reload changed it.
     fn pool_of(&mut self, target: Target) -> Option<&mut Pool<T>> {
-        if target.generation != self.settings.generation {
-            return None;
-        }
-        self.pools.get_mut(target.pool)
+        let i = self.locate(target)?;
+        self.pools.get_mut(i)
     }
 
     /// Picks the server for the `attempt`-th connect of a request for pool
@@ -132,14 +157,14 @@ impl<T> Upstreams<T> {
         let target = Target {
             pool: chosen,
             server,
-            generation: settings.generation,
+            key: settings.pool(chosen)?.key,
         };
         Some((target, checkout))
     }
 
     /// Returns a clean connection for reuse; gives back the one to close
-    /// instead: `conn` itself when it is of an older generation, or the
-    /// idle one it displaces.
+    /// instead: `conn` itself when a reload changed its pool, or the idle
+    /// one it displaces.
     pub(crate) fn checkin(&mut self, target: Target, conn: T, now: Instant) -> Option<T> {
         match self.pool_of(target) {
             Some(pool) => pool.checkin(target.server, conn, now),
@@ -148,13 +173,13 @@ impl<T> Upstreams<T> {
     }
 
     /// How long an idle connection to `target` may wait for reuse; none
-    /// for a target of an older generation, which is not kept.
+    /// when a reload changed its pool: it is not kept.
     pub(crate) fn idle_timeout(&self, target: Target) -> Option<std::time::Duration> {
         self.spec_of(target).map(|p| p.idle_timeout)
     }
 
-    /// The pool name and address of `target`'s server, unless the target
-    /// is of an older generation.
+    /// The pool name and address of `target`'s server, unless a reload
+    /// changed its pool.
     pub(crate) fn server(&self, target: Target) -> Option<(&Arc<str>, std::net::SocketAddr)> {
         let spec = self.spec_of(target)?;
         spec.servers.get(target.server).map(|a| (&spec.name, *a))
@@ -267,6 +292,32 @@ mod tests {
             pick(&mut u, &live).1,
             Checkout::Reused { conn: 8, .. }
         ));
+    }
+
+    #[test]
+    fn a_reload_that_leaves_a_pool_alone_keeps_its_idle_connections() {
+        let (primary, fallback) = (spec(&[1, 2]), spec(&[]));
+        let api = spec(&[10]).named("api", None);
+        let live = Live::with_pools(
+            engine(),
+            vec![primary.clone(), fallback.clone(), api.clone()],
+        );
+        let mut u: Upstreams<u32> = Upstreams::new(&live);
+        let now = Instant::now();
+        let (t, _) = u.checkout(&live, 2, 0, false, now, |_| true).unwrap();
+        assert_eq!(u.checkin(t, 7, now), None, "pooled");
+        // A reload adds a pool before "api" (its index moves) and changes
+        // the primary; "api" keeps its key.
+        live.publish(
+            engine(),
+            vec![spec(&[3]), fallback, spec(&[20]).named("aaa", None), api],
+        );
+        let (_, c) = u.checkout(&live, 3, 0, false, now, |_| true).unwrap();
+        assert!(
+            matches!(c, Checkout::Reused { conn: 7, .. }),
+            "the idle connection survived the reload"
+        );
+        assert!(u.idle_timeout(t).is_some(), "its old target still counts");
     }
 
     fn port(c: &Checkout<u32>) -> u16 {
