@@ -48,12 +48,12 @@ impl Supervisor {
         match command {
             Command::Route { pool, to } => self.apply_route(pool, to).into(),
             Command::Report => String::from("nothing changed").into(),
-            Command::Eject(i) => {
+            Command::Eject { pool, server } => {
                 let pools = self.live.load();
-                let g = &pools.primary();
-                match g.servers.get(i) {
-                    Some(addr) if g.health.set(i, false) => format!("ejected {addr}"),
-                    Some(addr) => format!("{addr} was out already"),
+                let g = pools.pool(pool);
+                match g.and_then(|g| g.servers.get(server).map(|a| (g, a))) {
+                    Some((g, addr)) if g.health.set(server, false) => format!("ejected {addr}"),
+                    Some((_, addr)) => format!("{addr} was out already"),
                     None => "the server left the pool".into(),
                 }
                 .into()

@@ -304,7 +304,7 @@ impl Supervisor {
             self.execute(&d);
         }
         self.named_pool_rounds(now, merged);
-        self.eject_slow_primaries();
+        self.eject_slow_servers();
         let rss = memory::rss_bytes().unwrap_or(0);
         let limit = memory::limit_bytes(self.memory_limit.load(Ordering::Relaxed));
         if let Some(limit) = limit {
@@ -407,19 +407,24 @@ impl Supervisor {
         }
     }
 
-    /// Ejects primary servers far slower than their peers; the active
-    /// checks re-admit them with a fresh average.
-    fn eject_slow_primaries(&self) {
+    /// Ejects servers far slower than their pool's others (every pool,
+    /// whatever its balancing); the active checks re-admit them with a
+    /// fresh average.
+    fn eject_slow_servers(&self) {
         let pools = self.live.load();
-        let g = &pools.primary();
         let floor = lock(&self.route).thresholds().p99.as_micros() as u64;
-        let averages: Vec<(usize, u64)> = (0..g.servers.len())
-            .filter(|&i| g.health.is_healthy(i))
-            .map(|i| (i, g.health.latency_us(i)))
-            .filter(|&(_, l)| l > 0)
-            .collect();
-        for d in policy::outliers(&averages, floor) {
-            self.execute(&d);
+        for (pool, g) in pools.pools().iter().enumerate() {
+            let averages: Vec<(usize, u64)> = (0..g.servers.len())
+                .filter(|&i| g.health.is_healthy(i))
+                .map(|i| (i, g.health.latency_us(i)))
+                .filter(|&(_, l)| l > 0)
+                .collect();
+            for mut d in policy::outliers(pool, &averages, floor) {
+                if pool > 0 {
+                    d.value = format!("pool {}: {}", g.name, d.value);
+                }
+                self.execute(&d);
+            }
         }
     }
 

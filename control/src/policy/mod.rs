@@ -60,9 +60,14 @@ pub enum Command {
     /// while the fallback is down too; a restore that left the cache
     /// corrupt).
     Report,
-    /// Mark the primary server at this index unhealthy; its active checks
+    /// Mark server `server` of pool `pool` unhealthy; its active checks
     /// re-admit it.
-    Eject(usize),
+    Eject {
+        /// The pool (an index into the published pools).
+        pool: usize,
+        /// The server's index in it.
+        server: usize,
+    },
     /// Act on the shared cache.
     Cache(CacheCommand),
     /// Move serving from the DPDK port to kernel networking.

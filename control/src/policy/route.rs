@@ -239,8 +239,9 @@ impl RoutePolicy {
 /// Latency-based ejection, the critical-failure row's per-server part:
 /// the servers whose average latency (µs) stands far above their peers'
 /// (more than 3× the median and above `floor_us`), each an
-/// [`Command::Eject`]. Needs two servers with data, and always leaves one.
-pub fn outliers(latencies: &[(usize, u64)], floor_us: u64) -> Vec<Decision> {
+/// [`Command::Eject`] of pool `pool`. Needs two servers with data, and
+/// always leaves one.
+pub fn outliers(pool: usize, latencies: &[(usize, u64)], floor_us: u64) -> Vec<Decision> {
     slow_outliers(latencies, floor_us)
         .into_iter()
         .map(|i| Decision {
@@ -253,7 +254,7 @@ pub fn outliers(latencies: &[(usize, u64)], floor_us: u64) -> Vec<Decision> {
                     .find(|(j, _)| *j == i)
                     .map_or(0, |(_, l)| *l)
             ),
-            command: Command::Eject(i),
+            command: Command::Eject { pool, server: i },
         })
         .collect()
 }

@@ -4,10 +4,10 @@ use super::*;
 use std::time::{Duration, Instant};
 
 fn ejected(latencies: &[(usize, u64)], floor_us: u64) -> Vec<usize> {
-    outliers(latencies, floor_us)
+    outliers(0, latencies, floor_us)
         .into_iter()
         .map(|d| match d.command {
-            Command::Eject(i) => i,
+            Command::Eject { pool: 0, server } => server,
             other => panic!("{other:?}"),
         })
         .collect()
