@@ -300,7 +300,15 @@ impl Supervisor {
             fallback_healthy: pools.fallback().health.any_healthy(),
         };
         let decision = lock(&self.route).observe(&observation);
-        if let Some(d) = decision {
+        if let Some(mut d) = decision {
+            if !pools.engine.routes.is_implicit() {
+                // Configured routes: say which of them moved.
+                d.value = format!(
+                    "pool primary (routes {}): {}",
+                    route_names(&pools, 0),
+                    d.value
+                );
+            }
             self.execute(&d);
         }
         self.named_pool_rounds(now, merged);

@@ -329,3 +329,104 @@ fn a_panicking_request_costs_its_connection_only() {
         "the process lives"
     );
 }
+
+/// Reads one response with a `Content-Length` body from `s`: (status,
+/// body); none when the connection ended first.
+fn read_response(s: &mut TcpStream) -> Option<(u16, String)> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                let status = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+                let body = String::from_utf8_lossy(&got[end + 4..end + 4 + len]).into_owned();
+                return Some((status, body));
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Upstream connections closed while operations on them are still in
+/// flight, at a high rate, next to new ones opening: clients that vanish
+/// while their upstream request runs (the gateway closes that upstream
+/// with its receive armed), an origin that closes idle keep-alive
+/// connections after 1 ms (closes racing reuse), and keep-alive clients
+/// whose every answer must be their own. A socket closed under a pending
+/// receive whose number a new connection reuses would hand one client's
+/// response to another, or lose it: every answer is checked against its
+/// request, and none may be missing.
+#[test]
+fn upstream_closes_under_operations_in_flight_never_cross_answers() {
+    let (_o, origin) = origin(&["--idle-close-ms", "1"]);
+    let gw = Gateway::start(&[origin], "", "");
+    let data = gw.data;
+    // CHURN_ROUNDS=N runs more (a longer hunt; the default is the test
+    // command's).
+    let rounds: usize = std::env::var("CHURN_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut wrong = Vec::new();
+                let end = Instant::now() + Duration::from_secs(20 + rounds as u64 / 10);
+                for i in 0..rounds {
+                    if Instant::now() > end {
+                        break;
+                    }
+                    if i % 3 == 2 {
+                        // A client that leaves while its request is upstream.
+                        if let Ok(mut s) = TcpStream::connect(data) {
+                            let req = format!(
+                                "GET /echo?gone={t}-{i}&delay_ms=3 HTTP/1.1\r\nHost: t\r\n\r\n"
+                            );
+                            let _ = s.write_all(req.as_bytes());
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        continue;
+                    }
+                    let Ok(mut s) = TcpStream::connect(data) else {
+                        wrong.push(format!("{t}-{i}: connect"));
+                        continue;
+                    };
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    for k in 0..3 {
+                        let id = format!("id={t}-{i}-{k}");
+                        let delay = (i + k) % 3;
+                        let req =
+                            format!("GET /echo?{id}&delay_ms={delay} HTTP/1.1\r\nHost: t\r\n\r\n");
+                        if s.write_all(req.as_bytes()).is_err() {
+                            wrong.push(format!("{id}: write"));
+                            break;
+                        }
+                        match read_response(&mut s) {
+                            Some((200, body)) if body.contains(&format!("{id}&")) => {}
+                            Some((status, body)) => {
+                                let first = body.lines().next().unwrap_or("").to_owned();
+                                wrong.push(format!("{id}: {status} {first}"));
+                            }
+                            None => wrong.push(format!("{id}: no answer")),
+                        }
+                    }
+                }
+                wrong
+            })
+        })
+        .collect();
+    let wrong: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(wrong.is_empty(), "{} wrong answers: {wrong:?}", wrong.len());
+}

@@ -246,9 +246,12 @@ impl Gateway {
                 data.port()
             ));
             std::fs::write(&config, text).unwrap();
-            let bin = env!("CARGO_BIN_EXE_ultragate");
+            // ULTRAGATE_TEST_BIN runs the suites against another build
+            // (an older one, for a before/after).
+            let bin = std::env::var("ULTRAGATE_TEST_BIN")
+                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ultragate").to_owned());
             let mut argv: Vec<&str> = launcher.to_vec();
-            argv.extend([bin, "--config", config.to_str().unwrap()]);
+            argv.extend([bin.as_str(), "--config", config.to_str().unwrap()]);
             let child = Command::new(argv[0])
                 .args(&argv[1..])
                 .env("ULTRAGATE_LOG", "warn")
