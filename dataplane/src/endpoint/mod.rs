@@ -850,6 +850,7 @@ impl Endpoint {
         }
         if now >= self.next_stats {
             self.sweep_idle(now);
+            self.sweep_waiting();
             self.hand_over();
             self.next_stats = now + self.cfg.stats_interval;
         }
@@ -881,6 +882,20 @@ impl Endpoint {
         }
         list.append(&mut self.waiting);
         self.waiting = list;
+    }
+
+    /// Forgets listed waiters that are gone or no longer wait (gave up at
+    /// their deadline), so the list stays as long as the waiters.
+    fn sweep_waiting(&mut self) {
+        let clients = &mut self.clients;
+        self.waiting.retain(|id| match clients.get_mut(id.idx, id.gen) {
+            Some(c) if c.conn.is_waiting() => true,
+            Some(c) => {
+                c.listed = false;
+                false
+            }
+            None => false,
+        });
     }
 
     /// Closes pooled connections past their idle timeout, and those of
