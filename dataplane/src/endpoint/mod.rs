@@ -888,14 +888,15 @@ impl Endpoint {
     /// their deadline), so the list stays as long as the waiters.
     fn sweep_waiting(&mut self) {
         let clients = &mut self.clients;
-        self.waiting.retain(|id| match clients.get_mut(id.idx, id.gen) {
-            Some(c) if c.conn.is_waiting() => true,
-            Some(c) => {
-                c.listed = false;
-                false
-            }
-            None => false,
-        });
+        self.waiting
+            .retain(|id| match clients.get_mut(id.idx, id.gen) {
+                Some(c) if c.conn.is_waiting() => true,
+                Some(c) => {
+                    c.listed = false;
+                    false
+                }
+                None => false,
+            });
     }
 
     /// Closes pooled connections past their idle timeout, and those of
