@@ -1670,9 +1670,11 @@ impl Conn {
             Decision::Hit(e) => {
                 // A hit after waiting for another connection's fetch was
                 // collapsed into it.
-                let served = match self.coalesce_until {
-                    Some(_) => Served::Collapsed,
-                    None => Served::Hit,
+                let collapsed = self.coalesce_until.is_some();
+                let served = if collapsed {
+                    Served::Collapsed
+                } else {
+                    Served::Hit
                 };
                 self.serve_stored(now, head, &e, served, connection);
                 return Lookup::Answered;
@@ -1718,20 +1720,33 @@ impl Conn {
             }
             Decision::Bypass(why) => (None, false, why),
         };
-        let Some(cache) = self.cache.clone() else {
-            return Lookup::Forward(None);
-        };
+        let mut fetch = self.fetch(now, head.method, raw, facts);
+        if let Some(f) = &mut fetch {
+            f.claimed = claimed;
+            f.stale = stale;
+            f.fwd = fwd;
+            f.range_wanted = range_wanted;
+        }
+        Lookup::Forward(fetch)
+    }
+
+    /// What an exchange for the request with head `raw` carries for the
+    /// cache (the key in `key_buf`), with the route's TTL.
+    fn fetch(
+        &self,
+        now: Instant,
+        method: Method,
+        raw: &[u8],
+        facts: cached::RequestFacts,
+    ) -> Option<Box<CacheFetch>> {
+        let cache = self.cache.clone()?;
         let url = &self.key_buf[..facts.url_len];
-        let mut fetch = CacheFetch::new(cache, url, raw, head.method, facts, self.cfg.wall(now));
-        fetch.claimed = claimed;
+        let mut fetch = CacheFetch::new(cache, url, raw, method, facts, self.cfg.wall(now));
         fetch.ttl_override = self
             .route
             .and_then(|r| self.cfg.routes.get(r))
             .and_then(|r| r.cache_ttl);
-        fetch.stale = stale;
-        fetch.fwd = fwd;
-        fetch.range_wanted = range_wanted;
-        Lookup::Forward(Some(Box::new(fetch)))
+        Some(Box::new(fetch))
     }
 
     /// Answers from a stored entry: a hit, or a stale one
