@@ -719,24 +719,32 @@ impl UpstreamGroupFile {
 }
 
 /// An upstream server as configured: `HOST:PORT`, where HOST is an IP
-/// address or a DNS name (a Kubernetes Service, say), resolved at start.
+/// address or a DNS name (a Kubernetes Service, say), resolved off the
+/// data path (`crate::resolve`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ServerAddr(String);
+
+/// `HOST:PORT` as its parts (an IPv6 literal's brackets removed); none
+/// when it is not that shape.
+fn split_host_port(v: &str) -> Option<(&str, u16)> {
+    let (host, port) = v.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = port.parse().ok()?;
+    (!host.is_empty() && !host.contains(char::is_whitespace)).then_some((host, port))
+}
 
 impl TryFrom<String> for ServerAddr {
     type Error = String;
 
     fn try_from(v: String) -> Result<Self, String> {
-        let (host, port) = v.rsplit_once(':').ok_or("expected HOST:PORT")?;
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        if host.is_empty() || host.contains(char::is_whitespace) || port.parse::<u16>().is_err() {
-            return Err(format!("{v:?} is not HOST:PORT"));
+        match split_host_port(&v) {
+            Some(_) => Ok(Self(v)),
+            None => Err(format!("{v:?} is not HOST:PORT")),
         }
-        Ok(Self(v))
     }
 }
 
@@ -756,6 +764,12 @@ impl ServerAddr {
     /// The address as written, used as `Host` for HTTP/1.0 clients.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The host (a name or an IP literal, without brackets) and the port.
+    pub fn host_port(&self) -> (&str, u16) {
+        // Checked when made: every ServerAddr has both.
+        split_host_port(&self.0).unwrap_or(("", 0))
     }
 }
 

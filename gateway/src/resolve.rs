@@ -28,7 +28,7 @@ pub fn resolve(servers: &[ServerAddr], how: &ResolverSection) -> Resolved {
     let mut out = Resolved::default();
     let mut failed = Vec::new();
     for s in servers {
-        match resolve_one(s.as_str(), hosts.as_deref(), how.system) {
+        match resolve_one(s, hosts.as_deref(), how.system) {
             Ok(addrs) => {
                 for a in addrs {
                     if !out.addrs.contains(&a) {
@@ -47,21 +47,15 @@ pub fn resolve(servers: &[ServerAddr], how: &ResolverSection) -> Resolved {
 pub fn has_names(servers: &[ServerAddr]) -> bool {
     servers
         .iter()
-        .any(|s| split(s.as_str()).is_some_and(|(h, _)| h.parse::<IpAddr>().is_err()))
+        .any(|s| s.host_port().0.parse::<IpAddr>().is_err())
 }
 
-/// `HOST:PORT` (HOST maybe in brackets) as its parts.
-fn split(server: &str) -> Option<(&str, u16)> {
-    let (host, port) = server.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    Some((host, port.parse().ok()?))
-}
-
-fn resolve_one(server: &str, hosts: Option<&str>, system: bool) -> Result<Vec<SocketAddr>, String> {
-    let (host, port) = split(server).ok_or("not HOST:PORT")?;
+fn resolve_one(
+    server: &ServerAddr,
+    hosts: Option<&str>,
+    system: bool,
+) -> Result<Vec<SocketAddr>, String> {
+    let (host, port) = server.host_port();
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }

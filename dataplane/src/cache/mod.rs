@@ -672,21 +672,29 @@ impl Cache {
     /// connection fetches it (since less than `wait` ago) or the key's
     /// responses were found uncacheable lately.
     pub fn claim_fetch(&self, key: &[u8], now: Instant, wait: Duration) -> Claim {
-        let running = |c: &Self| {
-            matches!(c.inflight.pin().get(key),
-                Some(Fetch::Running(since)) if now.saturating_duration_since(*since) < wait)
+        let state = |c: &Self| c.inflight.pin().get(key).copied();
+        // Some(true): a running fetch to wait for; Some(false): a pass
+        // mark; None: the key is free to claim.
+        let decided = |f: Option<Fetch>| match f {
+            Some(Fetch::Pass(until)) if now < until => Some(false),
+            Some(Fetch::Running(since)) if now.saturating_duration_since(since) < wait => {
+                Some(true)
+            }
+            _ => None,
         };
-        match self.inflight.pin().get(key) {
-            Some(Fetch::Pass(until)) if now < *until => return Claim::Pass,
-            Some(Fetch::Running(_)) if running(self) => {
+        match decided(state(self)) {
+            Some(false) => return Claim::Pass,
+            Some(true) => {
                 // Counted, then looked at again: a fetch that ended in
                 // between is seen here, one that ends later rings.
                 let waiting = self.waiters.enter();
-                if running(self) {
-                    return Claim::Wait(waiting);
+                match decided(state(self)) {
+                    Some(true) => return Claim::Wait(waiting),
+                    Some(false) => return Claim::Pass,
+                    None => {}
                 }
             }
-            _ => {}
+            None => {}
         }
         // Running fetches are bounded by the connections; the mark is
         // kept even past the byte bound so that waiters are released.

@@ -440,8 +440,9 @@ enum Next {
 enum Lookup {
     /// Answered from the store.
     Answered,
-    /// Not now: waiting for another connection's fetch, or refused.
-    Wait,
+    /// Nothing more now: the request waits for another connection's
+    /// fetch, or was refused with an error.
+    Stop,
     /// Goes upstream, with what the exchange carries for the cache.
     Forward(Option<Box<CacheFetch>>),
 }
@@ -1550,7 +1551,7 @@ impl Conn {
                     close,
                 }
             }
-            Lookup::Wait => return Next::Stop,
+            Lookup::Stop => return Next::Stop,
         };
         self.coalesce_until = None;
         self.forward(now, head, fetch, close);
@@ -1686,7 +1687,7 @@ impl Conn {
             }
             Decision::ConnectionNamesVary => {
                 self.fail(now, 400, "Connection names a field the response varies on");
-                return Lookup::Wait;
+                return Lookup::Stop;
             }
             Decision::Wait(waiting) => {
                 let until = *self.coalesce_until.get_or_insert(now + wait);
@@ -1694,7 +1695,7 @@ impl Conn {
                     until,
                     _waiting: waiting,
                 };
-                return Lookup::Wait;
+                return Lookup::Stop;
             }
             Decision::Stale { entry, refresh } => {
                 let served = Served::StaleWhileRevalidate;
