@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod route;
 pub mod stats;
 pub mod status;
+pub mod tls;
 pub mod upstream;
 
 /// Whether this build has the test hooks (the `test-hooks` feature, which
