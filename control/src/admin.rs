@@ -221,6 +221,20 @@ impl Admin {
                     &json!({ "error": format!("dataplane {other:?}: give kernel, dpdk or auto") }),
                 ),
             },
+            ("POST", "/admin/tls/reload") => match sup.tls() {
+                Some(tls) => match tls.reload(sup, None, "POST /admin/tls/reload") {
+                    Ok(certs) => {
+                        let subjects: Vec<&str> =
+                            certs.iter().map(|c| c.subject.as_str()).collect();
+                        json_response(200, &json!({ "reloaded": true, "certificates": subjects }))
+                    }
+                    Err(e) => json_response(422, &json!({ "reloaded": false, "error": e })),
+                },
+                None => json_response(
+                    409,
+                    &json!({ "error": "no TLS listener: [tls] listen is not set" }),
+                ),
+            },
             ("POST", "/admin/config/reload") => match (st.reload)() {
                 Ok(report) => json_response(
                     200,
@@ -435,6 +449,7 @@ const ENDPOINTS: &[&str] = &[
     "POST /admin/route",
     "POST /admin/dataplane",
     "POST /admin/config/reload",
+    "POST /admin/tls/reload",
     "POST /admin/drain",
     "POST /admin/security/isolate",
     "POST /admin/security/normal",

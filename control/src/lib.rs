@@ -23,3 +23,4 @@ pub mod revalidate;
 mod snapshot;
 pub mod supervisor;
 pub mod timeline;
+pub mod tls;

@@ -79,6 +79,10 @@ pub struct Metrics {
     open_connections: IntGaugeVec,
     isolated: IntGauge,
     webhooks: IntCounterVec,
+    tls_handshakes: IntCounterVec,
+    tls_failures: IntCounterVec,
+    tls_reloads: IntCounterVec,
+    tls_expiry: GaugeVec,
     access_dropped: IntCounter,
     access_written: IntCounter,
     latency: GaugeVec,
@@ -226,7 +230,39 @@ impl Metrics {
         for r in ["sent", "failed", "dropped", "suppressed"] {
             webhooks.with_label_values(&[r]);
         }
+        let tls_handshakes = counter_vec(
+            "ultragate_tls_handshakes_total",
+            "TLS handshakes completed, by kind: full, or resumed (a session ticket or id skipped the full handshake).",
+            &["kind"],
+        );
+        for k in ["full", "resumed"] {
+            tls_handshakes.with_label_values(&[k]);
+        }
+        let tls_failures = counter_vec(
+            "ultragate_tls_handshake_failures_total",
+            "TLS connections that failed, by reason: plaintext_http, not_tls, protocol, incompatible, peer_alert, timeout, closed.",
+            &["reason"],
+        );
+        for f in ultragate_dataplane::tls::Failure::ALL {
+            tls_failures.with_label_values(&[f.label()]);
+        }
+        let tls_reloads = counter_vec(
+            "ultragate_tls_reloads_total",
+            "TLS certificate reloads by result: applied, or rejected (the running certificates stay).",
+            &["result"],
+        );
+        for r in ["applied", "rejected"] {
+            tls_reloads.with_label_values(&[r]);
+        }
         Self {
+            tls_handshakes,
+            tls_failures,
+            tls_reloads,
+            tls_expiry: gauge_vec(
+                "ultragate_tls_certificate_expiry_timestamp_seconds",
+                "When each served TLS certificate expires, in seconds since the Unix epoch, by its file and first name.",
+                &["file", "name"],
+            ),
             webhooks,
             build_info,
             reloads,
@@ -395,6 +431,21 @@ impl Metrics {
                 .inc_by(srv.errors);
             self.upstream_duration.add(&labels, &srv.duration);
         }
+        let tls = &s.tls;
+        self.tls_handshakes
+            .with_label_values(&["full"])
+            .inc_by(tls.full);
+        self.tls_handshakes
+            .with_label_values(&["resumed"])
+            .inc_by(tls.resumed);
+        for (f, n) in ultragate_dataplane::tls::Failure::ALL
+            .iter()
+            .zip(tls.failures)
+        {
+            if n > 0 {
+                self.tls_failures.with_label_values(&[f.label()]).inc_by(n);
+            }
+        }
         self.probes.inc_by(s.probes);
         self.bytes_in.inc_by(s.bytes_in);
         self.bytes_out.inc_by(s.bytes_out);
@@ -419,6 +470,24 @@ impl Metrics {
     /// Says whether security isolation is on.
     pub fn set_isolated(&self, on: bool) {
         self.isolated.set(i64::from(on));
+    }
+
+    /// Counts a TLS certificate reload.
+    pub fn tls_reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "rejected" };
+        self.tls_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Sets the expiry of each served certificate (the set replaces the
+    /// last one, so a certificate no longer served leaves the series).
+    pub fn tls_certificates(&self, certs: &[ultragate_dataplane::tls::CertInfo]) {
+        self.tls_expiry.reset();
+        for c in certs {
+            let name = c.names.first().map_or(c.subject.as_str(), String::as_str);
+            self.tls_expiry
+                .with_label_values(&[c.cert_file.as_str(), name])
+                .set(c.not_after as f64);
+        }
     }
 
     /// Counts a config reload.

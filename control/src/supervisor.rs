@@ -115,6 +115,8 @@ pub struct Supervisor {
     pub(crate) isolated: AtomicBool,
     /// The DPDK port's move to kernel networking, when a port serves.
     pub(crate) kernel_switch: std::sync::OnceLock<KernelSwitch>,
+    /// The TLS listener's certificates, when `[tls]` is on.
+    tls: std::sync::OnceLock<Arc<crate::tls::TlsControl>>,
     view: Mutex<View>,
     memory_limit: AtomicU64,
     /// The configured cache budget while memory relief has lowered it.
@@ -146,11 +148,24 @@ impl Supervisor {
             security: Mutex::new(SecurityPolicy::default()),
             isolated: AtomicBool::new(false),
             kernel_switch: std::sync::OnceLock::new(),
+            tls: std::sync::OnceLock::new(),
             view: Mutex::new(View::default()),
             memory_limit: AtomicU64::new(cfg.memory_limit_bytes),
             cache_budget: AtomicU64::new(0),
             cfg,
         }
+    }
+
+    /// Runs the TLS listener's certificates from now on: `/health`,
+    /// `POST /admin/tls/reload`, the expiry metric.
+    pub fn set_tls(&self, tls: Arc<crate::tls::TlsControl>) {
+        tls.export(self);
+        let _ = self.tls.set(tls);
+    }
+
+    /// The TLS listener's certificates, when `[tls]` is on.
+    pub fn tls(&self) -> Option<&Arc<crate::tls::TlsControl>> {
+        self.tls.get()
     }
 
     /// Exports the access log's counters from now on.
@@ -537,6 +552,9 @@ impl Supervisor {
                 });
             }
             components.push(c);
+        }
+        if let Some(tls) = self.tls.get() {
+            components.push(tls.health());
         }
         let down = |c: &Value| c["status"] == "down" || c["status"] == "critical";
         let overall = if !ready || (down(&components[3]) && down(&components[4])) {

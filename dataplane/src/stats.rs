@@ -193,6 +193,8 @@ pub struct CoreStats {
     pub core: usize,
     /// Client connections the core had open when it handed these over.
     pub open_connections: u64,
+    /// TLS handshakes and failures.
+    pub tls: crate::tls::TlsCounts,
 }
 
 impl Default for CoreStats {
@@ -212,6 +214,7 @@ impl Default for CoreStats {
             servers: Vec::new(),
             core: 0,
             open_connections: 0,
+            tls: crate::tls::TlsCounts::default(),
         }
     }
 }
@@ -314,6 +317,7 @@ impl CoreStats {
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.open_connections += other.open_connections;
+        self.tls.merge(&other.tls);
         for s in &other.servers {
             match self
                 .servers

@@ -106,6 +106,7 @@ fn endpoint(cache: bool, t0: Instant) -> Endpoint {
         live,
         access: Arc::new(AccessLog::new()),
         stats,
+        tls: None,
     };
     let cfg = EndpointConfig {
         core: 0,

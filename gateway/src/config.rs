@@ -69,6 +69,110 @@ pub struct Config {
     pub route: Vec<RouteConfig>,
     /// How server names are resolved.
     pub resolver: ResolverSection,
+    /// The TLS data port and its certificates.
+    pub tls: TlsSection,
+}
+
+/// `[tls]`: HTTPS on a second data port, next to the plain one.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// Address of the TLS data port, e.g. `0.0.0.0:8443`. Default empty:
+    /// no TLS.
+    #[serde(with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+    /// `[[tls.certificate]]`: PEM chain and key, chosen by SNI against
+    /// each certificate's names; the first is the default.
+    pub certificate: Vec<CertificateConfig>,
+    /// The oldest version accepted: `"1.2"` (default) or `"1.3"`.
+    pub min_version: TlsVersionName,
+    /// How long a client may take to finish its handshake, in
+    /// milliseconds. Default 10000.
+    pub handshake_timeout_ms: u64,
+    /// How often the certificate and key files are checked for a change
+    /// (a Kubernetes Secret update), in milliseconds; 0: never. Default
+    /// 5000.
+    pub watch_interval_ms: u64,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            certificate: Vec::new(),
+            min_version: TlsVersionName::V12,
+            handshake_timeout_ms: 10_000,
+            watch_interval_ms: 5_000,
+        }
+    }
+}
+
+impl TlsSection {
+    /// What the data plane needs of it.
+    pub fn settings(&self) -> ultragate_dataplane::tls::TlsSettings {
+        use ultragate_dataplane::tls::{CertFiles, MinVersion, TlsSettings};
+        TlsSettings {
+            certificates: self
+                .certificate
+                .iter()
+                .map(|c| CertFiles {
+                    cert_file: c.cert_file.clone(),
+                    key_file: c.key_file.clone(),
+                })
+                .collect(),
+            min_version: match self.min_version {
+                TlsVersionName::V12 => MinVersion::Tls12,
+                TlsVersionName::V13 => MinVersion::Tls13,
+            },
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+        }
+    }
+}
+
+/// One `[[tls.certificate]]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM: the certificate, then its chain.
+    pub cert_file: PathBuf,
+    /// PEM: its private key (RSA or ECDSA).
+    pub key_file: PathBuf,
+}
+
+/// The values of `[tls] min_version`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum TlsVersionName {
+    /// TLS 1.2 and 1.3.
+    #[serde(rename = "1.2")]
+    V12,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    V13,
+}
+
+/// An address that may be empty (`""`: off), as TOML text.
+mod optional_addr {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::SocketAddr;
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not HOST:PORT (an IP address and a port), or empty for off"
+            ))
+        })
+    }
 }
 
 /// `[resolver]`: how `HOST:PORT` server names become addresses. Names are
@@ -454,8 +558,10 @@ impl Default for CacheSection {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiGateway {
-    /// Address of the data port. Default `0.0.0.0:8080`.
-    pub listen: SocketAddr,
+    /// Address of the plain HTTP data port. Default `0.0.0.0:8080`;
+    /// empty: off (only `[tls] listen` serves).
+    #[serde(with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
     /// Cores running one data thread each. Default: every core but core 0,
     /// at least one.
     pub cores: Vec<usize>,
@@ -503,7 +609,7 @@ pub enum IoBackendName {
 impl Default for ApiGateway {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
             cores: Vec::new(),
             enable_dpdk: false,
             max_header_bytes: 16 * 1024,
@@ -1013,8 +1119,38 @@ impl Config {
         if self.control.interval_ms == 0 || self.control.verify_interval_ms == 0 {
             return invalid("control.interval_ms", "intervals must be above 0");
         }
+        self.validate_tls()?;
         self.validate_upstreams()?;
         self.validate_routes()
+    }
+
+    /// `[tls]`: a listener needs a certificate and a timeout; no data port
+    /// at all is refused. The files are read when the listener starts (and
+    /// at each reload), where their errors name the key and the file.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                message: message.to_owned(),
+            })
+        };
+        let tls = &self.tls;
+        if self.api_gateway.listen.is_none() && tls.listen.is_none() {
+            return invalid(
+                "api_gateway.listen",
+                "is empty and so is tls.listen: no data port would serve",
+            );
+        }
+        if tls.listen.is_some() && tls.certificate.is_empty() {
+            return invalid(
+                "tls.certificate",
+                "a TLS listener needs at least one [[tls.certificate]]",
+            );
+        }
+        if tls.handshake_timeout_ms == 0 {
+            return invalid("tls.handshake_timeout_ms", "must be above 0");
+        }
+        Ok(())
     }
 
     /// Every pool: servers, timeouts, health path, and a fallback that

@@ -6,7 +6,6 @@
 //! without a restart and says why in the event timeline;
 //! `POST /admin/dataplane dpdk` goes back once the link is up.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -80,7 +79,7 @@ pub struct Serving {
     timeline: Arc<Timeline>,
     /// Carries out the port row's decision.
     supervisor: Arc<Supervisor>,
-    listen: SocketAddr,
+    listen: String,
     stop: AtomicBool,
     monitor: Mutex<Option<JoinHandle<()>>>,
 }
@@ -89,7 +88,7 @@ impl Serving {
     /// Nothing serves yet; `listen` is the kernel address used after a
     /// fallback, `grace` how long the link may stay down. The port row's
     /// move to kernel networking is registered with `supervisor`.
-    pub fn new(supervisor: Arc<Supervisor>, listen: SocketAddr, grace: Duration) -> Arc<Self> {
+    pub fn new(supervisor: Arc<Supervisor>, listen: String, grace: Duration) -> Arc<Self> {
         let serving = Arc::new(Self {
             state: Mutex::new(State {
                 port: None,

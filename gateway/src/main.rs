@@ -21,11 +21,13 @@ use ultragate_control::api::AdminServer;
 use ultragate_control::notify::Notifier;
 use ultragate_control::supervisor::{Supervisor, SupervisorConfig};
 use ultragate_control::timeline::{Audit, Timeline};
+use ultragate_control::tls::TlsControl;
 use ultragate_dataplane::access::AccessLog;
 use ultragate_dataplane::cache::{snapshot, Cache, CacheConfig};
 use ultragate_dataplane::driver::{DriverConfig, IoBackend, Shared};
 use ultragate_dataplane::live::Live;
 use ultragate_dataplane::status::DataplaneStatus;
+use ultragate_dataplane::tls::TlsServer;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -138,6 +140,17 @@ fn init_log(cfg: &LogSection) -> reload::SetLogLevel {
     })
 }
 
+/// The kernel data ports, for the log: the plain one and the TLS one.
+fn data_ports(cfg: &Config) -> String {
+    let plain = cfg.api_gateway.listen.map(|a| a.to_string());
+    let tls = cfg.tls.listen.map(|a| format!("{a} (TLS)"));
+    [plain, tls]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
 fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Result<()> {
     let epoch = (std::time::Instant::now(), std::time::SystemTime::now());
     let pools = reload::pool_specs(&cfg, None);
@@ -163,6 +176,7 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
     tracing::info!(?cores, from = %cores_from, "data cores");
     let driver = DriverConfig {
         listen: cfg.api_gateway.listen,
+        tls_listen: cfg.tls.listen,
         cores: cores.clone(),
         drain_timeout: ms(cfg.api_gateway.drain_timeout_ms),
         stats_interval: ms(cfg.control.interval_ms),
@@ -232,9 +246,19 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
             );
         }
     }
+    let tls = match cfg.tls.listen {
+        Some(addr) => {
+            let server = Arc::new(TlsServer::new(&cfg.tls.settings())?);
+            tracing::info!(%addr, certificates = server.certificates().len(), "TLS listener configured");
+            let tls = Arc::new(TlsControl::new(server.clone()));
+            supervisor.set_tls(tls.clone());
+            Some((server, tls))
+        }
+        None => None,
+    };
     let serving = Serving::new(
         supervisor.clone(),
-        cfg.api_gateway.listen,
+        data_ports(&cfg),
         ms(cfg.dpdk.link_down_grace_ms),
     );
     let dpdk = if cfg.api_gateway.enable_dpdk {
@@ -246,6 +270,7 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
             prefix_len,
             gateway: cfg.dpdk.next_hop()?,
             listen_port: cfg.dpdk.listen_port,
+            tls_listen_port: cfg.tls.listen.map(|a| a.port()),
         })
     } else {
         None
@@ -280,6 +305,7 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
             access: access.clone(),
             notifier,
             runtime: control.handle().clone(),
+            tls: tls.as_ref().map(|(_, t)| t.clone()),
         },
     ));
     let admin = Arc::new(Admin::new(AdminState {
@@ -322,6 +348,7 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
             live,
             stats: stats_tx,
             access: access.clone(),
+            tls: tls.as_ref().map(|(s, _)| s.clone()),
         },
     )?;
     // The access log's writer: the file (or stdout), and the audit log
@@ -344,6 +371,9 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
         reloader.start_checks();
         tokio::spawn(reloader.clone().watch());
         tokio::spawn(reloader.clone().resolve_names());
+        if let Some((_, tls)) = &tls {
+            tokio::spawn(reloader.clone().watch_certificates(tls.clone()));
+        }
         if let Some(cache) = sweeper {
             // Apply lazy purges in the background.
             tokio::spawn(async move {

@@ -21,6 +21,7 @@ use ultragate_control::notify::{Format, Notifier, NotifyConfig};
 use ultragate_control::policy::{DecisionKind, Thresholds};
 use ultragate_control::supervisor::Supervisor;
 use ultragate_control::timeline::{Audit, AuditSink, Timeline};
+use ultragate_control::tls::TlsControl;
 use ultragate_dataplane::access::{AccessLog, AccessSink};
 use ultragate_dataplane::cache::{Cache, CacheConfig};
 use ultragate_dataplane::http::request::RequestLimits;
@@ -37,6 +38,7 @@ const RESTART_KEYS: &[&str] = &[
     "api_gateway.max_connections_per_core",
     "api_gateway.drain_timeout_ms",
     "admin.listen",
+    "tls.listen",
     "cache.enabled",
     "cache.snapshot_dir",
     "cache.restore_on_start",
@@ -329,6 +331,8 @@ pub struct Targets {
     pub notifier: Arc<Notifier>,
     /// Runs the active health checks.
     pub runtime: tokio::runtime::Handle,
+    /// The TLS listener's certificates, when `[tls]` is on.
+    pub tls: Option<Arc<TlsControl>>,
 }
 
 struct Running {
@@ -552,6 +556,15 @@ impl Reloader {
                 "admin.token_file".to_owned()
             });
         }
+        // The certificates are read again at every reload (SIGHUP is how
+        // operators ask for it), whether or not `[tls]` changed.
+        if let Some(tls) = &self.to.tls {
+            tls.reload(
+                &self.to.supervisor,
+                Some(&new.tls.settings()),
+                "config reload",
+            )?;
+        }
         if live.is_empty() {
             return Ok(ReloadReport {
                 applied: Vec::new(),
@@ -623,6 +636,22 @@ impl Reloader {
             applied: live,
             needs_restart: restart,
         })
+    }
+
+    /// Reloads the TLS certificates whenever their files change on disk
+    /// (cert-manager renewing, a Secret update swapping the symlink),
+    /// every `[tls] watch_interval_ms`.
+    pub async fn watch_certificates(self: Arc<Self>, tls: Arc<TlsControl>) {
+        loop {
+            let every = self.running().config.tls.watch_interval_ms;
+            if every == 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(every)).await;
+            let (tls, sup) = (tls.clone(), self.to.supervisor.clone());
+            let _ = tokio::task::spawn_blocking(move || tls.check_files(&sup)).await;
+        }
     }
 
     /// Reloads whenever the file's bytes change (a ConfigMap update swaps

@@ -35,10 +35,9 @@ impl EpollDataplane {
     pub fn start(cfg: DriverConfig, shared: Shared) -> Result<Self, DriverError> {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let listeners = listen::bind_all(cfg.listen, cfg.cores.len())?;
-        let local_addr = listeners[0].local_addr().ok();
+        let (listeners, local_addr) = listen::bind_cores(&cfg)?;
         let mut threads = Vec::new();
-        for (i, listener) in listeners.into_iter().enumerate() {
+        for (i, listeners) in listeners.into_iter().enumerate() {
             let pin = cfg
                 .cores
                 .get(i)
@@ -47,7 +46,7 @@ impl EpollDataplane {
             let (cfg, shared, shutdown) = (cfg.clone(), shared.clone(), shutdown_rx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("ug-data-{i}"))
-                .spawn(move || run_core(pin, core, listener, cfg, shared, shutdown))
+                .spawn(move || run_core(pin, core, listeners, cfg, shared, shutdown))
                 .map_err(DriverError::Thread)?;
             threads.push(thread);
         }
@@ -166,7 +165,7 @@ impl Core {
 fn run_core(
     pin: Option<core_affinity::CoreId>,
     core: usize,
-    listener: std::net::TcpListener,
+    listeners: listen::CoreListeners,
     cfg: DriverConfig,
     shared: Shared,
     mut shutdown: watch::Receiver<bool>,
@@ -188,13 +187,16 @@ fn run_core(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let listener = match TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
+        let register = |l: Option<std::net::TcpListener>| match l.map(TcpListener::from_std) {
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) => {
                 tracing::error!(error = %e, "cannot register listener");
-                return;
+                None
             }
+            None => None,
         };
+        let plain = register(listeners.plain);
+        let tls = register(listeners.tls);
         let core = Rc::new(Core {
             ep: RefCell::new(shared.endpoint(core, &cfg, true)),
             shared,
@@ -209,18 +211,20 @@ fn run_core(
             .on_wake(Box::new(move || bell.notify_one()));
         let timers = tokio::task::spawn_local(timer(core.clone()));
         while !*shutdown.borrow() {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => accept(&core, stream, peer),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                },
-                _ = shutdown.changed() => {}
+            let accepted = tokio::select! {
+                a = accept_on(&plain) => a.map(|a| (a, false)),
+                a = accept_on(&tls) => a.map(|a| (a, true)),
+                _ = shutdown.changed() => continue,
+            };
+            match accepted {
+                Ok(((stream, peer), tls)) => accept(&core, stream, peer, tls),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         }
-        drop(listener);
+        drop((plain, tls));
         core.handle(Event::Drain);
         // The endpoint resets what is still open at the drain timeout; the
         // bound here only guards against a socket task that never ends.
@@ -233,11 +237,24 @@ fn run_core(
     });
 }
 
-fn accept(core: &Rc<Core>, stream: TcpStream, peer: SocketAddr) {
-    let id = core.ep.borrow_mut().accept(Instant::now(), peer);
+/// The next connection on `listener`; never, when it is off.
+async fn accept_on(listener: &Option<TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn accept(core: &Rc<Core>, stream: TcpStream, peer: SocketAddr, tls: bool) {
+    let id = match tls {
+        true => core.ep.borrow_mut().accept_tls(Instant::now(), peer),
+        false => core.ep.borrow_mut().accept(Instant::now(), peer),
+    };
     let Some(id) = id else {
         use std::os::fd::AsFd;
-        super::refuse(stream.as_fd());
+        if !tls {
+            super::refuse(stream.as_fd());
+        }
         return;
     };
     let _ = stream.set_nodelay(true);

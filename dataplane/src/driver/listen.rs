@@ -1,7 +1,7 @@
 //! The data port's listening sockets: one per core with `SO_REUSEPORT`,
 //! so the kernel spreads new connections over the cores.
 
-use super::DriverError;
+use super::{DriverConfig, DriverError};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -11,7 +11,7 @@ const BACKLOG: i32 = 1024;
 
 /// One listener per core on `addr` (a port of 0 is picked once, then
 /// shared); `n` of them.
-pub(super) fn bind_all(addr: SocketAddr, n: usize) -> Result<Vec<TcpListener>, DriverError> {
+fn bind_all(addr: SocketAddr, n: usize) -> Result<Vec<TcpListener>, DriverError> {
     let first = bind_reuseport(addr)?;
     let local = first
         .local_addr()
@@ -21,6 +21,42 @@ pub(super) fn bind_all(addr: SocketAddr, n: usize) -> Result<Vec<TcpListener>, D
         all.push(bind_reuseport(local)?);
     }
     Ok(all)
+}
+
+/// One core's listening sockets: the plain HTTP port's and the TLS
+/// port's, either of which may be off.
+pub(super) struct CoreListeners {
+    /// Plain HTTP (`[api_gateway] listen`).
+    pub(super) plain: Option<TcpListener>,
+    /// HTTPS (`[tls] listen`).
+    pub(super) tls: Option<TcpListener>,
+}
+
+/// The listeners of every core of `cfg`, and the addresses they took.
+pub(super) fn bind_cores(
+    cfg: &DriverConfig,
+) -> Result<(Vec<CoreListeners>, Vec<SocketAddr>), DriverError> {
+    let n = cfg.cores.len().max(1);
+    let bind = |addr: Option<SocketAddr>| -> Result<Vec<Option<TcpListener>>, DriverError> {
+        match addr {
+            Some(a) => Ok(bind_all(a, n)?.into_iter().map(Some).collect()),
+            None => Ok((0..n).map(|_| None).collect()),
+        }
+    };
+    let plain = bind(cfg.listen)?;
+    let tls = bind(cfg.tls_listen)?;
+    let addrs = [plain.first(), tls.first()]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let cores = plain
+        .into_iter()
+        .zip(tls)
+        .map(|(plain, tls)| CoreListeners { plain, tls })
+        .collect();
+    Ok((cores, addrs))
 }
 
 fn bind_reuseport(addr: SocketAddr) -> Result<TcpListener, DriverError> {

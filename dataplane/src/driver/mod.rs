@@ -20,6 +20,7 @@ use crate::endpoint::{Endpoint, EndpointConfig, Parts};
 use crate::live::Live;
 use crate::stats::CoreStats;
 use crate::status::{Backend, DataplaneStatus};
+use crate::tls::TlsServer;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -29,8 +30,10 @@ use thiserror::Error;
 /// Where and how the kernel data plane serves.
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
-    /// The data port's address.
-    pub listen: SocketAddr,
+    /// The plain HTTP data port's address; `None` when only TLS serves.
+    pub listen: Option<SocketAddr>,
+    /// The TLS data port's address (`[tls] listen`), when TLS is on.
+    pub tls_listen: Option<SocketAddr>,
     /// Cores to run one data thread each on (ids as `core_affinity` counts).
     pub cores: Vec<usize>,
     /// How long in-flight requests may take to finish after a shutdown.
@@ -58,6 +61,8 @@ pub struct DpdkConfig {
     pub gateway: Option<Ipv4Addr>,
     /// The TCP port clients connect to.
     pub listen_port: u16,
+    /// The TCP port TLS clients connect to, when `[tls]` is on.
+    pub tls_listen_port: Option<u16>,
 }
 
 /// Which kernel backend `[api_gateway] io_backend` asks for.
@@ -107,6 +112,8 @@ pub struct Shared {
     pub access: Arc<AccessLog>,
     /// Where each core sends its statistics.
     pub stats: std::sync::mpsc::Sender<CoreStats>,
+    /// The TLS listener's certificates and settings, when `[tls]` is on.
+    pub tls: Option<Arc<TlsServer>>,
 }
 
 impl Shared {
@@ -118,6 +125,7 @@ impl Shared {
             live: self.live.clone(),
             access: self.access.clone(),
             stats: self.stats.clone(),
+            tls: self.tls.clone(),
         };
         let ecfg = EndpointConfig {
             core,

@@ -28,6 +28,7 @@ use crate::live::Live;
 use crate::proxy::{Action, Conn};
 use crate::stats::{Completion, CoreStats};
 use crate::status::DataplaneStatus;
+use crate::tls::{Failure, TlsServer, TlsSession};
 use crate::upstream::pool::Checkout;
 use bytes::Bytes;
 use peers::{Target, Upstreams};
@@ -189,6 +190,28 @@ pub struct Parts {
     pub access: Arc<AccessLog>,
     /// Where the core's statistics go every interval.
     pub stats: mpsc::Sender<CoreStats>,
+    /// The TLS listener's certificates and settings, when `[tls]` is on.
+    pub tls: Option<Arc<TlsServer>>,
+}
+
+/// Most encrypted bytes a TLS connection queues before the engine's
+/// output waits (so the engine's send timeout still sees a slow reader).
+const TLS_QUEUE: usize = 64 * 1024;
+
+/// Most plaintext sealed into one TLS record.
+const TLS_RECORD: usize = 16 * 1024;
+
+/// The answer to a plain HTTP request sent to the TLS port, in plain text.
+const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 51\r\nConnection: close\r\n\r\nThis port speaks HTTPS: send the request over TLS.\n";
+
+/// A client connection's TLS layer.
+struct Tls {
+    session: TlsSession,
+    /// The handshake's deadline, then (once closing) the last write's.
+    deadline: Option<Instant>,
+    /// The connection failed or ended: what is queued is written, then it
+    /// closes.
+    closing: bool,
 }
 
 /// One client connection.
@@ -210,11 +233,14 @@ struct Client {
     background: Option<Bytes>,
     /// In the endpoint's list of requests waiting for a fetch.
     listed: bool,
+    /// TLS between the socket and the engine (the TLS listener).
+    tls: Option<Box<Tls>>,
 }
 
 impl Client {
     fn new(conn: Conn, peer: SocketAddr, background: Option<Bytes>) -> Self {
         Self {
+            tls: None,
             conn,
             peer,
             up: None,
@@ -273,6 +299,8 @@ pub struct Endpoint {
     waiting: Vec<ClientId>,
     /// The time of the latest event.
     last_now: Instant,
+    /// Plaintext gathered into one TLS record.
+    seal_buf: Vec<u8>,
 }
 
 impl Endpoint {
@@ -292,6 +320,7 @@ impl Endpoint {
             bell: parts.cache.as_ref().map(|c| c.bell()),
             waiting: Vec::new(),
             last_now: now,
+            seal_buf: Vec::new(),
             cfg,
             parts,
         }
@@ -309,6 +338,30 @@ impl Endpoint {
     /// A new client connection from `peer`; `None` when the core is at its
     /// connection limit (the driver answers `503` and closes).
     pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Option<ClientId> {
+        self.open(now, peer, None)
+    }
+
+    /// A new client connection from `peer` on the TLS listener: the same as
+    /// [`Self::accept`], with a TLS session in front of the engine. `None`
+    /// also when no TLS listener is configured.
+    pub fn accept_tls(&mut self, now: Instant, peer: SocketAddr) -> Option<ClientId> {
+        let server = self.parts.tls.as_ref()?;
+        let session = match server.session() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a TLS session");
+                return None;
+            }
+        };
+        let tls = Tls {
+            session,
+            deadline: Some(now + server.handshake_timeout()),
+            closing: false,
+        };
+        self.open(now, peer, Some(Box::new(tls)))
+    }
+
+    fn open(&mut self, now: Instant, peer: SocketAddr, tls: Option<Box<Tls>>) -> Option<ClientId> {
         if self.clients.len() >= self.cfg.max_connections {
             return None;
         }
@@ -323,7 +376,9 @@ impl Endpoint {
         if !self.cfg.local_admin {
             conn = conn.without_local_admin();
         }
-        let (idx, gen) = self.clients.insert(Client::new(conn, peer, None));
+        let mut client = Client::new(conn, peer, None);
+        client.tls = tls;
+        let (idx, gen) = self.clients.insert(client);
         let id = ClientId { idx, gen };
         let draining = self.drain_deadline.is_some();
         self.on_client(id, now, |conn| {
@@ -338,8 +393,24 @@ impl Endpoint {
     pub fn handle(&mut self, now: Instant, event: Event<'_>) {
         self.last_now = now;
         match event {
+            Event::ClientBytes(id, data) if self.is_tls(id) => self.tls_bytes(id, now, data),
             Event::ClientBytes(id, data) => self.on_client(id, now, |c| c.recv_client(now, data)),
-            Event::ClientEof(id) => self.on_client(id, now, |c| c.client_eof(now)),
+            Event::ClientEof(id) => {
+                if self.tls_handshaking(id) {
+                    self.stats.tls.failure(Failure::Closed);
+                }
+                self.on_client(id, now, |c| c.client_eof(now))
+            }
+            Event::ClientWritten(id, n) if self.is_tls(id) => {
+                if let Some(t) = self
+                    .clients
+                    .get_mut(id.idx, id.gen)
+                    .and_then(|c| c.tls.as_mut())
+                {
+                    t.session.written(n);
+                }
+                self.on_client(id, now, |_| {})
+            }
             Event::ClientWritten(id, n) => self.on_client(id, now, |c| c.client_written(n, now)),
             Event::ClientError(id) => self.close_client(id, false),
             Event::ClientClosed(id) => {
@@ -421,11 +492,18 @@ impl Endpoint {
     /// What the client connection wants from the transport now.
     pub fn client_interest(&self, id: ClientId) -> Interest {
         match self.clients.get(id.idx, id.gen) {
-            Some(c) if !c.closed && c.background.is_none() => Interest {
+            Some(c) if c.closed || c.background.is_some() => Interest::default(),
+            Some(Client {
+                tls: Some(t), conn, ..
+            }) => Interest {
+                read: !t.closing && (t.session.is_handshaking() || conn.wants_client_bytes()),
+                write: t.session.pending() > 0,
+            },
+            Some(c) => Interest {
                 read: c.conn.wants_client_bytes(),
                 write: c.conn.client_pending() > 0,
             },
-            _ => Interest::default(),
+            None => Interest::default(),
         }
     }
 
@@ -433,8 +511,10 @@ impl Endpoint {
     /// how many of `dst` it filled.
     pub fn client_slices<'a>(&'a self, id: ClientId, dst: &mut [std::io::IoSlice<'a>]) -> usize {
         match self.clients.get(id.idx, id.gen) {
-            Some(c) if !c.closed => c.conn.client_slices(dst),
-            _ => 0,
+            Some(c) if c.closed => 0,
+            Some(Client { tls: Some(t), .. }) => t.session.slices(dst),
+            Some(c) => c.conn.client_slices(dst),
+            None => 0,
         }
     }
 
@@ -442,8 +522,10 @@ impl Endpoint {
     /// for a kernel that reads it after the call returns (io_uring). The
     /// bytes live until [`Event::ClientClosed`] at the latest.
     pub fn pin_client_output(&mut self, id: ClientId) {
-        if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
-            c.conn.pin_client_output();
+        match self.clients.get_mut(id.idx, id.gen) {
+            Some(Client { tls: Some(t), .. }) => t.session.pin(),
+            Some(c) => c.conn.pin_client_output(),
+            None => {}
         }
     }
 
@@ -588,6 +670,9 @@ impl Endpoint {
                 Action::Refresh { request, key } => self.start_refresh(now, &request, key),
             }
         }
+        if self.seal(id, now) {
+            return;
+        }
         let Self {
             clients,
             peers,
@@ -610,10 +695,15 @@ impl Endpoint {
         if c.conn.is_aborted() {
             return self.close_client(id, true);
         }
-        if c.conn.is_finished() {
+        if c.conn.is_finished() && c.tls.is_none() {
             return self.close_client(id, false);
         }
-        if let Some(t) = c.conn.timeout() {
+        let tls_deadline = c.tls.as_ref().and_then(|t| t.deadline);
+        let timeout = match (c.conn.timeout(), tls_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(t) = timeout {
             if c.timer_at.is_none_or(|at| t < at) {
                 c.timer_at = Some(t);
                 timers.push(Reverse((t, id.idx, id.gen)));
@@ -630,6 +720,134 @@ impl Endpoint {
         if let Some(u) = c.up {
             self.touch_upstream(u);
         }
+    }
+
+    /// Whether client `id` came through the TLS listener.
+    fn is_tls(&self, id: ClientId) -> bool {
+        self.clients
+            .get(id.idx, id.gen)
+            .is_some_and(|c| c.tls.is_some())
+    }
+
+    /// Whether client `id`'s TLS handshake is still going on.
+    fn tls_handshaking(&self, id: ClientId) -> bool {
+        self.clients
+            .get(id.idx, id.gen)
+            .and_then(|c| c.tls.as_ref())
+            .is_some_and(|t| t.session.is_handshaking())
+    }
+
+    /// TLS bytes from client `id`: decrypted into its engine (inside the
+    /// panic boundary); a failed handshake is counted by reason and closes
+    /// the connection once what is queued (an HTTP `400` for a plain
+    /// request) is written.
+    fn tls_bytes(&mut self, id: ClientId, now: Instant, data: &[u8]) {
+        let Self { clients, stats, .. } = self;
+        let Some(c) = clients.get_mut(id.idx, id.gen).filter(|c| !c.closed) else {
+            return;
+        };
+        let Client {
+            tls: Some(t), conn, ..
+        } = c
+        else {
+            return;
+        };
+        if t.closing {
+            return;
+        }
+        let run = catch_unwind(AssertUnwindSafe(|| {
+            t.session
+                .recv(data, &mut |plain| conn.recv_client(now, plain))
+        }));
+        match run {
+            Ok(Ok(Some(handshake))) => {
+                stats.tls.handshake(handshake);
+                t.deadline = None;
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(failure)) => {
+                stats.tls.failure(failure);
+                if failure == Failure::PlaintextHttp {
+                    t.session.queue_plain(PLAIN_TO_TLS);
+                }
+                t.closing = true;
+                t.deadline = Some(now + self.peers.engine().send_timeout);
+            }
+            Err(payload) => {
+                crate::driver::contained_panic(&self.parts.status, Some(c.peer), &*payload);
+                return self.close_client(id, true);
+            }
+        }
+        self.on_client(id, now, |_| {});
+    }
+
+    /// For a TLS client: encrypts what its engine queued (up to
+    /// [`TLS_QUEUE`] ahead of the socket), and once the engine is done
+    /// queues `close_notify` and closes when all is written. Returns
+    /// whether it closed the client.
+    fn seal(&mut self, id: ClientId, now: Instant) -> bool {
+        let send_timeout = self.peers.engine().send_timeout;
+        let Self {
+            clients,
+            seal_buf,
+            stats,
+            ..
+        } = self;
+        let Some(Client {
+            tls: Some(t), conn, ..
+        }) = clients.get_mut(id.idx, id.gen)
+        else {
+            return false;
+        };
+        while !t.closing && t.session.pending() < TLS_QUEUE && conn.client_pending() > 0 {
+            seal_buf.clear();
+            let mut slices = [std::io::IoSlice::new(&[]); 8];
+            let n = conn.client_slices(&mut slices);
+            for s in &slices[..n] {
+                let room = TLS_RECORD - seal_buf.len();
+                seal_buf.extend_from_slice(&s[..s.len().min(room)]);
+            }
+            match t.session.encrypt(seal_buf) {
+                Ok(true) => conn.client_written(seal_buf.len(), now),
+                Ok(false) => break,
+                Err(failure) => {
+                    stats.tls.failure(failure);
+                    t.closing = true;
+                    t.deadline = Some(now + send_timeout);
+                }
+            }
+        }
+        if conn.is_finished() && !conn.is_aborted() && !t.closing {
+            t.session.queue_close();
+            t.closing = true;
+            t.deadline = Some(now + send_timeout);
+        }
+        if t.closing && t.session.pending() == 0 {
+            self.close_client(id, false);
+            return true;
+        }
+        false
+    }
+
+    /// Closes client `id` when its TLS deadline (handshake, or the last
+    /// write after the end) has passed; a handshake that timed out is
+    /// counted. Returns whether it closed it.
+    fn tls_expired(&mut self, id: ClientId, now: Instant) -> bool {
+        let Some(t) = self
+            .clients
+            .get(id.idx, id.gen)
+            .and_then(|c| c.tls.as_ref())
+        else {
+            return false;
+        };
+        if t.deadline.is_none_or(|d| d > now) {
+            return false;
+        }
+        if t.session.is_handshaking() && !t.closing {
+            self.stats.tls.failure(Failure::Timeout);
+        }
+        self.close_client(id, true);
+        true
     }
 
     /// Starts a background refresh (stale-while-revalidate): a connection
@@ -841,6 +1059,9 @@ impl Endpoint {
             match self.clients.get_mut(idx, gen) {
                 Some(c) if !c.closed && c.timer_at == Some(t) => c.timer_at = None,
                 _ => continue,
+            }
+            if self.tls_expired(id, now) {
+                continue;
             }
             self.on_client(id, now, |c| {
                 if c.timeout().is_some_and(|d| d <= now) {

@@ -211,6 +211,7 @@ impl Sim {
             live,
             access: Arc::new(AccessLog::new()),
             stats,
+            tls: None,
         };
         let cfg = EndpointConfig {
             core: 0,

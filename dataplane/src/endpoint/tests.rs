@@ -54,6 +54,7 @@ fn endpoint_with(
         live: Arc::new(Live::new(engine, primary, fallback)),
         access: Arc::new(AccessLog::new()),
         stats,
+        tls: None,
     };
     let cfg = EndpointConfig {
         core: 0,

@@ -153,11 +153,13 @@ fn random_seed() -> u64 {
 /// A core's sockets and its endpoint, apart from the port and the
 /// interface (which `run` owns, as smoltcp borrows them together).
 struct Core {
-    listen_port: u16,
+    /// The ports served: plain HTTP and, when on, TLS (`true`).
+    ports: Vec<(u16, bool)>,
     max_connections: usize,
     ep: Endpoint,
     sockets: SocketSet<'static>,
-    listeners: Vec<SocketHandle>,
+    /// Listening sockets, each with whether its port is TLS.
+    listeners: Vec<(SocketHandle, bool)>,
     clients: Vec<Option<ClientSock>>,
     ups: Vec<Option<UpSock>>,
     poller: Poller,
@@ -218,7 +220,9 @@ pub(super) fn run(setup: Setup) {
             .add_default_ipv4_route(Ipv4Address::new(g[0], g[1], g[2], g[3]));
     }
     let mut core = Core {
-        listen_port: dpdk.listen_port,
+        ports: std::iter::once((dpdk.listen_port, false))
+            .chain(dpdk.tls_listen_port.map(|p| (p, true)))
+            .collect(),
         max_connections: cfg.max_connections_per_core,
         // A peer on the port is never local, whatever its address.
         ep: shared.endpoint(core_id, &cfg, false),
@@ -279,19 +283,23 @@ impl Core {
     /// Keeps [`BACKLOG`] sockets listening while under the connection
     /// limit; past it, SYNs find no listener and are reset.
     fn fill_backlog(&mut self) {
-        while !self.draining
-            && self.listeners.len() < BACKLOG
-            && self.ep.open_connections() + self.listeners.len() < self.max_connections
-        {
-            let h = self.sockets.add(listener(self.listen_port));
-            self.listeners.push(h);
+        for &(port, tls) in &self.ports {
+            let listening =
+                |l: &[(SocketHandle, bool)]| l.iter().filter(|(_, t)| *t == tls).count();
+            while !self.draining
+                && listening(&self.listeners) < BACKLOG
+                && self.ep.open_connections() + self.listeners.len() < self.max_connections
+            {
+                let h = self.sockets.add(listener(port));
+                self.listeners.push((h, tls));
+            }
         }
     }
 
     /// Stops listening and asks every connection to finish.
     fn begin_drain(&mut self, now: Instant) {
         self.draining = true;
-        for h in self.listeners.drain(..) {
+        for (h, _) in self.listeners.drain(..) {
             self.sockets.remove(h);
         }
         self.ep.handle(now, Event::Drain);
@@ -302,7 +310,7 @@ impl Core {
         let mut accepted = false;
         let mut i = 0;
         while i < self.listeners.len() {
-            let h = self.listeners[i];
+            let (h, tls) = self.listeners[i];
             let sock = self.sockets.get_mut::<tcp::Socket>(h);
             if sock.state() == tcp::State::Listen {
                 i += 1;
@@ -316,7 +324,11 @@ impl Core {
                     IpAddress::Ipv4(v4) => SocketAddr::new(IpAddr::V4(v4), e.port),
                 })
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-            match self.ep.accept(now, peer) {
+            let id = match tls {
+                true => self.ep.accept_tls(now, peer),
+                false => self.ep.accept(now, peer),
+            };
+            match id {
                 Some(id) => put(
                     &mut self.clients,
                     id.index(),

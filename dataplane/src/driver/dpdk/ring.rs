@@ -102,9 +102,11 @@ pub fn start(
         )),
         stats,
         access: Arc::new(crate::access::AccessLog::new()),
+        tls: None,
     };
     let driver = DriverConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        tls_listen: None,
         cores: gateway_core.into_iter().collect(),
         drain_timeout: Duration::from_secs(2),
         stats_interval: Duration::from_millis(250),
@@ -117,6 +119,7 @@ pub fn start(
         prefix_len: 24,
         gateway: None,
         listen_port: PORT,
+        tls_listen_port: None,
     };
     let gateway = DpdkDataplane::start(&dpdk, driver, shared)?;
     let pool = eal::Mempool::create(&format!("{name}_client"), 16383, client_port)?;

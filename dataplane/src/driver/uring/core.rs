@@ -54,7 +54,7 @@ pub(super) struct Setup {
     pub(super) core: usize,
     pub(super) cfg: DriverConfig,
     pub(super) shared: Shared,
-    pub(super) listener: TcpListener,
+    pub(super) listeners: super::super::listen::CoreListeners,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) waker: Arc<Waker>,
 }
@@ -100,8 +100,9 @@ struct UpSock {
 struct Core {
     ring: IoUring,
     bufs: BufRing,
-    listener: Option<TcpListener>,
-    accepting: bool,
+    /// The plain and the TLS listener (the accept's slot is the index).
+    listeners: [Option<TcpListener>; 2],
+    accepting: [bool; 2],
     clients: Vec<Option<Box<ClientSock>>>,
     ups: Vec<Option<Box<UpSock>>>,
     next_gen: u32,
@@ -172,8 +173,8 @@ impl Core {
         let mut core = Self {
             ring,
             bufs,
-            listener: Some(setup.listener),
-            accepting: false,
+            listeners: [setup.listeners.plain, setup.listeners.tls],
+            accepting: [false; 2],
             clients: Vec::new(),
             ups: Vec::new(),
             next_gen: 1,
@@ -200,18 +201,20 @@ impl Core {
     }
 
     fn arm_accept(&mut self) {
-        let Some(l) = &self.listener else { return };
-        if self.accepting || self.draining {
-            return;
-        }
-        let e = opcode::AcceptMulti::new(Fd(l.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(Op::new(Kind::Accept, NO_SLOT, 0).encode());
-        // SAFETY: accept points to no memory.
-        match unsafe { push(&mut self.ring, e) } {
-            Ok(()) => self.accepting = true,
-            Err(e) => tracing::warn!(error = %e, "cannot queue the accept; trying again"),
+        for (i, l) in self.listeners.iter().enumerate() {
+            let Some(l) = l else { continue };
+            if self.accepting[i] || self.draining {
+                continue;
+            }
+            let e = opcode::AcceptMulti::new(Fd(l.as_raw_fd()))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+                .user_data(Op::new(Kind::Accept, i as u32, 0).encode());
+            // SAFETY: accept points to no memory.
+            match unsafe { push(&mut self.ring, e) } {
+                Ok(()) => self.accepting[i] = true,
+                Err(e) => tracing::warn!(error = %e, "cannot queue the accept; trying again"),
+            }
         }
     }
 
@@ -281,15 +284,18 @@ impl Core {
 
     fn begin_drain(&mut self, now: Instant) {
         self.draining = true;
-        if self.accepting {
-            let e = opcode::AsyncCancel::new(Op::new(Kind::Accept, NO_SLOT, 0).encode())
+        for (i, accepting) in self.accepting.iter().enumerate() {
+            if !accepting {
+                continue;
+            }
+            let e = opcode::AsyncCancel::new(Op::new(Kind::Accept, i as u32, 0).encode())
                 .build()
                 .user_data(Op::new(Kind::Cancel, NO_SLOT, 0).encode());
             // SAFETY: cancel points to no memory. Not queued: the listener
             // closes below anyway.
             let _ = unsafe { push(&mut self.ring, e) };
         }
-        self.listener = None;
+        self.listeners = [None, None];
         self.ep.handle(now, Event::Drain);
     }
 
@@ -329,7 +335,7 @@ impl Core {
         };
         let (res, flags) = (cqe.result(), cqe.flags());
         match op.kind {
-            Kind::Accept => self.accepted(res, flags, now),
+            Kind::Accept => self.accepted(res, flags, op.slot == 1, now),
             Kind::Wake => self.woken(now),
             Kind::Recv => self.received(op, res, flags, now),
             Kind::Send => self.sent(op, res, now),
@@ -353,9 +359,9 @@ impl Core {
         }
     }
 
-    fn accepted(&mut self, res: i32, flags: u32, now: Instant) {
+    fn accepted(&mut self, res: i32, flags: u32, tls: bool, now: Instant) {
         if !cqueue::more(flags) {
-            self.accepting = false;
+            self.accepting[usize::from(tls)] = false;
         }
         if res < 0 {
             if res != -libc::ECANCELED {
@@ -371,8 +377,14 @@ impl Core {
         let peer = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let Some(id) = self.ep.accept(now, peer) else {
-            refuse(stream.as_fd());
+        let id = match tls {
+            true => self.ep.accept_tls(now, peer),
+            false => self.ep.accept(now, peer),
+        };
+        let Some(id) = id else {
+            if !tls {
+                refuse(stream.as_fd());
+            }
             return;
         };
         let _ = stream.set_nodelay(true);

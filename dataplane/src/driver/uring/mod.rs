@@ -131,8 +131,7 @@ impl UringDataplane {
         // Refused early and cheaply, before a listener is bound.
         probe(&new_ring(8)?)?;
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let listeners = listen::bind_all(cfg.listen, cfg.cores.len())?;
-        let local_addr = listeners[0].local_addr().ok();
+        let (listeners, local_addr) = listen::bind_cores(&cfg)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut running = Self {
             threads: Vec::new(),
@@ -140,7 +139,7 @@ impl UringDataplane {
             wakers: Vec::new(),
         };
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), Refused>>();
-        for (i, listener) in listeners.into_iter().enumerate() {
+        for (i, listeners) in listeners.into_iter().enumerate() {
             let core = cfg
                 .cores
                 .get(i)
@@ -150,7 +149,7 @@ impl UringDataplane {
                 core: cfg.cores.get(i).copied().unwrap_or(i),
                 cfg: cfg.clone(),
                 shared: shared.clone(),
-                listener,
+                listeners,
                 stop: stop.clone(),
                 waker: waker.clone(),
             };
