@@ -1,0 +1,425 @@
+//! HTTPS on the TLS listener, end to end: a throwaway CA made here, curl
+//! and a rustls client against the real gateway in front of a real origin.
+
+mod support;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+
+/// A CA made for one test, its files in a directory of their own.
+struct Ca {
+    dir: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new(test: &str) -> Ca {
+        let dir = std::env::temp_dir().join(format!("ug-tls-e2e-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ultragate test CA");
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
+        Ca {
+            dir,
+            issuer: Issuer::new(params, key),
+            pem: cert.pem(),
+        }
+    }
+
+    fn ca_file(&self) -> String {
+        self.dir.join("ca.pem").display().to_string()
+    }
+
+    /// Writes a leaf for `names` (common name `cn`) as `DIR/tls.crt` and
+    /// `DIR/tls.key` under the CA's directory.
+    fn leaf(&self, sub: &str, cn: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let dir = self.dir.join(sub);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (crt, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (crt, k)
+    }
+
+    /// A rustls client trusting this CA only, without resumption (so
+    /// every connection sees the certificate served now).
+    fn client(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.pem.as_bytes()).unwrap())
+            .unwrap();
+        let mut cfg = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.resumption = rustls::client::Resumption::disabled();
+        Arc::new(cfg)
+    }
+}
+
+impl Drop for Ca {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The `[tls]` section: a listener on `port` with the given certificates.
+fn tls_section(port: u16, certs: &[(PathBuf, PathBuf)], extra: &str) -> String {
+    let mut s =
+        format!("\n[tls]\nlisten = \"127.0.0.1:{port}\"\nhandshake_timeout_ms = 500\n{extra}\n");
+    for (crt, key) in certs {
+        s += &format!(
+            "[[tls.certificate]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            crt.display(),
+            key.display()
+        );
+    }
+    s
+}
+
+/// Starts the gateway with `[tls]` on a free port; returns it and the
+/// TLS address.
+fn start(origin: SocketAddr, certs: &[(PathBuf, PathBuf)], extra: &str) -> (Gateway, SocketAddr) {
+    let port = free_port();
+    let gw = Gateway::start(&[origin], "", &tls_section(port, certs, extra));
+    let tls = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(tls, "the TLS listener");
+    (gw, tls)
+}
+
+/// curl over TLS to `name` (resolved to `tls`), trusting the CA: the
+/// verbose log and the body.
+fn curl_tls(ca: &Ca, tls: SocketAddr, name: &str, path: &str, args: &[&str]) -> (String, String) {
+    let resolve = format!("{name}:{}:127.0.0.1", tls.port());
+    let url = format!("https://{name}:{}{path}", tls.port());
+    let ca_file = ca.ca_file();
+    let mut all = vec!["-v", "-i", "--cacert", &ca_file, "--resolve", &resolve];
+    all.extend(args);
+    all.push(&url);
+    let out = curl(&all);
+    (
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// One GET over a new TLS connection with rustls: the status and the
+/// common name of the certificate served.
+fn https_get(
+    cfg: &Arc<rustls::ClientConfig>,
+    tls: SocketAddr,
+    name: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
+    let server = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(cfg.clone(), server).map_err(|e| e.to_string())?;
+    let sock =
+        TcpStream::connect_timeout(&tls, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut body = Vec::new();
+    match s.read_to_end(&mut body) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !body.is_empty() => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let text = String::from_utf8_lossy(&body);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {text:?}"))?;
+    let der = &s.conn.peer_certificates().ok_or("no certificate")?[0];
+    let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
+    let cn = x
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    Ok((status, cn))
+}
+
+/// A metric's value from `/metrics` (0 when absent).
+fn metric(gw: &Gateway, series: &str) -> f64 {
+    let out = curl(&[&format!("http://{}/metrics", gw.admin)]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn curl_gets_the_sni_certificate_over_tls_1_2_and_1_3_resumes_and_hits_the_cache() {
+    let ca = Ca::new("curl");
+    let a = ca.leaf("a", "a.test", &["a.test"]);
+    let b = ca.leaf("b", "wild.b.test", &["*.b.test"]);
+    let (_o, origin) = origin(&[]);
+    let (gw, tls) = start(origin, &[a, b], "");
+
+    for (version, max) in [("--tlsv1.2", "1.2"), ("--tlsv1.3", "1.3")] {
+        let (log, out) = curl_tls(
+            &ca,
+            tls,
+            "a.test",
+            "/v?size=1024&cache=max-age=60",
+            &[version, "--tls-max", max],
+        );
+        assert!(out.starts_with("HTTP/1.1 200"), "{log}\n{out}");
+        assert!(log.contains(&format!("TLSv{max}")), "{log}");
+        assert!(log.contains("CN=a.test"), "{log}");
+        assert!(log.contains("ALPN: server accepted http/1.1"), "{log}");
+    }
+    // SNI picks the wildcard certificate; an unknown name gets the first.
+    let (log, _) = curl_tls(&ca, tls, "x.b.test", "/", &[]);
+    assert!(log.contains("CN=wild.b.test"), "{log}");
+    let (log, _) = curl_tls(&ca, tls, "other.test", "/", &["-k"]);
+    assert!(log.contains("CN=a.test"), "{log}");
+
+    // The third request for the same URL is a cache hit, over TLS.
+    let (_, out) = curl_tls(&ca, tls, "a.test", "/v?size=1024&cache=max-age=60", &[]);
+    assert!(out.to_ascii_lowercase().contains("x-cache: hit"), "{out}");
+
+    // Two URLs in one curl, each on its own connection: the second resumes.
+    let url = format!("https://a.test:{}/", tls.port());
+    let resolve = format!("a.test:{}:127.0.0.1", tls.port());
+    for version in ["--tlsv1.2", "--tlsv1.3"] {
+        let max = &version[6..];
+        let out = curl(&[
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            &ca.ca_file(),
+            "--resolve",
+            &resolve,
+            "-H",
+            "Connection: close",
+            version,
+            "--tls-max",
+            max,
+            &url,
+            &url,
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert!(
+        wait_for(Duration::from_secs(3), || metric(
+            &gw,
+            "ultragate_tls_handshakes_total{kind=\"resumed\"}"
+        ) >= 2.0),
+        "resumed handshakes: {}",
+        metric(&gw, "ultragate_tls_handshakes_total{kind=\"resumed\"}")
+    );
+    let health = admin_json(&gw, "/health");
+    let tls_health = health["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "tls")
+        .cloned()
+        .unwrap();
+    assert_eq!(tls_health["status"], "ok", "{tls_health}");
+    assert_eq!(
+        tls_health["certificates"][1]["names"][0], "*.b.test",
+        "{tls_health}"
+    );
+    let out = curl(&[&format!("http://{}/metrics", gw.admin)]);
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("ultragate_tls_certificate_expiry_timestamp_seconds{file="));
+}
+
+#[test]
+fn certificates_reload_under_load_without_a_failed_request_and_a_bad_one_is_refused() {
+    let ca = Ca::new("reload");
+    let v1 = ca.leaf("v1", "v1.test", &["site.test"]);
+    let v2 = ca.leaf("v2", "v2.test", &["site.test"]);
+    // As a Kubernetes Secret volume: the files are symlinks through
+    // `..data`, and an update swaps `..data`.
+    let live = ca.dir.join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let data = live.join("..data");
+    std::os::unix::fs::symlink(v1.0.parent().unwrap(), &data).unwrap();
+    std::os::unix::fs::symlink("..data/tls.crt", live.join("tls.crt")).unwrap();
+    std::os::unix::fs::symlink("..data/tls.key", live.join("tls.key")).unwrap();
+    let files = (live.join("tls.crt"), live.join("tls.key"));
+    let (_o, origin) = origin(&[]);
+    let (gw, tls) = start(origin, &[files], "watch_interval_ms = 100\n");
+    let client = ca.client();
+    assert_eq!(
+        https_get(&client, tls, "site.test", "/"),
+        Ok((200, "v1.test".into()))
+    );
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, client) = (stop.clone(), client.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            let end = std::time::Instant::now() + Duration::from_secs(30);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < end
+            {
+                match https_get(&client, tls, "site.test", "/?size=256") {
+                    Ok((200, _)) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // The Secret is updated: the watch reloads.
+    let next = live.join("..data_tmp");
+    std::os::unix::fs::symlink(v2.0.parent().unwrap(), &next).unwrap();
+    std::fs::rename(&next, &data).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || https_get(
+            &client,
+            tls,
+            "site.test",
+            "/"
+        )
+        .is_ok_and(|(_, cn)| cn == "v2.test")),
+        "the new certificate is not served"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(
+        ok > 10 && failed.is_empty(),
+        "{ok} answered, failed: {failed:?}"
+    );
+    assert!(has_event(&gw, "load the TLS certificates"));
+
+    // A bad certificate (the key of another): the admin call says why,
+    // and the running one stays.
+    let v3 = ca.leaf("v3", "v3.test", &["site.test"]);
+    std::fs::copy(&v1.1, &v3.1).unwrap();
+    let next = live.join("..data_tmp");
+    std::os::unix::fs::symlink(v3.0.parent().unwrap(), &next).unwrap();
+    std::fs::rename(&next, &data).unwrap();
+    let out = curl(&[
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        "POST",
+        &format!("http://{}/admin/tls/reload", gw.admin),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("422") && text.contains("does not match"),
+        "{text}"
+    );
+    assert_eq!(
+        https_get(&client, tls, "site.test", "/"),
+        Ok((200, "v2.test".into()))
+    );
+    assert!(metric(&gw, "ultragate_tls_reloads_total{result=\"rejected\"}") >= 1.0);
+    let events = admin_json(&gw, "/admin/events").to_string();
+    assert!(events.contains("the running certificates stay"), "{events}");
+}
+
+#[test]
+fn plaintext_garbage_and_stalled_handshakes_are_closed_and_counted() {
+    let ca = Ca::new("bad");
+    let a = ca.leaf("a", "a.test", &["a.test"]);
+    let (_o, origin) = origin(&[]);
+    let (gw, tls) = start(origin, &[a], "");
+
+    // A plain HTTP request: a plain 400 that says why, then the close.
+    let answer = raw_exchange(
+        tls,
+        b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        Duration::from_secs(3),
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 400") && text.contains("HTTPS"),
+        "{text}"
+    );
+    // Garbage: closed, nothing sent.
+    let answer = raw_exchange(tls, b"\x00\x01\x02garbage", Duration::from_secs(3));
+    assert!(answer.is_empty(), "{answer:?}");
+    // A ClientHello cut short, then silence: closed at the handshake
+    // timeout (500 ms here).
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(
+        tls,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        Duration::from_secs(5),
+    );
+    assert!(answer.is_empty(), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    // A renegotiation request: openssl's `R` on a TLS 1.2 session.
+    let mut s_client = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_2",
+            "-quiet",
+            "-connect",
+            &tls.to_string(),
+            "-servername",
+            "a.test",
+            "-CAfile",
+            &ca.ca_file(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = s_client.stdin.as_mut().unwrap().write_all(b"R\n");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = s_client.kill();
+    let _ = s_client.wait();
+    // Every failure counted; the gateway still serves.
+    let counted = |reason: &str| {
+        metric(
+            &gw,
+            &format!("ultragate_tls_handshake_failures_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(3), || counted("plaintext_http") >= 1.0
+            && counted("not_tls") >= 1.0
+            && counted("timeout") >= 1.0),
+        "plaintext {} not_tls {} timeout {}",
+        counted("plaintext_http"),
+        counted("not_tls"),
+        counted("timeout")
+    );
+    assert_eq!(
+        https_get(&ca.client(), tls, "a.test", "/"),
+        Ok((200, "a.test".into()))
+    );
+}
