@@ -8,6 +8,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v curl >/dev/null || missing+=(curl)
+# openssl s_client asks for a renegotiation in the TLS tests.
+command -v openssl >/dev/null || missing+=(openssl)
 command -v node >/dev/null || missing+=(nodejs)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
@@ -92,7 +94,7 @@ cargo build --workspace --all-targets --locked "${dpdk_features[@]}"
 ULTRAGATE_IO_BACKEND=uring cargo test --workspace --locked "${dpdk_features[@]}" \
   -- --test-threads "${TEST_THREADS:-4}"
 ULTRAGATE_IO_BACKEND=epoll cargo test -p ultragate --locked \
-  --test e2e --test cache --test failover --test security --test backends --test lifecycle --test observability --test routes \
+  --test e2e --test cache --test failover --test security --test backends --test lifecycle --test observability --test routes --test tls \
   -- --test-threads "${TEST_THREADS:-4}"
 # A release build has no test hooks: no `/admin/cache/corrupt`, and the
 # config key that enables it is refused as unknown.
