@@ -39,13 +39,21 @@ pub fn run(args: RingArgs) -> anyhow::Result<()> {
         gateway,
         mut client,
         ..
-    } = ring::start("ugbench", args.origin, Some(args.gateway_core))?;
+    } = ring::start("ugbench", args.origin, Some(args.gateway_core), None)?;
     core_affinity::set_for_current(core_affinity::CoreId {
         id: args.client_core,
     });
     let (server, port) = (ring::GATEWAY, ring::PORT);
     let limit = Duration::from_secs(120);
-    let warm = client.run(server, port, &args.path, args.connections, 1000, limit);
+    let warm = client.run(
+        server,
+        port,
+        &args.path,
+        args.connections,
+        1000,
+        limit,
+        None,
+    );
     anyhow::ensure!(
         warm.len() == 1000,
         "warm-up: {} of 1000 answers",
@@ -59,6 +67,7 @@ pub fn run(args: RingArgs) -> anyhow::Result<()> {
         args.connections,
         args.requests,
         limit,
+        None,
     );
     let elapsed = start.elapsed();
     let mut h = Histogram::<u64>::new(3).context("histogram")?;

@@ -7,7 +7,9 @@ use super::eal::Mempool;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, Ipv4Address};
+use std::io::{Read, Write};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One answer the client read.
@@ -23,7 +25,14 @@ struct Flow {
     handle: SocketHandle,
     got: Vec<u8>,
     sent_at: Option<Instant>,
+    /// The flow's TLS client, when it speaks HTTPS, and the records it
+    /// made that the socket has not taken yet.
+    tls: Option<(rustls::ClientConnection, Vec<u8>)>,
 }
+
+/// HTTPS for [`RingClient::run`]: the client settings and the server name
+/// sent in SNI.
+pub type TlsClient<'a> = (&'a Arc<rustls::ClientConfig>, &'a str);
 
 /// A client stack on `port`.
 pub struct RingClient {
@@ -63,7 +72,8 @@ impl RingClient {
 
     /// Sends `requests` GETs for `path` to `server:port` over `conns`
     /// keep-alive connections, one outstanding request per connection;
-    /// gives up after `limit`. The answers, in completion order.
+    /// gives up after `limit`. The answers, in completion order. With
+    /// `tls`, every connection speaks HTTPS.
     pub fn run(
         &mut self,
         server: Ipv4Addr,
@@ -72,6 +82,7 @@ impl RingClient {
         conns: usize,
         requests: usize,
         limit: Duration,
+        tls: Option<TlsClient<'_>>,
     ) -> Vec<Answer> {
         let s = server.octets();
         let remote = (Ipv4Address::new(s[0], s[1], s[2], s[3]), port);
@@ -85,10 +96,18 @@ impl RingClient {
                 sock.set_nagle_enabled(false);
                 self.next_port = self.next_port.wrapping_add(1).max(40000);
                 let _ = sock.connect(self.iface.context(), remote, self.next_port);
+                let tls = tls.and_then(|(cfg, name)| {
+                    let name = rustls::pki_types::ServerName::try_from(name.to_string()).ok()?;
+                    Some((
+                        rustls::ClientConnection::new(cfg.clone(), name).ok()?,
+                        Vec::new(),
+                    ))
+                });
                 Flow {
                     handle: self.sockets.add(sock),
                     got: Vec::new(),
                     sent_at: None,
+                    tls,
                 }
             })
             .collect();
@@ -99,21 +118,31 @@ impl RingClient {
             self.poll();
             for f in &mut flows {
                 let sock = self.sockets.get_mut::<tcp::Socket>(f.handle);
-                if f.sent_at.is_none()
-                    && issued < requests
-                    && sock.may_send()
-                    && sock.send_queue() == 0
-                    && sock.send_slice(&request) == Ok(request.len())
-                {
-                    f.sent_at = Some(Instant::now());
-                    issued += 1;
-                }
-                while sock.can_recv() {
-                    let got = &mut f.got;
-                    let _ = sock.recv(|d| {
-                        got.extend_from_slice(d);
-                        (d.len(), ())
-                    });
+                let ready = f.sent_at.is_none() && issued < requests && sock.may_send();
+                match &mut f.tls {
+                    None => {
+                        if ready
+                            && sock.send_queue() == 0
+                            && sock.send_slice(&request) == Ok(request.len())
+                        {
+                            f.sent_at = Some(Instant::now());
+                            issued += 1;
+                        }
+                        while sock.can_recv() {
+                            let got = &mut f.got;
+                            let _ = sock.recv(|d| {
+                                got.extend_from_slice(d);
+                                (d.len(), ())
+                            });
+                        }
+                    }
+                    Some((conn, out)) => {
+                        if ready && conn.writer().write_all(&request).is_ok() {
+                            f.sent_at = Some(Instant::now());
+                            issued += 1;
+                        }
+                        tls_exchange(sock, conn, out, &mut f.got);
+                    }
                 }
                 if let (Some(at), Some(len)) = (f.sent_at, complete_len(&f.got)) {
                     let bytes: Vec<u8> = f.got.drain(..len).collect();
@@ -131,6 +160,42 @@ impl RingClient {
             self.sockets.remove(f.handle);
         }
         answers
+    }
+}
+
+/// Moves one TLS flow's bytes: records in from the socket (plaintext
+/// into `got`), records out (`out` holds what the socket could not take).
+fn tls_exchange(
+    sock: &mut tcp::Socket<'_>,
+    conn: &mut rustls::ClientConnection,
+    out: &mut Vec<u8>,
+    got: &mut Vec<u8>,
+) {
+    while sock.can_recv() {
+        let _ = sock.recv(|d| {
+            let total = d.len();
+            let mut rd: &[u8] = d;
+            while !rd.is_empty() && conn.read_tls(&mut rd).is_ok_and(|n| n > 0) {}
+            (total - rd.len(), ())
+        });
+        if conn.process_new_packets().is_err() {
+            return;
+        }
+    }
+    let mut buf = [0u8; 16 * 1024];
+    while let Ok(n) = conn.reader().read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    while conn.wants_write() {
+        if conn.write_tls(out).is_err() {
+            break;
+        }
+    }
+    if let Ok(n) = sock.send_slice(out) {
+        out.drain(..n);
     }
 }
 

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 /// The TCP port the gateway listens on.
 pub const PORT: u16 = 80;
+/// The TCP port of the gateway's TLS listener, when it has one.
+pub const TLS_PORT: u16 = 443;
 
 /// No control plane runs in process: admin calls get a 404.
 struct NoAdmin;
@@ -52,11 +54,13 @@ pub struct RingSetup {
 
 /// Initialises the EAL with `--no-huge` (once per process), creates a ring
 /// pair named `name`, and starts a gateway with a cache in front of
-/// `origin`, polling on `gateway_core` when given.
+/// `origin`, polling on `gateway_core` when given, serving HTTPS on
+/// [`TLS_PORT`] too with `tls`.
 pub fn start(
     name: &str,
     origin: SocketAddr,
     gateway_core: Option<usize>,
+    tls: Option<Arc<crate::tls::TlsServer>>,
 ) -> Result<RingSetup, DpdkError> {
     let eal_args: Vec<String> = ["--no-huge", "--no-pci", "-m", "512"]
         .map(String::from)
@@ -102,7 +106,7 @@ pub fn start(
         )),
         stats,
         access: Arc::new(crate::access::AccessLog::new()),
-        tls: None,
+        tls: tls.clone(),
     };
     let driver = DriverConfig {
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
@@ -119,7 +123,7 @@ pub fn start(
         prefix_len: 24,
         gateway: None,
         listen_port: PORT,
-        tls_listen_port: None,
+        tls_listen_port: tls.is_some().then_some(TLS_PORT),
     };
     let gateway = DpdkDataplane::start(&dpdk, driver, shared)?;
     let pool = eal::Mempool::create(&format!("{name}_client"), 16383, client_port)?;
