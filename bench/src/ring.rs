@@ -45,15 +45,7 @@ pub fn run(args: RingArgs) -> anyhow::Result<()> {
     });
     let (server, port) = (ring::GATEWAY, ring::PORT);
     let limit = Duration::from_secs(120);
-    let warm = client.run(
-        server,
-        port,
-        &args.path,
-        args.connections,
-        1000,
-        limit,
-        None,
-    );
+    let warm = client.run(server, port, &args.path, args.connections, 1000, limit);
     anyhow::ensure!(
         warm.len() == 1000,
         "warm-up: {} of 1000 answers",
@@ -67,7 +59,6 @@ pub fn run(args: RingArgs) -> anyhow::Result<()> {
         args.connections,
         args.requests,
         limit,
-        None,
     );
     let elapsed = start.elapsed();
     let mut h = Histogram::<u64>::new(3).context("histogram")?;

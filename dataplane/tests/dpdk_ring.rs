@@ -100,7 +100,7 @@ fn miss_then_hit_through_the_ring_pair_without_hugepages() {
     assert!(health.mempool_free > 0);
     let (server, port) = (ring::GATEWAY, ring::PORT);
 
-    let first = client.run(server, port, "/page", 1, 1, Duration::from_secs(10), None);
+    let first = client.run(server, port, "/page", 1, 1, Duration::from_secs(10));
     assert_eq!(first.len(), 1, "no answer through the ring");
     let text = String::from_utf8_lossy(&first[0].bytes);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -108,7 +108,7 @@ fn miss_then_hit_through_the_ring_pair_without_hugepages() {
     assert!(text.ends_with("origin answer 1\n"), "{text}");
 
     // Then 50 more over 4 connections: every one a hit, the origin not asked.
-    let hits = client.run(server, port, "/page", 4, 50, Duration::from_secs(10), None);
+    let hits = client.run(server, port, "/page", 4, 50, Duration::from_secs(10));
     assert_eq!(hits.len(), 50);
     for a in &hits {
         let text = String::from_utf8_lossy(&a.bytes);
@@ -126,15 +126,15 @@ fn miss_then_hit_through_the_ring_pair_without_hugepages() {
         1,
         1,
         Duration::from_secs(2),
-        None,
     );
     assert!(panicked.is_empty(), "no answer to the panicking request");
     assert_eq!(status.panics(), 1);
-    let after_panic = client.run(server, port, "/page", 2, 10, Duration::from_secs(10), None);
+    let after_panic = client.run(server, port, "/page", 2, 10, Duration::from_secs(10));
     assert_eq!(after_panic.len(), 10, "the core still serves");
 
     // HTTPS on the same port pair (userspace rustls over smoltcp): hits
     // from the same cache, over 3 connections each with its handshake.
+    client.set_tls(Some((client_tls, "ring.test".into())));
     let https = client.run(
         server,
         ring::TLS_PORT,
@@ -142,7 +142,6 @@ fn miss_then_hit_through_the_ring_pair_without_hugepages() {
         3,
         30,
         Duration::from_secs(20),
-        Some((&client_tls, "ring.test")),
     );
     assert_eq!(https.len(), 30, "HTTPS answers through the ring");
     for a in &https {

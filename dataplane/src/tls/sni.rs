@@ -27,7 +27,7 @@ impl SniResolver {
         let usable_certs = || self.certs.iter().filter(|(_, k)| usable(k));
         if let Some(name) = name {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            let exact = usable_certs().find(|(names, _)| names.iter().any(|n| *n == name));
+            let exact = usable_certs().find(|(names, _)| names.contains(&name));
             let wild = || {
                 usable_certs().find(|(names, _)| names.iter().any(|n| wildcard_matches(n, &name)))
             };

@@ -30,10 +30,6 @@ struct Flow {
     tls: Option<(rustls::ClientConnection, Vec<u8>)>,
 }
 
-/// HTTPS for [`RingClient::run`]: the client settings and the server name
-/// sent in SNI.
-pub type TlsClient<'a> = (&'a Arc<rustls::ClientConfig>, &'a str);
-
 /// A client stack on `port`.
 pub struct RingClient {
     dev: PortQueue,
@@ -41,6 +37,8 @@ pub struct RingClient {
     sockets: SocketSet<'static>,
     start: Instant,
     next_port: u16,
+    /// HTTPS: the client settings and the name sent in SNI.
+    tls: Option<(Arc<rustls::ClientConfig>, String)>,
 }
 
 impl RingClient {
@@ -61,7 +59,14 @@ impl RingClient {
             sockets: SocketSet::new(Vec::new()),
             start,
             next_port: 40000,
+            tls: None,
         }
+    }
+
+    /// Speaks HTTPS from now on (`Some`: the client settings and the name
+    /// sent in SNI), or plain HTTP (`None`).
+    pub fn set_tls(&mut self, tls: Option<(Arc<rustls::ClientConfig>, String)>) {
+        self.tls = tls;
     }
 
     fn poll(&mut self) {
@@ -72,8 +77,8 @@ impl RingClient {
 
     /// Sends `requests` GETs for `path` to `server:port` over `conns`
     /// keep-alive connections, one outstanding request per connection;
-    /// gives up after `limit`. The answers, in completion order. With
-    /// `tls`, every connection speaks HTTPS.
+    /// gives up after `limit`. The answers, in completion order. Every
+    /// connection speaks HTTPS after [`Self::set_tls`].
     pub fn run(
         &mut self,
         server: Ipv4Addr,
@@ -82,7 +87,6 @@ impl RingClient {
         conns: usize,
         requests: usize,
         limit: Duration,
-        tls: Option<TlsClient<'_>>,
     ) -> Vec<Answer> {
         let s = server.octets();
         let remote = (Ipv4Address::new(s[0], s[1], s[2], s[3]), port);
@@ -96,7 +100,7 @@ impl RingClient {
                 sock.set_nagle_enabled(false);
                 self.next_port = self.next_port.wrapping_add(1).max(40000);
                 let _ = sock.connect(self.iface.context(), remote, self.next_port);
-                let tls = tls.and_then(|(cfg, name)| {
+                let tls = self.tls.as_ref().and_then(|(cfg, name)| {
                     let name = rustls::pki_types::ServerName::try_from(name.to_string()).ok()?;
                     Some((
                         rustls::ClientConnection::new(cfg.clone(), name).ok()?,
