@@ -42,12 +42,17 @@ pub struct CompareArgs {
     /// within the same noise.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// Measure HTTPS instead (ultragate, nginx and HAProxy with OpenSSL,
+    /// the same ECDSA P-256 certificate): keep-alive cache hits and full
+    /// handshakes; the report's HTTPS section is replaced.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// A server this run started; killed on drop.
-struct Server {
-    name: &'static str,
-    child: Child,
+pub(crate) struct Server {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
 }
 
 impl Drop for Server {
@@ -70,7 +75,7 @@ impl Drop for Server {
 
 /// Total CPU time (user + system) of a process and its descendants, in
 /// clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let mut total = 0;
     let mut stack = vec![pid];
     while let Some(p) = stack.pop() {
@@ -101,7 +106,7 @@ fn cpu_ticks(pid: u32) -> u64 {
     total
 }
 
-fn ensure_packages() -> anyhow::Result<()> {
+pub(crate) fn ensure_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = [
         ("nginx", "nginx-light"),
         ("haproxy", "haproxy"),
@@ -137,7 +142,12 @@ fn ensure_packages() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn(name: &'static str, core: usize, cmd: &[&str], log: &Path) -> anyhow::Result<Server> {
+pub(crate) fn spawn(
+    name: &'static str,
+    core: usize,
+    cmd: &[&str],
+    log: &Path,
+) -> anyhow::Result<Server> {
     let out = std::fs::File::create(log)?;
     let child = Command::new("taskset")
         .arg("-c")
@@ -151,7 +161,7 @@ fn spawn(name: &'static str, core: usize, cmd: &[&str], log: &Path) -> anyhow::R
     Ok(Server { name, child })
 }
 
-fn wait_port(port: u16, name: &str) -> anyhow::Result<()> {
+pub(crate) fn wait_port(port: u16, name: &str) -> anyhow::Result<()> {
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
@@ -180,6 +190,16 @@ const PORTS: [(&str, u16); 5] = [
 /// Runs the comparison and writes the report.
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     ensure_packages()?;
+    if args.tls {
+        return crate::compare_tls::run(&crate::compare_tls::TlsCompareArgs {
+            gateway: args.gateway,
+            server_core: args.server_core,
+            client_core: args.client_core,
+            duration: args.duration,
+            connections: args.connections,
+            out: args.out,
+        });
+    }
     if !args.gateway.exists() {
         bail!(
             "no gateway binary at {} (cargo build --release -p ultragate)",
@@ -332,6 +352,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                 json: false,
                 hgrm: None,
                 timeout: Duration::from_secs(10),
+                tls_ca: None,
+                tls_name: String::new(),
+                new_connections: false,
             };
             let before = cpu_ticks(pid_of(target));
             let closed = run_load(&LoadArgs {
@@ -371,13 +394,13 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rate(r: &Report) -> f64 {
+pub(crate) fn rate(r: &Report) -> f64 {
     r.requests as f64 / r.elapsed.as_secs_f64().max(1e-9)
 }
 
 /// Everything from this line on in the report was written by the other
 /// benchmark scripts; `bench compare` keeps it.
-const KEEP_MARKER: &str =
+pub(crate) const KEEP_MARKER: &str =
     "<!-- kept by bench compare: the sections below come from other scripts -->";
 
 fn report(args: &CompareArgs, results: &[(&str, Vec<Row>)], svg: &Path) -> String {

@@ -8,6 +8,7 @@
 //! The client parses responses itself (status line, `Content-Length`,
 //! chunked) and shares no code with the gateway.
 
+use crate::stream::{Stream, Tls};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
@@ -15,7 +16,6 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Options of `bench load`.
 #[derive(clap::Args, Debug, Clone)]
@@ -47,6 +47,16 @@ pub struct LoadArgs {
     /// Give up on a response after this long.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// For `https://` URLs: the CA certificate (PEM) to trust.
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// For `https://` URLs: the server name sent in SNI and verified.
+    #[arg(long, default_value = "localhost")]
+    pub tls_name: String,
+    /// One request per connection (`Connection: close`): with `https://`,
+    /// a full handshake for every request (no resumption).
+    #[arg(long)]
+    pub new_connections: bool,
 }
 
 /// Parses `10s`, `250ms`, `2m`, or plain seconds.
@@ -127,23 +137,45 @@ pub struct Report {
 struct Target {
     addr: String,
     request: Vec<u8>,
+    tls: Option<Tls>,
 }
 
-fn target(url: &str) -> anyhow::Result<Target> {
-    let rest = url
-        .strip_prefix("http://")
-        .context("only http:// URLs are supported")?;
+fn target(args: &LoadArgs) -> anyhow::Result<Target> {
+    let url = &args.url;
+    let (rest, tls) = match url.strip_prefix("https://") {
+        Some(rest) => {
+            let ca = args
+                .tls_ca
+                .as_deref()
+                .context("an https:// URL needs --tls-ca")?;
+            (
+                rest,
+                Some(Tls::new(ca, &args.tls_name, !args.new_connections)?),
+            )
+        }
+        None => (
+            url.strip_prefix("http://")
+                .context("only http:// and https:// URLs are supported")?,
+            None,
+        ),
+    };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
     let addr = if authority.contains(':') {
         authority.to_owned()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if tls.is_some() { 443 } else { 80 })
     };
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ultragate-bench\r\n\r\n")
-            .into_bytes();
-    Ok(Target { addr, request })
+    let close = if args.new_connections {
+        "Connection: close\r\n"
+    } else {
+        ""
+    };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ultragate-bench\r\n{close}\r\n"
+    )
+    .into_bytes();
+    Ok(Target { addr, request, tls })
 }
 
 fn histogram() -> Histogram<u64> {
@@ -161,7 +193,7 @@ pub fn run_load(args: &LoadArgs) -> anyhow::Result<Report> {
             .with_context(|| format!("no core {core}"))?;
         core_affinity::set_for_current(id);
     }
-    let target = Rc::new(target(&args.url)?);
+    let target = Rc::new(target(args)?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -206,7 +238,7 @@ async fn connection(
     end: Instant,
 ) {
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(f64::MIN_POSITIVE));
-    let mut stream: Option<TcpStream> = None;
+    let mut stream: Option<Stream> = None;
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut k: u64 = 0;
     loop {
@@ -222,11 +254,8 @@ async fn connection(
         }
         wait_until(intended).await;
         if stream.is_none() {
-            match TcpStream::connect(&target.addr).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    stream = Some(s);
-                }
+            match Stream::connect(&target.addr, target.tls.as_ref()).await {
+                Ok(s) => stream = Some(s),
                 Err(_) => {
                     shared.borrow_mut().errors.connect += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -289,7 +318,7 @@ async fn wait_until(t: Instant) {
 /// Sends one request and reads its response; returns the status and
 /// whether the connection stays open.
 async fn exchange(
-    s: &mut TcpStream,
+    s: &mut Stream,
     request: &[u8],
     buf: &mut Vec<u8>,
 ) -> std::io::Result<(u16, bool)> {
@@ -368,7 +397,7 @@ async fn exchange(
     Ok((status, !close))
 }
 
-async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+async fn read_more(s: &mut Stream, buf: &mut Vec<u8>) -> std::io::Result<()> {
     let mut tmp = [0u8; 16384];
     let n = s.read(&mut tmp).await?;
     if n == 0 {

@@ -5,12 +5,14 @@
 //! `bench origin --help`.
 
 mod compare;
+mod compare_tls;
 mod drill;
 mod load;
 mod origin;
 #[cfg(feature = "dpdk")]
 mod ring;
 mod soak;
+mod stream;
 
 use clap::{Parser, Subcommand};
 
