@@ -35,7 +35,7 @@ if ! command -v kubernetes-validate >/dev/null; then
     || python3 -m pip install -q --break-system-packages kubernetes-validate
 fi
 k8s_version=1.31.0
-echo "skipped (need CRDs): deploy/k8s/dpdk/sriov-network.yaml (NetworkAttachmentDefinition), deploy/k8s/monitoring/podmonitor.yaml (PodMonitor), deploy/k8s/monitoring/prometheusrule.yaml (PrometheusRule, checked below)"
+echo "skipped (need CRDs): deploy/k8s/dpdk/sriov-network.yaml (NetworkAttachmentDefinition), deploy/k8s/monitoring/podmonitor.yaml (PodMonitor), deploy/k8s/monitoring/prometheusrule.yaml (PrometheusRule, checked below), deploy/k8s/tls/certificate.yaml (cert-manager Certificate)"
 kubernetes-validate --quiet --strict -k "$k8s_version" deploy/k8s/*.yaml deploy/k8s/dpdk/gateway-dpdk.yaml deploy/k8s/monitoring/prometheus-adapter.yaml
 echo "manifests valid for Kubernetes $k8s_version"
 # Alert rules: checked and unit-tested by promtool; the PrometheusRule
