@@ -46,6 +46,8 @@ pub struct PoolSpec {
     /// keep-alive settings stay the same, so the cores keep its idle
     /// connections and balancer state; new otherwise.
     pub key: u64,
+    /// TLS to the servers (`tls = true`), verified.
+    pub tls: Option<Arc<crate::tls::UpstreamTls>>,
 }
 
 /// Keys of pools, unique in the process.
@@ -91,6 +93,7 @@ impl PoolSpec {
             timeouts: None,
             unresolved: None,
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            tls: None,
         }
     }
 
@@ -101,6 +104,7 @@ impl PoolSpec {
             && self.balance == other.balance
             && self.idle_timeout == other.idle_timeout
             && self.max_idle == other.max_idle
+            && self.tls == other.tls
     }
 }
 

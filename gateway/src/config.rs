@@ -784,6 +784,9 @@ struct UpstreamGroupFile {
     p99_window_ms: Option<u64>,
     error_rate_threshold: Option<f64>,
     error_window_ms: Option<u64>,
+    tls: Option<bool>,
+    tls_server_name: Option<String>,
+    tls_ca_file: Option<PathBuf>,
 }
 
 impl UpstreamGroupFile {
@@ -805,7 +808,8 @@ impl UpstreamGroupFile {
             fall,
             eject_after_failures,
             balance,
-            resolve_interval_ms
+            resolve_interval_ms,
+            tls
         );
         macro_rules! keep {
             ($($k:ident),*) => { $( if self.$k.is_some() { base.$k = self.$k; } )* };
@@ -814,7 +818,9 @@ impl UpstreamGroupFile {
             p99_threshold_ms,
             p99_window_ms,
             error_rate_threshold,
-            error_window_ms
+            error_window_ms,
+            tls_server_name,
+            tls_ca_file
         );
         if let Some(f) = self.fallback {
             // `fallback = ""`: none.
@@ -935,6 +941,28 @@ pub struct UpstreamGroup {
     /// Its own error-rate window; default `[control] error_window_ms`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_window_ms: Option<u64>,
+    /// Speak TLS to the servers, verifying their certificates. Default
+    /// `false`.
+    pub tls: bool,
+    /// The name the servers' certificates must carry (and SNI); default:
+    /// the first server's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    /// The CAs (PEM) the servers' certificates must chain to; default: the
+    /// system's trust store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl UpstreamGroup {
+    /// The name verified in the servers' certificates: `tls_server_name`,
+    /// else the first server's host.
+    pub fn tls_name(&self) -> &str {
+        match &self.tls_server_name {
+            Some(n) => n,
+            None => self.servers.first().map_or("", |s| s.host_port().0),
+        }
+    }
 }
 
 /// `balance` as written in the config.
@@ -978,6 +1006,9 @@ impl UpstreamGroup {
             p99_window_ms: None,
             error_rate_threshold: None,
             error_window_ms: None,
+            tls: false,
+            tls_server_name: None,
+            tls_ca_file: None,
         }
     }
 }

@@ -153,7 +153,7 @@ fn data_ports(cfg: &Config) -> String {
 
 fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Result<()> {
     let epoch = (std::time::Instant::now(), std::time::SystemTime::now());
-    let pools = reload::pool_specs(&cfg, None);
+    let pools = reload::pool_specs(&cfg, None).map_err(anyhow::Error::msg)?;
     let primary_addrs = pools[0].servers.clone();
     let access = Arc::new(AccessLog::new());
     reload::configure_access(&access, &cfg);

@@ -28,6 +28,7 @@ use ultragate_dataplane::http::request::RequestLimits;
 use ultragate_dataplane::live::{Live, PoolSpec, Settings};
 use ultragate_dataplane::proxy::EngineConfig;
 use ultragate_dataplane::route::{HostMatch, RouteSpec, Routes};
+use ultragate_dataplane::tls::UpstreamTls;
 
 /// Changed keys under these prefixes take effect only after a restart.
 const RESTART_KEYS: &[&str] = &[
@@ -157,7 +158,7 @@ pub fn routes(cfg: &Config) -> Routes {
 /// leaves its pool with the other servers' addresses (none, maybe) and the
 /// reason. A pool keeps its route (diverted or not) from `previous`, and
 /// its health too when its servers and ejection rule did not change.
-pub fn pool_specs(cfg: &Config, previous: Option<&Settings>) -> Vec<PoolSpec> {
+pub fn pool_specs(cfg: &Config, previous: Option<&Settings>) -> Result<Vec<PoolSpec>, String> {
     let all = cfg.upstream.all();
     let index = |name: &str| all.iter().position(|(n, _)| *n == name);
     all.iter()
@@ -174,6 +175,7 @@ pub fn pool_specs(cfg: &Config, previous: Option<&Settings>) -> Vec<PoolSpec> {
             .named(name, g.fallback.as_deref().and_then(index));
             spec.unresolved = resolved.failed;
             let old = previous.and_then(|p| p.index_of(name).and_then(|i| p.pool(i)));
+            spec.tls = pool_tls(name, g, old)?;
             if let Some(old) = old {
                 spec.diverted = old.diverted.clone();
                 if old.same_connections(&spec) {
@@ -186,9 +188,32 @@ pub fn pool_specs(cfg: &Config, previous: Option<&Settings>) -> Vec<PoolSpec> {
                     spec.fast = old.fast.clone();
                 }
             }
-            spec
+            Ok(spec)
         })
         .collect()
+}
+
+/// A pool's TLS to its servers: the running one while its name and CA
+/// file stay the same (no file read), else loaded anew.
+fn pool_tls(
+    name: &str,
+    g: &ultragate::config::UpstreamGroup,
+    old: Option<&PoolSpec>,
+) -> Result<Option<Arc<UpstreamTls>>, String> {
+    if !g.tls {
+        return Ok(None);
+    }
+    let server_name = g.tls_name();
+    let ca = g.tls_ca_file.as_deref();
+    if let Some(t) = old
+        .and_then(|o| o.tls.as_ref())
+        .filter(|t| t.is_built_from(server_name, ca))
+    {
+        return Ok(Some(t.clone()));
+    }
+    UpstreamTls::new(&format!("upstream.{name}"), server_name, ca)
+        .map(|t| Some(Arc::new(t)))
+        .map_err(|e| e.to_string())
 }
 
 /// Where `[security]` sends the audit log.
@@ -397,7 +422,13 @@ impl Reloader {
             return;
         }
         let live = self.to.live.load();
-        let pools = pool_specs(cfg, Some(&live));
+        let pools = match pool_specs(cfg, Some(&live)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot rebuild the pools after a name resolution");
+                return;
+            }
+        };
         let mut changed = false;
         for new in &pools {
             let old = live.index_of(&new.name).and_then(|i| live.pool(i));
@@ -575,7 +606,7 @@ impl Reloader {
         let touched = |prefix: &str| live.iter().any(|k| k.starts_with(prefix));
 
         // Everything that can fail, before anything is applied.
-        let pools = pool_specs(&cfg, Some(&self.to.live.load()));
+        let pools = pool_specs(&cfg, Some(&self.to.live.load()))?;
         let origins = pools[0].servers.clone();
         let notify = notify_config(&cfg).map_err(|e| e.to_string())?;
         if touched("security.audit_log") || touched("security.enable_audit_logging") {
@@ -720,7 +751,7 @@ mod tests {
             "[upstream.zeta]\nservers = [\"127.0.0.1:1\"]\n[upstream.alpha]\nservers = [\"127.0.0.1:2\"]\n\
              [[route]]\nname = \"z\"\nupstream = \"zeta\"\n[[route]]\nname = \"f\"\nupstream = \"fallback\"\n",
         );
-        let pools = pool_specs(&cfg, None);
+        let pools = pool_specs(&cfg, None).unwrap();
         let names: Vec<&str> = pools.iter().map(|p| &*p.name).collect();
         assert_eq!(names, ["primary", "fallback", "alpha", "zeta"]);
         let routes = routes(&cfg);

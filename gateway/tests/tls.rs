@@ -426,3 +426,90 @@ fn plaintext_garbage_and_stalled_handshakes_are_closed_and_counted() {
         Ok((200, "a.test".into()))
     );
 }
+
+/// An HTTPS origin independent of ultragate: Python's `http.server` over
+/// OpenSSL, keep-alive, its certificate signed by `ca` for `origin.test`.
+fn python_https_origin(ca: &Ca) -> (std::process::Child, SocketAddr) {
+    let (crt, key) = ca.leaf("origin", "origin.test", &["origin.test"]);
+    let script = ca.dir.join("origin.py");
+    std::fs::write(
+        &script,
+        r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = b"hello over tls from " + self.path.encode() + b"\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print("listening", s.server_address[1], flush=True)
+s.serve_forever()
+"#,
+    )
+    .unwrap();
+    let mut child = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&crt)
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port: u16 = line
+        .trim()
+        .trim_start_matches("listening ")
+        .parse()
+        .unwrap();
+    (child, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+#[test]
+fn a_pool_with_tls_verifies_its_servers_and_a_wrong_name_gets_502() {
+    let ca = Ca::new("upstream");
+    let (mut origin, addr) = python_https_origin(&ca);
+    let upstream = |name: &str| {
+        format!(
+            "tls = true\ntls_server_name = \"{name}\"\ntls_ca_file = \"{}\"\n",
+            ca.ca_file()
+        )
+    };
+    // `[upstream.primary]` is the last section the gateway writes before
+    // `extra`: its TLS keys go first.
+    let gw = Gateway::start(&[addr], "", &upstream("origin.test"));
+    for i in 0..5 {
+        let out = curl(&[&gw.url(&format!("/item/{i}"))]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("hello over tls from /item/{i}\n"),
+            "{out:?}"
+        );
+    }
+    let wrong = Gateway::start(&[addr], "", &upstream("wrong.test"));
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &wrong.url("/x"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "502", "{out:?}");
+    let out = curl(&[&gw.url("/after")]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("hello over tls"));
+    let _ = origin.kill();
+    let _ = origin.wait();
+}

@@ -28,7 +28,7 @@ use crate::live::Live;
 use crate::proxy::{Action, Conn};
 use crate::stats::{Completion, CoreStats};
 use crate::status::DataplaneStatus;
-use crate::tls::{Failure, TlsServer, TlsSession};
+use crate::tls::{ClientSession, Failure, TlsServer, TlsSession};
 use crate::upstream::pool::Checkout;
 use bytes::Bytes;
 use peers::{Target, Upstreams};
@@ -259,6 +259,8 @@ impl Client {
 enum UpState {
     /// Connecting for a client.
     Connecting(ClientId),
+    /// Connected, the TLS handshake with the server going on.
+    Handshaking(ClientId),
     /// Serving a client's exchange.
     Attached(ClientId),
     /// In the pool since then; read, so a close or stray bytes retire it.
@@ -273,6 +275,8 @@ struct Upstream {
     state: UpState,
     /// A [`Command::Upstream`] for it is queued.
     queued: bool,
+    /// TLS to the server, for a pool with `tls = true`.
+    tls: Option<Box<ClientSession>>,
 }
 
 /// One data core's connections, pools, timers and statistics; see the
@@ -301,6 +305,8 @@ pub struct Endpoint {
     last_now: Instant,
     /// Plaintext gathered into one TLS record.
     seal_buf: Vec<u8>,
+    /// Plaintext decrypted from an upstream's TLS records.
+    plain_buf: Vec<u8>,
 }
 
 impl Endpoint {
@@ -321,6 +327,7 @@ impl Endpoint {
             waiting: Vec::new(),
             last_now: now,
             seal_buf: Vec::new(),
+            plain_buf: Vec::new(),
             cfg,
             parts,
         }
@@ -422,16 +429,36 @@ impl Endpoint {
             }
             Event::Connected(u) => self.connected(now, u),
             Event::ConnectFailed(u) => self.connect_failed(now, u),
+            Event::UpstreamBytes(u, data) if self.up_tls(u) => {
+                self.upstream_tls_bytes(now, u, data)
+            }
             Event::UpstreamBytes(u, data) => {
                 self.on_upstream(u, now, |c| c.recv_upstream(now, data))
+            }
+            Event::UpstreamWritten(u, n) if self.up_tls(u) => {
+                if let Some(t) = self
+                    .ups
+                    .get_mut(u.idx, u.gen)
+                    .and_then(|up| up.tls.as_mut())
+                {
+                    t.written(n);
+                }
+                self.touch_upstream(u);
             }
             Event::UpstreamWritten(u, n) => {
                 self.on_upstream(u, now, |c| c.upstream_written(n, now))
             }
+            // The engine was told when its bytes went into TLS records.
+            Event::UpstreamSent(u) if self.up_tls(u) => self.touch_upstream(u),
             Event::UpstreamSent(u) => self.on_upstream(u, now, |c| c.upstream_sent(now)),
+            Event::UpstreamEof(u) if matches!(self.up_state(u), Some(UpState::Handshaking(_))) => {
+                self.connect_failed(now, u)
+            }
             Event::UpstreamEof(u) => self.on_upstream(u, now, |c| c.upstream_eof(now)),
             Event::UpstreamError(u) => match self.up_state(u) {
-                Some(UpState::Connecting(_)) => self.connect_failed(now, u),
+                Some(UpState::Connecting(_) | UpState::Handshaking(_)) => {
+                    self.connect_failed(now, u)
+                }
                 _ => self.on_upstream(u, now, |c| c.upstream_reset(now)),
             },
             Event::UpstreamClosed(u) => {
@@ -533,11 +560,29 @@ impl Endpoint {
     /// pooled connection is read, so its close (or stray bytes, which
     /// make it unusable) retires it at once.
     pub fn upstream_interest(&self, u: UpstreamId) -> Interest {
+        let tls_pending = self
+            .ups
+            .get(u.idx, u.gen)
+            .and_then(|up| up.tls.as_ref())
+            .map(|t| t.pending() > 0);
         match self.up_state(u) {
             Some(UpState::Idle(_)) => Interest {
                 read: true,
                 write: false,
             },
+            Some(UpState::Handshaking(_)) => Interest {
+                read: true,
+                write: tls_pending == Some(true),
+            },
+            Some(UpState::Attached(id)) if tls_pending.is_some() => {
+                match self.clients.get(id.idx, id.gen) {
+                    Some(c) if !c.closed => Interest {
+                        read: c.conn.wants_upstream_bytes(),
+                        write: tls_pending == Some(true),
+                    },
+                    _ => Interest::default(),
+                }
+            }
             Some(UpState::Attached(id)) => match self.clients.get(id.idx, id.gen) {
                 Some(c) if !c.closed => Interest {
                     read: c.conn.wants_upstream_bytes(),
@@ -551,6 +596,9 @@ impl Endpoint {
 
     /// The bytes queued for the upstream connection.
     pub fn upstream_output(&self, u: UpstreamId) -> &[u8] {
+        if let Some(t) = self.ups.get(u.idx, u.gen).and_then(|up| up.tls.as_ref()) {
+            return t.first();
+        }
         match self.attached_client(u) {
             Some(c) if c.conn.upstream_attached() => c.conn.upstream_output(),
             _ => &[],
@@ -561,6 +609,13 @@ impl Endpoint {
     /// that reads them after the call returns (io_uring); report
     /// [`Event::UpstreamSent`] once all are written.
     pub fn take_upstream_output(&mut self, u: UpstreamId) -> Bytes {
+        if let Some(t) = self
+            .ups
+            .get_mut(u.idx, u.gen)
+            .and_then(|up| up.tls.as_mut())
+        {
+            return t.take_first();
+        }
         let Some(UpState::Attached(id)) = self.up_state(u) else {
             return Bytes::new();
         };
@@ -599,10 +654,107 @@ impl Endpoint {
     }
 
     fn connected(&mut self, now: Instant, u: UpstreamId) {
-        let Some(up) = self.ups.get_mut(u.idx, u.gen) else {
+        let Some(up) = self.ups.get(u.idx, u.gen) else {
             return;
         };
         let UpState::Connecting(id) = up.state else {
+            return;
+        };
+        let Some(tls) = self.peers.tls(up.target) else {
+            return self.attach(now, u, id);
+        };
+        match ClientSession::client(tls.config.clone(), tls.server_name.clone()) {
+            Ok(session) => {
+                if let Some(up) = self.ups.get_mut(u.idx, u.gen) {
+                    up.tls = Some(Box::new(session));
+                    up.state = UpState::Handshaking(id);
+                }
+                self.touch_upstream(u);
+            }
+            Err(_) => self.connect_failed(now, u),
+        }
+    }
+
+    /// Whether upstream `u` speaks TLS.
+    fn up_tls(&self, u: UpstreamId) -> bool {
+        self.ups
+            .get(u.idx, u.gen)
+            .is_some_and(|up| up.tls.is_some())
+    }
+
+    /// TLS bytes from upstream `u`: its handshake, or records whose
+    /// plaintext goes to the attached client's engine. A failed handshake
+    /// is a failed connect (another server is tried); a failure after it,
+    /// an upstream reset.
+    fn upstream_tls_bytes(&mut self, now: Instant, u: UpstreamId, data: &[u8]) {
+        let mut plain = std::mem::take(&mut self.plain_buf);
+        plain.clear();
+        let Some(up) = self.ups.get_mut(u.idx, u.gen) else {
+            return;
+        };
+        let (state, Some(session)) = (up.state, up.tls.as_mut()) else {
+            return;
+        };
+        let got = session.recv(data, &mut |p| plain.extend_from_slice(p));
+        match (state, got) {
+            (UpState::Handshaking(id), Ok(Some(_))) => {
+                self.attach(now, u, id);
+                if !plain.is_empty() {
+                    self.on_client(id, now, |c| c.recv_upstream(now, &plain));
+                }
+            }
+            (UpState::Handshaking(_), Ok(None)) => self.touch_upstream(u),
+            (UpState::Handshaking(_), Err(_)) => self.connect_failed(now, u),
+            (UpState::Attached(id), Ok(_)) if !plain.is_empty() => {
+                self.on_client(id, now, |c| c.recv_upstream(now, &plain))
+            }
+            (UpState::Attached(_), Ok(_)) => self.touch_upstream(u),
+            (UpState::Attached(id), Err(_)) => self.on_client(id, now, |c| c.upstream_reset(now)),
+            // A session ticket while pooled keeps it; anything else
+            // retires it.
+            (UpState::Idle(_), Ok(_)) if plain.is_empty() => self.touch_upstream(u),
+            (UpState::Idle(_), _) => self.close_upstream(u),
+            _ => {}
+        }
+        self.plain_buf = plain;
+    }
+
+    /// For client `id` with a TLS upstream attached: encrypts what its
+    /// engine queued for the server. Returns whether it failed (the engine
+    /// was told of an upstream reset).
+    fn seal_upstream(&mut self, id: ClientId, now: Instant) -> bool {
+        let Some(c) = self.clients.get_mut(id.idx, id.gen) else {
+            return false;
+        };
+        let Some(u) = c.up else {
+            return false;
+        };
+        let Some(up) = self.ups.get_mut(u.idx, u.gen) else {
+            return false;
+        };
+        let (UpState::Attached(_), Some(session)) = (up.state, up.tls.as_mut()) else {
+            return false;
+        };
+        let out = c.conn.take_upstream_output();
+        if out.is_empty() {
+            return false;
+        }
+        match session.encrypt(&out) {
+            Ok(true) => {
+                c.conn.upstream_sent(now);
+                false
+            }
+            _ => {
+                c.conn.upstream_reset(now);
+                true
+            }
+        }
+    }
+
+    /// Hands the connected (and, with TLS, handshaken) upstream `u` to
+    /// client `id`'s engine.
+    fn attach(&mut self, now: Instant, u: UpstreamId, id: ClientId) {
+        let Some(up) = self.ups.get_mut(u.idx, u.gen) else {
             return;
         };
         up.state = UpState::Attached(id);
@@ -615,7 +767,8 @@ impl Endpoint {
     }
 
     fn connect_failed(&mut self, now: Instant, u: UpstreamId) {
-        let Some(UpState::Connecting(id)) = self.up_state(u) else {
+        let (Some(UpState::Connecting(id)) | Some(UpState::Handshaking(id))) = self.up_state(u)
+        else {
             return;
         };
         if let Some(up) = self.ups.get(u.idx, u.gen) {
@@ -672,6 +825,9 @@ impl Endpoint {
         }
         if self.seal(id, now) {
             return;
+        }
+        if self.seal_upstream(id, now) {
+            return self.settle(id, now);
         }
         let Self {
             clients,
@@ -972,6 +1128,7 @@ impl Endpoint {
                     target,
                     state: UpState::Connecting(id),
                     queued: false,
+                    tls: None,
                 });
                 let up = UpstreamId { idx, gen };
                 c.up = Some(up);
@@ -1017,7 +1174,10 @@ impl Endpoint {
 
     fn close_upstream(&mut self, u: UpstreamId) {
         if let Some(up) = self.ups.get_mut(u.idx, u.gen) {
-            if matches!(up.state, UpState::Connecting(_) | UpState::Attached(_)) {
+            if matches!(
+                up.state,
+                UpState::Connecting(_) | UpState::Handshaking(_) | UpState::Attached(_)
+            ) {
                 self.peers.end(up.target);
             }
             if up.state != UpState::Closed {

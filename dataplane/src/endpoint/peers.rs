@@ -185,6 +185,11 @@ impl<T> Upstreams<T> {
         spec.servers.get(target.server).map(|a| (&spec.name, *a))
     }
 
+    /// The TLS settings of `target`'s pool, when it speaks TLS.
+    pub(crate) fn tls(&self, target: Target) -> Option<Arc<crate::tls::UpstreamTls>> {
+        self.spec_of(target).and_then(|p| p.tls.clone())
+    }
+
     /// The connect and response timeouts of `target`'s pool, when it has
     /// its own.
     pub(crate) fn timeouts(

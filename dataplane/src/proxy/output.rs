@@ -72,6 +72,18 @@ impl Output {
         self.len() == 0
     }
 
+    /// Takes the oldest queued bytes (one chunk, or the tail frozen).
+    pub fn take_first(&mut self) -> Bytes {
+        self.freeze();
+        match self.chunks.pop_front() {
+            Some(c) => {
+                self.chunks_len -= c.len();
+                c
+            }
+            None => Bytes::new(),
+        }
+    }
+
     /// The oldest queued bytes (one chunk or the tail).
     pub fn first(&self) -> &[u8] {
         self.chunks.front().map_or(&self.tail[..], |c| &c[..])

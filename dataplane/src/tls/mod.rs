@@ -14,7 +14,7 @@ mod session;
 pub mod sni;
 
 pub use certs::{CertFiles, CertInfo};
-pub use session::{Handshake, TlsSession};
+pub use session::{ClientSession, Handshake, Side, TlsSession};
 
 use arc_swap::ArcSwap;
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
@@ -134,7 +134,7 @@ impl Failure {
 
     /// What a rustls error says about the peer; `open` when the handshake
     /// had finished.
-    fn of(e: &rustls::Error, open: bool) -> Failure {
+    pub(crate) fn of(e: &rustls::Error, open: bool) -> Failure {
         use rustls::Error as E;
         match e {
             E::AlertReceived(_) => Failure::PeerAlert,
@@ -286,6 +286,96 @@ fn build(
     config.ticketer = ticketer.clone();
     config.session_storage = sessions.clone();
     Ok((Arc::new(config), infos))
+}
+
+/// A pool's TLS to its servers (`[upstream.NAME] tls = true`): the
+/// client settings and the name verified (and sent in SNI).
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// rustls' client settings: the trusted CAs, ALPN `http/1.1`, a
+    /// session cache so reconnects resume.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name the servers' certificates must carry.
+    pub server_name: rustls::pki_types::ServerName<'static>,
+    /// What it was built from (`tls_server_name`, `tls_ca_file`), so a
+    /// reload tells whether it changed.
+    source: (String, Option<std::path::PathBuf>),
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl UpstreamTls {
+    /// Whether it was built from this name and CA file.
+    pub fn is_built_from(&self, server_name: &str, ca_file: Option<&std::path::Path>) -> bool {
+        self.source.0 == server_name && self.source.1.as_deref() == ca_file
+    }
+
+    /// Verifies servers as `server_name` against the CAs of `ca_file`
+    /// (PEM), or the system's trust store without one. `key` is the
+    /// pool's config prefix (`upstream.NAME`), for errors.
+    pub fn new(
+        key: &str,
+        server_name: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, TlsError> {
+        use rustls_pki_types::pem::PemObject;
+        let invalid = |k: &str, file: &str, reason: String| TlsError::Invalid {
+            key: format!("{key}.{k}"),
+            file: file.to_string(),
+            reason,
+        };
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| invalid("tls_server_name", server_name, e.to_string()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        match ca_file {
+            Some(path) => {
+                let file = path.display().to_string();
+                let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+                    key: format!("{key}.tls_ca_file"),
+                    file: file.clone(),
+                    source,
+                })?;
+                for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+                    let cert = cert.map_err(|e| {
+                        invalid("tls_ca_file", &file, format!("not PEM certificates: {e}"))
+                    })?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| invalid("tls_ca_file", &file, e.to_string()))?;
+                }
+                if roots.is_empty() {
+                    return Err(invalid("tls_ca_file", &file, "holds no certificate".into()));
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+                if roots.is_empty() {
+                    return Err(invalid(
+                        "tls_ca_file",
+                        "(system trust store)",
+                        "no CA certificates found: set tls_ca_file".into(),
+                    ));
+                }
+            }
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Settings)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            config: Arc::new(config),
+            server_name: name,
+            source: (server_name.to_string(), ca_file.map(Into::into)),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,52 @@
-//! One client's TLS session over rustls' unbuffered API: the caller hands
-//! in what arrived and takes what to send; no IO and no clock inside.
+//! One TLS session over rustls' unbuffered API, either side: the caller
+//! hands in what arrived and takes what to send; no IO and no clock
+//! inside. The server side terminates clients; the client side speaks to
+//! an upstream pool with `tls = true`.
 
 use super::Failure;
 use crate::proxy::output::Output;
-use rustls::server::UnbufferedServerConnection;
+use bytes::Bytes;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
-use rustls::{HandshakeKind, ProtocolVersion, ServerConfig};
+use rustls::{ClientConfig, HandshakeKind, ProtocolVersion, ServerConfig};
 use std::io::IoSlice;
+use std::ops::DerefMut;
 use std::sync::Arc;
+
+/// The side of an unbuffered rustls connection: what a session needs of
+/// it beyond what both sides share.
+pub trait Side:
+    DerefMut<Target = rustls::unbuffered::UnbufferedConnectionCommon<Self::Data>>
+{
+    /// rustls' per-side state.
+    type Data;
+    /// Runs rustls over `incoming`.
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Side for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+impl Side for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
 
 /// Most bytes a session holds undecoded: a record is at most 18 KiB, a
 /// handshake message a few; a peer sending more without completing
@@ -23,10 +62,11 @@ pub struct Handshake {
     pub tls13: bool,
 }
 
-/// A server-side TLS session: decrypts what arrives, encrypts what the
-/// engine queued, and keeps the records to send until they are written.
-pub struct TlsSession {
-    conn: UnbufferedServerConnection,
+/// A TLS session: decrypts what arrives, encrypts what the engine queued,
+/// and keeps the records to send until they are written. Server side by
+/// default; [`ClientSession`] for upstreams.
+pub struct TlsSession<S: Side = UnbufferedServerConnection> {
+    conn: S,
     incoming: Vec<u8>,
     out: Output,
     open: bool,
@@ -34,17 +74,40 @@ pub struct TlsSession {
     close_queued: bool,
 }
 
+/// The client side, for upstream connections.
+pub type ClientSession = TlsSession<UnbufferedClientConnection>;
+
 impl TlsSession {
     /// A session that will answer a ClientHello with `config`.
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, rustls::Error> {
-        Ok(Self {
-            conn: UnbufferedServerConnection::new(config)?,
+        Ok(Self::over(UnbufferedServerConnection::new(config)?, false))
+    }
+}
+
+impl ClientSession {
+    /// A session to the server `name`, its ClientHello queued.
+    pub fn client(
+        config: Arc<ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<Self, Failure> {
+        let conn =
+            UnbufferedClientConnection::new(config, name).map_err(|e| Failure::of(&e, false))?;
+        let mut s = Self::over(conn, true);
+        s.run(&mut |_| {})?;
+        Ok(s)
+    }
+}
+
+impl<S: Side> TlsSession<S> {
+    fn over(conn: S, started: bool) -> Self {
+        Self {
+            conn,
             incoming: Vec::new(),
             out: Output::with_capacity(0),
             open: false,
-            started: false,
+            started,
             close_queued: false,
-        })
+        }
     }
 
     /// Whether the handshake is still going on.
@@ -73,7 +136,7 @@ impl TlsSession {
         }
         self.incoming.extend_from_slice(data);
         let was_open = self.open;
-        self.process(deliver)?;
+        self.run(deliver)?;
         if self.incoming.len() > MAX_INCOMING {
             return Err(Failure::Protocol);
         }
@@ -87,10 +150,9 @@ impl TlsSession {
     }
 
     /// Runs rustls over the buffered input until it needs more.
-    fn process(&mut self, deliver: &mut dyn FnMut(&[u8])) -> Result<(), Failure> {
+    fn run(&mut self, deliver: &mut dyn FnMut(&[u8])) -> Result<(), Failure> {
         loop {
-            let UnbufferedStatus { mut discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
+            let UnbufferedStatus { mut discard, state } = self.conn.process(&mut self.incoming);
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
@@ -106,14 +168,6 @@ impl TlsSession {
                         deliver(record.payload);
                     }
                 }
-                ConnectionState::ReadEarlyData(mut early) => {
-                    // Early data is never accepted (no `max_early_data_size`);
-                    // whatever comes is dropped, as RFC 8446 allows.
-                    while let Some(record) = early.next_record() {
-                        let record = record.map_err(|e| Failure::of(&e, true))?;
-                        discard += record.discard;
-                    }
-                }
                 ConnectionState::EncodeTlsData(mut encode) => {
                     write_into(&mut self.out, 1024, |buf| match encode.encode(buf) {
                         Ok(n) => Ok(n),
@@ -127,8 +181,8 @@ impl TlsSession {
                     self.open = true;
                     done = true;
                 }
-                ConnectionState::PeerClosed | ConnectionState::Closed => done = true,
-                ConnectionState::BlockedHandshake => done = true,
+                // Early data is never offered (no `max_early_data_size`),
+                // so rustls never hands any over.
                 _ => done = true,
             }
             self.incoming.drain(..discard.min(self.incoming.len()));
@@ -148,8 +202,7 @@ impl TlsSession {
         let out = &mut self.out;
         let mut wrote = false;
         loop {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
+            let UnbufferedStatus { discard, state } = self.conn.process(&mut self.incoming);
             let state = state.map_err(|e| Failure::of(&e, true))?;
             let mut done = false;
             match state {
@@ -188,7 +241,7 @@ impl TlsSession {
         }
         self.close_queued = true;
         let out = &mut self.out;
-        let UnbufferedStatus { discard, state } = self.conn.process_tls_records(&mut self.incoming);
+        let UnbufferedStatus { discard, state } = self.conn.process(&mut self.incoming);
         if let Ok(ConnectionState::WriteTraffic(mut w)) = state {
             let _ = write_into(out, 64, |buf| match w.queue_close_notify(buf) {
                 Ok(n) => Ok(n),
@@ -223,6 +276,17 @@ impl TlsSession {
     /// Keeps the waiting bytes at their addresses until written (io_uring).
     pub fn pin(&mut self) {
         self.out.freeze();
+    }
+
+    /// The oldest waiting bytes, for a plain write.
+    pub fn first(&self) -> &[u8] {
+        self.out.first()
+    }
+
+    /// Takes the oldest waiting bytes, for a kernel that reads them after
+    /// the call returns (io_uring).
+    pub fn take_first(&mut self) -> Bytes {
+        self.out.take_first()
     }
 }
 
