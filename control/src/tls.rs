@@ -54,6 +54,10 @@ fn unix_now() -> i64 {
 impl TlsControl {
     /// Watches `server`'s certificates; warns now about expired ones.
     pub fn new(server: Arc<TlsServer>) -> Self {
+        match ultragate_dataplane::tls::ktls::kernel_support() {
+            Ok(()) => tracing::info!("TLS records are made in userspace (rustls); the kernel offers kTLS, which this build does not use"),
+            Err(why) => tracing::warn!(reason = %why, "no kTLS: TLS records are made in userspace (rustls)"),
+        }
         let me = Self {
             seen: Mutex::new(stamps(&server.settings())),
             server,
@@ -154,9 +158,17 @@ impl TlsControl {
             })
             .collect();
         let expired = certs.iter().any(|c| c.is_expired(now));
+        let ktls = match ultragate_dataplane::tls::ktls::kernel_support() {
+            Ok(()) => {
+                "userspace records; the kernel offers kTLS (tls ULP), this build does not use it"
+                    .to_string()
+            }
+            Err(why) => format!("userspace records; no kTLS: {why}"),
+        };
         json!({
             "name": "tls",
             "status": if expired { "expired" } else { "ok" },
+            "record_layer": ktls,
             "min_version": match settings.min_version {
                 ultragate_dataplane::tls::MinVersion::Tls12 => "1.2",
                 ultragate_dataplane::tls::MinVersion::Tls13 => "1.3",

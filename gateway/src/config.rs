@@ -1440,6 +1440,19 @@ mod tests {
             ("[api_gateway]\nlisten = 8080\n", "api_gateway.listen"),
             ("[api_gateway]\nworkers = 4\n", "workers"),
             (
+                "[api_gateway]\nlisten = \"\"\n",
+                "api_gateway.listen",
+            ),
+            ("[tls]\nlisten = \"0.0.0.0:8443\"\n", "tls.certificate"),
+            ("[tls]\nlisten = \"nowhere:x\"\n", "tls.listen"),
+            ("[tls]\nmin_version = \"1.1\"\n", "tls.min_version"),
+            ("[tls]\nhandshake_timeout_ms = 0\n", "tls.handshake_timeout_ms"),
+            (
+                "[[tls.certificate]]\ncert_file = \"a.crt\"\n",
+                "tls.certificate",
+            ),
+            ("[upstream.primary]\ntls = \"yes\"\n", "upstream"),
+            (
                 "[api_gateway]\nmax_header_bytes = 10\n",
                 "api_gateway.max_header_bytes",
             ),

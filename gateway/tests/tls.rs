@@ -513,3 +513,61 @@ fn a_pool_with_tls_verifies_its_servers_and_a_wrong_name_gets_502() {
     let _ = origin.kill();
     let _ = origin.wait();
 }
+
+#[test]
+fn sighup_reloads_the_certificates_and_min_version_1_3_refuses_tls_1_2() {
+    let ca = Ca::new("sighup");
+    let (crt, key) = ca.leaf("live", "first.test", &["site.test"]);
+    let (_o, origin) = origin(&[]);
+    let (gw, tls) = start(
+        origin,
+        &[(crt.clone(), key.clone())],
+        "min_version = \"1.3\"\nwatch_interval_ms = 0\n",
+    );
+    let client = ca.client();
+    assert_eq!(
+        https_get(&client, tls, "site.test", "/"),
+        Ok((200, "first.test".into()))
+    );
+    let (log, _) = curl_tls(
+        &ca,
+        tls,
+        "site.test",
+        "/",
+        &["--tlsv1.2", "--tls-max", "1.2"],
+    );
+    assert!(!log.contains("HTTP/1.1 200"), "{log}");
+    let counted = || {
+        metric(
+            &gw,
+            "ultragate_tls_handshake_failures_total{reason=\"incompatible\"}",
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(3), || counted() >= 1.0),
+        "incompatible: {}",
+        counted()
+    );
+
+    // New files in place (no watch): SIGHUP loads them.
+    let (new_crt, new_key) = ca.leaf("next", "second.test", &["site.test"]);
+    std::fs::copy(&new_crt, &crt).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        https_get(&client, tls, "site.test", "/"),
+        Ok((200, "first.test".into())),
+        "no watch: the old certificate until asked"
+    );
+    gw.proc.signal(libc::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(5), || https_get(
+            &client,
+            tls,
+            "site.test",
+            "/"
+        )
+        .is_ok_and(|(_, cn)| cn == "second.test")),
+        "SIGHUP did not load the new certificate"
+    );
+}

@@ -10,6 +10,7 @@
 //! open keep the one they started with, and resumption survives the swap.
 
 pub mod certs;
+pub mod ktls;
 mod session;
 pub mod sni;
 
