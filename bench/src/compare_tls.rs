@@ -205,6 +205,23 @@ pub fn run(args: &TlsCompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The first line a program prints about its version (`nginx -v` writes
+/// to stderr).
+fn version(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = [o.stdout, o.stderr].concat();
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .map(|l| l.trim().to_owned())
+        })
+        .unwrap_or_else(|| program.to_owned())
+}
+
 /// Whether this kernel offers the `tls` ULP (kTLS).
 fn ktls_available() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
@@ -222,21 +239,22 @@ fn table(s: &mut String, unit: &str, rows: &[Row]) {
         .filter(|r| r.target != "ultragate")
         .map(|r| r.cpu_us)
         .fold(f64::MAX, f64::min);
-    let _ = writeln!(s, "| target | {unit}/s | vs best peer | server CPU µs each | vs best peer | p50 µs | p99 µs | errors |");
+    let _ = writeln!(s, "| target | {unit}/s | vs best peer | server CPU µs each | vs best peer | server core busy | p50 µs | p99 µs | errors |");
     let _ = writeln!(
         s,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for r in rows {
         let h = &r.run.uncorrected;
         let _ = writeln!(
             s,
-            "| {} | {:.0} | {:.2}× | {:.1} | {:.2}× | {} | {} | {} |",
+            "| {} | {:.0} | {:.2}× | {:.1} | {:.2}× | {:.0} % | {} | {} | {} |",
             r.target,
             r.rps,
             r.rps / best.max(1.0),
             r.cpu_us,
             r.cpu_us / best_cpu.max(0.001),
+            r.rps * r.cpu_us / 1e4,
             h.value_at_quantile(0.5),
             h.value_at_quantile(0.99),
             r.run.errors_total()
@@ -250,12 +268,15 @@ fn report(args: &TlsCompareArgs, keepalive: &[Row], handshakes: &[Row], ktls: bo
     let _ = writeln!(
         s,
         "Command: `cargo build --release -p ultragate -p ultragate-bench && ./target/release/bench compare --tls --duration {}s --connections {}`; date {}. \
-         Servers pinned to core {}, one worker each, the same ECDSA P-256 certificate (made by the run), TLS 1.3 negotiated, session caches and tickets on; nginx 1.22 and HAProxy 2.6 with Debian's OpenSSL 3.0, ultragate with rustls (aws-lc-rs). \
-         The client (`bench load`, rustls, verifying the chain) pinned to core {}, closed loop over {} connections. Server CPU: user+system time of the server's processes per request (per handshake).\n",
+         Servers pinned to core {}, one worker each, the same ECDSA P-256 certificate (made by the run), TLS 1.3 negotiated, session caches and tickets on; `{}`, `{}`, `{}`; ultragate with rustls (aws-lc-rs). \
+         The client (`bench load`, rustls, verifying the chain) pinned to core {}, closed loop over {} connections. Server CPU: user+system time of the server's processes per request (per handshake); server core busy: that times the rate, so a row well below 100 % was held back by the client, not by the server.\n",
         args.duration.as_secs(),
         args.connections,
         crate::load::today(),
         args.server_core,
+        version("nginx", &["-v"]),
+        version("haproxy", &["-v"]),
+        version("openssl", &["version"]),
         args.client_core,
         args.connections,
     );
