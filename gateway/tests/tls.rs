@@ -162,6 +162,21 @@ fn https_get(
     Ok((status, cn))
 }
 
+/// Whether `site.test` is served with certificate `cn` within 5 s.
+fn serves_soon(client: &Arc<rustls::ClientConfig>, tls: SocketAddr, cn: &str) -> bool {
+    wait_for(Duration::from_secs(5), || {
+        https_get(client, tls, "site.test", "/").is_ok_and(|(_, got)| got == cn)
+    })
+}
+
+/// Updates a Secret volume at `live` as the kubelet does: `..data` swapped
+/// in one rename to point at the directory of `crt`.
+fn update_secret(live: &std::path::Path, crt: &std::path::Path) {
+    let next = live.join("..data_tmp");
+    std::os::unix::fs::symlink(crt.parent().unwrap(), &next).unwrap();
+    std::fs::rename(&next, live.join("..data")).unwrap();
+}
+
 /// A metric's value from `/metrics` (0 when absent).
 fn metric(gw: &Gateway, series: &str) -> f64 {
     let out = curl(&[&format!("http://{}/metrics", gw.admin)]);
@@ -293,17 +308,9 @@ fn certificates_reload_under_load_without_a_failed_request_and_a_bad_one_is_refu
     };
     std::thread::sleep(Duration::from_millis(300));
     // The Secret is updated: the watch reloads.
-    let next = live.join("..data_tmp");
-    std::os::unix::fs::symlink(v2.0.parent().unwrap(), &next).unwrap();
-    std::fs::rename(&next, &data).unwrap();
+    update_secret(&live, &v2.0);
     assert!(
-        wait_for(Duration::from_secs(5), || https_get(
-            &client,
-            tls,
-            "site.test",
-            "/"
-        )
-        .is_ok_and(|(_, cn)| cn == "v2.test")),
+        serves_soon(&client, tls, "v2.test"),
         "the new certificate is not served"
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -319,9 +326,7 @@ fn certificates_reload_under_load_without_a_failed_request_and_a_bad_one_is_refu
     // and the running one stays.
     let v3 = ca.leaf("v3", "v3.test", &["site.test"]);
     std::fs::copy(&v1.1, &v3.1).unwrap();
-    let next = live.join("..data_tmp");
-    std::os::unix::fs::symlink(v3.0.parent().unwrap(), &next).unwrap();
-    std::fs::rename(&next, &data).unwrap();
+    update_secret(&live, &v3.0);
     let out = curl(&[
         "-s",
         "-w",
@@ -561,13 +566,7 @@ fn sighup_reloads_the_certificates_and_min_version_1_3_refuses_tls_1_2() {
     );
     gw.proc.signal(libc::SIGHUP);
     assert!(
-        wait_for(Duration::from_secs(5), || https_get(
-            &client,
-            tls,
-            "site.test",
-            "/"
-        )
-        .is_ok_and(|(_, cn)| cn == "second.test")),
+        serves_soon(&client, tls, "second.test"),
         "SIGHUP did not load the new certificate"
     );
 }
