@@ -115,7 +115,7 @@ impl<S: Side> TlsSession<S> {
         !self.open
     }
 
-    /// Takes bytes from the client; the decrypted application data goes to
+    /// Takes bytes from the peer; the decrypted application data goes to
     /// `deliver`. Returns how the handshake went when it finishes with
     /// this call. An error means the connection must close; its records
     /// (an alert) may still be queued.
@@ -124,14 +124,14 @@ impl<S: Side> TlsSession<S> {
         data: &[u8],
         deliver: &mut dyn FnMut(&[u8]),
     ) -> Result<Option<Handshake>, Failure> {
-        if !self.started {
+        if let (false, Some(&first)) = (self.started, data.first()) {
             self.started = true;
             // A TLS connection starts with a handshake record (22); a
             // letter is a plain HTTP request sent to the TLS port.
-            match data.first() {
-                Some(b) if b.is_ascii_uppercase() => return Err(Failure::PlaintextHttp),
-                Some(22) | None => {}
-                Some(_) => return Err(Failure::NotTls),
+            match first {
+                22 => {}
+                b if b.is_ascii_uppercase() => return Err(Failure::PlaintextHttp),
+                _ => return Err(Failure::NotTls),
             }
         }
         self.incoming.extend_from_slice(data);
