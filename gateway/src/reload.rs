@@ -588,8 +588,9 @@ impl Reloader {
             });
         }
         // The certificates are read again at every reload (SIGHUP is how
-        // operators ask for it), whether or not `[tls]` changed.
-        if let Some(tls) = &self.to.tls {
+        // operators ask for it), whether or not `[tls]` changed; turning
+        // the listener off takes a restart (`tls.listen`).
+        if let (Some(tls), Some(_)) = (&self.to.tls, new.tls.listen) {
             tls.reload(
                 &self.to.supervisor,
                 Some(&new.tls.settings()),

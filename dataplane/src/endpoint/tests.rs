@@ -266,3 +266,179 @@ fn a_request_waiting_for_another_cores_fetch_is_woken_when_it_ends() {
         "nothing due: the bell was answered"
     );
 }
+
+/// What [`tls_pump`] saw the layer ask for.
+#[derive(Default)]
+struct Asked {
+    /// A close (with a reset when `true`).
+    closed: Option<bool>,
+    /// Connects.
+    connects: Vec<(UpstreamId, SocketAddr)>,
+}
+
+/// Moves bytes between an in-memory rustls client and client `id` of the
+/// layer until neither has anything more.
+fn tls_pump(
+    ep: &mut Endpoint,
+    id: ClientId,
+    client: &mut rustls::ClientConnection,
+    now: Instant,
+) -> Asked {
+    let mut asked = Asked::default();
+    for _ in 0..50 {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        if !wire.is_empty() {
+            ep.handle(now, Event::ClientBytes(id, &wire));
+        }
+        let back = client_output_bytes(ep, id);
+        if !back.is_empty() {
+            ep.handle(now, Event::ClientWritten(id, back.len()));
+            let mut rd = &back[..];
+            while !rd.is_empty() {
+                client.read_tls(&mut rd).unwrap();
+            }
+            client.process_new_packets().unwrap();
+        }
+        while let Some(cmd) = ep.poll_command() {
+            match cmd {
+                Command::CloseClient { client, reset } => {
+                    assert_eq!(client, id);
+                    asked.closed = Some(reset);
+                }
+                Command::Connect { up, addr } => asked.connects.push((up, addr)),
+                _ => {}
+            }
+        }
+        if wire.is_empty() && back.is_empty() {
+            break;
+        }
+    }
+    asked
+}
+
+fn client_output_bytes(ep: &Endpoint, id: ClientId) -> Vec<u8> {
+    let mut slices = [std::io::IoSlice::new(&[]); 8];
+    let n = ep.client_slices(id, &mut slices);
+    slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+}
+
+/// What the rustls client has read so far, as text.
+fn tls_read(client: &mut rustls::ClientConnection) -> String {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = client.reader().read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_tls_client_gets_a_miss_then_a_hit_and_a_close_notify_before_the_fin() {
+    use crate::cache::{Cache, CacheConfig};
+    use crate::tls::tests::{settings, Ca};
+    use std::io::Write;
+    let t0 = Instant::now();
+    let ca = Ca::new("endpoint");
+    let server = TlsServer::new(&settings(vec![ca.leaf("a", &["a.test"])])).unwrap();
+    let cache = Arc::new(Cache::new(CacheConfig {
+        max_bytes: 1 << 20,
+        max_object_bytes: 1 << 16,
+    }));
+    let none = PoolSpec::new(Vec::new(), Duration::from_secs(60), 4, 3);
+    let (mut ep, _) = endpoint_with(t0, none, Some(cache));
+    ep.parts.tls = Some(Arc::new(server));
+    let id = ep
+        .accept_tls(t0, SocketAddr::from(([10, 0, 0, 1], 5000)))
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+    let mut client = rustls::ClientConnection::new(ca.client(), name).unwrap();
+
+    // The request is written before the handshake (rustls holds it); the
+    // miss goes upstream once it is decrypted.
+    let get = b"GET /t HTTP/1.1\r\nHost: a\r\n\r\n";
+    client.writer().write_all(get).unwrap();
+    let asked = tls_pump(&mut ep, id, &mut client, t0);
+    assert_eq!(asked.closed, None);
+    assert_eq!(ep.stats.tls.full, 1, "one full handshake");
+    let [(up, _)] = asked.connects[..] else {
+        panic!("one connect")
+    };
+    ep.handle(t0, Event::Connected(up));
+    let n = ep.upstream_output(up).len();
+    ep.handle(t0, Event::UpstreamWritten(up, n));
+    ep.handle(
+        t0,
+        Event::UpstreamBytes(
+            up,
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\nhello",
+        ),
+    );
+    tls_pump(&mut ep, id, &mut client, t0);
+    let out = tls_read(&mut client);
+    assert!(
+        out.contains("X-Cache: MISS") && out.ends_with("hello"),
+        "{out}"
+    );
+
+    // The same URL again: a hit, nothing upstream.
+    client.writer().write_all(get).unwrap();
+    assert!(tls_pump(&mut ep, id, &mut client, t0).connects.is_empty());
+    let out = tls_read(&mut client);
+    assert!(
+        out.contains("X-Cache: HIT") && out.ends_with("hello"),
+        "{out}"
+    );
+
+    // The last request: the answer, then close_notify, then a clean close.
+    client
+        .writer()
+        .write_all(b"GET /t HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let closed = tls_pump(&mut ep, id, &mut client, t0).closed;
+    let out = tls_read(&mut client);
+    assert!(out.ends_with("hello"), "{out}");
+    assert!(
+        client.process_new_packets().unwrap().peer_has_closed(),
+        "close_notify"
+    );
+    assert_eq!(closed, Some(false), "a FIN, not a reset");
+}
+
+#[test]
+fn a_handshake_that_stalls_is_reset_at_its_deadline_and_counted() {
+    use crate::tls::tests::{settings, Ca};
+    let t0 = Instant::now();
+    let ca = Ca::new("stall");
+    let server = TlsServer::new(&settings(vec![ca.leaf("a", &["a.test"])])).unwrap();
+    let deadline = t0 + server.handshake_timeout();
+    let none = PoolSpec::new(Vec::new(), Duration::from_secs(60), 4, 3);
+    let (mut ep, _) = endpoint_with(t0, none, None);
+    ep.parts.tls = Some(Arc::new(server));
+    let id = ep
+        .accept_tls(t0, SocketAddr::from(([10, 0, 0, 1], 5000)))
+        .unwrap();
+    // The first bytes of a ClientHello, then nothing.
+    ep.handle(
+        t0,
+        Event::ClientBytes(id, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+    );
+    while ep.poll_command().is_some() {}
+    assert_eq!(ep.poll_timeout(), deadline, "the handshake's deadline");
+    ep.handle(deadline, Event::Timer);
+    let closes: Vec<bool> = std::iter::from_fn(|| ep.poll_command())
+        .filter_map(|c| match c {
+            Command::CloseClient { reset, .. } => Some(reset),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closes, [true], "reset at the deadline");
+    assert_eq!(ep.stats.tls.failures[5], 1, "counted as a timeout");
+    assert_eq!(crate::tls::Failure::ALL[5].label(), "timeout");
+}

@@ -380,4 +380,4 @@ impl UpstreamTls {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

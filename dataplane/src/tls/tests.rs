@@ -8,15 +8,16 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// A throwaway CA and the leaf certificates it signs, as PEM files.
-struct Ca {
+/// A throwaway CA and the leaf certificates it signs, as PEM files (the
+/// per-core layer's tests use it too).
+pub(crate) struct Ca {
     dir: PathBuf,
     issuer: Issuer<'static, KeyPair>,
     pem: String,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let dir = std::env::temp_dir().join(format!("ug-tls-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -35,7 +36,7 @@ impl Ca {
     }
 
     /// A leaf for `names`, written as `<file>.crt` and `<file>.key`.
-    fn leaf(&self, file: &str, names: &[&str]) -> CertFiles {
+    pub(crate) fn leaf(&self, file: &str, names: &[&str]) -> CertFiles {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
@@ -51,7 +52,7 @@ impl Ca {
         files
     }
 
-    fn client(&self) -> Arc<ClientConfig> {
+    pub(crate) fn client(&self) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         let der = rustls_pki_types::CertificateDer::from_pem_slice(self.pem.as_bytes()).unwrap();
         roots.add(der).unwrap();
@@ -65,7 +66,7 @@ impl Ca {
 
 use rustls_pki_types::pem::PemObject;
 
-fn settings(certs: Vec<CertFiles>) -> TlsSettings {
+pub(crate) fn settings(certs: Vec<CertFiles>) -> TlsSettings {
     TlsSettings {
         certificates: certs,
         min_version: MinVersion::Tls12,
