@@ -560,33 +560,25 @@ impl Endpoint {
     /// pooled connection is read, so its close (or stray bytes, which
     /// make it unusable) retires it at once.
     pub fn upstream_interest(&self, u: UpstreamId) -> Interest {
-        let tls_pending = self
-            .ups
-            .get(u.idx, u.gen)
-            .and_then(|up| up.tls.as_ref())
-            .map(|t| t.pending() > 0);
-        match self.up_state(u) {
-            Some(UpState::Idle(_)) => Interest {
+        let Some(up) = self.ups.get(u.idx, u.gen) else {
+            return Interest::default();
+        };
+        let tls_pending = up.tls.as_ref().map(|t| t.pending() > 0);
+        match up.state {
+            UpState::Idle(_) => Interest {
                 read: true,
                 write: false,
             },
-            Some(UpState::Handshaking(_)) => Interest {
+            UpState::Handshaking(_) => Interest {
                 read: true,
                 write: tls_pending == Some(true),
             },
-            Some(UpState::Attached(id)) if tls_pending.is_some() => {
-                match self.clients.get(id.idx, id.gen) {
-                    Some(c) if !c.closed => Interest {
-                        read: c.conn.wants_upstream_bytes(),
-                        write: tls_pending == Some(true),
-                    },
-                    _ => Interest::default(),
-                }
-            }
-            Some(UpState::Attached(id)) => match self.clients.get(id.idx, id.gen) {
+            UpState::Attached(id) => match self.clients.get(id.idx, id.gen) {
                 Some(c) if !c.closed => Interest {
                     read: c.conn.wants_upstream_bytes(),
-                    write: c.conn.upstream_attached() && !c.conn.upstream_output().is_empty(),
+                    write: tls_pending.unwrap_or_else(|| {
+                        c.conn.upstream_attached() && !c.conn.upstream_output().is_empty()
+                    }),
                 },
                 _ => Interest::default(),
             },
@@ -596,11 +588,17 @@ impl Endpoint {
 
     /// The bytes queued for the upstream connection.
     pub fn upstream_output(&self, u: UpstreamId) -> &[u8] {
-        if let Some(t) = self.ups.get(u.idx, u.gen).and_then(|up| up.tls.as_ref()) {
+        let Some(up) = self.ups.get(u.idx, u.gen) else {
+            return &[];
+        };
+        if let Some(t) = &up.tls {
             return t.first();
         }
-        match self.attached_client(u) {
-            Some(c) if c.conn.upstream_attached() => c.conn.upstream_output(),
+        let UpState::Attached(id) = up.state else {
+            return &[];
+        };
+        match self.clients.get(id.idx, id.gen) {
+            Some(c) if !c.closed && c.conn.upstream_attached() => c.conn.upstream_output(),
             _ => &[],
         }
     }
@@ -609,14 +607,13 @@ impl Endpoint {
     /// that reads them after the call returns (io_uring); report
     /// [`Event::UpstreamSent`] once all are written.
     pub fn take_upstream_output(&mut self, u: UpstreamId) -> Bytes {
-        if let Some(t) = self
-            .ups
-            .get_mut(u.idx, u.gen)
-            .and_then(|up| up.tls.as_mut())
-        {
+        let Some(up) = self.ups.get_mut(u.idx, u.gen) else {
+            return Bytes::new();
+        };
+        if let Some(t) = &mut up.tls {
             return t.take_first();
         }
-        let Some(UpState::Attached(id)) = self.up_state(u) else {
+        let UpState::Attached(id) = up.state else {
             return Bytes::new();
         };
         match self.clients.get_mut(id.idx, id.gen) {
@@ -634,13 +631,6 @@ impl Endpoint {
 
     fn up_state(&self, u: UpstreamId) -> Option<UpState> {
         self.ups.get(u.idx, u.gen).map(|up| up.state)
-    }
-
-    fn attached_client(&self, u: UpstreamId) -> Option<&Client> {
-        let Some(UpState::Attached(id)) = self.up_state(u) else {
-            return None;
-        };
-        self.clients.get(id.idx, id.gen).filter(|c| !c.closed)
     }
 
     /// Runs an event on upstream `u`'s client; an idle pooled connection
@@ -823,10 +813,16 @@ impl Endpoint {
                 Action::Refresh { request, key } => self.start_refresh(now, &request, key),
             }
         }
-        if self.seal(id, now) {
+        // One look decides whether TLS has work here (a plain client with
+        // a plain upstream, the hot path, pays for nothing more).
+        let (tls, up) = match self.clients.get(id.idx, id.gen) {
+            Some(c) => (c.tls.is_some(), c.up),
+            None => return,
+        };
+        if tls && self.seal(id, now) {
             return;
         }
-        if self.seal_upstream(id, now) {
+        if up.is_some_and(|u| self.up_tls(u)) && self.seal_upstream(id, now) {
             return self.settle(id, now);
         }
         let Self {
