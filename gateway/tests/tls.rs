@@ -61,6 +61,22 @@ impl Ca {
         (crt, k)
     }
 
+    /// A leaf for `names` that expired on 2020-01-02.
+    fn expired_leaf(&self, sub: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 1, 2);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let dir = self.dir.join(sub);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (crt, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (crt, k)
+    }
+
     /// A rustls client trusting this CA only, without resumption (so
     /// every connection sees the certificate served now).
     fn client(&self) -> Arc<rustls::ClientConfig> {
@@ -216,6 +232,47 @@ fn curl_gets_the_sni_certificate_over_tls_1_2_and_1_3_resumes_and_hits_the_cache
     // The third request for the same URL is a cache hit, over TLS.
     let (_, out) = curl_tls(&ca, tls, "a.test", "/v?size=1024&cache=max-age=60", &[]);
     assert!(out.to_ascii_lowercase().contains("x-cache: hit"), "{out}");
+
+    // Large bodies both ways: 4 MiB down (many records, the queue ahead
+    // of the socket full and drained again), 256 KiB up to /echo.
+    let big = ca.dir.join("big.out");
+    let (log, _) = curl_tls(
+        &ca,
+        tls,
+        "a.test",
+        "/big?size=4194304&cache=no-store",
+        &["-o", big.to_str().unwrap()],
+    );
+    let got = std::fs::read(&big).unwrap_or_default();
+    let body_at = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |p| p + 4);
+    assert_eq!(got.len() - body_at, 4 << 20, "{log}");
+    let upload = ca.dir.join("up.bin");
+    std::fs::write(&upload, vec![b'u'; 256 << 10]).unwrap();
+    let data = format!("@{}", upload.display());
+    let (_, out) = curl_tls(
+        &ca,
+        tls,
+        "a.test",
+        "/echo",
+        &[
+            "--data-binary",
+            &data,
+            "-H",
+            "Content-Type: application/octet-stream",
+        ],
+    );
+    assert!(
+        out.starts_with("HTTP/1.1 200"),
+        "{}",
+        &out[..out.len().min(300)]
+    );
+    assert!(
+        out.ends_with(&"u".repeat(256 << 10)),
+        "the body came back whole"
+    );
 
     // Two URLs in one curl, each on its own connection: the second resumes.
     let url = format!("https://a.test:{}/", tls.port());
@@ -569,4 +626,31 @@ fn sighup_reloads_the_certificates_and_min_version_1_3_refuses_tls_1_2() {
         serves_soon(&client, tls, "second.test"),
         "SIGHUP did not load the new certificate"
     );
+}
+
+#[test]
+fn an_expired_certificate_is_served_with_a_warning_in_health_not_refused() {
+    let ca = Ca::new("expired");
+    let (_o, origin) = origin(&[]);
+    let (gw, tls) = start(origin, &[ca.expired_leaf("old", &["old.test"])], "");
+    // Served (a client that checks dates refuses it; -k does not check).
+    let (log, out) = curl_tls(&ca, tls, "old.test", "/", &["-k"]);
+    assert!(out.starts_with("HTTP/1.1 200"), "{log}");
+    let (log, _) = curl_tls(&ca, tls, "old.test", "/", &[]);
+    assert!(log.contains("expired"), "{log}");
+    let health = admin_json(&gw, "/health");
+    let tls_health = health["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "tls")
+        .cloned()
+        .unwrap();
+    assert_eq!(tls_health["status"], "expired", "{tls_health}");
+    assert_eq!(tls_health["certificates"][0]["expired"], true);
+    assert_eq!(health["overall_status"], "degraded", "{health}");
+    // Its expiry, by file and name, in seconds since the Unix epoch.
+    let out = curl(&[&format!("http://{}/metrics", gw.admin)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("name=\"old.test\"} 1577923200"), "{text}");
 }
