@@ -1,7 +1,8 @@
 //! The DPDK data plane end to end, inside a network namespace the test
 //! creates: the gateway, the origin and the client all run in it; the
 //! gateway's DPDK port is a `net_tap` vdev whose kernel side (10.213.0.1)
-//! the client uses, so every request crosses DPDK and smoltcp. Then the
+//! the client uses, so every request crosses DPDK and smoltcp (HTTPS too,
+//! terminated in the per-core layer over smoltcp). Then the
 //! runbook's "DPDK Network Failure": the tap link goes down, the gateway
 //! moves to the kernel listener; `POST /admin/dataplane dpdk` after
 //! link-up brings it back. Last, a start with no hugepages serves on
@@ -101,13 +102,29 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// Two data cores (two queue pairs on the tap, a stack on each) when the
-/// machine has them.
-fn config(tap: &str, extra_eal: &str) -> String {
+/// machine has them; HTTPS on port 18443 (on the DPDK port and on the
+/// kernel's fallback listener) with the certificate in `tls_dir`.
+fn config(tap: &str, extra_eal: &str, tls_dir: &std::path::Path) -> String {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
     let cores = (0..n).map(|c| c.to_string()).collect::<Vec<_>>().join(", ");
+    let t = tls_dir.display();
     format!(
-        "[api_gateway]\nlisten = \"127.0.0.1:18080\"\nenable_dpdk = true\ncores = [{cores}]\ndrain_timeout_ms = 1000\n\n[admin]\nlisten = \"127.0.0.1:18081\"\n\n[upstream.primary]\nservers = [\"127.0.0.1:18000\"]\n\n[dpdk]\neal_args = [\"--vdev=net_tap0,iface={tap}\", \"--no-pci\"{extra_eal}]\naddress = \"10.213.0.2/24\"\nlisten_port = 8080\nlink_down_grace_ms = 500\n"
+        "[api_gateway]\nlisten = \"127.0.0.1:18080\"\nenable_dpdk = true\ncores = [{cores}]\ndrain_timeout_ms = 1000\n\n[admin]\nlisten = \"127.0.0.1:18081\"\n\n[upstream.primary]\nservers = [\"127.0.0.1:18000\"]\n\n[dpdk]\neal_args = [\"--vdev=net_tap0,iface={tap}\", \"--no-pci\"{extra_eal}]\naddress = \"10.213.0.2/24\"\nlisten_port = 8080\nlink_down_grace_ms = 500\n\n\
+         [tls]\nlisten = \"127.0.0.1:18443\"\n[[tls.certificate]]\ncert_file = \"{t}/tls.crt\"\nkey_file = \"{t}/tls.key\"\n"
     )
+}
+
+/// A self-signed certificate for `dpdk.test` in `dir` (`tls.crt`,
+/// `tls.key`), made here.
+fn certificate(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["dpdk.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
 }
 
 #[test]
@@ -117,7 +134,24 @@ fn serves_through_dpdk_falls_back_to_the_kernel_and_returns() {
     let tap = format!("ugt{id}");
     let dir = std::env::temp_dir();
     let cfg = dir.join(format!("ultragate-dpdk-{id}.toml"));
-    std::fs::write(&cfg, config(&tap, "")).unwrap();
+    let tls_dir = dir.join(format!("ultragate-dpdk-tls-{id}"));
+    certificate(&tls_dir);
+    std::fs::write(&cfg, config(&tap, "", &tls_dir)).unwrap();
+    let cacert = tls_dir.join("tls.crt").display().to_string();
+    // HTTPS to `addr:18443` as `dpdk.test`, trusting the certificate.
+    let https = |addr: &str, path: &str| {
+        ns.curl(&[
+            "-i",
+            "--cacert",
+            &cacert,
+            "--resolve",
+            &format!("dpdk.test:18443:{addr}"),
+            // The cache key the plain requests used.
+            "-H",
+            "Host: 10.213.0.2:8080",
+            &format!("https://dpdk.test:18443{path}"),
+        ])
+    };
     let bench = bench_bin();
     let _origin = ns.spawn(
         "origin",
@@ -158,6 +192,12 @@ fn serves_through_dpdk_falls_back_to_the_kernel_and_returns() {
     // answers, from the one cache.
     for _ in 0..12 {
         let hit = ns.curl(&["-i", url]);
+        assert!(hit.contains("X-Cache: HIT"), "{hit}");
+    }
+    // HTTPS on the DPDK port: rustls in the per-core layer over smoltcp,
+    // hits from the same cache.
+    for _ in 0..4 {
+        let hit = https("10.213.0.2", "/page?cache=max-age%3D60");
         assert!(hit.contains("X-Cache: HIT"), "{hit}");
     }
     // The port is sampled every 100 ms.
@@ -203,6 +243,9 @@ fn serves_through_dpdk_falls_back_to_the_kernel_and_returns() {
         kernel.contains("X-Cache: HIT"),
         "the cache is the same: {kernel}"
     );
+    // HTTPS moved too: the kernel's TLS listener, the same certificate.
+    let kernel_tls = https("127.0.0.1", "/page?cache=max-age%3D60");
+    assert!(kernel_tls.contains("X-Cache: HIT"), "{kernel_tls}");
     let events = ns.curl(&[&format!("http://{admin}/admin/events")]);
     assert!(events.contains("dpdk_link_down"), "{events}");
     assert!(
