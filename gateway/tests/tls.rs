@@ -99,9 +99,13 @@ impl Drop for Ca {
 }
 
 /// The `[tls]` section: a listener on `port` with the given certificates.
+/// It follows `[upstream.primary]`, whose fallback it turns off: on a
+/// loaded machine the runbook would divert a slow primary to the default
+/// fallback (nothing listens there), and these tests are about TLS.
 fn tls_section(port: u16, certs: &[(PathBuf, PathBuf)], extra: &str) -> String {
-    let mut s =
-        format!("\n[tls]\nlisten = \"127.0.0.1:{port}\"\nhandshake_timeout_ms = 500\n{extra}\n");
+    let mut s = format!(
+        "fallback = \"\"\n\n[tls]\nlisten = \"127.0.0.1:{port}\"\nhandshake_timeout_ms = 500\n{extra}\n"
+    );
     for (crt, key) in certs {
         s += &format!(
             "[[tls.certificate]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
