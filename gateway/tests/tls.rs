@@ -48,26 +48,30 @@ impl Ca {
     /// Writes a leaf for `names` (common name `cn`) as `DIR/tls.crt` and
     /// `DIR/tls.key` under the CA's directory.
     fn leaf(&self, sub: &str, cn: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let dir = self.dir.join(sub);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (crt, k) = (dir.join("tls.crt"), dir.join("tls.key"));
-        std::fs::write(&crt, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (crt, k)
+        self.leaf_with(sub, names, |p| {
+            p.distinguished_name.push(DnType::CommonName, cn)
+        })
     }
 
     /// A leaf for `names` that expired on 2020-01-02.
     fn expired_leaf(&self, sub: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        self.leaf_with(sub, names, |p| {
+            p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2020, 1, 2);
+        })
+    }
+
+    /// A leaf for `names` with `shape` applied to its parameters.
+    fn leaf_with(
+        &self,
+        sub: &str,
+        names: &[&str],
+        shape: impl FnOnce(&mut CertificateParams),
+    ) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).unwrap();
-        params.not_before = rcgen::date_time_ymd(2019, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2020, 1, 2);
+        shape(&mut params);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let dir = self.dir.join(sub);
         std::fs::create_dir_all(&dir).unwrap();
@@ -197,6 +201,15 @@ fn update_secret(live: &std::path::Path, crt: &std::path::Path) {
     std::fs::rename(&next, live.join("..data")).unwrap();
 }
 
+/// The `tls` component of a `/health` answer.
+fn tls_component(health: &serde_json::Value) -> serde_json::Value {
+    health["components"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "tls"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no tls component in {health}"))
+}
+
 /// A metric's value from `/metrics` (0 when absent).
 fn metric(gw: &Gateway, series: &str) -> f64 {
     let out = curl(&[&format!("http://{}/metrics", gw.admin)]);
@@ -311,13 +324,7 @@ fn curl_gets_the_sni_certificate_over_tls_1_2_and_1_3_resumes_and_hits_the_cache
         metric(&gw, "ultragate_tls_handshakes_total{kind=\"resumed\"}")
     );
     let health = admin_json(&gw, "/health");
-    let tls_health = health["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "tls")
-        .cloned()
-        .unwrap();
+    let tls_health = tls_component(&health);
     assert_eq!(tls_health["status"], "ok", "{tls_health}");
     assert_eq!(
         tls_health["certificates"][1]["names"][0], "*.b.test",
@@ -643,13 +650,7 @@ fn an_expired_certificate_is_served_with_a_warning_in_health_not_refused() {
     let (log, _) = curl_tls(&ca, tls, "old.test", "/", &[]);
     assert!(log.contains("expired"), "{log}");
     let health = admin_json(&gw, "/health");
-    let tls_health = health["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "tls")
-        .cloned()
-        .unwrap();
+    let tls_health = tls_component(&health);
     assert_eq!(tls_health["status"], "expired", "{tls_health}");
     assert_eq!(tls_health["certificates"][0]["expired"], true);
     assert_eq!(health["overall_status"], "degraded", "{health}");
