@@ -562,7 +562,7 @@ fn route_call(sup: &Supervisor, body: &[u8], word: &str) -> AdminResponse {
     };
     let name = route.unwrap_or("default");
     let moved = match pool {
-        0 => Some(sup.set_route_mode(mode)),
+        0 => sup.set_route_mode(mode),
         i => pools
             .pool(i)
             .and_then(|p| sup.set_pool_route_mode(&p.name, mode)),

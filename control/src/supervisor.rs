@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ultragate_dataplane::access::AccessLog;
 use ultragate_dataplane::cache::Cache;
-use ultragate_dataplane::live::{Live, PoolSpec};
+use ultragate_dataplane::live::{Live, PoolSpec, Settings};
 use ultragate_dataplane::stats::CoreStats;
 use ultragate_dataplane::status::{DataplaneStatus, Route};
 
@@ -192,15 +192,18 @@ impl Supervisor {
     }
 
     /// An operator's route for the default pool: `primary`, `fallback`
-    /// or `auto`.
-    pub fn set_route_mode(&self, mode: Mode) -> Route {
+    /// or `auto`; `None` when the primary has no fallback
+    /// (`fallback = ""`).
+    pub fn set_route_mode(&self, mode: Mode) -> Option<Route> {
+        let pools = self.live.load();
+        pools.pool(pools.primary().fallback?)?;
         let route = {
             let mut p = lock(&self.route);
             p.set_mode(mode);
             p.route()
         };
         self.apply_route(0, route);
-        route
+        Some(route)
     }
 
     /// An operator's route for the named pool `pool`; `None` when no
@@ -303,28 +306,9 @@ impl Supervisor {
     }
 
     fn round(&self, now: Instant, merged: &CoreStats) {
-        let p99 = merged.latency(0.99);
         let pools = self.live.load();
-        let observation = Observation {
-            now,
-            requests: merged.requests,
-            p99,
-            error_rate: merged.error_rate(),
-            primary_healthy: pools.primary().health.any_healthy(),
-            primary_fast: pools.primary().fast.load(Ordering::Relaxed),
-            fallback_healthy: pools.fallback().health.any_healthy(),
-        };
-        let decision = lock(&self.route).observe(&observation);
-        if let Some(mut d) = decision {
-            if !pools.engine.routes.is_implicit() {
-                // Configured routes: say which of them moved.
-                d.value = format!(
-                    "pool primary (routes {}): {}",
-                    route_names(&pools, 0),
-                    d.value
-                );
-            }
-            self.execute(&d);
+        if let Some(fallback) = pools.primary().fallback.and_then(|f| pools.pool(f)) {
+            self.primary_round(now, merged, &pools, fallback);
         }
         self.named_pool_rounds(now, merged);
         self.eject_slow_servers();
@@ -335,7 +319,7 @@ impl Supervisor {
         }
         let view = View {
             p50: merged.latency(0.5),
-            p99,
+            p99: merged.latency(0.99),
             p999: merged.latency(0.999),
             error_rate: merged.error_rate(),
             rps: merged.requests as f64 / EVAL_WINDOW.as_secs_f64(),
@@ -344,6 +328,39 @@ impl Supervisor {
         };
         *lock(&self.view) = view;
         self.metrics.refresh(&self.snapshot(view));
+    }
+
+    /// The critical-failure row of the default pool, on the whole data
+    /// plane's numbers; only when the primary has a fallback to divert
+    /// to.
+    fn primary_round(
+        &self,
+        now: Instant,
+        merged: &CoreStats,
+        pools: &Settings,
+        fallback: &PoolSpec,
+    ) {
+        let observation = Observation {
+            now,
+            requests: merged.requests,
+            p99: merged.latency(0.99),
+            error_rate: merged.error_rate(),
+            primary_healthy: pools.primary().health.any_healthy(),
+            primary_fast: pools.primary().fast.load(Ordering::Relaxed),
+            fallback_healthy: fallback.health.any_healthy(),
+        };
+        let Some(mut d) = lock(&self.route).observe(&observation) else {
+            return;
+        };
+        if !pools.engine.routes.is_implicit() {
+            // Configured routes: say which of them moved.
+            d.value = format!(
+                "pool primary (routes {}): {}",
+                route_names(pools, 0),
+                d.value
+            );
+        }
+        self.execute(&d);
     }
 
     /// The critical-failure row of every named pool with a fallback, on

@@ -156,15 +156,17 @@ pub struct Live {
 }
 
 impl Live {
-    /// Settings at generation 0 with the primary and fallback pools only
-    /// (the primary diverting to the fallback).
-    pub fn new(engine: Arc<EngineConfig>, primary: PoolSpec, fallback: PoolSpec) -> Live {
+    /// Settings at generation 0 with the primary and fallback pools only,
+    /// the primary diverting to the fallback unless it names its own.
+    pub fn new(engine: Arc<EngineConfig>, mut primary: PoolSpec, fallback: PoolSpec) -> Live {
+        primary.fallback = primary.fallback.or(Some(1));
         Live::with_pools(engine, vec![primary, fallback])
     }
 
     /// Settings at generation 0 over `pools`: primary and fallback first
-    /// (named so, and the primary diverting to the fallback, unless they
-    /// say otherwise; missing ones are empty), then the others.
+    /// (named so when unnamed; missing ones are empty), then the others.
+    /// Each pool diverts where its spec says: a primary without a
+    /// fallback (`fallback = ""`) keeps its requests.
     pub fn with_pools(engine: Arc<EngineConfig>, pools: Vec<PoolSpec>) -> Live {
         Live {
             current: Mutex::new(Arc::new(Settings {
@@ -205,8 +207,7 @@ impl Live {
     }
 }
 
-/// `pools` with a primary and a fallback first, named so when unnamed, the
-/// primary diverting to the fallback unless it names its own.
+/// `pools` with a primary and a fallback first, named so when unnamed.
 fn standard(mut pools: Vec<PoolSpec>) -> Vec<PoolSpec> {
     while pools.len() < 2 {
         pools.push(PoolSpec::new(Vec::new(), Duration::from_secs(60), 1, 1));
@@ -215,9 +216,6 @@ fn standard(mut pools: Vec<PoolSpec>) -> Vec<PoolSpec> {
         if pools[i].name.is_empty() {
             pools[i].name = Arc::from(name);
         }
-    }
-    if pools[0].fallback.is_none() {
-        pools[0].fallback = Some(1);
     }
     pools
 }

@@ -400,6 +400,32 @@ fn health_json_and_metrics() {
     assert!(queried >= 10, "{queried}");
 }
 
+/// `fallback = ""` on the primary: requests stay on it when its server
+/// is down (a 502, not the Node.js service's answer), the runbook does not
+/// divert it, and an operator cannot (409).
+#[test]
+fn a_primary_without_a_fallback_keeps_its_requests() {
+    let (o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let extra = format!("fallback = \"\"\n{}", runbook_config(node, ""));
+    let gw = Gateway::start(&[origin], "", &extra);
+    assert_eq!(get_status(gw.data, "/item?size=8"), 200);
+    drop(o);
+    // Rounds of the runbook with the primary down.
+    std::thread::sleep(Duration::from_millis(800));
+    let answer = String::from_utf8(curl(&["-i", &gw.url("/api/items")]).stdout).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(!answer.contains("nodejs-api"), "{answer}");
+    assert_eq!(admin_json(&gw, "/admin/route")["route"], "primary");
+    assert!(
+        !has_event(&gw, "divert to fallback"),
+        "{}",
+        admin_json(&gw, "/admin/events")
+    );
+    let url = format!("http://{}/admin/route", gw.admin);
+    assert_eq!(status(&["-X", "POST", "-d", "fallback", &url]), 409);
+}
+
 #[test]
 fn manual_route_override_and_config_reload() {
     let (_o, origin) = origin(&[]);

@@ -338,7 +338,7 @@ mod tests {
         let live = Live::with_pools(
             engine(),
             vec![
-                spec(&[1]),
+                spec(&[1]).named("primary", Some(1)),
                 spec(&[2]),
                 spec(&[10, 11]).named("api", Some(3)),
                 spec(&[30]).named("legacy", None),
@@ -361,6 +361,19 @@ mod tests {
         assert_eq!(at(&mut u, 0, 0), 1, "the primary is not");
         assert_eq!(at(&mut u, 4, 0), 40, "nor assets");
         assert_eq!(at(&mut u, 0, 1), 2, "primary: out of servers → fallback");
+        // A primary without one (`fallback = ""`) keeps its requests, even
+        // out of servers: the default fallback may have nobody listening.
+        let live = Live::with_pools(engine(), vec![spec(&[1]), spec(&[2])]);
+        let mut u: Upstreams<u32> = Upstreams::new(&live);
+        let port_of = |u: &mut Upstreams<u32>, attempt| {
+            u.checkout(&live, 0, attempt, true, Instant::now(), |_| true)
+                .map_or(0, |(_, c)| port(&c))
+        };
+        assert_eq!(port_of(&mut u, 1), 1, "no fallback: the primary again");
+        live.load().pools()[0]
+            .diverted
+            .store(true, Ordering::Relaxed);
+        assert_eq!(port_of(&mut u, 0), 1, "nowhere to divert to");
         // A pool whose names did not resolve: its fallback, or no server.
         let live = Live::with_pools(
             engine(),
