@@ -547,10 +547,14 @@ impl Supervisor {
             None => json!({ "name": "cache", "status": "disabled" }),
         };
         let pools = self.live.load();
+        // The pool the primary diverts to, if any: `[upstream.fallback]`,
+        // another one, or none (`fallback = ""`).
+        let diverts_to = pools.primary().fallback;
         let mut primary = pool_json(pools.primary(), "upstream_primary");
         primary["routed"] = json!(route == Route::Primary);
+        primary["fallback"] = json!(diverts_to.and_then(|f| pools.pool(f)).map(|p| &*p.name));
         let mut fallback = pool_json(pools.fallback(), "upstream_fallback");
-        fallback["routed"] = json!(route == Route::Fallback);
+        fallback["routed"] = json!(route == Route::Fallback && diverts_to == Some(1));
         let mut components = vec![memory, dataplane, cache, primary, fallback];
         let routes: BTreeMap<Arc<str>, (Route, Mode)> = self
             .pool_routes()
@@ -574,7 +578,13 @@ impl Supervisor {
             components.push(tls.health());
         }
         let down = |c: &Value| c["status"] == "down" || c["status"] == "critical";
-        let overall = if !ready || (down(&components[3]) && down(&components[4])) {
+        // Pool i is component i + 3. Unhealthy: the primary is down and
+        // so is where it diverts to, or it diverts nowhere.
+        let stranded = down(&components[3])
+            && diverts_to
+                .and_then(|f| components.get(f + 3))
+                .is_none_or(down);
+        let overall = if !ready || stranded {
             "unhealthy"
         } else if route == Route::Fallback || components.iter().any(|c| c["status"] != "ok") {
             "degraded"

@@ -275,8 +275,12 @@ fn health_json_and_metrics() {
     );
     assert_eq!(c[3]["servers"][0]["address"], origin.to_string());
     assert_eq!(
-        (c[3]["status"].as_str(), c[3]["routed"].as_bool()),
-        (Some("ok"), Some(true))
+        (
+            c[3]["status"].as_str(),
+            c[3]["routed"].as_bool(),
+            c[3]["fallback"].as_str()
+        ),
+        (Some("ok"), Some(true), Some("fallback"))
     );
     assert_eq!(
         (c[4]["status"].as_str(), c[4]["routed"].as_bool()),
@@ -402,7 +406,7 @@ fn health_json_and_metrics() {
 
 /// `fallback = ""` on the primary: requests stay on it when its server
 /// is down (a 502, not the Node.js service's answer), the runbook does not
-/// divert it, and an operator cannot (409).
+/// divert it, an operator cannot (409), and `/health` says unhealthy.
 #[test]
 fn a_primary_without_a_fallback_keeps_its_requests() {
     let (o, origin) = origin(&[]);
@@ -424,6 +428,21 @@ fn a_primary_without_a_fallback_keeps_its_requests() {
     );
     let url = format!("http://{}/admin/route", gw.admin);
     assert_eq!(status(&["-X", "POST", "-d", "fallback", &url]), 409);
+    // Nothing can answer for the primary: unhealthy, though the Node.js
+    // service (no fallback of it) is up.
+    assert!(
+        wait_for(Duration::from_secs(3), || admin_json(&gw, "/health")
+            ["overall_status"]
+            == "unhealthy"),
+        "{}",
+        admin_json(&gw, "/health")
+    );
+    let h = admin_json(&gw, "/health");
+    assert_eq!(
+        h["components"][3]["fallback"],
+        serde_json::Value::Null,
+        "{h}"
+    );
 }
 
 #[test]
