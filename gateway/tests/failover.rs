@@ -404,6 +404,43 @@ fn health_json_and_metrics() {
     assert!(queried >= 10, "{queried}");
 }
 
+/// A primary whose fallback is another pool (`fallback = "legacy"`) is
+/// diverted there when its server dies, judged by that pool's health, not
+/// by `[upstream.fallback]`'s (nothing listens at its default address).
+#[test]
+fn a_primary_diverts_to_the_pool_it_names() {
+    let (o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let extra = format!(
+        "fallback = \"legacy\"\nhealth_interval_ms = 100\nhealth_timeout_ms = 300\neject_after_failures = 1\n\n\
+         [upstream.fallback]\nservers = [\"127.0.0.1:{}\"]\nhealth_interval_ms = 100\n\n\
+         [upstream.legacy]\nservers = [\"{node}\"]\nhealth_interval_ms = 100\n\n\
+         [control]\ninterval_ms = 100\nfailback_hold_ms = 1000\np99_threshold_ms = 200\n",
+        free_port()
+    );
+    let gw = Gateway::start(&[origin], "", &extra);
+    assert_eq!(get_status(gw.data, "/item?size=8"), 200);
+    // `[upstream.fallback]` is seen down first.
+    assert!(wait_for(Duration::from_secs(3), || admin_json(
+        &gw, "/health"
+    )["components"][4]["status"]
+        == "down"));
+    drop(o);
+    assert!(
+        wait_for(Duration::from_secs(3), || has_event(
+            &gw,
+            "divert to fallback"
+        )),
+        "{}",
+        admin_json(&gw, "/admin/events")
+    );
+    let answer = String::from_utf8(curl(&["-i", &gw.url("/api/items")]).stdout).unwrap();
+    assert!(answer.contains("x-served-by: nodejs-api"), "{answer}");
+    let h = admin_json(&gw, "/health");
+    assert_eq!(h["components"][3]["fallback"], "legacy", "{h}");
+    assert_eq!(h["overall_status"], "degraded", "{h}");
+}
+
 /// `fallback = ""` on the primary: requests stay on it when its server
 /// is down (a 502, not the Node.js service's answer), the runbook does not
 /// divert it, an operator cannot (409), and `/health` says unhealthy.
