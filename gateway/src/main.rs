@@ -205,7 +205,7 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
     let supervisor = Arc::new(Supervisor::new(
         SupervisorConfig {
             interval: ms(cfg.control.interval_ms),
-            thresholds: reload::thresholds(&cfg.control),
+            thresholds: reload::primary_thresholds(&cfg),
             pool_thresholds: reload::pool_thresholds(&cfg),
             memory_limit_bytes: cfg.control.memory_limit_bytes,
             verify_interval: ms(cfg.control.verify_interval_ms),

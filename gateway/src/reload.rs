@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use toml::Value;
-use ultragate::config::{ms, Config, ConfigError, ControlSection, NotifyFormat, SecuritySection};
+use ultragate::config::{
+    ms, Config, ConfigError, ControlSection, NotifyFormat, SecuritySection, UpstreamGroup,
+};
 use ultragate::resolve;
 use ultragate_control::admin::{AdminSettings, ReloadReport};
 use ultragate_control::checks::{self, CheckConfig};
@@ -197,7 +199,7 @@ pub fn pool_specs(cfg: &Config, previous: Option<&Settings>) -> Result<Vec<PoolS
 /// file stay the same (no file read), else loaded anew.
 fn pool_tls(
     name: &str,
-    g: &ultragate::config::UpstreamGroup,
+    g: &UpstreamGroup,
     old: Option<&PoolSpec>,
 ) -> Result<Option<Arc<UpstreamTls>>, String> {
     if !g.tls {
@@ -226,7 +228,7 @@ pub fn audit_sink(s: &SecuritySection) -> AuditSink {
 }
 
 /// The runbook thresholds of `[control]`.
-pub fn thresholds(c: &ControlSection) -> Thresholds {
+fn control_thresholds(c: &ControlSection) -> Thresholds {
     Thresholds {
         p99: ms(c.p99_threshold_ms),
         p99_window: ms(c.p99_window_ms),
@@ -237,23 +239,31 @@ pub fn thresholds(c: &ControlSection) -> Thresholds {
     }
 }
 
+/// `base` with the threshold keys pool `u` writes itself.
+fn own_thresholds(base: Thresholds, u: &UpstreamGroup) -> Thresholds {
+    Thresholds {
+        p99: u.p99_threshold_ms.map_or(base.p99, ms),
+        p99_window: u.p99_window_ms.map_or(base.p99_window, ms),
+        error_rate: u.error_rate_threshold.unwrap_or(base.error_rate),
+        error_window: u.error_window_ms.map_or(base.error_window, ms),
+        ..base
+    }
+}
+
+/// The primary's runbook thresholds: `[control]`'s, with the keys
+/// `[upstream.primary]` writes itself.
+pub fn primary_thresholds(cfg: &Config) -> Thresholds {
+    own_thresholds(control_thresholds(&cfg.control), &cfg.upstream.primary)
+}
+
 /// Each named pool's runbook thresholds: `[control]`'s, with the keys the
 /// pool writes itself.
 pub fn pool_thresholds(cfg: &Config) -> BTreeMap<String, Thresholds> {
-    let base = thresholds(&cfg.control);
+    let base = control_thresholds(&cfg.control);
     cfg.upstream
         .named
         .iter()
-        .map(|(name, u)| {
-            let t = Thresholds {
-                p99: u.p99_threshold_ms.map_or(base.p99, ms),
-                p99_window: u.p99_window_ms.map_or(base.p99_window, ms),
-                error_rate: u.error_rate_threshold.unwrap_or(base.error_rate),
-                error_window: u.error_window_ms.map_or(base.error_window, ms),
-                ..base
-            };
-            (name.clone(), t)
-        })
+        .map(|(name, u)| (name.clone(), own_thresholds(base, u)))
         .collect()
 }
 
@@ -644,10 +654,10 @@ impl Reloader {
         if touched("log.access") || touched("security.log_all_requests") {
             configure_access(&self.to.access, &cfg);
         }
-        if touched("control.") {
+        if touched("control.") || touched("upstream.primary.") {
             self.to
                 .supervisor
-                .reload(thresholds(&cfg.control), cfg.control.memory_limit_bytes);
+                .reload(primary_thresholds(&cfg), cfg.control.memory_limit_bytes);
         }
         if touched("control.") || touched("upstream.") {
             self.to
@@ -733,7 +743,7 @@ mod tests {
     }
 
     #[test]
-    fn a_named_pools_thresholds_default_to_control_key_by_key() {
+    fn a_pools_thresholds_default_to_control_key_by_key() {
         let cfg = parse(
             "[control]\np99_threshold_ms = 50\nerror_rate_threshold = 0.2\n\
              [upstream.api]\nservers = [\"127.0.0.1:1\"]\np99_threshold_ms = 5\n\
@@ -743,7 +753,16 @@ mod tests {
         assert_eq!(t["api"].p99, Duration::from_millis(5), "its own");
         assert_eq!(t["api"].error_rate, 0.2, "[control]'s");
         assert_eq!(t["assets"].p99, Duration::from_millis(50));
-        assert!(!t.contains_key("primary"), "the default pool: [control]");
+        assert!(!t.contains_key("primary"), "the primary's are apart");
+        assert_eq!(primary_thresholds(&cfg).p99, Duration::from_millis(50));
+        let own =
+            parse("[control]\np99_threshold_ms = 50\n[upstream.primary]\np99_threshold_ms = 7\n");
+        assert_eq!(primary_thresholds(&own).p99, Duration::from_millis(7));
+        assert_eq!(
+            primary_thresholds(&own).error_rate,
+            0.1,
+            "[control]'s default"
+        );
     }
 
     #[test]
