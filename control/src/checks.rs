@@ -50,7 +50,7 @@ pub async fn run(
             let started = Instant::now();
             let host = server.to_string();
             let ok = matches!(
-                tokio::time::timeout(cfg.timeout, client::get(*server, &host, &cfg.path)).await,
+                tokio::time::timeout(cfg.timeout, client::get(*server, &host, &cfg.path, None)).await,
                 Ok(Ok(r)) if (200..400).contains(&r.status)
             );
             let took = started.elapsed();

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use ultragate_dataplane::cache::rules::field;
+use ultragate_dataplane::cache::Scheme;
 use ultragate_dataplane::http::chunked::ChunkedDecoder;
 use ultragate_dataplane::http::response::ResponseHead;
 use ultragate_dataplane::http::{Framing, MAX_HEADERS};
@@ -25,10 +26,19 @@ pub struct Fetched {
     pub body: Vec<u8>,
 }
 
-/// `GET target` with `Host: host` from `server`; the caller bounds the time.
-pub async fn get(server: SocketAddr, host: &str, target: &str) -> std::io::Result<Fetched> {
+/// `GET target` with `Host: host` from `server`, told the scheme a client
+/// would have come by when `proto` says; the caller bounds the time.
+pub async fn get(
+    server: SocketAddr,
+    host: &str,
+    target: &str,
+    proto: Option<Scheme>,
+) -> std::io::Result<Fetched> {
     let mut s = TcpStream::connect(server).await?;
-    let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ultragate-control\r\nConnection: close\r\n\r\n");
+    let proto = proto.map_or(String::new(), |p| {
+        format!("X-Forwarded-Proto: {}\r\n", p.as_str())
+    });
+    let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{proto}User-Agent: ultragate-control\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];

@@ -5,7 +5,7 @@
 use crate::client;
 use std::net::SocketAddr;
 use std::time::Duration;
-use ultragate_dataplane::cache::Cache;
+use ultragate_dataplane::cache::{url_parts, Cache};
 
 /// Time allowed for one origin fetch.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,20 +31,22 @@ pub async fn data_verify(cache: &Cache, origins: &[SocketAddr]) -> DataVerify {
             report.skipped += 1;
             continue;
         }
-        let Some(sep) = e
-            .key
-            .iter()
-            .position(|&b| b == ultragate_dataplane::cache::KEY_SEPARATOR)
-        else {
+        let (scheme, host, target) = url_parts(&e.key);
+        if host.is_empty() {
             report.skipped += 1;
             continue;
-        };
+        }
         let (host, target) = (
-            String::from_utf8_lossy(&e.key[..sep]),
-            String::from_utf8_lossy(&e.key[sep + 1..]),
+            String::from_utf8_lossy(host),
+            String::from_utf8_lossy(target),
         );
         let origin = origins[i % origins.len()];
-        match tokio::time::timeout(FETCH_TIMEOUT, client::get(origin, &host, &target)).await {
+        match tokio::time::timeout(
+            FETCH_TIMEOUT,
+            client::get(origin, &host, &target, Some(scheme)),
+        )
+        .await
+        {
             Ok(Ok(f)) => {
                 report.checked += 1;
                 let differs = f.status != e.meta.status

@@ -640,7 +640,7 @@ mod tests {
     use bytes::Bytes;
     use std::time::SystemTime;
     use ultragate_dataplane::cache::entry::Meta;
-    use ultragate_dataplane::cache::{url_key, CacheConfig, Stored};
+    use ultragate_dataplane::cache::{url_key, CacheConfig, Scheme, Stored};
     use ultragate_dataplane::proxy::EngineConfig;
 
     fn supervisor(cache: Arc<Cache>) -> Supervisor {
@@ -711,7 +711,12 @@ mod tests {
         };
         for i in 0..256 {
             let mut key = Vec::new();
-            url_key(&mut key, b"example.com", format!("/{i}").as_bytes());
+            url_key(
+                &mut key,
+                Scheme::Http,
+                b"example.com",
+                format!("/{i}").as_bytes(),
+            );
             let stored = Stored {
                 head: Bytes::from_static(b"HTTP/1.1 200 OK\r\n"),
                 body: Bytes::from(vec![b'x'; 16 * 1024]),

@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Instant, SystemTime};
 use ultragate_dataplane::cache::entry::Meta;
-use ultragate_dataplane::cache::{url_key, Cache, CacheConfig, Stored};
+use ultragate_dataplane::cache::{url_key, Cache, CacheConfig, Scheme, Stored};
 
 struct Counting;
 
@@ -76,6 +76,7 @@ fn heap_held_by_a_full_cache_stays_within_five_percent_of_the_budget() {
         for i in 0..n {
             let len = url_key(
                 &mut key,
+                Scheme::Http,
                 b"example.com",
                 format!("/objects/{}?v=1{padding}", if vary { i / 4 } else { i }).as_bytes(),
             );

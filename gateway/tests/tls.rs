@@ -249,6 +249,29 @@ fn curl_gets_the_sni_certificate_over_tls_1_2_and_1_3_resumes_and_hits_the_cache
     // The third request for the same URL is a cache hit, over TLS.
     let (_, out) = curl_tls(&ca, tls, "a.test", "/v?size=1024&cache=max-age=60", &[]);
     assert!(out.to_ascii_lowercase().contains("x-cache: hit"), "{out}");
+    // Not on the plain port: the scheme is in the key (the origin is told
+    // it, and may answer each differently).
+    let host = format!("Host: a.test:{}", tls.port());
+    let plain = String::from_utf8(
+        curl(&["-i", "-H", &host, &gw.url("/v?size=1024&cache=max-age=60")]).stdout,
+    )
+    .unwrap();
+    assert!(
+        plain.to_ascii_lowercase().contains("x-cache: miss"),
+        "{plain}"
+    );
+    // The origin is told the scheme, whatever the client claims.
+    let (_, out) = curl_tls(
+        &ca,
+        tls,
+        "a.test",
+        "/echo",
+        &["-H", "X-Forwarded-Proto: http"],
+    );
+    assert!(out.contains("\r\nX-Forwarded-Proto: https\r\n"), "{out}");
+    assert!(!out.contains("X-Forwarded-Proto: http\r\n"), "{out}");
+    let plain = String::from_utf8(curl(&["-i", &gw.url("/echo")]).stdout).unwrap();
+    assert!(plain.contains("\r\nX-Forwarded-Proto: http\r\n"), "{plain}");
 
     // Large bodies both ways: 4 MiB down (many records, the queue ahead
     // of the socket full and drained again), 256 KiB up to /echo.

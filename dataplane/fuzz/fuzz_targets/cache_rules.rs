@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant, SystemTime};
 use ultragate_dataplane::cache::entry::Meta;
 use ultragate_dataplane::cache::rules::{self, CacheControl};
-use ultragate_dataplane::cache::{url_key, Cache, CacheConfig, Stored};
+use ultragate_dataplane::cache::{url_key, Cache, CacheConfig, Scheme, Stored};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -23,6 +23,7 @@ struct Input {
     authorization: bool,
     vary: Vec<String>,
     target: Vec<u8>,
+    https: bool,
 }
 
 /// Header fields as a parsed head can hold them: values without NUL, CR
@@ -87,7 +88,12 @@ fuzz_target!(|input: Input| {
         .map(|n| n.to_ascii_lowercase().into_boxed_str())
         .collect();
     let mut key = Vec::new();
-    let url_len = url_key(&mut key, b"h", &input.target);
+    let scheme = if input.https {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let url_len = url_key(&mut key, scheme, b"h", &input.target);
     let url = key[..url_len].to_vec();
     let meta = Meta {
         status: 200,

@@ -359,7 +359,7 @@ impl Cache {
 
     fn banned(&self, e: &Entry) -> bool {
         let bans = self.bans.load();
-        let (host, target) = split_key(&e.key);
+        let (_, host, target) = url_parts(&e.key);
         bans.iter().any(|b| {
             b.seq > e.seq
                 && b.host.as_deref().is_none_or(|h| h == host)
@@ -550,9 +550,17 @@ impl Cache {
         removed
     }
 
-    /// Removes whatever is stored under a URL key (the variants become
-    /// unreachable and are swept with a ban).
+    /// Removes whatever is stored under a URL key and under the same URL
+    /// by the other scheme (a change to the resource staled both; the
+    /// variants become unreachable and are swept with a ban).
     pub fn remove_url(&self, url: &[u8]) -> bool {
+        let (scheme, host, target) = url_parts(url);
+        let mut twin = Vec::with_capacity(url.len() + 1);
+        url_key(&mut twin, scheme.other(), host, target);
+        self.remove_key(url) | self.remove_key(&twin)
+    }
+
+    fn remove_key(&self, url: &[u8]) -> bool {
         let map = self.map.pin();
         match map.remove(url) {
             Some(old) => {
@@ -565,14 +573,13 @@ impl Cache {
         }
     }
 
-    /// Purges every entry of `host` (or every host) whose target matches;
-    /// lazy: returns at once, entries disappear on their next lookup or
+    /// Purges every entry of `host` (or every host) whose target matches,
+    /// by either scheme; lazy: returns at once, entries disappear on their next lookup or
     /// the next [`Cache::sweep`].
     pub fn purge(&self, host: Option<&[u8]>, pattern: Pattern) {
         if let (Pattern::Exact(target), Some(host)) = (&pattern, host) {
-            let mut url = host.to_vec();
-            url.push(KEY_SEPARATOR);
-            url.extend_from_slice(target);
+            let mut url = Vec::new();
+            url_key(&mut url, Scheme::Http, host, target);
             self.remove_url(&url);
         }
         let seq = self.next_seq();
@@ -831,22 +838,65 @@ fn slot_charge(key: &[u8], slot: &Slot) -> u64 {
 /// Separates the host from the target in a URL key.
 pub const KEY_SEPARATOR: u8 = b' ';
 
-/// Writes the URL key of a request (lower-cased host, a space, the target)
-/// into `out`, returning its length.
-pub fn url_key(out: &mut Vec<u8>, host: &[u8], target: &[u8]) -> usize {
+/// The scheme a request came by. It is part of the URL key, as in nginx's
+/// default key (`$scheme$proxy_host$request_uri`): an origin told it
+/// (`X-Forwarded-Proto`) may answer each differently, say with a redirect
+/// to https on the plain port, which must never be served over https.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    /// Plain HTTP.
+    #[default]
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// The value of `X-Forwarded-Proto`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    fn other(self) -> Scheme {
+        match self {
+            Scheme::Http => Scheme::Https,
+            Scheme::Https => Scheme::Http,
+        }
+    }
+}
+
+/// Starts the URL key of an https request: a control byte, which no
+/// header value (so no host) holds. Plain requests' keys have no mark,
+/// so snapshots taken before the scheme was keyed still load as theirs.
+const HTTPS_MARK: u8 = 0x01;
+
+/// Writes the URL key of a request (its scheme's mark, the lower-cased
+/// host, a space, the target) into `out`, returning its length.
+pub fn url_key(out: &mut Vec<u8>, scheme: Scheme, host: &[u8], target: &[u8]) -> usize {
     out.clear();
+    if scheme == Scheme::Https {
+        out.push(HTTPS_MARK);
+    }
     out.extend(host.iter().map(u8::to_ascii_lowercase));
     out.push(KEY_SEPARATOR);
     out.extend_from_slice(target);
     out.len()
 }
 
-fn split_key(key: &[u8]) -> (&[u8], &[u8]) {
+/// The scheme, host and target of a key (URL or variant key): what
+/// [`url_key`] wrote.
+pub fn url_parts(key: &[u8]) -> (Scheme, &[u8], &[u8]) {
     let url_end = key.iter().position(|&b| b == 0).unwrap_or(key.len());
-    let url = &key[..url_end];
+    let (scheme, url) = match key[..url_end].split_first() {
+        Some((&HTTPS_MARK, rest)) => (Scheme::Https, rest),
+        _ => (Scheme::Http, &key[..url_end]),
+    };
     match url.iter().position(|&b| b == KEY_SEPARATOR) {
-        Some(i) => (&url[..i], &url[i + 1..]),
-        None => (&[], url),
+        Some(i) => (scheme, &url[..i], &url[i + 1..]),
+        None => (scheme, &[], url),
     }
 }
 

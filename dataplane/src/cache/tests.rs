@@ -40,13 +40,13 @@ fn cache(max: u64) -> Cache {
 
 fn put(c: &Cache, path: &str, body: &[u8]) {
     let mut key = Vec::new();
-    url_key(&mut key, b"Example.COM", path.as_bytes());
+    url_key(&mut key, Scheme::Http, b"Example.COM", path.as_bytes());
     assert!(c.insert(&key, None, &[], stored(body), Instant::now()));
 }
 
 fn get(c: &Cache, path: &str) -> Option<Arc<Entry>> {
     let mut key = Vec::new();
-    let n = url_key(&mut key, b"example.com", path.as_bytes());
+    let n = url_key(&mut key, Scheme::Http, b"example.com", path.as_bytes());
     c.lookup(&mut key, n, &[])
 }
 
@@ -57,7 +57,7 @@ fn stores_and_finds_by_host_and_target() {
     assert_eq!(&get(&c, "/a?x=1").unwrap().body[..], b"hello");
     assert!(get(&c, "/a?x=2").is_none());
     let mut key = Vec::new();
-    let n = url_key(&mut key, b"other.example", b"/a?x=1");
+    let n = url_key(&mut key, Scheme::Http, b"other.example", b"/a?x=1");
     assert!(
         c.lookup(&mut key, n, &[]).is_none(),
         "the host is part of the key"
@@ -65,11 +65,52 @@ fn stores_and_finds_by_host_and_target() {
 }
 
 #[test]
+fn the_scheme_is_in_the_key_and_a_removal_takes_both() {
+    let c = cache(1 << 20);
+    let (mut http, mut https) = (Vec::new(), Vec::new());
+    let n = url_key(&mut http, Scheme::Http, b"Example.COM", b"/r");
+    let m = url_key(&mut https, Scheme::Https, b"Example.COM", b"/r");
+    assert_eq!(
+        url_parts(&http),
+        (Scheme::Http, &b"example.com"[..], &b"/r"[..])
+    );
+    assert_eq!(
+        url_parts(&https),
+        (Scheme::Https, &b"example.com"[..], &b"/r"[..])
+    );
+    assert!(c.insert(&http, None, &[], stored(b"to https://"), Instant::now()));
+    assert!(c.lookup(&mut https, m, &[]).is_none(), "not the other's");
+    assert!(c.insert(&https, None, &[], stored(b"page"), Instant::now()));
+    assert_eq!(&c.lookup(&mut https, m, &[]).unwrap().body[..], b"page");
+    assert_eq!(
+        &c.lookup(&mut http, n, &[]).unwrap().body[..],
+        b"to https://"
+    );
+    // A change to the resource (an unsafe method by either scheme) stales
+    // both.
+    assert!(c.remove_url(&https[..m]));
+    assert!(c.lookup(&mut http, n, &[]).is_none());
+    assert!(c.lookup(&mut https, m, &[]).is_none());
+    // So does a purge of the URL, and a ban of its host.
+    for purge in [true, false] {
+        assert!(c.insert(&http, None, &[], stored(b"a"), Instant::now()));
+        assert!(c.insert(&https, None, &[], stored(b"b"), Instant::now()));
+        if purge {
+            c.purge(Some(b"example.com"), Pattern::Exact(b"/r"[..].into()));
+        } else {
+            c.purge(Some(b"example.com"), Pattern::Prefix(b"/"[..].into()));
+        }
+        assert!(c.lookup(&mut http, n, &[]).is_none(), "purge {purge}");
+        assert!(c.lookup(&mut https, m, &[]).is_none(), "purge {purge}");
+    }
+}
+
+#[test]
 fn variants_are_kept_apart() {
     let c = cache(1 << 20);
     let names: Vec<Box<str>> = vec!["accept-encoding".into()];
     let mut key = Vec::new();
-    let n = url_key(&mut key, b"h", b"/v");
+    let n = url_key(&mut key, Scheme::Http, b"h", b"/v");
     let gzip = [httparse::Header {
         name: "Accept-Encoding",
         value: b"gzip",
@@ -107,7 +148,7 @@ fn vary_markers_are_refunded_what_they_were_charged() {
     let accept: Vec<Box<str>> = vec!["accept".into()];
     let lang: Vec<Box<str>> = vec!["accept-language".into()];
     let mut key = Vec::new();
-    let n = url_key(&mut key, b"h", long.as_bytes());
+    let n = url_key(&mut key, Scheme::Http, b"h", long.as_bytes());
     // Each insert with other Vary names replaces the marker.
     for i in 0..200 {
         let names = if i % 2 == 0 { &accept } else { &lang };
@@ -136,6 +177,7 @@ fn uncacheable_marks_are_bounded_and_cleared() {
     for i in 0..100_000 {
         let n = url_key(
             &mut key,
+            Scheme::Http,
             b"h",
             format!("/unique/{i}/{}", "q".repeat(100)).as_bytes(),
         );
@@ -147,6 +189,7 @@ fn uncacheable_marks_are_bounded_and_cleared() {
     let later = now + ttl + Duration::from_secs(1);
     let n = url_key(
         &mut key,
+        Scheme::Http,
         b"h",
         format!("/fresh/{}", "q".repeat(200)).as_bytes(),
     );
@@ -316,7 +359,7 @@ fn snapshot_round_trip_with_variants() {
     put(&c, "/a", b"alpha");
     let names: Vec<Box<str>> = vec!["accept-language".into()];
     let mut key = Vec::new();
-    let n = url_key(&mut key, b"example.com", b"/v");
+    let n = url_key(&mut key, Scheme::Http, b"example.com", b"/v");
     let de = [httparse::Header {
         name: "Accept-Language",
         value: b"de",
@@ -467,7 +510,7 @@ fn a_snapshot_with_an_id_at_the_top_of_the_range_is_skipped_not_a_crash() {
 fn snapshot_with_extreme_ages_loads_without_overflow() {
     let c = cache(1 << 20);
     let mut key = Vec::new();
-    url_key(&mut key, b"example.com", b"/old");
+    url_key(&mut key, Scheme::Http, b"example.com", b"/old");
     let mut s = stored(b"x");
     s.meta.stored_wall = std::time::UNIX_EPOCH;
     s.meta.initial_age = u64::MAX - 1;
@@ -503,6 +546,6 @@ fn set_config_shrinks_to_the_new_budget() {
     assert!(c.bytes() <= 256 << 10 && freed == before - c.bytes());
     assert_eq!(c.config().max_bytes, 256 << 10);
     let mut key = Vec::new();
-    url_key(&mut key, b"example.com", b"/big");
+    url_key(&mut key, Scheme::Http, b"example.com", b"/big");
     assert!(!c.insert(&key, None, &[], stored(&[b'y'; 2 << 10]), Instant::now()));
 }

@@ -23,7 +23,7 @@ mod slab;
 
 use crate::access::AccessLog;
 use crate::admin::{AdminRequest, AdminResponse};
-use crate::cache::{Bell, Cache};
+use crate::cache::{url_parts, Bell, Cache, Scheme};
 use crate::live::Live;
 use crate::proxy::{Action, Conn};
 use crate::stats::{Completion, CoreStats};
@@ -382,6 +382,9 @@ impl Endpoint {
         );
         if !self.cfg.local_admin {
             conn = conn.without_local_admin();
+        }
+        if tls.is_some() {
+            conn = conn.by(Scheme::Https);
         }
         let mut client = Client::new(conn, peer, None);
         client.tls = tls;
@@ -1023,7 +1026,8 @@ impl Endpoint {
             std::net::Ipv4Addr::UNSPECIFIED.into(),
             now,
         )
-        .without_local_admin();
+        .without_local_admin()
+        .by(url_parts(&key).0);
         let peer = SocketAddr::from(([0, 0, 0, 0], 0));
         let (idx, gen) = self.clients.insert(Client::new(conn, peer, Some(key)));
         self.background += 1;

@@ -340,7 +340,7 @@ fn tls_read(client: &mut rustls::ClientConnection) -> String {
 }
 
 #[test]
-fn a_tls_client_gets_a_miss_then_a_hit_and_a_close_notify_before_the_fin() {
+fn a_tls_client_gets_a_miss_then_a_hit_of_its_scheme_and_a_close_notify_before_the_fin() {
     use crate::cache::{Cache, CacheConfig};
     use crate::tls::tests::{settings, Ca};
     use std::io::Write;
@@ -371,8 +371,9 @@ fn a_tls_client_gets_a_miss_then_a_hit_and_a_close_notify_before_the_fin() {
         panic!("one connect")
     };
     ep.handle(t0, Event::Connected(up));
-    let n = ep.upstream_output(up).len();
-    ep.handle(t0, Event::UpstreamWritten(up, n));
+    let sent = String::from_utf8_lossy(ep.upstream_output(up)).into_owned();
+    assert!(sent.contains("X-Forwarded-Proto: https\r\n"), "{sent}");
+    ep.handle(t0, Event::UpstreamWritten(up, sent.len()));
     ep.handle(
         t0,
         Event::UpstreamBytes(
@@ -394,6 +395,19 @@ fn a_tls_client_gets_a_miss_then_a_hit_and_a_close_notify_before_the_fin() {
     assert!(
         out.contains("X-Cache: HIT") && out.ends_with("hello"),
         "{out}"
+    );
+    // A plain client asking the same URL is not given the https answer
+    // (the scheme is in the key): it goes upstream (on the pooled
+    // connection), told http.
+    let plain = ep
+        .accept(t0, SocketAddr::from(([10, 0, 0, 2], 5000)))
+        .unwrap();
+    ep.handle(t0, Event::ClientBytes(plain, get));
+    assert!(connects(&mut ep).is_empty(), "the pooled one");
+    let sent = String::from_utf8_lossy(ep.upstream_output(up)).into_owned();
+    assert!(
+        sent.starts_with("GET /t ") && sent.contains("X-Forwarded-Proto: http\r\n"),
+        "{sent}"
     );
 
     // The last request: the answer, then close_notify, then a clean close.

@@ -6,7 +6,7 @@
 use crate::cache::entry::{Entry, Meta};
 use crate::cache::rules::{self, CacheControl, NotStored};
 use crate::cache::verdict::Forwarded;
-use crate::cache::{url_key, Cache, Claim, Stored, Waiting};
+use crate::cache::{url_key, url_parts, Cache, Claim, Scheme, Stored, Waiting};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::http::{list_members, trim, Framing};
@@ -53,12 +53,13 @@ pub(super) struct RequestFacts {
     pub connection_names_fields: bool,
 }
 
-/// Decides how the cache answers `head`, leaving the URL key in `key`.
-/// `may_wait` is false once this request has waited its turn.
+/// Decides how the cache answers `head`, which came by `scheme`, leaving
+/// the URL key in `key`. `may_wait` is false once this request has waited
+/// its turn.
 pub(super) fn decide(
     cache: &Cache,
     key: &mut Vec<u8>,
-    head: &RequestHead<'_, '_>,
+    (scheme, head): (Scheme, &RequestHead<'_, '_>),
     now: Instant,
     wait: Duration,
     may_wait: bool,
@@ -66,7 +67,7 @@ pub(super) fn decide(
     let cc = CacheControl::parse(head.headers);
     let authorization = rules::field(head.headers, "authorization").is_some();
     let host = rules::field(head.headers, "host").unwrap_or_default();
-    let url_len = url_key(key, host, head.target.as_bytes());
+    let url_len = url_key(key, scheme, host, head.target.as_bytes());
     let facts = RequestFacts {
         cc,
         authorization,
@@ -258,12 +259,7 @@ impl CacheFetch {
             return;
         }
         self.cache.remove_url(&self.url);
-        let host_end = self
-            .url
-            .iter()
-            .position(|&b| b == crate::cache::KEY_SEPARATOR)
-            .unwrap_or(0);
-        let host = &self.url[..host_end];
+        let (scheme, host, _) = url_parts(&self.url);
         for name in ["location", "content-location"] {
             let Some(v) = rules::field(resp.headers, name) else {
                 continue;
@@ -274,7 +270,7 @@ impl CacheFetch {
             };
             if let Some(path) = path {
                 let mut key = Vec::new();
-                url_key(&mut key, host, path);
+                url_key(&mut key, scheme, host, path);
                 self.cache.remove_url(&key);
             }
         }

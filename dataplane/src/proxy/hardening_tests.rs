@@ -261,7 +261,7 @@ fn an_object_over_the_size_limit_releases_its_coalescing_claim_at_once() {
         b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100000\r\n\r\nabc",
     );
     let mut key = Vec::new();
-    let n = crate::cache::url_key(&mut key, b"h", b"/huge");
+    let n = crate::cache::url_key(&mut key, crate::cache::Scheme::Http, b"h", b"/huge");
     assert!(
         !matches!(
             cache.claim_fetch(&key[..n], t0, Duration::from_secs(2)),
@@ -279,7 +279,7 @@ fn an_object_over_the_size_limit_releases_its_coalescing_claim_at_once() {
     );
     let chunk = format!("{:x}\r\n{}\r\n", 70_000, "g".repeat(70_000));
     c.recv_upstream(t0, chunk.as_bytes());
-    let n = crate::cache::url_key(&mut key, b"h", b"/grows");
+    let n = crate::cache::url_key(&mut key, crate::cache::Scheme::Http, b"h", b"/grows");
     assert!(!matches!(
         cache.claim_fetch(&key[..n], t0, Duration::from_secs(2)),
         Claim::Wait(_)

@@ -17,7 +17,7 @@ use crate::admin::{AdminRequest, AdminResponse};
 use crate::cache::entry::Entry;
 use crate::cache::range::{self, Ranges};
 use crate::cache::verdict::{Forwarded, Served};
-use crate::cache::{rules, Cache, Waiting};
+use crate::cache::{rules, Cache, Scheme, Waiting};
 use crate::http::request::{Method, RequestHead, RequestLimits};
 use crate::http::response::ResponseHead;
 use crate::http::{Framing, Version, MAX_HEADERS};
@@ -465,6 +465,9 @@ pub struct Conn {
     /// Answered requests not yet collected by the driver.
     completions: VecDeque<Completion>,
     peer: IpAddr,
+    /// How the client came: keys its cache entries and is told upstream
+    /// (`X-Forwarded-Proto`).
+    scheme: Scheme,
     /// The peer may call `/admin/*` on the data port (a loopback peer of a
     /// kernel data plane; never a DPDK peer).
     local_admin: bool,
@@ -526,6 +529,7 @@ impl Conn {
             access: None,
             completions: VecDeque::new(),
             peer,
+            scheme: Scheme::Http,
             local_admin: peer.is_loopback(),
             input: BytesMut::with_capacity(4096),
             output: Output::with_capacity(4096),
@@ -546,6 +550,13 @@ impl Conn {
     /// for a transport whose peers are never local (a DPDK port).
     pub fn without_local_admin(mut self) -> Self {
         self.local_admin = false;
+        self
+    }
+
+    /// The same connection, come by `scheme` (https: a TLS session in
+    /// front of it).
+    pub fn by(mut self, scheme: Scheme) -> Self {
+        self.scheme = scheme;
         self
     }
 
@@ -1660,7 +1671,14 @@ impl Conn {
         let Some(cache) = &self.cache else {
             return Lookup::Forward(None);
         };
-        let (decision, facts) = cached::decide(cache, &mut self.key_buf, head, now, wait, may_wait);
+        let (decision, facts) = cached::decide(
+            cache,
+            &mut self.key_buf,
+            (self.scheme, head),
+            now,
+            wait,
+            may_wait,
+        );
         if let Some(d) = &mut self.access {
             d.cache_done = Some(now);
         }
@@ -1794,7 +1812,7 @@ impl Conn {
         rewrite::upstream_request(
             &mut self.upstream_output,
             head,
-            self.peer,
+            (self.peer, self.scheme),
             &self.cfg.default_host,
             validators,
             whole,

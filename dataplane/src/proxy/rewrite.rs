@@ -4,6 +4,7 @@
 
 use crate::cache::entry::Meta;
 use crate::cache::verdict::Forwarded;
+use crate::cache::Scheme;
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::http::{trim, Framing, Version};
@@ -50,7 +51,9 @@ fn put_appended(
 }
 
 /// Encodes the request to send upstream: HTTP/1.1, the client's fields
-/// minus hop-by-hop ones, `Via` and `X-Forwarded-For` appended, `Host`
+/// minus hop-by-hop ones, `Via` and `X-Forwarded-For` appended,
+/// `X-Forwarded-Proto` set to the scheme the client came by (replacing
+/// any the client sent: the origin may build redirects from it), `Host`
 /// kept (or `default_host` for an HTTP/1.0 client that sent none), and
 /// the body framing restated. With `whole`, `Range` and `If-Range` are
 /// left out: the cache fetches the whole object to answer a range from.
@@ -61,7 +64,7 @@ fn put_appended(
 pub fn upstream_request(
     out: &mut BytesMut,
     head: &RequestHead<'_, '_>,
-    peer: IpAddr,
+    (peer, scheme): (IpAddr, Scheme),
     default_host: &str,
     validators: Option<&Meta>,
     whole: bool,
@@ -79,6 +82,7 @@ pub fn upstream_request(
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("via")
             || name.eq_ignore_ascii_case("x-forwarded-for")
+            || name.eq_ignore_ascii_case("x-forwarded-proto")
             || (validators.is_some()
                 && (name.eq_ignore_ascii_case("if-none-match")
                     || name.eq_ignore_ascii_case("if-modified-since")))
@@ -109,6 +113,7 @@ pub fn upstream_request(
         format_args!("{} {VIA_NAME}", via_version(head.version)),
     );
     put_appended(out, head.headers, "X-Forwarded-For", format_args!("{peer}"));
+    put_field(out, "X-Forwarded-Proto", scheme.as_str().as_bytes());
     out.put_slice(extra);
     match head.framing {
         Framing::Length(n) => {
