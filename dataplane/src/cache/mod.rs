@@ -573,9 +573,9 @@ impl Cache {
         }
     }
 
-    /// Purges every entry of `host` (or every host) whose target matches,
-    /// by either scheme; lazy: returns at once, entries disappear on their next lookup or
-    /// the next [`Cache::sweep`].
+    /// Purges every entry of `host` (any case; or every host) whose target
+    /// matches, by either scheme; lazy: returns at once, entries disappear
+    /// on their next lookup or the next [`Cache::sweep`].
     pub fn purge(&self, host: Option<&[u8]>, pattern: Pattern) {
         if let (Pattern::Exact(target), Some(host)) = (&pattern, host) {
             let mut url = Vec::new();
@@ -587,7 +587,7 @@ impl Cache {
         bans.push(Ban {
             seq,
             pattern,
-            host: host.map(Into::into),
+            host: host.map(|h| h.to_ascii_lowercase().into()),
         });
         self.bans.store(Arc::new(bans));
         self.newest_ban.store(seq, Ordering::Release);
@@ -836,7 +836,7 @@ fn slot_charge(key: &[u8], slot: &Slot) -> u64 {
 }
 
 /// Separates the host from the target in a URL key.
-pub const KEY_SEPARATOR: u8 = b' ';
+const KEY_SEPARATOR: u8 = b' ';
 
 /// The scheme a request came by. It is part of the URL key, as in nginx's
 /// default key (`$scheme$proxy_host$request_uri`): an origin told it

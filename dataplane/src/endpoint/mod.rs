@@ -384,7 +384,7 @@ impl Endpoint {
             conn = conn.without_local_admin();
         }
         if tls.is_some() {
-            conn = conn.by(Scheme::Https);
+            conn = conn.came_by(Scheme::Https);
         }
         let mut client = Client::new(conn, peer, None);
         client.tls = tls;
@@ -1027,7 +1027,7 @@ impl Endpoint {
             now,
         )
         .without_local_admin()
-        .by(url_parts(&key).0);
+        .came_by(url_parts(&key).0);
         let peer = SocketAddr::from(([0, 0, 0, 0], 0));
         let (idx, gen) = self.clients.insert(Client::new(conn, peer, Some(key)));
         self.background += 1;

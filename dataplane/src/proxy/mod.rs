@@ -555,7 +555,7 @@ impl Conn {
 
     /// The same connection, come by `scheme` (https: a TLS session in
     /// front of it).
-    pub fn by(mut self, scheme: Scheme) -> Self {
+    pub fn came_by(mut self, scheme: Scheme) -> Self {
         self.scheme = scheme;
         self
     }
