@@ -35,7 +35,7 @@ use peers::{Target, Upstreams};
 use slab::Slab;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -813,7 +813,10 @@ impl Endpoint {
                     client: id,
                     request: Box::new(request),
                 }),
-                Action::Refresh { request, key } => self.start_refresh(now, &request, key),
+                Action::Refresh { request, key } => {
+                    let peer = self.clients.get(id.idx, id.gen).map(|c| c.peer.ip());
+                    self.start_refresh(now, &request, key, peer)
+                }
             }
         }
         // One look decides whether TLS has work here (a plain client with
@@ -1010,8 +1013,9 @@ impl Endpoint {
     /// whose answer only goes into the cache; the client that asked for it
     /// was answered and goes on. At most [`MAX_BACKGROUND`] at once per
     /// core (past it, or while draining, the refresh is left to a later
-    /// request).
-    fn start_refresh(&mut self, now: Instant, request: &[u8], key: Bytes) {
+    /// request). The origin is told the address of `peer`, the client
+    /// whose request found the entry stale.
+    fn start_refresh(&mut self, now: Instant, request: &[u8], key: Bytes, peer: Option<IpAddr>) {
         let Some(cache) = self.parts.cache.clone() else {
             return;
         };
@@ -1023,7 +1027,7 @@ impl Endpoint {
             self.peers.engine().clone(),
             self.parts.status.clone(),
             Some(cache),
-            std::net::Ipv4Addr::UNSPECIFIED.into(),
+            peer.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
             now,
         )
         .without_local_admin()

@@ -184,7 +184,12 @@ fn a_stale_while_revalidate_refresh_runs_beside_the_client_not_in_its_slot() {
         "the refresh reuses the pooled connection"
     );
     let refresh = ep.upstream_output(up).to_vec();
-    assert!(refresh.starts_with(b"GET /s HTTP/1.1\r\n"), "{refresh:?}");
+    let text = String::from_utf8_lossy(&refresh);
+    assert!(text.starts_with("GET /s HTTP/1.1\r\n"), "{text}");
+    assert!(
+        text.contains("\r\nX-Forwarded-For: 10.0.0.1\r\n"),
+        "the refresh speaks for the client that found it stale: {text}"
+    );
     ep.handle(t1, Event::UpstreamWritten(up, refresh.len()));
     // The origin is slow on the refresh; the client's next request on the
     // same connection does not wait for it.
