@@ -54,6 +54,7 @@ pub async fn run(
                 Ok(Ok(r)) if (200..400).contains(&r.status)
             );
             let took = started.elapsed();
+            health.checked(i, ok);
             if ok {
                 ups[i] += 1;
                 downs[i] = 0;

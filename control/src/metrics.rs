@@ -97,6 +97,8 @@ pub struct Metrics {
     limit: IntGauge,
     server_up: GaugeVec,
     port: GaugeVec,
+    flaps: IntCounterVec,
+    diverted: GaugeVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -352,7 +354,17 @@ impl Metrics {
             server_up: gauge_vec(
                 "ultragate_upstream_server_up",
                 "1 while an upstream server passes its checks.",
-                &["group", "server"],
+                &["pool", "server"],
+            ),
+            flaps: counter_vec(
+                "ultragate_route_flaps_total",
+                "Diverts of a pool soon after it failed back (each doubles its fail-back hold-down).",
+                &["pool"],
+            ),
+            diverted: gauge_vec(
+                "ultragate_pool_diverted",
+                "1 while a pool's requests go to its fallback (mode: auto, or forced by an operator).",
+                &["pool", "mode"],
             ),
             cache_bytes: int_gauge(
                 "ultragate_cache_bytes",
@@ -500,6 +512,11 @@ impl Metrics {
         self.decisions.with_label_values(&[kind.label()]).inc();
     }
 
+    /// Pool `pool` flapped.
+    pub fn flap(&self, pool: &str) {
+        self.flaps.with_label_values(&[pool]).inc();
+    }
+
     /// Refreshes the gauges from one round's snapshot.
     pub(crate) fn refresh(&self, s: &Snapshot) {
         let v = &s.view;
@@ -546,6 +563,14 @@ impl Metrics {
         }
         // Reset first: a reload may have removed servers.
         self.server_up.reset();
+        self.diverted.reset();
+        for (pool, diverted, forced) in &s.routes {
+            let mode = if *forced { "forced" } else { "auto" };
+            self.diverted
+                .with_label_values(&[pool, mode])
+                .set(f64::from(u8::from(*diverted)));
+            self.flaps.with_label_values(&[pool]);
+        }
         for r in s.pools.engine.routes.iter() {
             // Present from the start, at 0.
             let labels = [r.name.as_str(), &*r.upstream];

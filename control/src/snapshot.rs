@@ -38,4 +38,7 @@ pub(crate) struct Snapshot {
     pub backend: Backend,
     pub pools: Arc<Settings>,
     pub cache: Option<CacheNumbers>,
+    /// Every pool with a fallback: its name, whether it is diverted, and
+    /// whether an operator forced its route.
+    pub routes: Vec<(String, bool, bool)>,
 }

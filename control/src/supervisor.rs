@@ -29,6 +29,56 @@ use ultragate_dataplane::status::{DataplaneStatus, Route};
 /// judged on.
 const EVAL_WINDOW: Duration = Duration::from_secs(1);
 
+/// What pool `spec`'s own servers did in the window (its canaries, while
+/// diverted), as its critical-failure row observes it: upstream-side P99,
+/// error and slow shares, whether they are spread over enough clients and
+/// URL paths, and what its checks say.
+fn pool_observation(
+    now: Instant,
+    merged: &CoreStats,
+    spec: &PoolSpec,
+    fallback: &PoolSpec,
+    t: &Thresholds,
+) -> Observation {
+    let mut duration = ultragate_dataplane::stats::Buckets::default();
+    let mut blame = ultragate_dataplane::stats::Blame::default();
+    let (mut requests, mut errors, mut slow) = (0u64, 0u64, 0u64);
+    for srv in merged.servers.iter().filter(|s| s.pool == spec.name) {
+        requests += srv.requests;
+        errors += srv.errors;
+        slow += srv.slow;
+        duration.merge(&srv.duration);
+        blame.merge(&srv.blame);
+    }
+    let share = |n: u64| {
+        if requests == 0 {
+            0.0
+        } else {
+            n as f64 / requests as f64
+        }
+    };
+    // Errors over the threshold, and slow answers over 1 % (P99 over its
+    // threshold), must each be shared by `min_spread` clients and paths.
+    let error_limit = t.error_rate * requests as f64;
+    let slow_limit = 0.01 * requests as f64;
+    let by_both = |clients: &[u32], urls: &[u32], limit: f64| {
+        policy::spread(clients, limit, t.min_spread) && policy::spread(urls, limit, t.min_spread)
+    };
+    Observation {
+        now,
+        requests,
+        p99: duration.quantile(0.99),
+        error_rate: share(errors),
+        slow_share: share(slow),
+        errors_spread: by_both(&blame.errors_by_client, &blame.errors_by_url, error_limit),
+        slow_spread: by_both(&blame.slow_by_client, &blame.slow_by_url, slow_limit),
+        probe_failing: spec.health.any_check_failing(),
+        primary_healthy: spec.health.any_healthy(),
+        primary_fast: spec.fast.load(Ordering::Relaxed),
+        fallback_healthy: fallback.health.any_healthy(),
+    }
+}
+
 /// One upstream pool in `/health`: its servers and their state.
 fn pool_json(pool: &PoolSpec, name: &str) -> Value {
     let servers: Vec<Value> = pool
@@ -340,16 +390,16 @@ impl Supervisor {
         pools: &Settings,
         fallback: &PoolSpec,
     ) {
-        let observation = Observation {
-            now,
-            requests: merged.requests,
-            p99: merged.latency(0.99),
-            error_rate: merged.error_rate(),
-            primary_healthy: pools.primary().health.any_healthy(),
-            primary_fast: pools.primary().fast.load(Ordering::Relaxed),
-            fallback_healthy: fallback.health.any_healthy(),
+        let (decision, flap) = {
+            let mut route = lock(&self.route);
+            let t = route.thresholds();
+            let observation = pool_observation(now, merged, pools.primary(), fallback, &t);
+            (route.observe(&observation), route.take_flap())
         };
-        let Some(mut d) = lock(&self.route).observe(&observation) else {
+        if let Some(flap) = flap {
+            self.flapped(pools, 0, flap);
+        }
+        let Some(mut d) = decision else {
             return;
         };
         if !pools.engine.routes.is_implicit() {
@@ -371,6 +421,7 @@ impl Supervisor {
         let default = lock(&self.route).thresholds();
         let own = lock(&self.pool_thresholds).clone();
         let mut decisions = Vec::new();
+        let mut flaps = Vec::new();
         {
             let mut routes = lock(&self.pool_routes);
             routes.retain(|name, _| pools.index_of(name).is_some_and(|i| i >= 2));
@@ -378,33 +429,18 @@ impl Supervisor {
                 let Some(fallback) = spec.fallback.and_then(|f| pools.pool(f)) else {
                     continue;
                 };
-                let mut duration = ultragate_dataplane::stats::Buckets::default();
-                let (mut requests, mut errors) = (0, 0);
-                for srv in merged.servers.iter().filter(|s| s.pool == spec.name) {
-                    requests += srv.requests;
-                    errors += srv.errors;
-                    duration.merge(&srv.duration);
-                }
-                let observation = Observation {
-                    now,
-                    requests,
-                    p99: duration.quantile(0.99),
-                    error_rate: if requests == 0 {
-                        0.0
-                    } else {
-                        errors as f64 / requests as f64
-                    },
-                    primary_healthy: spec.health.any_healthy(),
-                    primary_fast: spec.fast.load(Ordering::Relaxed),
-                    fallback_healthy: fallback.health.any_healthy(),
-                };
                 let t = own.get(&*spec.name).copied().unwrap_or(default);
+                let observation = pool_observation(now, merged, spec, fallback, &t);
                 let policy = routes
                     .entry(spec.name.clone())
                     .or_insert_with(|| RoutePolicy::for_pool(t, i));
                 policy.set_pool(i);
                 policy.set_thresholds(t);
-                if let Some(mut d) = policy.observe(&observation) {
+                let decision = policy.observe(&observation);
+                if let Some(flap) = policy.take_flap() {
+                    flaps.push((i, flap));
+                }
+                if let Some(mut d) = decision {
                     d.value = format!(
                         "pool {} (routes {}): {}",
                         spec.name,
@@ -415,9 +451,20 @@ impl Supervisor {
                 }
             }
         }
+        for (i, flap) in flaps {
+            self.flapped(&pools, i, flap);
+        }
         for d in decisions {
             self.execute(&d);
         }
+    }
+
+    /// A pool diverted soon after it failed back: counted, told.
+    fn flapped(&self, pools: &Settings, pool: usize, mut flap: policy::Decision) {
+        let name = pools.pool(pool).map_or("primary", |p| &*p.name);
+        self.metrics.flap(name);
+        flap.value = format!("pool {name}: {}", flap.value);
+        self.execute(&flap);
     }
 
     /// Each named pool with a fallback: its route now and who decides.
@@ -426,6 +473,25 @@ impl Supervisor {
             .iter()
             .map(|(name, p)| (name.clone(), p.route(), p.mode()))
             .collect()
+    }
+
+    /// Every pool with a fallback: name, diverted, forced by an operator.
+    fn route_modes(&self) -> Vec<(String, bool, bool)> {
+        let pools = self.live.load();
+        let forced = |m: Mode| matches!(m, Mode::Forced(_));
+        let mut out = Vec::new();
+        if pools.primary().fallback.is_some() {
+            let mode = lock(&self.route).mode();
+            let diverted = pools.primary().diverted.load(Ordering::Relaxed);
+            out.push(("primary".to_owned(), diverted, forced(mode)));
+        }
+        let routes = lock(&self.pool_routes);
+        for spec in pools.pools().iter().skip(2).filter(|p| p.fallback.is_some()) {
+            let mode = routes.get(&spec.name).map_or(Mode::Auto, |p| p.mode());
+            let diverted = spec.diverted.load(Ordering::Relaxed);
+            out.push((spec.name.to_string(), diverted, forced(mode)));
+        }
+        out
     }
 
     /// What the gauges show after this round.
@@ -437,6 +503,7 @@ impl Supervisor {
             route: self.status.route(),
             port: self.status.port(),
             backend: self.status.backend(),
+            routes: self.route_modes(),
             pools: self.live.load(),
             cache: self.cache.as_ref().map(|c| CacheNumbers {
                 bytes: c.bytes(),

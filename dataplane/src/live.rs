@@ -48,7 +48,16 @@ pub struct PoolSpec {
     pub key: u64,
     /// TLS to the servers (`tls = true`), verified.
     pub tls: Option<Arc<crate::tls::UpstreamTls>>,
+    /// The pool's P99 threshold: an answer slower than this counts as
+    /// slow in the statistics the runbook judges it by.
+    pub slow: Duration,
+    /// While diverted, one in this many of its idempotent requests per
+    /// core goes to the pool itself as a canary (0: none).
+    pub canary_every: u32,
 }
+
+/// One request in 50 (2 %) of a diverted pool is a canary by default.
+pub const DEFAULT_CANARY_EVERY: u32 = 50;
 
 /// Keys of pools, unique in the process.
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -65,6 +74,20 @@ impl PoolSpec {
     pub fn with_balance(mut self, balance: Balance) -> PoolSpec {
         self.balance = balance;
         self
+    }
+
+    /// The same pool judged slow above `slow`, sending one in
+    /// `canary_every` requests as a canary while diverted.
+    pub fn with_runbook(mut self, slow: Duration, canary_every: u32) -> PoolSpec {
+        self.slow = slow;
+        self.canary_every = canary_every;
+        self
+    }
+
+    /// How long a canary waits for its response head before it is retried
+    /// on the fallback: ten times the P99 threshold, at least 100 ms.
+    pub fn canary_deadline(&self) -> Duration {
+        (self.slow * 10).max(Duration::from_millis(100))
     }
 
     /// The same pool with its own connect and response timeouts.
@@ -94,6 +117,8 @@ impl PoolSpec {
             unresolved: None,
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             tls: None,
+            slow: Duration::from_millis(10),
+            canary_every: DEFAULT_CANARY_EVERY,
         }
     }
 

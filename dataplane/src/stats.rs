@@ -83,6 +83,66 @@ pub struct RouteStats {
     pub duration: [Buckets; 5],
 }
 
+/// Slots a client address or a URL path is hashed into when a server's
+/// failures and slow answers are attributed (see [`Blame`]).
+pub const BLAME_SLOTS: usize = 64;
+
+/// Who a server's failures and slow answers came to: counts by client
+/// address and by URL path, each hashed into [`BLAME_SLOTS`] slots. The
+/// runbook caps what one slot may contribute, so one client or one URL
+/// cannot make a pool look failing (a collision only merges two keys,
+/// which makes a divert harder, never easier).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blame {
+    /// Errors by client slot.
+    pub errors_by_client: [u32; BLAME_SLOTS],
+    /// Errors by URL slot.
+    pub errors_by_url: [u32; BLAME_SLOTS],
+    /// Answers slower than the pool's P99 threshold, by client slot.
+    pub slow_by_client: [u32; BLAME_SLOTS],
+    /// The same, by URL slot.
+    pub slow_by_url: [u32; BLAME_SLOTS],
+}
+
+impl Default for Blame {
+    fn default() -> Self {
+        Self {
+            errors_by_client: [0; BLAME_SLOTS],
+            errors_by_url: [0; BLAME_SLOTS],
+            slow_by_client: [0; BLAME_SLOTS],
+            slow_by_url: [0; BLAME_SLOTS],
+        }
+    }
+}
+
+impl Blame {
+    /// Adds another interval's (or core's) counts.
+    pub fn merge(&mut self, other: &Blame) {
+        let pairs = [
+            (&mut self.errors_by_client, &other.errors_by_client),
+            (&mut self.errors_by_url, &other.errors_by_url),
+            (&mut self.slow_by_client, &other.slow_by_client),
+            (&mut self.slow_by_url, &other.slow_by_url),
+        ];
+        for (a, b) in pairs {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x = x.saturating_add(*y);
+            }
+        }
+    }
+}
+
+/// The slot of a key (a client address's or a URL path's bytes) in
+/// [`Blame`]: FNV-1a, stable across cores and runs.
+pub fn blame_slot(key: &[u8]) -> u8 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in key {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    // BLAME_SLOTS is a power of two below 256.
+    (h ^ (h >> 16)) as u8 & (BLAME_SLOTS as u8 - 1)
+}
+
 /// One upstream server's part of a core's interval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerStats {
@@ -94,8 +154,16 @@ pub struct ServerStats {
     pub requests: u64,
     /// Those that were 5xx or transport failures.
     pub errors: u64,
-    /// Their latency.
+    /// Those slower than the pool's P99 threshold.
+    pub slow: u64,
+    /// Answers that were a canary: a request sent to the pool while it was
+    /// diverted, to judge whether it may take traffic again.
+    pub canaries: u64,
+    /// Their latency on the upstream's side: from the request's last byte
+    /// sent to the response head received (a failure: to the failure).
     pub duration: Buckets,
+    /// Where the errors and slow answers came from.
+    pub blame: Box<Blame>,
 }
 
 /// How the cache took part in a response.
@@ -133,8 +201,24 @@ impl CacheResult {
 /// One answered request, as the engine reports it.
 #[derive(Debug, Clone)]
 pub struct Completion {
-    /// First request byte in to response complete.
+    /// The gateway's service time: request head complete to response
+    /// complete (the time a client takes to send its head is not in it).
     pub latency: Duration,
+    /// The upstream's part, for a proxied answer: the request's last byte
+    /// sent upstream to the response head received, or to the failure;
+    /// none when no request reached a server (a connect failure). What
+    /// the runbook judges a pool by: a client cannot stretch it.
+    pub upstream_latency: Option<Duration>,
+    /// The client address's slot in [`Blame`].
+    pub client_slot: u8,
+    /// The URL path's slot in [`Blame`].
+    pub url_slot: u8,
+    /// The request went to its pool while the pool was diverted (a
+    /// canary, see [`ServerStats::canaries`]).
+    pub canary: bool,
+    /// Not an answer to the client: a canary's failed try, retried on the
+    /// fallback; it counts for the server it failed at only.
+    pub attempt_only: bool,
     /// The status code sent.
     pub status: u16,
     /// The cache's part.
@@ -263,8 +347,15 @@ impl CoreStats {
         }
     }
 
-    /// Credits a proxied answer to the upstream server `addr` of `pool`.
-    pub fn record_server(&mut self, pool: &Arc<str>, addr: SocketAddr, c: &Completion) {
+    /// Credits a proxied answer to the upstream server `addr` of `pool`,
+    /// whose answers count as slow above `slow`.
+    pub fn record_server(
+        &mut self,
+        pool: &Arc<str>,
+        addr: SocketAddr,
+        slow: Duration,
+        c: &Completion,
+    ) {
         let i = match self
             .servers
             .iter()
@@ -277,15 +368,31 @@ impl CoreStats {
                     addr,
                     requests: 0,
                     errors: 0,
+                    slow: 0,
+                    canaries: 0,
                     duration: Buckets::default(),
+                    blame: Box::default(),
                 });
                 self.servers.len() - 1
             }
         };
         let s = &mut self.servers[i];
         s.requests += 1;
-        s.errors += u64::from(c.upstream_error || c.status >= 500);
-        s.duration.record((c.latency.as_micros() as u64).max(1));
+        s.canaries += u64::from(c.canary);
+        let (client, url) = (usize::from(c.client_slot), usize::from(c.url_slot));
+        if c.upstream_error || c.status >= 500 {
+            s.errors += 1;
+            add_at(&mut s.blame.errors_by_client, client);
+            add_at(&mut s.blame.errors_by_url, url);
+        }
+        if let Some(took) = c.upstream_latency {
+            s.duration.record((took.as_micros() as u64).max(1));
+            if took > slow {
+                s.slow += 1;
+                add_at(&mut s.blame.slow_by_client, client);
+                add_at(&mut s.blame.slow_by_url, url);
+            }
+        }
     }
 
     /// Adds another core's (or interval's) numbers to these.
@@ -327,7 +434,10 @@ impl CoreStats {
                 Some(m) => {
                     m.requests += s.requests;
                     m.errors += s.errors;
+                    m.slow += s.slow;
+                    m.canaries += s.canaries;
                     m.duration.merge(&s.duration);
+                    m.blame.merge(&s.blame);
                 }
                 None => self.servers.push(s.clone()),
             }
@@ -360,6 +470,13 @@ impl CoreStats {
     }
 }
 
+/// One more in slot `i` (a slot index is below [`BLAME_SLOTS`]).
+fn add_at(slots: &mut [u32; BLAME_SLOTS], i: usize) {
+    if let Some(n) = slots.get_mut(i) {
+        *n = n.saturating_add(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +484,11 @@ mod tests {
     fn done(ms: u64, status: u16) -> Completion {
         Completion {
             latency: Duration::from_millis(ms),
+            upstream_latency: Some(Duration::from_millis(ms)),
+            client_slot: 0,
+            url_slot: 0,
+            canary: false,
+            attempt_only: false,
             status,
             cache: CacheResult::Miss,
             upstream_error: false,

@@ -324,6 +324,19 @@ pub struct ControlSection {
     /// How long the primary must be healthy before failing back, in
     /// milliseconds. Default 30000.
     pub failback_hold_ms: u64,
+    /// Most the fail-back hold grows to, doubled by each flap (a divert
+    /// within the hold of a fail-back), in milliseconds; 0: 8 ×
+    /// `failback_hold_ms`. It goes back to `failback_hold_ms` after this
+    /// long on the pool. Default 0.
+    pub failback_hold_max_ms: u64,
+    /// Client addresses and URL paths that must share errors or slow
+    /// answers before they are the pool's (unless its own health check
+    /// corroborates them); 1 judges on any. Default 4.
+    pub min_spread: u32,
+    /// Share (0.0–1.0) of a diverted pool's idempotent requests sent to it
+    /// as canaries (a failed one is retried on the fallback): the evidence
+    /// its fail-back is judged on. Default 0.02.
+    pub canary_share: f64,
     /// Memory limit in bytes; 0 reads the cgroup's (v2, then v1). Default 0.
     pub memory_limit_bytes: u64,
     /// Time between background cache verifies, in milliseconds. Default 60000.
@@ -344,6 +357,9 @@ impl Default for ControlSection {
             error_window_ms: 5_000,
             min_requests: 20,
             failback_hold_ms: 30_000,
+            failback_hold_max_ms: 0,
+            min_spread: 4,
+            canary_share: 0.02,
             memory_limit_bytes: 0,
             verify_interval_ms: 60_000,
             config_watch_ms: 2_000,

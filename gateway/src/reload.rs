@@ -163,6 +163,8 @@ pub fn routes(cfg: &Config) -> Routes {
 pub fn pool_specs(cfg: &Config, previous: Option<&Settings>) -> Result<Vec<PoolSpec>, String> {
     let all = cfg.upstream.all();
     let index = |name: &str| all.iter().position(|(n, _)| *n == name);
+    let base = control_thresholds(&cfg.control);
+    let every = canary_every(&cfg.control);
     all.iter()
         .map(|&(name, g)| {
             let resolved = resolve::resolve(&g.servers, &cfg.resolver);
@@ -174,6 +176,7 @@ pub fn pool_specs(cfg: &Config, previous: Option<&Settings>) -> Result<Vec<PoolS
             )
             .with_timeouts(ms(g.connect_timeout_ms), ms(g.response_timeout_ms))
             .with_balance(g.balance.into())
+            .with_runbook(own_thresholds(base, g).p99, every)
             .named(name, g.fallback.as_deref().and_then(index));
             spec.unresolved = resolved.failed;
             let old = previous.and_then(|p| p.index_of(name).and_then(|i| p.pool(i)));
@@ -236,7 +239,20 @@ fn control_thresholds(c: &ControlSection) -> Thresholds {
         error_window: ms(c.error_window_ms),
         min_requests: c.min_requests,
         failback_hold: ms(c.failback_hold_ms),
+        failback_hold_max: match c.failback_hold_max_ms {
+            0 => ms(c.failback_hold_ms) * 8,
+            n => ms(n),
+        },
+        min_spread: c.min_spread.max(1),
     }
+}
+
+/// One canary in how many requests of a diverted pool (0: none).
+fn canary_every(c: &ControlSection) -> u32 {
+    if c.canary_share <= 0.0 {
+        return 0;
+    }
+    (1.0 / c.canary_share.min(1.0)).round().clamp(1.0, f64::from(u32::MAX)) as u32
 }
 
 /// `base` with the threshold keys pool `u` writes itself.

@@ -99,7 +99,7 @@ fn killing_one_routes_pool_diverts_that_route_alone() {
             && count("ultragate_route_requests_total{pool=\"primary\",route=\"web\"}") > 50.0,
         "requests by route and pool: {metrics}"
     );
-    assert!(metrics.contains("ultragate_upstream_server_up{group=\"api\""));
+    assert!(metrics.contains("ultragate_upstream_server_up{pool=\"api\""));
     let health = admin_json(&gw, "/health");
     let api_health = health["components"]
         .as_array()

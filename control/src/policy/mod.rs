@@ -6,7 +6,7 @@
 //!
 //! | row | observes | trigger | commands | recovery |
 //! | --- | --- | --- | --- | --- |
-//! | critical failure ([`RoutePolicy`], [`outliers`]) | P99, error rate, pool health, per-server latency | no healthy primary; P99 or error rate over its threshold for its window; a server 3× slower than its peers | route to the fallback; eject the slow server | route back after the primary is healthy (and fast) for the hold time; checks re-admit a server |
+//! | critical failure ([`RoutePolicy`], [`outliers`]) | the pool's own servers: upstream-side P99 and error rate, spread by client and URL ([`spread`]); its probes; per-server latency | no healthy primary; P99 or error rate over its threshold for its window, shared by several clients and URLs or corroborated by the probe; a server 3× slower than its peers | route to the fallback; eject the slow server | route back after the hold of good evidence (healthy, fast probe, good canaries), doubled by each flap; checks re-admit a server |
 //! | memory ([`MemoryPolicy`]) | RSS against the limit | ≥ 85 % (once per crossing); ≥ 95 % | shrink the cache's budget; clear it and stop inserts | budget and inserts back under 70 % |
 //! | DPDK port ([`PortPolicy`]) | link state | down past the grace time | serve on kernel networking | an operator's call |
 //! | corruption ([`CorruptionPolicy`]) | a verify's counts (background or `POST /admin/cache/verify`) | a checksum failure | bypass the cache (bad entries evicted), restore the last good snapshot and verify again | serve from the cache after a clean verify |
@@ -21,7 +21,7 @@ mod security;
 pub use cache::{CorruptionPolicy, Verified};
 pub use memory::MemoryPolicy;
 pub use port::PortPolicy;
-pub use route::{outliers, Mode, Observation, RoutePolicy, Thresholds};
+pub use route::{outliers, spread, Mode, Observation, RoutePolicy, Thresholds};
 pub use security::SecurityPolicy;
 use ultragate_dataplane::status::Route;
 
@@ -104,6 +104,8 @@ pub enum DecisionKind {
     FailBack,
     /// A divert was due but the fallback is unhealthy too.
     StayOnPrimary,
+    /// A divert soon after a fail-back: the hold-down doubled.
+    Flap,
     /// Serving on kernel networking after a DPDK port fault.
     KernelFallback,
     /// A primary server far slower than its peers ejected.
@@ -134,10 +136,11 @@ pub enum DecisionKind {
 
 impl DecisionKind {
     /// Every kind, for metrics present from the start.
-    pub const ALL: [DecisionKind; 16] = [
+    pub const ALL: [DecisionKind; 17] = [
         Self::Divert,
         Self::FailBack,
         Self::StayOnPrimary,
+        Self::Flap,
         Self::KernelFallback,
         Self::EjectSlowServer,
         Self::CacheShrink,
@@ -159,6 +162,7 @@ impl DecisionKind {
             Self::Divert => "divert",
             Self::FailBack => "fail_back",
             Self::StayOnPrimary => "stay_on_primary",
+            Self::Flap => "flap",
             Self::KernelFallback => "kernel_fallback",
             Self::EjectSlowServer => "eject_slow_server",
             Self::CacheShrink => "cache_shrink",
@@ -181,6 +185,7 @@ impl DecisionKind {
             Self::Divert => "divert to fallback",
             Self::FailBack => "fail back to primary",
             Self::StayOnPrimary => "stay on primary: the fallback is unhealthy too",
+            Self::Flap => "double the fail-back hold-down",
             Self::KernelFallback => "serve on kernel networking",
             Self::EjectSlowServer => "eject slow primary server",
             Self::CacheShrink => "shrink cache",

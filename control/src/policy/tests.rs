@@ -23,16 +23,134 @@ impl PortPolicy {
     }
 }
 
+/// A pool failing for everyone: what fails is spread over clients and
+/// URLs.
 fn obs(now: Instant, p99_ms: u64, errors: f64, healthy: bool) -> Observation {
+    let slow = p99_ms > Thresholds::default().p99.as_millis() as u64;
     Observation {
         now,
         requests: 100,
         p99: Duration::from_millis(p99_ms),
         error_rate: errors,
+        slow_share: if slow { 0.5 } else { 0.0 },
+        errors_spread: true,
+        slow_spread: true,
+        probe_failing: false,
         primary_healthy: healthy,
         primary_fast: healthy,
         fallback_healthy: true,
     }
+}
+
+/// What one client or one URL causes alone: not spread, the probe fine.
+fn one_source(o: Observation) -> Observation {
+    Observation {
+        errors_spread: false,
+        slow_spread: false,
+        ..o
+    }
+}
+
+#[test]
+fn spread_caps_each_slot_at_its_share_of_what_the_trigger_needs() {
+    let mut slots = [0u32; 64];
+    slots[7] = 1_000;
+    assert!(!spread(&slots, 10.0, 4), "one slot, however many");
+    slots[8] = 1_000;
+    slots[9] = 1_000;
+    assert!(!spread(&slots, 10.0, 4), "three of four");
+    slots[10] = 3;
+    assert!(spread(&slots, 10.0, 4), "four slots at their cap (2.5)");
+    assert!(spread(&slots[7..8], 10.0, 1), "min_spread 1: any");
+    assert!(!spread(&[0; 64], 0.0, 4), "nothing needed, nothing shown");
+    // Many slots each with a little: shared by many.
+    assert!(spread(&[1; 64], 10.0, 4));
+}
+
+#[test]
+fn a_failure_of_one_client_or_url_does_not_divert_unless_the_probe_corroborates() {
+    let t0 = Instant::now();
+    let mut p = RoutePolicy::new(Thresholds::default());
+    for i in 0..120 {
+        let o = one_source(obs(t0 + s(i), 60, 0.5, true));
+        assert!(p.observe(&o).is_none(), "second {i}");
+    }
+    assert_eq!(p.route(), Route::Primary);
+    // The same errors with a failing check of the health path: diverted
+    // after the error window.
+    let mut p = RoutePolicy::new(Thresholds::default());
+    let failing = |i| Observation {
+        probe_failing: true,
+        ..one_source(obs(t0 + s(i), 1, 0.5, true))
+    };
+    assert!(p.observe(&failing(0)).is_none());
+    assert_eq!(
+        p.observe(&failing(5)).unwrap().trigger,
+        "error_rate_over_threshold"
+    );
+    // Slow answers with a probe slower than the threshold: diverted after
+    // the P99 window.
+    let mut p = RoutePolicy::new(Thresholds::default());
+    let slow = |i| Observation {
+        primary_fast: false,
+        ..one_source(obs(t0 + s(i), 60, 0.0, true))
+    };
+    assert!(p.observe(&slow(0)).is_none());
+    assert_eq!(p.observe(&slow(30)).unwrap().trigger, "p99_over_threshold");
+}
+
+#[test]
+fn a_diverted_pool_fails_back_only_on_good_canaries_and_a_flap_doubles_the_hold() {
+    let t0 = Instant::now();
+    let t = Thresholds {
+        failback_hold: s(30),
+        failback_hold_max: s(120),
+        ..Thresholds::default()
+    };
+    let mut p = RoutePolicy::new(t);
+    p.observe(&obs(t0, 1, 0.0, false)).unwrap();
+    assert_eq!(p.route(), Route::Fallback);
+    // Healthy and its probe fast, but its canaries are slow: it stays.
+    let slow_canaries = |i| Observation {
+        requests: 2,
+        ..obs(t0 + s(i), 60, 0.0, true)
+    };
+    for i in 1..200 {
+        assert!(p.observe(&slow_canaries(i)).is_none(), "second {i}");
+    }
+    // Fast canaries (or none) for the hold: back.
+    for i in 200..230 {
+        assert!(p.observe(&obs(t0 + s(i), 1, 0.0, true)).is_none());
+    }
+    assert_eq!(
+        p.observe(&obs(t0 + s(230), 1, 0.0, true)).unwrap().action(),
+        "fail back to primary"
+    );
+    assert!(p.take_flap().is_none());
+    // Down again 10 s later: a flap; the hold doubles to 60 s.
+    p.observe(&obs(t0 + s(240), 1, 0.0, false)).unwrap();
+    assert_eq!(p.flaps(), 1);
+    assert_eq!(p.hold(), s(60));
+    assert_eq!(p.take_flap().unwrap().kind, DecisionKind::Flap);
+    for i in 241..301 {
+        assert!(p.observe(&obs(t0 + s(i), 1, 0.0, true)).is_none(), "{i}");
+    }
+    p.observe(&obs(t0 + s(301), 1, 0.0, true)).unwrap();
+    // Twice more, each a second after failing back: capped at 120 s.
+    let mut at = 302;
+    for _ in 0..2 {
+        p.observe(&obs(t0 + s(at), 1, 0.0, false)).unwrap();
+        let hold = p.hold().as_secs();
+        for i in 1..=hold + 1 {
+            p.observe(&obs(t0 + s(at + i), 1, 0.0, true));
+        }
+        assert_eq!(p.route(), Route::Primary, "back after {hold} s");
+        at += hold + 2;
+    }
+    assert_eq!((p.flaps(), p.hold()), (3, s(120)));
+    // Quiet on the pool for the cap: forgiven.
+    assert!(p.observe(&obs(t0 + s(at + 120), 1, 0.0, true)).is_none());
+    assert_eq!(p.hold(), s(30));
 }
 
 fn s(n: u64) -> Duration {

@@ -1094,8 +1094,11 @@ impl Endpoint {
         {
             self.close_upstream(old);
         }
-        let home = match self.clients.get(id.idx, id.gen) {
-            Some(c) => self.peers.route_pool(c.conn.engine(), c.conn.route()),
+        let (home, may_canary) = match self.clients.get(id.idx, id.gen) {
+            Some(c) => (
+                self.peers.route_pool(c.conn.engine(), c.conn.route()),
+                c.background.is_none() && c.conn.may_be_canary(),
+            ),
             None => return,
         };
         let ups = &self.ups;
@@ -1103,6 +1106,7 @@ impl Endpoint {
             &self.parts.live,
             home,
             attempt,
+            may_canary,
             fresh,
             now,
             |u| matches!(ups.get(u.idx, u.gen), Some(up) if matches!(up.state, UpState::Idle(_))),
@@ -1110,12 +1114,15 @@ impl Endpoint {
         let Some(c) = self.clients.get_mut(id.idx, id.gen) else {
             return;
         };
-        let Some((target, checkout)) = picked else {
+        let Some((target, checkout, canary)) = picked else {
             // No server to try (the pool's names did not resolve).
             return c.conn.upstream_connect_failed(now);
         };
         if let Some((connect, response)) = self.peers.timeouts(target) {
             c.conn.upstream_timeouts(connect, response);
+        }
+        if let Some(deadline) = canary {
+            c.conn.upstream_canary(deadline);
         }
         match checkout {
             Checkout::Reused { conn: u, .. } => {
@@ -1337,7 +1344,9 @@ fn record(
     peer: SocketAddr,
     now: Instant,
 ) {
-    stats.record(&done);
+    if !done.attempt_only {
+        stats.record(&done);
+    }
     let server = match (done.proxied, target) {
         (true, Some(target)) => {
             peers.responded(target, &done, now);
@@ -1345,12 +1354,12 @@ fn record(
         }
         _ => None,
     };
-    if let Some((pool, addr)) = server {
-        stats.record_server(pool, addr, &done);
+    if let Some((pool, addr, slow)) = server {
+        stats.record_server(pool, addr, slow, &done);
     }
     if let Some(mut rec) = done.access.take() {
         rec.client = Some(peer);
-        rec.upstream = server.map(|(_, addr)| addr);
+        rec.upstream = server.map(|(_, addr, _)| addr);
         rec.audit = parts.status.log_requests();
         parts.access.push(*rec);
     }

@@ -9,7 +9,7 @@ use crate::stats::Completion;
 use crate::upstream::pool::{Checkout, Pool};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The server an upstream connection goes to: its pool (by index, and by
 /// key across reloads) and the server's index in it. After a reload that
@@ -27,6 +27,9 @@ pub(crate) struct Target {
 pub(crate) struct Upstreams<T> {
     settings: Arc<Settings>,
     pools: Vec<Pool<T>>,
+    /// Requests that could have been canaries, counted to pick one in a
+    /// pool's `canary_every`.
+    canary_count: u32,
 }
 
 fn pool<T>(spec: &PoolSpec) -> Pool<T> {
@@ -43,6 +46,7 @@ impl<T> Upstreams<T> {
         Self {
             pools: settings.pools().iter().map(pool).collect(),
             settings,
+            canary_count: 0,
         }
     }
 
@@ -102,22 +106,35 @@ impl<T> Upstreams<T> {
     /// its fallback while the pool is diverted or once every server of it
     /// was tried, else the pool itself. A fallback without servers is
     /// no fallback.
-    fn choose(&self, home: usize, attempt: usize) -> usize {
+    ///
+    /// A request that `may_canary` (its first try, replayable) goes to a
+    /// diverted pool itself once in the pool's `canary_every`: the
+    /// evidence a fail-back is judged on. Returns the pool and whether it
+    /// is such a canary.
+    fn choose(&mut self, home: usize, attempt: usize, may_canary: bool) -> (usize, bool) {
         let Some(spec) = self.settings.pool(home) else {
-            return 0;
+            return (0, false);
         };
         let fallback = spec
             .fallback
             .filter(|&f| self.settings.pool(f).is_some_and(|p| !p.servers.is_empty()));
-        match fallback {
-            Some(f)
-                if spec.diverted.load(Ordering::Relaxed)
-                    || attempt >= self.pools.get(home).map_or(0, Pool::len) =>
-            {
-                f
-            }
-            _ => home,
+        let Some(f) = fallback else {
+            return (home, false);
+        };
+        let home_len = self.pools.get(home).map_or(0, Pool::len);
+        if attempt >= home_len {
+            return (f, false);
         }
+        if !spec.diverted.load(Ordering::Relaxed) {
+            return (home, false);
+        }
+        if may_canary && attempt == 0 && spec.canary_every > 0 && spec.health.any_healthy() {
+            self.canary_count = self.canary_count.wrapping_add(1);
+            if self.canary_count.is_multiple_of(spec.canary_every) {
+                return (home, true);
+            }
+        }
+        (f, false)
     }
 
     /// The spec of `target`'s pool, unless a reload changed the pool.
@@ -135,18 +152,20 @@ impl<T> Upstreams<T> {
     /// `home` (see [`Self::choose`]), passing over unhealthy servers, and
     /// an idle connection to it unless `fresh`; `alive` checks an idle
     /// connection before it is reused. `None` when the pool has no server
-    /// (its names did not resolve): the connect fails at once.
+    /// (its names did not resolve): the connect fails at once. A canary
+    /// comes with the deadline of its response head.
     pub(crate) fn checkout(
         &mut self,
         live: &Live,
         home: usize,
         attempt: usize,
+        may_canary: bool,
         fresh: bool,
         now: Instant,
         alive: impl FnMut(&T) -> bool,
-    ) -> Option<(Target, Checkout<T>)> {
+    ) -> Option<(Target, Checkout<T>, Option<Duration>)> {
         self.refresh(live);
-        let chosen = self.choose(home, attempt);
+        let (chosen, canary) = self.choose(home, attempt, may_canary);
         let settings = &self.settings;
         let health = &settings.pool(chosen)?.health;
         let pool = self.pools.get_mut(chosen).filter(|p| !p.is_empty())?;
@@ -154,12 +173,13 @@ impl<T> Upstreams<T> {
         let server = match &checkout {
             Checkout::Reused { server, .. } | Checkout::Connect { server, .. } => *server,
         };
+        let spec = settings.pool(chosen)?;
         let target = Target {
             pool: chosen,
             server,
-            key: settings.pool(chosen)?.key,
+            key: spec.key,
         };
-        Some((target, checkout))
+        Some((target, checkout, canary.then(|| spec.canary_deadline())))
     }
 
     /// Returns a clean connection for reuse; gives back the one to close
@@ -178,11 +198,16 @@ impl<T> Upstreams<T> {
         self.spec_of(target).map(|p| p.idle_timeout)
     }
 
-    /// The pool name and address of `target`'s server, unless a reload
-    /// changed its pool.
-    pub(crate) fn server(&self, target: Target) -> Option<(&Arc<str>, std::net::SocketAddr)> {
+    /// The pool name and address of `target`'s server, and the pool's
+    /// P99 threshold, unless a reload changed its pool.
+    pub(crate) fn server(
+        &self,
+        target: Target,
+    ) -> Option<(&Arc<str>, std::net::SocketAddr, Duration)> {
         let spec = self.spec_of(target)?;
-        spec.servers.get(target.server).map(|a| (&spec.name, *a))
+        spec.servers
+            .get(target.server)
+            .map(|a| (&spec.name, *a, spec.slow))
     }
 
     /// The TLS settings of `target`'s pool, when it speaks TLS.
@@ -221,11 +246,15 @@ impl<T> Upstreams<T> {
                 target.server,
                 done.status,
                 done.transport_error,
-                done.latency.as_micros() as u64,
+                done.upstream_latency.unwrap_or(done.latency).as_micros() as u64,
             );
         }
         if let Some(pool) = self.pool_of(target) {
-            pool.observe(target.server, done.latency, now);
+            pool.observe(
+                target.server,
+                done.upstream_latency.unwrap_or(done.latency),
+                now,
+            );
         }
     }
 
@@ -263,8 +292,10 @@ mod tests {
     }
 
     fn pick(u: &mut Upstreams<u32>, live: &Live) -> (Target, Checkout<u32>) {
-        u.checkout(live, 0, 0, false, Instant::now(), |_| true)
-            .expect("servers")
+        let (t, c, _) = u
+            .checkout(live, 0, 0, false, false, Instant::now(), |_| true)
+            .expect("servers");
+        (t, c)
     }
 
     #[test]
@@ -309,7 +340,7 @@ mod tests {
         );
         let mut u: Upstreams<u32> = Upstreams::new(&live);
         let now = Instant::now();
-        let (t, _) = u.checkout(&live, 2, 0, false, now, |_| true).unwrap();
+        let (t, _, _) = u.checkout(&live, 2, 0, false, false, now, |_| true).unwrap();
         assert_eq!(u.checkin(t, 7, now), None, "pooled");
         // A reload adds a pool before "api" (its index moves) and changes
         // the primary; "api" keeps its key.
@@ -317,7 +348,7 @@ mod tests {
             engine(),
             vec![spec(&[3]), fallback, spec(&[20]).named("aaa", None), api],
         );
-        let (_, c) = u.checkout(&live, 3, 0, false, now, |_| true).unwrap();
+        let (_, c, _) = u.checkout(&live, 3, 0, false, false, now, |_| true).unwrap();
         assert!(
             matches!(c, Checkout::Reused { conn: 7, .. }),
             "the idle connection survived the reload"
@@ -347,8 +378,8 @@ mod tests {
         );
         let mut u: Upstreams<u32> = Upstreams::new(&live);
         let at = |u: &mut Upstreams<u32>, home, attempt| {
-            u.checkout(&live, home, attempt, true, Instant::now(), |_| true)
-                .map_or(0, |(_, c)| port(&c))
+            u.checkout(&live, home, attempt, false, true, Instant::now(), |_| true)
+                .map_or(0, |(_, c, _)| port(&c))
         };
         assert_eq!(at(&mut u, 2, 0), 10);
         assert_eq!(at(&mut u, 2, 1), 11, "the next server of its pool");
@@ -366,8 +397,8 @@ mod tests {
         let live = Live::with_pools(engine(), vec![spec(&[1]), spec(&[2])]);
         let mut u: Upstreams<u32> = Upstreams::new(&live);
         let port_of = |u: &mut Upstreams<u32>, attempt| {
-            u.checkout(&live, 0, attempt, true, Instant::now(), |_| true)
-                .map_or(0, |(_, c)| port(&c))
+            u.checkout(&live, 0, attempt, false, true, Instant::now(), |_| true)
+                .map_or(0, |(_, c, _)| port(&c))
         };
         assert_eq!(port_of(&mut u, 1), 1, "no fallback: the primary again");
         live.load().pools()[0]
@@ -381,10 +412,10 @@ mod tests {
         );
         let mut u: Upstreams<u32> = Upstreams::new(&live);
         assert!(u
-            .checkout(&live, 2, 0, true, Instant::now(), |_| true)
+            .checkout(&live, 2, 0, false, true, Instant::now(), |_| true)
             .is_none());
         assert!(u
-            .checkout(&live, 0, 0, true, Instant::now(), |_| true)
+            .checkout(&live, 0, 0, false, true, Instant::now(), |_| true)
             .is_some());
     }
 

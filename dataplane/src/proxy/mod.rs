@@ -214,6 +214,23 @@ struct Exchange {
     /// What the client got (status, cache part), once it got a head; none
     /// for a background refresh, whose client was answered before.
     outcome: Option<(u16, CacheResult)>,
+    /// When the request's last byte went upstream (this try's).
+    sent_at: Option<Instant>,
+    /// When the response head arrived.
+    head_at: Option<Instant>,
+    /// This try is a canary to a diverted pool: a failure (a 5xx, or no
+    /// head within the deadline) is retried on the fallback, never shown
+    /// to the client.
+    canary: Option<Duration>,
+}
+
+impl Exchange {
+    /// The upstream's part so far: last request byte sent to the response
+    /// head (or `now`, for a failure before it).
+    fn upstream_took(&self, now: Instant) -> Option<Duration> {
+        let sent = self.sent_at?;
+        Some(self.head_at.unwrap_or(now).saturating_duration_since(sent))
+    }
 }
 
 impl std::fmt::Debug for CacheFetch {
@@ -458,6 +475,15 @@ pub struct Conn {
     coalesce_until: Option<Instant>,
     /// When the request being answered started (its first byte).
     req_started: Instant,
+    /// When its head was complete: the gateway's service time starts.
+    served_since: Instant,
+    /// The upstream's part of the answer being completed.
+    upstream_took: Option<Duration>,
+    /// The answer being completed came from a canary.
+    canary_answer: bool,
+    /// The client address's and the request path's slots in the
+    /// statistics' [`crate::stats::Blame`].
+    slots: (u8, u8),
     /// Client bytes in and out, for the byte counters.
     traffic: Traffic,
     /// The access-log record of the request being answered.
@@ -525,6 +551,10 @@ impl Conn {
             key_buf: Vec::new(),
             coalesce_until: None,
             req_started: now,
+            served_since: now,
+            upstream_took: None,
+            canary_answer: false,
+            slots: (client_slot(peer), 0),
             traffic: Traffic::default(),
             access: None,
             completions: VecDeque::new(),
@@ -647,6 +677,7 @@ impl Conn {
         self.upstream_output.advance(n);
         // Room in the queue: take more of a request body.
         self.advance(now);
+        self.note_sent(now);
     }
 
     /// Takes every byte queued for the upstream, for a driver whose kernel
@@ -660,6 +691,37 @@ impl Conn {
     pub fn upstream_sent(&mut self, now: Instant) {
         self.send_clock(now);
         self.advance(now);
+        self.note_sent(now);
+    }
+
+    /// The upstream's clock starts when the request's last byte is out.
+    fn note_sent(&mut self, now: Instant) {
+        let empty = self.upstream_output.is_empty();
+        if let Phase::Proxy(ex) = &mut self.phase {
+            if empty && ex.request.is_done() && ex.sent_at.is_none() {
+                ex.sent_at = Some(now);
+            }
+        }
+    }
+
+    /// Whether the request in flight may be a canary to a diverted pool:
+    /// its first try, idempotent, and replayable on the fallback.
+    pub fn may_be_canary(&self) -> bool {
+        matches!(&self.phase, Phase::Proxy(ex)
+            if ex.connects == 0
+                && ex.method.is_idempotent()
+                && ex.replay.is_some()
+                && ex.request.is_done()
+                && ex.cache.as_ref().is_none_or(|f| f.relay))
+    }
+
+    /// The peer selector sent this try to its diverted pool as a canary:
+    /// no response head within `deadline`, or a 5xx, and it is retried on
+    /// the fallback.
+    pub fn upstream_canary(&mut self, deadline: Duration) {
+        if let Phase::Proxy(ex) = &mut self.phase {
+            ex.canary = Some(deadline);
+        }
     }
 
     /// The next answered request, for the per-core statistics.
@@ -694,7 +756,12 @@ impl Conn {
             Box::new(d.finish(self.req_started, now, status, cache, (bytes_in, bytes_out)))
         });
         Completion {
-            latency: now.saturating_duration_since(self.req_started),
+            latency: now.saturating_duration_since(self.served_since),
+            upstream_latency: self.upstream_took.take(),
+            client_slot: self.slots.0,
+            url_slot: self.slots.1,
+            canary: std::mem::take(&mut self.canary_answer),
+            attempt_only: false,
             status,
             cache,
             upstream_error,
@@ -793,6 +860,10 @@ impl Conn {
                 let (connect, response) = ex
                     .timeouts
                     .unwrap_or((cfg.connect_timeout, cfg.response_timeout));
+                let response = match ex.canary {
+                    Some(deadline) if ex.response.is_none() => response.min(deadline),
+                    _ => response,
+                };
                 Some(match ex.upstream {
                     UpstreamState::Connecting => ex.connect_started + connect,
                     _ if !ex.request.is_done() => ex.client_progress + cfg.client_timeout,
@@ -847,6 +918,10 @@ impl Conn {
                 _ if !ex.request.is_done() => {
                     self.actions.push_back(Action::Release { reuse: false });
                     self.fail(now, 408, "request body not received in time");
+                }
+                _ if ex.canary.is_some() && !ex.response_bytes_seen => {
+                    self.retry_canary(now, &mut ex, 504);
+                    self.phase = Phase::Proxy(ex);
                 }
                 _ => {
                     self.actions.push_back(Action::Release { reuse: false });
@@ -1002,6 +1077,7 @@ impl Conn {
                 }
                 ex.upstream = UpstreamState::Connecting;
                 ex.connect_started = now;
+                ex.sent_at = None;
                 ex.head_buf.clear();
                 self.upstream_output.clear();
                 if let Some(replay) = &ex.replay {
@@ -1123,6 +1199,11 @@ impl Conn {
                 ex.head_buf.advance(n);
                 continue;
             }
+            ex.head_at.get_or_insert(now);
+            if ex.canary.is_some() && head.status >= 500 {
+                self.retry_canary(now, ex, head.status);
+                return Ok(false);
+            }
             let framing = rewrite::client_framing(&head, ex.client_version);
             let close = ex.cache.as_ref().is_none_or(|f| f.relay)
                 && (!ex.client_keep_alive
@@ -1154,6 +1235,49 @@ impl Conn {
             ex.head_buf.clear();
             return relay_body(ex, self.output.tail(), &rest);
         }
+    }
+
+    /// A canary failed with `status` (a 5xx it answered, or 504 for no
+    /// head in time): the failure is booked against the server it went to
+    /// (an attempt-only completion, not an answer), and the request goes
+    /// again, to the fallback, on a fresh connection.
+    fn retry_canary(&mut self, now: Instant, ex: &mut Exchange, status: u16) {
+        let took = ex.upstream_took(now);
+        self.completions.push_back(Completion {
+            latency: now.saturating_duration_since(self.served_since),
+            upstream_latency: took,
+            client_slot: self.slots.0,
+            url_slot: self.slots.1,
+            canary: true,
+            attempt_only: true,
+            status,
+            cache: CacheResult::None,
+            upstream_error: status == 504,
+            transport_error: false,
+            proxied: true,
+            probe: false,
+            route: self.route.and_then(|r| u16::try_from(r).ok()),
+            bytes_in: 0,
+            bytes_out: 0,
+            access: None,
+        });
+        self.actions.push_back(Action::Release { reuse: false });
+        ex.canary = None;
+        ex.connects += 1;
+        ex.upstream = UpstreamState::Connecting;
+        ex.connect_started = now;
+        ex.sent_at = None;
+        ex.head_at = None;
+        ex.response_bytes_seen = false;
+        ex.head_buf.clear();
+        self.upstream_output.clear();
+        if let Some(replay) = &ex.replay {
+            self.upstream_output.extend_from_slice(replay);
+        }
+        self.actions.push_back(Action::Connect {
+            fresh: true,
+            attempt: ex.connects,
+        });
     }
 
     /// The cache's part of a final response head: a 304 refreshes the
@@ -1256,6 +1380,7 @@ impl Conn {
             self.actions.push_back(Action::Release { reuse });
         }
         let mut outcome = ex.outcome;
+        let (took, canary) = (ex.upstream_took(now), ex.canary.is_some());
         if let Some(mut fetch) = ex.cache {
             if let Some(whole) = fetch.finish_store(now) {
                 // The client asked for a range of what just arrived whole.
@@ -1279,13 +1404,12 @@ impl Conn {
             }
         }
         if let Some((status, part)) = outcome {
-            self.complete(
-                now,
-                status,
-                part,
-                false,
-                !matches!(part, CacheResult::Hit | CacheResult::Stale),
-            );
+            let proxied = !matches!(part, CacheResult::Hit | CacheResult::Stale);
+            if proxied {
+                self.upstream_took = took;
+                self.canary_answer = canary;
+            }
+            self.complete(now, status, part, false, proxied);
         }
         let close = self.closes();
         self.end_of_response(now, close);
@@ -1341,6 +1465,8 @@ impl Conn {
         let close = !ex.client_keep_alive || !ex.request.is_done() || self.closes();
         let head_only = ex.method == Method::Head;
         let answered = self.completions.len();
+        self.upstream_took = ex.upstream_took(now);
+        self.canary_answer = ex.canary.is_some();
         match &ex.cache {
             // A background refresh failed: the client has its answer.
             Some(fetch) if !fetch.relay => {}
@@ -1504,9 +1630,13 @@ impl Conn {
     /// The phases of a parsed request, up to the upstream request.
     fn route_request(&mut self, now: Instant, head: &RequestHead<'_, '_>, raw: &[u8]) -> Next {
         self.req_started = self.head_started.unwrap_or(now);
+        self.served_since = now;
+        self.upstream_took = None;
+        self.canary_answer = false;
         self.route = None;
         let close = !head.keep_alive() || self.closes();
         let path = head.target.split('?').next().unwrap_or("");
+        self.slots.1 = crate::stats::blame_slot(path.as_bytes());
 
         #[cfg(feature = "test-hooks")]
         if path == TEST_PANIC_PATH {
@@ -1845,6 +1975,9 @@ impl Conn {
             response: None,
             cache: fetch,
             outcome: None,
+            sent_at: None,
+            head_at: None,
+            canary: None,
         }));
         self.actions.push_back(Action::Connect {
             fresh: false,
@@ -2002,6 +2135,14 @@ fn relay_body(ex: &mut Exchange, out: &mut BytesMut, data: &[u8]) -> Result<bool
 
 /// The connection field of a response: `close`, or `keep-alive` for an
 /// HTTP/1.0 client that keeps the connection.
+/// The slot of a client address in the statistics' blame counts.
+fn client_slot(peer: IpAddr) -> u8 {
+    match peer {
+        IpAddr::V4(a) => crate::stats::blame_slot(&a.octets()),
+        IpAddr::V6(a) => crate::stats::blame_slot(&a.octets()),
+    }
+}
+
 fn connection_field(close: bool, version: Version) -> &'static [u8] {
     match (close, version) {
         (true, _) => b"Connection: close\r\n",

@@ -20,6 +20,8 @@ struct Server {
     errors: AtomicU32,
     /// Moving average of response latency, in microseconds (0: no data).
     latency_us: AtomicU64,
+    /// Its last active check failed.
+    check_failed: AtomicBool,
 }
 
 /// Health of every server of one upstream group.
@@ -76,6 +78,22 @@ impl GroupHealth {
     /// Whether any server takes traffic.
     pub fn any_healthy(&self) -> bool {
         (0..self.servers.len()).any(|i| self.is_healthy(i))
+    }
+
+    /// Notes the result of server `i`'s last active check (before `rise`
+    /// and `fall` count it).
+    pub fn checked(&self, i: usize, ok: bool) {
+        if let Some(s) = self.servers.get(i) {
+            s.check_failed.store(!ok, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the last check of some server failed: the gateway's own
+    /// corroboration of errors its clients see.
+    pub fn any_check_failing(&self) -> bool {
+        self.servers
+            .iter()
+            .any(|s| s.check_failed.load(Ordering::Relaxed))
     }
 
     /// Sets a server's state (active checks). Returns whether it changed.
