@@ -17,7 +17,8 @@
 //!
 //! `/echo` answers with the request as received (head and body), `/health`
 //! with `ok`, and `/__origin/delay?ms=N` sets the latency of every later
-//! answer (a fault injected into a running origin). `--error-every K` turns every K-th request into a 500.
+//! answer (a fault injected into a running origin; `--health-fast` keeps
+//! `/health` undelayed). `--error-every K` turns every K-th request into a 500.
 
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -38,6 +39,10 @@ pub struct OriginArgs {
     /// Latency added to every answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// Answer `/health` at once whatever the delay: an origin that is slow
+    /// for its clients but passes its health checks.
+    #[arg(long)]
+    health_fast: bool,
     /// Answer every K-th request with a 500 (0: never).
     #[arg(long, default_value_t = 0)]
     error_every: u64,
@@ -158,7 +163,8 @@ async fn respond(
     let delay = query(t, "delay_ms")
         .and_then(|v| v.parse().ok())
         .unwrap_or(state.delay_ms.get());
-    if delay > 0 {
+    let health = t.split('?').next() == Some("/health");
+    if delay > 0 && !(health && state.args.health_fast) {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     if query(t, "garbage").is_some() {

@@ -486,7 +486,12 @@ impl Supervisor {
             out.push(("primary".to_owned(), diverted, forced(mode)));
         }
         let routes = lock(&self.pool_routes);
-        for spec in pools.pools().iter().skip(2).filter(|p| p.fallback.is_some()) {
+        for spec in pools
+            .pools()
+            .iter()
+            .skip(2)
+            .filter(|p| p.fallback.is_some())
+        {
             let mode = routes.get(&spec.name).map_or(Mode::Auto, |p| p.mode());
             let diverted = spec.diverted.load(Ordering::Relaxed);
             out.push((spec.name.to_string(), diverted, forced(mode)));

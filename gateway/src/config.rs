@@ -71,6 +71,17 @@ pub struct Config {
     pub resolver: ResolverSection,
     /// The TLS data port and its certificates.
     pub tls: TlsSection,
+    /// Drop-in files merged over this one ([`crate::files`]).
+    pub include: IncludeSection,
+}
+
+/// `[include]`: drop-in files merged over the main file in name order.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncludeSection {
+    /// Paths or globs (`*` in the file name), relative to the main file's
+    /// folder, e.g. `["conf.d/*.toml"]`. Default none.
+    pub files: Vec<String>,
 }
 
 /// `[tls]`: HTTPS on a second data port, next to the plain one.
@@ -1036,15 +1047,18 @@ impl Default for UpstreamGroup {
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file and its drop-ins
+    /// ([`crate::files::load`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let cfg = Self::parse(&text)?;
-        cfg.admin.resolve_token()?;
-        Ok(cfg)
+        Self::load_files(path).map(|l| l.config)
+    }
+
+    /// As [`Config::load`], with the files read and which values came
+    /// from a drop-in.
+    pub fn load_files(path: &Path) -> Result<crate::files::Loaded, ConfigError> {
+        let loaded = crate::files::load(path)?;
+        loaded.config.admin.resolve_token()?;
+        Ok(loaded)
     }
 
     /// Parses and validates configuration text.

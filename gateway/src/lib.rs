@@ -6,4 +6,5 @@
 
 pub mod config;
 pub mod cpus;
+pub mod files;
 pub mod resolve;

@@ -88,18 +88,18 @@ fn main() -> std::process::ExitCode {
         };
     }
     // The config first, so that the log takes its format from it.
-    let cfg = match &cli.config {
-        Some(path) => match Config::load(path) {
-            Ok(cfg) => cfg,
+    let (cfg, provenance) = match &cli.config {
+        Some(path) => match Config::load_files(path) {
+            Ok(loaded) => (loaded.config.clone(), loaded.provenance()),
             Err(e) => {
                 eprintln!("{}: {e}", path.display());
                 return std::process::ExitCode::FAILURE;
             }
         },
-        None => Config::default(),
+        None => (Config::default(), String::new()),
     };
     let set_log_level = init_log(&cfg.log);
-    match run(&cli, cfg, set_log_level) {
+    match run(&cli, cfg, &provenance, set_log_level) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -151,7 +151,13 @@ fn data_ports(cfg: &Config) -> String {
         .join(" and ")
 }
 
-fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Result<()> {
+/// `provenance`: which drop-in set which value, for `GET /admin/config`.
+fn run(
+    cli: &Cli,
+    cfg: Config,
+    provenance: &str,
+    set_log_level: reload::SetLogLevel,
+) -> anyhow::Result<()> {
     let epoch = (std::time::Instant::now(), std::time::SystemTime::now());
     let pools = reload::pool_specs(&cfg, None).map_err(anyhow::Error::msg)?;
     let primary_addrs = pools[0].servers.clone();
@@ -281,7 +287,10 @@ fn run(cli: &Cli, cfg: Config, set_log_level: reload::SetLogLevel) -> anyhow::Re
     );
     let admin_settings = Arc::new(AdminSettings::new(
         cfg.admin.resolve_token()?,
-        toml::to_string_pretty(&cfg.redacted()).unwrap_or_default(),
+        format!(
+            "{provenance}{}",
+            toml::to_string_pretty(&cfg.redacted()).unwrap_or_default()
+        ),
         primary_addrs,
     ));
     let control = tokio::runtime::Builder::new_multi_thread()

@@ -252,7 +252,9 @@ fn canary_every(c: &ControlSection) -> u32 {
     if c.canary_share <= 0.0 {
         return 0;
     }
-    (1.0 / c.canary_share.min(1.0)).round().clamp(1.0, f64::from(u32::MAX)) as u32
+    (1.0 / c.canary_share.min(1.0))
+        .round()
+        .clamp(1.0, f64::from(u32::MAX)) as u32
 }
 
 /// `base` with the threshold keys pool `u` writes itself.
@@ -584,14 +586,39 @@ impl Reloader {
         result
     }
 
+    /// A pool diverted now must keep a fallback whose servers the new
+    /// files write: a reload never strands the traffic it carries.
+    fn refuse_stranding(&self, new: &ultragate::files::Loaded) -> Result<(), String> {
+        let live = self.to.live.load();
+        let pools = new.config.upstream.all();
+        for spec in live.pools() {
+            if !spec.diverted.load(std::sync::atomic::Ordering::Relaxed) {
+                continue;
+            }
+            let target = pools
+                .iter()
+                .find(|(n, _)| *n == &*spec.name)
+                .and_then(|(_, g)| g.fallback.as_deref());
+            if let Some(to) = target.filter(|t| !new.servers_written.iter().any(|w| w == t)) {
+                return Err(format!(
+                    "config key `upstream.{to}.servers`: pool {} is diverted to {to}, and the new config does not name its servers",
+                    spec.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn apply(&self) -> Result<ReloadReport, String> {
         let path = self
             .path
             .as_deref()
             .ok_or("started without a config file: nothing to reload")?;
         let mut running = self.running();
-        running.file = std::fs::read(path).unwrap_or_default();
-        let new = Config::load(path).map_err(|e| e.to_string())?;
+        running.file = ultragate::files::fingerprint(path);
+        let loaded = Config::load_files(path).map_err(|e| e.to_string())?;
+        self.refuse_stranding(&loaded)?;
+        let new = loaded.config.clone();
         let old = running.config.clone();
         let changed = changed_keys(&old, &new);
         let (restart, mut live): (Vec<String>, Vec<String>) =
@@ -683,8 +710,11 @@ impl Reloader {
         let admin = &self.to.admin;
         *admin.token.lock().unwrap_or_else(|e| e.into_inner()) = token;
         *admin.origins.lock().unwrap_or_else(|e| e.into_inner()) = origins;
-        *admin.config_toml.lock().unwrap_or_else(|e| e.into_inner()) =
-            toml::to_string_pretty(&cfg.redacted()).unwrap_or_default();
+        *admin.config_toml.lock().unwrap_or_else(|e| e.into_inner()) = format!(
+            "{}{}",
+            loaded.provenance(),
+            toml::to_string_pretty(&cfg.redacted()).unwrap_or_default()
+        );
         running.config = cfg;
         drop(running);
         if touched("upstream.") || touched("control.p99_threshold_ms") {
@@ -726,9 +756,7 @@ impl Reloader {
                 continue;
             }
             tokio::time::sleep(ms(every)).await;
-            let Ok(bytes) = std::fs::read(&path) else {
-                continue;
-            };
+            let bytes = ultragate::files::fingerprint(&path);
             if bytes == self.running().file {
                 continue;
             }

@@ -608,3 +608,148 @@ fn a_client_cannot_divert_the_gateway_with_urls_that_answer_500() {
     let served = String::from_utf8(curl(&["-i", &gw.url("/fine")]).stdout).unwrap();
     assert!(!served.contains("nodejs-api"), "{served}");
 }
+
+/// Four clients of their own (source addresses in 127.0.0.0/8).
+const CLIENTS: [[u8; 4]; 4] = [
+    [127, 0, 0, 11],
+    [127, 0, 0, 12],
+    [127, 0, 0, 13],
+    [127, 0, 0, 14],
+];
+
+/// Counts the timeline's events whose action is `action`.
+fn events_of(gw: &Gateway, action: &str) -> usize {
+    admin_json(gw, "/admin/events")["events"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|e| e["action"] == action).count())
+}
+
+#[test]
+fn one_url_answering_500_from_several_clients_does_not_divert() {
+    let (_o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let control = "error_window_ms = 1000\nmin_requests = 5";
+    let gw = Gateway::start(&[origin], "", &runbook_config(node, control));
+    // About 60 req/s of one URL the origin answers with 500, from four
+    // addresses, for three error windows.
+    let (sent, failed) = load_from(
+        gw.data,
+        &CLIENTS,
+        &["/status/500?status=500"],
+        (Duration::from_millis(60), None),
+        Duration::from_secs(3),
+    );
+    assert!(
+        sent > 100 && failed.len() as u64 == sent,
+        "{sent} {failed:?}"
+    );
+    assert_eq!(
+        admin_json(&gw, "/admin/route")["route"],
+        "primary",
+        "{}",
+        admin_json(&gw, "/admin/events")
+    );
+    assert_eq!(events_of(&gw, "divert to fallback"), 0);
+}
+
+#[test]
+fn cache_hits_whose_heads_arrive_slowly_do_not_divert() {
+    let (_o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let control = "p99_threshold_ms = 20\np99_window_ms = 1000\nmin_requests = 5";
+    let gw = Gateway::start(&[origin], "", &runbook_config(node, control));
+    let hit = "/hit?cache=max-age%3D600";
+    assert_eq!(get_status(gw.data, hit), 200);
+    // Every head comes in two parts 60 ms apart, from four addresses,
+    // for three P99 windows: every answer a HIT, none slow at the origin.
+    let (sent, failed) = load_from(
+        gw.data,
+        &CLIENTS,
+        &[hit],
+        (Duration::from_millis(1), Some(Duration::from_millis(60))),
+        Duration::from_secs(3),
+    );
+    assert!(sent > 100 && failed.is_empty(), "{sent} {failed:?}");
+    assert_eq!(
+        admin_json(&gw, "/admin/route")["route"],
+        "primary",
+        "{}",
+        admin_json(&gw, "/admin/events")
+    );
+}
+
+#[test]
+fn every_url_answering_500_diverts_within_the_error_window() {
+    let (o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let control = "error_window_ms = 1000\nmin_requests = 5\np99_threshold_ms = 200";
+    let gw = Gateway::start(&[origin], "", &runbook_config(node, control));
+    drop(o);
+    // One client (the drill's shape): its errors are corroborated by the
+    // gateway's own check of /health, which fails too.
+    let _failing = origin_at(origin, &["--error-every", "1"]);
+    let load = Load::start(gw.data, "/item?size=64", Duration::from_millis(5));
+    assert!(
+        wait_for(Duration::from_secs(3), || has_event(
+            &gw,
+            "divert to fallback"
+        )),
+        "diverted: {}",
+        admin_json(&gw, "/admin/events")
+    );
+    load.finish();
+}
+
+#[test]
+fn a_slow_origin_that_passes_its_checks_is_diverted_once_and_fails_back_when_fast() {
+    let (o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let control =
+        "p99_threshold_ms = 20\np99_window_ms = 500\nmin_requests = 5\ncanary_share = 0.2";
+    let gw = Gateway::start(&[origin], "", &runbook_config(node, control));
+    drop(o);
+    let slow = origin_at(origin, &["--delay-ms", "60", "--health-fast"]);
+    let paths = ["/a?size=64", "/b?size=64", "/c?size=64", "/d?size=64"];
+    let load = |secs| {
+        load_from(
+            gw.data,
+            &CLIENTS,
+            &paths,
+            (Duration::from_millis(20), None),
+            Duration::from_secs(secs),
+        )
+    };
+    let (_, failed) = load(2);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        events_of(&gw, "divert to fallback"),
+        1,
+        "{}",
+        admin_json(&gw, "/admin/events")
+    );
+    // Four hold-downs (1 s each) with the origin still slow: the canaries
+    // say so, it stays diverted.
+    let (_, failed) = load(4);
+    assert!(
+        failed.is_empty(),
+        "no canary failure reached a client: {failed:?}"
+    );
+    let events = admin_json(&gw, "/admin/events");
+    assert_eq!(events_of(&gw, "divert to fallback"), 1, "{events}");
+    assert_eq!(events_of(&gw, "fail back to primary"), 0, "{events}");
+    assert_eq!(admin_json(&gw, "/admin/route")["route"], "fallback");
+    let metrics =
+        String::from_utf8(curl(&[&format!("http://{}/metrics", gw.admin)]).stdout).unwrap();
+    assert!(
+        metrics.contains("ultragate_pool_diverted{mode=\"auto\",pool=\"primary\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ultragate_route_flaps_total{pool=\"primary\"} 0"));
+    // Fast again: back once the canaries show it.
+    drop(slow);
+    let _fast = origin_at(origin, &[]);
+    let _ = load(4);
+    let events = admin_json(&gw, "/admin/events");
+    assert_eq!(events_of(&gw, "fail back to primary"), 1, "{events}");
+    assert_eq!(events_of(&gw, "divert to fallback"), 1, "{events}");
+}

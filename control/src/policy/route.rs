@@ -209,7 +209,9 @@ impl RoutePolicy {
         if t.failback_hold != self.t.failback_hold {
             self.hold = t.failback_hold;
         }
-        self.hold = self.hold.clamp(t.failback_hold, t.failback_hold_max.max(t.failback_hold));
+        self.hold = self
+            .hold
+            .clamp(t.failback_hold, t.failback_hold_max.max(t.failback_hold));
         self.t = t;
     }
 
@@ -247,8 +249,7 @@ impl RoutePolicy {
                 } else {
                     self.slow_since = None;
                 }
-                let failing =
-                    o.error_rate > t.error_rate && (o.errors_spread || o.probe_failing);
+                let failing = o.error_rate > t.error_rate && (o.errors_spread || o.probe_failing);
                 if loaded && failing {
                     self.errors_since.get_or_insert(o.now);
                 } else {
@@ -311,8 +312,8 @@ impl RoutePolicy {
             }
             Route::Fallback => {
                 // Canaries that were slow or failed: not yet.
-                let canaries_bad = o.requests > 0
-                    && (o.slow_share > 0.01 || o.error_rate > t.error_rate);
+                let canaries_bad =
+                    o.requests > 0 && (o.slow_share > 0.01 || o.error_rate > t.error_rate);
                 if !(o.primary_healthy && o.primary_fast) || canaries_bad {
                     self.good_since = None;
                     return None;

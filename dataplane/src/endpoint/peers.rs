@@ -340,7 +340,9 @@ mod tests {
         );
         let mut u: Upstreams<u32> = Upstreams::new(&live);
         let now = Instant::now();
-        let (t, _, _) = u.checkout(&live, 2, 0, false, false, now, |_| true).unwrap();
+        let (t, _, _) = u
+            .checkout(&live, 2, 0, false, false, now, |_| true)
+            .unwrap();
         assert_eq!(u.checkin(t, 7, now), None, "pooled");
         // A reload adds a pool before "api" (its index moves) and changes
         // the primary; "api" keeps its key.
@@ -348,7 +350,9 @@ mod tests {
             engine(),
             vec![spec(&[3]), fallback, spec(&[20]).named("aaa", None), api],
         );
-        let (_, c, _) = u.checkout(&live, 3, 0, false, false, now, |_| true).unwrap();
+        let (_, c, _) = u
+            .checkout(&live, 3, 0, false, false, now, |_| true)
+            .unwrap();
         assert!(
             matches!(c, Checkout::Reused { conn: 7, .. }),
             "the idle connection survived the reload"

@@ -349,6 +349,82 @@ pub fn get_status(addr: SocketAddr, path: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// A connection to `addr` from source address `from` (another address of
+/// 127.0.0.0/8: a client of its own).
+pub fn connect_from(from: [u8; 4], addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddr::from((from, 0)).into())?;
+    s.connect_timeout(&addr.into(), Duration::from_secs(2))?;
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(s)
+}
+
+/// One GET from source address `from`, its head sent in two parts `gap`
+/// apart (none: at once); the status, or 0.
+pub fn get_from(from: [u8; 4], addr: SocketAddr, path: &str, gap: Option<Duration>) -> u16 {
+    let Ok(mut s) = connect_from(from, addr) else {
+        return 0;
+    };
+    let first = format!("GET {path} HTTP/1.1\r\n");
+    if s.write_all(first.as_bytes()).is_err() {
+        return 0;
+    }
+    if let Some(gap) = gap {
+        std::thread::sleep(gap);
+    }
+    if s.write_all(b"Host: test\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return 0;
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    std::str::from_utf8(out.get(9..12).unwrap_or_default())
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Clients at several source addresses, each asking for its paths in turn
+/// every `pause` for `time` (bounded), heads split by `gap`; returns the
+/// answers sent and the statuses that were not 200.
+pub fn load_from(
+    addr: SocketAddr,
+    sources: &[[u8; 4]],
+    paths: &[&str],
+    (pause, gap): (Duration, Option<Duration>),
+    time: Duration,
+) -> (u64, Vec<u16>) {
+    let threads: Vec<_> = sources
+        .iter()
+        .map(|&from| {
+            let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+            std::thread::spawn(move || {
+                let end = Instant::now() + time;
+                let (mut sent, mut failed) = (0, Vec::new());
+                for path in paths.iter().cycle() {
+                    if Instant::now() >= end {
+                        break;
+                    }
+                    let status = get_from(from, addr, path, gap);
+                    sent += 1;
+                    if status != 200 {
+                        failed.push(status);
+                    }
+                    std::thread::sleep(pause);
+                }
+                (sent, failed)
+            })
+        })
+        .collect();
+    threads.into_iter().fold((0, Vec::new()), |(n, mut f), t| {
+        let (sent, failed) = t.join().unwrap();
+        f.extend(failed);
+        (n + sent, f)
+    })
+}
+
 /// A client sending GETs back to back from a thread until stopped;
 /// counts answers that are not 200.
 pub struct Load {
