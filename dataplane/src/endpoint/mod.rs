@@ -31,7 +31,7 @@ use crate::status::DataplaneStatus;
 use crate::tls::{ClientSession, Failure, TlsServer, TlsSession};
 use crate::upstream::pool::Checkout;
 use bytes::Bytes;
-use peers::{Target, Upstreams};
+use peers::{Target, Upstreams, Wanted};
 use slab::Slab;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -1104,10 +1104,12 @@ impl Endpoint {
         let ups = &self.ups;
         let picked = self.peers.checkout(
             &self.parts.live,
-            home,
-            attempt,
-            may_canary,
-            fresh,
+            Wanted {
+                home,
+                attempt,
+                may_canary,
+                fresh,
+            },
             now,
             |u| matches!(ups.get(u.idx, u.gen), Some(up) if matches!(up.state, UpState::Idle(_))),
         );

@@ -23,6 +23,34 @@ pub(crate) struct Target {
     key: u64,
 }
 
+/// What a request asks of [`Upstreams::checkout`]: its pool, which
+/// connect this is, whether it may be sent as a canary, and whether it
+/// needs a new connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Wanted {
+    /// The pool its route names.
+    pub home: usize,
+    /// 0 for the first connect, then one more per retry.
+    pub attempt: usize,
+    /// It may go to a diverted pool's primary servers as a canary.
+    pub may_canary: bool,
+    /// An idle connection must not be reused.
+    pub fresh: bool,
+}
+
+impl Wanted {
+    /// The first connect of a request for pool `home`, no canary.
+    #[cfg(test)]
+    fn first(home: usize) -> Self {
+        Wanted {
+            home,
+            attempt: 0,
+            may_canary: false,
+            fresh: false,
+        }
+    }
+}
+
 /// The pools of one core, over the driver's socket type `T`.
 pub(crate) struct Upstreams<T> {
     settings: Arc<Settings>,
@@ -157,15 +185,13 @@ impl<T> Upstreams<T> {
     pub(crate) fn checkout(
         &mut self,
         live: &Live,
-        home: usize,
-        attempt: usize,
-        may_canary: bool,
-        fresh: bool,
+        want: Wanted,
         now: Instant,
         alive: impl FnMut(&T) -> bool,
     ) -> Option<(Target, Checkout<T>, Option<Duration>)> {
         self.refresh(live);
-        let (chosen, canary) = self.choose(home, attempt, may_canary);
+        let (chosen, canary) = self.choose(want.home, want.attempt, want.may_canary);
+        let fresh = want.fresh;
         let settings = &self.settings;
         let health = &settings.pool(chosen)?.health;
         let pool = self.pools.get_mut(chosen).filter(|p| !p.is_empty())?;
@@ -293,7 +319,7 @@ mod tests {
 
     fn pick(u: &mut Upstreams<u32>, live: &Live) -> (Target, Checkout<u32>) {
         let (t, c, _) = u
-            .checkout(live, 0, 0, false, false, Instant::now(), |_| true)
+            .checkout(live, Wanted::first(0), Instant::now(), |_| true)
             .expect("servers");
         (t, c)
     }
@@ -340,9 +366,7 @@ mod tests {
         );
         let mut u: Upstreams<u32> = Upstreams::new(&live);
         let now = Instant::now();
-        let (t, _, _) = u
-            .checkout(&live, 2, 0, false, false, now, |_| true)
-            .unwrap();
+        let (t, _, _) = u.checkout(&live, Wanted::first(2), now, |_| true).unwrap();
         assert_eq!(u.checkin(t, 7, now), None, "pooled");
         // A reload adds a pool before "api" (its index moves) and changes
         // the primary; "api" keeps its key.
@@ -350,9 +374,7 @@ mod tests {
             engine(),
             vec![spec(&[3]), fallback, spec(&[20]).named("aaa", None), api],
         );
-        let (_, c, _) = u
-            .checkout(&live, 3, 0, false, false, now, |_| true)
-            .unwrap();
+        let (_, c, _) = u.checkout(&live, Wanted::first(3), now, |_| true).unwrap();
         assert!(
             matches!(c, Checkout::Reused { conn: 7, .. }),
             "the idle connection survived the reload"
@@ -382,7 +404,13 @@ mod tests {
         );
         let mut u: Upstreams<u32> = Upstreams::new(&live);
         let at = |u: &mut Upstreams<u32>, home, attempt| {
-            u.checkout(&live, home, attempt, false, true, Instant::now(), |_| true)
+            let want = Wanted {
+                home,
+                attempt,
+                may_canary: false,
+                fresh: true,
+            };
+            u.checkout(&live, want, Instant::now(), |_| true)
                 .map_or(0, |(_, c, _)| port(&c))
         };
         assert_eq!(at(&mut u, 2, 0), 10);
@@ -401,8 +429,18 @@ mod tests {
         let live = Live::with_pools(engine(), vec![spec(&[1]), spec(&[2])]);
         let mut u: Upstreams<u32> = Upstreams::new(&live);
         let port_of = |u: &mut Upstreams<u32>, attempt| {
-            u.checkout(&live, 0, attempt, false, true, Instant::now(), |_| true)
-                .map_or(0, |(_, c, _)| port(&c))
+            u.checkout(
+                &live,
+                Wanted {
+                    home: 0,
+                    attempt,
+                    may_canary: false,
+                    fresh: true,
+                },
+                Instant::now(),
+                |_| true,
+            )
+            .map_or(0, |(_, c, _)| port(&c))
         };
         assert_eq!(port_of(&mut u, 1), 1, "no fallback: the primary again");
         live.load().pools()[0]
@@ -416,10 +454,30 @@ mod tests {
         );
         let mut u: Upstreams<u32> = Upstreams::new(&live);
         assert!(u
-            .checkout(&live, 2, 0, false, true, Instant::now(), |_| true)
+            .checkout(
+                &live,
+                Wanted {
+                    home: 2,
+                    attempt: 0,
+                    may_canary: false,
+                    fresh: true
+                },
+                Instant::now(),
+                |_| true
+            )
             .is_none());
         assert!(u
-            .checkout(&live, 0, 0, false, true, Instant::now(), |_| true)
+            .checkout(
+                &live,
+                Wanted {
+                    home: 0,
+                    attempt: 0,
+                    may_canary: false,
+                    fresh: true
+                },
+                Instant::now(),
+                |_| true
+            )
             .is_some());
     }
 
