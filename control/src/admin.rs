@@ -175,6 +175,7 @@ impl Admin {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
                 body: Bytes::from(sup.metrics.render()),
+                allow: None,
             },
             ("GET", "/admin/events") => {
                 json_response(200, &json!({ "events": sup.timeline.list() }))
@@ -242,6 +243,25 @@ impl Admin {
                 ),
                 Err(e) => json_response(422, &json!({ "reloaded": false, "error": e })),
             },
+            ("POST", "/admin/drain") if drain_undo(&req.body) => {
+                // An operator who drained the wrong pod.
+                if !sup.status.undo_drain() {
+                    return json_response(
+                        409,
+                        &json!({ "error": "the process is stopping (SIGTERM): its drain cannot be undone", "ready": false }),
+                    );
+                }
+                sup.timeline.push(
+                    "admin_call",
+                    "drain undo",
+                    "readiness green again",
+                    "serving",
+                );
+                json_response(
+                    200,
+                    &json!({ "draining": false, "ready": sup.status.is_ready() }),
+                )
+            }
             ("POST", "/admin/drain") => {
                 // The pod's preStop hook: readiness turns red while the
                 // listeners still serve, so the pod leaves the Service's
@@ -257,6 +277,14 @@ impl Admin {
                     200,
                     &json!({ "draining": true, "ready": sup.status.is_ready() }),
                 )
+            }
+            #[cfg(feature = "test-hooks")]
+            ("POST", "/admin/test/stall-core") if st.test_hooks => {
+                let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+                let core = v["core"].as_u64().unwrap_or(0) as usize;
+                let ms = v["ms"].as_u64().unwrap_or(1000);
+                sup.status.stall_core_for_test(core, ms);
+                json_response(200, &json!({ "stalling": core, "ms": ms }))
             }
             ("POST", "/admin/security/isolate") => {
                 sup.isolate(true);
@@ -281,6 +309,7 @@ impl Admin {
                 status: 200,
                 content_type: "application/toml",
                 body: Bytes::from(lock(&st.settings.config_toml).clone()),
+                allow: None,
             },
             ("GET", "/admin/ready") => {
                 json_response(200, &json!({ "ready": st.status.is_ready() }))
@@ -294,13 +323,7 @@ impl Admin {
                 };
                 self.cache_call(method, p, cache, &req.body).await
             }
-            _ => json_response(
-                404,
-                &json!({
-                    "error": format!("no admin endpoint {} {path}", req.method),
-                    "endpoints": ENDPOINTS,
-                }),
-            ),
+            _ => unknown_endpoint(req.method, &path),
         }
     }
 
@@ -415,10 +438,7 @@ impl Admin {
                     json!({ "action": "data_verify", "checked": r.checked, "changed": r.changed, "evicted": r.changed, "skipped": r.skipped, "errors": r.errors }),
                 )
             }
-            _ => (
-                404,
-                json!({ "error": format!("no admin endpoint {method} {path}"), "endpoints": ENDPOINTS }),
-            ),
+            _ => return unknown_endpoint(method, path),
         };
         ms(&mut v);
         // An operator's cache operation is a decision too: in the timeline
@@ -441,27 +461,27 @@ impl Admin {
     }
 }
 
-const ENDPOINTS: &[&str] = &[
-    "GET /health",
-    "GET /metrics",
-    "GET /admin/events",
-    "GET /admin/route",
-    "POST /admin/route",
-    "POST /admin/dataplane",
-    "POST /admin/config/reload",
-    "POST /admin/tls/reload",
-    "POST /admin/drain",
-    "POST /admin/security/isolate",
-    "POST /admin/security/normal",
-    "GET /admin/config",
-    "GET /admin/ready",
-    "GET /admin/cache",
-    "POST /admin/cache/clear",
-    "POST /admin/cache/verify",
-    "POST /admin/cache/snapshot",
-    "POST /admin/cache/restore",
-    "POST /admin/cache/purge",
-    "POST /admin/data/verify",
+/// Every admin endpoint and the methods it takes.
+const ENDPOINTS: &[(&str, &str)] = &[
+    ("/health", "GET"),
+    ("/metrics", "GET"),
+    ("/admin/events", "GET"),
+    ("/admin/route", "GET, POST"),
+    ("/admin/dataplane", "POST"),
+    ("/admin/config/reload", "POST"),
+    ("/admin/tls/reload", "POST"),
+    ("/admin/drain", "POST"),
+    ("/admin/security/isolate", "POST"),
+    ("/admin/security/normal", "POST"),
+    ("/admin/config", "GET"),
+    ("/admin/ready", "GET"),
+    ("/admin/cache", "GET"),
+    ("/admin/cache/clear", "POST"),
+    ("/admin/cache/verify", "POST"),
+    ("/admin/cache/snapshot", "POST"),
+    ("/admin/cache/restore", "POST"),
+    ("/admin/cache/purge", "POST"),
+    ("/admin/data/verify", "POST"),
 ];
 
 /// The body of `POST /admin/cache/purge`.
@@ -493,12 +513,39 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     }
 }
 
+/// No endpoint `method path`: 405 with `Allow` when the path takes other
+/// methods, else 404; both list the endpoints.
+fn unknown_endpoint(method: &str, path: &str) -> AdminResponse {
+    let allow = ENDPOINTS
+        .iter()
+        .find_map(|(p, methods)| (*p == path).then_some(*methods));
+    let status = if allow.is_some() { 405 } else { 404 };
+    let endpoints: Vec<String> = ENDPOINTS
+        .iter()
+        .flat_map(|(p, methods)| methods.split(", ").map(move |m| format!("{m} {p}")))
+        .collect();
+    AdminResponse {
+        allow,
+        ..json_response(
+            status,
+            &json!({ "error": format!("no admin endpoint {method} {path}"), "endpoints": endpoints }),
+        )
+    }
+}
+
+/// `POST /admin/drain` with `{"undo": true}`.
+fn drain_undo(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v["undo"] == serde_json::Value::Bool(true))
+}
+
 /// A JSON admin answer.
 pub fn json_response(status: u16, value: &serde_json::Value) -> AdminResponse {
     AdminResponse {
         status,
         content_type: "application/json",
         body: Bytes::from(value.to_string()),
+        allow: None,
     }
 }
 

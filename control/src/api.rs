@@ -174,5 +174,8 @@ fn encode(resp: AdminResponse) -> Response<Full<Bytes>> {
     if let Ok(v) = resp.content_type.parse() {
         out.headers_mut().insert("content-type", v);
     }
+    if let Some(v) = resp.allow.and_then(|a| a.parse().ok()) {
+        out.headers_mut().insert("allow", v);
+    }
     out
 }

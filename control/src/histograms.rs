@@ -40,6 +40,12 @@ impl HistogramFamily {
         self.series().entry(key).or_default();
     }
 
+    /// Removes the series whose label values `keep` refuses (a server
+    /// that left the config).
+    pub fn retain(&self, keep: impl Fn(&[String]) -> bool) {
+        self.series().retain(|values, _| keep(values));
+    }
+
     /// Adds counts to the series of `values`.
     pub fn add(&self, values: &[&str], b: &Buckets) {
         let key = values.iter().map(|v| (*v).to_owned()).collect();

@@ -99,6 +99,12 @@ pub struct Metrics {
     port: GaugeVec,
     flaps: IntCounterVec,
     diverted: GaugeVec,
+    dpdk_wanted: IntGauge,
+    core_stalled: GaugeVec,
+    core_loop_age: GaugeVec,
+    /// The (pool, server) pairs whose series exist: those of a server that
+    /// left the config (reload, DNS change) are removed.
+    servers_shown: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -366,6 +372,21 @@ impl Metrics {
                 "1 while a pool's requests go to its fallback (mode: auto, or forced by an operator).",
                 &["pool", "mode"],
             ),
+            dpdk_wanted: int_gauge(
+                "ultragate_dataplane_dpdk_wanted",
+                "1 when the config asks for DPDK (api_gateway.enable_dpdk); with ultragate_dataplane_backend{backend=\"dpdk\"} 0 the gateway fell back to the kernel.",
+            ),
+            core_stalled: gauge_vec(
+                "ultragate_core_stalled",
+                "1 while a data core's loop has not turned for longer than [control] core_stall_ms.",
+                &["core"],
+            ),
+            core_loop_age: gauge_vec(
+                "ultragate_core_loop_age_seconds",
+                "Seconds since a data core's loop last handed over its numbers (its heartbeat).",
+                &["core"],
+            ),
+            servers_shown: Default::default(),
             cache_bytes: int_gauge(
                 "ultragate_cache_bytes",
                 "Bytes held by the cache, overhead included.",
@@ -432,8 +453,12 @@ impl Metrics {
                 }
             }
         }
+        let mut shown = self.servers_shown.lock().unwrap_or_else(|e| e.into_inner());
         for srv in &s.servers {
             let addr = srv.addr.to_string();
+            // Counted now, forgotten at the next refresh if no longer
+            // configured.
+            shown.insert((srv.pool.to_string(), addr.clone()));
             let labels = [&*srv.pool, addr.as_str()];
             self.upstream_requests
                 .with_label_values(&labels)
@@ -443,6 +468,7 @@ impl Metrics {
                 .inc_by(srv.errors);
             self.upstream_duration.add(&labels, &srv.duration);
         }
+        drop(shown);
         let tls = &s.tls;
         self.tls_handshakes
             .with_label_values(&["full"])
@@ -580,6 +606,17 @@ impl Metrics {
                 self.duration.touch(&[r.name.as_str(), c.label()]);
             }
         }
+        self.dpdk_wanted.set(i64::from(s.dpdk_wanted));
+        for (core, age, stalled) in &s.cores {
+            let core = core.to_string();
+            self.core_stalled
+                .with_label_values(&[&core])
+                .set(f64::from(u8::from(*stalled)));
+            self.core_loop_age
+                .with_label_values(&[&core])
+                .set(age.as_secs_f64());
+        }
+        self.forget_servers(s);
         for g in s.pools.pools() {
             for (i, a) in g.servers.iter().enumerate() {
                 let addr = a.to_string();
@@ -601,6 +638,34 @@ impl Metrics {
         }
         self.rss.set(v.rss as i64);
         self.limit.set(v.limit.unwrap_or(0) as i64);
+    }
+
+    /// Removes the series of servers no longer configured.
+    fn forget_servers(&self, s: &Snapshot) {
+        let now: std::collections::BTreeSet<(String, String)> = s
+            .pools
+            .pools()
+            .iter()
+            .flat_map(|g| {
+                g.servers
+                    .iter()
+                    .map(|a| (g.name.to_string(), a.to_string()))
+            })
+            .collect();
+        let mut shown = self.servers_shown.lock().unwrap_or_else(|e| e.into_inner());
+        if *shown == now {
+            return;
+        }
+        for (pool, server) in shown.difference(&now) {
+            let labels = [pool.as_str(), server.as_str()];
+            let _ = self.upstream_requests.remove_label_values(&labels);
+            let _ = self.upstream_server_errors.remove_label_values(&labels);
+        }
+        self.upstream_duration.retain(|v| match v {
+            [pool, server] => now.contains(&(pool.clone(), server.clone())),
+            _ => false,
+        });
+        *shown = now;
     }
 
     /// The text exposition.

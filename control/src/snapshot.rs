@@ -36,6 +36,11 @@ pub(crate) struct Snapshot {
     pub route: Route,
     pub port: Option<PortHealth>,
     pub backend: Backend,
+    /// Whether the config asks for DPDK.
+    pub dpdk_wanted: bool,
+    /// Each data core's index, time since its loop last turned, and
+    /// whether it is stalled.
+    pub cores: Vec<(usize, Duration, bool)>,
     pub pools: Arc<Settings>,
     pub cache: Option<CacheNumbers>,
     /// Every pool with a fallback: its name, whether it is diverted, and

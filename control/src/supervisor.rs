@@ -23,7 +23,7 @@ use ultragate_dataplane::access::AccessLog;
 use ultragate_dataplane::cache::Cache;
 use ultragate_dataplane::live::{Live, PoolSpec, Settings};
 use ultragate_dataplane::stats::CoreStats;
-use ultragate_dataplane::status::{DataplaneStatus, Route};
+use ultragate_dataplane::status::{Backend, DataplaneStatus, Route};
 
 /// Statistics older than this leave the window P99 and the error rate are
 /// judged on.
@@ -122,6 +122,9 @@ pub struct SupervisorConfig {
     pub cores: Vec<usize>,
     /// Where their choice came from (configured, or affinity and quota).
     pub cores_from: String,
+    /// How long a data core may go without handing over its numbers
+    /// before it counts as stalled.
+    pub core_stall: Duration,
 }
 
 /// What one pass of the data-corruption runbook found and did.
@@ -171,6 +174,9 @@ pub struct Supervisor {
     memory_limit: AtomicU64,
     /// The configured cache budget while memory relief has lowered it.
     pub(crate) cache_budget: AtomicU64,
+    /// When each data core (by index) last handed over its numbers: its
+    /// heartbeat.
+    beats: Mutex<Vec<Instant>>,
     pub(crate) cfg: SupervisorConfig,
 }
 
@@ -202,6 +208,7 @@ impl Supervisor {
             view: Mutex::new(View::default()),
             memory_limit: AtomicU64::new(cfg.memory_limit_bytes),
             cache_budget: AtomicU64::new(0),
+            beats: Mutex::new(vec![Instant::now(); cfg.cores.len().max(1)]),
             cfg,
         }
     }
@@ -330,6 +337,9 @@ impl Supervisor {
             let now = Instant::now();
             let routes = route_labels(&self.live.load());
             while let Ok(s) = stats.try_recv() {
+                if let Some(beat) = lock(&self.beats).get_mut(s.core) {
+                    *beat = now;
+                }
                 self.metrics.count(&s, &routes);
                 window.push_back((now, s));
             }
@@ -508,6 +518,8 @@ impl Supervisor {
             route: self.status.route(),
             port: self.status.port(),
             backend: self.status.backend(),
+            dpdk_wanted: self.status.dpdk_wanted(),
+            cores: self.core_beats(),
             routes: self.route_modes(),
             pools: self.live.load(),
             cache: self.cache.as_ref().map(|c| CacheNumbers {
@@ -553,6 +565,20 @@ impl Supervisor {
         }
     }
 
+    /// Each data core's index, how long since its loop last turned, and
+    /// whether that is over the stall threshold.
+    pub(crate) fn core_beats(&self) -> Vec<(usize, Duration, bool)> {
+        let now = Instant::now();
+        lock(&self.beats)
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let age = now.saturating_duration_since(*t);
+                (i, age, age > self.cfg.core_stall)
+            })
+            .collect()
+    }
+
     /// `GET /health`: the components and an overall status.
     pub fn health_json(&self) -> Value {
         let view = *lock(&self.view);
@@ -591,11 +617,46 @@ impl Supervisor {
                 "hugepages_free": p.hugepages_free,
             })
         });
+        // What makes the gateway unhealthy (it cannot serve) or degraded.
+        let mut unhealthy: Vec<String> = Vec::new();
+        let mut degraded: Vec<String> = Vec::new();
+        if !ready {
+            unhealthy.push("not ready: draining, or no data plane serves".into());
+        }
+        let beats = self.core_beats();
+        let stalled: Vec<usize> = beats.iter().filter(|b| b.2).map(|b| b.0).collect();
+        for (core, age, _) in beats.iter().filter(|b| b.2) {
+            unhealthy.push(format!(
+                "data core {core} stalled: its loop has not turned for {:.1} s",
+                age.as_secs_f64()
+            ));
+        }
+        let backend = self.status.backend();
+        let why = self.status.reason();
+        let kernel_fallback = self.status.dpdk_wanted() && backend != Backend::Dpdk;
+        if kernel_fallback {
+            degraded.push(format!(
+                "DPDK asked for (api_gateway.enable_dpdk) but serving on {}: {why}",
+                backend.as_str()
+            ));
+        }
         let dataplane = json!({
             "name": "dataplane",
             "dpdk_port": port,
-            "status": if ready { "ok" } else { "down" },
-            "backend": self.status.backend().as_str(),
+            "status": if !ready {
+                "down"
+            } else if !stalled.is_empty() {
+                "critical"
+            } else if kernel_fallback {
+                "degraded"
+            } else {
+                "ok"
+            },
+            "backend": backend.as_str(),
+            "reason": why,
+            "dpdk_wanted": self.status.dpdk_wanted(),
+            "stalled_cores": stalled,
+            "loop_age_ms": beats.iter().map(|b| ms(b.1).round()).collect::<Vec<_>>(),
             "cores": self.cfg.cores,
             "cores_from": self.cfg.cores_from,
             "ready": ready,
@@ -649,25 +710,70 @@ impl Supervisor {
         if let Some(tls) = self.tls.get() {
             components.push(tls.health());
         }
-        let down = |c: &Value| c["status"] == "down" || c["status"] == "critical";
-        // Pool i is component i + 3. Unhealthy: the primary is down and
-        // so is where it diverts to, or it diverts nowhere.
-        let stranded = down(&components[3])
-            && diverts_to
-                .and_then(|f| components.get(f + 3))
-                .is_none_or(down);
-        let overall = if !ready || stranded {
+        for (i, name) in traffic_pools(&pools) {
+            if let Some(why) = stranded(&pools, i) {
+                unhealthy.push(format!("pool {name}: {why}"));
+            }
+        }
+        if route == Route::Fallback {
+            degraded.push("pool primary is diverted to its fallback".into());
+        }
+        for c in &components {
+            if c["status"] != "ok" && c["name"] != "dataplane" {
+                degraded.push(format!(
+                    "{}: {}",
+                    c["name"].as_str().unwrap_or("?"),
+                    c["status"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+        let overall = if !unhealthy.is_empty() {
             "unhealthy"
-        } else if route == Route::Fallback || components.iter().any(|c| c["status"] != "ok") {
+        } else if !degraded.is_empty() {
             "degraded"
         } else {
             "healthy"
         };
+        unhealthy.extend(degraded);
         let mode = match mode {
             Mode::Auto => "auto",
             Mode::Forced(_) => "forced",
         };
-        json!({ "overall_status": overall, "route": route.as_str(), "route_mode": mode, "components": components })
+        json!({ "overall_status": overall, "reasons": unhealthy, "route": route.as_str(), "route_mode": mode, "components": components })
+    }
+}
+
+/// The pools that take traffic, by index and name: the primary when no
+/// route is configured, else every pool a route names.
+fn traffic_pools(pools: &Settings) -> Vec<(usize, Arc<str>)> {
+    let mut out: Vec<(usize, Arc<str>)> = Vec::new();
+    let wanted: Vec<usize> = if pools.engine.routes.is_implicit() {
+        vec![0]
+    } else {
+        pools.engine.routes.iter().map(|r| r.pool).collect()
+    };
+    for i in wanted {
+        if let Some(p) = pools.pool(i).filter(|_| !out.iter().any(|(j, _)| *j == i)) {
+            out.push((i, p.name.clone()));
+        }
+    }
+    out
+}
+
+/// Why pool `i` cannot be served: no server of it passes its checks, and
+/// none of its fallback either (or it has none); `None` while it can.
+fn stranded(pools: &Settings, i: usize) -> Option<String> {
+    let spec = pools.pool(i)?;
+    if spec.health.any_healthy() {
+        return None;
+    }
+    match spec.fallback.and_then(|f| pools.pool(f)) {
+        None => Some("no server passes its checks, and it has no fallback".into()),
+        Some(f) if !f.health.any_healthy() => Some(format!(
+            "no server passes its checks, nor any of its fallback {}",
+            f.name
+        )),
+        Some(_) => None,
     }
 }
 
@@ -751,6 +857,7 @@ mod tests {
             snapshot_dir: std::env::temp_dir(),
             cores: vec![0],
             cores_from: "test".into(),
+            core_stall: Duration::from_secs(10),
         };
         Supervisor::new(
             cfg,

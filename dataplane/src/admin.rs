@@ -32,6 +32,8 @@ pub struct AdminResponse {
     pub content_type: &'static str,
     /// The response body.
     pub body: Bytes,
+    /// The methods the path takes, for a 405's `Allow`.
+    pub allow: Option<&'static str>,
 }
 
 /// Answers admin calls; implemented by the control plane.

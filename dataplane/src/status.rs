@@ -28,9 +28,19 @@ impl Route {
 pub struct DataplaneStatus {
     serving: AtomicBool,
     draining: AtomicBool,
+    /// SIGTERM: the process is going away; a drain cannot be undone.
+    stopping: AtomicBool,
     fallback: AtomicBool,
     log_requests: AtomicBool,
     backend: AtomicU8,
+    /// Why the backend serving was chosen (set when it changes).
+    reason: Mutex<String>,
+    /// Whether the config asks for DPDK (`api_gateway.enable_dpdk`).
+    dpdk_wanted: AtomicBool,
+    /// Test builds: a core asked to stall (index + 1 in the high 16
+    /// bits, milliseconds below).
+    #[cfg(feature = "test-hooks")]
+    stall: AtomicU64,
     /// Panics contained by a driver (each cost one connection).
     panics: AtomicU64,
     port: Mutex<Option<PortHealth>>,
@@ -91,6 +101,22 @@ impl DataplaneStatus {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// Marks the process as stopping (SIGTERM): draining for good.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.set_draining();
+    }
+
+    /// Undoes an operator's drain (readiness green again), unless the
+    /// process is stopping; says whether it did.
+    pub fn undo_drain(&self) -> bool {
+        if self.stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        self.draining.store(false, Ordering::Release);
+        true
+    }
+
     /// Ready: a data plane serves and the process is not draining.
     pub fn is_ready(&self) -> bool {
         self.serving.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
@@ -115,6 +141,53 @@ impl DataplaneStatus {
     /// Records which data-plane backend serves.
     pub fn set_backend(&self, backend: Backend) {
         self.backend.store(backend as u8, Ordering::Release);
+    }
+
+    /// Records why the serving backend was chosen, for `/health`.
+    pub fn set_reason(&self, why: impl Into<String>) {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = why.into();
+    }
+
+    /// Why the serving backend was chosen.
+    pub fn reason(&self) -> String {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records whether the config asks for DPDK.
+    pub fn set_dpdk_wanted(&self, wanted: bool) {
+        self.dpdk_wanted.store(wanted, Ordering::Relaxed);
+    }
+
+    /// Whether the config asks for DPDK: serving on the kernel then is a
+    /// degraded state.
+    pub fn dpdk_wanted(&self) -> bool {
+        self.dpdk_wanted.load(Ordering::Relaxed)
+    }
+
+    /// Test builds: asks data core `core` to block its loop for `ms` the
+    /// next time it hands over its numbers (a stalled core, for the
+    /// heartbeat's test).
+    #[cfg(feature = "test-hooks")]
+    pub fn stall_core_for_test(&self, core: usize, ms: u64) {
+        let v = ((core as u64 + 1) << 48) | (ms & ((1 << 48) - 1));
+        self.stall.store(v, Ordering::Relaxed);
+    }
+
+    /// Test builds: blocks the calling core when it was asked to stall.
+    #[cfg(feature = "test-hooks")]
+    pub fn stall_if_asked(&self, core: usize) {
+        let v = self.stall.load(Ordering::Relaxed);
+        if v >> 48 == core as u64 + 1
+            && self
+                .stall
+                .compare_exchange(v, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(v & ((1 << 48) - 1)));
+        }
     }
 
     /// The data-plane backend serving now.

@@ -356,6 +356,10 @@ pub struct ControlSection {
     /// update lands as a symlink swap), which is then reloaded as SIGHUP
     /// would; 0 turns the watch off. Milliseconds, default 2000.
     pub config_watch_ms: u64,
+    /// A data core whose loop has not turned (handed over its numbers)
+    /// for this long is stalled: `/health` unhealthy naming it,
+    /// `ultragate_core_stalled{core}` 1. Milliseconds, default 10000.
+    pub core_stall_ms: u64,
 }
 
 impl Default for ControlSection {
@@ -374,6 +378,7 @@ impl Default for ControlSection {
             memory_limit_bytes: 0,
             verify_interval_ms: 60_000,
             config_watch_ms: 2_000,
+            core_stall_ms: 10_000,
         }
     }
 }

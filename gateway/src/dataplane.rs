@@ -111,7 +111,10 @@ impl Serving {
         supervisor.set_kernel_switch(Box::new(move || {
             let me = weak.upgrade().ok_or("shutting down")?;
             let mut st = me.lock();
-            let on = me.to_kernel(&mut st)?;
+            let on = me.to_kernel(
+                &mut st,
+                "the DPDK port's link stayed down past the grace period",
+            )?;
             Ok(format!("{on} at {}", me.listen))
         }));
         serving
@@ -137,6 +140,7 @@ impl Serving {
         };
         let mut st = self.lock();
         st.args = Some(args);
+        self.status.set_dpdk_wanted(dpdk.is_some());
         let Some(dpdk) = dpdk else {
             st.kernel = Some(self.start_kernel(&st)?);
             return Ok(());
@@ -145,10 +149,15 @@ impl Serving {
             Ok(p) => {
                 st.port = Some(p);
                 st.policy.promote(true);
+                self.status
+                    .set_reason(format!("DPDK port {} serves", dpdk.port));
             }
             Err(why) => {
                 tracing::warn!(reason = %why, listen = %self.listen, "DPDK unavailable; serving on kernel networking");
                 st.kernel = Some(self.start_kernel(&st)?);
+                let kernel = self.status.reason();
+                self.status
+                    .set_reason(format!("DPDK did not start: {why} ({kernel})"));
                 self.timeline.push(
                     "dpdk_start_failed",
                     &why,
@@ -198,9 +207,14 @@ impl Serving {
         }
     }
 
-    fn to_kernel(&self, st: &mut State) -> Result<String, String> {
+    /// Serves on kernel networking from now on; `why` is the reason
+    /// `/health` gives.
+    fn to_kernel(&self, st: &mut State, why: &str) -> Result<String, String> {
         if st.kernel.is_none() {
             st.kernel = Some(self.start_kernel(st).map_err(|e| e.to_string())?);
+        }
+        if st.port.is_some() {
+            self.status.set_reason(why);
         }
         st.policy.demote();
         let backend = st
@@ -254,11 +268,17 @@ impl DataplaneSwitch for Serving {
             (other, _) => return Err(format!("unknown data plane {other:?}")),
         };
         if !to_port {
-            self.to_kernel(&mut st)?;
+            self.to_kernel(
+                &mut st,
+                &format!("an operator asked for {to} (POST /admin/dataplane)"),
+            )?;
             return Ok(self.status.backend().as_str());
         }
         st.policy.promote(true);
         self.status.set_backend(Backend::Dpdk);
+        self.status.set_reason(format!(
+            "DPDK port serves again ({to} asked by an operator)"
+        ));
         if let Some(k) = st.kernel.take() {
             // The kernel listener drains in the background.
             std::thread::spawn(move || k.shutdown());

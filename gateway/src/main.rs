@@ -218,6 +218,7 @@ fn run(
             snapshot_dir: cfg.cache.snapshot_dir.clone(),
             cores,
             cores_from,
+            core_stall: ms(cfg.control.core_stall_ms.max(1)),
         },
         status.clone(),
         cache.clone(),
@@ -401,7 +402,7 @@ fn run(
         drain_timeout_ms = running.api_gateway.drain_timeout_ms,
         "draining"
     );
-    status.set_draining();
+    status.set_stopping();
     serving.shutdown();
     writer_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = access_writer.join();

@@ -168,8 +168,16 @@ fn request_id_and_traceparent_reach_the_origin_and_the_client() {
     let _ = std::fs::remove_file(log);
 }
 
+fn check_config(file: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ultragate"))
+        .arg("--check-config")
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
 #[test]
-fn the_runbooks_config_snippets_are_accepted_and_log_all_requests_to_the_audit_log() {
+fn the_runbooks_config_snippets_are_accepted_as_drop_ins_and_log_all_requests_to_the_audit_log() {
     let dir = temp("runbook");
     std::fs::create_dir_all(&dir).unwrap();
     for (i, snippet) in [
@@ -179,13 +187,30 @@ fn the_runbooks_config_snippets_are_accepted_and_log_all_requests_to_the_audit_l
     .iter()
     .enumerate()
     {
+        // Alone, a snippet names no servers: refused, naming the key,
+        // rather than sending every request to the default address.
         let file = dir.join(format!("snippet-{i}.toml"));
         std::fs::write(&file, snippet).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ultragate"))
-            .arg("--check-config")
-            .arg(&file)
-            .output()
-            .unwrap();
+        let out = check_config(&file);
+        assert!(
+            !out.status.success()
+                && String::from_utf8_lossy(&out.stderr).contains("upstream.primary.servers"),
+            "{snippet}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // As a drop-in over the main file (its own ConfigMap key): valid.
+        let main = dir.join(format!("main-{i}.toml"));
+        let drop_ins = dir.join(format!("conf-{i}.d"));
+        std::fs::create_dir_all(&drop_ins).unwrap();
+        std::fs::write(drop_ins.join("50-runbook.toml"), snippet).unwrap();
+        std::fs::write(
+            &main,
+            format!(
+                "[include]\nfiles = [\"conf-{i}.d/*.toml\"]\n\n[upstream.primary]\nservers = [\"127.0.0.1:9\"]\n"
+            ),
+        )
+        .unwrap();
+        let out = check_config(&main);
         assert!(
             out.status.success(),
             "{snippet}: {}",

@@ -484,6 +484,7 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                         status,
                         content_type: "application/json",
                         body: bytes::Bytes::from_static(b"{}"),
+                        allow: None,
                     },
                 );
             }

@@ -154,18 +154,32 @@ impl Dataplane {
         cfg: DriverConfig,
         shared: Shared,
     ) -> Result<Self, DriverError> {
-        let running = match backend {
-            IoBackend::Epoll => Self::Epoll(epoll::EpollDataplane::start(cfg, shared)?),
-            IoBackend::Uring => Self::Uring(uring::UringDataplane::start(cfg, shared)?),
+        let status = shared.status.clone();
+        let (running, why) = match backend {
+            IoBackend::Epoll => (
+                Self::Epoll(epoll::EpollDataplane::start(cfg, shared)?),
+                "io_backend = \"epoll\"".to_owned(),
+            ),
+            IoBackend::Uring => (
+                Self::Uring(uring::UringDataplane::start(cfg, shared)?),
+                "io_backend = \"io_uring\"".to_owned(),
+            ),
             IoBackend::Auto => match uring::UringDataplane::start(cfg.clone(), shared.clone()) {
-                Ok(d) => Self::Uring(d),
+                Ok(d) => (
+                    Self::Uring(d),
+                    "io_backend = \"auto\": io_uring works".to_owned(),
+                ),
                 Err(DriverError::Uring(why)) => {
                     tracing::warn!(reason = %why, "io_uring refused; serving on epoll");
-                    Self::Epoll(epoll::EpollDataplane::start(cfg, shared)?)
+                    (
+                        Self::Epoll(epoll::EpollDataplane::start(cfg, shared)?),
+                        format!("io_backend = \"auto\": io_uring refused ({why})"),
+                    )
                 }
                 Err(e) => return Err(e),
             },
         };
+        status.set_reason(why);
         Ok(running)
     }
 

@@ -628,6 +628,8 @@ impl Endpoint {
     /// Hands the core's numbers to the control plane now (at the end of a
     /// driver's run; otherwise every stats interval).
     pub fn hand_over(&mut self) {
+        #[cfg(feature = "test-hooks")]
+        self.parts.status.stall_if_asked(self.stats.core);
         self.stats.open_connections = self.clients.len() as u64;
         let _ = self.parts.stats.send(self.stats.take());
     }

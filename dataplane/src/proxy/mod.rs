@@ -1121,6 +1121,10 @@ impl Conn {
             return;
         };
         self.phase = Phase::Idle;
+        let allow = resp
+            .allow
+            .map(|a| format!("Allow: {a}\r\n"))
+            .unwrap_or_default();
         local::write_response(
             self.output.tail(),
             resp.status,
@@ -1128,7 +1132,7 @@ impl Conn {
             &resp.body,
             close,
             head_only,
-            "",
+            &allow,
         );
         self.complete(now, resp.status, CacheResult::None, false, false);
         self.end_of_response(now, close);

@@ -466,6 +466,7 @@ fn admin_on_data_port_is_for_loopback_peers_only() {
             status: 200,
             content_type: "application/json",
             body: Bytes::from_static(b"{\"ok\":true}"),
+            allow: None,
         },
     );
     let out = take_client(&mut c);

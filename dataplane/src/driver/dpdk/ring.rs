@@ -35,6 +35,7 @@ impl AdminService for NoAdmin {
                 status: 404,
                 content_type: "text/plain",
                 body: "no admin API in an in-process data plane\n".into(),
+                allow: None,
             }
         })
     }
