@@ -174,8 +174,8 @@ pub struct Supervisor {
     memory_limit: AtomicU64,
     /// The configured cache budget while memory relief has lowered it.
     pub(crate) cache_budget: AtomicU64,
-    /// When each data core (by index) last handed over its numbers: its
-    /// heartbeat.
+    /// When each data core (in `cfg.cores` order) last handed over its
+    /// numbers: its heartbeat.
     beats: Mutex<Vec<Instant>>,
     pub(crate) cfg: SupervisorConfig,
 }
@@ -208,7 +208,7 @@ impl Supervisor {
             view: Mutex::new(View::default()),
             memory_limit: AtomicU64::new(cfg.memory_limit_bytes),
             cache_budget: AtomicU64::new(0),
-            beats: Mutex::new(vec![Instant::now(); cfg.cores.len().max(1)]),
+            beats: Mutex::new(vec![Instant::now(); cfg.cores.len()]),
             cfg,
         }
     }
@@ -337,9 +337,7 @@ impl Supervisor {
             let now = Instant::now();
             let routes = route_labels(&self.live.load());
             while let Ok(s) = stats.try_recv() {
-                if let Some(beat) = lock(&self.beats).get_mut(s.core) {
-                    *beat = now;
-                }
+                self.beat(s.core, now);
                 self.metrics.count(&s, &routes);
                 window.push_back((now, s));
             }
@@ -565,16 +563,26 @@ impl Supervisor {
         }
     }
 
-    /// Each data core's index, how long since its loop last turned, and
+    /// Data core `core` (its CPU) handed over its numbers at `now`.
+    fn beat(&self, core: usize, now: Instant) {
+        let Some(i) = self.cfg.cores.iter().position(|c| *c == core) else {
+            return;
+        };
+        if let Some(t) = lock(&self.beats).get_mut(i) {
+            *t = now;
+        }
+    }
+
+    /// Each data core (its CPU), how long since its loop last turned, and
     /// whether that is over the stall threshold.
     pub(crate) fn core_beats(&self) -> Vec<(usize, Duration, bool)> {
         let now = Instant::now();
         lock(&self.beats)
             .iter()
-            .enumerate()
-            .map(|(i, t)| {
+            .zip(&self.cfg.cores)
+            .map(|(t, core)| {
                 let age = now.saturating_duration_since(*t);
-                (i, age, age > self.cfg.core_stall)
+                (*core, age, age > self.cfg.core_stall)
             })
             .collect()
     }

@@ -405,3 +405,291 @@ fn a_changed_config_file_is_reloaded_by_itself() {
         "{events}"
     );
 }
+
+/// The runbook's `[security]` patch, as `kubectl patch` writes it: the
+/// whole file replaced by one section.
+const SECURITY_ONLY: &str = "[security]\nenable_audit_logging = true\nlog_all_requests = true\n";
+
+fn reloads(gw: &Gateway, result: &str) -> u64 {
+    let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", gw.admin)]).stdout)
+        .into_owned();
+    let series = format!("ultragate_config_reloads_total{{result=\"{result}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_config_naming_no_servers_is_refused_on_every_path_and_the_running_one_stays() {
+    let dir = std::env::temp_dir().join(format!("ug-partial-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let partial = dir.join("security-only.toml");
+    std::fs::write(&partial, SECURITY_ONLY).unwrap();
+    let bin = env!("CARGO_BIN_EXE_ultragate");
+    // --check-config and start: refused, naming the key.
+    for args in [
+        vec!["--check-config", partial.to_str().unwrap()],
+        vec!["--config", partial.to_str().unwrap()],
+    ] {
+        let out = Command::new("timeout")
+            .arg("20")
+            .arg(bin)
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("upstream.primary.servers"),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start(&[origin], "", "\n[control]\nconfig_watch_ms = 100\n");
+    let good = std::fs::read_to_string(&gw.config).unwrap();
+    // The file watch: the ConfigMap swapped for the runbook's patch.
+    let next = gw.config.with_extension("next");
+    std::fs::write(&next, SECURITY_ONLY).unwrap();
+    std::fs::rename(&next, &gw.config).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || reloads(&gw, "rejected") == 1),
+        "the watch refused the file"
+    );
+    let events = admin_json(&gw, "/admin/events");
+    assert!(
+        events["events"].as_array().unwrap().iter().any(|e| {
+            e["trigger"] == "config_reload"
+                && e["action"] == "keep running config"
+                && e["result"]
+                    .as_str()
+                    .is_some_and(|v| v.contains("upstream.primary.servers"))
+        }),
+        "{events}"
+    );
+    // The admin call and SIGHUP: refused the same way.
+    let answer = post_reload(&gw);
+    assert_eq!(answer["reloaded"], false, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("upstream.primary.servers")),
+        "{answer}"
+    );
+    gw.proc.signal(libc::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || reloads(&gw, "rejected") == 3),
+        "SIGHUP refused the file"
+    );
+    // The running config stays: the origin answers, not a default address.
+    assert_eq!(get_status(gw.data, "/still?size=5"), 200);
+    assert_eq!(
+        component(&gw, "upstream_primary")["servers"][0]["address"],
+        origin.to_string()
+    );
+    assert_eq!(admin_json(&gw, "/health")["overall_status"], "healthy");
+
+    // A pool diverted now keeps the fallback it was diverted to: a file
+    // that no longer writes its servers is refused.
+    std::fs::write(&gw.config, &good).unwrap();
+    let forced = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "fallback",
+        &format!("http://{}/admin/route", gw.admin),
+    ]);
+    assert!(forced.status.success());
+    let answer = post_reload(&gw);
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("upstream.fallback.servers")),
+        "{answer}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn drop_in_files_merge_over_the_main_file_and_are_named() {
+    let dir = std::env::temp_dir().join(format!("ug-dropin-{}", std::process::id()));
+    let conf_d = dir.join("conf.d");
+    std::fs::create_dir_all(&conf_d).unwrap();
+    // The runbook's security step in its own ConfigMap key.
+    std::fs::write(conf_d.join("10-security.toml"), SECURITY_ONLY).unwrap();
+    std::fs::write(
+        conf_d.join("20-cache.toml"),
+        "[cache]\nmax_bytes = 2097152\nmax_object_bytes = 65536\n",
+    )
+    .unwrap();
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start(
+        &[origin],
+        "",
+        &format!(
+            "\n[control]\nconfig_watch_ms = 0\n\n[include]\nfiles = [\"{}/*.toml\"]\n",
+            conf_d.display()
+        ),
+    );
+    assert_eq!(get_status(gw.data, "/dropin?size=5"), 200);
+    assert_eq!(component(&gw, "cache")["max_bytes"], 2_097_152);
+    let shown =
+        String::from_utf8_lossy(&curl(&[&format!("http://{}/admin/config", gw.admin)]).stdout)
+            .into_owned();
+    for line in [
+        format!(
+            "# security.log_all_requests: from {}",
+            conf_d.join("10-security.toml").display()
+        ),
+        format!(
+            "# cache.max_bytes: from {}",
+            conf_d.join("20-cache.toml").display()
+        ),
+    ] {
+        assert!(shown.contains(&line), "{line} in {shown}");
+    }
+    assert!(shown.contains("log_all_requests = true"), "{shown}");
+
+    // A bad drop-in: refused, naming its file and key; the rest stays.
+    std::fs::write(
+        conf_d.join("20-cache.toml"),
+        "[cache]\nmax_bytez = 1\nmax_object_bytes = 65536\n",
+    )
+    .unwrap();
+    let answer = post_reload(&gw);
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("20-cache.toml") && error.contains("max_bytez"),
+        "{answer}"
+    );
+    assert_eq!(component(&gw, "cache")["max_bytes"], 2_097_152);
+    std::fs::write(
+        conf_d.join("20-cache.toml"),
+        "[cache]\nmax_bytes = 1048576\nmax_object_bytes = 65536\n",
+    )
+    .unwrap();
+    let answer = post_reload(&gw);
+    assert_eq!(
+        answer["applied"],
+        serde_json::json!(["cache.max_bytes"]),
+        "{answer}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn health_is_unhealthy_while_no_server_of_a_pool_nor_its_fallback_answers() {
+    let (dead, also_dead) = (free_port(), free_port());
+    let gw = Gateway::start(
+        &[SocketAddr::from(([127, 0, 0, 1], dead))],
+        "",
+        &format!(
+            "health_interval_ms = 100\nhealth_timeout_ms = 100\nrise = 1\nfall = 1\n\n[upstream.fallback]\nservers = [\"127.0.0.1:{also_dead}\"]\nhealth_interval_ms = 100\nhealth_timeout_ms = 100\nrise = 1\nfall = 1\n"
+        ),
+    );
+    let mut health = serde_json::Value::Null;
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            health = admin_json(&gw, "/health");
+            health["overall_status"] == "unhealthy"
+        }),
+        "{health}"
+    );
+    assert!(
+        health["reasons"].as_array().unwrap().iter().any(|r| r
+            .as_str()
+            .is_some_and(|r| r.contains("pool primary") && r.contains("fallback fallback"))),
+        "{health}"
+    );
+    // The fallback comes up: the pool can be served again.
+    let _fallback = origin_at(SocketAddr::from(([127, 0, 0, 1], also_dead)), &[]);
+    assert!(
+        wait_for(Duration::from_secs(10), || admin_json(&gw, "/health")
+            ["overall_status"]
+            != "unhealthy"),
+        "{}",
+        admin_json(&gw, "/health")
+    );
+}
+
+#[test]
+fn a_stalled_data_core_makes_health_unhealthy_naming_it() {
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start(
+        &[origin],
+        "",
+        "\n[control]\ninterval_ms = 100\ncore_stall_ms = 1000\n\n[cache]\ntest_hooks = true\n",
+    );
+    let core = component(&gw, "dataplane")["cores"][0].as_u64().unwrap();
+    assert_eq!(
+        component(&gw, "dataplane")["stalled_cores"],
+        serde_json::json!([])
+    );
+    let body = format!("{{\"core\": {core}, \"ms\": 3000}}");
+    let out = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        &body,
+        &format!("http://{}/admin/test/stall-core", gw.admin),
+    ]);
+    assert!(out.status.success());
+    let mut health = serde_json::Value::Null;
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            health = admin_json(&gw, "/health");
+            health["overall_status"] == "unhealthy"
+        }),
+        "{health}"
+    );
+    assert!(
+        health["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.starts_with(&format!("data core {core} stalled"))),
+        "{health}"
+    );
+    assert_eq!(component(&gw, "dataplane")["stalled_cores"][0], core);
+    let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", gw.admin)]).stdout)
+        .into_owned();
+    assert!(
+        metrics.contains(&format!("ultragate_core_stalled{{core=\"{core}\"}} 1")),
+        "{metrics}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            health = admin_json(&gw, "/health");
+            health["overall_status"] != "unhealthy"
+        }),
+        "the core turns again: {health}"
+    );
+}
+
+#[test]
+fn a_wrong_method_gets_405_and_a_drain_can_be_undone() {
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start(&[origin], "", "");
+    let out = curl(&["-i", &format!("http://{}/admin/cache/clear", gw.admin)]);
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        text.starts_with("http/1.1 405") && text.contains("allow: post\r\n"),
+        "{text}"
+    );
+    let post = |body: &str| {
+        let out = curl(&[
+            "-X",
+            "POST",
+            "-d",
+            body,
+            &format!("http://{}/admin/drain", gw.admin),
+        ]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    assert_eq!(post("")["ready"], false);
+    assert_eq!(admin_json(&gw, "/admin/ready")["ready"], false);
+    assert!(has_event(&gw, "readiness red, still serving until SIGTERM"));
+    assert_eq!(post("{\"undo\": true}")["ready"], true);
+    assert_eq!(admin_json(&gw, "/admin/ready")["ready"], true);
+    assert!(has_event(&gw, "readiness green again"));
+}
