@@ -100,6 +100,8 @@ pub struct Metrics {
     flaps: IntCounterVec,
     diverted: GaugeVec,
     dpdk_wanted: IntGauge,
+    reload_ok: IntGauge,
+    unservable: GaugeVec,
     core_stalled: GaugeVec,
     core_loop_age: GaugeVec,
     /// The (pool, server) pairs whose series exist: those of a server that
@@ -376,6 +378,19 @@ impl Metrics {
                 "ultragate_dataplane_dpdk_wanted",
                 "1 when the config asks for DPDK (api_gateway.enable_dpdk); with ultragate_dataplane_backend{backend=\"dpdk\"} 0 the gateway fell back to the kernel.",
             ),
+            reload_ok: {
+                let g = int_gauge(
+                    "ultragate_config_last_reload_successful",
+                    "0 after a config reload was rejected (the running config stays) until one succeeds; 1 otherwise.",
+                );
+                g.set(1);
+                g
+            },
+            unservable: gauge_vec(
+                "ultragate_pool_unservable",
+                "1 while no server of a pool that takes traffic, nor of its fallback, passes its checks.",
+                &["pool"],
+            ),
             core_stalled: gauge_vec(
                 "ultragate_core_stalled",
                 "1 while a data core's loop has not turned for longer than [control] core_stall_ms.",
@@ -531,6 +546,8 @@ impl Metrics {
     /// Counts a config reload.
     pub fn reload(&self, result: ReloadResult) {
         self.reloads.with_label_values(&[result.label()]).inc();
+        self.reload_ok
+            .set(i64::from(result != ReloadResult::Rejected));
     }
 
     /// Counts a decision.
@@ -607,6 +624,12 @@ impl Metrics {
             }
         }
         self.dpdk_wanted.set(i64::from(s.dpdk_wanted));
+        self.unservable.reset();
+        for (pool, stranded) in &s.traffic {
+            self.unservable
+                .with_label_values(&[pool])
+                .set(f64::from(u8::from(*stranded)));
+        }
         for (core, age, stalled) in &s.cores {
             let core = core.to_string();
             self.core_stalled

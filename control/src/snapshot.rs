@@ -43,6 +43,9 @@ pub(crate) struct Snapshot {
     pub cores: Vec<(usize, Duration, bool)>,
     pub pools: Arc<Settings>,
     pub cache: Option<CacheNumbers>,
+    /// Every pool that takes traffic, and whether neither it nor its
+    /// fallback has a server that answers.
+    pub traffic: Vec<(String, bool)>,
     /// Every pool with a fallback: its name, whether it is diverted, and
     /// whether an operator forced its route.
     pub routes: Vec<(String, bool, bool)>,

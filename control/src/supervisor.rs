@@ -519,6 +519,13 @@ impl Supervisor {
             dpdk_wanted: self.status.dpdk_wanted(),
             cores: self.core_beats(),
             routes: self.route_modes(),
+            traffic: {
+                let pools = self.live.load();
+                traffic_pools(&pools)
+                    .into_iter()
+                    .map(|(i, name)| (name.to_string(), stranded(&pools, i).is_some()))
+                    .collect()
+            },
             pools: self.live.load(),
             cache: self.cache.as_ref().map(|c| CacheNumbers {
                 bytes: c.bytes(),

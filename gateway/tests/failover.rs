@@ -402,6 +402,25 @@ fn health_json_and_metrics() {
         }
     }
     assert!(queried >= 10, "{queried}");
+
+    // So does every metric an alert reads (but the TLS listener's, which
+    // exists with `[tls]` only).
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/k8s/monitoring/alerts.rules.yml"),
+    )
+    .unwrap();
+    let mut read = 0;
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("ultragate_") && !word.starts_with("ultragate_tls_") {
+            read += 1;
+            assert!(
+                samples.keys().any(|k| k.split('{').next() == Some(word)),
+                "an alert reads {word}, which /metrics does not export"
+            );
+        }
+    }
+    assert!(read >= 12, "{read}");
 }
 
 /// A primary whose fallback is another pool (`fallback = "legacy"`) is
