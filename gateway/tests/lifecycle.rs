@@ -693,3 +693,45 @@ fn a_wrong_method_gets_405_and_a_drain_can_be_undone() {
     assert_eq!(admin_json(&gw, "/admin/ready")["ready"], true);
     assert!(has_event(&gw, "readiness green again"));
 }
+
+#[test]
+fn dpdk_asked_for_but_not_started_is_degraded_with_the_reason() {
+    let (_o, origin) = origin(&[]);
+    let (_n, node) = nodejs();
+    let gw = Gateway::start(
+        &[origin],
+        "enable_dpdk = true\n",
+        &format!(
+            "\n[upstream.fallback]\nservers = [\"{node}\"]\n\n[dpdk]\neal_args = [\"--no-pci\", \"--in-memory\", \"--vdev=net_ug_no_such_driver0\"]\n"
+        ),
+    );
+    assert_eq!(
+        get_status(gw.data, "/kernel?size=5"),
+        200,
+        "served on the kernel"
+    );
+    let health = admin_json(&gw, "/health");
+    assert_eq!(health["overall_status"], "degraded", "{health}");
+    assert!(
+        health["reasons"][0].as_str().is_some_and(|r| r
+            .starts_with("DPDK asked for (api_gateway.enable_dpdk) but serving on")
+            && r.contains("DPDK did not start")),
+        "{health}"
+    );
+    let dataplane = component(&gw, "dataplane");
+    assert_eq!(dataplane["status"], "degraded", "{dataplane}");
+    assert_eq!(dataplane["dpdk_wanted"], true);
+    assert_eq!(dataplane["backend"], expected_backend());
+    let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", gw.admin)]).stdout)
+        .into_owned();
+    for line in [
+        "ultragate_dataplane_dpdk_wanted 1",
+        "ultragate_dataplane_backend{backend=\"dpdk\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(has_event(
+        &gw,
+        &format!("serve on kernel networking at {}", gw.data)
+    ));
+}
