@@ -238,8 +238,27 @@ impl Supervisor {
     /// Applies reloadable settings: thresholds and the memory limit.
     pub fn reload(&self, thresholds: Thresholds, memory_limit_bytes: u64) {
         lock(&self.route).set_thresholds(thresholds);
-        self.memory_limit
-            .store(memory_limit_bytes, Ordering::Relaxed);
+        let old = self
+            .memory_limit
+            .swap(memory_limit_bytes, Ordering::Relaxed);
+        if old != memory_limit_bytes {
+            self.memory_limit_changed();
+        }
+    }
+
+    /// A reload changed the memory limit: a relieved cache may get its
+    /// inserts back at once rather than when RSS falls.
+    fn memory_limit_changed(&self) {
+        if self.cache.is_none() {
+            return;
+        }
+        let limit = memory::limit_bytes(self.memory_limit.load(Ordering::Relaxed));
+        let rss = memory::rss_bytes().unwrap_or(0);
+        let ratio = limit.map(|l| rss as f64 / l as f64);
+        let decision = lock(&self.memory).limit_changed(ratio);
+        if let Some(d) = decision {
+            self.execute(&d);
+        }
     }
 
     /// Replaces the named pools' thresholds (config reload); the next

@@ -735,3 +735,63 @@ fn dpdk_asked_for_but_not_started_is_degraded_with_the_reason() {
         &format!("serve on kernel networking at {}", gw.data)
     ));
 }
+
+#[test]
+fn memory_relief_tells_the_truth_and_a_raised_limit_resumes_inserts_at_once() {
+    let (_o, origin) = origin(&[]);
+    // A limit far under the process's RSS: cleared, inserts paused.
+    let gw = Gateway::start(
+        &[origin],
+        "",
+        "\n[control]\nconfig_watch_ms = 0\ninterval_ms = 100\nmemory_limit_bytes = 1048576\n",
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || component(&gw, "cache")
+            ["status"]
+            == "inserts_stopped"),
+        "{}",
+        admin_json(&gw, "/health")
+    );
+    let cache_status = |path: &str| {
+        let out = curl(&["-si", &gw.url(path)]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Cache-Status: ").map(str::to_owned))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        cache_status("/paused?size=10&cache=max-age%3D60"),
+        "ultragate; fwd=uri-miss; fwd-status=200; detail=inserts-paused"
+    );
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+    std::fs::write(
+        &gw.config,
+        text.replace(
+            "memory_limit_bytes = 1048576",
+            "memory_limit_bytes = 107374182400",
+        ),
+    )
+    .unwrap();
+    let answer = post_reload(&gw);
+    assert_eq!(
+        answer["applied"],
+        serde_json::json!(["control.memory_limit_bytes"]),
+        "{answer}"
+    );
+    assert_eq!(component(&gw, "cache")["status"], "ok", "resumed at once");
+    let events = admin_json(&gw, "/admin/events");
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["value"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("memory limit changed by a reload"))),
+        "{events}"
+    );
+    assert_eq!(
+        cache_status("/resumed?size=10&cache=max-age%3D60"),
+        "ultragate; fwd=uri-miss; fwd-status=200; stored"
+    );
+}

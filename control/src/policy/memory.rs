@@ -1,5 +1,6 @@
 //! The memory row: shrink the cache once per crossing of 85 %, clear it
-//! at 95 %, restore under 70 %.
+//! at 95 %, restore under 70 % — and at once when a reload raises the
+//! limit (under 85 % of the new one) or removes it.
 
 use super::{CacheCommand, Command, Decision, DecisionKind};
 
@@ -46,16 +47,42 @@ impl MemoryPolicy {
             Normal => (Normal, None),
         };
         self.state = next;
-        let kind = kind?;
-        Some(Decision {
-            kind,
-            trigger: "memory_pressure",
-            value: format!("memory at {:.1}% of the limit", ratio * 100.0),
-            command: match kind {
-                DecisionKind::CacheShrink => Command::Cache(CacheCommand::Shrink),
-                DecisionKind::CacheClear => Command::Cache(CacheCommand::Clear),
-                _ => Command::Cache(CacheCommand::Restore),
-            },
-        })
+        decision(
+            kind?,
+            format!("memory at {:.1}% of the limit", ratio * 100.0),
+        )
     }
+
+    /// The limit changed (a reload raised, lowered or removed it):
+    /// `ratio` is the used share of the new one (`None`: no limit). A
+    /// relieved cache gets its budget and inserts back at once when the
+    /// new limit is not under pressure.
+    pub fn limit_changed(&mut self, ratio: Option<f64>) -> Option<Decision> {
+        if self.state == MemoryState::Normal || ratio.is_some_and(|r| r >= 0.85) {
+            return None;
+        }
+        self.state = MemoryState::Normal;
+        let value = match ratio {
+            Some(r) => format!(
+                "memory limit changed by a reload: now at {:.1}% of it",
+                r * 100.0
+            ),
+            None => "memory limit removed by a reload".to_owned(),
+        };
+        decision(DecisionKind::CacheResumeInserts, value)
+    }
+}
+
+/// The decision of `kind`, with what memory looked like.
+fn decision(kind: DecisionKind, value: String) -> Option<Decision> {
+    Some(Decision {
+        kind,
+        trigger: "memory_pressure",
+        value,
+        command: match kind {
+            DecisionKind::CacheShrink => Command::Cache(CacheCommand::Shrink),
+            DecisionKind::CacheClear => Command::Cache(CacheCommand::Clear),
+            _ => Command::Cache(CacheCommand::Restore),
+        },
+    })
 }

@@ -330,6 +330,27 @@ fn memory_that_stays_high_shrinks_once_per_crossing() {
 }
 
 #[test]
+fn a_reload_that_raises_or_removes_the_limit_resumes_inserts_at_once() {
+    let restore = Some(Command::Cache(CacheCommand::Restore));
+    let mut m = MemoryPolicy::default();
+    assert!(m.limit_changed(None).is_none(), "nothing to resume");
+    assert_eq!(mem(&mut m, 0.96), Some(Command::Cache(CacheCommand::Clear)));
+    assert!(
+        m.limit_changed(Some(0.90)).is_none(),
+        "a new limit still under pressure: stay relieved"
+    );
+    assert_eq!(mem(&mut m, 0.80), None, "over 70 %: still paused");
+    let d = m.limit_changed(Some(0.80)).expect("raised: resume");
+    assert_eq!(Some(d.command), restore);
+    assert!(d.value.contains("80.0%"), "{}", d.value);
+    assert_eq!(mem(&mut m, 0.80), None, "resumed once");
+    assert_eq!(mem(&mut m, 0.96), Some(Command::Cache(CacheCommand::Clear)));
+    let d = m.limit_changed(None).expect("removed: resume");
+    assert_eq!(Some(d.command), restore);
+    assert_eq!(d.value, "memory limit removed by a reload");
+}
+
+#[test]
 fn port_down_past_grace_demotes_once() {
     let t0 = Instant::now();
     let mut p = PortPolicy::new(Duration::from_millis(500));

@@ -555,6 +555,27 @@ fn cache_status(out: &str) -> &str {
 }
 
 #[test]
+fn while_memory_relief_pauses_inserts_nothing_says_stored() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    cache.set_inserts(false);
+    let (_, _, out) = roundtrip(&cache, t0, GET, FRESH);
+    assert_eq!(
+        cache_status(&out),
+        "ultragate; fwd=uri-miss; fwd-status=200; detail=inserts-paused"
+    );
+    assert!(cache.is_empty());
+    cache.set_inserts(true);
+    let (_, _, out) = roundtrip(&cache, t0, GET, FRESH);
+    assert_eq!(
+        cache_status(&out),
+        "ultragate; fwd=uri-miss; fwd-status=200; stored",
+        "resumed"
+    );
+    assert!(!cache.is_empty());
+}
+
+#[test]
 fn rfc9211_cache_status_on_every_response_passing_the_cache() {
     let cache = new_cache();
     let t0 = Instant::now();

@@ -282,6 +282,11 @@ impl CacheFetch {
             self.not_stored = Some("bypassed");
             return;
         }
+        if !self.cache.inserts_enabled() {
+            // Memory relief: nothing is stored until it ends.
+            self.not_stored = Some("inserts-paused");
+            return;
+        }
         let cc = CacheControl::of_response(resp.headers, self.cache.targeted_fields());
         let get = self.method == Method::Get;
         let verdict = rules::storable(
