@@ -598,7 +598,7 @@ fn route_call(sup: &Supervisor, body: &[u8], word: &str) -> AdminResponse {
             .engine
             .routes
             .iter()
-            .find(|r| r.name == name)
+            .find(|r| &*r.name == name)
             .map(|r| r.pool),
     };
     let Some(pool) = pool else {

@@ -616,11 +616,11 @@ impl Metrics {
         }
         for r in s.pools.engine.routes.iter() {
             // Present from the start, at 0.
-            let labels = [r.name.as_str(), &*r.upstream];
+            let labels = [&*r.name, &*r.upstream];
             self.route_requests.with_label_values(&labels);
             self.route_errors.with_label_values(&labels);
             for c in CacheResult::ALL {
-                self.duration.touch(&[r.name.as_str(), c.label()]);
+                self.duration.touch(&[&*r.name, c.label()]);
             }
         }
         self.dpdk_wanted.set(i64::from(s.dpdk_wanted));

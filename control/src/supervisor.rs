@@ -818,7 +818,7 @@ fn route_labels(pools: &ultragate_dataplane::live::Settings) -> Vec<(String, Str
         .engine
         .routes
         .iter()
-        .map(|r| (r.name.clone(), r.upstream.to_string()))
+        .map(|r| (r.name.to_string(), r.upstream.to_string()))
         .collect()
 }
 
@@ -829,7 +829,7 @@ fn route_names(pools: &ultragate_dataplane::live::Settings, pool: usize) -> Stri
         .routes
         .iter()
         .filter(|r| r.pool == pool)
-        .map(|r| r.name.as_str())
+        .map(|r| &*r.name)
         .collect();
     if names.is_empty() {
         "none".into()

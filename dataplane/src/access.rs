@@ -22,6 +22,8 @@ const WRITE_BUFFER: usize = 1 << 20;
 const WRITER_TICK: Duration = Duration::from_millis(20);
 /// Longest `X-Request-Id` taken from a client.
 const MAX_REQUEST_ID: usize = 128;
+/// Most bytes of `User-Agent` and `Referer` a record keeps.
+pub const MAX_LOGGED_FIELD: usize = 256;
 
 /// One answered request, as the access log writes it.
 #[derive(Debug, Clone)]
@@ -40,8 +42,11 @@ pub struct AccessRecord {
     pub response_bytes: u64,
     /// `hit`, `miss`, `stale`, `bypass` or `none`.
     pub cache: &'static str,
-    /// The route that matched.
-    pub route: &'static str,
+    /// The route that matched (none: no route took the request).
+    pub route: Option<Arc<str>>,
+    /// The pool whose server answered: the route's, or its fallback's
+    /// when diverted or retried there (filled by the driver).
+    pub pool: Option<Arc<str>>,
     /// The upstream server that answered (filled by the driver).
     pub upstream: Option<SocketAddr>,
     /// Upstream connects made.
@@ -59,18 +64,18 @@ pub struct AccessRecord {
     pub total_us: u64,
     /// Also for the audit log (security isolation is on).
     pub audit: bool,
-    /// Method, host, target, request id and traceparent, one after the
-    /// other: one allocation per record.
+    /// Method, host, target, request id, traceparent, user agent and
+    /// referer, one after the other: one allocation per record.
     text: String,
-    ends: [u32; 5],
+    ends: [u32; 7],
 }
 
 impl AccessRecord {
-    /// A record of a request: its method, host, target, `X-Request-Id`
-    /// and `traceparent`.
-    pub fn new(time: SystemTime, protocol: &'static str, parts: [&str; 5]) -> AccessRecord {
+    /// A record of a request: its method, host, target, `X-Request-Id`,
+    /// `traceparent`, `User-Agent` and `Referer`.
+    pub fn new(time: SystemTime, protocol: &'static str, parts: [&str; 7]) -> AccessRecord {
         let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        let mut ends = [0u32; 5];
+        let mut ends = [0u32; 7];
         for (end, part) in ends.iter_mut().zip(parts) {
             text.push_str(part);
             *end = text.len() as u32;
@@ -83,7 +88,8 @@ impl AccessRecord {
             request_bytes: 0,
             response_bytes: 0,
             cache: "none",
-            route: "default",
+            route: None,
+            pool: None,
             upstream: None,
             attempts: 0,
             head_us: 0,
@@ -127,6 +133,16 @@ impl AccessRecord {
         self.part(4)
     }
 
+    /// `User-Agent`, at most [`MAX_LOGGED_FIELD`] bytes of it.
+    pub fn user_agent(&self) -> &str {
+        self.part(5)
+    }
+
+    /// `Referer`, at most [`MAX_LOGGED_FIELD`] bytes of it.
+    pub fn referer(&self) -> &str {
+        self.part(6)
+    }
+
     /// The record as one JSON line (without the newline), appended to
     /// `out` without other allocations.
     pub fn json(&self, out: &mut String) {
@@ -152,9 +168,11 @@ impl AccessRecord {
         num(out, self.response_bytes);
         out.push_str(",\"cache\":\"");
         out.push_str(self.cache);
-        out.push_str("\",\"route\":\"");
-        out.push_str(self.route);
-        out.push_str("\",\"upstream\":");
+        out.push_str("\",\"route\":");
+        optional(out, self.route.as_deref());
+        out.push_str(",\"pool\":");
+        optional(out, self.pool.as_deref());
+        out.push_str(",\"upstream\":");
         addr(out, self.upstream);
         out.push_str(",\"attempts\":");
         num(out, u64::from(self.attempts));
@@ -177,7 +195,19 @@ impl AccessRecord {
         out.push_str(self.request_id());
         out.push_str("\",\"traceparent\":\"");
         out.push_str(self.traceparent());
-        out.push_str("\"}");
+        out.push_str("\",\"user_agent\":");
+        optional(out, Some(self.user_agent()).filter(|v| !v.is_empty()));
+        out.push_str(",\"referer\":");
+        optional(out, Some(self.referer()).filter(|v| !v.is_empty()));
+        out.push('}');
+    }
+}
+
+/// A JSON string, escaped, or `null`.
+fn optional(out: &mut String, v: Option<&str>) {
+    match v {
+        Some(v) => escaped(out, v),
+        None => out.push_str("null"),
     }
 }
 
@@ -615,6 +645,8 @@ mod tests {
                 "/x?q=\u{1}",
                 "abc",
                 "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "curl/8 \"x\"\n",
+                "",
             ],
         );
         r.client = Some("127.0.0.1:5000".parse().unwrap());
@@ -635,6 +667,10 @@ mod tests {
         assert_eq!(v["upstream"], serde_json::Value::Null);
         assert_eq!(v["cache_us"], 1);
         assert_eq!(v["client"], "127.0.0.1:5000");
+        assert_eq!(v["user_agent"], "curl/8 \"x\"\n");
+        assert_eq!(v["referer"], serde_json::Value::Null);
+        assert_eq!(v["route"], serde_json::Value::Null);
+        assert_eq!(v["pool"], serde_json::Value::Null);
     }
 
     #[test]

@@ -44,8 +44,8 @@ impl HostMatch {
 /// One route.
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
-    /// Its name, for `/admin/route`, events and metrics.
-    pub name: String,
+    /// Its name, for `/admin/route`, events, metrics and the access log.
+    pub name: Arc<str>,
     /// The hosts it takes.
     pub host: HostMatch,
     /// The path prefix it takes (`/` for every path).
@@ -184,7 +184,7 @@ mod tests {
         routes
             .find(host.as_bytes(), path, method)
             .and_then(|i| routes.get(i))
-            .map(|r| r.name.as_str())
+            .map(|r| &*r.name)
     }
 
     #[test]

@@ -142,7 +142,7 @@ pub fn routes(cfg: &Config) -> Routes {
         cfg.route
             .iter()
             .map(|r| RouteSpec {
-                name: r.name.clone(),
+                name: r.name.as_str().into(),
                 host: r.host.as_deref().map_or(HostMatch::Any, HostMatch::parse),
                 path_prefix: r.path_prefix.clone(),
                 methods: r.methods.clone(),

@@ -331,6 +331,16 @@ fn reload_applies_pools_and_cache_budget_and_names_what_needs_a_restart() {
         shown.contains(&node.to_string()) && shown.contains("max_bytes = 1048576"),
         "{shown}"
     );
+    // The old server's series leave with it.
+    let gone = format!("server=\"{origin}\"");
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let m = curl(&[&format!("http://{}/metrics", gw.admin)]).stdout;
+            let m = String::from_utf8_lossy(&m);
+            !m.contains(&gone) && m.contains(&format!("server=\"{node}\""))
+        }),
+        "no series of {origin} after the reload"
+    );
 
     // The listener needs a restart; the rest of the same change applies.
     let other = free_port();

@@ -40,6 +40,7 @@ const FIELDS: &[&str] = &[
     "response_bytes",
     "cache",
     "route",
+    "pool",
     "upstream",
     "attempts",
     "head_us",
@@ -49,6 +50,8 @@ const FIELDS: &[&str] = &[
     "total_us",
     "request_id",
     "traceparent",
+    "user_agent",
+    "referer",
 ];
 
 fn has_every_field(line: &serde_json::Value) {
@@ -69,7 +72,11 @@ fn an_access_log_line_per_request_for_a_hit_a_miss_a_retry_and_a_502() {
     let gw = Gateway::start(&[origin], "", &extra);
 
     let url = gw.url("/a?size=10&cache=max-age%3D60");
-    assert_eq!(status(&[&url]), 200); // miss
+    let agent = format!("bot/1 \"{}\"", "x".repeat(400));
+    assert_eq!(
+        status(&["-A", &agent, "-e", "http://r.example/é", &url]),
+        200
+    ); // miss
     assert_eq!(status(&[&url]), 200); // hit
     assert_eq!(status(&[&gw.url("/g?garbage=1")]), 502);
     let got = lines(&log, 3);
@@ -87,6 +94,23 @@ fn an_access_log_line_per_request_for_a_hit_a_miss_a_retry_and_a_502() {
     assert!(miss["connect_us"].is_u64() && miss["upstream_first_byte_us"].is_u64());
     assert_eq!(miss["target"], "/a?size=10&cache=max-age%3D60");
     assert_eq!(miss["protocol"], "HTTP/1.1");
+    assert_eq!(miss["route"], "default");
+    assert_eq!(miss["pool"], "primary");
+    let logged = miss["user_agent"].as_str().unwrap();
+    assert!(
+        logged.starts_with("bot/1 \"xx") && logged.len() == 256,
+        "bounded: {logged}"
+    );
+    assert_eq!(miss["referer"], "http://r.example/é");
+    assert_eq!(
+        hit["pool"],
+        serde_json::Value::Null,
+        "no upstream for a hit"
+    );
+    assert_eq!(
+        hit["user_agent"].as_str().map(|a| a.starts_with("curl/")),
+        Some(true)
+    );
     assert_eq!(
         (hit["cache"].as_str(), hit["upstream"].is_null()),
         (Some("hit"), true)
@@ -109,6 +133,7 @@ fn an_access_log_line_per_request_for_a_hit_a_miss_a_retry_and_a_502() {
     has_every_field(retry);
     assert_eq!(retry["attempts"], 2, "{retry}");
     assert_eq!(retry["upstream"], node.to_string(), "{retry}");
+    assert_eq!(retry["pool"], "fallback", "as routed: {retry}");
     let _ = std::fs::remove_file(log);
     let _ = std::fs::remove_file(log2);
 }

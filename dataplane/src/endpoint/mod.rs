@@ -1364,6 +1364,7 @@ fn record(
     if let Some(mut rec) = done.access.take() {
         rec.client = Some(peer);
         rec.upstream = server.map(|(_, addr, _)| addr);
+        rec.pool = server.map(|(pool, _, _)| pool.clone());
         rec.audit = parts.status.log_requests();
         parts.access.push(*rec);
     }

@@ -281,13 +281,27 @@ impl AccessDraft {
             .unwrap_or("");
         let host_bytes = field("host").unwrap_or_else(|| authority(head.target).as_bytes());
         let host = String::from_utf8_lossy(host_bytes);
+        // Bounded: a client's long field costs the log no more.
+        let bounded = |name| {
+            let v = field(name).unwrap_or_default();
+            String::from_utf8_lossy(v.get(..access::MAX_LOGGED_FIELD).unwrap_or(v))
+        };
+        let (agent, referer) = (bounded("user-agent"), bounded("referer"));
         let mut record = AccessRecord::new(
             wall,
             match head.version {
                 Version::Http10 => "HTTP/1.0",
                 Version::Http11 => "HTTP/1.1",
             },
-            [head.method_name, &host, head.target, id, trace],
+            [
+                head.method_name,
+                &host,
+                head.target,
+                id,
+                trace,
+                &agent,
+                &referer,
+            ],
         );
         record.head_us = micros(now.saturating_duration_since(started));
         AccessDraft {
@@ -1681,6 +1695,9 @@ impl Conn {
             };
         };
         self.route = Some(route);
+        if let (Some(d), Some(r)) = (self.access.as_mut(), self.cfg.routes.get(route)) {
+            d.record.route = Some(r.name.clone());
+        }
         let cached = self.cfg.routes.get(route).is_none_or(|r| r.cache);
         let lookup = if cached {
             self.lookup(now, head, raw, close)
