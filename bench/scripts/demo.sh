@@ -14,14 +14,17 @@ if [ "${1:-}" = "--seconds" ]; then seconds=${2:?--seconds needs a value}; fi
 command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs; }
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
 # The gateway is built with its DPDK data plane, which the drill's DPDK
-# fault uses (on a tap in a network namespace, without hugepages), and
-# with the test hooks the drill's cache-corruption fault uses (a
-# production build has neither `POST /admin/cache/corrupt` nor the
-# `[cache] test_hooks` key).
+# fault uses (on a tap in a network namespace, without hugepages). The
+# drill's gateway also has the test hooks its cache-corruption fault uses
+# (`POST /admin/cache/corrupt`, `[cache] test_hooks`): that build goes to
+# its own target directory, so target/release/ultragate stays a
+# production build.
 command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2; }
 pkg-config --exists libdpdk 2>/dev/null \
   || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config libdpdk-dev dpdk; }
-cargo build --release --workspace --locked --features ultragate/dpdk --features ultragate/test-hooks
+cargo build --release --workspace --locked --features ultragate/dpdk
+hooks=target/test-hooks
+cargo build --release --locked -p ultragate --features dpdk,test-hooks --target-dir "$hooks"
 
 logs=$(mktemp -d)
 pids=()
@@ -57,8 +60,20 @@ show() {
   "$@"
   echo
 }
+# A request's status line and the fields that say what the gateway did.
+fields() {
+  echo "\$ curl -si '$1'"
+  curl -s -D - -o /dev/null "$1" | grep -iE '^(HTTP/|x-cache|cache-status|age|x-served-by)' | tr -d '\r'
+  echo
+}
+metric() {
+  curl -s http://127.0.0.1:8081/metrics | awk -v s="$1" '$1 == s { print $2; found = 1 } END { if (!found) print 0 }'
+}
 echo "== ultragate demo: origin :8000, nodejs-api :3005, gateway :8080 (admin :8081) =="
 show curl -s -i "http://127.0.0.1:8080/hello?size=32"
+echo "-- the same cacheable page twice: a MISS that is stored, then a HIT from the gateway's cache --"
+fields "http://127.0.0.1:8080/cached?size=64&cache=max-age%3D60"
+fields "http://127.0.0.1:8080/cached?size=64&cache=max-age%3D60"
 show curl -s -i "http://127.0.0.1:8080/stream?chunked=1&size=16"
 show curl -s -i "http://127.0.0.1:8080/broken?garbage=1"
 show curl -s -f http://127.0.0.1:8080/health/ready
@@ -69,12 +84,24 @@ echo "== 5 s of load at 2000 req/s through the gateway (bench load: open loop, c
 echo
 echo "== failover drill: faults under load (its own gateway, origin and fallback on ports 21800-21803; the DPDK fault in a network namespace) =="
 drill=ok
-./target/release/bench drill | tee "$logs/drill.txt" || drill=failed
+./target/release/bench drill --gateway "$hooks/release/ultragate" --log "$logs/drill-gateway.log" \
+  >"$logs/drill.txt" 2>"$logs/drill-stderr.log" || drill=failed
+echo "(the drill's gateway logs to $logs/drill-gateway.log)"
 echo
+hits=$(metric 'ultragate_cache_responses_total{result="hit"}')
+misses=$(metric 'ultragate_cache_responses_total{result="miss"}')
+stale=$(metric 'ultragate_cache_responses_total{result="stale"}')
 echo "== summary =="
 echo "gateway :8080 in front of the test origin :8000, Node.js fallback :3005"
 grep -E "achieved|p99 " "$logs/load.txt" | sed 's/^/load: /'
-echo "drill: $drill ($(grep -c '^| [a-z]' "$logs/drill.txt" || true) rows in $logs/drill.txt)"
+awk -v h="$hits" -v m="$misses" -v s="$stale" 'BEGIN {
+  t = h + m + s
+  printf "cache: %d hits, %d misses, %d stale; hit ratio %.1f %%\n", h, m, s, t ? 100 * h / t : 0
+}'
+echo "failover drill: $drill"
+grep -E '^\|' "$logs/drill.txt" || true
+sed -n '/^What the times are made of/,$p' "$logs/drill.txt" | grep -v '^gateway log' || true
+[ "$drill" = ok ] || { echo "drill errors:"; cat "$logs/drill-stderr.log"; }
 echo
 cat <<TXT
 Try:

@@ -10,6 +10,7 @@
 use super::{
     decisions_since, events, get, load_between, post, wait_event, wait_port, Outcome, Proc, Sample,
 };
+use std::fs::File;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -46,14 +47,19 @@ impl Netns {
         ip(&all)
     }
 
-    fn spawn(&self, program: &Path, args: &[&str]) -> Result<Proc, String> {
+    /// Starts `program` in the namespace, its output to `log` (or none).
+    fn spawn(&self, program: &Path, args: &[&str], log: Option<&File>) -> Result<Proc, String> {
+        let out = |f: Option<&File>| {
+            f.and_then(|f| f.try_clone().ok())
+                .map_or_else(Stdio::null, Stdio::from)
+        };
         Command::new("ip")
             .args(["netns", "exec", &self.0])
             .arg(program)
             .args(args)
             .env("ULTRAGATE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(out(log))
+            .stderr(out(log))
             .spawn()
             .map(Proc)
             .map_err(|e| format!("cannot start {}: {e}", program.display()))
@@ -134,7 +140,7 @@ fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Runs the fault with `gateway` (it needs the `dpdk` feature) and this
 /// bench binary `me` as the origin; `Err` says why it could not run.
-pub(super) fn run(gateway: &Path, me: &Path) -> Result<Outcome, String> {
+pub(super) fn run(gateway: &Path, me: &Path, log: &File) -> Result<Outcome, String> {
     // SAFETY: plain call.
     if unsafe { libc::geteuid() } != 0 {
         return Err("needs root for its network namespace".into());
@@ -152,8 +158,8 @@ pub(super) fn run(gateway: &Path, me: &Path) -> Result<Outcome, String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let _origin = ns.spawn(me, &["origin", "--listen", "127.0.0.1:18000"])?;
-    let _gateway = ns.spawn(gateway, &["--config", &config.to_string_lossy()])?;
+    let _origin = ns.spawn(me, &["origin", "--listen", "127.0.0.1:18000"], None)?;
+    let _gateway = ns.spawn(gateway, &["--config", &config.to_string_lossy()], Some(log))?;
     let outcome = std::thread::scope(|s| {
         s.spawn(|| -> Result<Outcome, String> {
             ns.enter()?;
@@ -235,5 +241,6 @@ fn fault(ns: &Netns, tap: &str) -> Result<Outcome, String> {
         requests: load.requests,
         p99: load.p99,
         decisions: decisions_since(ADMIN, skip),
+        why: "link_down_grace_ms = 500: the link may come back within that grace before the switch to kernel networking (no restart); back on DPDK by an operator's POST /admin/dataplane dpdk",
     })
 }

@@ -35,6 +35,10 @@ pub struct DrillArgs {
     /// Requests per second of the background load.
     #[arg(long, default_value_t = 200)]
     rate: u32,
+    /// Where the drill's gateways write their logs (default: a file in
+    /// the temp dir, named at the end), so none interleave with the table.
+    #[arg(long)]
+    log: Option<PathBuf>,
 }
 
 struct Proc(Child);
@@ -163,6 +167,8 @@ struct Outcome {
     requests: usize,
     p99: Duration,
     decisions: Vec<String>,
+    /// What the times are made of (checks, windows, grace periods).
+    why: &'static str,
 }
 
 /// Runs the drill; prints the table; fails when a fault is not handled.
@@ -204,10 +210,17 @@ pub fn run(args: DrillArgs) -> anyhow::Result<()> {
         )
     };
     std::fs::write(&config_path, config(0))?;
+    let log_path = args.log.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("ultragate-drill-{}.log", std::process::id()))
+    });
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot write {}", log_path.display()))?;
     let _gateway = Proc(
         Command::new(&args.gateway)
             .args(["--config", config_path.to_str().unwrap_or_default()])
             .env("ULTRAGATE_LOG", "warn")
+            .stdout(log.try_clone()?)
+            .stderr(log.try_clone()?)
             .spawn()
             .with_context(|| format!("cannot start {}", args.gateway.display()))?,
     );
@@ -248,6 +261,7 @@ pub fn run(args: DrillArgs) -> anyhow::Result<()> {
     let mut outcomes = Vec::new();
     let limit = Duration::from_secs(10);
     let mut fault = |name: &'static str,
+                     why: &'static str,
                      inject: &mut dyn FnMut() -> anyhow::Result<()>,
                      detect: &str,
                      act: &str,
@@ -273,12 +287,14 @@ pub fn run(args: DrillArgs) -> anyhow::Result<()> {
             requests: load.requests,
             p99: load.p99,
             decisions: decisions_since(admin, skip),
+            why,
         });
         Ok(())
     };
 
     fault(
         "primary killed",
+        "connect failures eject the server at once (eject_after_failures = 1) and the next control round (interval_ms = 100) diverts; idempotent requests in flight are retried on the fallback",
         &mut || {
             origin_proc.replace(None);
             Ok(())
@@ -294,6 +310,7 @@ pub fn run(args: DrillArgs) -> anyhow::Result<()> {
     )?;
     fault(
         "primary slowed (60 ms)",
+        "P99 over p99_threshold_ms = 20 for p99_window_ms = 1000, corroborated by the health probe's own latency (one client alone cannot divert), then the next control round",
         &mut || {
             get(origin, "/__origin/delay?ms=60", Duration::from_secs(2));
             Ok(())
@@ -308,6 +325,7 @@ pub fn run(args: DrillArgs) -> anyhow::Result<()> {
     )?;
     fault(
         "cache entry corrupted",
+        "the background verify runs every verify_interval_ms = 250: found on its next pass, then bypass, snapshot restore and a clean verify",
         &mut || {
             post(
                 admin,
@@ -327,6 +345,7 @@ pub fn run(args: DrillArgs) -> anyhow::Result<()> {
         .unwrap_or(64 << 20);
     fault(
         "memory pressure",
+        "the reload lowers the limit under the RSS; the next control round (100 ms) sees 97 %+ and clears; the reload that raises it resumes inserts at once",
         &mut || {
             // A limit just under what the process uses now, applied live.
             std::fs::write(&config_path, config(rss * 100 / 97))?;
@@ -347,7 +366,7 @@ pub fn run(args: DrillArgs) -> anyhow::Result<()> {
         let _ = l.join();
     }
     let _ = std::fs::remove_file(&config_path);
-    let dpdk_not_run = match dpdk::run(&args.gateway, &me) {
+    let dpdk_not_run = match dpdk::run(&args.gateway, &me, &log) {
         Ok(o) => {
             outcomes.push(o);
             None
@@ -378,6 +397,11 @@ pub fn run(args: DrillArgs) -> anyhow::Result<()> {
     if let Some(why) = dpdk_not_run {
         println!("| DPDK port down (tap link) | not run: {why} | | | | | |");
     }
+    println!("\nWhat the times are made of:");
+    for o in &outcomes {
+        println!("- {}: {}", o.fault, o.why);
+    }
+    println!("gateway log: {}", log_path.display());
     if !handled {
         bail!("a fault was not handled (no action, no recovery, or failed requests)");
     }
