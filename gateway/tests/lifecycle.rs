@@ -589,6 +589,22 @@ fn drop_in_files_merge_over_the_main_file_and_are_named() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `/health` once `until` holds of it (within `limit`, else a failure
+/// showing the last one).
+fn health_until(
+    gw: &Gateway,
+    limit: Duration,
+    until: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut health = serde_json::Value::Null;
+    let reached = wait_for(limit, || {
+        health = admin_json(gw, "/health");
+        until(&health)
+    });
+    assert!(reached, "{health}");
+    health
+}
+
 #[test]
 fn health_is_unhealthy_while_no_server_of_a_pool_nor_its_fallback_answers() {
     let (dead, also_dead) = (free_port(), free_port());
@@ -599,14 +615,9 @@ fn health_is_unhealthy_while_no_server_of_a_pool_nor_its_fallback_answers() {
             "health_interval_ms = 100\nhealth_timeout_ms = 100\nrise = 1\nfall = 1\n\n[upstream.fallback]\nservers = [\"127.0.0.1:{also_dead}\"]\nhealth_interval_ms = 100\nhealth_timeout_ms = 100\nrise = 1\nfall = 1\n"
         ),
     );
-    let mut health = serde_json::Value::Null;
-    assert!(
-        wait_for(Duration::from_secs(10), || {
-            health = admin_json(&gw, "/health");
-            health["overall_status"] == "unhealthy"
-        }),
-        "{health}"
-    );
+    let health = health_until(&gw, Duration::from_secs(10), |h| {
+        h["overall_status"] == "unhealthy"
+    });
     assert!(
         health["reasons"].as_array().unwrap().iter().any(|r| r
             .as_str()
@@ -615,13 +626,9 @@ fn health_is_unhealthy_while_no_server_of_a_pool_nor_its_fallback_answers() {
     );
     // The fallback comes up: the pool can be served again.
     let _fallback = origin_at(SocketAddr::from(([127, 0, 0, 1], also_dead)), &[]);
-    assert!(
-        wait_for(Duration::from_secs(10), || admin_json(&gw, "/health")
-            ["overall_status"]
-            != "unhealthy"),
-        "{}",
-        admin_json(&gw, "/health")
-    );
+    health_until(&gw, Duration::from_secs(10), |h| {
+        h["overall_status"] != "unhealthy"
+    });
 }
 
 #[test]
@@ -646,14 +653,9 @@ fn a_stalled_data_core_makes_health_unhealthy_naming_it() {
         &format!("http://{}/admin/test/stall-core", gw.admin),
     ]);
     assert!(out.status.success());
-    let mut health = serde_json::Value::Null;
-    assert!(
-        wait_for(Duration::from_secs(5), || {
-            health = admin_json(&gw, "/health");
-            health["overall_status"] == "unhealthy"
-        }),
-        "{health}"
-    );
+    let health = health_until(&gw, Duration::from_secs(5), |h| {
+        h["overall_status"] == "unhealthy"
+    });
     assert!(
         health["reasons"][0]
             .as_str()
@@ -667,13 +669,9 @@ fn a_stalled_data_core_makes_health_unhealthy_naming_it() {
         metrics.contains(&format!("ultragate_core_stalled{{core=\"{core}\"}} 1")),
         "{metrics}"
     );
-    assert!(
-        wait_for(Duration::from_secs(10), || {
-            health = admin_json(&gw, "/health");
-            health["overall_status"] != "unhealthy"
-        }),
-        "the core turns again: {health}"
-    );
+    health_until(&gw, Duration::from_secs(10), |h| {
+        h["overall_status"] != "unhealthy"
+    });
 }
 
 #[test]

@@ -370,6 +370,26 @@ impl AccessDraft {
     }
 }
 
+/// Sends the request of `ex` again, from its replay copy, on a fresh
+/// connection (its `connects`-th attempt): the keep-alive race, or a
+/// canary retried on the fallback.
+fn resend(ex: &mut Exchange, out: &mut BytesMut, actions: &mut VecDeque<Action>, now: Instant) {
+    ex.upstream = UpstreamState::Connecting;
+    ex.connect_started = now;
+    ex.sent_at = None;
+    ex.head_at = None;
+    ex.response_bytes_seen = false;
+    ex.head_buf.clear();
+    out.clear();
+    if let Some(replay) = &ex.replay {
+        out.extend_from_slice(replay);
+    }
+    actions.push_back(Action::Connect {
+        fresh: true,
+        attempt: ex.connects,
+    });
+}
+
 /// A few header lines assembled on the stack (no allocation): the
 /// connection field, `X-Request-Id` and `traceparent` at most.
 struct Fields {
@@ -1089,18 +1109,7 @@ impl Conn {
                 if !ex.reused {
                     ex.connects += 1;
                 }
-                ex.upstream = UpstreamState::Connecting;
-                ex.connect_started = now;
-                ex.sent_at = None;
-                ex.head_buf.clear();
-                self.upstream_output.clear();
-                if let Some(replay) = &ex.replay {
-                    self.upstream_output.extend_from_slice(replay);
-                }
-                self.actions.push_back(Action::Connect {
-                    fresh: true,
-                    attempt: ex.connects,
-                });
+                resend(ex, &mut self.upstream_output, &mut self.actions, now);
             }
             None => {
                 if let Phase::Proxy(ex) = std::mem::replace(&mut self.phase, Phase::Idle) {
@@ -1282,20 +1291,7 @@ impl Conn {
         self.actions.push_back(Action::Release { reuse: false });
         ex.canary = None;
         ex.connects += 1;
-        ex.upstream = UpstreamState::Connecting;
-        ex.connect_started = now;
-        ex.sent_at = None;
-        ex.head_at = None;
-        ex.response_bytes_seen = false;
-        ex.head_buf.clear();
-        self.upstream_output.clear();
-        if let Some(replay) = &ex.replay {
-            self.upstream_output.extend_from_slice(replay);
-        }
-        self.actions.push_back(Action::Connect {
-            fresh: true,
-            attempt: ex.connects,
-        });
+        resend(ex, &mut self.upstream_output, &mut self.actions, now);
     }
 
     /// The cache's part of a final response head: a 304 refreshes the
