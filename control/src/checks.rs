@@ -31,8 +31,9 @@ pub struct CheckConfig {
     pub slow: Duration,
 }
 
-/// Runs the checks of one group forever. `fast` is set while the fastest
-/// healthy server answers within `slow`.
+/// Runs the checks of one group forever. `fast` is set while some
+/// server's last check passed within `slow`; it drops as soon as the
+/// last such check overruns it, not when it answers.
 pub async fn run(
     cfg: CheckConfig,
     health: Arc<GroupHealth>,
@@ -41,24 +42,35 @@ pub async fn run(
 ) {
     let n = cfg.servers.len();
     let (mut ups, mut downs) = (vec![0u32; n], vec![0u32; n]);
+    // Each server's last check answered within `slow`.
+    let mut quick = vec![true; n];
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let mut any_fast = false;
         for (i, server) in cfg.servers.iter().enumerate() {
             let started = Instant::now();
             let host = server.to_string();
-            let ok = matches!(
-                tokio::time::timeout(cfg.timeout, client::get(*server, &host, &cfg.path, None)).await,
-                Ok(Ok(r)) if (200..400).contains(&r.status)
-            );
+            let check =
+                tokio::time::timeout(cfg.timeout, client::get(*server, &host, &cfg.path, None));
+            tokio::pin!(check);
+            // A check still running at `slow` already says the server is
+            // slow: the group's flag drops then, not when it answers.
+            let answer = tokio::select! {
+                a = &mut check => a,
+                () = tokio::time::sleep(cfg.slow) => {
+                    quick[i] = false;
+                    fast.store(quick.iter().any(|q| *q), Ordering::Relaxed);
+                    check.await
+                }
+            };
+            let ok = matches!(answer, Ok(Ok(r)) if (200..400).contains(&r.status));
             let took = started.elapsed();
             health.checked(i, ok);
+            quick[i] = ok && took <= cfg.slow;
             if ok {
                 ups[i] += 1;
                 downs[i] = 0;
-                any_fast |= took <= cfg.slow;
                 if !health.is_healthy(i) && ups[i] >= cfg.rise && health.set(i, true) {
                     let value = format!("{} checks passed", ups[i]);
                     timeline.push(
@@ -82,6 +94,6 @@ pub async fn run(
                 }
             }
         }
-        fast.store(any_fast, Ordering::Relaxed);
+        fast.store(quick.iter().any(|q| *q), Ordering::Relaxed);
     }
 }

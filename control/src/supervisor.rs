@@ -40,14 +40,12 @@ fn pool_observation(
     fallback: &PoolSpec,
     t: &Thresholds,
 ) -> Observation {
-    let mut duration = ultragate_dataplane::stats::Buckets::default();
     let mut blame = ultragate_dataplane::stats::Blame::default();
     let (mut requests, mut errors, mut slow) = (0u64, 0u64, 0u64);
     for srv in merged.servers.iter().filter(|s| s.pool == spec.name) {
         requests += srv.requests;
         errors += srv.errors;
         slow += srv.slow;
-        duration.merge(&srv.duration);
         blame.merge(&srv.blame);
     }
     let share = |n: u64| {
@@ -67,7 +65,6 @@ fn pool_observation(
     Observation {
         now,
         requests,
-        p99: duration.quantile(0.99),
         error_rate: share(errors),
         slow_share: share(slow),
         errors_spread: by_both(&blame.errors_by_client, &blame.errors_by_url, error_limit),

@@ -695,6 +695,12 @@ fn cache_hits_whose_heads_arrive_slowly_do_not_divert() {
         "{}",
         admin_json(&gw, "/admin/events")
     );
+    assert_eq!(
+        events_of(&gw, "divert to fallback"),
+        0,
+        "{}",
+        admin_json(&gw, "/admin/events")
+    );
 }
 
 #[test]

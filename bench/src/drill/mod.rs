@@ -58,7 +58,26 @@ struct Sample {
 }
 
 fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    get_from(None, addr, path, timeout)
+}
+
+/// A GET from source address `from` (the kernel's choice when none).
+fn get_from(
+    from: Option<[u8; 4]>,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Option<(u16, String)> {
+    let mut s = match from {
+        None => TcpStream::connect_timeout(&addr, timeout).ok()?,
+        Some(ip) => {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            s.bind(&SocketAddr::from((ip, 0)).into()).ok()?;
+            s.connect_timeout(&addr.into(), timeout).ok()?;
+            s.into()
+        }
+    };
     s.set_read_timeout(Some(timeout)).ok()?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: drill\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).ok()?;
@@ -227,20 +246,31 @@ pub fn run(args: DrillArgs) -> anyhow::Result<()> {
     wait_port(data)?;
     wait_port(admin)?;
 
-    // Background load: a cacheable page and an uncacheable one in turn.
+    // Background load, as many clients make it: four source addresses in
+    // 127.0.0.0/8, each asking in turn for a cacheable page and one of
+    // four uncacheable API paths (a failure of everyone's requests, not
+    // one client's, is what the runbook acts on).
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let pause = Duration::from_secs_f64(4.0 / f64::from(args.rate.max(4)));
-    let loaders: Vec<_> = (0..4)
+    let loaders: Vec<_> = (0..4u8)
         .map(|i| {
             let (samples, stop) = (samples.clone(), stop.clone());
             std::thread::spawn(move || {
-                let paths = ["/page?size=512&cache=max-age%3D600", "/api/data?size=256"];
+                let page = "/page?size=512&cache=max-age%3D600";
+                let api = [
+                    "/api/a?size=256",
+                    "/api/b?size=256",
+                    "/api/c?size=256",
+                    "/api/d?size=256",
+                ];
+                let from = [127, 0, 0, 11 + i];
                 let end = Instant::now() + Duration::from_secs(120);
-                let mut k = i;
+                let mut k = usize::from(i);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < end {
                     let t = Instant::now();
-                    let ok = get(data, paths[k % 2], Duration::from_secs(5))
+                    let path = if k % 2 == 0 { page } else { api[(k / 2) % 4] };
+                    let ok = get_from(Some(from), data, path, Duration::from_secs(5))
                         .is_some_and(|(s, _)| s == 200);
                     samples
                         .lock()
@@ -310,7 +340,7 @@ pub fn run(args: DrillArgs) -> anyhow::Result<()> {
     )?;
     fault(
         "primary slowed (60 ms)",
-        "P99 over p99_threshold_ms = 20 for p99_window_ms = 1000, corroborated by the health probe's own latency (one client alone cannot divert), then the next control round",
+        "P99 over p99_threshold_ms = 20 for p99_window_ms = 1000, from four clients over four API paths (or corroborated by the health probe's own latency), then the next control round",
         &mut || {
             get(origin, "/__origin/delay?ms=60", Duration::from_secs(2));
             Ok(())

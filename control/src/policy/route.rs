@@ -78,11 +78,10 @@ pub struct Observation {
     /// Answers the pool's servers gave (or failed to give) in the window;
     /// while it is diverted, its canaries'.
     pub requests: u64,
-    /// Their P99 latency, on the upstream's side.
-    pub p99: Duration,
     /// Their error share (5xx and upstream failures).
     pub error_rate: f64,
-    /// Share of them slower than the P99 threshold.
+    /// Share of them slower than the P99 threshold, on the upstream's
+    /// side (each answer compared exactly: over 1 % is a P99 over it).
     pub slow_share: f64,
     /// The errors are spread over enough clients and URL paths
     /// ([`spread`]).
@@ -243,7 +242,8 @@ impl RoutePolicy {
                     self.failed_back = None;
                 }
                 let loaded = o.requests >= t.min_requests;
-                let slow = o.p99 > t.p99 && (o.slow_spread || !o.primary_fast);
+                // P99 over the threshold: more than 1 % of answers over it.
+                let slow = o.slow_share > 0.01 && (o.slow_spread || !o.primary_fast);
                 if loaded && slow {
                     self.slow_since.get_or_insert(o.now);
                 } else {
@@ -266,7 +266,12 @@ impl RoutePolicy {
                 } else if lasted(self.slow_since, t.p99_window) {
                     Some((
                         "p99_over_threshold",
-                        format!("p99 {:?} > {:?} for {:?}", o.p99, t.p99, t.p99_window),
+                        format!(
+                            "p99 > {:?} for {:?} ({:.1}% of answers slower)",
+                            t.p99,
+                            t.p99_window,
+                            o.slow_share * 100.0
+                        ),
                     ))
                 } else if lasted(self.errors_since, t.error_window) {
                     Some((

@@ -30,7 +30,6 @@ fn obs(now: Instant, p99_ms: u64, errors: f64, healthy: bool) -> Observation {
     Observation {
         now,
         requests: 100,
-        p99: Duration::from_millis(p99_ms),
         error_rate: errors,
         slow_share: if slow { 0.5 } else { 0.0 },
         errors_spread: true,
