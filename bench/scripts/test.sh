@@ -100,9 +100,11 @@ ULTRAGATE_IO_BACKEND=epoll cargo test -p ultragate --locked \
 # config key that enables it is refused as unknown.
 cargo build --release --locked -p ultragate
 hooks=$(mktemp)
-printf '[cache]\ntest_hooks = true\n' >"$hooks"
-if ./target/release/ultragate --check-config "$hooks"; then
-  echo "the release build accepted [cache] test_hooks" >&2
+printf '[upstream.primary]\nservers = ["127.0.0.1:9"]\n\n[cache]\ntest_hooks = true\n' >"$hooks"
+if ./target/release/ultragate --check-config "$hooks" 2>"$hooks.err" \
+  || ! grep -q 'cache.test_hooks' "$hooks.err"; then
+  echo "the release build accepted [cache] test_hooks: $(cat "$hooks.err")" >&2
   exit 1
 fi
+rm -f "$hooks.err"
 rm -f "$hooks"

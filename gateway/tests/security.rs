@@ -270,7 +270,11 @@ fn an_inline_token_is_redacted_and_a_bad_token_file_names_the_key() {
         "{text}"
     );
     let bad = std::env::temp_dir().join(format!("ug-bad-token-{}.toml", std::process::id()));
-    std::fs::write(&bad, "[admin]\ntoken_file = \"/nonexistent/token\"\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[upstream.primary]\nservers = [\"127.0.0.1:9\"]\n\n[admin]\ntoken_file = \"/nonexistent/token\"\n",
+    )
+    .unwrap();
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_ultragate"))
         .args(["--check-config", bad.to_str().unwrap()])
         .output()
