@@ -394,6 +394,10 @@ impl Admin {
                 }
             }
             ("POST", "/admin/cache/purge") => match serde_json::from_slice::<Purge>(body) {
+                Ok(p) if p.longest() > MAX_PURGE_PATTERN => (
+                    400,
+                    json!({ "error": format!("a purge's url, prefix, pattern or host is at most {MAX_PURGE_PATTERN} bytes") }),
+                ),
                 Ok(p) => match p.pattern() {
                     Some((what, pattern)) => {
                         cache.purge(p.host.as_deref().map(str::as_bytes), pattern);
@@ -494,7 +498,20 @@ struct Purge {
     host: Option<String>,
 }
 
+/// Longest url, prefix, pattern or host a purge takes: every lookup on a
+/// data core checks pending purges, so each costs a bounded time.
+const MAX_PURGE_PATTERN: usize = 1024;
+
 impl Purge {
+    /// The length of its longest field.
+    fn longest(&self) -> usize {
+        [&self.url, &self.prefix, &self.pattern, &self.host]
+            .iter()
+            .filter_map(|f| f.as_ref().map(String::len))
+            .max()
+            .unwrap_or(0)
+    }
+
     fn pattern(&self) -> Option<(String, Pattern)> {
         let bytes = |s: &String| s.as_bytes().to_vec().into_boxed_slice();
         match (&self.url, &self.prefix, &self.pattern) {

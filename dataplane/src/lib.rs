@@ -20,6 +20,7 @@ pub mod admin;
 pub mod cache;
 pub mod driver;
 pub mod endpoint;
+pub mod glob;
 pub mod http;
 pub mod live;
 pub mod proxy;

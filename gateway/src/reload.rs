@@ -49,6 +49,7 @@ const RESTART_KEYS: &[&str] = &[
     "cache.targeted_fields",
     "control.interval_ms",
     "control.verify_interval_ms",
+    "control.core_stall_ms",
     "log.format",
     "dpdk.",
 ];
@@ -675,10 +676,13 @@ impl Reloader {
                 .map_err(|e| format!("config key `log.level`: {e}"))?;
         }
 
+        // The pools carry the runbook's per-pool settings too (their P99
+        // threshold, the canary share).
         if touched("api_gateway.")
             || touched("upstream.")
             || touched("route")
             || touched("cache.coalesce_wait_ms")
+            || touched("control.")
         {
             let engine = engine_config(&cfg, &pools, self.epoch, &self.to.access);
             self.to.live.publish(Arc::new(engine), pools);

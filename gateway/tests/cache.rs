@@ -120,6 +120,45 @@ fn runbook_cache_commands_work_as_written() {
 }
 
 #[test]
+fn a_purge_glob_with_many_stars_does_not_stall_a_data_core() {
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start(&[origin], "", "");
+    let admin = format!("http://{}", gw.admin);
+    // A long path of one letter: a backtracking matcher tries every way
+    // to split it between the stars (the old one hung a core for minutes).
+    let path = format!("/{}", "a".repeat(3000));
+    let url = gw.url(&format!("{path}?cache=max-age%3D600"));
+    curl(&[&url]);
+    assert_eq!(
+        header(&curl(&["-i", &url]), "x-cache").as_deref(),
+        Some("HIT")
+    );
+    let purge = |body: &str| {
+        status(&[
+            "-X",
+            "POST",
+            "-d",
+            body,
+            &format!("{admin}/admin/cache/purge"),
+        ])
+    };
+    assert_eq!(purge("{\"pattern\":\"/*a*a*a*a*a*a*b\"}"), 202);
+    // Every lookup checks the pending purge: answered at once, still a HIT.
+    assert_eq!(
+        header(&curl(&["-i", &url]), "x-cache").as_deref(),
+        Some("HIT")
+    );
+    assert_eq!(purge("{\"pattern\":\"/*a*a*a*a*a*a*\"}"), 202);
+    assert_eq!(
+        header(&curl(&["-i", &url]), "x-cache").as_deref(),
+        Some("MISS")
+    );
+    // Patterns are bounded.
+    let long = format!("{{\"pattern\":\"/{}*\"}}", "a".repeat(2000));
+    assert_eq!(purge(&long), 400);
+}
+
+#[test]
 fn data_verify_evicts_what_changed_at_the_origin() {
     let (o, origin) = origin(&["--body-size", "100"]);
     let gw = Gateway::start(&[origin], "", "");

@@ -108,7 +108,8 @@ pub enum Pattern {
     Exact(Box<[u8]>),
     /// Targets starting with this.
     Prefix(Box<[u8]>),
-    /// A glob where `*` matches any run of bytes.
+    /// A glob where `*` matches any run of bytes (linear time:
+    /// [`crate::glob`]).
     Glob(Box<[u8]>),
 }
 
@@ -117,17 +118,7 @@ impl Pattern {
         match self {
             Self::Exact(t) => &**t == target,
             Self::Prefix(p) => target.starts_with(p),
-            Self::Glob(g) => glob(g, target),
-        }
-    }
-}
-
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.iter().position(|&b| b == b'*') {
-        None => pattern == text,
-        Some(star) => {
-            let (head, rest) = (&pattern[..star], &pattern[star + 1..]);
-            text.starts_with(head) && (head.len()..=text.len()).any(|i| glob(rest, &text[i..]))
+            Self::Glob(g) => crate::glob::matches(g, target),
         }
     }
 }
