@@ -93,6 +93,9 @@ impl VaryMarker {
     }
 }
 
+/// Most purges waiting for the background sweep (which runs every second).
+pub const MAX_PENDING_BANS: usize = 256;
+
 /// A lazy purge: entries stored before it whose URL matches are gone.
 #[derive(Debug, Clone)]
 struct Ban {
@@ -566,8 +569,13 @@ impl Cache {
 
     /// Purges every entry of `host` (any case; or every host) whose target
     /// matches, by either scheme; lazy: returns at once, entries disappear
-    /// on their next lookup or the next [`Cache::sweep`].
-    pub fn purge(&self, host: Option<&[u8]>, pattern: Pattern) {
+    /// on their next lookup or the next [`Cache::sweep`]. False, and
+    /// nothing done, while [`MAX_PENDING_BANS`] wait for the sweep: every
+    /// lookup checks the pending ones, so their number is bounded.
+    pub fn purge(&self, host: Option<&[u8]>, pattern: Pattern) -> bool {
+        if self.bans.load().len() >= MAX_PENDING_BANS {
+            return false;
+        }
         if let (Pattern::Exact(target), Some(host)) = (&pattern, host) {
             let mut url = Vec::new();
             url_key(&mut url, Scheme::Http, host, target);
@@ -582,6 +590,7 @@ impl Cache {
         });
         self.bans.store(Arc::new(bans));
         self.newest_ban.store(seq, Ordering::Release);
+        true
     }
 
     /// Applies pending bans to every entry without blocking lookups, then

@@ -96,9 +96,9 @@ fn the_scheme_is_in_the_key_and_a_removal_takes_both() {
         assert!(c.insert(&http, None, &[], stored(b"a"), Instant::now()));
         assert!(c.insert(&https, None, &[], stored(b"b"), Instant::now()));
         if purge {
-            c.purge(Some(b"example.com"), Pattern::Exact(b"/r"[..].into()));
+            assert!(c.purge(Some(b"example.com"), Pattern::Exact(b"/r"[..].into())));
         } else {
-            c.purge(Some(b"Example.com"), Pattern::Prefix(b"/"[..].into()));
+            assert!(c.purge(Some(b"Example.com"), Pattern::Prefix(b"/"[..].into())));
         }
         assert!(c.lookup(&mut http, n, &[]).is_none(), "purge {purge}");
         assert!(c.lookup(&mut https, m, &[]).is_none(), "purge {purge}");
@@ -289,7 +289,7 @@ fn purge_by_prefix_and_pattern_is_lazy_and_swept() {
     for p in ["/img/a.png", "/img/b.jpg", "/img/c.png", "/api/x", "/imgx"] {
         put(&c, p, b"data");
     }
-    c.purge(None, Pattern::Prefix(b"/img/"[..].into()));
+    assert!(c.purge(None, Pattern::Prefix(b"/img/"[..].into())));
     assert!(get(&c, "/img/a.png").is_none());
     assert!(get(&c, "/imgx").is_some() && get(&c, "/api/x").is_some());
     assert_eq!(c.sweep(), 2, "the rest of the prefix goes in the sweep");
@@ -301,14 +301,28 @@ fn purge_by_prefix_and_pattern_is_lazy_and_swept() {
 
     put(&c, "/img/d.png", b"d");
     put(&c, "/img/e.gif", b"e");
-    c.purge(
+    assert!(c.purge(
         Some(b"example.com"),
         Pattern::Glob(b"/img/*.png"[..].into()),
-    );
+    ));
     assert!(get(&c, "/img/d.png").is_none() && get(&c, "/img/a.png").is_none());
     assert!(get(&c, "/img/e.gif").is_some());
-    c.purge(Some(b"example.com"), Pattern::Exact(b"/api/x"[..].into()));
+    assert!(c.purge(Some(b"example.com"), Pattern::Exact(b"/api/x"[..].into())));
     assert!(get(&c, "/api/x").is_none());
+    // Pending purges are bounded until the sweep applies them.
+    c.sweep();
+    for _ in 0..MAX_PENDING_BANS {
+        assert!(c.purge(None, Pattern::Prefix(b"/none/"[..].into())));
+    }
+    assert!(
+        !c.purge(None, Pattern::Prefix(b"/none/"[..].into())),
+        "full"
+    );
+    c.sweep();
+    assert!(
+        c.purge(None, Pattern::Prefix(b"/none/"[..].into())),
+        "swept"
+    );
 }
 
 #[test]
