@@ -399,18 +399,19 @@ impl Admin {
                     json!({ "error": format!("a purge's url, prefix, pattern or host is at most {MAX_PURGE_PATTERN} bytes") }),
                 ),
                 Ok(p) => match p.pattern() {
-                    Some((_, pattern))
-                        if !cache.purge(p.host.as_deref().map(str::as_bytes), pattern) =>
-                    {
-                        (
-                            429,
-                            json!({ "error": format!("{} purges wait for the background sweep (every second); try again", ultragate_dataplane::cache::MAX_PENDING_BANS), "retry_after_s": 1 }),
-                        )
+                    Some((what, pattern)) => {
+                        if cache.purge(p.host.as_deref().map(str::as_bytes), pattern) {
+                            (
+                                202,
+                                json!({ "action": "purge", "purged": what, "host": p.host, "mode": "lazy: entries go on their next lookup or the background sweep" }),
+                            )
+                        } else {
+                            (
+                                429,
+                                json!({ "error": format!("{} purges wait for the background sweep (every second); try again", ultragate_dataplane::cache::MAX_PENDING_BANS), "retry_after_s": 1 }),
+                            )
+                        }
                     }
-                    Some((what, _)) => (
-                        202,
-                        json!({ "action": "purge", "purged": what, "host": p.host, "mode": "lazy: entries go on their next lookup or the background sweep" }),
-                    ),
                     None => (
                         400,
                         json!({ "error": "give exactly one of url, prefix, pattern" }),
