@@ -45,6 +45,9 @@ pub struct AdminSettings {
     pub config_toml: Mutex<String>,
     /// The primary upstream servers, for data verify.
     pub origins: Mutex<Vec<SocketAddr>>,
+    /// `[admin] hosts`: names `/admin/*` answers to besides IP literals
+    /// and `localhost`, lowercase.
+    pub hosts: Mutex<Vec<String>>,
 }
 
 impl AdminSettings {
@@ -54,6 +57,7 @@ impl AdminSettings {
             token: Mutex::new(token),
             config_toml: Mutex::new(config_toml),
             origins: Mutex::new(origins),
+            hosts: Mutex::new(Vec::new()),
         }
     }
 }
@@ -128,6 +132,11 @@ impl Admin {
     async fn route(self, req: AdminRequest) -> AdminResponse {
         let path = req.target.split('?').next().unwrap_or("").to_owned();
         let st = &self.state;
+        if let Some(refused) = self.on_purpose(&req, &path) {
+            st.audit
+                .record(req.peer, req.method, &req.target, refused.0);
+            return json_response(refused.1, &json!({ "error": refused.0 }));
+        }
         if !self.authorized(&req, &path) {
             st.audit.record(
                 req.peer,
@@ -150,6 +159,30 @@ impl Admin {
             );
         }
         resp
+    }
+
+    /// Refuses an `/admin/*` call nobody made on purpose: one whose
+    /// `Host` is a name it was not given (a page that rebinds its own
+    /// name to this address), or a mutating one sent by a web page (a
+    /// cross-site form or fetch). The reason and status when refused.
+    fn on_purpose(&self, req: &AdminRequest, path: &str) -> Option<(&'static str, u16)> {
+        if !path.starts_with("/admin") {
+            return None;
+        }
+        let hosts = lock(&self.state.settings.hosts);
+        if !req.host.as_deref().is_none_or(|h| admin_host(h, &hosts)) {
+            return Some((
+                "refused: admin calls take Host localhost, an IP address or a name in [admin] hosts",
+                421,
+            ));
+        }
+        if req.from_browser && !matches!(req.method, "GET" | "HEAD") {
+            return Some((
+                "refused: a mutating admin call from a web page (Origin or Sec-Fetch-Site)",
+                403,
+            ));
+        }
+        None
     }
 
     async fn dispatch(&self, req: &AdminRequest, path: &str) -> AdminResponse {
@@ -556,6 +589,33 @@ fn unknown_endpoint(method: &str, path: &str) -> AdminResponse {
     }
 }
 
+/// Whether `host` (a `Host` value, port included) names this gateway on
+/// purpose: an IP literal, `localhost`, or one of `names`.
+fn admin_host(host: &[u8], names: &[String]) -> bool {
+    let Ok(host) = std::str::from_utf8(host) else {
+        return false;
+    };
+    let host = host.trim().to_ascii_lowercase();
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6.split_once(']').is_some_and(|(ip, port)| {
+            ip.parse::<std::net::Ipv6Addr>().is_ok()
+                && (port.is_empty()
+                    || port
+                        .strip_prefix(':')
+                        .is_some_and(|p| p.parse::<u16>().is_ok()))
+        });
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() => name,
+        Some(_) => return false,
+        None => host.as_str(),
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || names.iter().any(|n| n == name)
+}
+
 /// `POST /admin/drain` with `{"undo": true}`.
 fn drain_undo(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
@@ -657,4 +717,32 @@ fn route_call(sup: &Supervisor, body: &[u8], word: &str) -> AdminResponse {
         200,
         &json!({ "route": now.as_str(), "mode": to, "name": name }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_host;
+
+    #[test]
+    fn admin_hosts_are_ip_literals_localhost_or_named() {
+        let names = ["gw.internal".to_owned()];
+        for (host, ok) in [
+            ("127.0.0.1:8081", true),
+            ("10.0.0.7", true),
+            ("[::1]:8081", true),
+            ("[::1]", true),
+            ("localhost:8081", true),
+            ("LOCALHOST.", true),
+            ("gw.internal:8081", true),
+            ("evil.example", false),
+            ("evil.example:8081", false),
+            ("127.0.0.1.evil.example", false),
+            ("localhost:http", false),
+            ("[::1]x", false),
+            ("", false),
+        ] {
+            assert_eq!(admin_host(host.as_bytes(), &names), ok, "{host:?}");
+        }
+        assert!(!admin_host(b"\xff", &names));
+    }
 }

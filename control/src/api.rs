@@ -132,10 +132,21 @@ async fn handle(
                 .uri()
                 .path_and_query()
                 .map_or(path.clone(), |pq| pq.to_string());
-            let authorization = req
-                .headers()
-                .get("authorization")
-                .map(|v| Bytes::copy_from_slice(v.as_bytes()));
+            let field = |name: &str| {
+                req.headers()
+                    .get(name)
+                    .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+            };
+            let authorization = field("authorization");
+            let host = field("host").or_else(|| {
+                req.uri()
+                    .authority()
+                    .map(|a| Bytes::copy_from_slice(a.as_str().as_bytes()))
+            });
+            let from_browser = ultragate_dataplane::admin::from_browser(
+                field("origin").as_deref(),
+                field("sec-fetch-site").as_deref(),
+            );
             let collect = Limited::new(req.into_body(), MAX_BODY).collect();
             let body = match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
                 Ok(Ok(b)) => b.to_bytes(),
@@ -158,6 +169,8 @@ async fn handle(
                     target,
                     peer: peer.ip(),
                     authorization,
+                    host,
+                    from_browser,
                     body,
                 })
                 .await;

@@ -19,6 +19,11 @@ pub struct AdminRequest {
     pub peer: std::net::IpAddr,
     /// The `Authorization` field, for bearer tokens.
     pub authorization: Option<Bytes>,
+    /// The `Host` field (or the target's authority).
+    pub host: Option<Bytes>,
+    /// It came from a web page: an `Origin` field, or `Sec-Fetch-Site`
+    /// other than `none` (what a browser adds; curl and scripts do not).
+    pub from_browser: bool,
     /// The request body, fully read.
     pub body: Bytes,
 }
@@ -34,6 +39,12 @@ pub struct AdminResponse {
     pub body: Bytes,
     /// The methods the path takes, for a 405's `Allow`.
     pub allow: Option<&'static str>,
+}
+
+/// Whether a call with these `Origin` and `Sec-Fetch-Site` values came
+/// from a web page.
+pub fn from_browser(origin: Option<&[u8]>, fetch_site: Option<&[u8]>) -> bool {
+    origin.is_some() || fetch_site.is_some_and(|v| !v.eq_ignore_ascii_case(b"none"))
 }
 
 /// Answers admin calls; implemented by the control plane.

@@ -670,12 +670,26 @@ pub struct AdminSection {
     /// start and on reload; surrounding whitespace is ignored. Set this or
     /// `token`, not both. Default empty.
     pub token_file: String,
+    /// Host names `/admin/*` answers to besides IP literals and
+    /// `localhost` (a name that resolves to the pod, used on purpose);
+    /// any other `Host` gets 421, so a page that rebinds its own name to
+    /// the node cannot reach the admin API. Default empty.
+    pub hosts: Vec<String>,
 }
 
 /// What `GET /admin/config` shows in place of a secret.
 pub const REDACTED: &str = "<redacted>";
 
 impl AdminSection {
+    /// `hosts`, lowercase, without a trailing dot, as the admin API
+    /// compares them.
+    pub fn host_names(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+            .collect()
+    }
+
     /// The bearer token, from `token` or read from `token_file`; `None`
     /// when neither is set.
     pub fn resolve_token(&self) -> Result<Option<String>, ConfigError> {
@@ -717,6 +731,7 @@ impl Default for AdminSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             token: String::new(),
             token_file: String::new(),
+            hosts: Vec::new(),
         }
     }
 }

@@ -294,6 +294,10 @@ fn run(
         ),
         primary_addrs,
     ));
+    *admin_settings
+        .hosts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = cfg.admin.host_names();
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("ug-control")

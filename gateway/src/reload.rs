@@ -713,6 +713,7 @@ impl Reloader {
         }
         let admin = &self.to.admin;
         *admin.token.lock().unwrap_or_else(|e| e.into_inner()) = token;
+        *admin.hosts.lock().unwrap_or_else(|e| e.into_inner()) = cfg.admin.host_names();
         *admin.origins.lock().unwrap_or_else(|e| e.into_inner()) = origins;
         *admin.config_toml.lock().unwrap_or_else(|e| e.into_inner()) = format!(
             "{}{}",

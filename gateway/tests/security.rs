@@ -330,3 +330,72 @@ fn the_admin_port_bounds_slow_heads_and_connections() {
         "the admin port serves again"
     );
 }
+
+#[test]
+fn admin_calls_only_on_purpose_a_foreign_host_or_a_web_page_is_refused() {
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start_on(
+        "127.0.0.1",
+        &[origin],
+        "",
+        "hosts = [\"gw.internal\"]\n",
+        "",
+    );
+    let admin = format!("http://{}", gw.admin);
+    // DNS rebinding: a page's own name pointed at the node.
+    for base in [admin.clone(), format!("http://{}", gw.data)] {
+        assert_eq!(
+            status(&["-H", "Host: evil.example", &format!("{base}/admin/config")]),
+            421,
+            "{base}"
+        );
+    }
+    assert_eq!(
+        status(&[
+            "-H",
+            &format!("Host: gw.internal:{}", gw.admin.port()),
+            &format!("{admin}/admin/config")
+        ]),
+        200,
+        "a name in [admin] hosts"
+    );
+    // A cross-site form post: refused, the route stays.
+    assert_eq!(
+        status(&[
+            "-X",
+            "POST",
+            "-H",
+            "Origin: http://evil.example",
+            "-H",
+            "Content-Type: text/plain",
+            "-d",
+            "fallback",
+            &format!("{admin}/admin/route"),
+        ]),
+        403
+    );
+    assert_eq!(admin_json(&gw, "/admin/route")["route"], "primary");
+    assert_eq!(
+        status(&[
+            "-X",
+            "POST",
+            "-H",
+            "Sec-Fetch-Site: cross-site",
+            &format!("{admin}/admin/cache/clear"),
+        ]),
+        403
+    );
+    // The runbook's commands, as written, still work.
+    assert_eq!(
+        status(&[
+            "-X",
+            "POST",
+            &format!("http://localhost:{}/admin/cache/clear", gw.admin.port())
+        ]),
+        200
+    );
+    assert_eq!(
+        status(&[&format!("http://localhost:{}/health", gw.admin.port())]),
+        200
+    );
+}

@@ -1772,6 +1772,11 @@ impl Conn {
             target: head.target.to_owned(),
             peer: self.peer,
             authorization: rules::field(head.headers, "authorization").map(Bytes::copy_from_slice),
+            host: rules::field(head.headers, "host").map(Bytes::copy_from_slice),
+            from_browser: crate::admin::from_browser(
+                rules::field(head.headers, "origin"),
+                rules::field(head.headers, "sec-fetch-site"),
+            ),
             body: Bytes::new(),
         };
         let reader = BodyReader::request(head.framing);
