@@ -721,6 +721,16 @@ impl Config {
         if !shown.admin.token.is_empty() {
             shown.admin.token = REDACTED.to_owned();
         }
+        // A webhook's path and query often hold its secret (Slack's do).
+        if let Some(at) = shown.notify.webhook_url.find("://").and_then(|s| {
+            let after = shown.notify.webhook_url.get(s + 3..)?;
+            after.find('/').map(|p| s + 3 + p)
+        }) {
+            shown
+                .notify
+                .webhook_url
+                .replace_range(at.., &format!("/{REDACTED}"));
+        }
         shown
     }
 }
@@ -1094,7 +1104,12 @@ impl Config {
         let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Toml(described(&e)))?;
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            let message = described(e.inner());
+            let message = if key == "admin.token" {
+                // The value may be the secret, mistyped: never echoed.
+                "must be a string (the value is not shown: it is a secret)".to_owned()
+            } else {
+                described(e.inner())
+            };
             if key == "." {
                 ConfigError::Toml(message)
             } else {
@@ -1385,6 +1400,28 @@ mod tests {
     #[test]
     fn empty_file_is_all_defaults() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn secrets_are_never_shown_nor_echoed() {
+        let cfg = Config::parse(
+            "[notify]\nwebhook_url = \"http://relay:8080/hooks/T0/B0/s3cret?k=v\"\n\n[admin]\ntoken = \"t0ken\"\n",
+        )
+        .unwrap();
+        let shown = toml::to_string(&cfg.redacted()).unwrap();
+        assert!(
+            shown.contains("webhook_url = \"http://relay:8080/<redacted>\"")
+                && !shown.contains("s3cret")
+                && !shown.contains("t0ken"),
+            "{shown}"
+        );
+        let err = Config::parse("[admin]\ntoken = 123456789\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("admin.token") && !err.contains("123456789"),
+            "{err}"
+        );
     }
 
     #[test]
