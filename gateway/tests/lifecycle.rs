@@ -663,11 +663,14 @@ fn a_stalled_data_core_makes_health_unhealthy_naming_it() {
         "{health}"
     );
     assert_eq!(component(&gw, "dataplane")["stalled_cores"][0], core);
-    let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", gw.admin)]).stdout)
-        .into_owned();
+    // The gauges follow at the next control round.
+    let series = format!("ultragate_core_stalled{{core=\"{core}\"}} 1");
     assert!(
-        metrics.contains(&format!("ultragate_core_stalled{{core=\"{core}\"}} 1")),
-        "{metrics}"
+        wait_for(Duration::from_secs(2), || {
+            String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", gw.admin)]).stdout)
+                .contains(&series)
+        }),
+        "{series}"
     );
     health_until(&gw, Duration::from_secs(10), |h| {
         h["overall_status"] != "unhealthy"
@@ -730,14 +733,18 @@ fn dpdk_asked_for_but_not_started_is_degraded_with_the_reason() {
     assert_eq!(dataplane["status"], "degraded", "{dataplane}");
     assert_eq!(dataplane["dpdk_wanted"], true);
     assert_eq!(dataplane["backend"], expected_backend());
-    let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", gw.admin)]).stdout)
-        .into_owned();
-    for line in [
-        "ultragate_dataplane_dpdk_wanted 1",
-        "ultragate_dataplane_backend{backend=\"dpdk\"} 0",
-    ] {
-        assert!(metrics.contains(line), "{line} in {metrics}");
-    }
+    // The gauges, as of the next control round.
+    let mut metrics = String::new();
+    assert!(
+        wait_for(Duration::from_secs(2), || {
+            metrics =
+                String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", gw.admin)]).stdout)
+                    .into_owned();
+            metrics.contains("ultragate_dataplane_dpdk_wanted 1")
+                && metrics.contains("ultragate_dataplane_backend{backend=\"dpdk\"} 0")
+        }),
+        "{metrics}"
+    );
     assert!(has_event(
         &gw,
         &format!("serve on kernel networking at {}", gw.data)
