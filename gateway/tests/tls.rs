@@ -682,3 +682,44 @@ fn an_expired_certificate_is_served_with_a_warning_in_health_not_refused() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("name=\"old.test\"} 1577923200"), "{text}");
 }
+
+#[test]
+fn a_panic_in_the_upstream_tls_path_closes_one_connection_and_the_core_goes_on() {
+    let ca = Ca::new("panic");
+    let (mut origin, addr) = python_https_origin(&ca);
+    let gw = Gateway::start(
+        &[addr],
+        "",
+        &format!(
+            "tls = true\ntls_server_name = \"origin.test\"\ntls_ca_file = \"{}\"\n",
+            ca.ca_file()
+        ),
+    );
+    assert!(
+        String::from_utf8_lossy(&curl(&[&gw.url("/before")]).stdout).starts_with("hello over tls")
+    );
+    // The origin's answer names the path: the test hook panics on it in
+    // the endpoint's upstream TLS receive, outside the engine.
+    let out = curl(&[&gw.url("/__ultragate_test/upstream-tls-panic")]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("hello over tls"),
+        "{out:?}"
+    );
+    for i in 0..10 {
+        let out = curl(&[&gw.url(&format!("/after/{i}"))]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("hello over tls from /after/{i}\n"),
+            "the core still serves"
+        );
+    }
+    assert!(
+        wait_for(Duration::from_secs(2), || metric(
+            &gw,
+            "ultragate_panics_total"
+        ) == 1.0),
+        "counted"
+    );
+    let _ = origin.kill();
+    let _ = origin.wait();
+}

@@ -201,6 +201,12 @@ const TLS_QUEUE: usize = 64 * 1024;
 /// Most plaintext sealed into one TLS record.
 const TLS_RECORD: usize = 16 * 1024;
 
+/// Test builds: an upstream TLS response carrying this panics in the
+/// endpoint's upstream TLS path (outside the engine), for the test that
+/// the core's panic boundary holds there too.
+#[cfg(feature = "test-hooks")]
+pub const TEST_UPSTREAM_TLS_PANIC: &[u8] = b"/__ultragate_test/upstream-tls-panic";
+
 /// The answer to a plain HTTP request sent to the TLS port, in plain text.
 const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 51\r\nConnection: close\r\n\r\nThis port speaks HTTPS: send the request over TLS.\n";
 
@@ -353,10 +359,16 @@ impl Endpoint {
     /// also when no TLS listener is configured.
     pub fn accept_tls(&mut self, now: Instant, peer: SocketAddr) -> Option<ClientId> {
         let server = self.parts.tls.as_ref()?;
-        let session = match server.session() {
-            Ok(s) => s,
-            Err(e) => {
+        // The session's set-up is per-connection work too: a panic there
+        // refuses this connection only.
+        let session = match catch_unwind(AssertUnwindSafe(|| server.session())) {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot start a TLS session");
+                return None;
+            }
+            Err(payload) => {
+                crate::driver::contained_panic(&self.parts.status, Some(peer), &*payload);
                 return None;
             }
         };
@@ -399,9 +411,56 @@ impl Endpoint {
         Some(id)
     }
 
-    /// Takes what happened on the transport at `now`.
+    /// Takes what happened on the transport at `now`, inside the core's
+    /// panic boundary: whatever runs for one connection (its engine, its
+    /// TLS session, its upstream's) a panic closes that connection only,
+    /// logged with the peer and counted; the core goes on.
     pub fn handle(&mut self, now: Instant, event: Event<'_>) {
         self.last_now = now;
+        let owner = self.owner(&event);
+        let run = catch_unwind(AssertUnwindSafe(|| self.dispatch(now, event)));
+        if let Err(payload) = run {
+            let (client, upstream) = owner;
+            let peer = client.and_then(|id| self.clients.get(id.idx, id.gen).map(|c| c.peer));
+            crate::driver::contained_panic(&self.parts.status, peer, &*payload);
+            match (client, upstream) {
+                (Some(id), _) => self.close_client(id, true),
+                (None, Some(u)) => self.close_upstream(u),
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// The client connection an event is for (an upstream's: the client it
+    /// serves), and the upstream connection when it is one's.
+    fn owner(&self, event: &Event<'_>) -> (Option<ClientId>, Option<UpstreamId>) {
+        let up = match event {
+            Event::ClientBytes(id, _)
+            | Event::ClientEof(id)
+            | Event::ClientWritten(id, _)
+            | Event::ClientError(id)
+            | Event::ClientClosed(id)
+            | Event::AdminAnswer(id, _) => return (Some(*id), None),
+            Event::Connected(u)
+            | Event::ConnectFailed(u)
+            | Event::UpstreamBytes(u, _)
+            | Event::UpstreamWritten(u, _)
+            | Event::UpstreamSent(u)
+            | Event::UpstreamEof(u)
+            | Event::UpstreamError(u)
+            | Event::UpstreamClosed(u) => *u,
+            Event::Timer | Event::Drain => return (None, None),
+        };
+        let client = match self.up_state(up) {
+            Some(UpState::Connecting(id) | UpState::Handshaking(id) | UpState::Attached(id)) => {
+                Some(id)
+            }
+            _ => None,
+        };
+        (client, Some(up))
+    }
+
+    fn dispatch(&mut self, now: Instant, event: Event<'_>) {
         match event {
             Event::ClientBytes(id, data) if self.is_tls(id) => self.tls_bytes(id, now, data),
             Event::ClientBytes(id, data) => self.on_client(id, now, |c| c.recv_client(now, data)),
@@ -691,6 +750,13 @@ impl Endpoint {
             return;
         };
         let got = session.recv(data, &mut |p| plain.extend_from_slice(p));
+        #[cfg(feature = "test-hooks")]
+        if plain
+            .windows(TEST_UPSTREAM_TLS_PANIC.len())
+            .any(|w| w == TEST_UPSTREAM_TLS_PANIC)
+        {
+            panic!("test hook: a panic in the upstream TLS path");
+        }
         match (state, got) {
             (UpState::Handshaking(id), Ok(Some(_))) => {
                 self.attach(now, u, id);
