@@ -341,6 +341,11 @@ pub fn get_status(addr: SocketAddr, path: &str) -> u16 {
     if s.write_all(req.as_bytes()).is_err() {
         return 0;
     }
+    read_status(&mut s)
+}
+
+/// Reads a response to its end; its status, or 0.
+fn read_status(s: &mut TcpStream) -> u16 {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     std::str::from_utf8(out.get(9..12).unwrap_or_default())
@@ -378,12 +383,7 @@ pub fn get_from(from: [u8; 4], addr: SocketAddr, path: &str, gap: Option<Duratio
     {
         return 0;
     }
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    std::str::from_utf8(out.get(9..12).unwrap_or_default())
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    read_status(&mut s)
 }
 
 /// Clients at several source addresses, each asking for its paths in turn
