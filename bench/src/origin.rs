@@ -7,6 +7,7 @@
 //! | `size=N` | body of N bytes, at most 8 MiB (default `--body-size`) |
 //! | `chunked=1` | chunked transfer coding instead of Content-Length |
 //! | `cache=VALUE` | `Cache-Control: VALUE` |
+//! | `type=VALUE` | `Content-Type: VALUE` (default `text/plain`) |
 //! | `status=N` | status code N |
 //! | `delay_ms=N` | wait N ms before answering |
 //! | `close=1` | `Connection: close`, then close |
@@ -19,6 +20,7 @@
 //! with `ok`, and `/__origin/delay?ms=N` sets the latency of every later
 //! answer (a fault injected into a running origin; `--health-fast` keeps
 //! `/health` undelayed). `--error-every K` turns every K-th request into a 500.
+//! `--decode-paths` reads paths as nginx does (escapes decoded, dots resolved).
 
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -53,6 +55,11 @@ pub struct OriginArgs {
     /// Name sent in the `X-Origin` header, to tell origins apart.
     #[arg(long, default_value = "origin")]
     name: String,
+    /// Read the path as nginx does before choosing what to serve: every
+    /// escape decoded (`%2F` included), `//` merged, dot segments
+    /// resolved. The origin a gateway must not disagree with.
+    #[arg(long)]
+    decode_paths: bool,
 }
 
 /// Largest request head accepted, in bytes.
@@ -173,7 +180,14 @@ async fn respond(
             .await?;
         return Ok(false);
     }
-    let path = t.split('?').next().unwrap_or("");
+    let raw_path = t.split('?').next().unwrap_or("");
+    let decoded;
+    let path = if state.args.decode_paths {
+        decoded = resolve_path(&percent_decode(raw_path));
+        decoded.as_str()
+    } else {
+        raw_path
+    };
     let injected = state.args.error_every > 0 && n.is_multiple_of(state.args.error_every);
     let mut status: u16 = query(t, "status")
         .and_then(|v| v.parse().ok())
@@ -224,8 +238,9 @@ async fn respond(
             "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n",
         );
     }
+    let content_type = query(t, "type").map_or_else(|| "text/plain".into(), percent_decode);
     head.push_str(&format!(
-        "HTTP/1.1 {status} {}\r\nX-Origin: {}\r\nContent-Type: text/plain\r\n",
+        "HTTP/1.1 {status} {}\r\nX-Origin: {}\r\nContent-Type: {content_type}\r\n",
         reason(status),
         state.args.name
     ));
@@ -271,19 +286,39 @@ async fn respond(
 }
 
 /// Decodes `%XX` escapes and `+` of a query value.
+/// A decoded path with `//` merged and dot segments resolved, clamped at
+/// the root, as nginx reads it.
+fn resolve_path(path: &str) -> String {
+    let mut segs: Vec<&str> = Vec::new();
+    for seg in path.split(['/', '\\']) {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    format!("/{}", segs.join("/"))
+}
+
 fn percent_decode(v: &str) -> String {
     let b = v.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => match u8::from_str_radix(&v[i + 1..i + 3], 16) {
-                Ok(c) => {
+            b'%' => match b.get(i + 1..i + 3).and_then(|h| {
+                std::str::from_utf8(h)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            }) {
+                Some(c) => {
                     out.push(c);
                     i += 3;
                     continue;
                 }
-                Err(_) => out.push(b'%'),
+                None => out.push(b'%'),
             },
             b'+' => out.push(b' '),
             c => out.push(c),

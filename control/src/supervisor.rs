@@ -870,6 +870,7 @@ mod tests {
             epoch: (Instant::now(), SystemTime::now()),
             access: None,
             routes: Default::default(),
+            paths: Default::default(),
         });
         let pool = |p: u16| {
             PoolSpec::new(

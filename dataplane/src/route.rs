@@ -58,10 +58,69 @@ pub struct RouteSpec {
     pub pool: usize,
     /// Whether its responses are looked up in and stored to the cache.
     pub cache: bool,
-    /// The freshness its stored responses get, whatever they say (a
-    /// response without any becomes storable; `no-store`, `private`,
-    /// `Set-Cookie` and the like still keep one out).
-    pub cache_ttl: Option<Duration>,
+    /// The freshness its stored responses get, whatever they say, for
+    /// the content types it names.
+    pub cache_ttl: Option<TtlOverride>,
+}
+
+/// A route's `cache_ttl_override_s`: the freshness its stored responses
+/// get, whatever they say (a response without any becomes storable;
+/// `no-store`, `private`, `Set-Cookie` and the like still keep one out).
+/// Only for the content types it names, like Cloudflare's cache
+/// deception armour: a page the origin served in place of an asset (a
+/// path it read differently) is no asset type, and keeps its own rules.
+#[derive(Debug, Clone)]
+pub struct TtlOverride {
+    /// The freshness.
+    pub ttl: Duration,
+    /// Media types (`text/css`) or whole top-level types (`image/*`),
+    /// lowercase.
+    pub content_types: Arc<[Box<str>]>,
+}
+
+/// `cache_ttl_override_types`' default: static assets, never HTML or an
+/// API's JSON.
+pub const ASSET_TYPES: [&str; 8] = [
+    "text/css",
+    "text/javascript",
+    "application/javascript",
+    "application/wasm",
+    "image/*",
+    "font/*",
+    "audio/*",
+    "video/*",
+];
+
+impl TtlOverride {
+    /// The override of `ttl` for `content_types`.
+    pub fn new<S: AsRef<str>>(ttl: Duration, content_types: &[S]) -> TtlOverride {
+        TtlOverride {
+            ttl,
+            content_types: content_types
+                .iter()
+                .map(|t| t.as_ref().trim().to_ascii_lowercase().into_boxed_str())
+                .collect(),
+        }
+    }
+
+    /// Whether a response of `content_type` (the field's value) gets it;
+    /// one without a `Content-Type` never does.
+    pub fn applies_to(&self, content_type: Option<&[u8]>) -> bool {
+        let Some(v) = content_type else {
+            return false;
+        };
+        let media = v.split(|&b| b == b';').next().unwrap_or_default();
+        let media = crate::http::trim(media);
+        self.content_types
+            .iter()
+            .any(|t| match t.strip_suffix('*') {
+                Some(top) => {
+                    media.len() > top.len()
+                        && media[..top.len()].eq_ignore_ascii_case(top.as_bytes())
+                }
+                None => media.eq_ignore_ascii_case(t.as_bytes()),
+            })
+    }
 }
 
 /// The routes of one configuration.
@@ -105,31 +164,55 @@ impl Routes {
     }
 
     /// The route of a request for `path` by `method`, whose host (the
-    /// `Host` field or the target's authority) is `host`; `None` when no
-    /// route takes it.
-    pub fn find(&self, host: &[u8], path: &str, method: &str) -> Option<usize> {
+    /// `Host` field or the target's authority) is `host`.
+    ///
+    /// The most specific host and path prefix choose; among routes as
+    /// specific as that, the first (in config order) whose methods take
+    /// `method`. When none of them does, the request is refused with
+    /// their methods as `Allow`: a less specific route (a catch-all) never
+    /// takes a method the specific one does not allow.
+    pub fn find(&self, host: &[u8], path: &str, method: &str) -> RouteMatch {
         if self.implicit {
-            return Some(0);
+            return match self.routes.first() {
+                Some(r) if r.allows(method) => RouteMatch::Route(0),
+                Some(r) => RouteMatch::MethodNotAllowed(r.allowed().collect::<Vec<_>>().join(", ")),
+                None => RouteMatch::None,
+            };
         }
         let host = normalize_host(host);
-        // ((host rank, prefix length), index) of the best so far.
-        let mut best: Option<(Specificity, usize)> = None;
-        for (i, r) in self.routes.iter().enumerate() {
+        // (host rank, prefix length) of the most specific match.
+        let mut best: Option<Specificity> = None;
+        for r in &self.routes {
             let Some(rank) = r.host.rank(&host) else {
                 continue;
             };
-            if !path.starts_with(r.path_prefix.as_str())
-                || !(r.methods.is_empty() || r.methods.iter().any(|m| m == method))
-            {
+            if !path.starts_with(r.path_prefix.as_str()) {
                 continue;
             }
-            // Strictly better only: the first of equals wins.
             let key = (rank, r.path_prefix.len());
-            if best.is_none_or(|(b, _)| key > b) {
-                best = Some((key, i));
+            if best.is_none_or(|b| key > b) {
+                best = Some(key);
             }
         }
-        best.map(|(_, i)| i)
+        let Some(best) = best else {
+            return RouteMatch::None;
+        };
+        let mut tied =
+            self.routes.iter().enumerate().filter(|(_, r)| {
+                r.host.rank(&host) == Some(best.0) && r.path_prefix.len() == best.1
+            });
+        if let Some((i, _)) = tied.clone().find(|(_, r)| r.allows(method)) {
+            return RouteMatch::Route(i);
+        }
+        let mut allow: Vec<&str> = Vec::new();
+        for (_, r) in &mut tied {
+            for m in r.allowed() {
+                if !allow.contains(&m) {
+                    allow.push(m);
+                }
+            }
+        }
+        RouteMatch::MethodNotAllowed(allow.join(", "))
     }
 
     /// Route `i`.
@@ -145,6 +228,51 @@ impl Routes {
     /// Whether the routes are the implicit default.
     pub fn is_implicit(&self) -> bool {
         self.implicit
+    }
+}
+
+/// What [`Routes::find`] found for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// The route that takes it, by index.
+    Route(usize),
+    /// The most specific routes for its host and path do not take its
+    /// method: 405, with these methods as `Allow`.
+    MethodNotAllowed(String),
+    /// No route takes its host and path: 404.
+    None,
+}
+
+/// The methods a route with no `methods` takes: every one but TRACE,
+/// which echoes the request (cookies included) and is taken only where a
+/// route lists it.
+const ANY_METHOD: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
+impl RouteSpec {
+    /// Whether the route takes `method`: one of its `methods` (`HEAD`
+    /// with `GET`, as nginx's `limit_except` does), or any but TRACE when
+    /// it lists none (an extension method included).
+    pub fn allows(&self, method: &str) -> bool {
+        if self.methods.is_empty() {
+            return method != "TRACE";
+        }
+        self.methods
+            .iter()
+            .any(|m| m == method || (method == "HEAD" && m == "GET"))
+    }
+
+    /// The methods it takes, for `Allow`.
+    fn allowed(&self) -> impl Iterator<Item = &str> + Clone {
+        let listed = self.methods.iter().map(String::as_str);
+        let head =
+            self.methods.iter().any(|m| m == "GET") && !self.methods.iter().any(|m| m == "HEAD");
+        let any = self
+            .methods
+            .is_empty()
+            .then_some(ANY_METHOD.iter().copied());
+        listed
+            .chain(head.then_some("HEAD"))
+            .chain(any.into_iter().flatten())
     }
 }
 
@@ -181,10 +309,10 @@ mod tests {
     }
 
     fn name<'a>(routes: &'a Routes, host: &str, path: &str, method: &str) -> Option<&'a str> {
-        routes
-            .find(host.as_bytes(), path, method)
-            .and_then(|i| routes.get(i))
-            .map(|r| &*r.name)
+        match routes.find(host.as_bytes(), path, method) {
+            RouteMatch::Route(i) => routes.get(i).map(|r| &*r.name),
+            _ => None,
+        }
     }
 
     #[test]
@@ -239,12 +367,57 @@ mod tests {
             "config order breaks ties"
         );
         assert_eq!(name(&routes, "h", "/other", "GET"), None, "no route");
+        assert_eq!(
+            routes.find(b"h", "/api/x", "TRACE"),
+            RouteMatch::MethodNotAllowed("POST, PUT, GET, HEAD, DELETE, PATCH, OPTIONS".into()),
+            "TRACE only where a route lists it"
+        );
         let assets = Routes::new(vec![route("assets", None, "/assets/", &[])]);
         assert_eq!(
             name(&assets, "h", "/assets", "GET"),
             None,
             "a prefix, not a segment"
         );
+    }
+
+    #[test]
+    fn a_catch_all_does_not_take_a_method_the_specific_route_refuses() {
+        let routes = Routes::new(vec![
+            route("everything", None, "/", &[]),
+            route("read-only", None, "/assets/", &["GET"]),
+            route("echo", None, "/debug/", &["TRACE"]),
+        ]);
+        assert_eq!(
+            name(&routes, "h", "/assets/a.css", "HEAD"),
+            Some("read-only")
+        );
+        assert_eq!(
+            routes.find(b"h", "/assets/a.css", "DELETE"),
+            RouteMatch::MethodNotAllowed("GET, HEAD".into())
+        );
+        assert_eq!(name(&routes, "h", "/other", "DELETE"), Some("everything"));
+        assert_eq!(name(&routes, "h", "/debug/x", "TRACE"), Some("echo"));
+        assert_eq!(
+            routes.find(b"h", "/x", "TRACE"),
+            RouteMatch::MethodNotAllowed("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS".into())
+        );
+    }
+
+    #[test]
+    fn a_ttl_override_takes_the_types_it_names() {
+        let t = TtlOverride::new(Duration::from_secs(1), &ASSET_TYPES);
+        for ct in [
+            "text/css",
+            "Image/PNG",
+            "font/woff2",
+            "text/javascript; charset=utf-8",
+        ] {
+            assert!(t.applies_to(Some(ct.as_bytes())), "{ct}");
+        }
+        for ct in ["text/html", "application/json", "image/", "text/cssx", ""] {
+            assert!(!t.applies_to(Some(ct.as_bytes())), "{ct}");
+        }
+        assert!(!t.applies_to(None));
     }
 
     #[test]

@@ -84,6 +84,7 @@ fn endpoint(cache: bool, t0: Instant) -> Endpoint {
         epoch: (t0, SystemTime::now()),
         access: None,
         routes: Default::default(),
+        paths: Default::default(),
     });
     let origin = vec![SocketAddr::from(([127, 0, 0, 1], 9))];
     let live = Arc::new(Live::new(

@@ -81,6 +81,7 @@ fn a_warm_cache_hit_allocates_nothing() {
         epoch: (t0, SystemTime::now()),
         access: None,
         routes: Default::default(),
+        paths: Default::default(),
     });
     let status = Arc::new(DataplaneStatus::default());
     status.set_serving(true);

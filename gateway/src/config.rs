@@ -232,11 +232,25 @@ pub struct RouteConfig {
     #[serde(default = "yes")]
     pub cache: bool,
     /// The freshness, in seconds, of what it stores, whatever the
-    /// responses say (one without any becomes storable; `no-store`,
-    /// `private` and `Set-Cookie` still keep a response out). Default
-    /// none: the responses' own.
+    /// responses say (one without any becomes storable, unless its
+    /// request carried `Cookie` or `Authorization`; `no-store`, `private`
+    /// and `Set-Cookie` still keep a response out), for the content types
+    /// of `cache_ttl_override_types`. Default none: the responses' own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_ttl_override_s: Option<u64>,
+    /// The `Content-Type`s `cache_ttl_override_s` applies to: media types
+    /// (`text/css`) or top-level types (`image/*`). Default: static
+    /// assets (CSS, JavaScript, WebAssembly, images, fonts, audio,
+    /// video), never HTML or JSON.
+    #[serde(default = "asset_types")]
+    pub cache_ttl_override_types: Vec<String>,
+}
+
+fn asset_types() -> Vec<String> {
+    ultragate_dataplane::route::ASSET_TYPES
+        .iter()
+        .map(|t| t.to_string())
+        .collect()
 }
 
 fn slash() -> String {
@@ -623,6 +637,26 @@ pub struct ApiGateway {
     /// Most client connections one data core serves at once (at most
     /// 1048576); more get a `503` and are closed. Default 16384.
     pub max_connections_per_core: usize,
+    /// Read `//` in a path as `/` before routing, keying and forwarding.
+    /// Default `false` (empty segments are kept, as RFC 3986 says).
+    pub merge_slashes: bool,
+    /// What becomes of `%2F`, `%5C` and `\` in a path: `reject` (400),
+    /// `keep` (forwarded as sent; only for origins that never decode
+    /// them) or `decode` (read as `/`). Default `reject`.
+    pub escaped_slashes: EscapedSlashesName,
+}
+
+/// The values of `[api_gateway] escaped_slashes`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EscapedSlashesName {
+    /// 400.
+    #[default]
+    Reject,
+    /// Forwarded as sent.
+    Keep,
+    /// Read as `/`.
+    Decode,
 }
 
 /// The values of `[api_gateway] io_backend`.
@@ -652,6 +686,8 @@ impl Default for ApiGateway {
             drain_timeout_ms: 10_000,
             io_backend: IoBackendName::Auto,
             max_connections_per_core: 16_384,
+            merge_slashes: false,
+            escaped_slashes: EscapedSlashesName::Reject,
         }
     }
 }

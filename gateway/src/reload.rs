@@ -26,10 +26,11 @@ use ultragate_control::timeline::{Audit, AuditSink, Timeline};
 use ultragate_control::tls::TlsControl;
 use ultragate_dataplane::access::{AccessLog, AccessSink};
 use ultragate_dataplane::cache::{Cache, CacheConfig};
+use ultragate_dataplane::http::path::{EscapedSlashes, PathRules};
 use ultragate_dataplane::http::request::RequestLimits;
 use ultragate_dataplane::live::{Live, PoolSpec, Settings};
 use ultragate_dataplane::proxy::EngineConfig;
-use ultragate_dataplane::route::{HostMatch, RouteSpec, Routes};
+use ultragate_dataplane::route::{HostMatch, RouteSpec, Routes, TtlOverride};
 use ultragate_dataplane::tls::UpstreamTls;
 
 /// Changed keys under these prefixes take effect only after a restart.
@@ -132,6 +133,20 @@ pub fn engine_config(
         epoch,
         access: Some(access.clone()),
         routes: Arc::new(routes(cfg)),
+        paths: path_rules(&cfg.api_gateway),
+    }
+}
+
+/// How the data plane normalises paths under `[api_gateway]`.
+fn path_rules(g: &ultragate::config::ApiGateway) -> PathRules {
+    use ultragate::config::EscapedSlashesName as Name;
+    PathRules {
+        merge_slashes: g.merge_slashes,
+        escaped_slashes: match g.escaped_slashes {
+            Name::Reject => EscapedSlashes::Reject,
+            Name::Keep => EscapedSlashes::Keep,
+            Name::Decode => EscapedSlashes::Decode,
+        },
     }
 }
 
@@ -150,7 +165,9 @@ pub fn routes(cfg: &Config) -> Routes {
                 upstream: Arc::from(r.upstream.as_str()),
                 pool: names.iter().position(|n| *n == r.upstream).unwrap_or(0),
                 cache: r.cache,
-                cache_ttl: r.cache_ttl_override_s.map(Duration::from_secs),
+                cache_ttl: r
+                    .cache_ttl_override_s
+                    .map(|s| TtlOverride::new(Duration::from_secs(s), &r.cache_ttl_override_types)),
             })
             .collect(),
     )

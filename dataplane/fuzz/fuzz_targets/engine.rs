@@ -144,7 +144,7 @@ fn routes() -> Routes {
             upstream: Arc::from("primary"),
             pool: 0,
             cache,
-            cache_ttl: ttl,
+            cache_ttl: ttl.map(|t| ultragate_dataplane::route::TtlOverride::new(t, &["text/*"])),
         };
     Routes::new(vec![
         route("exact", Some("origin"), "/", &[], true, None),
@@ -181,6 +181,7 @@ impl Harness {
             epoch: (now, SystemTime::now()),
             access: None,
             routes: Arc::new(if routed { routes() } else { Routes::default() }),
+            paths: Default::default(),
         });
         let status = Arc::new(DataplaneStatus::default());
         status.set_serving(true);

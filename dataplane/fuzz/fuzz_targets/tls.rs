@@ -71,6 +71,7 @@ fn endpoint(now: Instant, status: Arc<DataplaneStatus>) -> Endpoint {
         epoch: (now, SystemTime::now()),
         access: None,
         routes: Default::default(),
+        paths: Default::default(),
     });
     let pool = || {
         PoolSpec::new(

@@ -27,6 +27,7 @@ pub(super) fn engine(epoch: Instant) -> Arc<EngineConfig> {
         epoch: (epoch, SystemTime::UNIX_EPOCH),
         access: None,
         routes: Default::default(),
+        paths: Default::default(),
     })
 }
 

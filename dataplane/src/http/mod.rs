@@ -7,6 +7,7 @@
 
 pub mod chunked;
 pub mod fields;
+pub mod path;
 pub mod request;
 pub mod response;
 

@@ -126,8 +126,13 @@ pub struct RequestHead<'h, 'b> {
     pub method: Method,
     /// The method's token as sent (forwarded as it is).
     pub method_name: &'b str,
-    /// The request target, as sent (origin-form, absolute-form or `*`).
+    /// The request target in origin-form (`/path?query`; an
+    /// absolute-form target's path, RFC 9112 §3.2.2) or `*`.
     pub target: &'b str,
+    /// The host the request is for: an absolute-form target's authority
+    /// (which overrides the `Host` field), else the `Host` field, else
+    /// empty. Checked to be a host and optional port, nothing else.
+    pub host: &'b [u8],
     /// The client's protocol version.
     pub version: Version,
     /// All fields in the order received.
@@ -181,17 +186,21 @@ impl<'h, 'b> RequestHead<'h, 'b> {
             ));
         }
         let method = Method::from_token(method_name);
-        check_target(method, target)?;
+        let (authority, target) = split_target(method, target)?;
         let framing = request_framing(headers, version, limits)?;
         let mut hosts = headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("host"));
-        match (hosts.next(), hosts.next()) {
+        let host = match (hosts.next(), hosts.next()) {
             (_, Some(_)) => return Err(RequestError::Malformed("more than one Host field")),
             (None, None) if version == Version::Http11 => {
                 return Err(RequestError::Malformed("missing Host field"))
             }
-            _ => {}
+            (field, _) => field.map_or(&[][..], |h| trim(h.value)),
+        };
+        let host = authority.map_or(host, str::as_bytes);
+        if !is_host(host) {
+            return Err(RequestError::Malformed("invalid Host"));
         }
         let connection = ConnectionOptions::from_headers(headers);
         // Only a Connection that names fields can name a protected one.
@@ -214,6 +223,7 @@ impl<'h, 'b> RequestHead<'h, 'b> {
             method,
             method_name,
             target,
+            host,
             version,
             headers,
             framing,
@@ -245,20 +255,79 @@ fn parse_error_reason(e: httparse::Error) -> &'static str {
     }
 }
 
-fn check_target(method: Method, target: &str) -> Result<(), RequestError> {
+/// The authority of an absolute-form target (none for the other forms)
+/// and the target in origin-form: a path, a `?query` (normalised to
+/// `/?query` later) or `*`.
+fn split_target(method: Method, target: &str) -> Result<(Option<&str>, &str), RequestError> {
     // Compared as bytes: the target is peer-controlled UTF-8, and a `str`
     // cut inside a multi-byte character panics.
     let t = target.as_bytes();
     let scheme = |s: &[u8]| t.len() > s.len() && t[..s.len()].eq_ignore_ascii_case(s);
-    let absolute = scheme(b"http://") || scheme(b"https://");
+    let rest = if scheme(b"http://") {
+        target.get(7..)
+    } else if scheme(b"https://") {
+        target.get(8..)
+    } else {
+        None
+    };
+    if let Some(rest) = rest {
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        // userinfo is deprecated and an error to a recipient (RFC 9110
+        // §4.2.4); an empty authority is invalid for http(s).
+        if authority.is_empty() || authority.contains('@') {
+            return Err(RequestError::Malformed("invalid authority in the target"));
+        }
+        let path = if path.is_empty() { "/" } else { path };
+        return Ok((Some(authority), path));
+    }
     // Asterisk-form: OPTIONS (RFC 9112 §3.2.4), and extension methods that
     // use it (SSDP's `M-SEARCH *`).
     let asterisk = target == "*" && matches!(method, Method::Options | Method::Other);
-    if target.starts_with('/') || absolute || asterisk {
-        Ok(())
+    if target.starts_with('/') || asterisk {
+        Ok((None, target))
     } else {
         Err(RequestError::Malformed("invalid request target"))
     }
+}
+
+/// RFC 3986 §3.2.2 `host [ ":" port ]`, strictly: a registered name of
+/// letters, digits, `-`, `.` and `_` without an empty label, or a
+/// bracketed IPv6 literal; a port of up to five digits. Empty is allowed
+/// (RFC 9110 §7.2: a target without an authority). Anything else could
+/// key or route one request two ways.
+fn is_host(host: &[u8]) -> bool {
+    let (name, port) = match host.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(close) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let (literal, after) = rest.split_at(close);
+            let ok = !literal.is_empty()
+                && literal
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            if !ok {
+                return false;
+            }
+            match after.get(1..) {
+                Some([]) | None => return true,
+                Some([b':', port @ ..]) => (&b"x"[..], Some(port)),
+                Some(_) => return false,
+            }
+        }
+        None => match host.iter().position(|&b| b == b':') {
+            Some(i) => (&host[..i], host.get(i + 1..)),
+            None => (host, None),
+        },
+    };
+    let name_ok = name
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && !name.starts_with(b".")
+        && !name.windows(2).any(|w| w == b"..");
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+    name_ok && port_ok
 }
 
 /// Decides the body framing of a request, refusing every ambiguous form

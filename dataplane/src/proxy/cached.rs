@@ -10,6 +10,7 @@ use crate::cache::{url_key, url_parts, Cache, Claim, Scheme, Stored, Waiting};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::http::{list_members, trim, Framing};
+use crate::route::TtlOverride;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -47,6 +48,9 @@ pub(super) enum Decision {
 pub(super) struct RequestFacts {
     pub cc: CacheControl,
     pub authorization: bool,
+    /// The request carried a `Cookie`: a response without freshness of
+    /// its own is not given the route's.
+    pub cookie: bool,
     pub url_len: usize,
     /// The request's `Connection` names fields, which are not forwarded:
     /// a response that varies may then not be stored.
@@ -66,11 +70,12 @@ pub(super) fn decide(
 ) -> (Decision, RequestFacts) {
     let cc = CacheControl::parse(head.headers);
     let authorization = rules::field(head.headers, "authorization").is_some();
-    let host = rules::field(head.headers, "host").unwrap_or_default();
-    let url_len = url_key(key, scheme, host, head.target.as_bytes());
+    let cookie = rules::field(head.headers, "cookie").is_some();
+    let url_len = url_key(key, scheme, head.host, head.target.as_bytes());
     let facts = RequestFacts {
         cc,
         authorization,
+        cookie,
         url_len,
         connection_names_fields: head.connection.names_fields,
     };
@@ -198,8 +203,8 @@ pub(super) struct CacheFetch {
     /// When the request left, for the age of the response.
     pub sent_wall: SystemTime,
     /// The route's freshness for what it stores, whatever the response
-    /// says (`cache_ttl_override_s`).
-    pub ttl_override: Option<Duration>,
+    /// says (`cache_ttl_override_s`), for the content types it names.
+    pub ttl_override: Option<TtlOverride>,
 }
 
 impl Drop for CacheFetch {
@@ -298,9 +303,17 @@ impl CacheFetch {
             &cc,
             now_wall,
         );
-        // The route's TTL gives freshness to a response without any.
+        // The route's TTL, for the types it names: it gives freshness to a
+        // response without any, unless the request carried credentials (a
+        // personal page the origin sent without cache headers).
+        let ttl = self
+            .ttl_override
+            .as_ref()
+            .filter(|o| o.applies_to(rules::field(resp.headers, "content-type")))
+            .map(|o| o.ttl);
+        let credentials = self.facts.cookie || self.facts.authorization;
         let verdict = match verdict {
-            Err(NotStored::NoFreshness) if self.ttl_override.is_some() => Ok(()),
+            Err(NotStored::NoFreshness) if ttl.is_some() && !credentials => Ok(()),
             v => v,
         };
         if let Err(why) = verdict {
@@ -327,7 +340,7 @@ impl CacheFetch {
             .duration_since(self.sent_wall)
             .unwrap_or(Duration::ZERO);
         let mut meta = meta_of(resp, &cc, now_wall, delay);
-        if let Some(ttl) = self.ttl_override {
+        if let Some(ttl) = ttl {
             meta.lifetime = ttl.as_secs();
         }
         let vary = vary_names_of(resp.headers);

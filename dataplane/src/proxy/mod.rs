@@ -18,10 +18,11 @@ use crate::cache::entry::Entry;
 use crate::cache::range::{self, Ranges};
 use crate::cache::verdict::{Forwarded, Served};
 use crate::cache::{rules, Cache, Scheme, Waiting};
+use crate::http::path::{self, PathBuf, PathRules};
 use crate::http::request::{Method, RequestHead, RequestLimits};
 use crate::http::response::ResponseHead;
 use crate::http::{Framing, Version, MAX_HEADERS};
-use crate::route::Routes;
+use crate::route::{RouteMatch, Routes};
 use crate::stats::{CacheResult, Completion};
 use crate::status::DataplaneStatus;
 use body::BodyReader;
@@ -111,6 +112,8 @@ pub struct EngineConfig {
     pub access: Option<Arc<AccessLog>>,
     /// Which route (and so which upstream pool) takes a request.
     pub routes: Arc<Routes>,
+    /// How request paths are normalised before anything reads them.
+    pub paths: PathRules,
 }
 
 impl EngineConfig {
@@ -279,8 +282,7 @@ impl AccessDraft {
                     .and_then(|b| std::str::from_utf8(b).ok())
             })
             .unwrap_or("");
-        let host_bytes = field("host").unwrap_or_else(|| authority(head.target).as_bytes());
-        let host = String::from_utf8_lossy(host_bytes);
+        let host = String::from_utf8_lossy(head.host);
         // Bounded: a client's long field costs the log no more.
         let bounded = |name| {
             let v = field(name).unwrap_or_default();
@@ -431,13 +433,6 @@ fn micros(d: Duration) -> u64 {
     d.as_micros() as u64
 }
 
-/// The authority of an absolute-form target (`http://host/…`), or empty.
-fn authority(target: &str) -> &str {
-    target
-        .split_once("://")
-        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""))
-}
-
 /// The fields a response gets besides its own: the connection field, and
 /// the request's `X-Request-Id` while the access log records it.
 // Lives on the stack for one call: boxing the large variant would
@@ -505,6 +500,8 @@ pub struct Conn {
     cache: Option<Arc<Cache>>,
     /// Scratch space for cache keys, reused across requests.
     key_buf: Vec<u8>,
+    /// Scratch space for rewritten paths, reused across requests.
+    paths: PathBuf,
     /// Until when the current request may wait for another fetch.
     coalesce_until: Option<Instant>,
     /// When the request being answered started (its first byte).
@@ -583,6 +580,7 @@ impl Conn {
             status,
             cache,
             key_buf: Vec::new(),
+            paths: PathBuf::default(),
             coalesce_until: None,
             req_started: now,
             served_since: now,
@@ -1617,9 +1615,20 @@ impl Conn {
         // The input is lent out while its head is borrowed: the phases
         // below never read it.
         let input = std::mem::take(&mut self.input);
+        let mut paths = std::mem::take(&mut self.paths);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let next = match RequestHead::parse(&input, &mut headers, &self.cfg.limits) {
-            Ok(Some(head)) => self.route_request(now, &head, &input[..head.head_len]),
+            Ok(Some(head)) => match path::normalize(head.target, &self.cfg.paths, &mut paths) {
+                // From here on the request is its normalised form alone.
+                Ok(target) => {
+                    let head = RequestHead { target, ..head };
+                    self.route_request(now, &head, &input[..head.head_len])
+                }
+                Err(e) => {
+                    self.fail(now, 400, &e.to_string());
+                    Next::Stop
+                }
+            },
             Ok(None) => Next::Stop,
             Err(e) => {
                 self.fail(now, e.status(), &e.to_string());
@@ -1627,6 +1636,7 @@ impl Conn {
             }
         };
         self.input = input;
+        self.paths = paths;
         match next {
             Next::Stop => false,
             Next::Started { head_len } => {
@@ -1665,30 +1675,18 @@ impl Conn {
             return self.start_admin(now, head, close);
         }
         self.open_access(now, head);
-        let routes = &self.cfg.routes;
-        let route = if routes.is_implicit() {
-            Some(0)
-        } else {
-            let host = rules::field(head.headers, "host")
-                .unwrap_or_else(|| authority(head.target).as_bytes());
-            routes.find(host, path, head.method_name)
-        };
-        let Some(route) = route else {
-            let msg = "no route takes this request (host, path and method)";
-            local::write_error(
-                self.output.tail(),
-                404,
-                msg,
-                close,
-                head.method == Method::Head,
-                "",
-            );
-            self.complete(now, 404, CacheResult::None, false, false);
-            return Next::Answered {
-                head_len: head.head_len,
-                framing: head.framing,
-                close,
-            };
+        let found = self.cfg.routes.find(head.host, path, head.method_name);
+        let route = match found {
+            RouteMatch::Route(route) => route,
+            RouteMatch::MethodNotAllowed(allow) => {
+                let msg = "the route does not take this method";
+                let allow = format!("Allow: {allow}\r\n");
+                return self.refuse(now, head, (405, msg), &allow, close);
+            }
+            RouteMatch::None => {
+                let msg = "no route takes this request (host, path and method)";
+                return self.refuse(now, head, (404, msg), "", close);
+            }
         };
         self.route = Some(route);
         if let (Some(d), Some(r)) = (self.access.as_mut(), self.cfg.routes.get(route)) {
@@ -1715,6 +1713,26 @@ impl Conn {
         self.forward(now, head, fetch, close);
         Next::Started {
             head_len: head.head_len,
+        }
+    }
+
+    /// Answers a request no route takes (404) or whose route refuses its
+    /// method (405, `extra` carrying `Allow`).
+    fn refuse(
+        &mut self,
+        now: Instant,
+        head: &RequestHead<'_, '_>,
+        (status, msg): (u16, &str),
+        extra: &str,
+        close: bool,
+    ) -> Next {
+        let head_only = head.method == Method::Head;
+        local::write_error(self.output.tail(), status, msg, close, head_only, extra);
+        self.complete(now, status, CacheResult::None, false, false);
+        Next::Answered {
+            head_len: head.head_len,
+            framing: head.framing,
+            close,
         }
     }
 
@@ -1772,7 +1790,7 @@ impl Conn {
             target: head.target.to_owned(),
             peer: self.peer,
             authorization: rules::field(head.headers, "authorization").map(Bytes::copy_from_slice),
-            host: rules::field(head.headers, "host").map(Bytes::copy_from_slice),
+            host: (!head.host.is_empty()).then(|| Bytes::copy_from_slice(head.host)),
             from_browser: crate::admin::from_browser(
                 rules::field(head.headers, "origin"),
                 rules::field(head.headers, "sec-fetch-site"),
@@ -1916,7 +1934,7 @@ impl Conn {
         fetch.ttl_override = self
             .route
             .and_then(|r| self.cfg.routes.get(r))
-            .and_then(|r| r.cache_ttl);
+            .and_then(|r| r.cache_ttl.clone());
         Some(Box::new(fetch))
     }
 
@@ -2180,5 +2198,7 @@ mod tests;
 mod cache_tests;
 #[cfg(test)]
 mod hardening_tests;
+#[cfg(test)]
+mod meaning_tests;
 #[cfg(test)]
 mod testkit;

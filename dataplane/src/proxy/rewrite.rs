@@ -54,7 +54,8 @@ fn put_appended(
 /// minus hop-by-hop ones, `Via` and `X-Forwarded-For` appended,
 /// `X-Forwarded-Proto` set to the scheme the client came by (replacing
 /// any the client sent: the origin may build redirects from it), `Host`
-/// kept (or `default_host` for an HTTP/1.0 client that sent none), and
+/// the request's host (or `default_host` for an HTTP/1.0 client that
+/// sent none), and
 /// the body framing restated. With `whole`, `Range` and `If-Range` are
 /// left out: the cache fetches the whole object to answer a range from.
 ///
@@ -74,9 +75,21 @@ pub fn upstream_request(
     out.put_u8(b' ');
     out.put_slice(head.target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
+    // The host the request was routed and keyed by: an absolute-form
+    // target's authority wins over the client's `Host` (RFC 9112 §3.2.2).
+    let host = if head.host.is_empty() {
+        default_host.as_bytes()
+    } else {
+        head.host
+    };
     let mut has_host = false;
     for h in head.headers {
         let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            put_field(out, name, host);
+            has_host = true;
+            continue;
+        }
         if head.connection.is_hop_by_hop(name)
             || name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("expect")
@@ -92,11 +105,10 @@ pub fn upstream_request(
         {
             continue;
         }
-        has_host |= name.eq_ignore_ascii_case("host");
         put_field(out, name, h.value);
     }
     if !has_host {
-        put_field(out, "Host", default_host.as_bytes());
+        put_field(out, "Host", host);
     }
     if let Some(meta) = validators {
         if let Some(etag) = &meta.etag {

@@ -27,6 +27,7 @@ pub(super) fn cfg(max_body_bytes: u64) -> Arc<EngineConfig> {
         epoch: (Instant::now(), std::time::SystemTime::now()),
         access: None,
         routes: Default::default(),
+        paths: Default::default(),
     })
 }
 

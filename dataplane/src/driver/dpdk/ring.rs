@@ -91,6 +91,7 @@ pub fn start(
         epoch: (Instant::now(), SystemTime::now()),
         access: None,
         routes: Default::default(),
+        paths: Default::default(),
     });
     let shared = Shared {
         status: status.clone(),
