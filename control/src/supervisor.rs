@@ -871,6 +871,7 @@ mod tests {
             access: None,
             routes: Default::default(),
             paths: Default::default(),
+            forwarding: Default::default(),
         });
         let pool = |p: u16| {
             PoolSpec::new(

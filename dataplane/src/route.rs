@@ -197,10 +197,11 @@ impl Routes {
         let Some(best) = best else {
             return RouteMatch::None;
         };
-        let mut tied =
-            self.routes.iter().enumerate().filter(|(_, r)| {
-                r.host.rank(&host) == Some(best.0) && r.path_prefix.len() == best.1
-            });
+        let mut tied = self.routes.iter().enumerate().filter(|(_, r)| {
+            r.host.rank(&host) == Some(best.0)
+                && r.path_prefix.len() == best.1
+                && path.starts_with(r.path_prefix.as_str())
+        });
         if let Some((i, _)) = tied.clone().find(|(_, r)| r.allows(method)) {
             return RouteMatch::Route(i);
         }
@@ -396,6 +397,11 @@ mod tests {
             RouteMatch::MethodNotAllowed("GET, HEAD".into())
         );
         assert_eq!(name(&routes, "h", "/other", "DELETE"), Some("everything"));
+        let same_length = Routes::new(vec![
+            route("norm", None, "/norm", &["GET"]),
+            route("echo", None, "/echo", &[]),
+        ]);
+        assert_eq!(name(&same_length, "h", "/echo", "POST"), Some("echo"));
         assert_eq!(name(&routes, "h", "/debug/x", "TRACE"), Some("echo"));
         assert_eq!(
             routes.find(b"h", "/x", "TRACE"),

@@ -85,6 +85,7 @@ fn endpoint(cache: bool, t0: Instant) -> Endpoint {
         access: None,
         routes: Default::default(),
         paths: Default::default(),
+        forwarding: Default::default(),
     });
     let origin = vec![SocketAddr::from(([127, 0, 0, 1], 9))];
     let live = Arc::new(Live::new(

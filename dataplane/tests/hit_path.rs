@@ -82,6 +82,7 @@ fn a_warm_cache_hit_allocates_nothing() {
         access: None,
         routes: Default::default(),
         paths: Default::default(),
+        forwarding: Default::default(),
     });
     let status = Arc::new(DataplaneStatus::default());
     status.set_serving(true);

@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
+use ultragate_dataplane::proxy::forward::{Cidr, ForwardRules};
 
 /// Why a configuration was refused. Every variant names the key.
 #[derive(Debug, Error)]
@@ -644,6 +645,45 @@ pub struct ApiGateway {
     /// `keep` (forwarded as sent; only for origins that never decode
     /// them) or `decode` (read as `/`). Default `reject`.
     pub escaped_slashes: EscapedSlashesName,
+    /// Peers (CIDR blocks, e.g. `10.0.0.0/8`, or addresses) whose
+    /// forwarding fields are kept: a load balancer in front. From any
+    /// other peer `X-Forwarded-Host`, `Forwarded`, `X-Real-IP`,
+    /// `X-Original-URL`, `X-Rewrite-URL` and `strip_fields` are removed,
+    /// and `X-Forwarded-For`/`-Proto`/`-Host` are the gateway's own.
+    /// Default none.
+    pub trusted_proxies: Vec<String>,
+    /// More request fields removed from untrusted peers' requests (ones
+    /// the origin acts on, e.g. `X-Forwarded-Prefix`). Default none.
+    pub strip_fields: Vec<String>,
+    /// Also send an RFC 7239 `Forwarded` field (`for`, `proto`, `host`).
+    /// Default `false`.
+    pub forwarded_field: bool,
+}
+
+impl ApiGateway {
+    /// The forwarding rules of `trusted_proxies`, `strip_fields` and
+    /// `forwarded_field`.
+    pub fn forward_rules(&self) -> Result<ForwardRules, ConfigError> {
+        let trusted = self
+            .trusted_proxies
+            .iter()
+            .map(|c| {
+                c.parse::<Cidr>().map_err(|e| ConfigError::Invalid {
+                    key: "api_gateway.trusted_proxies".into(),
+                    message: e.to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ForwardRules {
+            trusted,
+            strip: self
+                .strip_fields
+                .iter()
+                .map(|f| f.to_ascii_lowercase().into_boxed_str())
+                .collect(),
+            forwarded: self.forwarded_field,
+        })
+    }
 }
 
 /// The values of `[api_gateway] escaped_slashes`.
@@ -688,6 +728,9 @@ impl Default for ApiGateway {
             max_connections_per_core: 16_384,
             merge_slashes: false,
             escaped_slashes: EscapedSlashesName::Reject,
+            trusted_proxies: Vec::new(),
+            strip_fields: Vec::new(),
+            forwarded_field: false,
         }
     }
 }
@@ -1209,6 +1252,10 @@ impl Config {
         let token = |n: &String| {
             !n.is_empty() && n.bytes().all(ultragate_dataplane::http::chunked::is_tchar)
         };
+        g.forward_rules()?;
+        if !g.strip_fields.iter().all(token) {
+            return invalid("api_gateway.strip_fields", "must be field names (tokens)");
+        }
         if self.cache.targeted_fields.len() > 8 || !self.cache.targeted_fields.iter().all(token) {
             return invalid(
                 "cache.targeted_fields",

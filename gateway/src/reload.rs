@@ -134,6 +134,8 @@ pub fn engine_config(
         access: Some(access.clone()),
         routes: Arc::new(routes(cfg)),
         paths: path_rules(&cfg.api_gateway),
+        // Checked when the config was validated.
+        forwarding: cfg.api_gateway.forward_rules().unwrap_or_default(),
     }
 }
 

@@ -27,7 +27,7 @@ const ROUTES: &str = "[[route]]\nname = \"assets\"\npath_prefix = \"/norm/assets
      [[route]]\nname = \"read-only\"\npath_prefix = \"/norm/\"\nupstream = \"primary\"\n\
      methods = [\"GET\"]\ncache = false\n\n\
      [[route]]\nname = \"writes\"\npath_prefix = \"/norm\"\nupstream = \"primary\"\ncache = false\n\n\
-     [[route]]\nname = \"echo\"\npath_prefix = \"/echo\"\nupstream = \"primary\"\ncache = false\n";
+     [[route]]\nname = \"echo\"\npath_prefix = \"/echo\"\nupstream = \"primary\"\n";
 
 #[test]
 fn web_cache_deception_stores_no_victims_page() {
@@ -117,4 +117,28 @@ fn the_origin_is_sent_the_host_and_path_that_were_routed() {
         let resp = String::from_utf8_lossy(&out);
         assert_eq!(status(&resp), 400, "{host}: {resp}");
     }
+}
+
+#[test]
+fn a_clients_forwarding_fields_do_not_poison_a_cached_page() {
+    let (_o, origin) = origin(&["--decode-paths"]);
+    let gw = Gateway::start(&[origin], "", ROUTES);
+    // The origin builds the page from what it is told (here: echoes it);
+    // the attacker's fields would be in the stored copy everyone gets.
+    let page = "GET /echo?cache=max-age%3D60";
+    let spoofed = "X-Forwarded-Host: evil.example\r\nX-Original-URL: /admin\r\n\
+                   Forwarded: host=evil.example\r\nX-Real-IP: 6.6.6.6\r\n\
+                   X-Forwarded-For: 6.6.6.6\r\n";
+    let first = ask(&gw, page, spoofed);
+    assert!(first.contains("X-Cache: MISS"), "{first}");
+    let victim = ask(&gw, page, "");
+    assert!(victim.contains("X-Cache: HIT"), "{victim}");
+    for bad in ["evil.example", "/admin", "6.6.6.6"] {
+        assert!(!victim.contains(bad), "{bad} in the cached page:\n{victim}");
+    }
+    assert!(victim.contains("X-Forwarded-Host: shop\r\n"), "{victim}");
+    assert!(
+        victim.contains("X-Forwarded-For: 127.0.0.1\r\n"),
+        "{victim}"
+    );
 }

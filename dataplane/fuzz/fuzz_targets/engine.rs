@@ -182,6 +182,7 @@ impl Harness {
             access: None,
             routes: Arc::new(if routed { routes() } else { Routes::default() }),
             paths: Default::default(),
+            forwarding: Default::default(),
         });
         let status = Arc::new(DataplaneStatus::default());
         status.set_serving(true);

@@ -72,6 +72,7 @@ fn endpoint(now: Instant, status: Arc<DataplaneStatus>) -> Endpoint {
         access: None,
         routes: Default::default(),
         paths: Default::default(),
+        forwarding: Default::default(),
     });
     let pool = || {
         PoolSpec::new(

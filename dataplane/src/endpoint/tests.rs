@@ -28,6 +28,7 @@ pub(super) fn engine(epoch: Instant) -> Arc<EngineConfig> {
         access: None,
         routes: Default::default(),
         paths: Default::default(),
+        forwarding: Default::default(),
     })
 }
 

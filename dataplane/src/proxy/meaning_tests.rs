@@ -6,6 +6,7 @@ use super::testkit::*;
 use super::*;
 use crate::http::path::EscapedSlashes;
 use crate::route::{HostMatch, RouteSpec, TtlOverride, ASSET_TYPES};
+use forward::ForwardRules;
 
 fn route(name: &str, prefix: &str, methods: &[&str], ttl: Option<u64>) -> RouteSpec {
     RouteSpec {
@@ -193,4 +194,118 @@ fn an_absolute_form_target_is_sent_in_origin_form_with_its_own_host() {
         let (up, out) = send(&mut c, t0, &req);
         assert!(!up.is_empty(), "{good}: {out}");
     }
+}
+
+/// A connection from `peer` under `rules`, answering from `cache`.
+fn forwarded_conn(cache: &Arc<Cache>, t: Instant, peer: IpAddr, rules: ForwardRules) -> Conn {
+    let mut cfg = (*cfg(1 << 20)).clone();
+    cfg.forwarding = rules;
+    Conn::new(Arc::new(cfg), ready(), Some(cache.clone()), peer, t)
+}
+
+const SPOOFED: &str = "GET /page HTTP/1.1\r\nHost: shop\r\nX-Forwarded-Host: evil.example\r\n\
+     Forwarded: for=1.1.1.1;host=evil.example\r\nX-Real-IP: 1.1.1.1\r\n\
+     X-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nX-Forwarded-For: 1.1.1.1\r\n\
+     X-Forwarded-Proto: https\r\nX-Forwarded-Prefix: /evil\r\n\r\n";
+
+#[test]
+fn an_untrusted_clients_forwarding_fields_never_reach_the_origin() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let rules = ForwardRules {
+        trusted: vec!["192.168.0.0/16".parse().unwrap()],
+        strip: vec!["x-forwarded-prefix".into()],
+        forwarded: true,
+    };
+    let mut c = forwarded_conn(&cache, t0, CLIENT, rules.clone());
+    let (up, _) = send(&mut c, t0, SPOOFED);
+    for spoofed in ["evil", "1.1.1.1", "/admin", "https", "X-Real-IP"] {
+        assert!(!up.contains(spoofed), "{spoofed} reached the origin:\n{up}");
+    }
+    let peer = CLIENT.to_string();
+    assert!(
+        up.contains(&format!("\r\nX-Forwarded-For: {peer}\r\n")),
+        "{up}"
+    );
+    assert!(up.contains("\r\nX-Forwarded-Proto: http\r\n"), "{up}");
+    assert!(up.contains("\r\nX-Forwarded-Host: shop\r\n"), "{up}");
+    assert!(
+        up.contains(&format!(
+            "\r\nForwarded: for={peer};proto=http;host=\"shop\"\r\n"
+        )),
+        "{up}"
+    );
+    // A trusted proxy's are kept; the peer is appended to its chain.
+    drop(c);
+    let proxy: IpAddr = "192.168.1.2".parse().unwrap();
+    let mut c = forwarded_conn(&cache, t0, proxy, rules);
+    let (up, _) = send(&mut c, t0, SPOOFED);
+    assert!(
+        up.contains("\r\nX-Forwarded-For: 1.1.1.1, 192.168.1.2\r\n"),
+        "{up}"
+    );
+    assert!(
+        up.contains("\r\nX-Forwarded-Host: evil.example\r\n"),
+        "{up}"
+    );
+    assert!(up.contains("\r\nX-Forwarded-Proto: https\r\n"), "{up}");
+    assert!(
+        up.contains("\r\nForwarded: for=1.1.1.1;host=evil.example, for=192.168.1.2;proto=http;host=\"shop\"\r\n"),
+        "{up}"
+    );
+    assert_eq!(up.matches("Forwarded:").count(), 1, "{up}");
+}
+
+#[test]
+fn a_cached_page_is_not_poisoned_by_a_forwarded_host() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let mut c = forwarded_conn(&cache, t0, CLIENT, ForwardRules::default());
+    let (up, _) = send(
+        &mut c,
+        t0,
+        "GET /p HTTP/1.1\r\nHost: shop\r\nX-Forwarded-Host: evil.example\r\n\r\n",
+    );
+    // What the origin builds its links from is the host that keyed it.
+    assert!(!up.contains("evil.example"), "{up}");
+    assert!(up.contains("\r\nX-Forwarded-Host: shop\r\n"), "{up}");
+}
+
+#[test]
+fn request_ids_reach_the_origin_once_and_valid_or_not_at_all() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let id = "X-Request-Id: a1\r\n";
+    let tp = "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n";
+    for (fields, ids, traces) in [
+        (format!("{id}{tp}"), 1, 1),
+        (format!("{id}{id}{tp}{tp}"), 0, 0),
+        ("X-Request-Id: a b\r\ntraceparent: zz\r\n".to_owned(), 0, 0),
+    ] {
+        let mut c = conn(&cache, t0);
+        let req = format!("POST /x HTTP/1.1\r\nHost: h\r\n{fields}\r\n");
+        let (up, _) = send(&mut c, t0, &req);
+        assert_eq!(up.matches("X-Request-Id:").count(), ids, "{up}");
+        assert_eq!(up.matches("traceparent:").count(), traces, "{up}");
+    }
+}
+
+#[test]
+fn a_background_refresh_leaves_out_what_the_clients_connection_named() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let swr = "HTTP/1.1 200 OK\r\nCache-Control: max-age=1, stale-while-revalidate=60\r\nContent-Length: 2\r\n\r\nv1";
+    roundtrip(&cache, t0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", swr);
+    let t1 = t0 + Duration::from_secs(5);
+    let mut c = conn(&cache, t1);
+    c.recv_client(
+        t1,
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: x-hop\r\nX-Hop: secret\r\nAccept: */*\r\n\r\n",
+    );
+    let Some(super::Action::Refresh { request, .. }) = c.poll_action() else {
+        panic!("a background refresh")
+    };
+    let request = String::from_utf8_lossy(&request);
+    assert!(!request.contains("secret"), "{request}");
+    assert!(request.contains("\r\nAccept: */*\r\n"), "{request}");
 }

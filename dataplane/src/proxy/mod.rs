@@ -8,6 +8,7 @@
 
 mod body;
 mod cached;
+pub mod forward;
 pub mod local;
 pub mod output;
 mod rewrite;
@@ -28,6 +29,7 @@ use crate::status::DataplaneStatus;
 use body::BodyReader;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use cached::{CacheFetch, Decision};
+use forward::ForwardRules;
 use output::Output;
 use rewrite::ClientFraming;
 use std::collections::VecDeque;
@@ -114,6 +116,8 @@ pub struct EngineConfig {
     pub routes: Arc<Routes>,
     /// How request paths are normalised before anything reads them.
     pub paths: PathRules,
+    /// Whose forwarding fields are kept, and which are removed.
+    pub forwarding: ForwardRules,
 }
 
 impl EngineConfig {
@@ -267,8 +271,10 @@ struct AccessDraft {
 impl AccessDraft {
     fn new(head: &RequestHead<'_, '_>, started: Instant, now: Instant, wall: SystemTime) -> Self {
         let field = |name| rules::field(head.headers, name);
-        let sent_id = field("x-request-id").and_then(access::valid_request_id);
-        let sent_trace = field("traceparent").and_then(access::valid_traceparent);
+        let sent_id =
+            rewrite::lone(head.headers, "x-request-id").and_then(access::valid_request_id);
+        let sent_trace =
+            rewrite::lone(head.headers, "traceparent").and_then(access::valid_traceparent);
         // Made up only when not sent; hex digits, so valid text.
         let made_id = sent_id.is_none().then(access::new_request_id);
         let made_trace = sent_trace.is_none().then(access::new_traceparent);
@@ -525,6 +531,9 @@ pub struct Conn {
     /// How the client came: keys its cache entries and is told upstream
     /// (`X-Forwarded-Proto`).
     scheme: Scheme,
+    /// The peer is a trusted proxy (`trusted_proxies`): its forwarding
+    /// fields are kept.
+    trusted: bool,
     /// The peer may call `/admin/*` on the data port (a loopback peer of a
     /// kernel data plane; never a DPDK peer).
     local_admin: bool,
@@ -575,6 +584,7 @@ impl Conn {
         peer: IpAddr,
         now: Instant,
     ) -> Self {
+        let trusted = cfg.forwarding.trusts(peer);
         Self {
             cfg,
             status,
@@ -592,6 +602,7 @@ impl Conn {
             completions: VecDeque::new(),
             peer,
             scheme: Scheme::Http,
+            trusted,
             local_admin: peer.is_loopback(),
             input: BytesMut::with_capacity(4096),
             output: Output::with_capacity(4096),
@@ -1979,10 +1990,16 @@ impl Conn {
         let (extra, replaced) = fields
             .as_ref()
             .map_or((&[][..], &[][..]), |(f, r)| (f.as_slice(), *r));
+        let client = rewrite::ClientSide {
+            peer: self.peer,
+            scheme: self.scheme,
+            trusted: self.trusted,
+            rules: &self.cfg.forwarding,
+        };
         rewrite::upstream_request(
             &mut self.upstream_output,
             head,
-            (self.peer, self.scheme),
+            &client,
             &self.cfg.default_host,
             validators,
             whole,
@@ -2099,10 +2116,10 @@ fn ex_released(actions: &mut VecDeque<Action>, ex: &Exchange) {
 }
 
 /// The request of a background refresh: a bodiless GET of the client's
-/// target with the client's fields (a varied response is stored under the
-/// same variant), minus what would make it partial, give it a body,
-/// make it conditional on the client's validators or tie it to the
-/// client's connection, plus `Cache-Control: max-age=0` so the cache
+/// target and host with the client's fields (a varied response is stored
+/// under the same variant), minus what would make it partial, give it a
+/// body, make it conditional on the client's validators or tie it to the
+/// client's connection (the fields its `Connection` named included), plus `Cache-Control: max-age=0` so the cache
 /// revalidates instead of serving.
 fn refresh_request(head: &RequestHead<'_, '_>) -> Bytes {
     const DROPPED: [&str; 12] = [
@@ -2123,8 +2140,15 @@ fn refresh_request(head: &RequestHead<'_, '_>) -> Bytes {
     out.extend_from_slice(b"GET ");
     out.extend_from_slice(head.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    out.extend_from_slice(b"Host: ");
+    out.extend_from_slice(head.host);
+    out.extend_from_slice(b"\r\n");
     for h in head.headers {
-        if DROPPED.iter().any(|d| h.name.eq_ignore_ascii_case(d)) {
+        // Fields the client's `Connection` named were for the gateway.
+        if DROPPED.iter().any(|d| h.name.eq_ignore_ascii_case(d))
+            || head.connection.is_hop_by_hop(h.name)
+            || h.name.eq_ignore_ascii_case("host")
+        {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());

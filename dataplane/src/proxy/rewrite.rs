@@ -2,9 +2,10 @@
 //! upstream, and an upstream response re-encoded for the client. Both drop
 //! hop-by-hop fields, add `Via`, and set framing the receiver understands.
 
+use super::forward::ForwardRules;
 use crate::cache::entry::Meta;
 use crate::cache::verdict::Forwarded;
-use crate::cache::Scheme;
+use crate::cache::{rules, Scheme};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::http::{trim, Framing, Version};
@@ -50,14 +51,25 @@ fn put_appended(
     out.put_slice(b"\r\n");
 }
 
-/// Encodes the request to send upstream: HTTP/1.1, the client's fields
-/// minus hop-by-hop ones, `Via` and `X-Forwarded-For` appended,
-/// `X-Forwarded-Proto` set to the scheme the client came by (replacing
-/// any the client sent: the origin may build redirects from it), `Host`
-/// the request's host (or `default_host` for an HTTP/1.0 client that
-/// sent none), and
-/// the body framing restated. With `whole`, `Range` and `If-Range` are
-/// left out: the cache fetches the whole object to answer a range from.
+/// Who sent a request, as the upstream is told.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSide<'a> {
+    /// The peer's address (`X-Forwarded-For`).
+    pub peer: IpAddr,
+    /// How it came (`X-Forwarded-Proto`).
+    pub scheme: Scheme,
+    /// The peer is a trusted proxy: its forwarding fields are kept.
+    pub trusted: bool,
+    /// The forwarding rules.
+    pub rules: &'a ForwardRules,
+}
+
+/// Encodes the request to send upstream: HTTP/1.1, the normalised target,
+/// the client's fields minus hop-by-hop ones, `Host` the request's host
+/// (or `default_host` for an HTTP/1.0 client that sent none), `Via`
+/// appended, the forwarding fields (see [`forward_fields`]), and the body
+/// framing restated. With `whole`, `Range` and `If-Range` are left out:
+/// the cache fetches the whole object to answer a range from.
 ///
 /// With `validators` (a stored response's `ETag` and `Last-Modified`), the
 /// request becomes a conditional one for revalidation, replacing any
@@ -65,7 +77,7 @@ fn put_appended(
 pub fn upstream_request(
     out: &mut BytesMut,
     head: &RequestHead<'_, '_>,
-    (peer, scheme): (IpAddr, Scheme),
+    client: &ClientSide<'_>,
     default_host: &str,
     validators: Option<&Meta>,
     whole: bool,
@@ -96,12 +108,15 @@ pub fn upstream_request(
             || name.eq_ignore_ascii_case("via")
             || name.eq_ignore_ascii_case("x-forwarded-for")
             || name.eq_ignore_ascii_case("x-forwarded-proto")
+            || (!client.trusted && client.rules.strips(name))
+            || (client.rules.forwarded && name.eq_ignore_ascii_case("forwarded"))
             || (validators.is_some()
                 && (name.eq_ignore_ascii_case("if-none-match")
                     || name.eq_ignore_ascii_case("if-modified-since")))
             || (whole
                 && (name.eq_ignore_ascii_case("range") || name.eq_ignore_ascii_case("if-range")))
             || replaced.iter().any(|r| name.eq_ignore_ascii_case(r))
+            || !lone_or_absent(head.headers, name)
         {
             continue;
         }
@@ -124,8 +139,7 @@ pub fn upstream_request(
         "Via",
         format_args!("{} {VIA_NAME}", via_version(head.version)),
     );
-    put_appended(out, head.headers, "X-Forwarded-For", format_args!("{peer}"));
-    put_field(out, "X-Forwarded-Proto", scheme.as_str().as_bytes());
+    forward_fields(out, head, client, host);
     out.put_slice(extra);
     match head.framing {
         Framing::Length(n) => {
@@ -139,6 +153,76 @@ pub fn upstream_request(
         }
     }
     out.put_slice(b"\r\n");
+}
+
+/// `X-Request-Id` and `traceparent` identify one request: sent on only
+/// when the client sent exactly one, and a valid one (the access log,
+/// when on, makes one up otherwise).
+fn lone_or_absent(headers: &[httparse::Header<'_>], name: &str) -> bool {
+    if name.eq_ignore_ascii_case("x-request-id") {
+        return lone(headers, name)
+            .and_then(crate::access::valid_request_id)
+            .is_some();
+    }
+    if name.eq_ignore_ascii_case("traceparent") {
+        return lone(headers, name)
+            .and_then(crate::access::valid_traceparent)
+            .is_some();
+    }
+    true
+}
+
+/// The value of `name` when the request has exactly one such field.
+pub fn lone<'b>(headers: &[httparse::Header<'b>], name: &str) -> Option<&'b [u8]> {
+    let mut all = headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
+    match (all.next(), all.next()) {
+        (Some(h), None) => Some(trim(h.value)),
+        _ => None,
+    }
+}
+
+/// The forwarding fields: `X-Forwarded-For` the peer (appended to a
+/// trusted proxy's chain, replacing an untrusted client's, which an
+/// origin reading its first entry would believe), `X-Forwarded-Proto`
+/// and `X-Forwarded-Host` as the gateway saw them (a trusted proxy's
+/// kept), and `Forwarded` (RFC 7239) when configured.
+fn forward_fields(
+    out: &mut BytesMut,
+    head: &RequestHead<'_, '_>,
+    client: &ClientSide<'_>,
+    host: &[u8],
+) {
+    let peer = client.peer.to_canonical();
+    if client.trusted {
+        put_appended(out, head.headers, "X-Forwarded-For", format_args!("{peer}"));
+    } else {
+        let _ = write!(out, "X-Forwarded-For: {peer}\r\n");
+    }
+    let kept = |name| client.trusted && rules::field(head.headers, name).is_some();
+    match rules::field(head.headers, "x-forwarded-proto") {
+        Some(v) if client.trusted => put_field(out, "X-Forwarded-Proto", v),
+        _ => put_field(out, "X-Forwarded-Proto", client.scheme.as_str().as_bytes()),
+    }
+    if !kept("x-forwarded-host") {
+        put_field(out, "X-Forwarded-Host", host);
+    }
+    if client.rules.forwarded {
+        let node = match peer {
+            IpAddr::V4(a) => format!("{a}"),
+            IpAddr::V6(a) => format!("\"[{a}]\""),
+        };
+        // A host that is not a token is quoted (RFC 7239 §4).
+        let host = String::from_utf8_lossy(host);
+        put_appended(
+            out,
+            if client.trusted { head.headers } else { &[] },
+            "Forwarded",
+            format_args!(
+                "for={node};proto={};host=\"{host}\"",
+                client.scheme.as_str()
+            ),
+        );
+    }
 }
 
 /// How the response body is passed to the client.

@@ -28,6 +28,7 @@ pub(super) fn cfg(max_body_bytes: u64) -> Arc<EngineConfig> {
         access: None,
         routes: Default::default(),
         paths: Default::default(),
+        forwarding: Default::default(),
     })
 }
 

@@ -142,11 +142,12 @@ fn exchange(peer: IpAddr, req: &[u8], resp: &[u8]) -> (String, String, Vec<Strin
 fn rewrites_request_head_for_upstream() {
     let req = b"GET /x HTTP/1.1\r\nHost: example\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Authorization: x\r\nVia: 1.0 edge\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n";
     let (up, _, _, _) = exchange(CLIENT, req, b"HTTP/1.1 204 No Content\r\n\r\n");
-    // The scheme is the gateway's to say: a plain client claiming https
-    // is told as http.
+    // The forwarding fields are the gateway's to say for a client that is
+    // no trusted proxy: a plain client claiming https is told as http,
+    // its made-up chain replaced by its address.
     assert_eq!(
         up,
-        "GET /x HTTP/1.1\r\nHost: example\r\nAccept: */*\r\nVia: 1.0 edge, 1.1 ultragate\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+        "GET /x HTTP/1.1\r\nHost: example\r\nAccept: */*\r\nVia: 1.0 edge, 1.1 ultragate\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example\r\n\r\n"
     );
 }
 

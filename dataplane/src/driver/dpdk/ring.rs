@@ -92,6 +92,7 @@ pub fn start(
         access: None,
         routes: Default::default(),
         paths: Default::default(),
+        forwarding: Default::default(),
     });
     let shared = Shared {
         status: status.clone(),
