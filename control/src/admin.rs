@@ -3,10 +3,10 @@
 //! runbook's cache commands live here: clear, verify, snapshot, restore,
 //! purge, and data verify against the origin.
 
+use crate::audit::Audit;
 use crate::policy::Mode;
 use crate::revalidate;
 use crate::supervisor::Supervisor;
-use crate::timeline::Audit;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -48,6 +48,9 @@ pub struct AdminSettings {
     /// `[admin] hosts`: names `/admin/*` answers to besides IP literals
     /// and `localhost`, lowercase.
     pub hosts: Mutex<Vec<String>>,
+    /// `[admin] loopback_trust`: loopback peers change things without the
+    /// token.
+    pub loopback_trust: Mutex<bool>,
 }
 
 impl AdminSettings {
@@ -58,6 +61,7 @@ impl AdminSettings {
             config_toml: Mutex::new(config_toml),
             origins: Mutex::new(origins),
             hosts: Mutex::new(Vec::new()),
+            loopback_trust: Mutex::new(false),
         }
     }
 }
@@ -112,21 +116,27 @@ impl Admin {
 
     /// `/health` and `/metrics` are open to probes and scrapers; every
     /// `/admin/*` call, reads too, needs a loopback peer, or the bearer
-    /// token (compared in constant time) outside isolation. Refusals are
-    /// audited.
+    /// token (compared in constant time) outside isolation; with a token
+    /// configured, a mutating call needs it from loopback too unless
+    /// `[admin] loopback_trust`. Refusals are audited.
     fn authorized(&self, req: &AdminRequest, path: &str) -> bool {
-        let open = matches!(req.method, "GET" | "HEAD") && matches!(path, "/health" | "/metrics");
-        if open || req.peer.is_loopback() {
-            return true;
-        }
+        let read = matches!(req.method, "GET" | "HEAD");
+        let open = read && matches!(path, "/health" | "/metrics");
         let st = &self.state;
         let token = lock(&st.settings.token);
-        match (&*token, &req.authorization) {
-            (Some(token), Some(given)) if !st.supervisor.isolated() => given
+        let token_ok = match (&*token, &req.authorization) {
+            (Some(token), Some(given)) => given
                 .strip_prefix(b"Bearer ")
                 .is_some_and(|g| constant_time_eq(g, token.as_bytes())),
             _ => false,
-        }
+        };
+        // With a token, loopback peers read freely but change things
+        // with it too (a sidecar or a browser on the node is loopback),
+        // unless `[admin] loopback_trust` says loopback is the operator.
+        // Isolation leaves loopback alone.
+        let loopback_trusted = read || token.is_none() || *lock(&st.settings.loopback_trust);
+        open || (req.peer.is_loopback() && (loopback_trusted || token_ok))
+            || (token_ok && !st.supervisor.isolated())
     }
 
     async fn route(self, req: AdminRequest) -> AdminResponse {
@@ -138,15 +148,11 @@ impl Admin {
             return json_response(refused.1, &json!({ "error": refused.0 }));
         }
         if !self.authorized(&req, &path) {
-            st.audit.record(
-                req.peer,
-                req.method,
-                &req.target,
-                "refused: not loopback and no valid token",
-            );
+            st.audit
+                .record(req.peer, req.method, &req.target, "refused: no valid token");
             return json_response(
                 403,
-                &json!({ "error": "admin calls need a loopback peer or the admin token" }),
+                &json!({ "error": "admin calls need the admin token (or a loopback peer: reads, and changes without a token configured or with [admin] loopback_trust)" }),
             );
         }
         let resp = self.dispatch(&req, &path).await;
@@ -164,7 +170,9 @@ impl Admin {
     /// Refuses an `/admin/*` call nobody made on purpose: one whose
     /// `Host` is a name it was not given (a page that rebinds its own
     /// name to this address), or a mutating one sent by a web page (a
-    /// cross-site form or fetch). The reason and status when refused.
+    /// cross-site form or fetch) or shaped as a page's "simple" request
+    /// could be (a form's `Content-Type`). The reason and status when
+    /// refused.
     fn on_purpose(&self, req: &AdminRequest, path: &str) -> Option<(&'static str, u16)> {
         if !path.starts_with("/admin") {
             return None;
@@ -180,6 +188,12 @@ impl Admin {
             return Some((
                 "refused: a mutating admin call from a web page (Origin or Sec-Fetch-Site)",
                 403,
+            ));
+        }
+        if req.simple_body && !matches!(req.method, "GET" | "HEAD") {
+            return Some((
+                "refused: a mutating admin call takes Content-Type application/json (curl --json), no body, or X-Ultragate-Admin",
+                415,
             ));
         }
         None

@@ -147,6 +147,10 @@ async fn handle(
                 field("origin").as_deref(),
                 field("sec-fetch-site").as_deref(),
             );
+            let simple_body = ultragate_dataplane::admin::simple_body(
+                field("content-type").as_deref(),
+                field("x-ultragate-admin").as_deref(),
+            );
             let collect = Limited::new(req.into_body(), MAX_BODY).collect();
             let body = match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
                 Ok(Ok(b)) => b.to_bytes(),
@@ -171,6 +175,7 @@ async fn handle(
                     authorization,
                     host,
                     from_browser,
+                    simple_body,
                     body,
                 })
                 .await;

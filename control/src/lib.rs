@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod checks;
 pub mod client;
 pub mod executor;

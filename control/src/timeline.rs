@@ -1,19 +1,17 @@
-//! The record of what the control plane decided and who asked for what:
-//! a bounded event timeline (`GET /admin/events`) and the audit log of
-//! admin calls (JSON lines).
+//! The record of what the control plane decided: a bounded event
+//! timeline (`GET /admin/events`). Who asked for what is in
+//! [`crate::audit`].
 
 use crate::notify::{Event, Notifier};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::io::Write;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Events kept; older ones drop off.
 const CAPACITY: usize = 1000;
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -79,78 +77,5 @@ impl Timeline {
             .iter()
             .cloned()
             .collect()
-    }
-}
-
-/// Where the audit log goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditSink {
-    /// Nowhere (`[security] enable_audit_logging = false`).
-    Off,
-    /// JSON lines on stdout, for the cluster's log pipeline.
-    Stdout,
-    /// JSON lines appended to a file.
-    File(std::path::PathBuf),
-}
-
-enum Out {
-    Off,
-    Stdout,
-    File(std::fs::File),
-}
-
-/// The audit log: admin calls and refusals, and every request while
-/// `[security] log_all_requests` asks for it. JSON lines.
-pub struct Audit {
-    out: Mutex<Out>,
-}
-
-fn open(sink: &AuditSink) -> std::io::Result<Out> {
-    Ok(match sink {
-        AuditSink::Off => Out::Off,
-        AuditSink::Stdout => Out::Stdout,
-        AuditSink::File(p) => Out::File(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)?,
-        ),
-    })
-}
-
-impl Audit {
-    /// An audit log writing to `sink`.
-    pub fn open(sink: &AuditSink) -> std::io::Result<Self> {
-        Ok(Self {
-            out: Mutex::new(open(sink)?),
-        })
-    }
-
-    /// Switches to `sink` (a config reload); on an error the current one
-    /// stays.
-    pub fn reopen(&self, sink: &AuditSink) -> std::io::Result<()> {
-        let out = open(sink)?;
-        *self.out.lock().unwrap_or_else(|e| e.into_inner()) = out;
-        Ok(())
-    }
-
-    /// Writes one JSON line.
-    pub fn write_line(&self, line: &str) {
-        match &mut *self.out.lock().unwrap_or_else(|e| e.into_inner()) {
-            Out::Off => {}
-            Out::Stdout => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-            }
-            Out::File(f) => {
-                let _ = writeln!(f, "{line}");
-            }
-        }
-    }
-
-    /// Records an admin call and its outcome.
-    pub fn record(&self, peer: IpAddr, method: &str, target: &str, outcome: &str) {
-        let line = json!({ "audit": "admin_call", "time_unix_ms": unix_ms(), "peer": peer.to_string(), "method": method, "target": target, "outcome": outcome });
-        self.write_line(&line.to_string());
     }
 }

@@ -24,6 +24,11 @@ pub struct AdminRequest {
     /// It came from a web page: an `Origin` field, or `Sec-Fetch-Site`
     /// other than `none` (what a browser adds; curl and scripts do not).
     pub from_browser: bool,
+    /// It could be a cross-site "simple" request: it has a `Content-Type`
+    /// other than `application/json` (a form's or `text/plain`), and no
+    /// `X-Ultragate-Admin` field (a custom field a page cannot send
+    /// without a CORS preflight, which the admin API never grants).
+    pub simple_body: bool,
     /// The request body, fully read.
     pub body: Bytes,
 }
@@ -45,6 +50,16 @@ pub struct AdminResponse {
 /// from a web page.
 pub fn from_browser(origin: Option<&[u8]>, fetch_site: Option<&[u8]>) -> bool {
     origin.is_some() || fetch_site.is_some_and(|v| !v.eq_ignore_ascii_case(b"none"))
+}
+
+/// Whether a call with this `Content-Type` and `X-Ultragate-Admin` could
+/// be a page's "simple" request (see [`AdminRequest::simple_body`]).
+pub fn simple_body(content_type: Option<&[u8]>, custom: Option<&[u8]>) -> bool {
+    let Some(ct) = content_type else {
+        return false;
+    };
+    let media = ct.split(|&b| b == b';').next().unwrap_or_default();
+    custom.is_none() && !crate::http::trim(media).eq_ignore_ascii_case(b"application/json")
 }
 
 /// Answers admin calls; implemented by the control plane.

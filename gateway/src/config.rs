@@ -538,6 +538,10 @@ pub struct SecuritySection {
     /// Also writes every request (as an access-log record) to the audit
     /// log, as the runbook's security step asks. Default false.
     pub log_all_requests: bool,
+    /// Size cap of an `audit_log` file, in bytes: past it the file moves
+    /// to `PATH.1` (replacing the one before) and a new one starts, so the
+    /// log takes at most twice this. Default 64 MiB.
+    pub audit_log_max_bytes: u64,
 }
 
 impl Default for SecuritySection {
@@ -546,6 +550,7 @@ impl Default for SecuritySection {
             audit_log: String::new(),
             enable_audit_logging: true,
             log_all_requests: false,
+            audit_log_max_bytes: 64 << 20,
         }
     }
 }
@@ -754,6 +759,12 @@ pub struct AdminSection {
     /// any other `Host` gets 421, so a page that rebinds its own name to
     /// the node cannot reach the admin API. Default empty.
     pub hosts: Vec<String>,
+    /// With a token configured, loopback peers still change things
+    /// without it (reads never need it from loopback). Default `false`:
+    /// a sidecar or a browser on the node is a loopback peer too. Set it
+    /// where `kubectl exec … curl -X POST localhost:…` is how operators
+    /// work and nothing else shares the pod's network namespace.
+    pub loopback_trust: bool,
 }
 
 /// What `GET /admin/config` shows in place of a secret.
@@ -821,6 +832,7 @@ impl Default for AdminSection {
             token: String::new(),
             token_file: String::new(),
             hosts: Vec::new(),
+            loopback_trust: false,
         }
     }
 }
@@ -1253,6 +1265,9 @@ impl Config {
             !n.is_empty() && n.bytes().all(ultragate_dataplane::http::chunked::is_tchar)
         };
         g.forward_rules()?;
+        if self.security.audit_log_max_bytes < 4096 {
+            return invalid("security.audit_log_max_bytes", "must be at least 4096");
+        }
         if !g.strip_fields.iter().all(token) {
             return invalid("api_gateway.strip_fields", "must be field names (tokens)");
         }

@@ -18,9 +18,10 @@ use ultragate::config::{ms, Config, IoBackendName, LogFormat, LogSection};
 use ultragate::cpus::CpuBudget;
 use ultragate_control::admin::{Admin, AdminSettings, AdminState, DataplaneSwitch};
 use ultragate_control::api::AdminServer;
+use ultragate_control::audit::Audit;
 use ultragate_control::notify::Notifier;
 use ultragate_control::supervisor::{Supervisor, SupervisorConfig};
-use ultragate_control::timeline::{Audit, Timeline};
+use ultragate_control::timeline::Timeline;
 use ultragate_control::tls::TlsControl;
 use ultragate_dataplane::access::AccessLog;
 use ultragate_dataplane::cache::{snapshot, Cache, CacheConfig};
@@ -298,6 +299,10 @@ fn run(
         .hosts
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = cfg.admin.host_names();
+    *admin_settings
+        .loopback_trust
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = cfg.admin.loopback_trust;
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("ug-control")

@@ -17,12 +17,13 @@ use ultragate::config::{
 };
 use ultragate::resolve;
 use ultragate_control::admin::{AdminSettings, ReloadReport};
+use ultragate_control::audit::{Audit, AuditSink};
 use ultragate_control::checks::{self, CheckConfig};
 use ultragate_control::metrics::ReloadResult;
 use ultragate_control::notify::{Format, Notifier, NotifyConfig};
 use ultragate_control::policy::{DecisionKind, Thresholds};
 use ultragate_control::supervisor::Supervisor;
-use ultragate_control::timeline::{Audit, AuditSink, Timeline};
+use ultragate_control::timeline::Timeline;
 use ultragate_control::tls::TlsControl;
 use ultragate_dataplane::access::{AccessLog, AccessSink};
 use ultragate_dataplane::cache::{Cache, CacheConfig};
@@ -246,7 +247,10 @@ pub fn audit_sink(s: &SecuritySection) -> AuditSink {
     match (s.enable_audit_logging, s.audit_log.as_str()) {
         (false, _) => AuditSink::Off,
         (true, "" | "stdout") => AuditSink::Stdout,
-        (true, path) => AuditSink::File(path.into()),
+        (true, path) => AuditSink::File {
+            path: path.into(),
+            max_bytes: s.audit_log_max_bytes,
+        },
     }
 }
 
@@ -733,6 +737,10 @@ impl Reloader {
         let admin = &self.to.admin;
         *admin.token.lock().unwrap_or_else(|e| e.into_inner()) = token;
         *admin.hosts.lock().unwrap_or_else(|e| e.into_inner()) = cfg.admin.host_names();
+        *admin
+            .loopback_trust
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = cfg.admin.loopback_trust;
         *admin.origins.lock().unwrap_or_else(|e| e.into_inner()) = origins;
         *admin.config_toml.lock().unwrap_or_else(|e| e.into_inner()) = format!(
             "{}{}",

@@ -96,7 +96,7 @@ fn runbook_cache_commands_work_as_written() {
     let out = curl(&[
         "-X",
         "POST",
-        "-d",
+        "--json",
         "{\"prefix\":\"/doc\"}",
         &format!("{admin}/admin/cache/purge"),
     ]);
@@ -110,7 +110,7 @@ fn runbook_cache_commands_work_as_written() {
         status(&[
             "-X",
             "POST",
-            "-d",
+            "--json",
             "{\"nonsense\":1}",
             &format!("{admin}/admin/cache/purge")
         ]),
@@ -137,7 +137,7 @@ fn a_purge_glob_with_many_stars_does_not_stall_a_data_core() {
         status(&[
             "-X",
             "POST",
-            "-d",
+            "--json",
             body,
             &format!("{admin}/admin/cache/purge"),
         ])

@@ -262,7 +262,7 @@ fn serves_through_dpdk_falls_back_to_the_kernel_and_returns() {
     let refused = ns.curl(&[
         "-X",
         "POST",
-        "-d",
+        "--json",
         "dpdk",
         &format!("http://{admin}/admin/dataplane"),
     ]);
@@ -275,7 +275,7 @@ fn serves_through_dpdk_falls_back_to_the_kernel_and_returns() {
     let back = ns.curl(&[
         "-X",
         "POST",
-        "-d",
+        "--json",
         "dpdk",
         &format!("http://{admin}/admin/dataplane"),
     ]);

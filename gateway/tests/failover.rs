@@ -142,7 +142,7 @@ fn corrupted_entry_is_caught_bypassed_and_cache_serves_again() {
     let out = curl(&[
         "-X",
         "POST",
-        "-d",
+        "--json",
         "/precious?size=100&cache=max-age%3D600",
         &format!("http://{}/admin/cache/corrupt", gw.admin),
     ]);
@@ -195,7 +195,7 @@ fn on_demand_verify_runs_the_whole_corruption_runbook() {
         let out = curl(&[
             "-X",
             "POST",
-            "-d",
+            "--json",
             body,
             &format!("http://{}/admin/cache/{what}", gw.admin),
         ]);
@@ -483,7 +483,7 @@ fn a_primary_without_a_fallback_keeps_its_requests() {
         admin_json(&gw, "/admin/events")
     );
     let url = format!("http://{}/admin/route", gw.admin);
-    assert_eq!(status(&["-X", "POST", "-d", "fallback", &url]), 409);
+    assert_eq!(status(&["-X", "POST", "--json", "fallback", &url]), 409);
     // Nothing can answer for the primary: unhealthy, though the Node.js
     // service (no fallback of it) is up.
     assert!(
@@ -510,7 +510,7 @@ fn manual_route_override_and_config_reload() {
     let out = curl(&[
         "-X",
         "POST",
-        "-d",
+        "--json",
         "fallback",
         &format!("http://{}/admin/route", gw.admin),
     ]);
@@ -523,7 +523,7 @@ fn manual_route_override_and_config_reload() {
     curl(&[
         "-X",
         "POST",
-        "-d",
+        "--json",
         "{\"route\":\"auto\"}",
         &format!("http://{}/admin/route", gw.admin),
     ]);

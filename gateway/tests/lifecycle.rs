@@ -507,7 +507,7 @@ fn a_config_naming_no_servers_is_refused_on_every_path_and_the_running_one_stays
     let forced = curl(&[
         "-X",
         "POST",
-        "-d",
+        "--json",
         "fallback",
         &format!("http://{}/admin/route", gw.admin),
     ]);
@@ -648,7 +648,7 @@ fn a_stalled_data_core_makes_health_unhealthy_naming_it() {
     let out = curl(&[
         "-X",
         "POST",
-        "-d",
+        "--json",
         &body,
         &format!("http://{}/admin/test/stall-core", gw.admin),
     ]);
@@ -691,7 +691,7 @@ fn a_wrong_method_gets_405_and_a_drain_can_be_undone() {
         let out = curl(&[
             "-X",
             "POST",
-            "-d",
+            "--json",
             body,
             &format!("http://{}/admin/drain", gw.admin),
         ]);

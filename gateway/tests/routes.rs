@@ -116,7 +116,7 @@ fn killing_one_routes_pool_diverts_that_route_alone() {
         curl(&[
             "-X",
             "POST",
-            "-d",
+            "--json",
             body,
             &format!("http://{}/admin/route", gw.admin),
         ])

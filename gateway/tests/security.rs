@@ -130,10 +130,13 @@ fn mutating_admin_call_from_outside_needs_the_token_and_is_audited() {
     ]);
     assert!(wrong.ends_with(" 403"), "{wrong}");
 
-    // Isolation: loopback only, token or not.
+    // Isolation: loopback only, token or not (and with a token
+    // configured, loopback changes things with it).
     let out = curl(&[
         "-X",
         "POST",
+        "-H",
+        "Authorization: Bearer s3cret",
         &format!("http://127.0.0.1:{admin_port}/admin/security/isolate"),
     ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"isolated\":true"));
@@ -148,6 +151,8 @@ fn mutating_admin_call_from_outside_needs_the_token_and_is_audited() {
     curl(&[
         "-X",
         "POST",
+        "-H",
+        "Authorization: Bearer s3cret",
         &format!("http://127.0.0.1:{admin_port}/admin/security/normal"),
     ]);
 
@@ -374,6 +379,40 @@ fn admin_calls_only_on_purpose_a_foreign_host_or_a_web_page_is_refused() {
         ]),
         403
     );
+    // The same without Origin (a browser that does not send it, a page
+    // served from a file): a form's Content-Type is not an admin call's.
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        for base in [admin.clone(), format!("http://{}", gw.data)] {
+            let url = format!("{base}/admin/route");
+            let ct = format!("Content-Type: {ct}");
+            assert_eq!(
+                status(&["-X", "POST", "-H", &ct, "-d", "fallback", &url]),
+                415,
+                "{url} {ct}"
+            );
+        }
+    }
+    let purge = format!("{admin}/admin/cache/purge");
+    assert_eq!(
+        status(&["-d", "{\"prefix\":\"/\"}", &purge]),
+        415,
+        "curl -d is a form"
+    );
+    assert_eq!(admin_json(&gw, "/admin/route")["route"], "primary");
+    // JSON, or the custom field, is on purpose.
+    assert_eq!(status(&["--json", "{\"prefix\":\"/\"}", &purge]), 202);
+    let custom = [
+        "-H",
+        "X-Ultragate-Admin: 1",
+        "-d",
+        "{\"prefix\":\"/\"}",
+        &purge,
+    ];
+    assert_eq!(status(&custom), 202);
     assert_eq!(admin_json(&gw, "/admin/route")["route"], "primary");
     assert_eq!(
         status(&[
@@ -398,4 +437,90 @@ fn admin_calls_only_on_purpose_a_foreign_host_or_a_web_page_is_refused() {
         status(&[&format!("http://localhost:{}/health", gw.admin.port())]),
         200
     );
+}
+
+#[test]
+fn with_a_token_loopback_changes_need_it_too_unless_loopback_is_trusted() {
+    let (_o, origin) = origin(&[]);
+    let clear = |gw: &Gateway, auth: Option<&str>| {
+        let url = format!("http://{}/admin/cache/clear", gw.admin);
+        let data = format!("http://{}/admin/cache/clear", gw.data);
+        let header = auth.map(|t| format!("Authorization: Bearer {t}"));
+        let mut args = vec!["-X", "POST"];
+        if let Some(h) = &header {
+            args.extend(["-H", h.as_str()]);
+        }
+        let admin_port = status(&[args.as_slice(), &[url.as_str()]].concat());
+        let data_port = status(&[args.as_slice(), &[data.as_str()]].concat());
+        (admin_port, data_port)
+    };
+    // A sidecar or a browser on the node is loopback too.
+    let gw = Gateway::start_on("127.0.0.1", &[origin], "", "token = \"s3cret-token\"\n", "");
+    assert_eq!(clear(&gw, None), (403, 403));
+    assert_eq!(clear(&gw, Some("wrong")), (403, 403));
+    assert_eq!(clear(&gw, Some("s3cret-token")), (200, 200));
+    assert_eq!(
+        status(&[&format!("http://{}/admin/config", gw.admin)]),
+        200,
+        "reads from loopback need no token"
+    );
+    drop(gw);
+    // Explicitly trusted: the runbook's command as written.
+    let gw = Gateway::start_on(
+        "127.0.0.1",
+        &[origin],
+        "",
+        "token = \"s3cret-token\"\nloopback_trust = true\n",
+        "",
+    );
+    assert_eq!(clear(&gw, None), (200, 200));
+}
+
+#[test]
+fn one_connection_cannot_flood_the_audit_log() {
+    let (_o, origin) = origin(&[]);
+    let audit = std::env::temp_dir().join(format!("ug-audit-flood-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&audit);
+    let extra = format!("[security]\naudit_log = \"{}\"\n", audit.display());
+    let gw = Gateway::start(&[origin], "", &extra);
+    // 2,000 refused calls with long targets, pipelined on one connection.
+    let one = format!(
+        "POST /admin/cache/clear?{} HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+        "x".repeat(4000)
+    );
+    let mut flood = one.repeat(2000);
+    flood.push_str("GET /admin/config HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n");
+    raw_exchange(
+        gw.admin,
+        flood.as_bytes(),
+        std::time::Duration::from_secs(20),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // A call after a second: the notice of what was dropped, then it.
+    curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Host: evil.example",
+        &format!("http://{}/admin/cache/clear", gw.admin),
+    ]);
+    let log = std::fs::read_to_string(&audit).unwrap_or_default();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.len() <= 40,
+        "{} lines, {} bytes",
+        lines.len(),
+        log.len()
+    );
+    assert!(log.len() < 40 * 1024, "{} bytes", log.len());
+    let dropped: u64 = lines
+        .iter()
+        .filter(|l| l["audit"] == "dropped")
+        .map(|l| l["lines"].as_u64().unwrap())
+        .sum();
+    assert!(dropped > 1900, "the drops are said: {log}");
+    let _ = std::fs::remove_file(audit);
 }

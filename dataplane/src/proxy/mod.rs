@@ -1806,6 +1806,10 @@ impl Conn {
                 rules::field(head.headers, "origin"),
                 rules::field(head.headers, "sec-fetch-site"),
             ),
+            simple_body: crate::admin::simple_body(
+                rules::field(head.headers, "content-type"),
+                rules::field(head.headers, "x-ultragate-admin"),
+            ),
             body: Bytes::new(),
         };
         let reader = BodyReader::request(head.framing);
