@@ -872,6 +872,7 @@ mod tests {
             routes: Default::default(),
             paths: Default::default(),
             forwarding: Default::default(),
+            max_client_queue: 256 * 1024,
         });
         let pool = |p: u16| {
             PoolSpec::new(

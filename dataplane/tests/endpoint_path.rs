@@ -86,6 +86,7 @@ fn endpoint(cache: bool, t0: Instant) -> Endpoint {
         routes: Default::default(),
         paths: Default::default(),
         forwarding: Default::default(),
+        max_client_queue: 256 * 1024,
     });
     let origin = vec![SocketAddr::from(([127, 0, 0, 1], 9))];
     let live = Arc::new(Live::new(

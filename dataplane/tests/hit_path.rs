@@ -83,6 +83,7 @@ fn a_warm_cache_hit_allocates_nothing() {
         routes: Default::default(),
         paths: Default::default(),
         forwarding: Default::default(),
+        max_client_queue: 256 * 1024,
     });
     let status = Arc::new(DataplaneStatus::default());
     status.set_serving(true);

@@ -663,6 +663,12 @@ pub struct ApiGateway {
     /// Also send an RFC 7239 `Forwarded` field (`for`, `proto`, `host`).
     /// Default `false`.
     pub forwarded_field: bool,
+    /// Bytes queued for one client past which its connection takes no
+    /// more (no further pipelined request answered, nothing more read
+    /// from it or its upstream) until it reads; a connection then holds
+    /// at most this, one request head and the response being written.
+    /// Default 262144.
+    pub max_connection_buffer_bytes: usize,
 }
 
 impl ApiGateway {
@@ -736,6 +742,7 @@ impl Default for ApiGateway {
             trusted_proxies: Vec::new(),
             strip_fields: Vec::new(),
             forwarded_field: false,
+            max_connection_buffer_bytes: 256 * 1024,
         }
     }
 }
@@ -1265,6 +1272,12 @@ impl Config {
             !n.is_empty() && n.bytes().all(ultragate_dataplane::http::chunked::is_tchar)
         };
         g.forward_rules()?;
+        if !(16 * 1024..=64 << 20).contains(&g.max_connection_buffer_bytes) {
+            return invalid(
+                "api_gateway.max_connection_buffer_bytes",
+                "must be between 16384 and 67108864",
+            );
+        }
         if self.security.audit_log_max_bytes < 4096 {
             return invalid("security.audit_log_max_bytes", "must be at least 4096");
         }

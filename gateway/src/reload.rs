@@ -137,6 +137,7 @@ pub fn engine_config(
         paths: path_rules(&cfg.api_gateway),
         // Checked when the config was validated.
         forwarding: cfg.api_gateway.forward_rules().unwrap_or_default(),
+        max_client_queue: cfg.api_gateway.max_connection_buffer_bytes,
     }
 }
 

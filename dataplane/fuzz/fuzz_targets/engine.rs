@@ -183,6 +183,7 @@ impl Harness {
             routes: Arc::new(if routed { routes() } else { Routes::default() }),
             paths: Default::default(),
             forwarding: Default::default(),
+            max_client_queue: 256 * 1024,
         });
         let status = Arc::new(DataplaneStatus::default());
         status.set_serving(true);

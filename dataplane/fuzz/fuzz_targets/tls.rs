@@ -73,6 +73,7 @@ fn endpoint(now: Instant, status: Arc<DataplaneStatus>) -> Endpoint {
         routes: Default::default(),
         paths: Default::default(),
         forwarding: Default::default(),
+        max_client_queue: 256 * 1024,
     });
     let pool = || {
         PoolSpec::new(

@@ -869,6 +869,9 @@ impl Endpoint {
     /// Carries out the engine's actions for client `id`, books its answered
     /// requests, queues its timer and tells the driver what it wants.
     fn settle(&mut self, id: ClientId, now: Instant) {
+        if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
+            c.conn.resume(now);
+        }
         while let Some(action) = self
             .clients
             .get_mut(id.idx, id.gen)

@@ -29,6 +29,7 @@ pub(super) fn engine(epoch: Instant) -> Arc<EngineConfig> {
         routes: Default::default(),
         paths: Default::default(),
         forwarding: Default::default(),
+        max_client_queue: 256 * 1024,
     })
 }
 

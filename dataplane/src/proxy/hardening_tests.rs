@@ -444,3 +444,43 @@ fn duplicate_content_lengths_from_upstream_are_sent_on_as_one() {
         );
     }
 }
+
+#[test]
+fn a_client_that_pipelines_without_reading_gets_no_more_than_the_bound_queued() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let fresh = "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 4096\r\n\r\n";
+    let body = "x".repeat(4096);
+    roundtrip(
+        &cache,
+        t0,
+        "GET /big HTTP/1.1\r\nHost: h\r\n\r\n",
+        &format!("{fresh}{body}"),
+    );
+    let mut c = conn(&cache, t0);
+    let bound = c.engine().max_client_queue;
+    let one = "GET /big HTTP/1.1\r\nHost: h\r\n\r\n";
+    // Far more answers than the bound holds, in what the driver reads
+    // while the engine still wants bytes.
+    let mut sent = 0;
+    while c.wants_client_bytes() {
+        c.recv_client(t0, one.repeat(100).as_bytes());
+        sent += 100;
+    }
+    let queued = c.client_pending();
+    assert!(queued < bound + 4096 + 512, "{queued} bytes queued");
+    let answered = |c: &mut Conn| std::iter::from_fn(|| c.poll_completion()).count();
+    let first = answered(&mut c);
+    assert!(first < sent, "{first} of {sent} answered");
+    // The client reads: the held-back requests are taken up again.
+    let mut total = first;
+    while total < sent {
+        let n = c.client_pending();
+        assert!(n > 0, "stalled at {total} of {sent}");
+        c.client_written(n, t0);
+        c.resume(t0);
+        assert!(c.client_pending() < bound + 4096 + 512);
+        total += answered(&mut c);
+    }
+    assert_eq!(total, sent);
+}

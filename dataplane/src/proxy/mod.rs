@@ -43,9 +43,6 @@ const MAX_REPLAY_BYTES: usize = 64 * 1024;
 /// Bytes queued for the upstream before the engine stops taking client
 /// bytes.
 const MAX_UPSTREAM_QUEUE: usize = 64 * 1024;
-/// Bytes queued for the client before the engine stops taking upstream
-/// bytes (back-pressure from slow readers).
-const MAX_CLIENT_QUEUE: usize = 256 * 1024;
 /// Largest body of an admin call on the data port, in bytes.
 const MAX_ADMIN_BODY: u64 = 64 * 1024;
 /// Longest wait for the control plane's answer to a data-port admin call
@@ -118,6 +115,13 @@ pub struct EngineConfig {
     pub paths: PathRules,
     /// Whose forwarding fields are kept, and which are removed.
     pub forwarding: ForwardRules,
+    /// Bytes queued for a client past which its connection takes no
+    /// more: no upstream bytes, no further pipelined request, no client
+    /// bytes (the driver stops receiving), until the client reads
+    /// (`[api_gateway] max_connection_buffer_bytes`). A connection holds
+    /// at most this plus one request head and the one response being
+    /// written.
+    pub max_client_queue: usize,
 }
 
 impl EngineConfig {
@@ -557,6 +561,9 @@ pub struct Conn {
     closing: Closing,
     /// The client closed its sending side: nothing more to read.
     client_eof: bool,
+    /// Pipelined requests wait for the client to read (see
+    /// [`Conn::resume`]).
+    held_back: bool,
 }
 
 /// How far a connection is on its way to a close; it only moves forward.
@@ -616,6 +623,7 @@ impl Conn {
             route: None,
             closing: Closing::Open,
             client_eof: false,
+            held_back: false,
         }
     }
 
@@ -685,6 +693,16 @@ impl Conn {
     /// driver whose kernel reads them after the call returns (io_uring).
     pub fn pin_client_output(&mut self) {
         self.output.freeze();
+    }
+
+    /// Takes up pipelined requests held back while the client's output was
+    /// over its bound, once it is under again; the endpoint calls it
+    /// before it settles the connection.
+    pub fn resume(&mut self, now: Instant) {
+        if self.held_back && self.output.len() < self.cfg.max_client_queue {
+            self.held_back = false;
+            self.advance(now);
+        }
     }
 
     /// `n` queued client bytes were written at `now`.
@@ -829,13 +847,13 @@ impl Conn {
             && !self.client_eof
             && self.input.len() < self.cfg.limits.max_header_bytes + 1
             && self.upstream_output.len() < MAX_UPSTREAM_QUEUE
-            && self.output.len() < MAX_CLIENT_QUEUE
+            && self.output.len() < self.cfg.max_client_queue
     }
 
     /// Whether the driver should read from the upstream connection now.
     pub fn wants_upstream_bytes(&self) -> bool {
         matches!(&self.phase, Phase::Proxy(ex) if ex.upstream == UpstreamState::Connected)
-            && self.output.len() < MAX_CLIENT_QUEUE
+            && self.output.len() < self.cfg.max_client_queue
     }
 
     /// Whether an upstream connection is attached and may be written to.
@@ -1552,6 +1570,12 @@ impl Conn {
                 Phase::Wait { .. } => return,
                 Phase::Idle => {
                     if self.input.is_empty() {
+                        return;
+                    }
+                    // A client that pipelines without reading gets no more
+                    // answers queued than the bound: the rest waits.
+                    if self.output.len() >= self.cfg.max_client_queue {
+                        self.held_back = true;
                         return;
                     }
                     if !self.start_request(now) {

@@ -29,6 +29,7 @@ pub(super) fn cfg(max_body_bytes: u64) -> Arc<EngineConfig> {
         routes: Default::default(),
         paths: Default::default(),
         forwarding: Default::default(),
+        max_client_queue: 256 * 1024,
     })
 }
 

@@ -93,6 +93,7 @@ pub fn start(
         routes: Default::default(),
         paths: Default::default(),
         forwarding: Default::default(),
+        max_client_queue: 256 * 1024,
     });
     let shared = Shared {
         status: status.clone(),

@@ -1,5 +1,5 @@
 //! A provided-buffer ring: memory the kernel picks receive buffers from,
-//! so a multishot `recv` needs no buffer per connection. Every buffer the
+//! so a `recv` needs no buffer per connection. Every buffer the
 //! kernel hands out comes back with [`BufRing::recycle`] once its bytes are
 //! consumed.
 

@@ -9,10 +9,12 @@
 //! queued. A failed submission is an error for the socket it was for (the
 //! endpoint closes it), never a silently dropped operation.
 //!
-//! Back-pressure: a client's multishot receive is cancelled while the
-//! endpoint does not want its bytes and armed again after; an upstream is
-//! read one buffer at a time, only while its bytes are wanted, so a slow
-//! reader stops the upstream instead of filling memory.
+//! Back-pressure: clients and upstreams are read one buffer at a time,
+//! each receive armed only while the endpoint wants the bytes (and a
+//! pending one cancelled when it stops wanting them), so a connection
+//! holds at most one buffer more than the endpoint's bound, a client that
+//! never reads stops being read, and a slow reader stops its upstream
+//! instead of filling memory.
 
 use super::bufring::BufRing;
 use super::op::{Kind, Op};
@@ -529,8 +531,15 @@ impl Core {
             }
         }
         if want.read && !s.recv_armed {
-            let e = opcode::RecvMulti::new(fd, BGID)
+            // One buffer per receive, armed again only while the endpoint
+            // wants bytes: a multishot receive goes on draining the socket
+            // (up to 32 buffers a pass) after the bound is reached, and a
+            // client that pipelines without reading would park them all
+            // here.
+            let e = opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
+                .buf_group(BGID)
                 .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
                 .user_data(Op::new(Kind::Recv, id.index() as u32, s.gen).encode());
             // SAFETY: buffers come from the registered buffer ring.
             match unsafe { push(&mut self.ring, e) } {
@@ -777,7 +786,7 @@ impl Core {
     }
 }
 
-/// Cancels a client's multishot receive.
+/// Cancels a client's pending receive.
 fn cancel_recv(ring: &mut IoUring, s: &mut ClientSock) {
     let idx = s.id.index() as u32;
     let e = opcode::AsyncCancel::new(Op::new(Kind::Recv, idx, s.gen).encode())

@@ -1,8 +1,8 @@
 //! The io_uring driver: one ring per data core, on a thread pinned with
 //! `core_affinity`, each with its own `SO_REUSEPORT` listener, receive
-//! buffers and upstream pool. Accept and client receives are multishot
-//! (one submission serves many completions) and take their memory from a
-//! provided-buffer ring; sends hand the engine's queued chunks to the
+//! buffers and upstream pool. Accept is multishot (one submission serves
+//! many completions); receives take one buffer at a time, only while the
+//! connection wants bytes (back-pressure), from a provided-buffer ring; sends hand the engine's queued chunks to the
 //! kernel as they are (a cache hit's body is the cache's memory); upstream
 //! connect, send and receive run on the same ring, so a core never blocks
 //! and a request never changes thread.
@@ -50,7 +50,7 @@ fn refused(what: &'static str) -> impl FnOnce(io::Error) -> Refused {
 /// The opcodes the driver submits.
 const NEEDED: [(u8, &str); 7] = [
     (opcode::AcceptMulti::CODE, "accept"),
-    (opcode::RecvMulti::CODE, "recv"),
+    (opcode::Recv::CODE, "recv"),
     (opcode::SendMsg::CODE, "sendmsg"),
     (opcode::Send::CODE, "send"),
     (opcode::Connect::CODE, "connect"),

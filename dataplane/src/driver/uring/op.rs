@@ -12,7 +12,7 @@ pub(super) enum Kind {
     Recv,
     /// A send to a client.
     Send,
-    /// A cancel of a client's multishot recv.
+    /// A cancel of a client's pending recv.
     Cancel,
     /// Connect to an upstream server.
     UpConnect,
