@@ -46,16 +46,6 @@ fn hogs(addr: SocketAddr, n: usize) -> Hogs {
     Hogs(all)
 }
 
-/// The process's resident set, in bytes.
-pub fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn two_hundred_non_readers_cost_at_most_the_bound_each(backend: &str) {
     let (_o, origin) = origin(&[]);
     let gw = Gateway::start(&[origin], &format!("io_backend = \"{backend}\"\n"), "");

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::*;
 
 /// A CA made for one test, its files in a directory of their own.
@@ -722,4 +722,69 @@ fn a_panic_in_the_upstream_tls_path_closes_one_connection_and_the_core_goes_on()
     );
     let _ = origin.kill();
     let _ = origin.wait();
+}
+
+#[test]
+fn tls_clients_that_pipeline_without_reading_cost_at_most_the_bound() {
+    let ca = Ca::new("hogs");
+    let leaf = ca.leaf("h", "h.test", &["h.test"]);
+    let (_o, origin) = origin(&[]);
+    let (gw, tls) = start(origin, &[leaf], "");
+    let hit = "/obj?size=4096&cache=max-age%3D600";
+    assert_eq!(
+        https_get(&ca.client(), tls, "h.test", hit).map(|r| r.0),
+        Ok(200)
+    );
+    let pid = gw.proc.child.id();
+    let before = rss(pid);
+    let chunk = format!("GET {hit} HTTP/1.1\r\nHost: h.test\r\n\r\n").repeat(64);
+    let cfg = ca.client();
+    let mut hogs = Vec::new();
+    for _ in 0..200 {
+        let server = ServerName::try_from("h.test").unwrap();
+        let mut conn = rustls::ClientConnection::new(cfg.clone(), server).unwrap();
+        // Never more than 64 KiB of plaintext buffered here.
+        conn.set_buffer_limit(Some(64 * 1024));
+        let mut sock = TcpStream::connect(tls).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock).unwrap();
+        }
+        sock.set_nonblocking(true).unwrap();
+        hogs.push((conn, sock, 0usize));
+    }
+    // Round-robin until the gateway stops reading every one (or 4 MiB
+    // each, or the time is up); nothing is ever read back.
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut open: Vec<usize> = (0..hogs.len()).collect();
+    while !open.is_empty() && Instant::now() < end {
+        open.retain(|&i| {
+            let (conn, sock, sent) = &mut hogs[i];
+            let _ = conn.writer().write(chunk.as_bytes());
+            loop {
+                match conn.write_tls(sock) {
+                    Ok(0) => return false,
+                    Ok(n) => *sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return *sent < 4 << 20,
+                    Err(_) => return false,
+                }
+                if !conn.wants_write() {
+                    return *sent < 4 << 20;
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = rss(pid).saturating_sub(before);
+    let per = grown / 200;
+    eprintln!("tls: RSS {before} -> +{grown} bytes for 200 non-reading clients ({per} per client)");
+    // The bound, the TLS queue and a record, a request head, the response
+    // in flight, the session, and the allocator's slack.
+    assert!(per < 512 * 1024, "{per} bytes per client");
+    assert_eq!(
+        https_get(&ca.client(), tls, "h.test", hit).map(|r| r.0),
+        Ok(200)
+    );
+    drop(hogs);
 }

@@ -506,3 +506,13 @@ pub fn origin_at(addr: SocketAddr, extra: &[&str]) -> Proc {
     wait_listening(addr, "origin");
     p
 }
+
+/// The process's resident set, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
