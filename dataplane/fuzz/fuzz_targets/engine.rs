@@ -136,7 +136,7 @@ const CACHING: &[&str] = &[
 /// catch-all (so some requests get the 404 of no route).
 fn routes() -> Routes {
     let route =
-        |name: &str, host: Option<&str>, prefix: &str, methods: &[&str], cache, ttl| RouteSpec {
+        |name: &str, host: Option<&str>, prefix: &str, methods: &[&str], cache, ttl: Option<Duration>| RouteSpec {
             name: name.into(),
             host: host.map_or(HostMatch::Any, HostMatch::parse),
             path_prefix: prefix.into(),

@@ -7,10 +7,13 @@
 //!
 //! Trailer fields are validated as header fields (token names; no control
 //! characters in values) and those that must not be trailers (framing,
-//! routing, authentication, caching fields: RFC 9110 §6.5.1) are dropped: a
-//! relay forwards the bytes before the trailer section as they came
-//! ([`ChunkedDecoder::relayed_len`]) and then [`ChunkedDecoder::trailer_section`].
+//! routing, authentication, caching fields: RFC 9110 §6.5.1) are dropped. A
+//! relay ([`ChunkedDecoder::relay`]) forwards the body in canonical form:
+//! each chunk-size line as `{hex}\r\n` without extensions or whitespace,
+//! the data, the validated trailers. The next hop reads the framing this
+//! decoder read, whatever leniency it has (`3 \r\n`, `3;x\r\n`).
 
+use bytes::BufMut;
 use thiserror::Error;
 
 /// Why a chunked body was rejected.
@@ -98,8 +101,29 @@ pub struct ChunkedDecoder {
     line: Vec<u8>,
     /// Accepted trailer lines, each with its CRLF.
     trailers: Vec<u8>,
-    /// Bytes of the trailer section consumed by the latest `feed`.
-    trailer_wire: usize,
+}
+
+/// What [`ChunkedDecoder::parts`] found in its input, in order.
+enum Part<'a> {
+    /// A chunk of this many bytes starts (the last, empty chunk is not one).
+    Size(u64),
+    /// Payload bytes.
+    Data(&'a [u8]),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+}
+
+/// Writes `{size:x}\r\n` into `line`; returns its length.
+fn hex_line(size: u64, line: &mut [u8; 18]) -> usize {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - size.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (k, slot) in line[..digits].iter_mut().enumerate() {
+        let shift = 4 * (digits - 1 - k);
+        *slot = DIGITS[((size >> shift) & 0xf) as usize];
+    }
+    line[digits] = b'\r';
+    line[digits + 1] = b'\n';
+    digits + 2
 }
 
 impl ChunkedDecoder {
@@ -115,24 +139,7 @@ impl ChunkedDecoder {
             decoded: 0,
             line: Vec::new(),
             trailers: Vec::new(),
-            trailer_wire: 0,
         }
-    }
-
-    /// Of the `consumed` bytes the latest [`Self::feed`] returned, how many
-    /// a relay forwards as they are: all but the trailer section, which it
-    /// replaces with [`Self::trailer_section`] once the body is done.
-    pub fn relayed_len(&self, consumed: usize) -> usize {
-        consumed.saturating_sub(self.trailer_wire)
-    }
-
-    /// The validated trailer section to forward (accepted fields and the
-    /// final CRLF); empty until the body is done.
-    pub fn trailer_section(&self) -> impl Iterator<Item = &[u8]> {
-        let done = self.is_done();
-        [&self.trailers[..], b"\r\n"]
-            .into_iter()
-            .filter(move |_| done)
     }
 
     /// Whether the last chunk and the trailer section have been read.
@@ -160,18 +167,51 @@ impl ChunkedDecoder {
     /// `data`. Returns how many bytes of `input` belong to this body; it is
     /// less than `input.len()` only once the body is complete.
     pub fn feed(&mut self, input: &[u8], mut data: impl FnMut(&[u8])) -> Result<usize, ChunkError> {
+        self.parts(input, |p| {
+            if let Part::Data(d) = p {
+                data(d)
+            }
+        })
+    }
+
+    /// As [`Self::feed`], and appends to `out` the body in canonical form:
+    /// what a relay forwards (see the module's doc).
+    pub fn relay(
+        &mut self,
+        input: &[u8],
+        out: &mut impl BufMut,
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<usize, ChunkError> {
+        let was_done = self.is_done();
+        let n = self.parts(input, |p| match p {
+            Part::Size(size) => {
+                let mut line = [0u8; 18];
+                let len = hex_line(size, &mut line);
+                out.put_slice(&line[..len]);
+            }
+            Part::Data(d) => {
+                out.put_slice(d);
+                data(d);
+            }
+            Part::ChunkEnd => out.put_slice(b"\r\n"),
+        })?;
+        if self.is_done() && !was_done {
+            out.put_slice(b"0\r\n");
+            out.put_slice(&self.trailers);
+            out.put_slice(b"\r\n");
+        }
+        Ok(n)
+    }
+
+    fn parts(&mut self, input: &[u8], mut part: impl FnMut(Part<'_>)) -> Result<usize, ChunkError> {
         let mut i = 0;
-        self.trailer_wire = 0;
         while i < input.len() {
             let b = input[i];
-            if matches!(self.state, State::Trailer { .. } | State::TrailerLf { .. }) {
-                self.trailer_wire += 1;
-            }
             match self.state {
                 State::Done => return Ok(i),
                 State::Data => {
                     let n = (input.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
-                    data(&input[i..i + n]);
+                    part(Part::Data(&input[i..i + n]));
                     self.size -= n as u64;
                     self.decoded += n as u64;
                     i += n;
@@ -202,6 +242,7 @@ impl ChunkedDecoder {
                     self.state = if self.size == 0 {
                         State::Trailer { line_len: 0 }
                     } else {
+                        part(Part::Size(self.size));
                         State::Data
                     };
                 }
@@ -211,6 +252,7 @@ impl ChunkedDecoder {
                 }
                 State::DataLf => {
                     expect(b, b'\n')?;
+                    part(Part::ChunkEnd);
                     self.state = State::Size;
                     self.digits = 0;
                 }
@@ -371,12 +413,9 @@ mod tests {
             let mut d = ChunkedDecoder::new(1024);
             let mut relayed = Vec::new();
             for part in [&body[..split], &body[split..]] {
-                let n = d.feed(part, |_| {}).unwrap();
-                relayed.extend_from_slice(&part[..d.relayed_len(n)]);
+                d.relay(part, &mut relayed, |_| {}).unwrap();
             }
             assert!(d.is_done());
-            d.trailer_section()
-                .for_each(|s| relayed.extend_from_slice(s));
             assert_eq!(
                 String::from_utf8_lossy(&relayed),
                 "3\r\nabc\r\n0\r\nX-Sum: 9\r\nX-Ok: a\tb\r\n\r\n",
@@ -400,6 +439,28 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    #[test]
+    fn a_relay_sends_canonical_chunk_size_lines() {
+        let body = b"3 \r\nabc\r\n1a;name=\"v\"\r\nabcdefghijklmnopqrstuvwxyz\r\n00000\r\n\r\n";
+        for split in 0..=body.len() {
+            let mut d = ChunkedDecoder::new(1024);
+            let mut relayed = Vec::new();
+            for part in [&body[..split], &body[split..]] {
+                d.relay(part, &mut relayed, |_| {}).unwrap();
+            }
+            assert_eq!(
+                String::from_utf8_lossy(&relayed),
+                "3\r\nabc\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n",
+                "split {split}"
+            );
+        }
+        let mut line = [0u8; 18];
+        let n = hex_line(u64::MAX, &mut line);
+        assert_eq!(&line[..n], b"ffffffffffffffff\r\n");
+        let n = hex_line(0x100, &mut line);
+        assert_eq!(&line[..n], b"100\r\n");
     }
 
     #[test]

@@ -126,16 +126,12 @@ impl BodyReader {
             return Ok(n);
         };
         let n = decoder
-            .feed(input, data)
+            .relay(input, out, data)
             .map_err(|_| RequestError::Malformed("invalid chunked body"))?;
         if decoder.announced() > max_body {
             return Err(RequestError::BodyTooLarge);
         }
-        out.extend_from_slice(&input[..decoder.relayed_len(n)]);
         if decoder.is_done() {
-            decoder
-                .trailer_section()
-                .for_each(|s| out.extend_from_slice(s));
             *self = Self::Done;
         }
         Ok(n)

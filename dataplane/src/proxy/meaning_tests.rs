@@ -309,3 +309,19 @@ fn a_background_refresh_leaves_out_what_the_clients_connection_named() {
     assert!(!request.contains("secret"), "{request}");
     assert!(request.contains("\r\nAccept: */*\r\n"), "{request}");
 }
+
+#[test]
+fn a_chunked_body_reaches_the_origin_in_canonical_form() {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let mut c = conn(&cache, t0);
+    let (up, _) = send(
+        &mut c,
+        t0,
+        "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3 \r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n",
+    );
+    assert!(
+        up.ends_with("\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
+        "{up:?}"
+    );
+}
