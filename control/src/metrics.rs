@@ -74,6 +74,7 @@ pub struct Metrics {
     route_requests: IntCounterVec,
     route_errors: IntCounterVec,
     probes: IntCounter,
+    refused: IntCounterVec,
     bytes_in: IntCounter,
     bytes_out: IntCounter,
     open_connections: IntGaugeVec,
@@ -305,6 +306,11 @@ impl Metrics {
                 "ultragate_probes_total",
                 "Probes (/health/live, /health/ready) answered on the data port.",
             ),
+            refused: counter_vec(
+                "ultragate_connections_refused_total",
+                "Client connections answered 503 and closed: over a core's limit (per_core) or one address's (per_client).",
+                &["reason"],
+            ),
             bytes_in: int_counter(
                 "ultragate_client_received_bytes_total",
                 "Bytes received from clients on the data port.",
@@ -500,6 +506,9 @@ impl Metrics {
             }
         }
         self.probes.inc_by(s.probes);
+        for (reason, n) in ["per_core", "per_client"].into_iter().zip(s.refused) {
+            self.refused.with_label_values(&[reason]).inc_by(n);
+        }
         self.bytes_in.inc_by(s.bytes_in);
         self.bytes_out.inc_by(s.bytes_out);
         self.open_connections

@@ -267,6 +267,9 @@ pub struct CoreStats {
     pub routes: Vec<RouteStats>,
     /// Probes answered on the data port (not in `requests`).
     pub probes: u64,
+    /// Connections refused: over the core's limit, over the per-client
+    /// limit.
+    pub refused: [u64; 2],
     /// Bytes received from clients.
     pub bytes_in: u64,
     /// Bytes queued to clients.
@@ -293,6 +296,7 @@ impl Default for CoreStats {
             duration: [Buckets::default(); 5],
             routes: Vec::new(),
             probes: 0,
+            refused: [0; 2],
             bytes_in: 0,
             bytes_out: 0,
             servers: Vec::new(),
@@ -421,6 +425,8 @@ impl CoreStats {
             }
         }
         self.probes += other.probes;
+        self.refused[0] += other.refused[0];
+        self.refused[1] += other.refused[1];
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.open_connections += other.open_connections;

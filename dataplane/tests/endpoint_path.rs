@@ -114,6 +114,7 @@ fn endpoint(cache: bool, t0: Instant) -> Endpoint {
     let cfg = EndpointConfig {
         core: 0,
         max_connections: 16,
+        max_connections_per_client: usize::MAX,
         drain_timeout: Duration::from_secs(1),
         stats_interval: Duration::from_secs(3600),
         local_admin: false,

@@ -643,6 +643,11 @@ pub struct ApiGateway {
     /// Most client connections one data core serves at once (at most
     /// 1048576); more get a `503` and are closed. Default 16384.
     pub max_connections_per_core: usize,
+    /// Most client connections one address may have open on one data
+    /// core; more get a `503` and are closed, counted in
+    /// `ultragate_connections_refused_total{reason="per_client"}`. Set it
+    /// above what a NAT or a proxy in front opens. Default 1024.
+    pub max_connections_per_client: usize,
     /// Read `//` in a path as `/` before routing, keying and forwarding.
     /// Default `false` (empty segments are kept, as RFC 3986 says).
     pub merge_slashes: bool,
@@ -737,6 +742,7 @@ impl Default for ApiGateway {
             drain_timeout_ms: 10_000,
             io_backend: IoBackendName::Auto,
             max_connections_per_core: 16_384,
+            max_connections_per_client: 1024,
             merge_slashes: false,
             escaped_slashes: EscapedSlashesName::Reject,
             trusted_proxies: Vec::new(),
@@ -1272,6 +1278,9 @@ impl Config {
             !n.is_empty() && n.bytes().all(ultragate_dataplane::http::chunked::is_tchar)
         };
         g.forward_rules()?;
+        if g.max_connections_per_client == 0 {
+            return invalid("api_gateway.max_connections_per_client", "must be above 0");
+        }
         if !(16 * 1024..=64 << 20).contains(&g.max_connection_buffer_bytes) {
             return invalid(
                 "api_gateway.max_connection_buffer_bytes",

@@ -188,6 +188,7 @@ fn run(
         drain_timeout: ms(cfg.api_gateway.drain_timeout_ms),
         stats_interval: ms(cfg.control.interval_ms),
         max_connections_per_core: cfg.api_gateway.max_connections_per_core,
+        max_connections_per_client: cfg.api_gateway.max_connections_per_client,
     };
 
     let status = Arc::new(DataplaneStatus::default());

@@ -41,6 +41,7 @@ const RESTART_KEYS: &[&str] = &[
     "api_gateway.enable_dpdk",
     "api_gateway.io_backend",
     "api_gateway.max_connections_per_core",
+    "api_gateway.max_connections_per_client",
     "api_gateway.drain_timeout_ms",
     "admin.listen",
     "tls.listen",

@@ -524,3 +524,47 @@ fn one_connection_cannot_flood_the_audit_log() {
     assert!(dropped > 1900, "the drops are said: {log}");
     let _ = std::fs::remove_file(audit);
 }
+
+#[test]
+fn one_address_gets_at_most_its_connections_and_the_rest_a_503() {
+    use std::io::{Read, Write};
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start(
+        &[origin],
+        "cores = [0]\nmax_connections_per_client = 3\n",
+        "",
+    );
+    // Three idle connections held (half-open handshakes cost the same).
+    let held: Vec<_> = (0..3)
+        .map(|_| connect_from([127, 0, 0, 5], gw.data).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut fourth = connect_from([127, 0, 0, 5], gw.data).unwrap();
+    fourth
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let _ = fourth.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = fourth.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    // Another address is served.
+    assert_eq!(get_from([127, 0, 0, 6], gw.data, "/", None), 200);
+    let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", gw.admin)]).stdout)
+        .into_owned();
+    assert!(
+        wait_for(std::time::Duration::from_secs(3), || {
+            String::from_utf8_lossy(&curl(&[&format!("http://{}/metrics", gw.admin)]).stdout)
+                .contains("ultragate_connections_refused_total{reason=\"per_client\"} 1")
+        }),
+        "{metrics}"
+    );
+    // One closes: the address may open one again.
+    drop(held);
+    assert!(wait_for(std::time::Duration::from_secs(3), || get_from(
+        [127, 0, 0, 5],
+        gw.data,
+        "/",
+        None
+    ) == 200));
+}

@@ -95,6 +95,7 @@ fn endpoint(now: Instant, status: Arc<DataplaneStatus>) -> Endpoint {
     let cfg = EndpointConfig {
         core: 0,
         max_connections: 4,
+        max_connections_per_client: usize::MAX,
         drain_timeout: Duration::from_secs(1),
         stats_interval: Duration::from_secs(3600),
         local_admin: false,

@@ -43,6 +43,9 @@ pub struct DriverConfig {
     /// Most client connections one core serves at once; the next ones get
     /// a `503` and are closed.
     pub max_connections_per_core: usize,
+    /// Most client connections one address has open on one core; the
+    /// next ones get a `503` and are closed.
+    pub max_connections_per_client: usize,
 }
 
 /// `[dpdk]`: the port and the stack's address on it, for the DPDK driver
@@ -130,6 +133,7 @@ impl Shared {
         let ecfg = EndpointConfig {
             core,
             max_connections: cfg.max_connections_per_core,
+            max_connections_per_client: cfg.max_connections_per_client,
             drain_timeout: cfg.drain_timeout,
             stats_interval: cfg.stats_interval.max(Duration::from_millis(10)),
             local_admin,

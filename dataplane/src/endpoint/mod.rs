@@ -168,6 +168,9 @@ pub struct EndpointConfig {
     pub core: usize,
     /// Most client connections at once; [`Endpoint::accept`] refuses more.
     pub max_connections: usize,
+    /// Most client connections from one address at once; more are
+    /// refused too.
+    pub max_connections_per_client: usize,
     /// How long in-flight requests may take to finish after a drain.
     pub drain_timeout: Duration,
     /// How often the core's statistics go to the control plane.
@@ -297,6 +300,8 @@ pub struct Endpoint {
     commands: VecDeque<Command>,
     stats: CoreStats,
     next_stats: Instant,
+    /// Open client connections by peer address (none kept at zero).
+    per_client: std::collections::HashMap<std::net::IpAddr, usize>,
     /// Set by [`Event::Drain`]: when whatever is still open is reset.
     drain_deadline: Option<Instant>,
     /// Reused list of handles for sweeps.
@@ -322,6 +327,7 @@ impl Endpoint {
             peers: Upstreams::new(&parts.live),
             stats: CoreStats::for_core(cfg.core),
             next_stats: now + cfg.stats_interval,
+            per_client: std::collections::HashMap::new(),
             clients: Slab::default(),
             ups: Slab::default(),
             timers: BinaryHeap::new(),
@@ -382,8 +388,15 @@ impl Endpoint {
 
     fn open(&mut self, now: Instant, peer: SocketAddr, tls: Option<Box<Tls>>) -> Option<ClientId> {
         if self.clients.len() >= self.cfg.max_connections {
+            self.stats.refused[0] += 1;
             return None;
         }
+        let from_peer = self.per_client.entry(peer.ip()).or_insert(0);
+        if *from_peer >= self.cfg.max_connections_per_client {
+            self.stats.refused[1] += 1;
+            return None;
+        }
+        *from_peer += 1;
         self.peers.refresh(&self.parts.live);
         let mut conn = Conn::new(
             self.peers.engine().clone(),
@@ -484,6 +497,13 @@ impl Endpoint {
             Event::ClientError(id) => self.close_client(id, false),
             Event::ClientClosed(id) => {
                 if let Some(c) = self.clients.remove(id.idx, id.gen) {
+                    let ip = c.peer.ip();
+                    if let Some(n) = self.per_client.get_mut(&ip) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.per_client.remove(&ip);
+                        }
+                    }
                     if let Some(u) = c.up {
                         self.close_upstream(u);
                     }

@@ -216,6 +216,7 @@ impl Sim {
         let cfg = EndpointConfig {
             core: 0,
             max_connections: 64,
+            max_connections_per_client: usize::MAX,
             drain_timeout: Duration::from_secs(5),
             stats_interval: Duration::from_secs(1),
             local_admin: false,

@@ -119,6 +119,7 @@ pub fn start(
         drain_timeout: Duration::from_secs(2),
         stats_interval: Duration::from_millis(250),
         max_connections_per_core: 4096,
+        max_connections_per_client: 4096,
     };
     let dpdk = DpdkConfig {
         eal_args,
