@@ -10,15 +10,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use support::*;
 
-/// Clients held open, each with as many pipelined requests written as the
-/// kernel took within the time given (at most 4 MiB), none read.
-pub struct Hogs(Vec<TcpStream>);
-
 /// A cached 4 KiB object: every pipelined request is a hit.
 const HIT: &str = "GET /obj?size=4096&cache=max-age%3D600 HTTP/1.1\r\nHost: h\r\n\r\n";
 
-/// Opens `n` clients to `addr` that pipeline `HIT` and never read.
-fn hogs(addr: SocketAddr, n: usize) -> Hogs {
+/// Opens `n` clients to `addr` that pipeline `HIT` and never read: each
+/// is held open with as many requests written as the kernel took within
+/// the time given (at most 4 MiB).
+fn hogs(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     let chunk = HIT.repeat(64);
     let mut all = Vec::new();
     for _ in 0..n {
@@ -43,7 +41,7 @@ fn hogs(addr: SocketAddr, n: usize) -> Hogs {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    Hogs(all)
+    all
 }
 
 fn two_hundred_non_readers_cost_at_most_the_bound_each(backend: &str) {
