@@ -2,7 +2,9 @@
 //! divert, a fail-back, a kernel fallback, a cache shrink, bypass or
 //! restore, isolation, a config reload, ...) is POSTed to a URL, as JSON or
 //! as a Slack-compatible `{"text": ...}`. The timeline only queues (a
-//! bounded channel, a full one drops and counts): sending, timeouts and
+//! bounded channel, a full one drops and counts), after the same trigger
+//! and action within `min_interval` was suppressed, so a flood of one
+//! event never crowds another out of the queue: sending, timeouts and
 //! retries happen on a task of their own, so a dead receiver never delays
 //! a decision.
 
@@ -70,6 +72,8 @@ pub struct Notifier {
     config: Mutex<Option<NotifyConfig>>,
     tx: mpsc::Sender<Event>,
     counts: IntCounterVec,
+    /// When each (trigger, action) was last queued.
+    last: Mutex<HashMap<(String, String), Instant>>,
 }
 
 /// What the sending task reports back: failures go to the timeline
@@ -89,6 +93,7 @@ impl Notifier {
             config: Mutex::new(None),
             tx,
             counts,
+            last: Mutex::new(HashMap::new()),
         });
         let task = me.clone().run(rx, failed);
         (me, task)
@@ -106,10 +111,28 @@ impl Notifier {
             .clone()
     }
 
-    /// Queues an event; never waits.
+    /// Queues an event unless the same trigger and action was queued
+    /// within `min_interval`; never waits.
     pub fn send(&self, event: Event) {
-        if self.config().is_none() {
+        let Some(cfg) = self.config() else {
             return;
+        };
+        let now = Instant::now();
+        {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (event.trigger.clone(), event.action.clone());
+            if last
+                .get(&key)
+                .is_some_and(|t| now.duration_since(*t) < cfg.min_interval)
+            {
+                self.counts.with_label_values(&["suppressed"]).inc();
+                return;
+            }
+            last.insert(key, now);
+            // Bounded memory: forget keys older than the interval.
+            if last.len() > 1024 {
+                last.retain(|_, t| now.duration_since(*t) < cfg.min_interval);
+            }
         }
         if self.tx.try_send(event).is_err() {
             self.counts.with_label_values(&["dropped"]).inc();
@@ -117,25 +140,10 @@ impl Notifier {
     }
 
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Event>, failed: Failed) {
-        let mut last: HashMap<(String, String), Instant> = HashMap::new();
         while let Some(event) = rx.recv().await {
             let Some(cfg) = self.config() else {
                 continue;
             };
-            let key = (event.trigger.clone(), event.action.clone());
-            let now = Instant::now();
-            if last
-                .get(&key)
-                .is_some_and(|t| now.duration_since(*t) < cfg.min_interval)
-            {
-                self.counts.with_label_values(&["suppressed"]).inc();
-                continue;
-            }
-            last.insert(key, now);
-            // Bounded memory: forget keys older than the interval.
-            if last.len() > 1024 {
-                last.retain(|_, t| now.duration_since(*t) < cfg.min_interval);
-            }
             let body = body(&cfg, &event).to_string();
             let mut error = String::new();
             let mut sent = false;
@@ -210,4 +218,39 @@ async fn post(cfg: &NotifyConfig, body: &str) -> std::io::Result<u16> {
         .ok()
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other("not an HTTP answer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_are_suppressed_before_the_queue_so_another_event_gets_in() {
+        let counts = IntCounterVec::new(prometheus::Opts::new("n", "n"), &["result"]).unwrap();
+        let (notifier, _task) = Notifier::new(counts.clone(), Box::new(|_, _| {}));
+        notifier.configure(Some(NotifyConfig {
+            server: SocketAddr::from(([127, 0, 0, 1], 9)),
+            host: "h".into(),
+            path: "/".into(),
+            format: Format::Json,
+            timeout: Duration::from_secs(1),
+            min_interval: Duration::from_secs(60),
+            pod: "p".into(),
+        }));
+        let event = |trigger: &str, action: &str| Event {
+            trigger: trigger.into(),
+            value: "v".into(),
+            action: action.into(),
+            result: "ok".into(),
+            time_unix_ms: 0,
+        };
+        // The sending task is not running: the queue only fills.
+        for _ in 0..10 * QUEUE {
+            notifier.send(event("memory", "cache shrink"));
+        }
+        notifier.send(event("p99_over_threshold", "divert to fallback"));
+        let n = |r: &str| counts.with_label_values(&[r]).get();
+        assert_eq!(n("dropped"), 0, "the divert alert was queued");
+        assert_eq!(n("suppressed"), 10 * QUEUE as u64 - 1);
+    }
 }
