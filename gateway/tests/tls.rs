@@ -788,3 +788,28 @@ fn tls_clients_that_pipeline_without_reading_cost_at_most_the_bound() {
     );
     drop(hogs);
 }
+
+#[test]
+fn a_host_the_connections_certificate_does_not_cover_gets_421() {
+    let ca = Ca::new("fronting");
+    let a = ca.leaf("a", "a.test", &["a.test"]);
+    let b = ca.leaf("b", "wild.b.test", &["*.b.test"]);
+    let (_o, origin) = origin(&[]);
+    let (_gw, tls) = start(origin, &[a, b], "");
+    // Domain fronting: SNI a.test, Host a name of another certificate.
+    for host in ["x.b.test", "evil.example"] {
+        let (log, out) = curl_tls(
+            &ca,
+            tls,
+            "a.test",
+            "/echo",
+            &["-H", &format!("Host: {host}")],
+        );
+        assert!(out.starts_with("HTTP/1.1 421"), "{host}: {log}\n{out}");
+    }
+    // Its own names, any case, with the port.
+    let (log, out) = curl_tls(&ca, tls, "x.b.test", "/echo", &["-H", "Host: Y.b.test:443"]);
+    assert!(out.starts_with("HTTP/1.1 200"), "{log}\n{out}");
+    let (log, out) = curl_tls(&ca, tls, "a.test", "/echo", &[]);
+    assert!(out.starts_with("HTTP/1.1 200"), "{log}\n{out}");
+}

@@ -28,6 +28,7 @@ use crate::live::Live;
 use crate::proxy::{Action, Conn};
 use crate::stats::{Completion, CoreStats};
 use crate::status::DataplaneStatus;
+use crate::tls::sni::ServedNames;
 use crate::tls::{ClientSession, Failure, TlsServer, TlsSession};
 use crate::upstream::pool::Checkout;
 use bytes::Bytes;
@@ -991,7 +992,12 @@ impl Endpoint {
     /// the connection once what is queued (an HTTP `400` for a plain
     /// request) is written.
     fn tls_bytes(&mut self, id: ClientId, now: Instant, data: &[u8]) {
-        let Self { clients, stats, .. } = self;
+        let Self {
+            clients,
+            stats,
+            parts,
+            ..
+        } = self;
         let Some(c) = clients.get_mut(id.idx, id.gen).filter(|c| !c.closed) else {
             return;
         };
@@ -1008,6 +1014,13 @@ impl Endpoint {
             t.session
                 .recv(data, &mut |plain| conn.recv_client(now, plain))
         }));
+        // The ClientHello is read in an earlier call than any request
+        // (the client needs the server's flight first).
+        if !conn.has_served_names() {
+            if let (Some(sni), Some(server)) = (t.session.client_hello_name(), &parts.tls) {
+                conn.serve_names(ServedNames::for_hello(server.certificates(), sni));
+            }
+        }
         match run {
             Ok(Ok(Some(handshake))) => {
                 stats.tls.handshake(handshake);

@@ -371,7 +371,7 @@ fn a_tls_client_gets_a_miss_then_a_hit_of_its_scheme_and_a_close_notify_before_t
 
     // The request is written before the handshake (rustls holds it); the
     // miss goes upstream once it is decrypted.
-    let get = b"GET /t HTTP/1.1\r\nHost: a\r\n\r\n";
+    let get = b"GET /t HTTP/1.1\r\nHost: a.test\r\n\r\n";
     client.writer().write_all(get).unwrap();
     let asked = tls_pump(&mut ep, id, &mut client, t0);
     assert_eq!(asked.closed, None);
@@ -419,10 +419,20 @@ fn a_tls_client_gets_a_miss_then_a_hit_of_its_scheme_and_a_close_notify_before_t
         "{sent}"
     );
 
+    // A Host the certificate does not cover (domain fronting): 421, the
+    // connection goes on.
+    client
+        .writer()
+        .write_all(b"GET /t HTTP/1.1\r\nHost: other.test\r\n\r\n")
+        .unwrap();
+    assert!(tls_pump(&mut ep, id, &mut client, t0).connects.is_empty());
+    let out = tls_read(&mut client);
+    assert!(out.starts_with("HTTP/1.1 421 "), "{out}");
+
     // The last request: the answer, then close_notify, then a clean close.
     client
         .writer()
-        .write_all(b"GET /t HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /t HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
         .unwrap();
     let closed = tls_pump(&mut ep, id, &mut client, t0).closed;
     let out = tls_read(&mut client);

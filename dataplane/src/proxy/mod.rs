@@ -26,6 +26,7 @@ use crate::http::{Framing, Version, MAX_HEADERS};
 use crate::route::{RouteMatch, Routes};
 use crate::stats::{CacheResult, Completion};
 use crate::status::DataplaneStatus;
+use crate::tls::sni::ServedNames;
 use body::BodyReader;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use cached::{CacheFetch, Decision};
@@ -564,6 +565,9 @@ pub struct Conn {
     /// Pipelined requests wait for the client to read (see
     /// [`Conn::resume`]).
     held_back: bool,
+    /// Over TLS: the names of the certificate the handshake got; a
+    /// request for another host gets 421.
+    served: Option<ServedNames>,
 }
 
 /// How far a connection is on its way to a close; it only moves forward.
@@ -624,6 +628,7 @@ impl Conn {
             closing: Closing::Open,
             client_eof: false,
             held_back: false,
+            served: None,
         }
     }
 
@@ -693,6 +698,17 @@ impl Conn {
     /// driver whose kernel reads them after the call returns (io_uring).
     pub fn pin_client_output(&mut self) {
         self.output.freeze();
+    }
+
+    /// Over TLS: holds every request to the names of the certificate the
+    /// handshake got (set once the ClientHello was read).
+    pub fn serve_names(&mut self, names: ServedNames) {
+        self.served = Some(names);
+    }
+
+    /// Whether [`Self::serve_names`] was called.
+    pub fn has_served_names(&self) -> bool {
+        self.served.is_some()
     }
 
     /// Takes up pipelined requests held back while the client's output was
@@ -1705,6 +1721,11 @@ impl Conn {
             && matches!(head.method, Method::Get | Method::Head)
         {
             return self.answer_probe(now, head, path, close);
+        }
+        if self.served.as_ref().is_some_and(|s| !s.covers(head.host)) {
+            let msg =
+                "Misdirected Request: the Host is not a name of this connection's certificate";
+            return self.refuse(now, head, (421, msg), "", close);
         }
         if path == "/admin" || path.starts_with("/admin/") {
             return self.start_admin(now, head, close);

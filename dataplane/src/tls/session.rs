@@ -7,7 +7,7 @@ use super::Failure;
 use crate::proxy::output::Output;
 use bytes::Bytes;
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
-use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::server::{Acceptor, ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use rustls::{ClientConfig, HandshakeKind, ProtocolVersion, ServerConfig};
 use std::io::IoSlice;
@@ -67,11 +67,24 @@ pub struct Handshake {
 /// default; [`ClientSession`] for upstreams.
 pub struct TlsSession<S: Side = UnbufferedServerConnection> {
     conn: S,
+    hello: Hello,
     incoming: Vec<u8>,
     out: Output,
     open: bool,
     started: bool,
     close_queued: bool,
+}
+
+/// The name a client's ClientHello asked for (SNI), read by a rustls
+/// [`Acceptor`] alongside the unbuffered session, which does not tell it:
+/// the engine ties each request's `Host` to the certificate it chose.
+enum Hello {
+    /// Still reading the ClientHello.
+    Reading(Box<Acceptor>),
+    /// Read: the name, if the client sent one.
+    Read(Option<Box<str>>),
+    /// A client session: nothing to read.
+    Client,
 }
 
 /// The client side, for upstream connections.
@@ -80,7 +93,9 @@ pub type ClientSession = TlsSession<UnbufferedClientConnection>;
 impl TlsSession {
     /// A session that will answer a ClientHello with `config`.
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, rustls::Error> {
-        Ok(Self::over(UnbufferedServerConnection::new(config)?, false))
+        let mut s = Self::over(UnbufferedServerConnection::new(config)?, false);
+        s.hello = Hello::Reading(Box::default());
+        Ok(s)
     }
 }
 
@@ -102,11 +117,21 @@ impl<S: Side> TlsSession<S> {
     fn over(conn: S, started: bool) -> Self {
         Self {
             conn,
+            hello: Hello::Client,
             incoming: Vec::new(),
             out: Output::with_capacity(0),
             open: false,
             started,
             close_queued: false,
+        }
+    }
+
+    /// The name the ClientHello asked for: `None` until it was read,
+    /// `Some(None)` when it named none.
+    pub fn client_hello_name(&self) -> Option<Option<&str>> {
+        match &self.hello {
+            Hello::Read(name) => Some(name.as_deref()),
+            _ => None,
         }
     }
 
@@ -132,6 +157,19 @@ impl<S: Side> TlsSession<S> {
                 22 => {}
                 b if b.is_ascii_uppercase() => return Err(Failure::PlaintextHttp),
                 _ => return Err(Failure::NotTls),
+            }
+        }
+        if let Hello::Reading(acceptor) = &mut self.hello {
+            let mut rd = data;
+            while !rd.is_empty() && acceptor.read_tls(&mut rd).is_ok_and(|n| n > 0) {}
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    let name = accepted.client_hello().server_name().map(Box::from);
+                    self.hello = Hello::Read(name);
+                }
+                Ok(None) => {}
+                // The session itself answers what is wrong with it.
+                Err(_) => self.hello = Hello::Read(None),
             }
         }
         self.incoming.extend_from_slice(data);

@@ -90,7 +90,13 @@ impl RingClient {
     ) -> Vec<Answer> {
         let s = server.octets();
         let remote = (Ipv4Address::new(s[0], s[1], s[2], s[3]), port);
-        let request = format!("GET {path} HTTP/1.1\r\nHost: gateway\r\n\r\n").into_bytes();
+        // Over TLS the host is the name sent in SNI: the gateway holds a
+        // request to its connection's certificate.
+        let host = self
+            .tls
+            .as_ref()
+            .map_or("gateway", |(_, name)| name.as_str());
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
         let mut flows: Vec<Flow> = (0..conns)
             .map(|_| {
                 let mut sock = tcp::Socket::new(
