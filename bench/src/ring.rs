@@ -31,6 +31,21 @@ pub struct RingArgs {
     /// Core of the client stack.
     #[arg(long, default_value_t = 0)]
     client_core: usize,
+    /// Instead of the latency run: this many clients that pipeline and
+    /// never read, held for 5 s; prints the process's RSS growth per
+    /// client (the client's own socket buffers taken out).
+    #[arg(long)]
+    hold: Option<usize>,
+}
+
+/// The process's resident set, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// Runs the benchmark and prints one line of results.
@@ -51,6 +66,23 @@ pub fn run(args: RingArgs) -> anyhow::Result<()> {
         "warm-up: {} of 1000 answers",
         warm.len()
     );
+    if let Some(n) = args.hold {
+        let before = rss();
+        let sent = client.hold(server, port, &args.path, n, Duration::from_secs(5));
+        let own = (n
+            * (ultragate_dataplane::driver::dpdk::client::HOLD_RX
+                + ultragate_dataplane::driver::dpdk::client::HOLD_TX)) as u64;
+        let grown = rss().saturating_sub(before).saturating_sub(own);
+        let after = client.run(server, port, &args.path, 1, 10, limit);
+        client.release();
+        println!(
+            "{{\"held\":{n},\"request_bytes_taken\":{sent},\"rss_growth_bytes\":{grown},\"per_client_bytes\":{},\"served_after\":{}}}",
+            grown / n.max(1) as u64,
+            after.len()
+        );
+        gateway.shutdown();
+        return Ok(());
+    }
     let start = Instant::now();
     let answers = client.run(
         server,

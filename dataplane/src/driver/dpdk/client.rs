@@ -39,7 +39,15 @@ pub struct RingClient {
     next_port: u16,
     /// HTTPS: the client settings and the name sent in SNI.
     tls: Option<(Arc<rustls::ClientConfig>, String)>,
+    /// The connections [`RingClient::hold`] keeps open.
+    held: Vec<SocketHandle>,
 }
+
+/// Receive and send buffers of a [`RingClient::hold`] connection: small,
+/// so the client's own memory stays out of the gateway's figure.
+pub const HOLD_RX: usize = 4 * 1024;
+/// See [`HOLD_RX`].
+pub const HOLD_TX: usize = 16 * 1024;
 
 impl RingClient {
     /// A stack with `addr`/`prefix` on a started `port`, sending from `pool`.
@@ -60,6 +68,7 @@ impl RingClient {
             start,
             next_port: 40000,
             tls: None,
+            held: Vec::new(),
         }
     }
 
@@ -73,6 +82,54 @@ impl RingClient {
         let now = smoltcp::time::Instant::from_micros(self.start.elapsed().as_micros() as i64);
         self.iface.poll(now, &mut self.dev, &mut self.sockets);
         self.dev.flush();
+    }
+
+    /// Opens `conns` connections to `server:port` that pipeline GETs for
+    /// `path` and never read, for `limit`: what a client that stops reading
+    /// costs the gateway (its window closes once the socket's small receive
+    /// buffer is full). The connections stay open until [`Self::run`] or
+    /// [`Self::release`]; returns the request bytes the gateway took.
+    pub fn hold(
+        &mut self,
+        server: Ipv4Addr,
+        port: u16,
+        path: &str,
+        conns: usize,
+        limit: Duration,
+    ) -> usize {
+        let s = server.octets();
+        let remote = (Ipv4Address::new(s[0], s[1], s[2], s[3]), port);
+        let request = format!("GET {path} HTTP/1.1\r\nHost: gateway\r\n\r\n").repeat(64);
+        for _ in 0..conns {
+            let mut sock = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; HOLD_RX]),
+                tcp::SocketBuffer::new(vec![0; HOLD_TX]),
+            );
+            self.next_port = self.next_port.wrapping_add(1).max(40000);
+            let _ = sock.connect(self.iface.context(), remote, self.next_port);
+            self.held.push(self.sockets.add(sock));
+        }
+        let mut sent = 0;
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            self.poll();
+            for &h in &self.held {
+                let sock = self.sockets.get_mut::<tcp::Socket>(h);
+                if sock.may_send() {
+                    sent += sock.send_slice(request.as_bytes()).unwrap_or(0);
+                }
+            }
+        }
+        sent
+    }
+
+    /// Closes what [`Self::hold`] opened.
+    pub fn release(&mut self) {
+        for h in std::mem::take(&mut self.held) {
+            self.sockets.get_mut::<tcp::Socket>(h).abort();
+            self.poll();
+            self.sockets.remove(h);
+        }
     }
 
     /// Sends `requests` GETs for `path` to `server:port` over `conns`
