@@ -104,6 +104,22 @@ pub(super) fn roundtrip(
     (true, up, take_client(&mut c))
 }
 
+/// The background refresh a client's `req` for `/` sets off, once a
+/// stale-while-revalidate entry for it is stale.
+pub(super) fn refresh_of(req: &[u8]) -> Bytes {
+    let cache = new_cache();
+    let t0 = Instant::now();
+    let swr = "HTTP/1.1 200 OK\r\nCache-Control: max-age=1, stale-while-revalidate=60\r\nContent-Length: 2\r\n\r\nv1";
+    roundtrip(&cache, t0, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", swr);
+    let t1 = t0 + Duration::from_secs(5);
+    let mut c = conn(&cache, t1);
+    c.recv_client(t1, req);
+    match c.poll_action() {
+        Some(super::Action::Refresh { request, .. }) => request,
+        other => panic!("a background refresh, not {other:?}"),
+    }
+}
+
 /// Sends `req` on `c`, connects the upstream it asks for, writes the
 /// request out and feeds `resp_start` back: an exchange left in flight.
 pub(super) fn in_flight(c: &mut Conn, t: Instant, req: &[u8], resp_start: &[u8]) {
