@@ -78,6 +78,7 @@ pub struct Metrics {
     bytes_in: IntCounter,
     bytes_out: IntCounter,
     open_connections: IntGaugeVec,
+    core_requests: IntCounterVec,
     isolated: IntGauge,
     webhooks: IntCounterVec,
     tls_handshakes: IntCounterVec,
@@ -319,6 +320,11 @@ impl Metrics {
                 "ultragate_client_sent_bytes_total",
                 "Bytes sent to clients on the data port.",
             ),
+            core_requests: counter_vec(
+                "ultragate_core_requests_total",
+                "Responses by data core: how the load spreads over the cores.",
+                &["core"],
+            ),
             open_connections: {
                 let g = IntGaugeVec::new(
                     opts(
@@ -511,8 +517,12 @@ impl Metrics {
         }
         self.bytes_in.inc_by(s.bytes_in);
         self.bytes_out.inc_by(s.bytes_out);
+        let core = s.core.to_string();
+        self.core_requests
+            .with_label_values(&[&core])
+            .inc_by(s.requests);
         self.open_connections
-            .with_label_values(&[&s.core.to_string()])
+            .with_label_values(&[&core])
             .set(s.open_connections as i64);
     }
 

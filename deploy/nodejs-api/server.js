@@ -2,6 +2,12 @@
 // when the primary pool is unhealthy. Plain `node:http`, no framework.
 //
 //   PORT=3005 HOST=127.0.0.1 node server.js
+//   TLS_CERT_FILE=tls.crt TLS_KEY_FILE=tls.key HTTPS_PORT=3443 node server.js
+//
+// With TLS_CERT_FILE and TLS_KEY_FILE it also serves HTTPS on HTTPS_PORT
+// (default 3443) with the same handler: a Service diverted to it keeps its
+// https port. The files are read again when they change (a cert-manager
+// renewal of the mounted Secret), without dropping a connection.
 //
 // Routes: GET /health, GET /api/items, GET /api/items/:id, POST /api/items,
 // POST /api/echo, GET /api/stream (chunked, no Content-Length). Every other
@@ -9,7 +15,9 @@
 // of it serves every route during a divert.
 'use strict';
 
+const fs = require('node:fs');
 const http = require('node:http');
+const https = require('node:https');
 
 const port = Number(process.env.PORT || 3005);
 const host = process.env.HOST || '0.0.0.0';
@@ -51,7 +59,7 @@ function readBody(req, limit = 1 << 20) {
 async function handle(req, res) {
   const url = new URL(req.url, 'http://localhost');
   const path = url.pathname;
-  if (req.method === 'GET' && path === '/health') {
+  if (req.method === 'GET' && (path === '/health' || path === '/health/live' || path === '/health/ready')) {
     return send(res, 200, { status: 'ok', service: 'nodejs-api', uptime_s: (Date.now() - started) / 1000 });
   }
   if (req.method === 'GET' && path === '/api/items') {
@@ -90,18 +98,55 @@ async function handle(req, res) {
   return send(res, 405, { error: 'method not allowed' });
 }
 
-const server = http.createServer((req, res) => {
+function serve(req, res) {
   handle(req, res).catch((e) => {
     if (!res.headersSent) send(res, 500, { error: String(e.message || e) });
   });
-});
-server.keepAliveTimeout = 65000;
-server.listen(port, host, () => {
-  console.log(`nodejs-api listening on ${host}:${port}`);
-});
+}
+
+const servers = [http.createServer(serve)];
+servers[0].listen(port, host, () => console.log(`nodejs-api listening on ${host}:${port}`));
+
+const certFile = process.env.TLS_CERT_FILE;
+const keyFile = process.env.TLS_KEY_FILE;
+if (certFile && keyFile) {
+  const httpsPort = Number(process.env.HTTPS_PORT || 3443);
+  const load = () => ({ cert: fs.readFileSync(certFile), key: fs.readFileSync(keyFile) });
+  const tls = https.createServer(load(), serve);
+  // A renewed Secret swaps the files: the new pair is taken for new
+  // connections; a pair that does not load keeps the old one.
+  const stamp = () => {
+    try {
+      return `${fs.statSync(certFile).mtimeMs}:${fs.statSync(keyFile).mtimeMs}`;
+    } catch (e) {
+      return null;
+    }
+  };
+  let last = stamp();
+  setInterval(() => {
+    const now = stamp();
+    if (now === null || now === last) return;
+    try {
+      tls.setSecureContext(load());
+      last = now;
+      console.log('nodejs-api: certificate reloaded');
+    } catch (e) {
+      console.error(`nodejs-api: certificate not reloaded: ${e.message}`);
+    }
+  }, 5000).unref();
+  tls.listen(httpsPort, host, () => console.log(`nodejs-api listening on ${host}:${httpsPort} (https)`));
+  servers.push(tls);
+}
+for (const s of servers) s.keepAliveTimeout = 65000;
 for (const sig of ['SIGTERM', 'SIGINT']) {
   process.on(sig, () => {
-    server.close(() => process.exit(0));
-    server.closeIdleConnections();
+    let open = servers.length;
+    for (const s of servers) {
+      s.close(() => {
+        open -= 1;
+        if (open === 0) process.exit(0);
+      });
+      s.closeIdleConnections();
+    }
   });
 }

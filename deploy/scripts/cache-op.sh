@@ -19,8 +19,8 @@ parse_common "$@"
 op=${ARGS[0]}
 case "$op" in clear|verify|restore|snapshot) ;; *) misuse "unknown operation $op" ;; esac
 
-pods=$(kread get pods -l app=ultragate -o 'jsonpath={.items[*].metadata.name}')
-[ -n "$pods" ] || die "no gateway pods (label app=ultragate) in namespace $NAMESPACE"
+pods=$(kread get pods -l "app=$APP" -o 'jsonpath={.items[*].metadata.name}')
+[ -n "$pods" ] || die "no gateway pods (label app=$APP) in namespace $NAMESPACE"
 # A number field of a one-line JSON answer, or "-".
 field() { grep -o "\"$1\":[0-9.]*" <<<"$2" | head -1 | cut -d: -f2 || true; }
 

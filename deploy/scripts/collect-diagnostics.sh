@@ -58,10 +58,10 @@ probe=$("${KUBECTL[@]}" get namespace "$NAMESPACE" -o name 2>&1) || {
 if [ "$cluster" = up ]; then
   save events.txt get events --sort-by=.lastTimestamp
   save objects.txt get all -o wide
-  for cm in ultragate-config-blue ultragate-config-green ultragate-config-dpdk; do
+  for cm in $CONFIGMAPS; do
     save "configmap-$cm.yaml" get configmap "$cm" -o yaml
   done
-  pods=$("${KUBECTL[@]}" get pods -l app=ultragate -o 'jsonpath={.items[*].metadata.name}')
+  pods=$("${KUBECTL[@]}" get pods -l "app=$APP" -o 'jsonpath={.items[*].metadata.name}')
   for pod in $pods; do
     save "$pod.log" logs "$pod"
     save "$pod.previous.log" logs "$pod" --previous
@@ -78,7 +78,7 @@ else
   for path in health metrics admin/events admin/config; do
     curl -sS -m 5 "$admin/$path" 2>&1 | redact >"$dir/local/${path//\//-}.txt" || true
   done
-  for f in /etc/ultragate/gateway.toml /var/log/ultragate/*; do
+  for f in /etc/ultragate/*.toml /etc/ultragate/*.conf /var/log/ultragate/*; do
     base=$(basename "$f")
     if [ -f "$f" ] && [ -r "$f" ]; then redact <"$f" >"$dir/local/$base"; fi
   done

@@ -10,7 +10,20 @@
 #   2  misuse (unknown argument or action), with the usage
 #   3  the cluster (API server) is unreachable or did not answer in time
 
-NAMESPACE=${NAMESPACE:-ultragate}
+# The deployment's names: the default overlay's, or those an overlay's
+# scripts folder sets (deploy/k8s/ultra-cpp/scripts/names.sh: the
+# runbook's). --namespace wins over the variable.
+NAMESPACE=${ULTRAGATE_NAMESPACE:-ultragate}
+# The gateway pods' `app` label.
+APP=${ULTRAGATE_APP:-ultragate}
+# The client-facing Service (its selector names the live color).
+SERVICE=${ULTRAGATE_SERVICE:-ultragate}
+# Deployments (and their HPAs) are PREFIX-blue and PREFIX-green.
+DEPLOYMENT=${ULTRAGATE_DEPLOYMENT:-ultragate}
+# The Node.js fallback's Deployment and `app` label.
+NODEJS=${ULTRAGATE_NODEJS:-nodejs-api}
+# The ConfigMaps a diagnostics tarball keeps.
+CONFIGMAPS=${ULTRAGATE_CONFIGMAPS:-ultragate-config-blue ultragate-config-green ultragate-runbook ultragate-config-dpdk}
 CONTEXT=""
 DRY_RUN=0
 FORCE=0
@@ -55,10 +68,14 @@ kubectl_cmd() {
   KUBECTL+=(-n "$NAMESPACE")
 }
 
-# Whether kubectl's error text says the API server was not reached (as
-# opposed to an answer such as NotFound or Forbidden).
+# Whether kubectl's error text says the API server was not reached or
+# cannot serve (exit 3), as opposed to an answer such as NotFound,
+# Forbidden or Unauthorized (exit 1). The patterns are kubectl's own
+# messages (gateway/tests/deploy.rs has them as kubectl prints them), never
+# a bare "connection refused", which a command run by `kubectl exec` (curl
+# inside a pod) prints too.
 is_unreachable() {
-  grep -qiE 'unable to connect to the server|connection refused|no route to host|i/o timeout|context deadline exceeded|Client\.Timeout|TLS handshake timeout|dial tcp|the server is currently unable|net/http: request canceled|EOF$' <<<"$1"
+  grep -qE "^The connection to the server .* was refused|^Unable to connect to the server|^error: (error loading config file|invalid configuration)|^Error from server \((ServiceUnavailable|Timeout)\)|^error: .*(context deadline exceeded|Client\.Timeout exceeded|TLS handshake timeout)" <<<"$1"
 }
 
 # Runs kubectl; on failure exits 3 when the cluster is unreachable, else 1
@@ -92,9 +109,22 @@ report() { # done-text would-text
   if [ "$DRY_RUN" = 1 ]; then echo "dry run: $2 (nothing changed)"; else echo "$1"; fi
 }
 
-# The live gateway color the ultragate Service selects (empty when it
-# selects no gateway color, e.g. while diverted), and the app it selects.
-service_app() { kread get service ultragate -o 'jsonpath={.spec.selector.app}'; }
-service_color() { kread get service ultragate -o 'jsonpath={.spec.selector.color}'; }
+# The apps the client Service selects: the gateway or, diverted, the
+# Node.js fallback.
+service_app() { kread get service "$SERVICE" -o 'jsonpath={.spec.selector.app}'; }
+# The live color: the `traffic.ultragate.io/COLOR` key of the Service's
+# selector (it stays there while diverted: the Node.js pods carry both
+# colors' keys). Empty when it names none, both when it names both.
+service_color() {
+  local selector
+  selector=$(kread get service "$SERVICE" -o 'jsonpath={.spec.selector}')
+  grep -oE 'traffic\.ultragate\.io/(blue|green)' <<<"$selector" | cut -d/ -f2 | paste -sd' ' - || true
+}
+# A merge patch of the Service's selector that makes COLOR the live one.
+color_selector() { # color
+  local other
+  other=$(other_color "$1")
+  echo "\"traffic.ultragate.io/$1\":\"true\",\"traffic.ultragate.io/$other\":null"
+}
 
 other_color() { case "$1" in blue) echo green ;; green) echo blue ;; *) return 1 ;; esac; }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Blue/green switch of the gateway behind the ultragate Service.
+# Blue/green switch of the gateway behind the client Service (ultragate, or
+# the overlay's name: lib.sh).
 #
 #   rollback.sh emergency [--to COLOR] [--force]
 #       The live color is bad: switch to the other one. Without --to, the
@@ -41,60 +42,60 @@ action=${ARGS[0]}
 case "$action" in emergency|switch) ;; *) misuse "unknown action $action" ;; esac
 
 app=$(service_app)
-[ "$app" = ultragate ] || die "the ultragate Service selects app '$app' (diverted?); run divert.sh back first"
+[ "$app" = "$APP" ] || die "the Service $SERVICE selects app '$app' (diverted?); run divert.sh back first"
 live=$(service_color)
-other_color "$live" >/dev/null || die "the ultragate Service selects color '$live', not blue or green"
-from=$(kread get service ultragate -o 'jsonpath={.metadata.annotations.ultragate\.io/emergency-from}')
+other_color "$live" >/dev/null || die "the Service $SERVICE selects color '$live', not blue or green"
+from=$(kread get service "$SERVICE" -o 'jsonpath={.metadata.annotations.ultragate\.io/emergency-from}')
 target=${TO:-$(other_color "$live")}
 
 if [ "$target" = "$live" ]; then
-  [ "$FORCE" = 1 ] || die "ultragate-$live is already live; nothing to switch"
-  echo "ultragate-$live is already live (--force: nothing to do)"
+  [ "$FORCE" = 1 ] || die "$DEPLOYMENT-$live is already live; nothing to switch"
+  echo "$DEPLOYMENT-$live is already live (--force: nothing to do)"
   exit 0
 fi
 if [ "$action" = emergency ] && [ -z "$TO" ] && [ "$from" = "$target" ] && [ "$FORCE" = 0 ]; then
-  die "ultragate-$live went live by an emergency switch from $target; not switching back (use --to $target --force)"
+  die "$DEPLOYMENT-$live went live by an emergency switch from $target; not switching back (use --to $target --force)"
 fi
 
-want=$(kread get deployment "ultragate-$live" -o 'jsonpath={.spec.replicas}')
+want=$(kread get deployment "$DEPLOYMENT-$live" -o 'jsonpath={.spec.replicas}')
 want=${want:-1}
-have=$(kread get deployment "ultragate-$target" -o 'jsonpath={.spec.replicas}')
+have=$(kread get deployment "$DEPLOYMENT-$target" -o 'jsonpath={.spec.replicas}')
 have=${have:-0}
 ready() {
   local r
-  r=$(kread get deployment "ultragate-$target" -o 'jsonpath={.status.readyReplicas}')
+  r=$(kread get deployment "$DEPLOYMENT-$target" -o 'jsonpath={.status.readyReplicas}')
   echo "${r:-0}"
 }
 
 if [ "$have" -lt "$want" ]; then
-  kchange scale "deployment/ultragate-$target" --replicas="$want"
+  kchange scale "deployment/$DEPLOYMENT-$target" --replicas="$want"
 fi
 if [ "$DRY_RUN" = 0 ] && [ "$(ready)" -lt "$want" ]; then
-  echo "waiting up to $wait_for for ultragate-$target to have $want ready pods" >&2
+  echo "waiting up to $wait_for for $DEPLOYMENT-$target to have $want ready pods" >&2
   # A timeout here is not fatal: what is ready decides below.
   kubectl_cmd
-  "${KUBECTL[@]}" rollout status "deployment/ultragate-$target" --timeout="$wait_for" >&2 || true
+  "${KUBECTL[@]}" rollout status "deployment/$DEPLOYMENT-$target" --timeout="$wait_for" >&2 || true
 fi
 now_ready=$(ready)
 
 if [ "$DRY_RUN" = 0 ] && [ "$now_ready" -lt "$want" ]; then
   if [ "$now_ready" -lt 1 ]; then
-    [ "$action" = emergency ] || die "ultragate-$target has no ready pods; not switching from $live"
-    echo "ultragate-$target has no ready pods; rolling back ultragate-$live instead" >&2
-    kchange rollout undo "deployment/ultragate-$live"
-    kchange rollout status "deployment/ultragate-$live" --timeout="$wait_for"
-    echo "rolled back ultragate-$live"
+    [ "$action" = emergency ] || die "$DEPLOYMENT-$target has no ready pods; not switching from $live"
+    echo "$DEPLOYMENT-$target has no ready pods; rolling back $DEPLOYMENT-$live instead" >&2
+    kchange rollout undo "deployment/$DEPLOYMENT-$live"
+    kchange rollout status "deployment/$DEPLOYMENT-$live" --timeout="$wait_for"
+    echo "rolled back $DEPLOYMENT-$live"
     exit 0
   fi
-  [ "$FORCE" = 1 ] || die "ultragate-$target has $now_ready of $want pods ready; not switching from $live (--force switches anyway)"
+  [ "$FORCE" = 1 ] || die "$DEPLOYMENT-$target has $now_ready of $want pods ready; not switching from $live (--force switches anyway)"
 fi
 
 if [ "$action" = emergency ]; then mark="\"$live\""; else mark=null; fi
-kchange patch service ultragate --type merge -p \
-  "{\"metadata\":{\"annotations\":{\"ultragate.io/emergency-from\":$mark}},\"spec\":{\"selector\":{\"app\":\"ultragate\",\"color\":\"$target\"}}}"
+kchange patch service "$SERVICE" --type merge -p \
+  "{\"metadata\":{\"annotations\":{\"ultragate.io/emergency-from\":$mark}},\"spec\":{\"selector\":{\"app\":\"$APP\",$(color_selector "$target")}}}"
 if [ "$DRY_RUN" = 0 ]; then
   now=$(service_color)
   [ "$now" = "$target" ] || die "the Service still selects '$now' after the patch"
 fi
-report "switched the ultragate Service from $live to $target ($now_ready ready pods)" \
-  "would switch the ultragate Service from $live to $target (scaled to $want pods first)"
+report "switched the Service $SERVICE from $live to $target ($now_ready ready pods)" \
+  "would switch the Service $SERVICE from $live to $target (scaled to $want pods first)"

@@ -272,8 +272,18 @@ pub struct DpdkSection {
     /// The DPDK port id. Default 0.
     pub port: u16,
     /// The stack's IPv4 address and prefix on the port. Default
-    /// `10.213.0.2/24`.
+    /// `10.213.0.2/24`. With `address_file`, the subnet the pod's own
+    /// address is allocated from (e.g. `10.213.0.0/24`).
     pub address: String,
+    /// Multus' `network-status` annotation as a file (a downward API
+    /// volume): the pod's own address on the port is read from it at
+    /// start, so each replica gets its own (the SR-IOV attachment's
+    /// IPAM); see [`crate::netstatus`]. Default empty: `address` is the
+    /// address.
+    pub address_file: String,
+    /// The attachment's name in that file (`NAMESPACE/NAME`). Default
+    /// empty: the first network that is not the cluster's default.
+    pub network: String,
     /// Next hop for clients outside the prefix. Default none.
     pub gateway: String,
     /// TCP port clients connect to on the DPDK address. Default 8080.
@@ -290,6 +300,8 @@ impl Default for DpdkSection {
             eal_args: Vec::new(),
             port: 0,
             address: "10.213.0.2/24".into(),
+            address_file: String::new(),
+            network: String::new(),
             gateway: String::new(),
             listen_port: 8080,
             link_down_grace_ms: 500,

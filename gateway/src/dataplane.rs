@@ -125,10 +125,12 @@ impl Serving {
     }
 
     /// Starts serving: on DPDK when `dpdk` is given and starts (then a
-    /// monitor thread watches the port), else on the kernel backend.
+    /// monitor thread watches the port), else on the kernel backend. A
+    /// DPDK config that could not be made (`Err`, the reason) is served
+    /// on the kernel like a port that did not start.
     pub fn start(
         self: &Arc<Self>,
-        dpdk: Option<&DpdkConfig>,
+        dpdk: Option<&Result<DpdkConfig, String>>,
         backend: IoBackend,
         cfg: DriverConfig,
         shared: Shared,
@@ -145,12 +147,15 @@ impl Serving {
             st.kernel = Some(self.start_kernel(&st)?);
             return Ok(());
         };
-        match port::start(dpdk, cfg, shared) {
-            Ok(p) => {
+        let started = dpdk
+            .clone()
+            .and_then(|d| port::start(&d, cfg, shared).map(|p| (p, d.port)));
+        match started {
+            Ok((p, port_id)) => {
                 st.port = Some(p);
                 st.policy.promote(true);
                 self.status
-                    .set_reason(format!("DPDK port {} serves", dpdk.port));
+                    .set_reason(format!("DPDK port {port_id} serves"));
             }
             Err(why) => {
                 tracing::warn!(reason = %why, listen = %self.listen, "DPDK unavailable; serving on kernel networking");

@@ -5,6 +5,13 @@
 //! in a ConfigMap key of its own. Each value's file is remembered, for
 //! errors and `GET /admin/config`.
 //!
+//! A drop-in may end its lines with the runbook's own shorthand, a line
+//! `...` ("and the rest as it was"): its patches write
+//! `"[api_gateway]\nenable_dpdk = false\n..."`. In a drop-in the rest
+//! *is* as it was — the main file holds it — so such a line is read as
+//! nothing. The main file gets no such reading: there it would hide a
+//! truncated config.
+//!
 //! A file also must say where traffic goes: a config whose pools that
 //! take traffic (`[upstream.primary]` without routes, every pool a route
 //! names) have no `servers` written in any of its files is refused, so a
@@ -51,13 +58,13 @@ impl Loaded {
 /// Reads `path` and its drop-ins, merges, parses and validates them, and
 /// checks that every pool taking traffic names its servers.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let main = read_table(path)?;
+    let main = read_table(path, Role::Main)?;
     let drop_ins = include_list(path, &main)?;
     let mut merged = main;
     let mut from_drop_ins = BTreeMap::new();
     let mut files = vec![path.to_path_buf()];
     for file in drop_ins {
-        let table = read_table(&file)?;
+        let table = read_table(&file, Role::DropIn)?;
         for key in leaves("", &table) {
             from_drop_ins.insert(key, file.clone());
         }
@@ -103,7 +110,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// their names: what a file watch compares to see a change in any.
 pub fn fingerprint(path: &Path) -> Vec<u8> {
     let mut out = std::fs::read(path).unwrap_or_default();
-    let drop_ins = read_table(path)
+    let drop_ins = read_table(path, Role::Main)
         .and_then(|main| include_list(path, &main))
         .unwrap_or_default();
     for file in drop_ins {
@@ -121,9 +128,28 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// One file as a TOML table; a syntax error names the file.
-fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = read_text(path)?;
+/// Which part of a config a file is.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Main,
+    DropIn,
+}
+
+/// The runbook's "and the rest as it was".
+const ELLIPSIS: &str = "...";
+
+/// One file as a TOML table; a syntax error names the file. In a drop-in,
+/// lines that are only `...` are dropped first (module docs).
+fn read_table(path: &Path, role: Role) -> Result<toml::Table, ConfigError> {
+    let mut text = read_text(path)?;
+    if role == Role::DropIn && text.lines().any(|l| l.trim() == ELLIPSIS) {
+        // Blank lines keep the line numbers of errors.
+        text = text
+            .lines()
+            .map(|l| if l.trim() == ELLIPSIS { "" } else { l })
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
     text.parse::<toml::Table>().map_err(|e| {
         let line = e
             .span()
@@ -333,5 +359,46 @@ mod tests {
             err.contains("30-bad.toml") && err.contains("line 1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_runbooks_ellipsis_in_a_drop_in_means_the_rest_as_it_was() {
+        let d = dir(&[
+            (
+                "gw.toml",
+                "[include]\nfiles = [\"*.conf\"]\n[upstream.primary]\nservers = [\"127.0.0.1:9\"]\n[api_gateway]\nenable_dpdk = true\n",
+            ),
+            // The runbook's ConfigMap patch, byte for byte.
+            ("ultra-cpp.conf", "[api_gateway]\nenable_dpdk = false\n..."),
+        ]);
+        let loaded = load(&d.join("gw.toml")).unwrap();
+        assert!(!loaded.config.api_gateway.enable_dpdk);
+        assert_eq!(loaded.config.upstream.primary.servers.len(), 1);
+        // Its security step too.
+        std::fs::write(
+            d.join("ultra-cpp.conf"),
+            "[security]\nenable_audit_logging = true\nlog_all_requests = true\n...",
+        )
+        .unwrap();
+        let loaded = load(&d.join("gw.toml")).unwrap();
+        assert!(loaded.config.security.log_all_requests);
+        assert!(
+            loaded.config.api_gateway.enable_dpdk,
+            "the main file's value is back"
+        );
+        // Errors after the ellipsis still name their line.
+        std::fs::write(d.join("ultra-cpp.conf"), "...\n[control\n").unwrap();
+        let err = load(&d.join("gw.toml")).unwrap_err().to_string();
+        assert!(
+            err.contains("ultra-cpp.conf") && err.contains("line 2"),
+            "{err}"
+        );
+        // The main file gets no such reading.
+        std::fs::write(
+            d.join("gw.toml"),
+            "[upstream.primary]\nservers = [\"127.0.0.1:9\"]\n...\n",
+        )
+        .unwrap();
+        assert!(load(&d.join("gw.toml")).is_err());
     }
 }

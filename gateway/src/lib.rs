@@ -7,4 +7,5 @@
 pub mod config;
 pub mod cpus;
 pub mod files;
+pub mod netstatus;
 pub mod resolve;

@@ -8,7 +8,7 @@ mod reload;
 use anyhow::Context;
 use clap::Parser;
 use dataplane::{DpdkConfig, Serving};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use ultragate::config::{ms, Config, IoBackendName, LogFormat, LogSection};
 use ultragate::cpus::CpuBudget;
+use ultragate::netstatus;
 use ultragate_control::admin::{Admin, AdminSettings, AdminState, DataplaneSwitch};
 use ultragate_control::api::AdminServer;
 use ultragate_control::audit::Audit;
@@ -270,17 +271,34 @@ fn run(
         data_ports(&cfg),
         ms(cfg.dpdk.link_down_grace_ms),
     );
+    // The DPDK port's config, or why it cannot have one (the pod's own
+    // address unreadable: serve on the kernel and say so).
     let dpdk = if cfg.api_gateway.enable_dpdk {
-        let (address, prefix_len) = cfg.dpdk.cidr()?;
-        Some(DpdkConfig {
-            eal_args: cfg.dpdk.eal_args.clone(),
-            port: cfg.dpdk.port,
-            address,
-            prefix_len,
-            gateway: cfg.dpdk.next_hop()?,
-            listen_port: cfg.dpdk.listen_port,
-            tls_listen_port: cfg.tls.listen.map(|a| a.port()),
-        })
+        let (subnet, prefix_len) = cfg.dpdk.cidr()?;
+        let gateway = cfg.dpdk.next_hop()?;
+        let address = if cfg.dpdk.address_file.is_empty() {
+            Ok(subnet)
+        } else {
+            netstatus::own_address(
+                Path::new(&cfg.dpdk.address_file),
+                &cfg.dpdk.network,
+                subnet,
+                prefix_len,
+            )
+            .map_err(|e| format!("the pod's own address (dpdk.address_file): {e}"))
+        };
+        Some(address.map(|address| {
+            tracing::info!(%address, prefix_len, "DPDK address");
+            DpdkConfig {
+                eal_args: cfg.dpdk.eal_args.clone(),
+                port: cfg.dpdk.port,
+                address,
+                prefix_len,
+                gateway,
+                listen_port: cfg.dpdk.listen_port,
+                tls_listen_port: cfg.tls.listen.map(|a| a.port()),
+            }
+        }))
     } else {
         None
     };

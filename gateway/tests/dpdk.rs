@@ -103,13 +103,23 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Two data cores (two queue pairs on the tap, a stack on each) when the
 /// machine has them; HTTPS on port 18443 (on the DPDK port and on the
-/// kernel's fallback listener) with the certificate in `tls_dir`.
+/// kernel's fallback listener) with the certificate in `tls_dir`. The
+/// port's address (10.213.0.2) comes as the DPDK overlay's pods get theirs:
+/// from Multus' network-status annotation, a file in `tls_dir` here.
 fn config(tap: &str, extra_eal: &str, tls_dir: &std::path::Path) -> String {
+    let status = tls_dir.join("network-status");
+    std::fs::write(
+        &status,
+        r#"[{"name":"k8s-pod-network","interface":"eth0","ips":["10.244.1.5"],"default":true},
+           {"name":"ultragate/sriov-dpdk","interface":"net1","ips":["10.213.0.2"],"default":false}]"#,
+    )
+    .unwrap();
+    let status = status.display();
     let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
     let cores = (0..n).map(|c| c.to_string()).collect::<Vec<_>>().join(", ");
     let t = tls_dir.display();
     format!(
-        "[api_gateway]\nlisten = \"127.0.0.1:18080\"\nenable_dpdk = true\ncores = [{cores}]\ndrain_timeout_ms = 1000\n\n[admin]\nlisten = \"127.0.0.1:18081\"\n\n[upstream.primary]\nservers = [\"127.0.0.1:18000\"]\n\n[dpdk]\neal_args = [\"--vdev=net_tap0,iface={tap}\", \"--no-pci\"{extra_eal}]\naddress = \"10.213.0.2/24\"\nlisten_port = 8080\nlink_down_grace_ms = 500\n\n\
+        "[api_gateway]\nlisten = \"127.0.0.1:18080\"\nenable_dpdk = true\ncores = [{cores}]\ndrain_timeout_ms = 1000\n\n[admin]\nlisten = \"127.0.0.1:18081\"\n\n[upstream.primary]\nservers = [\"127.0.0.1:18000\"]\n\n[dpdk]\neal_args = [\"--vdev=net_tap0,iface={tap}\", \"--no-pci\"{extra_eal}]\naddress = \"10.213.0.0/24\"\naddress_file = \"{status}\"\nlisten_port = 8080\nlink_down_grace_ms = 500\n\n\
          [tls]\nlisten = \"127.0.0.1:18443\"\n[[tls.certificate]]\ncert_file = \"{t}/tls.crt\"\nkey_file = \"{t}/tls.key\"\n"
     )
 }

@@ -752,6 +752,32 @@ fn dpdk_asked_for_but_not_started_is_degraded_with_the_reason() {
 }
 
 #[test]
+fn a_dpdk_pod_without_its_own_address_serves_on_the_kernel_and_says_why() {
+    // The DPDK overlay's pods read their VF address from Multus'
+    // network-status annotation; before Multus wrote it (or with the
+    // volume missing) the gateway serves on the kernel, naming the file.
+    let (_o, origin) = origin(&[]);
+    let gw = Gateway::start(
+        &[origin],
+        "enable_dpdk = true\n",
+        "\n[dpdk]\naddress = \"10.213.0.0/24\"\naddress_file = \"/nonexistent/podinfo/network-status\"\n",
+    );
+    assert_eq!(
+        get_status(gw.data, "/kernel?size=5"),
+        200,
+        "served on the kernel"
+    );
+    let dataplane = component(&gw, "dataplane");
+    assert_eq!(dataplane["status"], "degraded", "{dataplane}");
+    let reason = dataplane["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("dpdk.address_file")
+            && reason.contains("/nonexistent/podinfo/network-status"),
+        "{dataplane}"
+    );
+}
+
+#[test]
 fn memory_relief_tells_the_truth_and_a_raised_limit_resumes_inserts_at_once() {
     let (_o, origin) = origin(&[]);
     // A limit far under the process's RSS: cleared, inserts paused.
