@@ -110,3 +110,51 @@ fn unknown_argument_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown argument --nonsense"));
 }
+
+/// The runbook runs the check inside a gateway pod, where there is only
+/// what `deploy/Containerfile` puts in the image: the script alone at
+/// /usr/local/bin (no lib.sh beside it), bench on PATH, and the base
+/// image's bash, grep, awk, head and cut. The same here: a folder with
+/// just those on PATH.
+#[test]
+fn the_check_runs_with_only_what_the_image_has() {
+    let o = origin(&[]);
+    let bin = std::env::temp_dir().join(format!("ug-image-bin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&bin);
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/scripts/performance-test.sh"
+        ),
+        bin.join("performance-test.sh"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_bench"), bin.join("bench")).unwrap();
+    for tool in ["bash", "grep", "awk", "head", "cut", "dirname"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+        assert!(!path.is_empty(), "{tool} on this machine");
+        std::os::unix::fs::symlink(path, bin.join(tool)).unwrap();
+    }
+    let url = format!("http://{}/check?size=100", o.1);
+    let out = Command::new(bin.join("bash"))
+        .arg(bin.join("performance-test.sh"))
+        .args(["--quick-validation", "--url", &url, "--max-p99-ms", "250"])
+        .env_clear()
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::remove_dir_all(&bin);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("PASS requests=1000"), "{text}");
+}

@@ -274,15 +274,16 @@ fn run(
     // The DPDK port's config, or why it cannot have one (the pod's own
     // address unreadable: serve on the kernel and say so).
     let dpdk = if cfg.api_gateway.enable_dpdk {
-        let (subnet, prefix_len) = cfg.dpdk.cidr()?;
+        // `address`, or with `address_file` the subnet the pod's own lies in.
+        let (configured, prefix_len) = cfg.dpdk.cidr()?;
         let gateway = cfg.dpdk.next_hop()?;
         let address = if cfg.dpdk.address_file.is_empty() {
-            Ok(subnet)
+            Ok(configured)
         } else {
             netstatus::own_address(
                 Path::new(&cfg.dpdk.address_file),
                 &cfg.dpdk.network,
-                subnet,
+                configured,
                 prefix_len,
             )
             .map_err(|e| format!("the pod's own address (dpdk.address_file): {e}"))
