@@ -1169,3 +1169,68 @@ fn hugepages_setup_reports_and_refuses_bad_arguments() {
         "{report}"
     );
 }
+
+/// A self-signed certificate for `name`, as the Secret's tls.crt/tls.key.
+fn certificate(dir: &Path, name: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    // Written beside and renamed over, as the kubelet swaps a Secret.
+    std::fs::write(dir.join("tls.crt.new"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key.new"), key.serialize_pem()).unwrap();
+    std::fs::rename(dir.join("tls.key.new"), dir.join("tls.key")).unwrap();
+    std::fs::rename(dir.join("tls.crt.new"), dir.join("tls.crt")).unwrap();
+    cert.pem()
+}
+
+#[test]
+fn the_nodejs_fallback_serves_https_with_the_secret_and_takes_its_renewal() {
+    // What a diverted Service's port 443 reaches: deploy/nodejs-api with
+    // the gateway's certificate files, as the Deployment mounts them.
+    let dir = std::env::temp_dir().join(format!("ug-nodejs-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    certificate(&dir, "first.test");
+    let http = support::free_port();
+    let https = support::free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nodejs-api/server.js");
+    let child = Command::new("node")
+        .arg(&script)
+        .env("PORT", http.to_string())
+        .env("HTTPS_PORT", https.to_string())
+        .env("HOST", "127.0.0.1")
+        .env("TLS_CERT_FILE", dir.join("tls.crt"))
+        .env("TLS_KEY_FILE", dir.join("tls.key"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _node = support::Proc { child, name: "nodejs-api" };
+    support::wait_listening(format!("127.0.0.1:{https}").parse().unwrap(), "nodejs-api https");
+    let get = |name: &str| {
+        support::curl(&[
+            "-s",
+            "--cacert",
+            dir.join("tls.crt").to_str().unwrap(),
+            "--resolve",
+            &format!("{name}:{https}:127.0.0.1"),
+            &format!("https://{name}:{https}/health/ready"),
+        ])
+    };
+    let out = get("first.test");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"status\":\"ok\""),
+        "{}",
+        text(&out)
+    );
+    // A renewal: the new certificate within the 5 s poll, no restart.
+    certificate(&dir, "second.test");
+    assert!(
+        support::wait_for(std::time::Duration::from_secs(15), || get("second.test")
+            .status
+            .success()),
+        "the renewed certificate is served"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
