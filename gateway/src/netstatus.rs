@@ -88,8 +88,19 @@ pub fn own_address(
     let mut text = String::new();
     std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_BYTES), &mut text)
         .map_err(|e| read(e.to_string()))?;
-    let entries: Vec<Entry> = serde_json::from_str(&text).map_err(|e| NetStatusError::Format {
-        path: shown.clone(),
+    address_in(&text, &shown, network, subnet, prefix_len)
+}
+
+/// [`own_address`] of the file's `text` (`path` names it in errors).
+pub fn address_in(
+    text: &str,
+    path: &str,
+    network: &str,
+    subnet: Ipv4Addr,
+    prefix_len: u8,
+) -> Result<Ipv4Addr, NetStatusError> {
+    let entries: Vec<Entry> = serde_json::from_str(text).map_err(|e| NetStatusError::Format {
+        path: path.into(),
         message: e.to_string(),
     })?;
     let ip = entries
@@ -103,7 +114,7 @@ pub fn own_address(
         })
         .find_map(|e| e.ips.iter().find_map(|ip| ip.parse::<Ipv4Addr>().ok()))
         .ok_or_else(|| NetStatusError::NoAddress {
-            path: shown.clone(),
+            path: path.into(),
             network: if network.is_empty() {
                 "(the first that is not the default)".into()
             } else {
@@ -111,11 +122,11 @@ pub fn own_address(
             },
         })?;
     let mask = u32::MAX
-        .checked_shl(32 - u32::from(prefix_len))
+        .checked_shl(32 - u32::from(prefix_len.min(32)))
         .unwrap_or(0);
     if u32::from(ip) & mask != u32::from(subnet) & mask {
         return Err(NetStatusError::OutsideSubnet {
-            path: shown,
+            path: path.into(),
             ip,
             subnet,
             prefix_len,

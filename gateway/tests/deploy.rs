@@ -1206,8 +1206,14 @@ fn the_nodejs_fallback_serves_https_with_the_secret_and_takes_its_renewal() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let _node = support::Proc { child, name: "nodejs-api" };
-    support::wait_listening(format!("127.0.0.1:{https}").parse().unwrap(), "nodejs-api https");
+    let _node = support::Proc {
+        child,
+        name: "nodejs-api",
+    };
+    support::wait_listening(
+        format!("127.0.0.1:{https}").parse().unwrap(),
+        "nodejs-api https",
+    );
     let get = |name: &str| {
         support::curl(&[
             "-s",
