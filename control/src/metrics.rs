@@ -150,7 +150,7 @@ impl Metrics {
             .expect("unique metric");
         let panics = IntCounter::with_opts(opts(
             "ultragate_panics_total",
-            "Engine panics contained by a driver; each closed one connection.",
+            "Panics in per-connection work (the engine, TLS either way) caught at the per-core layer's boundary; each closed one connection.",
         ))
         .expect("valid metric");
         registry

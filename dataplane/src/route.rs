@@ -5,6 +5,8 @@
 //! prefix, then the order of the config. Without configured routes every
 //! request takes the default route to the primary pool.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

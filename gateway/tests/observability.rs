@@ -482,6 +482,7 @@ fn the_process_log_is_json_lines_without_colours_off_a_terminal() {
         std::net::SocketAddr::from(([127, 0, 0, 1], admin)),
         "ultragate",
     );
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -10,6 +10,8 @@
 //! `rules` holds the RFC 9111 decisions, `entry` the stored form,
 //! `snapshot` the on-disk form.
 
+#![forbid(unsafe_code)]
+
 pub mod entry;
 pub mod range;
 pub mod rules;

@@ -18,6 +18,8 @@
 //! by [`ClientId::index`] and close a socket only once its operations in
 //! flight have ended.
 
+#![forbid(unsafe_code)]
+
 mod peers;
 mod slab;
 

@@ -697,4 +697,21 @@ fn seeded_scenarios_keep_every_invariant() {
         "{} scenarios, faults injected: {faults:?}; cache answers: {cached:?}",
         seeds.len()
     );
+    // A run of many seeds reached every fault and every cache answer: a
+    // scenario generator that stopped making one (or coalescing that
+    // stopped collapsing) fails here instead of passing unexercised.
+    if seeds.len() >= 500 {
+        for kind in ["refuse", "drop", "race", "garbage", "cut", "extra", "stall"] {
+            assert!(
+                faults.get(kind).copied().unwrap_or(0) > 0,
+                "no {kind} fault injected: {faults:?}"
+            );
+        }
+        for answer in ["hit", "collapsed", "stale"] {
+            assert!(
+                cached.get(answer).copied().unwrap_or(0) > 0,
+                "no {answer} answer seen: {cached:?}"
+            );
+        }
+    }
 }

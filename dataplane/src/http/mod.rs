@@ -5,6 +5,8 @@
 //! Nothing here owns a buffer or a socket: every function takes the bytes it
 //! reads and, where it writes, the `BytesMut` it appends to.
 
+#![forbid(unsafe_code)]
+
 pub mod chunked;
 pub mod fields;
 pub mod path;

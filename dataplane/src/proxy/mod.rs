@@ -6,6 +6,8 @@
 //! carries out its [`Action`]s, and calls [`Conn::handle_timeout`] at
 //! [`Conn::timeout`]. The engine never touches a socket or a clock.
 
+#![forbid(unsafe_code)]
+
 mod body;
 mod cached;
 pub mod forward;
