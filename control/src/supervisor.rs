@@ -859,20 +859,10 @@ mod tests {
                 max_body_bytes: 1 << 20,
             },
             max_response_head_bytes: 8192,
-            client_timeout: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(60),
-            send_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(5),
             connect_attempts: 2,
-            default_host: "a".into(),
             coalesce_wait: Duration::from_secs(1),
-            epoch: (Instant::now(), SystemTime::now()),
-            access: None,
-            routes: Default::default(),
-            paths: Default::default(),
-            forwarding: Default::default(),
-            max_client_queue: 256 * 1024,
+            ..EngineConfig::new("a".into(), (Instant::now(), SystemTime::now()))
         });
         let pool = |p: u16| {
             PoolSpec::new(

@@ -72,21 +72,9 @@ fn endpoint(cache: bool, t0: Instant) -> Endpoint {
             max_header_bytes: 16384,
             max_body_bytes: 1 << 20,
         },
-        max_response_head_bytes: 65536,
-        client_timeout: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(60),
-        send_timeout: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(1),
         response_timeout: Duration::from_secs(5),
-        connect_attempts: 1,
-        default_host: "origin:80".into(),
         coalesce_wait: Duration::from_secs(1),
-        epoch: (t0, SystemTime::now()),
-        access: None,
-        routes: Default::default(),
-        paths: Default::default(),
-        forwarding: Default::default(),
-        max_client_queue: 256 * 1024,
+        ..EngineConfig::new("origin:80".into(), (t0, SystemTime::now()))
     });
     let origin = vec![SocketAddr::from(([127, 0, 0, 1], 9))];
     let live = Arc::new(Live::new(

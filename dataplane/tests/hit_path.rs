@@ -69,21 +69,9 @@ fn a_warm_cache_hit_allocates_nothing() {
             max_header_bytes: 16384,
             max_body_bytes: 1 << 20,
         },
-        max_response_head_bytes: 65536,
-        client_timeout: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(60),
-        send_timeout: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(1),
         response_timeout: Duration::from_secs(5),
-        connect_attempts: 1,
-        default_host: "origin:80".into(),
         coalesce_wait: Duration::from_secs(1),
-        epoch: (t0, SystemTime::now()),
-        access: None,
-        routes: Default::default(),
-        paths: Default::default(),
-        forwarding: Default::default(),
-        max_client_queue: 256 * 1024,
+        ..EngineConfig::new("origin:80".into(), (t0, SystemTime::now()))
     });
     let status = Arc::new(DataplaneStatus::default());
     status.set_serving(true);

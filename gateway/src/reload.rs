@@ -139,6 +139,7 @@ pub fn engine_config(
         // Checked when the config was validated.
         forwarding: cfg.api_gateway.forward_rules().unwrap_or_default(),
         max_client_queue: cfg.api_gateway.max_connection_buffer_bytes,
+        test_hooks: cfg.cache.test_hooks == Some(true),
     }
 }
 

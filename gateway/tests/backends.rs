@@ -291,9 +291,17 @@ fn a_slow_reader_stops_the_upstream_and_loses_nothing() {
 }
 
 #[test]
+fn the_panic_hook_answers_only_when_the_config_turns_it_on() {
+    // A test build without `[cache] test_hooks`: the path is a path.
+    let (_origin, origin) = origin(&[]);
+    let gw = Gateway::start(&[origin], "", "");
+    assert_eq!(get_status(gw.data, "/__ultragate_test/panic"), 200);
+}
+
+#[test]
 fn a_panicking_request_costs_its_connection_only() {
     let (_origin, origin) = origin(&[]);
-    let gw = Gateway::start(&[origin], "cores = [0]", "");
+    let gw = Gateway::start(&[origin], "cores = [0]", "\n[cache]\ntest_hooks = true\n");
     // A connection that stays open across the panic, on the same core.
     let mut bystander = TcpStream::connect(gw.data).unwrap();
     bystander

@@ -691,7 +691,7 @@ fn a_panic_in_the_upstream_tls_path_closes_one_connection_and_the_core_goes_on()
         &[addr],
         "",
         &format!(
-            "tls = true\ntls_server_name = \"origin.test\"\ntls_ca_file = \"{}\"\n",
+            "tls = true\ntls_server_name = \"origin.test\"\ntls_ca_file = \"{}\"\n\n[cache]\ntest_hooks = true\n",
             ca.ca_file()
         ),
     );

@@ -60,20 +60,8 @@ fn endpoint(now: Instant, status: Arc<DataplaneStatus>) -> Endpoint {
             max_body_bytes: 4096,
         },
         max_response_head_bytes: 2048,
-        client_timeout: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(60),
-        send_timeout: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(1),
         response_timeout: Duration::from_secs(5),
-        connect_attempts: 1,
-        default_host: "origin:80".into(),
-        coalesce_wait: Duration::from_secs(2),
-        epoch: (now, SystemTime::now()),
-        access: None,
-        routes: Default::default(),
-        paths: Default::default(),
-        forwarding: Default::default(),
-        max_client_queue: 256 * 1024,
+        ..EngineConfig::new("origin:80".into(), (now, SystemTime::now()))
     });
     let pool = || {
         PoolSpec::new(

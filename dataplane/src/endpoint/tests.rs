@@ -16,20 +16,10 @@ pub(super) fn engine(epoch: Instant) -> Arc<EngineConfig> {
             max_body_bytes: 1 << 20,
         },
         max_response_head_bytes: 8192,
-        client_timeout: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(60),
-        send_timeout: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(1),
         response_timeout: Duration::from_secs(5),
         connect_attempts: 2,
-        default_host: "a".into(),
         coalesce_wait: Duration::from_secs(1),
-        epoch: (epoch, SystemTime::UNIX_EPOCH),
-        access: None,
-        routes: Default::default(),
-        paths: Default::default(),
-        forwarding: Default::default(),
-        max_client_queue: 256 * 1024,
+        ..EngineConfig::new("a".into(), (epoch, SystemTime::UNIX_EPOCH))
     })
 }
 

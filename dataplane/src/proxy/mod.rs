@@ -125,9 +125,46 @@ pub struct EngineConfig {
     /// at most this plus one request head and the one response being
     /// written.
     pub max_client_queue: usize,
+    /// Whether the test hooks answer (`[cache] test_hooks`): a request for
+    /// [`TEST_PANIC_PATH`] panics, and so does an upstream TLS answer
+    /// naming `endpoint::TEST_UPSTREAM_TLS_PANIC`. Read only by builds
+    /// with the `test-hooks` feature, which production builds never have.
+    pub test_hooks: bool,
 }
 
 impl EngineConfig {
+    /// The engine with the config's built-in defaults (those of
+    /// `[api_gateway]`, `[upstream.primary]` and `[cache]`), sending
+    /// `default_host` upstream for a request without `Host`, with its clock
+    /// reading `epoch`: what a test, a benchmark or the ring harness starts
+    /// from, naming only the fields it is about
+    /// (`EngineConfig { connect_attempts: 2, ..EngineConfig::new(..) }`).
+    /// The gateway builds its own from the config file.
+    pub fn new(default_host: String, epoch: (Instant, SystemTime)) -> Self {
+        Self {
+            limits: RequestLimits {
+                max_header_bytes: 16 * 1024,
+                max_body_bytes: 10 << 20,
+            },
+            max_response_head_bytes: 64 * 1024,
+            client_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(30),
+            connect_attempts: 1,
+            default_host,
+            coalesce_wait: Duration::from_secs(2),
+            epoch,
+            access: None,
+            routes: Default::default(),
+            paths: Default::default(),
+            forwarding: Default::default(),
+            max_client_queue: 256 * 1024,
+            test_hooks: false,
+        }
+    }
+
     /// Wall-clock time at monotonic `now`.
     fn wall(&self, now: Instant) -> SystemTime {
         self.epoch.1 + now.saturating_duration_since(self.epoch.0)
@@ -1716,7 +1753,7 @@ impl Conn {
         self.slots.1 = crate::stats::blame_slot(path.as_bytes());
 
         #[cfg(feature = "test-hooks")]
-        if path == TEST_PANIC_PATH {
+        if self.cfg.test_hooks && path == TEST_PANIC_PATH {
             panic!("test hook: a request that panics");
         }
         if matches!(path, "/health/live" | "/health/ready")

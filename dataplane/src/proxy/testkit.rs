@@ -16,20 +16,11 @@ pub(super) fn cfg(max_body_bytes: u64) -> Arc<EngineConfig> {
             max_body_bytes,
         },
         max_response_head_bytes: 8192,
-        client_timeout: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(60),
-        send_timeout: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(1),
         response_timeout: Duration::from_secs(5),
-        connect_attempts: 1,
-        default_host: "origin:80".into(),
-        coalesce_wait: Duration::from_secs(2),
-        epoch: (Instant::now(), std::time::SystemTime::now()),
-        access: None,
-        routes: Default::default(),
-        paths: Default::default(),
-        forwarding: Default::default(),
-        max_client_queue: 256 * 1024,
+        ..EngineConfig::new(
+            "origin:80".into(),
+            (Instant::now(), std::time::SystemTime::now()),
+        )
     })
 }
 

@@ -8,7 +8,6 @@ use super::{eal, DpdkConfig, DpdkDataplane, DpdkError};
 use crate::admin::{AdminRequest, AdminResponse, AdminService};
 use crate::cache::{Cache, CacheConfig};
 use crate::driver::{DriverConfig, Shared};
-use crate::http::request::RequestLimits;
 use crate::live::{Live, PoolSpec};
 use crate::proxy::EngineConfig;
 use crate::status::DataplaneStatus;
@@ -75,25 +74,10 @@ pub fn start(
     let status = Arc::new(DataplaneStatus::default());
     let (stats, _) = std::sync::mpsc::channel();
     let engine = Arc::new(EngineConfig {
-        limits: RequestLimits {
-            max_header_bytes: 16384,
-            max_body_bytes: 10 << 20,
-        },
-        max_response_head_bytes: 65536,
-        client_timeout: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(60),
-        send_timeout: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(1),
         response_timeout: Duration::from_secs(5),
-        connect_attempts: 1,
-        default_host: origin.to_string(),
-        coalesce_wait: Duration::from_secs(2),
-        epoch: (Instant::now(), SystemTime::now()),
-        access: None,
-        routes: Default::default(),
-        paths: Default::default(),
-        forwarding: Default::default(),
-        max_client_queue: 256 * 1024,
+        // The harness serves the test hooks (in builds that have them).
+        test_hooks: true,
+        ..EngineConfig::new(origin.to_string(), (Instant::now(), SystemTime::now()))
     });
     let shared = Shared {
         status: status.clone(),
