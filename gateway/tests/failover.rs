@@ -26,7 +26,7 @@ fn killed_primary_is_diverted_without_failed_gets_and_failed_back() {
     let control = "p99_threshold_ms = 200";
     let gw = Gateway::start(&[origin], "", &runbook_config(node, control));
     let load = Load::start(gw.data, "/item?size=64", Duration::from_millis(5));
-    std::thread::sleep(Duration::from_millis(500));
+    load.reach(50);
 
     drop(o);
     assert!(
@@ -49,8 +49,7 @@ fn killed_primary_is_diverted_without_failed_gets_and_failed_back() {
         "failed back after the hold: {}",
         admin_json(&gw, "/admin/events")
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let (sent, failed) = load.finish();
+    let (sent, failed) = load.finish_after(51);
     assert!(sent > 100, "continuous load: {sent}");
     assert!(
         failed.is_empty(),

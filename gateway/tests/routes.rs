@@ -47,7 +47,8 @@ fn killing_one_routes_pool_diverts_that_route_alone() {
 
     let api_load = Load::start(gw.data, "/api/items", Duration::from_millis(5));
     let web_load = Load::start(gw.data, "/page?size=64", Duration::from_millis(5));
-    std::thread::sleep(Duration::from_millis(500));
+    api_load.reach(30);
+    web_load.reach(30);
     drop(api_proc);
     assert!(
         wait_for(Duration::from_secs(2), || has_event(
@@ -67,8 +68,8 @@ fn killing_one_routes_pool_diverts_that_route_alone() {
         answered_by(&gw, "/page").starts_with("web"),
         "the web route untouched"
     );
-    let (api_sent, api_failed) = api_load.finish();
-    let (web_sent, web_failed) = web_load.finish();
+    let (api_sent, api_failed) = api_load.finish_after(30);
+    let (web_sent, web_failed) = web_load.finish_after(30);
     assert!(api_sent > 50 && web_sent > 50, "{api_sent} {web_sent}");
     assert!(api_failed.is_empty(), "api: {api_failed:?} of {api_sent}");
     assert!(web_failed.is_empty(), "web: {web_failed:?} of {web_sent}");
@@ -151,7 +152,7 @@ fn a_request_no_route_takes_gets_404_and_a_reload_adds_a_route_under_load() {
     assert_eq!(answered_by(&gw, "/web/a"), "web");
 
     let load = Load::start(gw.data, "/web/a?size=64", Duration::from_millis(5));
-    std::thread::sleep(Duration::from_millis(300));
+    load.reach(30);
     let mut text = std::fs::read_to_string(&gw.config).unwrap();
     text.push_str(&format!(
         "\n[upstream.extra]\nservers = [\"{extra}\"]\n\n\
@@ -173,8 +174,7 @@ fn a_request_no_route_takes_gets_404_and_a_reload_adds_a_route_under_load() {
             == "extra"),
         "the new route serves"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let (sent, failed) = load.finish();
+    let (sent, failed) = load.finish_after(30);
     assert!(sent > 50, "{sent}");
     assert!(
         failed.is_empty(),
@@ -241,15 +241,14 @@ fn a_pool_by_name_starts_unresolved_then_follows_its_addresses_live() {
     // Under load, the name moves to another address: the old one is
     // dropped, the new one serves, nothing fails.
     let load = Load::start(gw.data, "/api/items", Duration::from_millis(5));
-    std::thread::sleep(Duration::from_millis(300));
+    load.reach(30);
     std::fs::write(&hosts, format!("{} api.test\n", a3.ip())).unwrap();
     assert!(
         wait_for(Duration::from_secs(5), || answered_by(&gw, "/api/items")
             == "a3"),
         "moved"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let (sent, failed) = load.finish();
+    let (sent, failed) = load.finish_after(30);
     assert!(sent > 50, "{sent}");
     assert!(failed.is_empty(), "{failed:?} of {sent}");
     let servers = api_health()["servers"].to_string();

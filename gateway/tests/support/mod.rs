@@ -431,36 +431,55 @@ pub fn load_from(
 /// counts answers that are not 200.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
     thread: Option<std::thread::JoinHandle<(u64, Vec<u16>)>>,
 }
 
 impl Load {
     /// Starts GETs of `path` every `pause`.
     pub fn start(addr: SocketAddr, path: &str, pause: Duration) -> Load {
+        use std::sync::atomic::Ordering::Relaxed;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (flag, path) = (stop.clone(), path.to_owned());
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (flag, count, path) = (stop.clone(), sent.clone(), path.to_owned());
         let thread = std::thread::spawn(move || {
-            let (mut sent, mut failed) = (0, Vec::new());
+            let mut failed = Vec::new();
             let end = Instant::now() + Duration::from_secs(60);
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+            while !flag.load(Relaxed) && Instant::now() < end {
                 let status = get_status(addr, &path);
-                sent += 1;
+                count.fetch_add(1, Relaxed);
                 if status != 200 {
                     failed.push(status);
                 }
                 std::thread::sleep(pause);
             }
-            (sent, failed)
+            (count.load(Relaxed), failed)
         });
         Load {
             stop,
+            sent,
             thread: Some(thread),
         }
     }
 
+    /// Waits (up to 30 s) until at least `total` requests have been sent:
+    /// a count, not a time, since a slow machine sends fewer per second.
+    pub fn reach(&self, total: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        wait_for(Duration::from_secs(30), || self.sent.load(Relaxed) >= total);
+    }
+
     /// Stops; returns (requests sent, statuses of the failed ones).
-    pub fn finish(mut self) -> (u64, Vec<u16>) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pub fn finish(self) -> (u64, Vec<u16>) {
+        self.finish_after(0)
+    }
+
+    /// Goes on until at least `count` more requests have been sent, then
+    /// stops; returns (requests sent, statuses of the failed ones).
+    pub fn finish_after(mut self, count: u64) -> (u64, Vec<u16>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.reach(self.sent.load(Relaxed) + count);
+        self.stop.store(true, Relaxed);
         self.thread
             .take()
             .map(|t| t.join().unwrap())
