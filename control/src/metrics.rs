@@ -9,7 +9,8 @@ use prometheus::{
     TextEncoder,
 };
 use std::sync::Arc;
-use ultragate_dataplane::stats::{CacheResult, CoreStats};
+use ultragate_dataplane::cache::verdict::CacheResult;
+use ultragate_dataplane::stats::CoreStats;
 use ultragate_dataplane::status::{Backend, Route};
 
 /// Registers a shared histogram family (the registry takes a box).

@@ -2,6 +2,7 @@
 //! [`CoreStats`] (no sharing, no lock) and hands a filled one to the
 //! control plane every interval, which merges them into a sliding window.
 
+use crate::cache::verdict::CacheResult;
 use hdrhistogram::Histogram;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -164,38 +165,6 @@ pub struct ServerStats {
     pub duration: Buckets,
     /// Where the errors and slow answers came from.
     pub blame: Box<Blame>,
-}
-
-/// How the cache took part in a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheResult {
-    /// Served from the cache.
-    Hit,
-    /// Looked up, not found (or revalidated), fetched.
-    Miss,
-    /// Served stale (`stale-while-revalidate`, `stale-if-error`).
-    Stale,
-    /// The cache was not consulted.
-    Bypass,
-    /// No cache configured, or not a proxied request.
-    None,
-}
-
-impl CacheResult {
-    /// All results, in the order of [`CoreStats::cache`].
-    pub const ALL: [CacheResult; 5] =
-        [Self::Hit, Self::Miss, Self::Stale, Self::Bypass, Self::None];
-
-    /// The label used in metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Hit => "hit",
-            Self::Miss => "miss",
-            Self::Stale => "stale",
-            Self::Bypass => "bypass",
-            Self::None => "none",
-        }
-    }
 }
 
 /// One answered request, as the engine reports it.

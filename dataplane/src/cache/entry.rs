@@ -4,7 +4,7 @@
 //! that `verify` checks.
 
 use super::verdict::Served;
-use crate::proxy::output::Output;
+use crate::http::output::Output;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Instant, SystemTime};

@@ -6,7 +6,7 @@
 
 use super::entry::{put_decimal, Entry};
 use super::rules;
-use crate::proxy::output::Output;
+use crate::http::output::Output;
 use bytes::BufMut;
 
 /// Most ranges answered in one request; more (a common way to make a

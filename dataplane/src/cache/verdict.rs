@@ -3,7 +3,6 @@
 //! (RFC 9211), written from fixed parts so a hit stays allocation-free.
 
 use super::entry::put_decimal;
-use crate::stats::CacheResult;
 use bytes::{BufMut, BytesMut};
 
 /// The cache's name in `Cache-Status`.
@@ -194,5 +193,37 @@ mod tests {
              X-Cache: BYPASS\r\nCache-Status: ultragate; fwd=method; fwd-status=201\r\n\
              X-Cache: MISS\r\nCache-Status: ultragate; fwd=request; detail=upstream-failed\r\n"
         );
+    }
+}
+
+/// How the cache took part in a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Served from the cache.
+    Hit,
+    /// Looked up, not found (or revalidated), fetched.
+    Miss,
+    /// Served stale (`stale-while-revalidate`, `stale-if-error`).
+    Stale,
+    /// The cache was not consulted.
+    Bypass,
+    /// No cache configured, or not a proxied request.
+    None,
+}
+
+impl CacheResult {
+    /// All results, in the order of the per-core stats' `cache` counts.
+    pub const ALL: [CacheResult; 5] =
+        [Self::Hit, Self::Miss, Self::Stale, Self::Bypass, Self::None];
+
+    /// The label used in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Stale => "stale",
+            Self::Bypass => "bypass",
+            Self::None => "none",
+        }
     }
 }

@@ -223,37 +223,6 @@ fn refuse(fd: std::os::fd::BorrowedFd<'_>) {
     };
 }
 
-/// The message a panic carried, for the log line of a contained panic.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&'static str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)")
-}
-
-/// Books a panic contained to the connection from `peer`: an error line
-/// naming the peer and the message, and `ultragate_panics_total`.
-pub(crate) fn contained_panic(
-    status: &DataplaneStatus,
-    peer: Option<SocketAddr>,
-    payload: &(dyn std::any::Any + Send),
-) {
-    status.record_panic();
-    let message = panic_message(payload);
-    match peer {
-        Some(peer) => tracing::error!(
-            %peer,
-            panic = message,
-            "the engine panicked: this connection is closed, every other one goes on"
-        ),
-        None => tracing::error!(
-            panic = message,
-            "the engine panicked: the event's connection is closed, every other one goes on"
-        ),
-    }
-}
-
 /// Makes the socket's close a reset (`SO_LINGER` 0): for a client given
 /// up on, whose unsent bytes the kernel would otherwise keep delivering
 /// after the close.

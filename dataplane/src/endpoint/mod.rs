@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+mod panic;
 mod peers;
 mod slab;
 
@@ -377,7 +378,7 @@ impl Endpoint {
                 return None;
             }
             Err(payload) => {
-                crate::driver::contained_panic(&self.parts.status, Some(peer), &*payload);
+                panic::contained_panic(&self.parts.status, Some(peer), &*payload);
                 return None;
             }
         };
@@ -438,7 +439,7 @@ impl Endpoint {
         if let Err(payload) = run {
             let (client, upstream) = owner;
             let peer = client.and_then(|id| self.clients.get(id.idx, id.gen).map(|c| c.peer));
-            crate::driver::contained_panic(&self.parts.status, peer, &*payload);
+            panic::contained_panic(&self.parts.status, peer, &*payload);
             match (client, upstream) {
                 (Some(id), _) => self.close_client(id, true),
                 (None, Some(u)) => self.close_upstream(u),
@@ -885,7 +886,7 @@ impl Endpoint {
         }));
         if let Err(payload) = run {
             let peer = self.clients.get(id.idx, id.gen).map(|c| c.peer);
-            crate::driver::contained_panic(&self.parts.status, peer, &*payload);
+            panic::contained_panic(&self.parts.status, peer, &*payload);
             self.close_client(id, true);
         }
     }
@@ -1039,7 +1040,7 @@ impl Endpoint {
                 t.deadline = Some(now + self.peers.engine().send_timeout);
             }
             Err(payload) => {
-                crate::driver::contained_panic(&self.parts.status, Some(c.peer), &*payload);
+                panic::contained_panic(&self.parts.status, Some(c.peer), &*payload);
                 return self.close_client(id, true);
             }
         }

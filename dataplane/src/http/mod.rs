@@ -9,6 +9,7 @@
 
 pub mod chunked;
 pub mod fields;
+pub mod output;
 pub mod path;
 pub mod request;
 pub mod response;

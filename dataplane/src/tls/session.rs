@@ -4,7 +4,7 @@
 //! an upstream pool with `tls = true`.
 
 use super::Failure;
-use crate::proxy::output::Output;
+use crate::http::output::Output;
 use bytes::Bytes;
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::server::{Acceptor, ServerConnectionData, UnbufferedServerConnection};
