@@ -33,6 +33,7 @@ if [ $# -eq 0 ]; then
     measure "$root" "$(git -C "$root" rev-parse --short HEAD)"
 else
     for c in "$@"; do
+        c=$(git -C "$root" rev-parse --short "$c")
         wt=$(mktemp -d)
         git -C "$root" worktree add -q --detach "$wt" "$c"
         CARGO_TARGET_DIR="$root/target/callgrind-$c" measure "$wt" "$c"
