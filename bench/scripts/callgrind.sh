@@ -21,7 +21,8 @@ measure() { # dir label
         for r in 10000 20000; do
             local out
             out=$(mktemp)
-            ROUNDS=$r valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --exact "$t" --test-threads=1 >/dev/null 2>&1
+            # The count is what matters here; an older tree's own assertion may fail.
+            ROUNDS=$r valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --exact "$t" --test-threads=1 >/dev/null 2>&1 || true
             n+=("$(sed -n 's/^summary: //p' "$out")")
             rm -f "$out"
         done

@@ -20,9 +20,15 @@
 
 #![forbid(unsafe_code)]
 
+mod background;
+mod completions;
+mod drain;
 mod panic;
 mod peers;
 mod slab;
+mod timers;
+mod transport;
+mod upstreams;
 
 use crate::access::AccessLog;
 use crate::admin::{AdminRequest, AdminResponse};
@@ -35,6 +41,7 @@ use crate::tls::sni::ServedNames;
 use crate::tls::{ClientSession, Failure, TlsServer, TlsSession};
 use crate::upstream::pool::Checkout;
 use bytes::Bytes;
+use completions::record;
 use peers::{Target, Upstreams, Wanted};
 use slab::Slab;
 use std::cmp::Reverse;
@@ -43,6 +50,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+use transport::Tls;
+use upstreams::{UpState, Upstream};
 
 /// A client connection of one endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,9 +82,6 @@ impl UpstreamId {
         self.idx as usize
     }
 }
-
-/// Most background refreshes one core runs at once.
-const MAX_BACKGROUND: usize = 64;
 
 /// What happened on the transport, as a driver reports it.
 #[derive(Debug)]
@@ -201,31 +207,11 @@ pub struct Parts {
     pub tls: Option<Arc<TlsServer>>,
 }
 
-/// Most encrypted bytes a TLS connection queues before the engine's
-/// output waits (so the engine's send timeout still sees a slow reader).
-const TLS_QUEUE: usize = 64 * 1024;
-
-/// Most plaintext sealed into one TLS record.
-const TLS_RECORD: usize = 16 * 1024;
-
 /// Test builds: an upstream TLS response carrying this panics in the
 /// endpoint's upstream TLS path (outside the engine), for the test that
 /// the core's panic boundary holds there too.
 #[cfg(feature = "test-hooks")]
 pub const TEST_UPSTREAM_TLS_PANIC: &[u8] = b"/__ultragate_test/upstream-tls-panic";
-
-/// The answer to a plain HTTP request sent to the TLS port, in plain text.
-const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 51\r\nConnection: close\r\n\r\nThis port speaks HTTPS: send the request over TLS.\n";
-
-/// A client connection's TLS layer.
-struct Tls {
-    session: TlsSession,
-    /// The handshake's deadline, then (once closing) the last write's.
-    deadline: Option<Instant>,
-    /// The connection failed or ended: what is queued is written, then it
-    /// closes.
-    closing: bool,
-}
 
 /// One client connection.
 struct Client {
@@ -265,31 +251,6 @@ impl Client {
             listed: false,
         }
     }
-}
-
-/// Where an upstream connection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum UpState {
-    /// Connecting for a client.
-    Connecting(ClientId),
-    /// Connected, the TLS handshake with the server going on.
-    Handshaking(ClientId),
-    /// Serving a client's exchange.
-    Attached(ClientId),
-    /// In the pool since then; read, so a close or stray bytes retire it.
-    Idle(Instant),
-    /// Closing: waits for [`Event::UpstreamClosed`].
-    Closed,
-}
-
-/// One upstream connection.
-struct Upstream {
-    target: Target,
-    state: UpState,
-    /// A [`Command::Upstream`] for it is queued.
-    queued: bool,
-    /// TLS to the server, for a pool with `tls = true`.
-    tls: Option<Box<ClientSession>>,
 }
 
 /// One data core's connections, pools, timers and statistics; see the
@@ -362,32 +323,6 @@ impl Endpoint {
     /// connection limit (the driver answers `503` and closes).
     pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Option<ClientId> {
         self.open(now, peer, None)
-    }
-
-    /// A new client connection from `peer` on the TLS listener: the same as
-    /// [`Self::accept`], with a TLS session in front of the engine. `None`
-    /// also when no TLS listener is configured.
-    pub fn accept_tls(&mut self, now: Instant, peer: SocketAddr) -> Option<ClientId> {
-        let server = self.parts.tls.as_ref()?;
-        // The session's set-up is per-connection work too: a panic there
-        // refuses this connection only.
-        let session = match catch_unwind(AssertUnwindSafe(|| server.session())) {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot start a TLS session");
-                return None;
-            }
-            Err(payload) => {
-                panic::contained_panic(&self.parts.status, Some(peer), &*payload);
-                return None;
-            }
-        };
-        let tls = Tls {
-            session,
-            deadline: Some(now + server.handshake_timeout()),
-            closing: false,
-        };
-        self.open(now, peer, Some(Box::new(tls)))
     }
 
     fn open(&mut self, now: Instant, peer: SocketAddr, tls: Option<Box<Tls>>) -> Option<ClientId> {
@@ -592,11 +527,6 @@ impl Endpoint {
         at
     }
 
-    /// Whether a drain has ended: every client connection is closed.
-    pub fn is_drained(&self) -> bool {
-        self.drain_deadline.is_some() && self.clients.len() == 0
-    }
-
     /// How many client connections are open (closing ones included).
     pub fn open_connections(&self) -> usize {
         self.clients.len()
@@ -640,233 +570,6 @@ impl Endpoint {
             Some(c) => c.conn.pin_client_output(),
             None => {}
         }
-    }
-
-    /// What the upstream connection wants from the transport now: an idle
-    /// pooled connection is read, so its close (or stray bytes, which
-    /// make it unusable) retires it at once.
-    pub fn upstream_interest(&self, u: UpstreamId) -> Interest {
-        let Some(up) = self.ups.get(u.idx, u.gen) else {
-            return Interest::default();
-        };
-        let tls_pending = up.tls.as_ref().map(|t| t.pending() > 0);
-        match up.state {
-            UpState::Idle(_) => Interest {
-                read: true,
-                write: false,
-            },
-            UpState::Handshaking(_) => Interest {
-                read: true,
-                write: tls_pending == Some(true),
-            },
-            UpState::Attached(id) => match self.clients.get(id.idx, id.gen) {
-                Some(c) if !c.closed => Interest {
-                    read: c.conn.wants_upstream_bytes(),
-                    write: tls_pending.unwrap_or_else(|| {
-                        c.conn.upstream_attached() && !c.conn.upstream_output().is_empty()
-                    }),
-                },
-                _ => Interest::default(),
-            },
-            _ => Interest::default(),
-        }
-    }
-
-    /// The bytes queued for the upstream connection.
-    pub fn upstream_output(&self, u: UpstreamId) -> &[u8] {
-        let Some(up) = self.ups.get(u.idx, u.gen) else {
-            return &[];
-        };
-        if let Some(t) = &up.tls {
-            return t.first();
-        }
-        let UpState::Attached(id) = up.state else {
-            return &[];
-        };
-        match self.clients.get(id.idx, id.gen) {
-            Some(c) if !c.closed && c.conn.upstream_attached() => c.conn.upstream_output(),
-            _ => &[],
-        }
-    }
-
-    /// Takes the bytes queued for the upstream connection, for a kernel
-    /// that reads them after the call returns (io_uring); report
-    /// [`Event::UpstreamSent`] once all are written.
-    pub fn take_upstream_output(&mut self, u: UpstreamId) -> Bytes {
-        let Some(up) = self.ups.get_mut(u.idx, u.gen) else {
-            return Bytes::new();
-        };
-        if let Some(t) = &mut up.tls {
-            return t.take_first();
-        }
-        let UpState::Attached(id) = up.state else {
-            return Bytes::new();
-        };
-        match self.clients.get_mut(id.idx, id.gen) {
-            Some(c) if !c.closed && c.conn.upstream_attached() => c.conn.take_upstream_output(),
-            _ => Bytes::new(),
-        }
-    }
-
-    /// Hands the core's numbers to the control plane now (at the end of a
-    /// driver's run; otherwise every stats interval).
-    pub fn hand_over(&mut self) {
-        #[cfg(feature = "test-hooks")]
-        self.parts.status.stall_if_asked(self.stats.core);
-        self.stats.open_connections = self.clients.len() as u64;
-        let _ = self.parts.stats.send(self.stats.take());
-    }
-
-    fn up_state(&self, u: UpstreamId) -> Option<UpState> {
-        self.ups.get(u.idx, u.gen).map(|up| up.state)
-    }
-
-    /// Runs an event on upstream `u`'s client; an idle pooled connection
-    /// that reports anything (bytes, a close, an error) is retired.
-    fn on_upstream(&mut self, u: UpstreamId, now: Instant, f: impl FnOnce(&mut Conn)) {
-        match self.up_state(u) {
-            Some(UpState::Attached(id)) => self.on_client(id, now, f),
-            Some(UpState::Idle(_)) => self.close_upstream(u),
-            _ => {}
-        }
-    }
-
-    fn connected(&mut self, now: Instant, u: UpstreamId) {
-        let Some(up) = self.ups.get(u.idx, u.gen) else {
-            return;
-        };
-        let UpState::Connecting(id) = up.state else {
-            return;
-        };
-        let Some(tls) = self.peers.tls(up.target) else {
-            return self.attach(now, u, id);
-        };
-        match ClientSession::client(tls.config.clone(), tls.server_name.clone()) {
-            Ok(session) => {
-                if let Some(up) = self.ups.get_mut(u.idx, u.gen) {
-                    up.tls = Some(Box::new(session));
-                    up.state = UpState::Handshaking(id);
-                }
-                self.touch_upstream(u);
-            }
-            Err(_) => self.connect_failed(now, u),
-        }
-    }
-
-    /// Whether upstream `u` speaks TLS.
-    fn up_tls(&self, u: UpstreamId) -> bool {
-        self.ups
-            .get(u.idx, u.gen)
-            .is_some_and(|up| up.tls.is_some())
-    }
-
-    /// TLS bytes from upstream `u`: its handshake, or records whose
-    /// plaintext goes to the attached client's engine. A failed handshake
-    /// is a failed connect (another server is tried); a failure after it,
-    /// an upstream reset.
-    fn upstream_tls_bytes(&mut self, now: Instant, u: UpstreamId, data: &[u8]) {
-        let mut plain = std::mem::take(&mut self.plain_buf);
-        plain.clear();
-        let Some(up) = self.ups.get_mut(u.idx, u.gen) else {
-            return;
-        };
-        let (state, Some(session)) = (up.state, up.tls.as_mut()) else {
-            return;
-        };
-        let got = session.recv(data, &mut |p| plain.extend_from_slice(p));
-        #[cfg(feature = "test-hooks")]
-        if self.peers.engine().test_hooks
-            && plain
-                .windows(TEST_UPSTREAM_TLS_PANIC.len())
-                .any(|w| w == TEST_UPSTREAM_TLS_PANIC)
-        {
-            panic!("test hook: a panic in the upstream TLS path");
-        }
-        match (state, got) {
-            (UpState::Handshaking(id), Ok(Some(_))) => {
-                self.attach(now, u, id);
-                if !plain.is_empty() {
-                    self.on_client(id, now, |c| c.recv_upstream(now, &plain));
-                }
-            }
-            (UpState::Handshaking(_), Ok(None)) => self.touch_upstream(u),
-            (UpState::Handshaking(_), Err(_)) => self.connect_failed(now, u),
-            (UpState::Attached(id), Ok(_)) if !plain.is_empty() => {
-                self.on_client(id, now, |c| c.recv_upstream(now, &plain))
-            }
-            (UpState::Attached(_), Ok(_)) => self.touch_upstream(u),
-            (UpState::Attached(id), Err(_)) => self.on_client(id, now, |c| c.upstream_reset(now)),
-            // A session ticket while pooled keeps it; anything else
-            // retires it.
-            (UpState::Idle(_), Ok(_)) if plain.is_empty() => self.touch_upstream(u),
-            (UpState::Idle(_), _) => self.close_upstream(u),
-            _ => {}
-        }
-        self.plain_buf = plain;
-    }
-
-    /// For client `id` with a TLS upstream attached: encrypts what its
-    /// engine queued for the server. Returns whether it failed (the engine
-    /// was told of an upstream reset).
-    fn seal_upstream(&mut self, id: ClientId, now: Instant) -> bool {
-        let Some(c) = self.clients.get_mut(id.idx, id.gen) else {
-            return false;
-        };
-        let Some(u) = c.up else {
-            return false;
-        };
-        let Some(up) = self.ups.get_mut(u.idx, u.gen) else {
-            return false;
-        };
-        let (UpState::Attached(_), Some(session)) = (up.state, up.tls.as_mut()) else {
-            return false;
-        };
-        let out = c.conn.take_upstream_output();
-        if out.is_empty() {
-            return false;
-        }
-        match session.encrypt(&out) {
-            Ok(true) => {
-                c.conn.upstream_sent(now);
-                false
-            }
-            _ => {
-                c.conn.upstream_reset(now);
-                true
-            }
-        }
-    }
-
-    /// Hands the connected (and, with TLS, handshaken) upstream `u` to
-    /// client `id`'s engine.
-    fn attach(&mut self, now: Instant, u: UpstreamId, id: ClientId) {
-        let Some(up) = self.ups.get_mut(u.idx, u.gen) else {
-            return;
-        };
-        up.state = UpState::Attached(id);
-        let target = up.target;
-        self.peers.connected(target);
-        if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
-            c.last_target = Some(target);
-        }
-        self.on_client(id, now, |c| c.upstream_connected(now, false));
-    }
-
-    fn connect_failed(&mut self, now: Instant, u: UpstreamId) {
-        let (Some(UpState::Connecting(id)) | Some(UpState::Handshaking(id))) = self.up_state(u)
-        else {
-            return;
-        };
-        if let Some(up) = self.ups.get(u.idx, u.gen) {
-            self.peers.connect_failed(up.target);
-        }
-        self.close_upstream(u);
-        if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
-            if c.up == Some(u) {
-                c.up = None;
-            }
-        }
-        self.on_client(id, now, |c| c.upstream_connect_failed(now));
     }
 
     /// Runs `f` on client `id`'s engine, then carries out what the engine
@@ -976,338 +679,6 @@ impl Endpoint {
         }
     }
 
-    /// Whether client `id` came through the TLS listener.
-    fn is_tls(&self, id: ClientId) -> bool {
-        self.clients
-            .get(id.idx, id.gen)
-            .is_some_and(|c| c.tls.is_some())
-    }
-
-    /// Whether client `id`'s TLS handshake is still going on.
-    fn tls_handshaking(&self, id: ClientId) -> bool {
-        self.clients
-            .get(id.idx, id.gen)
-            .and_then(|c| c.tls.as_ref())
-            .is_some_and(|t| t.session.is_handshaking())
-    }
-
-    /// TLS bytes from client `id`: decrypted into its engine (inside the
-    /// panic boundary); a failed handshake is counted by reason and closes
-    /// the connection once what is queued (an HTTP `400` for a plain
-    /// request) is written.
-    fn tls_bytes(&mut self, id: ClientId, now: Instant, data: &[u8]) {
-        let Self {
-            clients,
-            stats,
-            parts,
-            ..
-        } = self;
-        let Some(c) = clients.get_mut(id.idx, id.gen).filter(|c| !c.closed) else {
-            return;
-        };
-        let Client {
-            tls: Some(t), conn, ..
-        } = c
-        else {
-            return;
-        };
-        if t.closing {
-            return;
-        }
-        let run = catch_unwind(AssertUnwindSafe(|| {
-            t.session
-                .recv(data, &mut |plain| conn.recv_client(now, plain))
-        }));
-        // The ClientHello is read in an earlier call than any request
-        // (the client needs the server's flight first).
-        if !conn.has_served_names() {
-            if let (Some(sni), Some(server)) = (t.session.client_hello_name(), &parts.tls) {
-                conn.serve_names(ServedNames::for_hello(server.certificates(), sni));
-            }
-        }
-        match run {
-            Ok(Ok(Some(handshake))) => {
-                stats.tls.handshake(handshake);
-                t.deadline = None;
-            }
-            Ok(Ok(None)) => {}
-            Ok(Err(failure)) => {
-                stats.tls.failure(failure);
-                if failure == Failure::PlaintextHttp {
-                    t.session.queue_plain(PLAIN_TO_TLS);
-                }
-                t.closing = true;
-                t.deadline = Some(now + self.peers.engine().send_timeout);
-            }
-            Err(payload) => {
-                panic::contained_panic(&self.parts.status, Some(c.peer), &*payload);
-                return self.close_client(id, true);
-            }
-        }
-        self.on_client(id, now, |_| {});
-    }
-
-    /// For a TLS client: encrypts what its engine queued (up to
-    /// [`TLS_QUEUE`] ahead of the socket), and once the engine is done
-    /// queues `close_notify` and closes when all is written. Returns
-    /// whether it closed the client.
-    fn seal(&mut self, id: ClientId, now: Instant) -> bool {
-        let send_timeout = self.peers.engine().send_timeout;
-        let Self {
-            clients,
-            seal_buf,
-            stats,
-            ..
-        } = self;
-        let Some(Client {
-            tls: Some(t), conn, ..
-        }) = clients.get_mut(id.idx, id.gen)
-        else {
-            return false;
-        };
-        while !t.closing && t.session.pending() < TLS_QUEUE && conn.client_pending() > 0 {
-            seal_buf.clear();
-            let mut slices = [std::io::IoSlice::new(&[]); 8];
-            let n = conn.client_slices(&mut slices);
-            for s in &slices[..n] {
-                let room = TLS_RECORD - seal_buf.len();
-                seal_buf.extend_from_slice(&s[..s.len().min(room)]);
-            }
-            match t.session.encrypt(seal_buf) {
-                Ok(true) => conn.client_written(seal_buf.len(), now),
-                Ok(false) => break,
-                Err(failure) => {
-                    stats.tls.failure(failure);
-                    t.closing = true;
-                    t.deadline = Some(now + send_timeout);
-                }
-            }
-        }
-        if conn.is_finished() && !conn.is_aborted() && !t.closing {
-            t.session.queue_close();
-            t.closing = true;
-            t.deadline = Some(now + send_timeout);
-        }
-        if t.closing && t.session.pending() == 0 {
-            self.close_client(id, false);
-            return true;
-        }
-        false
-    }
-
-    /// Closes client `id` when its TLS deadline (handshake, or the last
-    /// write after the end) has passed; a handshake that timed out is
-    /// counted. Returns whether it closed it.
-    fn tls_expired(&mut self, id: ClientId, now: Instant) -> bool {
-        let Some(t) = self
-            .clients
-            .get(id.idx, id.gen)
-            .and_then(|c| c.tls.as_ref())
-        else {
-            return false;
-        };
-        if t.deadline.is_none_or(|d| d > now) {
-            return false;
-        }
-        if t.session.is_handshaking() && !t.closing {
-            self.stats.tls.failure(Failure::Timeout);
-        }
-        self.close_client(id, true);
-        true
-    }
-
-    /// Starts a background refresh (stale-while-revalidate): a connection
-    /// of its own, with no socket, whose request revalidates the entry and
-    /// whose answer only goes into the cache; the client that asked for it
-    /// was answered and goes on. At most [`MAX_BACKGROUND`] at once per
-    /// core (past it, or while draining, the refresh is left to a later
-    /// request). The origin is told the address of `peer`, the client
-    /// whose request found the entry stale.
-    fn start_refresh(&mut self, now: Instant, request: &[u8], key: Bytes, peer: Option<IpAddr>) {
-        let Some(cache) = self.parts.cache.clone() else {
-            return;
-        };
-        if self.background >= MAX_BACKGROUND || self.drain_deadline.is_some() {
-            cache.release_fetch(&key);
-            return;
-        }
-        let conn = Conn::new(
-            self.peers.engine().clone(),
-            self.parts.status.clone(),
-            Some(cache),
-            peer.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
-            now,
-        )
-        .without_local_admin()
-        .came_by(url_parts(&key).0);
-        let peer = SocketAddr::from(([0, 0, 0, 0], 0));
-        let (idx, gen) = self.clients.insert(Client::new(conn, peer, Some(key)));
-        self.background += 1;
-        self.on_client(ClientId { idx, gen }, now, |c| c.recv_client(now, request));
-    }
-
-    /// A background refresh after an event: its answer is dropped (it is
-    /// in the cache), its result counts for the server's passive health
-    /// only (not as client traffic), and it ends with its exchange.
-    fn settle_background(&mut self, id: ClientId, now: Instant) {
-        let Some(c) = self.clients.get_mut(id.idx, id.gen) else {
-            return;
-        };
-        let pending = c.conn.client_pending();
-        if pending > 0 {
-            c.conn.client_written(pending, now);
-        }
-        while let Some(done) = c.conn.poll_completion() {
-            if let (true, Some(target)) = (done.proxied, c.last_target) {
-                self.peers.responded(target, &done, now);
-            }
-        }
-        if c.conn.is_finished() || c.conn.is_aborted() {
-            return self.end_background(id);
-        }
-        if let Some(t) = c.conn.timeout() {
-            if c.timer_at.is_none_or(|at| t < at) {
-                c.timer_at = Some(t);
-                self.timers.push(Reverse((t, id.idx, id.gen)));
-            }
-        }
-        if let Some(u) = c.up {
-            self.touch_upstream(u);
-        }
-    }
-
-    /// Ends a background refresh: its upstream closed unless pooled, its
-    /// fetch claim released.
-    fn end_background(&mut self, id: ClientId) {
-        let Some(c) = self.clients.remove(id.idx, id.gen) else {
-            return;
-        };
-        self.background -= 1;
-        if let Some(u) = c.up {
-            self.close_upstream(u);
-        }
-        if let (Some(cache), Some(key)) = (&self.parts.cache, &c.background) {
-            cache.release_fetch(key);
-        }
-    }
-
-    /// Attaches an upstream connection to client `id` for its request's
-    /// `attempt`-th try: an idle pooled one to the chosen server unless
-    /// `fresh`, else a new one.
-    fn checkout(&mut self, id: ClientId, now: Instant, fresh: bool, attempt: usize) {
-        if let Some(old) = self
-            .clients
-            .get_mut(id.idx, id.gen)
-            .and_then(|c| c.up.take())
-        {
-            self.close_upstream(old);
-        }
-        let (home, may_canary) = match self.clients.get(id.idx, id.gen) {
-            Some(c) => (
-                self.peers.route_pool(c.conn.engine(), c.conn.route()),
-                c.background.is_none() && c.conn.may_be_canary(),
-            ),
-            None => return,
-        };
-        let ups = &self.ups;
-        let picked = self.peers.checkout(
-            &self.parts.live,
-            Wanted {
-                home,
-                attempt,
-                may_canary,
-                fresh,
-            },
-            now,
-            |u| matches!(ups.get(u.idx, u.gen), Some(up) if matches!(up.state, UpState::Idle(_))),
-        );
-        let Some(c) = self.clients.get_mut(id.idx, id.gen) else {
-            return;
-        };
-        let Some((target, checkout, canary)) = picked else {
-            // No server to try (the pool's names did not resolve).
-            return c.conn.upstream_connect_failed(now);
-        };
-        if let Some((connect, response)) = self.peers.timeouts(target) {
-            c.conn.upstream_timeouts(connect, response);
-        }
-        if let Some(deadline) = canary {
-            c.conn.upstream_canary(deadline);
-        }
-        match checkout {
-            Checkout::Reused { conn: u, .. } => {
-                if let Some(up) = self.ups.get_mut(u.idx, u.gen) {
-                    up.state = UpState::Attached(id);
-                }
-                c.up = Some(u);
-                c.last_target = Some(target);
-                c.conn.upstream_connected(now, true);
-                self.touch_upstream(u);
-            }
-            Checkout::Connect { addr, .. } => {
-                let (idx, gen) = self.ups.insert(Upstream {
-                    target,
-                    state: UpState::Connecting(id),
-                    queued: false,
-                    tls: None,
-                });
-                let up = UpstreamId { idx, gen };
-                c.up = Some(up);
-                self.commands.push_back(Command::Connect { up, addr });
-            }
-        }
-    }
-
-    /// Detaches client `id`'s upstream connection: into the pool when the
-    /// engine calls it clean, closed otherwise.
-    fn release(&mut self, id: ClientId, now: Instant, reuse: bool) {
-        let Some(u) = self
-            .clients
-            .get_mut(id.idx, id.gen)
-            .and_then(|c| c.up.take())
-        else {
-            return;
-        };
-        let Some(up) = self.ups.get_mut(u.idx, u.gen) else {
-            return;
-        };
-        if !(reuse && up.state == UpState::Attached(id)) {
-            return self.close_upstream(u);
-        }
-        up.state = UpState::Idle(now);
-        let target = up.target;
-        self.peers.end(target);
-        if let Some(displaced) = self.peers.checkin(target, u, now) {
-            self.close_upstream(displaced);
-        }
-        self.touch_upstream(u);
-    }
-
-    /// Tells the driver to look at upstream `u` again.
-    fn touch_upstream(&mut self, u: UpstreamId) {
-        if let Some(up) = self.ups.get_mut(u.idx, u.gen) {
-            if !up.queued && up.state != UpState::Closed {
-                up.queued = true;
-                self.commands.push_back(Command::Upstream(u));
-            }
-        }
-    }
-
-    fn close_upstream(&mut self, u: UpstreamId) {
-        if let Some(up) = self.ups.get_mut(u.idx, u.gen) {
-            if matches!(
-                up.state,
-                UpState::Connecting(_) | UpState::Handshaking(_) | UpState::Attached(_)
-            ) {
-                self.peers.end(up.target);
-            }
-            if up.state != UpState::Closed {
-                up.state = UpState::Closed;
-                self.commands.push_back(Command::CloseUpstream(u));
-            }
-        }
-    }
-
     fn close_client(&mut self, id: ClientId, reset: bool) {
         let Some(c) = self.clients.get_mut(id.idx, id.gen) else {
             return;
@@ -1325,154 +696,6 @@ impl Endpoint {
         if let Some(u) = up {
             self.close_upstream(u);
         }
-    }
-
-    fn on_timer(&mut self, now: Instant) {
-        if self.bell.as_ref().is_some_and(|b| b.answer()) {
-            self.wake_waiters(now);
-        }
-        while let Some(&Reverse((t, idx, gen))) = self.timers.peek() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
-            let id = ClientId { idx, gen };
-            match self.clients.get_mut(idx, gen) {
-                Some(c) if !c.closed && c.timer_at == Some(t) => c.timer_at = None,
-                _ => continue,
-            }
-            if self.tls_expired(id, now) {
-                continue;
-            }
-            self.on_client(id, now, |c| {
-                if c.timeout().is_some_and(|d| d <= now) {
-                    c.handle_timeout(now);
-                }
-            });
-        }
-        if now >= self.next_stats {
-            self.sweep_idle(now);
-            self.sweep_waiting();
-            self.hand_over();
-            self.next_stats = now + self.cfg.stats_interval;
-        }
-        if self.drain_deadline.is_some_and(|d| now >= d) {
-            self.scratch.clear();
-            self.scratch.extend(self.clients.handles());
-            let open: Vec<_> = self.scratch.drain(..).collect();
-            if !open.is_empty() {
-                tracing::warn!(
-                    connections = open.len(),
-                    "drain timeout: closing connections still busy"
-                );
-            }
-            for (idx, gen) in open {
-                self.close_client(ClientId { idx, gen }, true);
-            }
-        }
-    }
-
-    /// A fetch ended: every waiting request looks at the cache again (and
-    /// is listed again if its key's fetch still runs).
-    fn wake_waiters(&mut self, now: Instant) {
-        let mut list = std::mem::take(&mut self.waiting);
-        for id in list.drain(..) {
-            if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
-                c.listed = false;
-                self.on_client(id, now, |c| c.retry_wait(now));
-            }
-        }
-        list.append(&mut self.waiting);
-        self.waiting = list;
-    }
-
-    /// Forgets listed waiters that are gone or no longer wait (gave up at
-    /// their deadline), so the list stays as long as the waiters.
-    fn sweep_waiting(&mut self) {
-        let clients = &mut self.clients;
-        self.waiting
-            .retain(|id| match clients.get_mut(id.idx, id.gen) {
-                Some(c) if c.conn.is_waiting() => true,
-                Some(c) => {
-                    c.listed = false;
-                    false
-                }
-                None => false,
-            });
-    }
-
-    /// Closes pooled connections past their idle timeout, and those of
-    /// pools a reload replaced.
-    fn sweep_idle(&mut self, now: Instant) {
-        self.peers.refresh(&self.parts.live);
-        self.peers.evict_expired(now);
-        self.scratch.clear();
-        self.scratch.extend(self.ups.handles());
-        let handles = std::mem::take(&mut self.scratch);
-        for &(idx, gen) in &handles {
-            let Some(up) = self.ups.get(idx, gen) else {
-                continue;
-            };
-            let UpState::Idle(since) = up.state else {
-                continue;
-            };
-            let keep = self
-                .peers
-                .idle_timeout(up.target)
-                .is_some_and(|t| now.saturating_duration_since(since) < t);
-            if !keep {
-                self.close_upstream(UpstreamId { idx, gen });
-            }
-        }
-        self.scratch = handles;
-    }
-
-    fn drain(&mut self, now: Instant) {
-        if self.drain_deadline.is_some() {
-            return;
-        }
-        self.drain_deadline = Some(now + self.cfg.drain_timeout);
-        self.scratch.clear();
-        self.scratch.extend(self.clients.handles());
-        let open = std::mem::take(&mut self.scratch);
-        for &(idx, gen) in &open {
-            self.on_client(ClientId { idx, gen }, now, |c| c.drain(now));
-        }
-        self.scratch = open;
-    }
-}
-
-/// Books an answered request: the core's statistics, the server's passive
-/// health, and its access-log record (the client's address and the
-/// upstream server filled in here, where they are known).
-fn record(
-    parts: &Parts,
-    stats: &mut CoreStats,
-    peers: &mut Upstreams<UpstreamId>,
-    mut done: Completion,
-    target: Option<Target>,
-    peer: SocketAddr,
-    now: Instant,
-) {
-    if !done.attempt_only {
-        stats.record(&done);
-    }
-    let server = match (done.proxied, target) {
-        (true, Some(target)) => {
-            peers.responded(target, &done, now);
-            peers.server(target)
-        }
-        _ => None,
-    };
-    if let Some((pool, addr, slow)) = server {
-        stats.record_server(pool, addr, slow, &done);
-    }
-    if let Some(mut rec) = done.access.take() {
-        rec.client = Some(peer);
-        rec.upstream = server.map(|(_, addr, _)| addr);
-        rec.pool = server.map(|(pool, _, _)| pool.clone());
-        rec.audit = parts.status.log_requests();
-        parts.access.push(*rec);
     }
 }
 
