@@ -182,9 +182,9 @@ fn uncacheable_marks_are_bounded_and_cleared() {
             format!("/unique/{i}/{}", "q".repeat(100)).as_bytes(),
         );
         c.mark_uncacheable(&key[..n], now, ttl);
-        assert!(c.fetch_state_bytes() <= crate::cache::MAX_FETCH_STATE_BYTES);
+        assert!(c.fetch_state_bytes() <= crate::cache::coalesce::MAX_FETCH_STATE_BYTES);
     }
-    assert!(c.fetch_state_bytes() > crate::cache::MAX_FETCH_STATE_BYTES / 2);
+    assert!(c.fetch_state_bytes() > crate::cache::coalesce::MAX_FETCH_STATE_BYTES / 2);
     // Expired marks make room again.
     let later = now + ttl + Duration::from_secs(1);
     let n = url_key(
