@@ -1,6 +1,7 @@
 //! `ultragate`: the gateway binary. Reads the TOML config, starts the
 //! control plane (admin API) and the data plane, and drains on SIGTERM.
 
+mod build;
 mod dataplane;
 mod prestop;
 mod reload;
@@ -161,11 +162,11 @@ fn run(
     set_log_level: reload::SetLogLevel,
 ) -> anyhow::Result<()> {
     let epoch = (std::time::Instant::now(), std::time::SystemTime::now());
-    let pools = reload::pool_specs(&cfg, None).map_err(anyhow::Error::msg)?;
+    let pools = build::pool_specs(&cfg, None).map_err(anyhow::Error::msg)?;
     let primary_addrs = pools[0].servers.clone();
     let access = Arc::new(AccessLog::new());
-    reload::configure_access(&access, &cfg);
-    let engine = Arc::new(reload::engine_config(&cfg, &pools, epoch, &access));
+    build::configure_access(&access, &cfg);
+    let engine = Arc::new(build::engine_config(&cfg, &pools, epoch, &access));
     let live = Arc::new(Live::with_pools(engine, pools));
     let budget = CpuBudget::detect();
     let cores = cfg.data_cores(&budget);
@@ -214,8 +215,8 @@ fn run(
     let supervisor = Arc::new(Supervisor::new(
         SupervisorConfig {
             interval: ms(cfg.control.interval_ms),
-            thresholds: reload::primary_thresholds(&cfg),
-            pool_thresholds: reload::pool_thresholds(&cfg),
+            thresholds: build::primary_thresholds(&cfg),
+            pool_thresholds: build::pool_thresholds(&cfg),
             memory_limit_bytes: cfg.control.memory_limit_bytes,
             verify_interval: ms(cfg.control.verify_interval_ms),
             snapshot_dir: cfg.cache.snapshot_dir.clone(),
@@ -243,7 +244,7 @@ fn run(
             }
         }),
     );
-    notifier.configure(reload::notify_config(&cfg)?);
+    notifier.configure(build::notify_config(&cfg)?);
     timeline.notify_to(notifier.clone());
     for pool in live.load().pools() {
         if let Some(why) = &pool.unresolved {
@@ -304,7 +305,7 @@ fn run(
         None
     };
     let audit = Arc::new(
-        Audit::open(&reload::audit_sink(&cfg.security))
+        Audit::open(&build::audit_sink(&cfg.security))
             .with_context(|| format!("security.audit_log {:?}", cfg.security.audit_log))?,
     );
     let admin_settings = Arc::new(AdminSettings::new(
