@@ -1,6 +1,7 @@
 //! Live configuration: the running settings (built from the file by
-//! [`crate::build`], the one path start-up uses too), and their reload (SIGHUP, `POST /admin/config/reload`, or the file changing on
-//! disk, as a ConfigMap update does). A reload applies every key that can
+//! [`crate::build`], the one path start-up uses too), and their reload
+//! (SIGHUP, `POST /admin/config/reload`, or the file changing on disk, as
+//! a ConfigMap update does). A reload applies every key that can
 //! change while the gateway runs — upstream pools and their servers,
 //! timeouts and limits, the cache budget, the runbook thresholds, the
 //! admin token, the audit log, the log level — and names the changed keys
