@@ -310,7 +310,7 @@ impl Metrics {
             ),
             refused: counter_vec(
                 "ultragate_connections_refused_total",
-                "Client connections answered 503 and closed: over a core's limit (per_core) or one address's (per_client).",
+                "Client connections over a core's limit (per_core) or one address's (per_client): answered 503 and closed, or closed at once while a core already writes 64 such answers.",
                 &["reason"],
             ),
             bytes_in: int_counter(

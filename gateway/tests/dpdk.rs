@@ -17,6 +17,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
+/// The per-core connection limit the over-limit step fills.
+const LIMIT: usize = 500;
+
 /// A network namespace, deleted on drop.
 struct Netns(String);
 
@@ -65,6 +68,56 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Runs `support/limit_client.py` in the namespace (see
+    /// `tests/limits.rs`): the answers it got and the head of the answer
+    /// to the connection over the limit.
+    fn limit_client(&self, host: &str, port: &str, tls: Option<(&str, &str)>) -> serde_json::Value {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/limit_client.py");
+        let count = LIMIT.to_string();
+        let mut args = vec!["timeout", "120", "python3", script, host, port, &count];
+        if let Some((ca, name)) = tls {
+            args.extend([ca, name]);
+        }
+        let out = self.cmd(&args).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "limit client: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// Holds a request to `url` (which the origin answers late), sends
+    /// `gw` SIGTERM: how long until the held connection was cut, the
+    /// gateway's exit code, and how long until it exited.
+    fn held_request_cut_by(&self, gw: &mut Proc, url: &str) -> (Duration, Option<i32>, Duration) {
+        let mut held = self
+            .cmd(&["curl", "-sS", "--max-time", "20", url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let term = Instant::now();
+        gw.signal(libc::SIGTERM);
+        let mut cut = None;
+        let end = term + Duration::from_secs(15);
+        while cut.is_none() && Instant::now() < end {
+            if let Ok(Some(_)) = held.try_wait() {
+                cut = Some(term.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = held.kill();
+        let _ = held.wait();
+        let code = gw.wait_exit(Duration::from_secs(15));
+        let exited = term.elapsed();
+        (cut.unwrap_or(exited), code, exited)
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
@@ -106,7 +159,7 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// kernel's fallback listener) with the certificate in `tls_dir`. The
 /// port's address (10.213.0.2) comes as the DPDK overlay's pods get theirs:
 /// from Multus' network-status annotation, a file in `tls_dir` here.
-fn config(tap: &str, extra_eal: &str, tls_dir: &std::path::Path) -> String {
+fn config(tap: &str, extra_eal: &str, tls_dir: &std::path::Path, keys: &str) -> String {
     let status = tls_dir.join("network-status");
     std::fs::write(
         &status,
@@ -116,10 +169,16 @@ fn config(tap: &str, extra_eal: &str, tls_dir: &std::path::Path) -> String {
     .unwrap();
     let status = status.display();
     let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-    let cores = (0..n).map(|c| c.to_string()).collect::<Vec<_>>().join(", ");
+    let cores = match keys.contains("cores") {
+        true => String::new(),
+        false => {
+            let list = (0..n).map(|c| c.to_string()).collect::<Vec<_>>();
+            format!("cores = [{}]\n", list.join(", "))
+        }
+    };
     let t = tls_dir.display();
     format!(
-        "[api_gateway]\nlisten = \"127.0.0.1:18080\"\nenable_dpdk = true\ncores = [{cores}]\ndrain_timeout_ms = 1000\n\n[admin]\nlisten = \"127.0.0.1:18081\"\n\n[upstream.primary]\nservers = [\"127.0.0.1:18000\"]\n\n[dpdk]\neal_args = [\"--vdev=net_tap0,iface={tap}\", \"--no-pci\"{extra_eal}]\naddress = \"10.213.0.0/24\"\naddress_file = \"{status}\"\nlisten_port = 8080\nlink_down_grace_ms = 500\n\n\
+        "[api_gateway]\nlisten = \"127.0.0.1:18080\"\nenable_dpdk = true\n{cores}drain_timeout_ms = 1000\n{keys}\n[admin]\nlisten = \"127.0.0.1:18081\"\n\n[upstream.primary]\nservers = [\"127.0.0.1:18000\"]\n\n[dpdk]\neal_args = [\"--vdev=net_tap0,iface={tap}\", \"--no-pci\"{extra_eal}]\naddress = \"10.213.0.0/24\"\naddress_file = \"{status}\"\nlisten_port = 8080\nlink_down_grace_ms = 500\n\n\
          [tls]\nlisten = \"127.0.0.1:18443\"\n[[tls.certificate]]\ncert_file = \"{t}/tls.crt\"\nkey_file = \"{t}/tls.key\"\n"
     )
 }
@@ -146,7 +205,7 @@ fn serves_through_dpdk_falls_back_to_the_kernel_and_returns() {
     let cfg = dir.join(format!("ultragate-dpdk-{id}.toml"));
     let tls_dir = dir.join(format!("ultragate-dpdk-tls-{id}"));
     certificate(&tls_dir);
-    std::fs::write(&cfg, config(&tap, "", &tls_dir)).unwrap();
+    std::fs::write(&cfg, config(&tap, "", &tls_dir, "")).unwrap();
     let cacert = tls_dir.join("tls.crt").display().to_string();
     // HTTPS to `addr:18443` as `dpdk.test`, trusting the certificate.
     let https = |addr: &str, path: &str| {
@@ -294,6 +353,58 @@ fn serves_through_dpdk_falls_back_to_the_kernel_and_returns() {
     assert!(again.contains("X-Cache: HIT"), "{again}");
     assert_eq!(dataplane(&ns, admin)["backend"], "dpdk");
     drop(_gw);
+
+    // One core with a limit of 500: over DPDK too, the 501st connection
+    // gets the 503, plain and TLS; then a drain gives up at its bound.
+    let keys = format!(
+        "cores = [0]\nmax_connections_per_core = {LIMIT}\nmax_connections_per_client = {LIMIT}\n"
+    );
+    std::fs::write(&cfg, config(&tap, "", &tls_dir, &keys)).unwrap();
+    let log1 = dir.join(format!("ultragate-dpdk-limit-{id}.log"));
+    let mut gw = ns.spawn(
+        "ultragate",
+        &[
+            env!("CARGO_BIN_EXE_ultragate"),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        Some(&log1),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || dataplane(&ns, admin)["backend"]
+            == "dpdk"),
+        "not serving on DPDK: {}",
+        std::fs::read_to_string(&log1).unwrap_or_default()
+    );
+    // A new gateway, a new tap: its kernel side set up again.
+    ns.ip(&["addr", "add", "10.213.0.1/24", "dev", &tap]);
+    ns.ip(&["link", "set", &tap, "up"]);
+    assert!(wait_until(Duration::from_secs(5), || ns.curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        url
+    ]) == "200"));
+    for (port, tls) in [("8080", false), ("18443", true)] {
+        let got = ns.limit_client("10.213.0.2", port, tls.then_some((&cacert, "dpdk.test")));
+        assert_eq!(got["served"], LIMIT, "DPDK {port}: {got}");
+        let over = got["over"].as_str().unwrap_or("");
+        assert!(over.starts_with("HTTP/1.1 503"), "DPDK {port}: {over}");
+        assert!(over.contains("\r\nRetry-After: 1"), "{over}");
+    }
+    let cut = ns.held_request_cut_by(&mut gw, "http://10.213.0.2:8080/slow?delay_ms=30000");
+    assert!(
+        cut.0 >= Duration::from_millis(900),
+        "DPDK: cut before the drain timeout: {cut:?}"
+    );
+    assert_eq!(cut.1, Some(0), "DPDK: a clean exit");
+    assert!(
+        cut.2 < Duration::from_secs(8),
+        "DPDK: exited {:?} after SIGTERM",
+        cut.2
+    );
+    drop(gw);
 
     // A start with no hugepages: kernel networking, and the log says why.
     let pages = "/proc/sys/vm/nr_hugepages";

@@ -92,6 +92,8 @@ struct Core {
     timer: Arc<Notify>,
     /// What the timer task sleeps until.
     timer_at: Cell<Instant>,
+    /// Rung when a client socket task ends, for the drain's wait.
+    drained: Notify,
 }
 
 /// Stores `mb` at `index`, growing the table.
@@ -204,6 +206,7 @@ fn run_core(
             ups: RefCell::new(Vec::new()),
             timer: Arc::new(Notify::new()),
             timer_at: Cell::new(Instant::now()),
+            drained: Notify::new(),
         });
         let bell = core.timer.clone();
         core.ep
@@ -226,11 +229,15 @@ fn run_core(
         }
         drop((plain, tls));
         core.handle(Event::Drain);
-        // The endpoint resets what is still open at the drain timeout; the
-        // bound here only guards against a socket task that never ends.
-        let limit = Instant::now() + cfg.drain_timeout + Duration::from_secs(1);
-        while !core.ep.borrow().is_drained() && Instant::now() < limit {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        // The endpoint says when: every client closed, or its drain bound
+        // passed (the same on every driver). Each socket task's end and
+        // the timer task wake this one.
+        while !core.ep.borrow().drain_over(Instant::now()) {
+            let at = core.ep.borrow().poll_timeout();
+            tokio::select! {
+                _ = core.drained.notified() => {}
+                _ = tokio::time::sleep_until(at.into()) => {}
+            }
         }
         timers.abort();
         core.ep.borrow_mut().hand_over();
@@ -251,10 +258,8 @@ fn accept(core: &Rc<Core>, stream: TcpStream, peer: SocketAddr, tls: bool) {
         false => core.ep.borrow_mut().accept(Instant::now(), peer),
     };
     let Some(id) = id else {
-        use std::os::fd::AsFd;
-        if !tls {
-            super::refuse(stream.as_fd());
-        }
+        // Over the limit with every 503 slot busy: refused at once.
+        super::reset_on_close(&stream);
         return;
     };
     let _ = stream.set_nodelay(true);
@@ -356,6 +361,7 @@ async fn client(core: Rc<Core>, id: ClientId, stream: TcpStream, mb: Rc<Mailbox>
     }
     put(&core.clients, id.index(), None);
     core.handle(Event::ClientClosed(id));
+    core.drained.notify_one();
 }
 
 /// An upstream connection's task: connects, then moves bytes until the

@@ -205,24 +205,6 @@ impl Dataplane {
     }
 }
 
-/// The answer to a connection over the per-core limit.
-const OVER_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 35\r\nConnection: close\r\nRetry-After: 1\r\n\r\nconnection limit reached, try again\n";
-
-/// Refuses a connection over the core's limit: a `503` written without
-/// waiting (it fits any socket buffer), then close.
-fn refuse(fd: std::os::fd::BorrowedFd<'_>) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid socket and a valid buffer of that length.
-    let _ = unsafe {
-        libc::send(
-            fd.as_raw_fd(),
-            OVER_LIMIT.as_ptr().cast(),
-            OVER_LIMIT.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-}
-
 /// Makes the socket's close a reset (`SO_LINGER` 0): for a client given
 /// up on, whose unsent bytes the kernel would otherwise keep delivering
 /// after the close.

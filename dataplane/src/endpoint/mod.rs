@@ -42,6 +42,7 @@ use crate::tls::{ClientSession, Failure, TlsServer, TlsSession};
 use crate::upstream::pool::Checkout;
 use bytes::Bytes;
 use completions::record;
+pub use drain::DRAIN_GRACE;
 use peers::{Target, Upstreams, Wanted};
 use slab::Slab;
 use std::cmp::Reverse;
@@ -52,6 +53,17 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use transport::Tls;
 use upstreams::{UpState, Upstream};
+
+/// Most connections over a limit one core holds at once while their `503`
+/// is written (each for at most the send or TLS handshake timeout); past
+/// it, a connection over the limit is closed unanswered.
+pub const REFUSING_MAX: usize = 64;
+
+/// How long a gracefully closed client connection may take to finish its
+/// close (the peer's FIN) before the driver is told to reset it: a kernel
+/// driver reports the socket gone at once, a user-space stack (DPDK) when
+/// the peer has answered.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(10);
 
 /// A client connection of one endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -232,6 +244,11 @@ struct Client {
     background: Option<Bytes>,
     /// In the endpoint's list of requests waiting for a fetch.
     listed: bool,
+    /// Over a connection limit: answered `503` and closed.
+    refused: bool,
+    /// Closed gracefully: when it is reset if the driver has not reported
+    /// the socket gone by then.
+    linger_at: Option<Instant>,
     /// TLS between the socket and the engine (the TLS listener).
     tls: Option<Box<Tls>>,
 }
@@ -249,6 +266,8 @@ impl Client {
             closed: false,
             background,
             listed: false,
+            refused: false,
+            linger_at: None,
         }
     }
 }
@@ -265,10 +284,15 @@ pub struct Endpoint {
     commands: VecDeque<Command>,
     stats: CoreStats,
     next_stats: Instant,
-    /// Open client connections by peer address (none kept at zero).
+    /// Open client connections by peer address (none kept at zero), not
+    /// counting those answered `503`.
     per_client: std::collections::HashMap<std::net::IpAddr, usize>,
+    /// Connections over a limit whose `503` is being written.
+    refusing: usize,
     /// Set by [`Event::Drain`]: when whatever is still open is reset.
     drain_deadline: Option<Instant>,
+    /// The drain deadline passed and reset what was open.
+    drain_reset: bool,
     /// Reused list of handles for sweeps.
     scratch: Vec<(u32, u32)>,
     /// Background refreshes running.
@@ -293,11 +317,13 @@ impl Endpoint {
             stats: CoreStats::for_core(cfg.core),
             next_stats: now + cfg.stats_interval,
             per_client: std::collections::HashMap::new(),
+            refusing: 0,
             clients: Slab::default(),
             ups: Slab::default(),
             timers: BinaryHeap::new(),
             commands: VecDeque::new(),
             drain_deadline: None,
+            drain_reset: false,
             scratch: Vec::new(),
             background: 0,
             bell: parts.cache.as_ref().map(|c| c.bell()),
@@ -319,23 +345,40 @@ impl Endpoint {
         }
     }
 
-    /// A new client connection from `peer`; `None` when the core is at its
-    /// connection limit (the driver answers `503` and closes).
+    /// A new client connection from `peer`. Over the core's or the
+    /// client's connection limit it is still taken, to be answered `503`
+    /// with `Retry-After` through the normal write path (so TLS and DPDK
+    /// answer it too) and closed; `None` only when [`REFUSING_MAX`] such
+    /// answers are already being written: the driver closes the socket.
     pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Option<ClientId> {
         self.open(now, peer, None)
     }
 
+    /// How many more sockets the core takes now, counting those it would
+    /// answer `503`: for a driver that must keep its own listening
+    /// sockets (DPDK) within what [`Self::accept`] takes.
+    pub fn room(&self) -> usize {
+        (self.cfg.max_connections + REFUSING_MAX).saturating_sub(self.clients.len())
+    }
+
     fn open(&mut self, now: Instant, peer: SocketAddr, tls: Option<Box<Tls>>) -> Option<ClientId> {
-        if self.clients.len() >= self.cfg.max_connections {
-            self.stats.refused[0] += 1;
-            return None;
+        let served = self.clients.len() - self.refusing;
+        let from_peer = self.per_client.get(&peer.ip()).copied().unwrap_or(0);
+        let over = if served >= self.cfg.max_connections {
+            Some(0)
+        } else if from_peer >= self.cfg.max_connections_per_client {
+            Some(1)
+        } else {
+            None
+        };
+        if let Some(limit) = over {
+            self.stats.refused[limit] += 1;
+            if self.refusing >= REFUSING_MAX {
+                return None;
+            }
+        } else {
+            *self.per_client.entry(peer.ip()).or_insert(0) += 1;
         }
-        let from_peer = self.per_client.entry(peer.ip()).or_insert(0);
-        if *from_peer >= self.cfg.max_connections_per_client {
-            self.stats.refused[1] += 1;
-            return None;
-        }
-        *from_peer += 1;
         self.peers.refresh(&self.parts.live);
         let mut conn = Conn::new(
             self.peers.engine().clone(),
@@ -352,11 +395,15 @@ impl Endpoint {
         }
         let mut client = Client::new(conn, peer, None);
         client.tls = tls;
+        client.refused = over.is_some();
+        self.refusing += usize::from(client.refused);
         let (idx, gen) = self.clients.insert(client);
         let id = ClientId { idx, gen };
         let draining = self.drain_deadline.is_some();
         self.on_client(id, now, |conn| {
-            if draining {
+            if over.is_some() {
+                conn.refuse_connection();
+            } else if draining {
                 conn.drain(now);
             }
         });
@@ -437,7 +484,9 @@ impl Endpoint {
             Event::ClientClosed(id) => {
                 if let Some(c) = self.clients.remove(id.idx, id.gen) {
                     let ip = c.peer.ip();
-                    if let Some(n) = self.per_client.get_mut(&ip) {
+                    if c.refused {
+                        self.refusing -= 1;
+                    } else if let Some(n) = self.per_client.get_mut(&ip) {
                         *n -= 1;
                         if *n == 0 {
                             self.per_client.remove(&ip);
@@ -521,7 +570,7 @@ impl Endpoint {
         if let Some(Reverse((t, _, _))) = self.timers.peek() {
             at = at.min(*t);
         }
-        if let Some(d) = self.drain_deadline {
+        if let Some(d) = self.drain_timer() {
             at = at.min(d);
         }
         at
@@ -690,6 +739,13 @@ impl Endpoint {
             return;
         }
         c.closed = true;
+        if !reset {
+            // A peer that never finishes the close is reset at the linger
+            // limit, on every driver that has not reported it gone.
+            let at = self.last_now + CLOSE_LINGER;
+            c.linger_at = Some(at);
+            self.timers.push(Reverse((at, id.idx, id.gen)));
+        }
         let up = c.up.take();
         self.commands
             .push_back(Command::CloseClient { client: id, reset });

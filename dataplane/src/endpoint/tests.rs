@@ -465,3 +465,98 @@ fn a_handshake_that_stalls_is_reset_at_its_deadline_and_counted() {
     assert_eq!(ep.stats.tls.failures[5], 1, "counted as a timeout");
     assert_eq!(crate::tls::Failure::ALL[5].label(), "timeout");
 }
+
+#[test]
+fn a_connection_over_the_limit_gets_a_503_written_like_any_answer_and_its_slot_back() {
+    let t0 = Instant::now();
+    let fallback = PoolSpec::new(Vec::new(), Duration::from_secs(60), 4, 3);
+    let (mut ep, _) = endpoint(t0, fallback);
+    let peer = |i: u8| SocketAddr::from(([10, 0, 0, i], 5000));
+    let served: Vec<ClientId> = (0..8).map(|i| ep.accept(t0, peer(i)).unwrap()).collect();
+    let over = ep.accept(t0, peer(9)).expect("taken, to be answered");
+    let out = client_output(&ep, over);
+    assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+    assert!(out.contains("\r\nRetry-After: 1\r\n"), "{out}");
+    assert!(out.contains("\r\nConnection: close\r\n"), "{out}");
+    assert!(!ep.client_interest(over).read, "nothing more is read");
+    ep.handle(t0, Event::ClientWritten(over, out.len()));
+    let closed = std::iter::from_fn(|| ep.poll_command())
+        .any(|c| matches!(c, Command::CloseClient { client, reset: false } if client == over));
+    assert!(closed, "closed once written");
+    ep.handle(t0, Event::ClientClosed(over));
+    assert_eq!(ep.stats.refused, [1, 0]);
+
+    // The 503s being written have a bound of their own: past it, the
+    // driver is told to close the socket unanswered.
+    let answering: Vec<ClientId> = (0..REFUSING_MAX)
+        .map(|_| ep.accept(t0, peer(9)).expect("within the reserve"))
+        .collect();
+    assert!(ep.accept(t0, peer(9)).is_none(), "past the reserve");
+    assert_eq!(ep.room(), 0);
+    for id in answering {
+        ep.handle(t0, Event::ClientClosed(id));
+    }
+    // A served connection ends: the next one is served, not refused.
+    ep.handle(t0, Event::ClientClosed(served[0]));
+    let next = ep.accept(t0, peer(10)).unwrap();
+    assert_eq!(client_output(&ep, next), "");
+}
+
+#[test]
+fn the_drain_resets_what_is_open_at_its_deadline_and_ends_one_grace_later() {
+    let t0 = Instant::now();
+    let fallback = PoolSpec::new(Vec::new(), Duration::from_secs(60), 4, 3);
+    let (mut ep, _) = endpoint(t0, fallback);
+    let id = ep
+        .accept(t0, SocketAddr::from(([10, 0, 0, 1], 5000)))
+        .unwrap();
+    // A request in flight keeps the connection through the drain.
+    ep.handle(
+        t0,
+        Event::ClientBytes(id, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"),
+    );
+    connects(&mut ep);
+    ep.handle(t0, Event::Drain);
+    assert!(!ep.drain_over(t0));
+    let deadline = t0 + Duration::from_secs(1);
+    assert_eq!(ep.poll_timeout(), deadline);
+    ep.handle(deadline, Event::Timer);
+    let reset = std::iter::from_fn(|| ep.poll_command())
+        .any(|c| matches!(c, Command::CloseClient { client, reset: true } if client == id));
+    assert!(reset, "reset at the deadline");
+    // The driver never reports the socket closed: it stops anyway, at the
+    // one bound every driver keeps, and is woken for it.
+    assert_eq!(ep.poll_timeout(), deadline + DRAIN_GRACE);
+    assert!(!ep.drain_over(deadline + DRAIN_GRACE - Duration::from_millis(1)));
+    assert!(ep.drain_over(deadline + DRAIN_GRACE));
+    ep.handle(deadline + DRAIN_GRACE, Event::Timer);
+    let again =
+        std::iter::from_fn(|| ep.poll_command()).any(|c| matches!(c, Command::CloseClient { .. }));
+    assert!(!again, "the reset is not asked again");
+}
+
+#[test]
+fn a_close_the_driver_never_reports_done_is_reset_at_the_linger_limit() {
+    let t0 = Instant::now();
+    let fallback = PoolSpec::new(Vec::new(), Duration::from_secs(60), 4, 3);
+    let (mut ep, _) = endpoint(t0, fallback);
+    let id = ep
+        .accept(t0, SocketAddr::from(([10, 0, 0, 1], 5000)))
+        .unwrap();
+    ep.handle(t0, Event::ClientEof(id));
+    let graceful = std::iter::from_fn(|| ep.poll_command())
+        .any(|c| matches!(c, Command::CloseClient { client, reset: false } if client == id));
+    assert!(graceful, "closed gracefully");
+    // The peer never answers the close; the driver keeps the socket.
+    assert!(ep.poll_timeout() <= t0 + CLOSE_LINGER);
+    ep.handle(t0 + CLOSE_LINGER, Event::Timer);
+    let reset = std::iter::from_fn(|| ep.poll_command())
+        .any(|c| matches!(c, Command::CloseClient { client, reset: true } if client == id));
+    assert!(reset, "reset at the linger limit");
+    // Reported gone: nothing more for it.
+    ep.handle(t0 + CLOSE_LINGER, Event::ClientClosed(id));
+    ep.handle(t0 + CLOSE_LINGER * 2, Event::Timer);
+    assert!(
+        !std::iter::from_fn(|| ep.poll_command()).any(|c| matches!(c, Command::CloseClient { .. }))
+    );
+}

@@ -15,6 +15,14 @@ impl Endpoint {
             self.timers.pop();
             let id = ClientId { idx, gen };
             match self.clients.get_mut(idx, gen) {
+                Some(c) if c.closed && c.linger_at.is_some_and(|l| l <= now) => {
+                    c.linger_at = None;
+                    self.commands.push_back(Command::CloseClient {
+                        client: id,
+                        reset: true,
+                    });
+                    continue;
+                }
                 Some(c) if !c.closed && c.timer_at == Some(t) => c.timer_at = None,
                 _ => continue,
             }
@@ -33,20 +41,7 @@ impl Endpoint {
             self.hand_over();
             self.next_stats = now + self.cfg.stats_interval;
         }
-        if self.drain_deadline.is_some_and(|d| now >= d) {
-            self.scratch.clear();
-            self.scratch.extend(self.clients.handles());
-            let open: Vec<_> = self.scratch.drain(..).collect();
-            if !open.is_empty() {
-                tracing::warn!(
-                    connections = open.len(),
-                    "drain timeout: closing connections still busy"
-                );
-            }
-            for (idx, gen) in open {
-                self.close_client(ClientId { idx, gen }, true);
-            }
-        }
+        self.drain_expired(now);
     }
 
     /// A fetch ended: every waiting request looks at the cache again (and

@@ -19,6 +19,21 @@ pub(super) enum Next {
 }
 
 impl Conn {
+    /// Answers a connection over a connection limit before it sends
+    /// anything: `503` with `Retry-After`, then close, queued as any other
+    /// answer (a TLS session seals it once its handshake is done).
+    pub fn refuse_connection(&mut self) {
+        local::write_error(
+            self.output.tail(),
+            503,
+            "connection limit reached, try again",
+            true,
+            false,
+            "Retry-After: 1\r\n",
+        );
+        self.close(Closing::Finished);
+    }
+
     /// Parses the next request head and takes it through the phases:
     /// request filter, probe or admin call, cache lookup, upstream request.
     /// Returns false when the connection cannot go on now (more bytes

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod ca;
 pub mod k8s;
 
 use std::io::{Read, Write};
@@ -238,8 +239,13 @@ impl Gateway {
             } else {
                 backend_key()
             };
+            let drain = if gateway_keys.contains("drain_timeout_ms") {
+                ""
+            } else {
+                "drain_timeout_ms = 5000\n"
+            };
             let text = format!(
-                "[api_gateway]\nlisten = \"{data}\"\ndrain_timeout_ms = 5000\n{backend}{gateway_keys}\n\n[admin]\nlisten = \"{admin}\"\n{admin_keys}\n\n[upstream.primary]\nservers = [{}]\n{extra}\n",
+                "[api_gateway]\nlisten = \"{data}\"\n{drain}{backend}{gateway_keys}\n\n[admin]\nlisten = \"{admin}\"\n{admin_keys}\n\n[upstream.primary]\nservers = [{}]\n{extra}\n",
                 servers.join(", ")
             );
             let config = std::env::temp_dir().join(format!(

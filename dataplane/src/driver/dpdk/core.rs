@@ -25,9 +25,6 @@ const SOCKET_BUF: usize = 64 * 1024;
 /// Polls without work after which the core naps between polls, so an idle
 /// gateway does not hold a CPU at 100 % (a busy one never naps).
 const IDLE_POLLS: u32 = 2000;
-/// How long a closed connection may wait for the peer's side of the close
-/// before it is reset.
-const CLOSE_LIMIT: Duration = Duration::from_secs(10);
 /// How long an idle core naps.
 const NAP: Duration = Duration::from_micros(50);
 
@@ -61,8 +58,11 @@ struct ClientSock {
     id: ClientId,
     handle: SocketHandle,
     eof_seen: bool,
-    /// When the endpoint closed it.
-    closing: Option<Instant>,
+    /// The endpoint closed it.
+    closing: bool,
+    /// Aborted in this pass: kept until the interface has sent the reset
+    /// (a socket removed first would take its reset with it).
+    reset_pending: bool,
 }
 
 /// The epoll set of the upstream sockets, and how many it watches (none:
@@ -155,7 +155,6 @@ fn random_seed() -> u64 {
 struct Core {
     /// The ports served: plain HTTP and, when on, TLS (`true`).
     ports: Vec<(u16, bool)>,
-    max_connections: usize,
     ep: Endpoint,
     sockets: SocketSet<'static>,
     /// Listening sockets, each with whether its port is TLS.
@@ -223,7 +222,6 @@ pub(super) fn run(setup: Setup) {
         ports: std::iter::once((dpdk.listen_port, false))
             .chain(dpdk.tls_listen_port.map(|p| (p, true)))
             .collect(),
-        max_connections: cfg.max_connections_per_core,
         // A peer on the port is never local, whatever its address.
         ep: shared.endpoint(core_id, &cfg, false),
         sockets: SocketSet::new(Vec::new()),
@@ -236,17 +234,15 @@ pub(super) fn run(setup: Setup) {
         draining: false,
     };
     core.fill_backlog();
-    let mut drain_limit: Option<Instant> = None;
     let mut idle = 0u32;
     loop {
         let now = Instant::now();
-        if stop.load(Ordering::Acquire) && drain_limit.is_none() {
-            // The endpoint resets what is still open at the drain timeout;
-            // this bound only guards against a socket that never closes.
-            drain_limit = Some(now + cfg.drain_timeout + CLOSE_LIMIT);
+        if stop.load(Ordering::Acquire) && !core.draining {
             core.begin_drain(now);
         }
-        if core.ep.is_drained() || drain_limit.is_some_and(|l| now >= l) {
+        // The endpoint says when: every client closed, or its drain bound
+        // passed (the same on every driver).
+        if core.draining && core.ep.drain_over(now) {
             break;
         }
         let mut busy = dev.has_rx();
@@ -280,15 +276,16 @@ pub(super) fn run(setup: Setup) {
 }
 
 impl Core {
-    /// Keeps [`BACKLOG`] sockets listening while under the connection
-    /// limit; past it, SYNs find no listener and are reset.
+    /// Keeps [`BACKLOG`] sockets listening while the endpoint takes more
+    /// (it answers those over the connection limit `503` itself); past
+    /// that, SYNs find no listener and are reset.
     fn fill_backlog(&mut self) {
         for &(port, tls) in &self.ports {
             let listening =
                 |l: &[(SocketHandle, bool)]| l.iter().filter(|(_, t)| *t == tls).count();
             while !self.draining
                 && listening(&self.listeners) < BACKLOG
-                && self.ep.open_connections() + self.listeners.len() < self.max_connections
+                && self.listeners.len() < self.ep.room()
             {
                 let h = self.sockets.add(listener(port));
                 self.listeners.push((h, tls));
@@ -336,7 +333,8 @@ impl Core {
                         id,
                         handle: h,
                         eof_seen: false,
-                        closing: None,
+                        closing: false,
+                        reset_pending: false,
                     },
                 ),
                 None => {
@@ -400,11 +398,12 @@ impl Core {
                         self.ep.handle(now, Event::ClientClosed(client));
                         continue;
                     };
-                    c.closing = Some(now);
+                    c.closing = true;
                     let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
                     if reset {
                         // A client given up on: reset, do not wait on it.
                         sock.abort();
+                        c.reset_pending = true;
                     } else {
                         sock.close();
                     }
@@ -434,14 +433,13 @@ impl Core {
         };
         let (id, mut busy) = (c.id, false);
         let sock = sockets.get_mut::<tcp::Socket>(c.handle);
-        if let Some(since) = c.closing {
-            let mut gone = matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait);
-            if !gone && now.duration_since(since) > CLOSE_LIMIT {
-                // The peer never finished the close (FIN-WAIT-2 for ever).
-                sock.abort();
-                gone = true;
+        if c.closing {
+            if std::mem::take(&mut c.reset_pending) {
+                return true;
             }
-            if gone {
+            // A peer that never finishes the close is the endpoint's to
+            // give up on (its linger limit, a reset command).
+            if matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait) {
                 sockets.remove(c.handle);
                 clients[i] = None;
                 ep.handle(now, Event::ClientClosed(id));

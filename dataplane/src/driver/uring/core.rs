@@ -23,7 +23,7 @@ use super::bufring::BufRing;
 use super::op::{Kind, Op};
 use super::{new_ring, refused, Refused, Waker};
 use crate::admin::{AdminRequest, AdminResponse};
-use crate::driver::{refuse, DriverConfig, Shared};
+use crate::driver::{DriverConfig, Shared};
 use crate::endpoint::{ClientId, Command, Endpoint, Event, UpstreamId};
 use bytes::{Buf, Bytes};
 use io_uring::types::{Fd, SubmitArgs, Timespec};
@@ -31,7 +31,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::IoSlice;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -113,7 +113,6 @@ struct Core {
     next_gen: u32,
     ep: Endpoint,
     shared: Shared,
-    cfg: DriverConfig,
     waker: Arc<Waker>,
     wake_buf: Box<u64>,
     wake_armed: bool,
@@ -185,7 +184,6 @@ impl Core {
             next_gen: 1,
             ep: setup.shared.endpoint(setup.core, &setup.cfg, true),
             shared: setup.shared,
-            cfg: setup.cfg,
             waker: setup.waker,
             wake_buf: Box::new(0),
             wake_armed: false,
@@ -239,16 +237,14 @@ impl Core {
     }
 
     fn serve(&mut self, stop: &AtomicBool) {
-        let mut drain_limit = None;
         loop {
             let now = Instant::now();
             if stop.load(Ordering::Acquire) && !self.draining {
                 self.begin_drain(now);
-                // The endpoint resets what is still open at the drain
-                // timeout; this bound only guards against a lost completion.
-                drain_limit = Some(now + self.cfg.drain_timeout + Duration::from_secs(1));
             }
-            if self.ep.is_drained() || drain_limit.is_some_and(|l| now >= l) {
+            // The endpoint says when: every client closed, or its drain
+            // bound passed (the same on every driver).
+            if self.draining && self.ep.drain_over(now) {
                 break;
             }
             if now >= self.ep.poll_timeout() {

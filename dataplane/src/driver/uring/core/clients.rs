@@ -28,9 +28,8 @@ impl Core {
             false => self.ep.accept(now, peer),
         };
         let Some(id) = id else {
-            if !tls {
-                refuse(stream.as_fd());
-            }
+            // Over the limit with every 503 slot busy: refused at once.
+            crate::driver::reset_on_close(&stream);
             return;
         };
         let _ = stream.set_nodelay(true);
