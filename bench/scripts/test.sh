@@ -96,7 +96,7 @@ fuzz_seconds=${FUZZ_SECONDS:-30}
 # Hugepages for the DPDK end-to-end test (gateway/tests/dpdk.rs): 256 x 2 MiB.
 as_root ./hugepages-setup.sh --pages 256
 # The DPDK data plane is built and linted too (the `dpdk` features).
-dpdk_features=(--features ultragate/dpdk --features ultragate-dataplane/dpdk --features ultragate-bench/dpdk)
+dpdk_features=(--features ultragate/dpdk --features ultragate-dataplane/ring --features ultragate-bench/dpdk)
 cargo clippy --workspace --all-targets --locked "${dpdk_features[@]}" -- -D warnings
 cargo build --workspace --all-targets --locked "${dpdk_features[@]}"
 # The end-to-end suites run on both kernel backends (a matrix row is an

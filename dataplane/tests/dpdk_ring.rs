@@ -4,7 +4,7 @@
 //! gateway fetches from a real origin over a kernel socket on loopback.
 //! HTTPS runs over the same pair: rustls in the per-core layer, over smoltcp.
 
-#![cfg(feature = "dpdk")]
+#![cfg(feature = "ring")]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};

@@ -11,10 +11,12 @@
 //! The gateway watches [`DpdkDataplane::health`] and moves to the kernel
 //! data plane when the link stays down (see `gateway/src/dataplane.rs`).
 
+#[cfg(feature = "ring")]
 pub mod client;
 mod core;
 mod device;
 pub mod eal;
+#[cfg(feature = "ring")]
 pub mod ring;
 
 pub use super::DpdkConfig;
