@@ -4,6 +4,7 @@
 //! purge, and data verify against the origin.
 
 use crate::audit::Audit;
+use crate::executor::events::Event;
 use crate::policy::Mode;
 use crate::revalidate;
 use crate::supervisor::Supervisor;
@@ -243,12 +244,11 @@ impl Admin {
             ("POST", "/admin/dataplane") => match (word.as_str(), &st.dataplane) {
                 ("kernel" | "dpdk" | "auto", Some(switch)) => match switch.switch(&word) {
                     Ok(serving) => {
-                        sup.timeline.push(
-                            "admin_call",
-                            &word,
-                            &format!("dataplane {word}"),
-                            &format!("serving on {serving}"),
-                        );
+                        sup.record(Event::AdminCall {
+                            value: &word,
+                            call: &format!("dataplane {word}"),
+                            result: &format!("serving on {serving}"),
+                        });
                         json_response(200, &json!({ "dataplane": serving, "requested": word }))
                     }
                     Err(why) => json_response(
@@ -298,12 +298,11 @@ impl Admin {
                         &json!({ "error": "the process is stopping (SIGTERM): its drain cannot be undone", "ready": false }),
                     );
                 }
-                sup.timeline.push(
-                    "admin_call",
-                    "drain undo",
-                    "readiness green again",
-                    "serving",
-                );
+                sup.record(Event::AdminCall {
+                    value: "drain undo",
+                    call: "readiness green again",
+                    result: "serving",
+                });
                 json_response(
                     200,
                     &json!({ "draining": false, "ready": sup.status.is_ready() }),
@@ -314,12 +313,11 @@ impl Admin {
                 // listeners still serve, so the pod leaves the Service's
                 // endpoints before SIGTERM closes them.
                 sup.status.set_draining();
-                sup.timeline.push(
-                    "admin_call",
-                    "preStop",
-                    "readiness red, still serving until SIGTERM",
-                    "draining",
-                );
+                sup.record(Event::AdminCall {
+                    value: "preStop",
+                    call: "readiness red, still serving until SIGTERM",
+                    result: "draining",
+                });
                 json_response(
                     200,
                     &json!({ "draining": true, "ready": sup.status.is_ready() }),
@@ -506,12 +504,11 @@ impl Admin {
                     || format!("status {status}"),
                     |e| format!("status {status}: {e}"),
                 );
-                self.state.supervisor.timeline.push(
-                    "admin_call",
-                    op,
-                    &op.replace('/', " "),
-                    &result,
-                );
+                self.state.supervisor.record(Event::AdminCall {
+                    value: op,
+                    call: &op.replace('/', " "),
+                    result: &result,
+                });
             }
         }
         json_response(status, &v)
@@ -721,12 +718,11 @@ fn route_call(sup: &Supervisor, body: &[u8], word: &str) -> AdminResponse {
         None => format!("route {to}"),
         Some(name) => format!("route {name} {to}"),
     };
-    sup.timeline.push(
-        "admin_call",
-        to,
-        &action,
-        &format!("route {}", now.as_str()),
-    );
+    sup.record(Event::AdminCall {
+        value: to,
+        call: &action,
+        result: &format!("route {}", now.as_str()),
+    });
     json_response(
         200,
         &json!({ "route": now.as_str(), "mode": to, "name": name }),

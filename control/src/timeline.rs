@@ -28,7 +28,7 @@ pub struct Timeline {
 impl Timeline {
     /// Records a decision: what set it off (with its measured value), what
     /// was done, and how it went.
-    pub fn push(&self, trigger: &str, value: &str, action: &str, result: &str) {
+    pub(crate) fn push(&self, trigger: &str, value: &str, action: &str, result: &str) {
         let time_unix_ms = self.record(trigger, value, action, result);
         if let Some(n) = self.notifier.get() {
             n.send(Event {
@@ -42,7 +42,7 @@ impl Timeline {
     }
 
     /// Records an event without notifying (a failed notification itself).
-    pub fn push_quiet(&self, trigger: &str, value: &str, action: &str, result: &str) {
+    pub(crate) fn push_quiet(&self, trigger: &str, value: &str, action: &str, result: &str) {
         self.record(trigger, value, action, result);
     }
 

@@ -6,6 +6,7 @@
 //! running one, the caller gets the reason, and the timeline says why.
 //! Connections already open keep the certificate they started with.
 
+use crate::executor::events::Event;
 use crate::supervisor::Supervisor;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -85,13 +86,10 @@ impl TlsControl {
             Ok(()) => {
                 let certs = self.server.certificates();
                 let names: Vec<&str> = certs.iter().map(|c| c.subject.as_str()).collect();
-                sup.timeline.push(
-                    "tls_reload",
+                sup.record(Event::TlsReload {
                     cause,
-                    "load the TLS certificates",
-                    &format!("serving {}", names.join(", ")),
-                );
-                sup.metrics.tls_reload(true);
+                    outcome: Ok(names),
+                });
                 self.warn_expired();
                 self.export(sup);
                 Ok(certs)
@@ -99,13 +97,10 @@ impl TlsControl {
             Err(e) => {
                 let why = e.to_string();
                 tracing::error!(error = %why, cause, "TLS reload refused; the running certificates stay");
-                sup.timeline.push(
-                    "tls_reload",
+                sup.record(Event::TlsReload {
                     cause,
-                    "load the TLS certificates",
-                    &format!("refused, the running certificates stay: {why}"),
-                );
-                sup.metrics.tls_reload(false);
+                    outcome: Err(&why),
+                });
                 Err(why)
             }
         }

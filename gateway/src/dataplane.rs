@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use ultragate_control::admin::DataplaneSwitch;
+use ultragate_control::executor::events::Event;
 use ultragate_control::policy::PortPolicy;
 use ultragate_control::supervisor::Supervisor;
-use ultragate_control::timeline::Timeline;
 pub use ultragate_dataplane::driver::DpdkConfig;
 use ultragate_dataplane::driver::{Dataplane, DriverConfig, IoBackend, Shared};
 use ultragate_dataplane::status::{Backend, DataplaneStatus};
@@ -76,7 +76,6 @@ struct State {
 pub struct Serving {
     state: Mutex<State>,
     status: Arc<DataplaneStatus>,
-    timeline: Arc<Timeline>,
     /// Carries out the port row's decision.
     supervisor: Arc<Supervisor>,
     listen: String,
@@ -101,7 +100,6 @@ impl Serving {
                 },
             }),
             status: supervisor.status.clone(),
-            timeline: supervisor.timeline.clone(),
             supervisor: supervisor.clone(),
             listen,
             stop: AtomicBool::new(false),
@@ -163,12 +161,11 @@ impl Serving {
                 let kernel = self.status.reason();
                 self.status
                     .set_reason(format!("DPDK did not start: {why} ({kernel})"));
-                self.timeline.push(
-                    "dpdk_start_failed",
-                    &why,
-                    &format!("serve on kernel networking at {}", self.listen),
-                    &format!("serving on {}", self.status.backend().as_str()),
-                );
+                self.supervisor.record(Event::DpdkStartFailed {
+                    why: &why,
+                    listen: &self.listen,
+                    serving: self.status.backend().as_str(),
+                });
                 return Ok(());
             }
         }

@@ -21,6 +21,7 @@ use ultragate::netstatus;
 use ultragate_control::admin::{Admin, AdminSettings, AdminState, DataplaneSwitch};
 use ultragate_control::api::AdminServer;
 use ultragate_control::audit::Audit;
+use ultragate_control::executor::events::{self, Event};
 use ultragate_control::notify::Notifier;
 use ultragate_control::supervisor::{Supervisor, SupervisorConfig};
 use ultragate_control::timeline::Timeline;
@@ -240,7 +241,7 @@ fn run(
         Box::new({
             let timeline = timeline.clone();
             move |action: &str, why: &str| {
-                timeline.push_quiet("notify_failed", why, action, "not delivered")
+                events::record(&timeline, None, Event::NotifyFailed { action, why })
             }
         }),
     );
@@ -249,12 +250,11 @@ fn run(
     for pool in live.load().pools() {
         if let Some(why) = &pool.unresolved {
             tracing::warn!(pool = %pool.name, reason = %why, "server names did not resolve; retrying");
-            timeline.push(
-                "dns_unresolved",
-                &format!("pool {}: {why}", pool.name),
-                "keep the addresses that resolved; retry",
-                &format!("{} servers", pool.servers.len()),
-            );
+            supervisor.record(Event::DnsUnresolved {
+                pool: &pool.name,
+                why,
+                servers: pool.servers.len(),
+            });
         }
     }
     let tls = match cfg.tls.listen {

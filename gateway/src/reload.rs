@@ -19,9 +19,9 @@ use ultragate::resolve;
 use ultragate_control::admin::{AdminSettings, ReloadReport};
 use ultragate_control::audit::Audit;
 use ultragate_control::checks::{self, CheckConfig};
+use ultragate_control::executor::events::Event;
 use ultragate_control::metrics::ReloadResult;
 use ultragate_control::notify::Notifier;
-use ultragate_control::policy::DecisionKind;
 use ultragate_control::supervisor::Supervisor;
 use ultragate_control::timeline::Timeline;
 use ultragate_control::tls::TlsControl;
@@ -208,23 +208,19 @@ impl Reloader {
                 old.map_or((None, None), |o| (Some(&o.servers), o.unresolved.as_ref()));
             if servers != Some(&new.servers) {
                 changed = true;
-                let list: Vec<String> = new.servers.iter().map(|a| a.to_string()).collect();
-                self.to.timeline.push(
-                    "dns_change",
-                    &format!("pool {}: {}", new.name, list.join(", ")),
-                    "update pool servers",
-                    &format!("{} servers", new.servers.len()),
-                );
+                self.to.supervisor.record(Event::DnsChange {
+                    pool: &new.name,
+                    servers: &new.servers,
+                });
             }
             if unresolved != new.unresolved.as_ref() {
                 changed = true;
                 if let Some(why) = &new.unresolved {
-                    self.to.timeline.push(
-                        "dns_unresolved",
-                        &format!("pool {}: {why}", new.name),
-                        "keep the addresses that resolved; retry",
-                        &format!("{} servers", new.servers.len()),
-                    );
+                    self.to.supervisor.record(Event::DnsUnresolved {
+                        pool: &new.name,
+                        why,
+                        servers: new.servers.len(),
+                    });
                 }
             }
         }
@@ -321,12 +317,12 @@ impl Reloader {
             ),
             Err(e) => (ReloadResult::Rejected, "keep running config", e.clone()),
         };
-        sup.metrics.reload(outcome);
-        sup.metrics.decision(match outcome {
-            ReloadResult::Rejected => DecisionKind::ConfigRejected,
-            _ => DecisionKind::ConfigReload,
+        sup.record(Event::ConfigReload {
+            trigger,
+            outcome,
+            action,
+            detail: &event,
         });
-        sup.timeline.push("config_reload", trigger, action, &event);
         result
     }
 

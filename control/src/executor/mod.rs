@@ -1,6 +1,10 @@
 //! The runbook's one executor: every row's decisions are applied here,
 //! counted in `ultragate_decisions_total{decision}` and written to the
-//! timeline, in the order the rows gave them.
+//! timeline, in the order the rows gave them. Everything else the
+//! timeline records goes through [`events::record`]: this module is its
+//! only writer.
+
+pub mod events;
 
 use crate::policy::{CacheCommand, Command, Decision, Verified};
 use crate::supervisor::{lock, Recovery, Supervisor};
@@ -30,6 +34,12 @@ impl From<String> for Applied {
 }
 
 impl Supervisor {
+    /// Records an event no row decided (an operator call, a check, a
+    /// reload), counting it where the metrics do.
+    pub fn record(&self, event: events::Event<'_>) {
+        events::record(&self.timeline, Some(&self.metrics), event);
+    }
+
     /// Applies one decision, counts it and writes its timeline line;
     /// returns the result as written.
     pub fn execute(&self, d: &Decision) -> String {
