@@ -5,13 +5,17 @@
 //!
 //! Map of the crate, one job each:
 //! - [`supervisor`]: the control loop — merges the data cores' numbers
-//!   into a window each interval and feeds the runbook.
+//!   into a window each interval and feeds the runbook (`rounds`), and
+//!   renders `/health` (`health`).
 //! - [`policy`]: the runbook as one table of pure rows (route per pool,
 //!   memory, DPDK port, cache corruption, security) turning observations
 //!   into decisions.
 //! - [`executor`]: applies the rows' decisions, counts them and writes
-//!   them to the timeline.
-//! - [`checks`]: active health checks of the upstream servers.
+//!   them to the timeline; [`executor::events`] records everything else
+//!   the timeline holds (operator calls, checks, reloads): the timeline's
+//!   only writer.
+//! - [`checks`]: active health checks of the upstream servers, probed at
+//!   once, judged by a pure rise/fall [`checks::CheckPolicy`].
 //! - [`revalidate`]: data verify against the origin.
 //! - [`memory`]: memory use against the cgroup or configured limit.
 //! - [`tls`]: the TLS listener's certificates: reloads, health, expiry.

@@ -2,7 +2,7 @@
 //! table: every operator call, check result, reload and port switch is a
 //! typed [`Event`] here, and [`record`] is the one place that turns it
 //! into a timeline line (and so a webhook message). Nothing else in the
-//! process writes the timeline: [`Timeline::push`] is this crate's own.
+//! process writes the timeline: `Timeline::push` is this crate's own.
 
 use crate::metrics::{Metrics, ReloadResult};
 use crate::policy::DecisionKind;

@@ -68,7 +68,7 @@ impl Cache {
     /// Remembers for `ttl` from `now` that `key` answers uncacheable
     /// responses, so requests for it go to the upstream at once instead of
     /// queueing behind each other (Varnish's hit-for-miss). Within
-    /// [`MAX_FETCH_STATE_BYTES`]: when full, expired marks are swept first,
+    /// `MAX_FETCH_STATE_BYTES`: when full, expired marks are swept first,
     /// and a mark that still does not fit is not remembered.
     pub fn mark_uncacheable(&self, key: &[u8], now: Instant, ttl: Duration) {
         let fits = |c: &Self| {

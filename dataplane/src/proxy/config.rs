@@ -49,7 +49,7 @@ pub struct EngineConfig {
     /// written.
     pub max_client_queue: usize,
     /// Whether the test hooks answer (`[cache] test_hooks`): a request for
-    /// [`TEST_PANIC_PATH`] panics, and so does an upstream TLS answer
+    /// `TEST_PANIC_PATH` panics, and so does an upstream TLS answer
     /// naming `endpoint::TEST_UPSTREAM_TLS_PANIC`. Read only by builds
     /// with the `test-hooks` feature, which production builds never have.
     pub test_hooks: bool,
