@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use ultragate_dataplane::cache::{Cache, CacheConfig};
 use ultragate_dataplane::http::request::RequestLimits;
-use ultragate_dataplane::proxy::{Action, Conn, EngineConfig};
+use ultragate_dataplane::proxy::{Action, Conn, ConnEvent, EngineConfig};
 use ultragate_dataplane::stats::CoreStats;
 use ultragate_dataplane::status::DataplaneStatus;
 
@@ -46,7 +46,7 @@ const REQUEST: &[u8] = b"GET /page HTTP/1.1\r\nHost: gateway\r\n\r\n";
 /// What a driver does with one request's worth of client bytes: feed them,
 /// carry out actions, pin and send the output in one go, book completions.
 fn serve(c: &mut Conn, stats: &mut CoreStats, now: Instant) -> usize {
-    c.recv_client(now, REQUEST);
+    c.handle(now, ConnEvent::ClientBytes(REQUEST));
     while let Some(a) = c.poll_action() {
         assert!(!matches!(a, Action::Connect { .. }), "a hit never connects");
     }
@@ -54,7 +54,7 @@ fn serve(c: &mut Conn, stats: &mut CoreStats, now: Instant) -> usize {
     let mut slices = [IoSlice::new(&[]); 8];
     let n = c.client_slices(&mut slices);
     let sent: usize = slices[..n].iter().map(|s| s.len()).sum();
-    c.client_written(sent, now);
+    c.handle(now, ConnEvent::ClientWritten(sent));
     while let Some(done) = c.poll_completion() {
         stats.record(&done);
     }
@@ -83,16 +83,16 @@ fn a_warm_cache_hit_allocates_nothing() {
 
     // Fill the cache through the engine: a miss fetched from the origin.
     let mut miss = Conn::new(cfg.clone(), status.clone(), Some(cache.clone()), client, t0);
-    miss.recv_client(t0, REQUEST);
+    miss.handle(t0, ConnEvent::ClientBytes(REQUEST));
     while miss.poll_action().is_some() {}
-    miss.upstream_connected(t0, false);
+    miss.handle(t0, ConnEvent::UpstreamConnected { reused: false });
     let n = miss.upstream_output().len();
-    miss.upstream_written(n, t0);
+    miss.handle(t0, ConnEvent::UpstreamWritten(n));
     let body = "x".repeat(1024);
     let resp = format!(
         "HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 1024\r\n\r\n{body}"
     );
-    miss.recv_upstream(t0, resp.as_bytes());
+    miss.handle(t0, ConnEvent::UpstreamBytes(resp.as_bytes()));
 
     let mut c = Conn::new(cfg, status, Some(cache), client, t0);
     let mut stats = CoreStats::default();

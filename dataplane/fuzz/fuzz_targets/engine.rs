@@ -2,7 +2,8 @@
 //! driver would drive it: client bytes in arbitrary splits (raw, or whole
 //! requests built from parts), upstream bytes (raw, or responses built from
 //! parts), EOFs, resets, connect failures, time passing, admin answers,
-//! drain. After every step:
+//! drain, resumes and ended fetches: every `ConnEvent`, through
+//! `Conn::handle`, the engine's one input. After every step:
 //! - what the client received reads as well-framed HTTP/1.1 responses
 //!   (checked by `ultragate_fuzz`, not by the engine's parser);
 //! - no request gets more than one response;
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ultragate_dataplane::admin::AdminResponse;
 use ultragate_dataplane::cache::{Cache, CacheConfig};
 use ultragate_dataplane::http::request::RequestLimits;
-use ultragate_dataplane::proxy::{Action, Conn, EngineConfig};
+use ultragate_dataplane::proxy::{Action, Conn, ConnEvent, EngineConfig};
 use ultragate_dataplane::route::{HostMatch, RouteSpec, Routes};
 use ultragate_dataplane::status::DataplaneStatus;
 use ultragate_fuzz::{scan_requests, scan_responses};
@@ -135,17 +136,21 @@ const CACHING: &[&str] = &[
 /// method, one without the cache, one with a TTL of its own, and no
 /// catch-all (so some requests get the 404 of no route).
 fn routes() -> Routes {
-    let route =
-        |name: &str, host: Option<&str>, prefix: &str, methods: &[&str], cache, ttl: Option<Duration>| RouteSpec {
-            name: name.into(),
-            host: host.map_or(HostMatch::Any, HostMatch::parse),
-            path_prefix: prefix.into(),
-            methods: methods.iter().map(|m| m.to_string()).collect(),
-            upstream: Arc::from("primary"),
-            pool: 0,
-            cache,
-            cache_ttl: ttl.map(|t| ultragate_dataplane::route::TtlOverride::new(t, &["text/*"])),
-        };
+    let route = |name: &str,
+                 host: Option<&str>,
+                 prefix: &str,
+                 methods: &[&str],
+                 cache,
+                 ttl: Option<Duration>| RouteSpec {
+        name: name.into(),
+        host: host.map_or(HostMatch::Any, HostMatch::parse),
+        path_prefix: prefix.into(),
+        methods: methods.iter().map(|m| m.to_string()).collect(),
+        upstream: Arc::from("primary"),
+        pool: 0,
+        cache,
+        cache_ttl: ttl.map(|t| ultragate_dataplane::route::TtlOverride::new(t, &["text/*"])),
+    };
     Routes::new(vec![
         route("exact", Some("origin"), "/", &[], true, None),
         route(
@@ -249,7 +254,7 @@ impl Harness {
             let chunk = self.conn.client_output();
             let n = chunk.len().min(left);
             self.client_out.extend_from_slice(&chunk[..n]);
-            self.conn.client_written(n, self.now);
+            self.conn.handle(self.now, ConnEvent::ClientWritten(n));
             left -= n;
         }
     }
@@ -261,7 +266,7 @@ impl Harness {
         let out = self.conn.upstream_output();
         let n = out.len().min(limit);
         self.upstream_out.extend_from_slice(&out[..n]);
-        self.conn.upstream_written(n, self.now);
+        self.conn.handle(self.now, ConnEvent::UpstreamWritten(n));
     }
 
     fn check(&mut self) {
@@ -401,9 +406,9 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
     while !u.is_empty() && steps < 256 {
         steps += 1;
         let op = u.arbitrary::<u8>()?;
-        match op % 14 {
+        match op % 16 {
             0 | 1 => {
-                let bytes = if op % 14 == 0 {
+                let bytes = if op % 16 == 0 {
                     let n = usize::from(u.arbitrary::<u8>()?);
                     u.bytes(n)?.to_vec()
                 } else {
@@ -415,14 +420,14 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                 while !rest.is_empty() && h.conn.wants_client_bytes() {
                     let n = rest.len().min(usize::from(u.arbitrary::<u8>()?).max(1));
                     h.client_in.extend_from_slice(&rest[..n]);
-                    h.conn.recv_client(h.now, &rest[..n]);
+                    h.conn.handle(h.now, ConnEvent::ClientBytes(&rest[..n]));
                     rest = &rest[n..];
                     h.actions();
                 }
             }
             2 => {
                 if !h.closed {
-                    h.conn.client_eof(h.now);
+                    h.conn.handle(h.now, ConnEvent::ClientEof);
                 }
             }
             3 => {
@@ -438,11 +443,12 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                 }
                 h.scan.upstream_at = 0;
                 h.upstream = Upstream::Connected;
-                h.conn.upstream_connected(h.now, reused);
+                h.conn
+                    .handle(h.now, ConnEvent::UpstreamConnected { reused: reused });
             }
             5 if h.upstream == Upstream::Connecting => {
                 h.upstream = Upstream::None;
-                h.conn.upstream_connect_failed(h.now);
+                h.conn.handle(h.now, ConnEvent::UpstreamConnectFailed);
             }
             6 | 7 if h.upstream == Upstream::Connected => {
                 let bytes = if op % 14 == 6 {
@@ -457,13 +463,15 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                     && h.conn.wants_upstream_bytes()
                 {
                     let n = rest.len().min(usize::from(u.arbitrary::<u8>()?).max(1) * 8);
-                    h.conn.recv_upstream(h.now, &rest[..n]);
+                    h.conn.handle(h.now, ConnEvent::UpstreamBytes(&rest[..n]));
                     rest = &rest[n..];
                     h.actions();
                 }
             }
-            8 if h.upstream == Upstream::Connected => h.conn.upstream_eof(h.now),
-            9 if h.upstream == Upstream::Connected => h.conn.upstream_reset(h.now),
+            8 if h.upstream == Upstream::Connected => h.conn.handle(h.now, ConnEvent::UpstreamEof),
+            9 if h.upstream == Upstream::Connected => {
+                h.conn.handle(h.now, ConnEvent::UpstreamReset)
+            }
             10 => {
                 let n = usize::from(u.arbitrary::<u8>()?);
                 h.write_upstream(if n == 0 { usize::MAX } else { n * 8 });
@@ -471,24 +479,26 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
             11 if h.admin_pending => {
                 h.admin_pending = false;
                 let status = *u.choose(&[200u16, 403, 404, 500])?;
-                h.conn.admin_response(
+                h.conn.handle(
                     h.now,
-                    AdminResponse {
+                    ConnEvent::Admin(AdminResponse {
                         status,
                         content_type: "application/json",
                         body: bytes::Bytes::from_static(b"{}"),
                         allow: None,
-                    },
+                    }),
                 );
             }
             12 => {
                 let ms = u64::from(u.arbitrary::<u8>()?) * 250;
                 h.now += Duration::from_millis(ms);
                 if h.conn.timeout().is_some_and(|t| t <= h.now) {
-                    h.conn.handle_timeout(h.now);
+                    h.conn.handle(h.now, ConnEvent::Timeout);
                 }
             }
-            13 => h.conn.drain(h.now),
+            13 => h.conn.handle(h.now, ConnEvent::Drain),
+            14 => h.conn.handle(h.now, ConnEvent::Resume),
+            15 => h.conn.handle(h.now, ConnEvent::FetchEnded),
             _ => {}
         }
         h.actions();

@@ -40,7 +40,9 @@ impl Endpoint {
         let peer = SocketAddr::from(([0, 0, 0, 0], 0));
         let (idx, gen) = self.clients.insert(Client::new(conn, peer, Some(key)));
         self.background += 1;
-        self.on_client(ClientId { idx, gen }, now, |c| c.recv_client(now, request));
+        self.on_client(ClientId { idx, gen }, now, |c| {
+            c.handle(now, ConnEvent::ClientBytes(request))
+        });
     }
 
     /// A background refresh after an event: its answer is dropped (it is
@@ -52,7 +54,7 @@ impl Endpoint {
         };
         let pending = c.conn.client_pending();
         if pending > 0 {
-            c.conn.client_written(pending, now);
+            c.conn.handle(now, ConnEvent::ClientWritten(pending));
         }
         while let Some(done) = c.conn.poll_completion() {
             if let (true, Some(target)) = (done.proxied, c.last_target) {

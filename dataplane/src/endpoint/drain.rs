@@ -18,7 +18,9 @@ impl Endpoint {
         self.scratch.extend(self.clients.handles());
         let open = std::mem::take(&mut self.scratch);
         for &(idx, gen) in &open {
-            self.on_client(ClientId { idx, gen }, now, |c| c.drain(now));
+            self.on_client(ClientId { idx, gen }, now, |c| {
+                c.handle(now, ConnEvent::Drain)
+            });
         }
         self.scratch = open;
     }

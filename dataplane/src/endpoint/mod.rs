@@ -34,7 +34,7 @@ use crate::access::AccessLog;
 use crate::admin::{AdminRequest, AdminResponse};
 use crate::cache::{url_parts, Bell, Cache, Scheme};
 use crate::live::Live;
-use crate::proxy::{Action, Conn};
+use crate::proxy::{Action, Conn, ConnEvent};
 use crate::stats::{Completion, CoreStats};
 use crate::status::DataplaneStatus;
 use crate::tls::sni::ServedNames;
@@ -404,7 +404,7 @@ impl Endpoint {
             if over.is_some() {
                 conn.refuse_connection();
             } else if draining {
-                conn.drain(now);
+                conn.handle(now, ConnEvent::Drain);
             }
         });
         Some(id)
@@ -462,12 +462,14 @@ impl Endpoint {
     fn dispatch(&mut self, now: Instant, event: Event<'_>) {
         match event {
             Event::ClientBytes(id, data) if self.is_tls(id) => self.tls_bytes(id, now, data),
-            Event::ClientBytes(id, data) => self.on_client(id, now, |c| c.recv_client(now, data)),
+            Event::ClientBytes(id, data) => {
+                self.on_client(id, now, |c| c.handle(now, ConnEvent::ClientBytes(data)))
+            }
             Event::ClientEof(id) => {
                 if self.tls_handshaking(id) {
                     self.stats.tls.failure(Failure::Closed);
                 }
-                self.on_client(id, now, |c| c.client_eof(now))
+                self.on_client(id, now, |c| c.handle(now, ConnEvent::ClientEof))
             }
             Event::ClientWritten(id, n) if self.is_tls(id) => {
                 if let Some(t) = self
@@ -479,7 +481,9 @@ impl Endpoint {
                 }
                 self.on_client(id, now, |_| {})
             }
-            Event::ClientWritten(id, n) => self.on_client(id, now, |c| c.client_written(n, now)),
+            Event::ClientWritten(id, n) => {
+                self.on_client(id, now, |c| c.handle(now, ConnEvent::ClientWritten(n)))
+            }
             Event::ClientError(id) => self.close_client(id, false),
             Event::ClientClosed(id) => {
                 if let Some(c) = self.clients.remove(id.idx, id.gen) {
@@ -503,7 +507,7 @@ impl Endpoint {
                 self.upstream_tls_bytes(now, u, data)
             }
             Event::UpstreamBytes(u, data) => {
-                self.on_upstream(u, now, |c| c.recv_upstream(now, data))
+                self.on_upstream(u, now, |c| c.handle(now, ConnEvent::UpstreamBytes(data)))
             }
             Event::UpstreamWritten(u, n) if self.up_tls(u) => {
                 if let Some(t) = self
@@ -516,26 +520,30 @@ impl Endpoint {
                 self.touch_upstream(u);
             }
             Event::UpstreamWritten(u, n) => {
-                self.on_upstream(u, now, |c| c.upstream_written(n, now))
+                self.on_upstream(u, now, |c| c.handle(now, ConnEvent::UpstreamWritten(n)))
             }
             // The engine was told when its bytes went into TLS records.
             Event::UpstreamSent(u) if self.up_tls(u) => self.touch_upstream(u),
-            Event::UpstreamSent(u) => self.on_upstream(u, now, |c| c.upstream_sent(now)),
+            Event::UpstreamSent(u) => {
+                self.on_upstream(u, now, |c| c.handle(now, ConnEvent::UpstreamSent))
+            }
             Event::UpstreamEof(u) if matches!(self.up_state(u), Some(UpState::Handshaking(_))) => {
                 self.connect_failed(now, u)
             }
-            Event::UpstreamEof(u) => self.on_upstream(u, now, |c| c.upstream_eof(now)),
+            Event::UpstreamEof(u) => {
+                self.on_upstream(u, now, |c| c.handle(now, ConnEvent::UpstreamEof))
+            }
             Event::UpstreamError(u) => match self.up_state(u) {
                 Some(UpState::Connecting(_) | UpState::Handshaking(_)) => {
                     self.connect_failed(now, u)
                 }
-                _ => self.on_upstream(u, now, |c| c.upstream_reset(now)),
+                _ => self.on_upstream(u, now, |c| c.handle(now, ConnEvent::UpstreamReset)),
             },
             Event::UpstreamClosed(u) => {
                 self.ups.remove(u.idx, u.gen);
             }
             Event::AdminAnswer(id, resp) => {
-                self.on_client(id, now, |c| c.admin_response(now, resp))
+                self.on_client(id, now, |c| c.handle(now, ConnEvent::Admin(resp)))
             }
             Event::Timer => self.on_timer(now),
             Event::Drain => self.drain(now),
@@ -647,7 +655,7 @@ impl Endpoint {
     /// requests, queues its timer and tells the driver what it wants.
     fn settle(&mut self, id: ClientId, now: Instant) {
         if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
-            c.conn.resume(now);
+            c.conn.handle(now, ConnEvent::Resume);
         }
         while let Some(action) = self
             .clients

@@ -31,7 +31,7 @@ impl Endpoint {
             }
             self.on_client(id, now, |c| {
                 if c.timeout().is_some_and(|d| d <= now) {
-                    c.handle_timeout(now);
+                    c.handle(now, ConnEvent::Timeout);
                 }
             });
         }
@@ -51,7 +51,7 @@ impl Endpoint {
         for id in list.drain(..) {
             if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
                 c.listed = false;
-                self.on_client(id, now, |c| c.retry_wait(now));
+                self.on_client(id, now, |c| c.handle(now, ConnEvent::FetchEnded));
             }
         }
         list.append(&mut self.waiting);

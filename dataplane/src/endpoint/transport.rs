@@ -90,8 +90,9 @@ impl Endpoint {
             return;
         }
         let run = catch_unwind(AssertUnwindSafe(|| {
-            t.session
-                .recv(data, &mut |plain| conn.recv_client(now, plain))
+            t.session.recv(data, &mut |plain| {
+                conn.handle(now, ConnEvent::ClientBytes(plain))
+            })
         }));
         // The ClientHello is read in an earlier call than any request
         // (the client needs the server's flight first).
@@ -149,7 +150,7 @@ impl Endpoint {
                 seal_buf.extend_from_slice(&s[..s.len().min(room)]);
             }
             match t.session.encrypt(seal_buf) {
-                Ok(true) => conn.client_written(seal_buf.len(), now),
+                Ok(true) => conn.handle(now, ConnEvent::ClientWritten(seal_buf.len())),
                 Ok(false) => break,
                 Err(failure) => {
                     stats.tls.failure(failure);
@@ -224,16 +225,18 @@ impl Endpoint {
             (UpState::Handshaking(id), Ok(Some(_))) => {
                 self.attach(now, u, id);
                 if !plain.is_empty() {
-                    self.on_client(id, now, |c| c.recv_upstream(now, &plain));
+                    self.on_client(id, now, |c| c.handle(now, ConnEvent::UpstreamBytes(&plain)));
                 }
             }
             (UpState::Handshaking(_), Ok(None)) => self.touch_upstream(u),
             (UpState::Handshaking(_), Err(_)) => self.connect_failed(now, u),
             (UpState::Attached(id), Ok(_)) if !plain.is_empty() => {
-                self.on_client(id, now, |c| c.recv_upstream(now, &plain))
+                self.on_client(id, now, |c| c.handle(now, ConnEvent::UpstreamBytes(&plain)))
             }
             (UpState::Attached(_), Ok(_)) => self.touch_upstream(u),
-            (UpState::Attached(id), Err(_)) => self.on_client(id, now, |c| c.upstream_reset(now)),
+            (UpState::Attached(id), Err(_)) => {
+                self.on_client(id, now, |c| c.handle(now, ConnEvent::UpstreamReset))
+            }
             // A session ticket while pooled keeps it; anything else
             // retires it.
             (UpState::Idle(_), Ok(_)) if plain.is_empty() => self.touch_upstream(u),
@@ -265,11 +268,11 @@ impl Endpoint {
         }
         match session.encrypt(&out) {
             Ok(true) => {
-                c.conn.upstream_sent(now);
+                c.conn.handle(now, ConnEvent::UpstreamSent);
                 false
             }
             _ => {
-                c.conn.upstream_reset(now);
+                c.conn.handle(now, ConnEvent::UpstreamReset);
                 true
             }
         }

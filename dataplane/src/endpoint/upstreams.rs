@@ -153,7 +153,9 @@ impl Endpoint {
         if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
             c.last_target = Some(target);
         }
-        self.on_client(id, now, |c| c.upstream_connected(now, false));
+        self.on_client(id, now, |c| {
+            c.handle(now, ConnEvent::UpstreamConnected { reused: false })
+        });
     }
 
     pub(super) fn connect_failed(&mut self, now: Instant, u: UpstreamId) {
@@ -170,7 +172,7 @@ impl Endpoint {
                 c.up = None;
             }
         }
-        self.on_client(id, now, |c| c.upstream_connect_failed(now));
+        self.on_client(id, now, |c| c.handle(now, ConnEvent::UpstreamConnectFailed));
     }
 
     /// Attaches an upstream connection to client `id` for its request's
@@ -208,7 +210,7 @@ impl Endpoint {
         };
         let Some((target, checkout, canary)) = picked else {
             // No server to try (the pool's names did not resolve).
-            return c.conn.upstream_connect_failed(now);
+            return c.conn.handle(now, ConnEvent::UpstreamConnectFailed);
         };
         if let Some((connect, response)) = self.peers.timeouts(target) {
             c.conn.upstream_timeouts(connect, response);
@@ -223,7 +225,8 @@ impl Endpoint {
                 }
                 c.up = Some(u);
                 c.last_target = Some(target);
-                c.conn.upstream_connected(now, true);
+                c.conn
+                    .handle(now, ConnEvent::UpstreamConnected { reused: true });
                 self.touch_upstream(u);
             }
             Checkout::Connect { addr, .. } => {

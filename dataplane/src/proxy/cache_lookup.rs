@@ -232,7 +232,7 @@ impl Conn {
 
     /// A fetch ended somewhere: a waiting request looks at the cache
     /// again (and waits on when its key's fetch still runs).
-    pub fn retry_wait(&mut self, now: Instant) {
+    pub(super) fn retry_wait(&mut self, now: Instant) {
         if self.is_waiting() {
             self.send_clock(now);
             self.phase = Phase::Idle;

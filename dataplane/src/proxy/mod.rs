@@ -119,6 +119,47 @@ pub enum Action {
     },
 }
 
+/// What happened to a connection, as [`Conn::handle`] takes it: the one
+/// input the engine has besides the output it is asked for and its timer.
+#[derive(Debug)]
+pub enum ConnEvent<'a> {
+    /// Bytes arrived from the client.
+    ClientBytes(&'a [u8]),
+    /// The client closed its sending side.
+    ClientEof,
+    /// This many bytes of [`Conn::client_output`] were written.
+    ClientWritten(usize),
+    /// The client read: requests held back for its output may go on.
+    Resume,
+    /// The upstream connection asked for by [`Action::Connect`] is ready;
+    /// `reused` when it came from the pool.
+    UpstreamConnected {
+        /// It came from the pool.
+        reused: bool,
+    },
+    /// That connect failed.
+    UpstreamConnectFailed,
+    /// Bytes arrived from the upstream.
+    UpstreamBytes(&'a [u8]),
+    /// This many bytes of [`Conn::upstream_output`] were written.
+    UpstreamWritten(usize),
+    /// All of [`Conn::take_upstream_output`] was sent (a TLS upstream).
+    UpstreamSent,
+    /// The upstream closed its sending side.
+    UpstreamEof,
+    /// The upstream connection was reset or failed.
+    UpstreamReset,
+    /// The control plane answered [`Action::Admin`].
+    Admin(AdminResponse),
+    /// [`Conn::timeout`] has passed.
+    Timeout,
+    /// Another connection's fetch ended: a request waiting for it looks
+    /// at the cache again.
+    FetchEnded,
+    /// The process drains: finish the request in flight, then close.
+    Drain,
+}
+
 /// How a request in flight is being handled.
 #[derive(Debug)]
 enum Phase {
@@ -354,8 +395,29 @@ impl Conn {
         self
     }
 
+    /// Takes what happened at `now`.
+    pub fn handle(&mut self, now: Instant, event: ConnEvent<'_>) {
+        match event {
+            ConnEvent::ClientBytes(data) => self.recv_client(now, data),
+            ConnEvent::ClientEof => self.client_eof(now),
+            ConnEvent::ClientWritten(n) => self.client_written(n, now),
+            ConnEvent::Resume => self.resume(now),
+            ConnEvent::UpstreamConnected { reused } => self.upstream_connected(now, reused),
+            ConnEvent::UpstreamConnectFailed => self.upstream_connect_failed(now),
+            ConnEvent::UpstreamBytes(data) => self.recv_upstream(now, data),
+            ConnEvent::UpstreamWritten(n) => self.upstream_written(n, now),
+            ConnEvent::UpstreamSent => self.upstream_sent(now),
+            ConnEvent::UpstreamEof => self.upstream_eof(now),
+            ConnEvent::UpstreamReset => self.upstream_reset(now),
+            ConnEvent::Admin(resp) => self.admin_response(now, resp),
+            ConnEvent::Timeout => self.handle_timeout(now),
+            ConnEvent::FetchEnded => self.retry_wait(now),
+            ConnEvent::Drain => self.drain(now),
+        }
+    }
+
     /// Feeds bytes received from the client.
-    pub fn recv_client(&mut self, now: Instant, data: &[u8]) {
+    pub(super) fn recv_client(&mut self, now: Instant, data: &[u8]) {
         self.traffic.received += data.len() as u64;
         self.send_clock(now);
         if self.finished() {
@@ -372,7 +434,7 @@ impl Conn {
     }
 
     /// The client closed its sending side.
-    pub fn client_eof(&mut self, now: Instant) {
+    pub(super) fn client_eof(&mut self, now: Instant) {
         self.send_clock(now);
         self.client_eof = true;
         match &self.phase {
@@ -422,7 +484,7 @@ impl Conn {
     /// Takes up pipelined requests held back while the client's output was
     /// over its bound, once it is under again; the endpoint calls it
     /// before it settles the connection.
-    pub fn resume(&mut self, now: Instant) {
+    pub(super) fn resume(&mut self, now: Instant) {
         if self.held_back && self.output.len() < self.cfg.max_client_queue {
             self.held_back = false;
             self.advance(now);
@@ -430,7 +492,7 @@ impl Conn {
     }
 
     /// `n` queued client bytes were written at `now`.
-    pub fn client_written(&mut self, n: usize, now: Instant) {
+    pub(super) fn client_written(&mut self, n: usize, now: Instant) {
         self.traffic.written += n as u64;
         self.output.advance(n);
         if n > 0 {
@@ -513,7 +575,7 @@ impl Conn {
 
     /// Stops taking new requests: the one in flight completes, then the
     /// connection closes.
-    pub fn drain(&mut self, now: Instant) {
+    pub(super) fn drain(&mut self, now: Instant) {
         self.send_clock(now);
         self.close(Closing::AfterResponse);
         if matches!(self.phase, Phase::Idle) && self.input.is_empty() {

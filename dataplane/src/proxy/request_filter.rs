@@ -267,7 +267,7 @@ impl Conn {
     }
 
     /// The admin service answered the call handed out by [`Action::Admin`].
-    pub fn admin_response(&mut self, now: Instant, resp: AdminResponse) {
+    pub(super) fn admin_response(&mut self, now: Instant, resp: AdminResponse) {
         self.send_clock(now);
         let Phase::Admin {
             head_only, close, ..

@@ -48,7 +48,7 @@ impl Conn {
     }
 
     /// Applies whatever timeout has passed at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(super) fn handle_timeout(&mut self, now: Instant) {
         if self.send_deadline().is_some_and(|t| t <= now) {
             // The client stopped reading: give up on it.
             self.abort_exchange();

@@ -113,7 +113,7 @@ impl Conn {
     }
 
     /// `n` bytes of [`Self::upstream_output`] were written.
-    pub fn upstream_written(&mut self, n: usize, now: Instant) {
+    pub(super) fn upstream_written(&mut self, n: usize, now: Instant) {
         self.send_clock(now);
         self.upstream_output.advance(n);
         // Room in the queue: take more of a request body.
@@ -129,7 +129,7 @@ impl Conn {
     }
 
     /// The bytes taken with [`Self::take_upstream_output`] were written.
-    pub fn upstream_sent(&mut self, now: Instant) {
+    pub(super) fn upstream_sent(&mut self, now: Instant) {
         self.send_clock(now);
         self.advance(now);
         self.note_sent(now);
@@ -167,7 +167,7 @@ impl Conn {
 
     /// The upstream connection asked for by [`Action::Connect`] is ready;
     /// `reused` when it came from the keep-alive pool.
-    pub fn upstream_connected(&mut self, now: Instant, reused: bool) {
+    pub(super) fn upstream_connected(&mut self, now: Instant, reused: bool) {
         if let Phase::Proxy(ex) = &mut self.phase {
             ex.upstream = UpstreamState::Connected;
             ex.reused = reused;
@@ -189,7 +189,7 @@ impl Conn {
     }
 
     /// The connect asked for by [`Action::Connect`] failed.
-    pub fn upstream_connect_failed(&mut self, now: Instant) {
+    pub(super) fn upstream_connect_failed(&mut self, now: Instant) {
         self.send_clock(now);
         let Phase::Proxy(ex) = &mut self.phase else {
             return;
@@ -215,7 +215,7 @@ impl Conn {
     }
 
     /// Feeds bytes received from the upstream connection.
-    pub fn recv_upstream(&mut self, now: Instant, data: &[u8]) {
+    pub(super) fn recv_upstream(&mut self, now: Instant, data: &[u8]) {
         self.send_clock(now);
         let Phase::Proxy(ex) = &mut self.phase else {
             return;
@@ -235,14 +235,14 @@ impl Conn {
     }
 
     /// The upstream closed the connection cleanly (a FIN).
-    pub fn upstream_eof(&mut self, now: Instant) {
+    pub(super) fn upstream_eof(&mut self, now: Instant) {
         self.upstream_closed(now, true);
     }
 
     /// The upstream connection failed (a reset, or a read or write error):
     /// like [`Self::upstream_eof`], except that a body delimited by the
     /// close is then known to be cut, so it is neither complete nor stored.
-    pub fn upstream_reset(&mut self, now: Instant) {
+    pub(super) fn upstream_reset(&mut self, now: Instant) {
         self.upstream_closed(now, false);
     }
 
