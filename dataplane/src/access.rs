@@ -211,19 +211,9 @@ fn optional(out: &mut String, v: Option<&str>) {
     }
 }
 
-/// A decimal number, appended without the formatting machinery.
-fn num(out: &mut String, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for &d in &buf[i..] {
+/// A decimal number (see [`crate::http::decimal`]).
+fn num(out: &mut String, v: u64) {
+    for &d in crate::http::decimal::digits(v, &mut [0; 20]) {
         out.push(char::from(d));
     }
 }
@@ -302,13 +292,7 @@ fn rfc3339_micros(t: SystemTime, out: &mut String) {
     });
     let micros = d.subsec_micros();
     out.push('.');
-    let mut digits = [b'0'; 6];
-    let mut v = micros;
-    for b in digits.iter_mut().rev() {
-        *b = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    for d in digits {
+    for &d in crate::http::decimal::padded(u64::from(micros), 6, &mut [0; 20]) {
         out.push(char::from(d));
     }
     out.push('Z');

@@ -227,17 +227,7 @@ pub fn checksum(key: &[u8], head: &[u8], body: &[u8]) -> u32 {
     crc32c::crc32c_append(c, body)
 }
 
-/// Appends `n` in decimal without formatting machinery or allocation.
-pub fn put_decimal(out: &mut BytesMut, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&buf[i..]);
+/// Appends `n` in decimal (see [`crate::http::decimal`]).
+pub fn put_decimal(out: &mut BytesMut, n: u64) {
+    out.put_slice(crate::http::decimal::digits(n, &mut [0; 20]));
 }

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chunked;
+pub mod decimal;
 pub mod fields;
 pub mod output;
 pub mod path;

@@ -8,7 +8,7 @@ use crate::cache::verdict::Forwarded;
 use crate::cache::{rules, Scheme};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::ResponseHead;
-use crate::http::{trim, Framing, Version};
+use crate::http::{decimal, trim, Framing, Version};
 use bytes::{BufMut, BytesMut};
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -143,7 +143,7 @@ pub fn upstream_request(
     out.put_slice(extra);
     match head.framing {
         Framing::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            content_length(out, n);
         }
         Framing::Chunked => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::Empty | Framing::UntilClose => {
@@ -250,7 +250,7 @@ pub fn client_framing(resp: &ResponseHead<'_, '_>, client_version: Version) -> C
 /// Encodes an interim (1xx) response for the client: its status line and
 /// end-to-end fields, as the upstream sent them.
 pub fn interim_response(out: &mut BytesMut, resp: &ResponseHead<'_, '_>) {
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
+    status_line(out, resp);
     for h in resp.headers {
         if !resp.connection.is_hop_by_hop(h.name) {
             put_field(out, h.name, h.value);
@@ -264,7 +264,7 @@ pub fn interim_response(out: &mut BytesMut, resp: &ResponseHead<'_, '_>) {
 /// connection, `Age` and `X-Cache` fields are left out; a `Content-Length`
 /// is kept only for `keep_length` (responses without a body, e.g. to HEAD).
 pub fn response_fields(out: &mut BytesMut, resp: &ResponseHead<'_, '_>, keep_length: bool) {
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
+    status_line(out, resp);
     let mut length_kept = false;
     for h in resp.headers {
         let name = h.name;
@@ -274,7 +274,7 @@ pub fn response_fields(out: &mut BytesMut, resp: &ResponseHead<'_, '_>, keep_len
             // parser may refuse either.
             if keep_length && !length_kept {
                 if let Some(n) = crate::http::parse_content_length(h.value) {
-                    let _ = write!(out, "Content-Length: {n}\r\n");
+                    content_length(out, n);
                     length_kept = true;
                 }
             }
@@ -323,7 +323,7 @@ pub fn client_response(
     }
     match (resp.framing, framing) {
         (Framing::Length(n), _) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            content_length(out, n);
         }
         (Framing::Chunked, ClientFraming::Relay) => {
             out.put_slice(b"Transfer-Encoding: chunked\r\n")
@@ -336,5 +336,22 @@ pub fn client_response(
         out.put_slice(b"Connection: keep-alive\r\n");
     }
     out.put_slice(extra);
+    out.put_slice(b"\r\n");
+}
+
+/// `Content-Length: N`, written by the one decimal writer.
+fn content_length(out: &mut BytesMut, n: u64) {
+    out.put_slice(b"Content-Length: ");
+    out.put_slice(decimal::digits(n, &mut [0; 20]));
+    out.put_slice(b"\r\n");
+}
+
+/// The status line of a relayed response: the upstream's status and
+/// reason phrase, in HTTP/1.1.
+fn status_line(out: &mut BytesMut, resp: &ResponseHead<'_, '_>) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(decimal::digits(u64::from(resp.status), &mut [0; 20]));
+    out.put_slice(b" ");
+    out.put_slice(resp.reason.as_bytes());
     out.put_slice(b"\r\n");
 }
