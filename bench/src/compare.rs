@@ -7,10 +7,11 @@
 //! peer and a percentile plot, and stops everything it started.
 
 use crate::load::{run_load, LoadArgs, Report};
-use anyhow::{bail, Context};
+use crate::peers::{self, cpu_ticks, ensure_packages, wait_port};
+use anyhow::bail;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// Options of `bench compare`.
@@ -47,128 +48,6 @@ pub struct CompareArgs {
     /// handshakes; the report's HTTPS section is replaced.
     #[arg(long)]
     tls: bool,
-}
-
-/// A server this run started; killed on drop.
-pub(crate) struct Server {
-    pub(crate) name: &'static str,
-    pub(crate) child: Child,
-}
-
-impl Drop for Server {
-    /// SIGTERM first, so that nginx and Varnish stop their worker
-    /// processes too (a SIGKILL would orphan them, still holding the
-    /// ports); SIGKILL after two seconds.
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        for _ in 0..200 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Total CPU time (user + system) of a process and its descendants, in
-/// clock ticks.
-pub(crate) fn cpu_ticks(pid: u32) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![pid];
-    while let Some(p) = stack.pop() {
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
-            let fields: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            total += fields
-                .get(11)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-            total += fields
-                .get(12)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-        if let Ok(children) = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")) {
-            stack.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|c| c.parse::<u32>().ok()),
-            );
-        }
-    }
-    total
-}
-
-pub(crate) fn ensure_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = [
-        ("nginx", "nginx-light"),
-        ("haproxy", "haproxy"),
-        ("varnishd", "varnish"),
-    ]
-    .iter()
-    .filter(|(bin, _)| {
-        !Command::new("sh")
-            .args(["-c", &format!("command -v {bin}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-    .map(|(_, pkg)| *pkg)
-    .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("installing {missing:?}");
-    let ok = Command::new("apt-get")
-        .args(["update", "-qq"])
-        .status()?
-        .success()
-        && Command::new("apt-get")
-            .args(["install", "-y", "-qq"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()?
-            .success();
-    if !ok {
-        bail!("cannot install {missing:?}");
-    }
-    Ok(())
-}
-
-pub(crate) fn spawn(
-    name: &'static str,
-    core: usize,
-    cmd: &[&str],
-    log: &Path,
-) -> anyhow::Result<Server> {
-    let out = std::fs::File::create(log)?;
-    let child = Command::new("taskset")
-        .arg("-c")
-        .arg(core.to_string())
-        .args(cmd)
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .env("ULTRAGATE_LOG", "warn")
-        .spawn()
-        .with_context(|| format!("cannot start {name}"))?;
-    Ok(Server { name, child })
-}
-
-pub(crate) fn wait_port(port: u16, name: &str) -> anyhow::Result<()> {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    bail!("{name} did not listen on port {port}")
 }
 
 /// One measured target in one scenario.
@@ -214,92 +93,33 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         .status()?;
     let w = work.display();
     let core = args.server_core;
-    std::fs::write(
-        work.join("gw.toml"),
-        format!("[api_gateway]\nlisten = \"127.0.0.1:28080\"\ncores = [{core}]\n[admin]\nlisten = \"127.0.0.1:28081\"\n[upstream.primary]\nservers = [\"127.0.0.1:28000\"]\n"),
-    )?;
+    let gw_conf = format!("[api_gateway]\nlisten = \"127.0.0.1:28080\"\ncores = [{core}]\n[admin]\nlisten = \"127.0.0.1:28081\"\n[upstream.primary]\nservers = [\"127.0.0.1:28000\"]\n");
     let body = "x".repeat(1024);
-    std::fs::write(
-        work.join("nginx.conf"),
-        format!(
-            "worker_processes 1;\nworker_cpu_affinity {mask:b};\ndaemon off;\nerror_log {w}/nginx-error.log warn;\npid {w}/nginx.pid;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  proxy_cache_path {w}/ngx-cache levels=1:2 keys_zone=c:10m max_size=100m inactive=60m use_temp_path=off;\n  upstream origin {{ server 127.0.0.1:28000; keepalive 64; }}\n  server {{ listen 127.0.0.1:28090; location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_cache c; add_header X-Cache-Status $upstream_cache_status; }} }}\n  server {{ listen 127.0.0.1:28091; location / {{ default_type text/plain; return 200 \"{body}\"; }} }}\n}}\n",
-            mask = 1u64 << core,
-        ),
-    )?;
-    std::fs::write(
-        work.join("haproxy.cfg"),
-        format!("global\n  nbthread 1\n  cpu-map 1/1 {core}\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\ncache c\n  total-max-size 256\n  max-object-size 100000\n  max-age 600\nfrontend f\n  bind 127.0.0.1:28092\n  default_backend b\nbackend b\n  http-request cache-use c\n  http-response cache-store c\n  http-reuse always\n  server o 127.0.0.1:28000\n"),
-    )?;
-    let me = std::env::current_exe()?;
-    let origin_core = args.client_core;
-    let mut servers = vec![spawn(
-        "origin",
-        origin_core,
-        &[
-            me.to_str().unwrap_or("bench"),
-            "origin",
-            "--listen",
-            "127.0.0.1:28000",
-        ],
-        &work.join("origin.log"),
-    )?];
-    wait_port(28000, "origin")?;
-    let gw = args.gateway.to_str().unwrap_or("ultragate").to_owned();
-    let gw_conf = work.join("gw.toml").display().to_string();
-    servers.push(spawn(
+    let nginx_conf = format!(
+        "worker_processes 1;\nworker_cpu_affinity {mask:b};\ndaemon off;\nerror_log {w}/nginx-error.log warn;\npid {w}/nginx.pid;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  proxy_cache_path {w}/ngx-cache levels=1:2 keys_zone=c:10m max_size=100m inactive=60m use_temp_path=off;\n  upstream origin {{ server 127.0.0.1:28000; keepalive 64; }}\n  server {{ listen 127.0.0.1:28090; location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_cache c; add_header X-Cache-Status $upstream_cache_status; }} }}\n  server {{ listen 127.0.0.1:28091; location / {{ default_type text/plain; return 200 \"{body}\"; }} }}\n}}\n",
+        mask = 1u64 << core,
+    );
+    let haproxy_cfg = format!("global\n  nbthread 1\n  cpu-map 1/1 {core}\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\ncache c\n  total-max-size 256\n  max-object-size 100000\n  max-age 600\nfrontend f\n  bind 127.0.0.1:28092\n  default_backend b\nbackend b\n  http-request cache-use c\n  http-response cache-store c\n  http-reuse always\n  server o 127.0.0.1:28000\n");
+    let mut servers = vec![peers::origin(args.client_core, 28000, &work)?];
+    servers.push(peers::ultragate(
         "ultragate",
+        &args.gateway,
         core,
-        &[&gw, "--config", &gw_conf],
-        &work.join("ultragate.log"),
+        &gw_conf,
+        &work,
     )?);
-    let ngx_conf = work.join("nginx.conf").display().to_string();
-    servers.push(spawn(
-        "nginx",
-        core,
-        &["nginx", "-c", &ngx_conf],
-        &work.join("nginx.log"),
-    )?);
-    let hap_conf = work.join("haproxy.cfg").display().to_string();
-    servers.push(spawn(
-        "haproxy",
-        core,
-        &["haproxy", "-db", "-f", &hap_conf],
-        &work.join("haproxy.log"),
-    )?);
-    let vn = work.join("varnish").display().to_string();
-    servers.push(spawn(
-        "varnish",
-        core,
-        &[
-            "varnishd",
-            "-F",
-            "-n",
-            &vn,
-            "-a",
-            "127.0.0.1:28093",
-            "-b",
-            "127.0.0.1:28000",
-            "-s",
-            "malloc,256m",
-            "-p",
-            "thread_pools=1",
-            "-p",
-            "thread_pool_min=10",
-        ],
-        &work.join("varnish.log"),
-    )?);
+    servers.push(peers::nginx("nginx", core, &nginx_conf, &work)?);
+    servers.push(peers::haproxy(core, &haproxy_cfg, &work)?);
+    servers.push(peers::varnish(core, 28093, 28000, &work)?);
     let mut ports = PORTS.to_vec();
     if let Some(baseline) = &args.baseline {
-        std::fs::write(
-            work.join("gw-baseline.toml"),
-            format!("[api_gateway]\nlisten = \"127.0.0.1:28082\"\ncores = [{core}]\n[admin]\nlisten = \"127.0.0.1:28083\"\n[upstream.primary]\nservers = [\"127.0.0.1:28000\"]\n"),
-        )?;
-        let conf = work.join("gw-baseline.toml").display().to_string();
-        servers.push(spawn(
+        let conf = format!("[api_gateway]\nlisten = \"127.0.0.1:28082\"\ncores = [{core}]\n[admin]\nlisten = \"127.0.0.1:28083\"\n[upstream.primary]\nservers = [\"127.0.0.1:28000\"]\n");
+        servers.push(peers::ultragate(
             "ultragate_baseline",
+            baseline,
             core,
-            &[baseline.to_str().unwrap_or("ultragate"), "--config", &conf],
-            &work.join("ultragate-baseline.log"),
+            &conf,
+            &work,
         )?);
         ports.insert(1, ("ultragate_baseline", 28082));
     }

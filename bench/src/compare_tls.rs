@@ -5,8 +5,9 @@
 //! connections with a full handshake each (handshakes/s and server CPU per
 //! handshake). Replaces the HTTPS section of `bench/RESULTS.md`.
 
-use crate::compare::{cpu_ticks, rate, spawn, wait_port, Server, KEEP_MARKER};
+use crate::compare::{rate, KEEP_MARKER};
 use crate::load::{run_load, LoadArgs, Report};
+use crate::peers::{self, cpu_ticks, wait_port, Server};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -78,61 +79,23 @@ pub fn run(args: &TlsCompareArgs) -> anyhow::Result<()> {
     certificates(&work)?;
     let w = work.display();
     let core = args.server_core;
-    std::fs::write(
-        work.join("gw.toml"),
-        format!(
+    let gw_conf = format!(
             "[api_gateway]\nlisten = \"\"\ncores = [{core}]\n[admin]\nlisten = \"127.0.0.1:28481\"\n[upstream.primary]\nservers = [\"127.0.0.1:28400\"]\n\
              [tls]\nlisten = \"127.0.0.1:28443\"\n[[tls.certificate]]\ncert_file = \"{w}/tls.crt\"\nkey_file = \"{w}/tls.key\"\n"
-        ),
-    )?;
+    );
     // Session caches and tickets on everywhere; keep-alive without a
     // request limit, like ultragate's.
-    std::fs::write(
-        work.join("nginx.conf"),
-        format!(
+    let nginx_conf = format!(
             "worker_processes 1;\nworker_cpu_affinity {mask:b};\ndaemon off;\nerror_log {w}/nginx-error.log warn;\npid {w}/nginx.pid;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  keepalive_requests 10000000;\n  proxy_cache_path {w}/ngx-cache levels=1:2 keys_zone=c:10m max_size=100m inactive=60m use_temp_path=off;\n  upstream origin {{ server 127.0.0.1:28400; keepalive 64; }}\n  server {{\n    listen 127.0.0.1:28490 ssl;\n    ssl_certificate {w}/tls.crt;\n    ssl_certificate_key {w}/tls.key;\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:S:10m;\n    ssl_session_tickets on;\n    location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_cache c; add_header X-Cache-Status $upstream_cache_status; }}\n  }}\n}}\n",
             mask = 1u64 << core,
-        ),
-    )?;
-    std::fs::write(
-        work.join("haproxy.cfg"),
-        format!("global\n  nbthread 1\n  cpu-map 1/1 {core}\n  tune.ssl.cachesize 20000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\ncache c\n  total-max-size 256\n  max-object-size 100000\n  max-age 600\nfrontend f\n  bind 127.0.0.1:28492 ssl crt {w}/haproxy.pem alpn http/1.1\n  default_backend b\nbackend b\n  http-request cache-use c\n  http-response cache-store c\n  http-reuse always\n  server o 127.0.0.1:28400\n"),
-    )?;
-    let me = std::env::current_exe()?;
-    let mut servers: Vec<Server> = vec![spawn(
-        "origin",
-        args.client_core,
-        &[
-            me.to_str().unwrap_or("bench"),
-            "origin",
-            "--listen",
-            "127.0.0.1:28400",
-        ],
-        &work.join("origin.log"),
-    )?];
-    wait_port(28400, "origin")?;
-    let gw_conf = work.join("gw.toml").display().to_string();
-    let gw = args.gateway.display().to_string();
-    servers.push(spawn(
-        "ultragate",
-        core,
-        &[&gw, "--config", &gw_conf],
-        &work.join("ultragate.log"),
-    )?);
-    let ngx_conf = work.join("nginx.conf").display().to_string();
-    servers.push(spawn(
-        "nginx_cache",
-        core,
-        &["nginx", "-c", &ngx_conf],
-        &work.join("nginx.log"),
-    )?);
-    let hap_conf = work.join("haproxy.cfg").display().to_string();
-    servers.push(spawn(
-        "haproxy",
-        core,
-        &["haproxy", "-db", "-f", &hap_conf],
-        &work.join("haproxy.log"),
-    )?);
+    );
+    let haproxy_cfg = format!("global\n  nbthread 1\n  cpu-map 1/1 {core}\n  tune.ssl.cachesize 20000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\ncache c\n  total-max-size 256\n  max-object-size 100000\n  max-age 600\nfrontend f\n  bind 127.0.0.1:28492 ssl crt {w}/haproxy.pem alpn http/1.1\n  default_backend b\nbackend b\n  http-request cache-use c\n  http-response cache-store c\n  http-reuse always\n  server o 127.0.0.1:28400\n");
+    let servers: Vec<Server> = vec![
+        peers::origin(args.client_core, 28400, &work)?,
+        peers::ultragate("ultragate", &args.gateway, core, &gw_conf, &work)?,
+        peers::nginx("nginx_cache", core, &nginx_conf, &work)?,
+        peers::haproxy(core, &haproxy_cfg, &work)?,
+    ];
     for (name, port) in TARGETS {
         wait_port(port, name)?;
     }

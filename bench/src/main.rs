@@ -9,6 +9,7 @@ mod compare_tls;
 mod drill;
 mod load;
 mod origin;
+mod peers;
 #[cfg(feature = "dpdk")]
 mod ring;
 mod soak;
