@@ -98,11 +98,7 @@ struct Core {
 
 /// Stores `mb` at `index`, growing the table.
 fn put(table: &RefCell<Vec<Option<Rc<Mailbox>>>>, index: usize, mb: Option<Rc<Mailbox>>) {
-    let mut t = table.borrow_mut();
-    if t.len() <= index {
-        t.resize(index + 1, None);
-    }
-    t[index] = mb;
+    super::put_slot(&mut table.borrow_mut(), index, mb);
 }
 
 fn get(table: &RefCell<Vec<Option<Rc<Mailbox>>>>, index: usize) -> Option<Rc<Mailbox>> {

@@ -205,6 +205,18 @@ impl Dataplane {
     }
 }
 
+/// The drivers' one socket table: stores `v` at the endpoint's handle
+/// index `index`, growing the table (indices are small and reused, see
+/// [`crate::endpoint::ClientId::index`]).
+pub(crate) fn put_slot<T>(table: &mut Vec<Option<T>>, index: usize, v: Option<T>) {
+    if table.len() <= index {
+        table.resize_with(index + 1, || None);
+    }
+    if let Some(slot) = table.get_mut(index) {
+        *slot = v;
+    }
+}
+
 /// Makes the socket's close a reset (`SO_LINGER` 0): for a client given
 /// up on, whose unsent bytes the kernel would otherwise keep delivering
 /// after the close.

@@ -416,16 +416,34 @@ impl Endpoint {
     /// logged with the peer and counted; the core goes on.
     pub fn handle(&mut self, now: Instant, event: Event<'_>) {
         self.last_now = now;
-        let owner = self.owner(&event);
-        let run = catch_unwind(AssertUnwindSafe(|| self.dispatch(now, event)));
-        if let Err(payload) = run {
-            let (client, upstream) = owner;
-            let peer = client.and_then(|id| self.clients.get(id.idx, id.gen).map(|c| c.peer));
-            panic::contained_panic(&self.parts.status, peer, &*payload);
-            match (client, upstream) {
-                (Some(id), _) => self.close_client(id, true),
-                (None, Some(u)) => self.close_upstream(u),
-                (None, None) => {}
+        let (client, upstream) = self.owner(&event);
+        self.contained(client, upstream, None, |ep| ep.dispatch(now, event));
+    }
+
+    /// The core's one panic boundary, around all per-connection work: runs
+    /// `f`; if it panics, the panic is logged with the peer and counted,
+    /// and the connection it was for is reset (the client, else the
+    /// upstream; `peer` names a connection not yet in the table). Nested
+    /// uses contain a panic at the innermost, which knows its connection
+    /// best (a timer runs many clients' work).
+    fn contained<R>(
+        &mut self,
+        client: Option<ClientId>,
+        upstream: Option<UpstreamId>,
+        peer: Option<SocketAddr>,
+        f: impl FnOnce(&mut Self) -> R,
+    ) -> Option<R> {
+        match catch_unwind(AssertUnwindSafe(|| f(self))) {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                let known = client.and_then(|id| self.clients.get(id.idx, id.gen).map(|c| c.peer));
+                panic::contained_panic(&self.parts.status, known.or(peer), &*payload);
+                match (client, upstream) {
+                    (Some(id), _) => self.close_client(id, true),
+                    (None, Some(u)) => self.close_upstream(u),
+                    (None, None) => {}
+                }
+                None
             }
         }
     }
@@ -638,17 +656,12 @@ impl Endpoint {
             Some(c) if !c.closed => {}
             _ => return,
         }
-        let run = catch_unwind(AssertUnwindSafe(|| {
-            if let Some(c) = self.clients.get_mut(id.idx, id.gen) {
+        self.contained(Some(id), None, None, |ep| {
+            if let Some(c) = ep.clients.get_mut(id.idx, id.gen) {
                 f(&mut c.conn);
             }
-            self.settle(id, now);
-        }));
-        if let Err(payload) = run {
-            let peer = self.clients.get(id.idx, id.gen).map(|c| c.peer);
-            panic::contained_panic(&self.parts.status, peer, &*payload);
-            self.close_client(id, true);
-        }
+            ep.settle(id, now);
+        });
     }
 
     /// Carries out the engine's actions for client `id`, books its answered

@@ -32,14 +32,11 @@ impl Endpoint {
         let server = self.parts.tls.as_ref()?;
         // The session's set-up is per-connection work too: a panic there
         // refuses this connection only.
-        let session = match catch_unwind(AssertUnwindSafe(|| server.session())) {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
+        let server = server.clone();
+        let session = match self.contained(None, None, Some(peer), |_| server.session())? {
+            Ok(s) => s,
+            Err(e) => {
                 tracing::error!(error = %e, "cannot start a TLS session");
-                return None;
-            }
-            Err(payload) => {
-                panic::contained_panic(&self.parts.status, Some(peer), &*payload);
                 return None;
             }
         };
@@ -89,11 +86,11 @@ impl Endpoint {
         if t.closing {
             return;
         }
-        let run = catch_unwind(AssertUnwindSafe(|| {
-            t.session.recv(data, &mut |plain| {
-                conn.handle(now, ConnEvent::ClientBytes(plain))
-            })
-        }));
+        // Inside the boundary of `handle` (the event is this client's): a
+        // panic here resets this connection only.
+        let run = t.session.recv(data, &mut |plain| {
+            conn.handle(now, ConnEvent::ClientBytes(plain))
+        });
         // The ClientHello is read in an earlier call than any request
         // (the client needs the server's flight first).
         if !conn.has_served_names() {
@@ -102,22 +99,18 @@ impl Endpoint {
             }
         }
         match run {
-            Ok(Ok(Some(handshake))) => {
+            Ok(Some(handshake)) => {
                 stats.tls.handshake(handshake);
                 t.deadline = None;
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(failure)) => {
+            Ok(None) => {}
+            Err(failure) => {
                 stats.tls.failure(failure);
                 if failure == Failure::PlaintextHttp {
                     t.session.queue_plain(PLAIN_TO_TLS);
                 }
                 t.closing = true;
                 t.deadline = Some(now + self.peers.engine().send_timeout);
-            }
-            Err(payload) => {
-                panic::contained_panic(&self.parts.status, Some(c.peer), &*payload);
-                return self.close_client(id, true);
             }
         }
         self.on_client(id, now, |_| {});

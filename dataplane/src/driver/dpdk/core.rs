@@ -5,6 +5,7 @@
 use super::device::{ArpShare, PortQueue};
 use super::eal::Mempool;
 use super::DpdkConfig;
+use crate::driver::put_slot;
 use crate::driver::{DriverConfig, Shared};
 use crate::endpoint::{ClientId, Command, Endpoint, Event, UpstreamId};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -167,14 +168,6 @@ struct Core {
     draining: bool,
 }
 
-/// Stores `v` at `index`, growing the table.
-fn put<T>(table: &mut Vec<Option<T>>, index: usize, v: T) {
-    if table.len() <= index {
-        table.resize_with(index + 1, || None);
-    }
-    table[index] = Some(v);
-}
-
 /// Runs the core until stopped and drained.
 pub(super) fn run(setup: Setup) {
     let Setup {
@@ -326,16 +319,16 @@ impl Core {
                 false => self.ep.accept(now, peer),
             };
             match id {
-                Some(id) => put(
+                Some(id) => put_slot(
                     &mut self.clients,
                     id.index(),
-                    ClientSock {
+                    Some(ClientSock {
                         id,
                         handle: h,
                         eof_seen: false,
                         closing: false,
                         reset_pending: false,
-                    },
+                    }),
                 ),
                 None => {
                     sock.abort();
@@ -382,7 +375,7 @@ impl Core {
                             readable: false,
                             writable: false,
                         };
-                        put(&mut self.ups, up.index(), sock);
+                        put_slot(&mut self.ups, up.index(), Some(sock));
                     }
                     Err(_) => self.ep.handle(now, Event::ConnectFailed(up)),
                 },

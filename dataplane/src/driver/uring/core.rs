@@ -160,14 +160,6 @@ fn shut(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
-/// Stores `v` at `index`, growing the table.
-fn put<T>(table: &mut Vec<Option<T>>, index: usize, v: T) {
-    if table.len() <= index {
-        table.resize_with(index + 1, || None);
-    }
-    table[index] = Some(v);
-}
-
 impl Core {
     fn new(setup: Setup) -> Result<Self, Refused> {
         let ring = new_ring(RING_ENTRIES)?;

@@ -48,7 +48,7 @@ impl Core {
             iov,
             msg,
         });
-        put(&mut self.clients, id.index(), sock);
+        crate::driver::put_slot(&mut self.clients, id.index(), Some(sock));
     }
 
     pub(super) fn received(&mut self, op: Op, res: i32, flags: u32, now: Instant) {

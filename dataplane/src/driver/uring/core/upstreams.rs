@@ -40,7 +40,7 @@ impl Core {
                     send_inflight: false,
                     closing: false,
                 });
-                put(&mut self.ups, up.index(), sock);
+                crate::driver::put_slot(&mut self.ups, up.index(), Some(sock));
             }
             Err(e) => {
                 tracing::warn!(error = %e, %addr, "cannot open an upstream socket");
