@@ -479,29 +479,14 @@ impl Endpoint {
 
     fn dispatch(&mut self, now: Instant, event: Event<'_>) {
         match event {
-            Event::ClientBytes(id, data) if self.is_tls(id) => self.tls_bytes(id, now, data),
-            Event::ClientBytes(id, data) => {
-                self.on_client(id, now, |c| c.handle(now, ConnEvent::ClientBytes(data)))
-            }
+            Event::ClientBytes(id, data) => self.client_bytes(id, now, data),
             Event::ClientEof(id) => {
                 if self.tls_handshaking(id) {
                     self.stats.tls.failure(Failure::Closed);
                 }
                 self.on_client(id, now, |c| c.handle(now, ConnEvent::ClientEof))
             }
-            Event::ClientWritten(id, n) if self.is_tls(id) => {
-                if let Some(t) = self
-                    .clients
-                    .get_mut(id.idx, id.gen)
-                    .and_then(|c| c.tls.as_mut())
-                {
-                    t.session.written(n);
-                }
-                self.on_client(id, now, |_| {})
-            }
-            Event::ClientWritten(id, n) => {
-                self.on_client(id, now, |c| c.handle(now, ConnEvent::ClientWritten(n)))
-            }
+            Event::ClientWritten(id, n) => self.client_written(id, now, n),
             Event::ClientError(id) => self.close_client(id, false),
             Event::ClientClosed(id) => {
                 if let Some(c) = self.clients.remove(id.idx, id.gen) {
@@ -521,30 +506,9 @@ impl Endpoint {
             }
             Event::Connected(u) => self.connected(now, u),
             Event::ConnectFailed(u) => self.connect_failed(now, u),
-            Event::UpstreamBytes(u, data) if self.up_tls(u) => {
-                self.upstream_tls_bytes(now, u, data)
-            }
-            Event::UpstreamBytes(u, data) => {
-                self.on_upstream(u, now, |c| c.handle(now, ConnEvent::UpstreamBytes(data)))
-            }
-            Event::UpstreamWritten(u, n) if self.up_tls(u) => {
-                if let Some(t) = self
-                    .ups
-                    .get_mut(u.idx, u.gen)
-                    .and_then(|up| up.tls.as_mut())
-                {
-                    t.written(n);
-                }
-                self.touch_upstream(u);
-            }
-            Event::UpstreamWritten(u, n) => {
-                self.on_upstream(u, now, |c| c.handle(now, ConnEvent::UpstreamWritten(n)))
-            }
-            // The engine was told when its bytes went into TLS records.
-            Event::UpstreamSent(u) if self.up_tls(u) => self.touch_upstream(u),
-            Event::UpstreamSent(u) => {
-                self.on_upstream(u, now, |c| c.handle(now, ConnEvent::UpstreamSent))
-            }
+            Event::UpstreamBytes(u, data) => self.upstream_bytes(u, now, data),
+            Event::UpstreamWritten(u, n) => self.upstream_written(u, now, n),
+            Event::UpstreamSent(u) => self.upstream_sent(u, now),
             Event::UpstreamEof(u) if matches!(self.up_state(u), Some(UpState::Handshaking(_))) => {
                 self.connect_failed(now, u)
             }

@@ -1,6 +1,9 @@
-//! The TLS transport layer of client and upstream connections: bytes
-//! from the socket are decrypted for the engine, the engine's output is
-//! sealed into records, and a handshake or a closing write has a deadline.
+//! The transport layer of client and upstream connections, plain or TLS
+//! behind one surface (bytes received, bytes written, output sealed, a
+//! deadline): over TLS, bytes from the socket are decrypted for the
+//! engine, the engine's output is sealed into records, and a handshake or
+//! a closing write has a deadline; plain bytes go to the engine as they
+//! are.
 
 use super::*;
 
@@ -25,6 +28,61 @@ pub(super) struct Tls {
 }
 
 impl Endpoint {
+    /// Bytes from client `id`'s socket.
+    pub(super) fn client_bytes(&mut self, id: ClientId, now: Instant, data: &[u8]) {
+        match self.is_tls(id) {
+            true => self.tls_bytes(id, now, data),
+            false => self.on_client(id, now, |c| c.handle(now, ConnEvent::ClientBytes(data))),
+        }
+    }
+
+    /// `n` bytes of client `id`'s output were written to its socket.
+    pub(super) fn client_written(&mut self, id: ClientId, now: Instant, n: usize) {
+        let tls = self
+            .clients
+            .get_mut(id.idx, id.gen)
+            .and_then(|c| c.tls.as_mut());
+        match tls {
+            Some(t) => {
+                t.session.written(n);
+                self.on_client(id, now, |_| {})
+            }
+            None => self.on_client(id, now, |c| c.handle(now, ConnEvent::ClientWritten(n))),
+        }
+    }
+
+    /// Bytes from upstream `u`'s socket.
+    pub(super) fn upstream_bytes(&mut self, u: UpstreamId, now: Instant, data: &[u8]) {
+        match self.up_tls(u) {
+            true => self.upstream_tls_bytes(now, u, data),
+            false => self.on_upstream(u, now, |c| c.handle(now, ConnEvent::UpstreamBytes(data))),
+        }
+    }
+
+    /// `n` bytes of upstream `u`'s output were written to its socket.
+    pub(super) fn upstream_written(&mut self, u: UpstreamId, now: Instant, n: usize) {
+        match self
+            .ups
+            .get_mut(u.idx, u.gen)
+            .and_then(|up| up.tls.as_mut())
+        {
+            Some(t) => {
+                t.written(n);
+                self.touch_upstream(u);
+            }
+            None => self.on_upstream(u, now, |c| c.handle(now, ConnEvent::UpstreamWritten(n))),
+        }
+    }
+
+    /// All of upstream `u`'s taken output was sent; over TLS the engine
+    /// was told when its bytes went into records.
+    pub(super) fn upstream_sent(&mut self, u: UpstreamId, now: Instant) {
+        match self.up_tls(u) {
+            true => self.touch_upstream(u),
+            false => self.on_upstream(u, now, |c| c.handle(now, ConnEvent::UpstreamSent)),
+        }
+    }
+
     /// A new client connection from `peer` on the TLS listener: the same as
     /// [`Self::accept`], with a TLS session in front of the engine. `None`
     /// also when no TLS listener is configured.
