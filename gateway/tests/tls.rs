@@ -624,11 +624,12 @@ fn a_panic_in_the_upstream_tls_path_closes_one_connection_and_the_core_goes_on()
         );
     }
     assert!(
-        wait_for(Duration::from_secs(2), || metric(
+        wait_for(Duration::from_secs(5), || metric(
             &gw,
             "ultragate_panics_total"
         ) == 1.0),
-        "counted"
+        "counted: {}",
+        metric(&gw, "ultragate_panics_total")
     );
     let _ = origin.kill();
     let _ = origin.wait();
