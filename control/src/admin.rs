@@ -76,7 +76,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub trait DataplaneSwitch: Send + Sync {
     /// Serves on `to` (`dpdk`, `kernel` or `auto`); the backend serving
     /// after the switch, or why it cannot switch now.
-    fn switch(&self, to: &str) -> Result<&'static str, String>;
+    fn switch(&self, to: &str) -> Result<&'static str, SwitchError>;
+}
+
+/// Why the data plane did not move (an operator's call, or the runbook's
+/// DPDK port row).
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// The DPDK port's link is down.
+    #[error("the DPDK port's link is down; staying on kernel networking")]
+    LinkDown,
+    /// DPDK never started in this process.
+    #[error("DPDK did not start (see /admin/events); serving on kernel networking")]
+    NotStarted,
+    /// Not `dpdk`, `kernel` or `auto`.
+    #[error("unknown data plane {0:?}")]
+    Unknown(String),
+    /// The kernel listeners could not be started.
+    #[error("kernel networking did not start: {0}")]
+    Kernel(String),
+    /// The process is stopping.
+    #[error("shutting down")]
+    ShuttingDown,
 }
 
 /// What the admin router works on.
@@ -253,7 +274,7 @@ impl Admin {
                     }
                     Err(why) => json_response(
                         409,
-                        &json!({ "error": why, "dataplane": sup.status.backend().as_str() }),
+                        &json!({ "error": why.to_string(), "dataplane": sup.status.backend().as_str() }),
                     ),
                 },
                 ("kernel" | "auto", None) => json_response(

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use ultragate_control::admin::DataplaneSwitch;
+use ultragate_control::admin::{DataplaneSwitch, SwitchError};
 use ultragate_control::executor::events::Event;
 use ultragate_control::policy::PortPolicy;
 use ultragate_control::supervisor::Supervisor;
@@ -107,7 +107,7 @@ impl Serving {
         });
         let weak = Arc::downgrade(&serving);
         supervisor.set_kernel_switch(Box::new(move || {
-            let me = weak.upgrade().ok_or("shutting down")?;
+            let me = weak.upgrade().ok_or(SwitchError::ShuttingDown)?;
             let mut st = me.lock();
             let on = me.to_kernel(
                 &mut st,
@@ -211,9 +211,10 @@ impl Serving {
 
     /// Serves on kernel networking from now on; `why` is the reason
     /// `/health` gives.
-    fn to_kernel(&self, st: &mut State, why: &str) -> Result<String, String> {
+    fn to_kernel(&self, st: &mut State, why: &str) -> Result<String, SwitchError> {
         if st.kernel.is_none() {
-            st.kernel = Some(self.start_kernel(st).map_err(|e| e.to_string())?);
+            let kernel = self.start_kernel(st);
+            st.kernel = Some(kernel.map_err(|e| SwitchError::Kernel(e.to_string()))?);
         }
         if st.port.is_some() {
             self.status.set_reason(why);
@@ -252,22 +253,16 @@ impl Serving {
 }
 
 impl DataplaneSwitch for Serving {
-    fn switch(&self, to: &str) -> Result<&'static str, String> {
+    fn switch(&self, to: &str) -> Result<&'static str, SwitchError> {
         let mut st = self.lock();
         let link_up = st.port.as_ref().map(|p| p.health().link_up);
         let to_port = match (to, link_up) {
             ("kernel", _) => false,
             ("auto", up) => up == Some(true),
             ("dpdk", Some(true)) => true,
-            ("dpdk", Some(false)) => {
-                return Err("the DPDK port's link is down; staying on kernel networking".into())
-            }
-            ("dpdk", None) => {
-                return Err(
-                    "DPDK did not start (see /admin/events); serving on kernel networking".into(),
-                )
-            }
-            (other, _) => return Err(format!("unknown data plane {other:?}")),
+            ("dpdk", Some(false)) => return Err(SwitchError::LinkDown),
+            ("dpdk", None) => return Err(SwitchError::NotStarted),
+            (other, _) => return Err(SwitchError::Unknown(other.to_owned())),
         };
         if !to_port {
             self.to_kernel(

@@ -13,7 +13,7 @@ use ultragate_dataplane::cache::{snapshot, Cache};
 
 /// Moves serving from the DPDK port to kernel networking; answers what
 /// serves afterwards. Registered by the process that owns the port.
-pub type KernelSwitch = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
+pub type KernelSwitch = Box<dyn Fn() -> Result<String, crate::admin::SwitchError> + Send + Sync>;
 
 /// What applying a command did.
 #[derive(Debug)]
